@@ -1,0 +1,125 @@
+/**
+ * Types shared by the allocator core, the outbox and the shells around them.
+ * Everything here is plain data: events are what the log stores, and replaying
+ * a SKU's events through `SkuAllocator.apply` must rebuild the identical state.
+ */
+
+export interface SkuConfig {
+  stock: number;
+  perShopperLimit: number;
+  holdSeconds: number;
+  priceCents: number;
+  currency: string;
+  /** Sale window; null means open on that side. Epoch milliseconds. */
+  startsAtMs: number | null;
+  endsAtMs: number | null;
+}
+
+/**
+ * Lifecycle of one reservation. `checking_out`, `paid` and `payment_failed`
+ * belong to checkout: a hold frozen while its payment is pending, then sold or
+ * given back.
+ */
+export type ReservationStatus =
+  | 'held'
+  | 'released'
+  | 'expired'
+  | 'checking_out'
+  | 'paid'
+  | 'payment_failed';
+
+export interface Reservation {
+  readonly reservationId: string;
+  readonly sku: string;
+  readonly shopperId: string;
+  readonly quantity: number;
+  readonly idempotencyKey: string;
+  readonly expiresAtMs: number;
+  status: ReservationStatus;
+  /** Set once checkout starts: the order paying for this hold. */
+  orderId: string | null;
+}
+
+interface EventBase {
+  sku: string;
+  /** Position in this SKU's log, assigned by its single writer, gap-free from 1. */
+  seq: number;
+  /** Decision time (epoch ms), passed in by the shell: the core never reads a clock. */
+  atMs: number;
+}
+
+export interface ConfiguredEvent extends EventBase {
+  kind: 'configured';
+  config: SkuConfig;
+}
+
+export interface ReservedEvent extends EventBase {
+  kind: 'reserved';
+  reservationId: string;
+  shopperId: string;
+  quantity: number;
+  expiresAtMs: number;
+  idempotencyKey: string;
+}
+
+/** A hold ends and its units go back on sale: the shopper let go, or time ran out. */
+export interface ReleasedEvent extends EventBase {
+  kind: 'released' | 'expired';
+  reservationId: string;
+}
+
+/** Checkout: the hold is frozen (cannot expire) while `orderId` is being paid. */
+export interface CheckoutStartedEvent extends EventBase {
+  kind: 'checkout_started';
+  reservationId: string;
+  orderId: string;
+}
+
+/** Payment settled: `committed` turns held units into sold ones, `payment_failed` puts them back. */
+export interface PaymentSettledEvent extends EventBase {
+  kind: 'committed' | 'payment_failed';
+  reservationId: string;
+}
+
+export type StockEvent =
+  | ConfiguredEvent
+  | ReservedEvent
+  | ReleasedEvent
+  | CheckoutStartedEvent
+  | PaymentSettledEvent;
+
+export type EventKind = StockEvent['kind'];
+
+/** Limits the allocator enforces; they bound memory and work per SKU. */
+export interface AllocatorLimits {
+  /** Largest `quantity` one reservation may ask for. */
+  maxQuantityPerRequest: number;
+  /** Live holds (held or checking out) per SKU; past it reservations get 503. */
+  maxLiveHoldsPerSku: number;
+  /** Most events one `expireDue` call may produce, so a sweep is a bounded batch. */
+  maxEventsPerBatch: number;
+}
+
+export const defaultAllocatorLimits: AllocatorLimits = {
+  maxQuantityPerRequest: 100,
+  maxLiveHoldsPerSku: 1_000_000,
+  maxEventsPerBatch: 4096,
+};
+
+/** Machine-readable reasons a command is refused; they become problem `code`s. */
+export type RejectionCode =
+  | 'sold_out'
+  | 'limit_exceeded'
+  | 'sale_not_open'
+  | 'idempotency_key_reused'
+  | 'quantity_too_large'
+  | 'too_many_holds'
+  | 'stock_below_committed'
+  | 'not_found'
+  | 'reservation_not_held';
+
+export interface Rejection {
+  ok: false;
+  code: RejectionCode;
+  detail: string;
+}

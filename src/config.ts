@@ -1,0 +1,74 @@
+import path from 'node:path';
+
+/**
+ * Every setting, from the environment, with its default and its bounds.
+ * README.md's configuration table lists the same names: keep them together.
+ */
+export interface Config {
+  port: number;
+  host: string;
+  /** Unset: start an embedded PostgreSQL under `dataDir`. */
+  databaseUrl: string | null;
+  dataDir: string;
+  /** Unset in the embedded default: generated once and kept under `dataDir`. */
+  adminToken: string | null;
+  jwtSecret: string | null;
+  logLevel: string;
+  redisUrl: string | null;
+  pgPoolMax: number;
+  batchMaxEvents: number;
+  maxPendingEvents: number;
+  commitTimeoutMs: number;
+  maxQuantityPerRequest: number;
+  maxLiveHoldsPerSku: number;
+  maxBodyBytes: number;
+  expirySweepIntervalMs: number;
+  retryAfterSeconds: number;
+  shutdownTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+type Env = Record<string, string | undefined>;
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+function text(env: Env, name: string): string | null {
+  const raw = env[name];
+  return raw === undefined || raw === '' ? null : raw;
+}
+
+export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
+  const config: Config = {
+    port: integer(env, 'PORT', 8080, 0, 65535),
+    host: text(env, 'HOST') ?? '0.0.0.0',
+    databaseUrl: text(env, 'DATABASE_URL'),
+    dataDir: path.resolve(text(env, 'DATA_DIR') ?? '.data'),
+    adminToken: text(env, 'ADMIN_TOKEN'),
+    jwtSecret: text(env, 'JWT_SECRET'),
+    logLevel: text(env, 'LOG_LEVEL') ?? 'info',
+    redisUrl: text(env, 'REDIS_URL'),
+    pgPoolMax: integer(env, 'PG_POOL_MAX', 8, 2, 100),
+    batchMaxEvents: integer(env, 'BATCH_MAX_EVENTS', 4096, 1, 65_536),
+    maxPendingEvents: integer(env, 'MAX_PENDING_EVENTS', 50_000, 1, 1_000_000),
+    commitTimeoutMs: integer(env, 'COMMIT_TIMEOUT_MS', 5_000, 100, 60_000),
+    maxQuantityPerRequest: integer(env, 'MAX_QUANTITY_PER_REQUEST', 100, 1, 1_000_000),
+    maxLiveHoldsPerSku: integer(env, 'MAX_LIVE_HOLDS_PER_SKU', 1_000_000, 1, 100_000_000),
+    maxBodyBytes: integer(env, 'MAX_BODY_BYTES', 16 * 1024, 256, 1024 * 1024),
+    expirySweepIntervalMs: integer(env, 'EXPIRY_SWEEP_INTERVAL_MS', 100, 5, 10_000),
+    retryAfterSeconds: integer(env, 'RETRY_AFTER_SECONDS', 1, 1, 3600),
+    shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 100, 120_000),
+    ...overrides,
+  };
+  return config;
+}

@@ -1,0 +1,129 @@
+import type pg from 'pg';
+import type { StockEvent, SkuConfig } from '../allocator/types.js';
+
+/**
+ * The event log's SQL, all of it: the group-commit insert and the reads that
+ * recovery replays. Rows are columns, not JSON, so the insert is one
+ * `unnest` over typed arrays and Postgres parses no documents on the hot path.
+ */
+
+const insertText = `
+INSERT INTO stock_events
+  (sku, seq, kind, at_ms, reservation_id, shopper_id, quantity, expires_at_ms, idempotency_key, order_id, config)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::uuid[], $6::text[],
+                     $7::int[], $8::bigint[], $9::text[], $10::uuid[], $11::jsonb[])`;
+
+/** One multi-row INSERT for a whole batch (prepared once per connection). */
+export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig {
+  const n = events.length;
+  const sku = new Array<string>(n);
+  const seq = new Array<number>(n);
+  const kind = new Array<string>(n);
+  const atMs = new Array<number>(n);
+  const reservationId = new Array<string | null>(n);
+  const shopperId = new Array<string | null>(n);
+  const quantity = new Array<number | null>(n);
+  const expiresAtMs = new Array<number | null>(n);
+  const idempotencyKey = new Array<string | null>(n);
+  const orderId = new Array<string | null>(n);
+  const config = new Array<string | null>(n);
+  for (let i = 0; i < n; i++) {
+    const e = events[i]!;
+    sku[i] = e.sku;
+    seq[i] = e.seq;
+    kind[i] = e.kind;
+    atMs[i] = e.atMs;
+    reservationId[i] = e.kind === 'configured' ? null : e.reservationId;
+    shopperId[i] = e.kind === 'reserved' ? e.shopperId : null;
+    quantity[i] = e.kind === 'reserved' ? e.quantity : null;
+    expiresAtMs[i] = e.kind === 'reserved' ? e.expiresAtMs : null;
+    idempotencyKey[i] = e.kind === 'reserved' ? e.idempotencyKey : null;
+    orderId[i] = e.kind === 'checkout_started' ? e.orderId : null;
+    config[i] = e.kind === 'configured' ? JSON.stringify(e.config) : null;
+  }
+  return {
+    name: 'stock-events-insert',
+    text: insertText,
+    values: [sku, seq, kind, atMs, reservationId, shopperId, quantity, expiresAtMs, idempotencyKey, orderId, config],
+  };
+}
+
+interface EventRow {
+  sku: string;
+  seq: string;
+  kind: StockEvent['kind'];
+  at_ms: string;
+  reservation_id: string | null;
+  shopper_id: string | null;
+  quantity: number | null;
+  expires_at_ms: string | null;
+  idempotency_key: string | null;
+  order_id: string | null;
+  config: SkuConfig | null;
+}
+
+const columns =
+  'sku, seq, kind, at_ms, reservation_id, shopper_id, quantity, expires_at_ms, idempotency_key, order_id, config';
+
+export function rowToEvent(row: EventRow): StockEvent {
+  const base = { sku: row.sku, seq: Number(row.seq), atMs: Number(row.at_ms) };
+  switch (row.kind) {
+    case 'configured':
+      return { ...base, kind: row.kind, config: row.config! };
+    case 'reserved':
+      return {
+        ...base,
+        kind: row.kind,
+        reservationId: row.reservation_id!,
+        shopperId: row.shopper_id!,
+        quantity: row.quantity!,
+        expiresAtMs: Number(row.expires_at_ms),
+        idempotencyKey: row.idempotency_key!,
+      };
+    case 'checkout_started':
+      return { ...base, kind: row.kind, reservationId: row.reservation_id!, orderId: row.order_id! };
+    default:
+      return { ...base, kind: row.kind, reservationId: row.reservation_id! };
+  }
+}
+
+/** Rows per page when streaming the log: bounds memory during recovery. */
+const pageRows = 20_000;
+
+/**
+ * Every event, in (sku, seq) order, one page at a time (keyset pagination, so
+ * a large log never sits in memory twice). `afterSeq` lets a snapshot skip the prefix.
+ */
+export async function* readEvents(
+  db: pg.Pool | pg.PoolClient,
+  filter: { sku?: string; afterSeq?: number } = {},
+): AsyncGenerator<StockEvent[]> {
+  let lastSku = filter.sku ?? '';
+  let lastSeq = filter.afterSeq ?? 0;
+  // ('', 0) sorts before every real key: SKU names are never empty.
+  const where = filter.sku !== undefined ? 'sku = $1 AND seq > $2' : '(sku, seq) > ($1, $2)';
+  for (;;) {
+    const result = await db.query<EventRow>({
+      text: `SELECT ${columns} FROM stock_events WHERE ${where} ORDER BY sku, seq LIMIT ${pageRows}`,
+      values: [lastSku, lastSeq],
+    });
+    if (result.rows.length === 0) return;
+    const events = result.rows.map(rowToEvent);
+    yield events;
+    const last = events[events.length - 1]!;
+    lastSku = last.sku;
+    lastSeq = last.seq;
+    if (result.rows.length < pageRows) return;
+  }
+}
+
+/** Highest seq each of `skus` has in the log (0 when none): how fencing tells who wrote. */
+export async function lastSeqs(db: pg.Pool, skus: readonly string[]): Promise<Map<string, number>> {
+  const result = await db.query<{ sku: string; seq: string }>({
+    text: 'SELECT sku, max(seq) AS seq FROM stock_events WHERE sku = ANY($1::text[]) GROUP BY sku',
+    values: [skus],
+  });
+  const seqs = new Map<string, number>(skus.map((sku) => [sku, 0]));
+  for (const row of result.rows) seqs.set(row.sku, Number(row.seq));
+  return seqs;
+}
