@@ -1,0 +1,26 @@
+import { loadConfig } from '../config.js';
+import { readSecrets, secretsPath } from '../secrets.js';
+import { signShopperToken, maxShopperIdLength } from '../auth/auth.js';
+
+/** `npm run token -- <shopperId> [expiresInSeconds]`: print a shopper JWT for the configured secret. */
+async function main(): Promise<void> {
+  const [shopperId, expires] = process.argv.slice(2);
+  if (shopperId === undefined || shopperId.length === 0 || shopperId.length > maxShopperIdLength) {
+    process.stderr.write(`usage: npm run token -- <shopperId (1-${maxShopperIdLength} chars)> [expiresInSeconds]\n`);
+    process.exit(2);
+  }
+  const config = loadConfig();
+  const secret = config.jwtSecret ?? (await readSecrets(config.dataDir)).jwtSecret;
+  if (secret === undefined) {
+    process.stderr.write(`no JWT_SECRET set and none kept in ${secretsPath(config.dataDir)}: start the service once, or set JWT_SECRET\n`);
+    process.exit(1);
+  }
+  const expiresInSeconds = expires === undefined ? undefined : Number(expires);
+  if (expiresInSeconds !== undefined && !(Number.isInteger(expiresInSeconds) && expiresInSeconds > 0)) {
+    process.stderr.write('expiresInSeconds must be a positive integer\n');
+    process.exit(2);
+  }
+  process.stdout.write(signShopperToken(secret, shopperId, expiresInSeconds) + '\n');
+}
+
+void main();

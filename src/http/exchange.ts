@@ -1,0 +1,140 @@
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import type { Logger } from 'pino';
+import { problem, type ProblemCode } from './problem.js';
+import type { Outcome } from '../inventory/inventory.js';
+
+/**
+ * One request/response pair over uWebSockets.js, with its rules built in:
+ * the abort handler is attached before anything async, nothing is written after
+ * an abort, every write is corked, and exactly one response is sent.
+ */
+
+const statusLines: Record<number, string> = {
+  200: '200 OK',
+  201: '201 Created',
+  202: '202 Accepted',
+  400: '400 Bad Request',
+  401: '401 Unauthorized',
+  403: '403 Forbidden',
+  404: '404 Not Found',
+  405: '405 Method Not Allowed',
+  409: '409 Conflict',
+  413: '413 Payload Too Large',
+  415: '415 Unsupported Media Type',
+  422: '422 Unprocessable Content',
+  500: '500 Internal Server Error',
+  503: '503 Service Unavailable',
+};
+
+export interface ExchangeContext {
+  log: Logger;
+  retryAfterSeconds: number;
+  maxBodyBytes: number;
+  /** Called for an error the handler did not expect: log it, maybe crash. */
+  onUnexpected: (error: unknown, exchange: Exchange) => void;
+}
+
+let requestCounter = 0;
+const requestIdPrefix = `${process.pid.toString(36)}-${Date.now().toString(36)}-`;
+const requestIdPattern = /^[\x21-\x7e]{1,100}$/;
+
+export class Exchange {
+  aborted = false;
+  done = false;
+  readonly requestId: string;
+  readonly method: string;
+  readonly url: string;
+
+  constructor(
+    readonly res: HttpResponse,
+    req: HttpRequest,
+    readonly ctx: ExchangeContext,
+  ) {
+    res.onAborted(() => {
+      this.aborted = true;
+    });
+    const given = req.getHeader('x-request-id');
+    this.requestId = requestIdPattern.test(given) ? given : requestIdPrefix + (++requestCounter).toString(36);
+    this.method = req.getCaseSensitiveMethod();
+    this.url = req.getUrl();
+  }
+
+  send(status: number, body: unknown, contentType = 'application/json', headers?: [string, string][]): void {
+    if (this.aborted || this.done) return;
+    this.done = true;
+    const payload = JSON.stringify(body);
+    this.res.cork(() => {
+      this.res.writeStatus(statusLines[status] ?? String(status));
+      this.res.writeHeader('content-type', contentType);
+      this.res.writeHeader('x-request-id', this.requestId);
+      if (headers !== undefined) for (const [name, value] of headers) this.res.writeHeader(name, value);
+      this.res.end(payload);
+    });
+  }
+
+  problem(code: ProblemCode, detail: string, headers: [string, string][] = []): void {
+    const body = problem(code, detail, this.url);
+    if (body.status === 503) headers.push(['retry-after', String(this.ctx.retryAfterSeconds)]);
+    if (body.status >= 500) this.ctx.log.warn({ reqId: this.requestId, method: this.method, url: this.url, code, detail }, 'request failed');
+    else this.ctx.log.debug({ reqId: this.requestId, method: this.method, url: this.url, code, detail }, 'request refused');
+    this.send(body.status, body, 'application/problem+json', headers);
+  }
+
+  outcome<T>(outcome: Outcome<T>, status: number): void {
+    if (outcome.ok) this.send(status, outcome.value);
+    else this.problem(outcome.code, outcome.detail);
+  }
+
+  /** Settle from a promise; an unexpected rejection becomes a 500, never a hang. */
+  settle<T>(promise: Promise<T>, onValue: (value: T) => void): void {
+    promise.then(onValue, (error: unknown) => this.ctx.onUnexpected(error, this));
+  }
+
+  /**
+   * Read a JSON body with `onData`, enforcing the media type and the size
+   * bound before anything is buffered past it. Calls `onBody` only with parsed JSON.
+   */
+  readJson(req: HttpRequest, onBody: (body: unknown) => void): void {
+    const contentType = req.getHeader('content-type');
+    const declaredLength = req.getHeader('content-length');
+    const max = this.ctx.maxBodyBytes;
+    if (declaredLength !== '' && Number(declaredLength) > max) {
+      this.problem('payload_too_large', `the body may be at most ${max} bytes`);
+      return;
+    }
+    if (!isJson(contentType)) {
+      this.problem('unsupported_media_type', 'the body must be application/json');
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    this.res.onData((chunk, isLast) => {
+      if (this.done) return;
+      size += chunk.byteLength;
+      if (size > max) {
+        this.problem('payload_too_large', `the body may be at most ${max} bytes`);
+        return;
+      }
+      // uWS reuses the chunk's memory after this callback returns: copy it.
+      chunks.push(Buffer.from(new Uint8Array(chunk)));
+      if (!isLast) return;
+      let body: unknown;
+      try {
+        body = JSON.parse(chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8'));
+      } catch {
+        this.problem('invalid_request', 'the body is not valid JSON');
+        return;
+      }
+      try {
+        onBody(body);
+      } catch (error) {
+        this.ctx.onUnexpected(error, this);
+      }
+    });
+  }
+}
+
+function isJson(contentType: string): boolean {
+  const mediaType = contentType.split(';', 1)[0]!.trim().toLowerCase();
+  return mediaType === 'application/json' || (mediaType.startsWith('application/') && mediaType.endsWith('+json'));
+}

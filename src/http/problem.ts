@@ -1,0 +1,63 @@
+import type { FailureCode } from '../inventory/inventory.js';
+
+/**
+ * RFC 9457 problem details. Every error a client can see has a stable `code`;
+ * this table is the one place that maps a code to its HTTP status and title.
+ */
+export type ProblemCode =
+  | FailureCode
+  | 'invalid_request'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'payload_too_large'
+  | 'unsupported_media_type'
+  | 'method_not_allowed'
+  | 'not_ready'
+  | 'internal';
+
+interface ProblemType {
+  status: number;
+  title: string;
+}
+
+export const problemTypes: Record<ProblemCode, ProblemType> = {
+  invalid_request: { status: 400, title: 'Invalid request' },
+  quantity_too_large: { status: 400, title: 'Quantity too large' },
+  unauthorized: { status: 401, title: 'Unauthorized' },
+  forbidden: { status: 403, title: 'Forbidden' },
+  not_found: { status: 404, title: 'Not found' },
+  method_not_allowed: { status: 405, title: 'Method not allowed' },
+  sold_out: { status: 409, title: 'Sold out' },
+  limit_exceeded: { status: 409, title: 'Per-shopper limit exceeded' },
+  sale_not_open: { status: 409, title: 'Sale not open' },
+  stock_below_committed: { status: 409, title: 'Stock below held and sold units' },
+  reservation_not_held: { status: 409, title: 'Reservation not held' },
+  payload_too_large: { status: 413, title: 'Payload too large' },
+  unsupported_media_type: { status: 415, title: 'Unsupported media type' },
+  idempotency_key_reused: { status: 422, title: 'Idempotency key reused' },
+  internal: { status: 500, title: 'Internal error' },
+  unavailable: { status: 503, title: 'Service unavailable' },
+  too_many_holds: { status: 503, title: 'Too many live holds' },
+  not_ready: { status: 503, title: 'Not ready' },
+};
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: ProblemCode;
+  instance?: string;
+}
+
+export function problem(code: ProblemCode, detail: string, instance?: string): Problem {
+  const { status, title } = problemTypes[code];
+  const body: Problem = { type: `https://flashstock.dev/problems/${code.replace(/_/g, '-')}`, title, status, detail, code };
+  if (instance !== undefined) body.instance = instance;
+  return body;
+}
+
+/** Statuses whose problems tell the client when to come back. */
+export function isRetryable(status: number): boolean {
+  return status === 503;
+}

@@ -1,0 +1,197 @@
+import uWS from 'uWebSockets.js';
+import type { Logger } from 'pino';
+import type { ShopperVerifier } from '../auth/auth.js';
+import type { Inventory } from '../inventory/inventory.js';
+import { Exchange, type ExchangeContext } from './exchange.js';
+import {
+  describeErrors,
+  idempotencyKeyPattern,
+  isUuid,
+  skuPattern,
+  toSkuConfig,
+  validateReserveBody,
+  validateSkuBody,
+} from './validation.js';
+
+export interface HttpDependencies {
+  inventory: Inventory;
+  log: Logger;
+  verifyShopper: ShopperVerifier;
+  isAdmin: (authorization: string | undefined) => boolean;
+  /** Postgres answers (for /readyz). */
+  databaseAlive: () => Promise<boolean>;
+  maxBodyBytes: number;
+  retryAfterSeconds: number;
+  /** A fault no request should cause (an invariant broke): log and crash. */
+  onFatal: (error: unknown) => void;
+}
+
+/** Each route pattern with the methods it serves, so other methods get a 405 with `Allow`. */
+type Handler = (exchange: Exchange, req: uWS.HttpRequest) => void;
+type Method = 'get' | 'put' | 'post' | 'del';
+
+export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
+  const { inventory, log } = deps;
+  const app = uWS.App();
+  const ctx: ExchangeContext = {
+    log,
+    retryAfterSeconds: deps.retryAfterSeconds,
+    maxBodyBytes: deps.maxBodyBytes,
+    onUnexpected: (error, exchange) => {
+      log.error({ err: error, reqId: exchange.requestId, method: exchange.method, url: exchange.url }, 'unexpected error');
+      exchange.problem('internal', 'an unexpected error occurred; nothing was acknowledged');
+      if (error instanceof Error && error.name === 'InvariantViolation') deps.onFatal(error);
+    },
+  };
+
+  const route = (pattern: string, handlers: Partial<Record<Method, Handler>>): void => {
+    const allow = Object.keys(handlers)
+      .map((m) => (m === 'del' ? 'DELETE' : m.toUpperCase()))
+      .join(', ');
+    for (const [method, handler] of Object.entries(handlers) as [Method, Handler][]) {
+      app[method](pattern, (res, req) => {
+        const exchange = new Exchange(res, req, ctx);
+        try {
+          handler(exchange, req);
+        } catch (error) {
+          ctx.onUnexpected(error, exchange);
+        }
+      });
+    }
+    app.any(pattern, (res, req) => {
+      new Exchange(res, req, ctx).problem('method_not_allowed', `${req.getCaseSensitiveMethod()} is not allowed here`, [
+        ['allow', allow],
+      ]);
+    });
+  };
+
+  const shopper = (exchange: Exchange, req: uWS.HttpRequest): string | null => {
+    const auth = deps.verifyShopper(req.getHeader('authorization'));
+    if (auth.ok) return auth.shopperId;
+    exchange.problem('unauthorized', auth.detail, [['www-authenticate', 'Bearer']]);
+    return null;
+  };
+
+  route('/healthz', {
+    get: (exchange) => exchange.send(200, { status: 'ok' }),
+  });
+
+  route('/readyz', {
+    get: (exchange) => {
+      if (!inventory.isReady()) {
+        exchange.problem('not_ready', 'allocators are still recovering from the event log');
+        return;
+      }
+      exchange.settle(deps.databaseAlive(), (alive) => {
+        if (alive) exchange.send(200, { status: 'ready' });
+        else exchange.problem('not_ready', 'PostgreSQL does not answer');
+      });
+    },
+  });
+
+  route('/v1/admin/skus/:sku', {
+    put: (exchange, req) => {
+      if (!deps.isAdmin(req.getHeader('authorization'))) {
+        exchange.problem('unauthorized', 'an admin bearer token is required', [['www-authenticate', 'Bearer']]);
+        return;
+      }
+      const sku = req.getParameter(0);
+      if (!skuPattern.test(sku)) {
+        exchange.problem('invalid_request', 'sku must be 1-64 characters of A-Z a-z 0-9 . _ -');
+        return;
+      }
+      exchange.readJson(req, (body) => {
+        if (!validateSkuBody(body)) {
+          exchange.problem('invalid_request', describeErrors(validateSkuBody.errors));
+          return;
+        }
+        const parsed = toSkuConfig(body);
+        if (!parsed.ok) {
+          exchange.problem('invalid_request', parsed.detail);
+          return;
+        }
+        exchange.settle(inventory.configureSku(sku, parsed.config), (outcome) => {
+          if (outcome.ok) exchange.send(outcome.value.created ? 201 : 200, outcome.value.view);
+          else exchange.problem(outcome.code, outcome.detail);
+        });
+      });
+    },
+  });
+
+  route('/v1/skus/:sku', {
+    get: (exchange, req) => {
+      const sku = req.getParameter(0);
+      if (!skuPattern.test(sku)) {
+        exchange.problem('invalid_request', 'sku must be 1-64 characters of A-Z a-z 0-9 . _ -');
+        return;
+      }
+      exchange.settle(inventory.getSku(sku), (view) => {
+        if (view === null) exchange.problem('not_found', `SKU ${sku} does not exist`);
+        else exchange.send(200, view);
+      });
+    },
+  });
+
+  route('/v1/skus/:sku/reservations', {
+    post: (exchange, req) => {
+      const shopperId = shopper(exchange, req);
+      if (shopperId === null) return;
+      const sku = req.getParameter(0);
+      if (!skuPattern.test(sku)) {
+        exchange.problem('invalid_request', 'sku must be 1-64 characters of A-Z a-z 0-9 . _ -');
+        return;
+      }
+      const idempotencyKey = req.getHeader('idempotency-key');
+      if (!idempotencyKeyPattern.test(idempotencyKey)) {
+        exchange.problem(
+          'invalid_request',
+          idempotencyKey === ''
+            ? 'the Idempotency-Key header is required'
+            : 'Idempotency-Key must be 1-200 visible ASCII characters',
+        );
+        return;
+      }
+      exchange.readJson(req, (body) => {
+        if (!validateReserveBody(body)) {
+          exchange.problem('invalid_request', describeErrors(validateReserveBody.errors));
+          return;
+        }
+        exchange.settle(inventory.reserve({ sku, shopperId, quantity: body.quantity, idempotencyKey }), (outcome) =>
+          exchange.outcome(outcome, 201),
+        );
+      });
+    },
+  });
+
+  route('/v1/reservations/:id', {
+    get: (exchange, req) => {
+      const shopperId = shopper(exchange, req);
+      if (shopperId === null) return;
+      const id = req.getParameter(0).toLowerCase();
+      if (!isUuid(id)) {
+        exchange.problem('not_found', `reservation ${id} does not exist`);
+        return;
+      }
+      exchange.settle(inventory.getReservation(id, shopperId), (view) => {
+        if (view === null) exchange.problem('not_found', `reservation ${id} does not exist`);
+        else exchange.send(200, view);
+      });
+    },
+    del: (exchange, req) => {
+      const shopperId = shopper(exchange, req);
+      if (shopperId === null) return;
+      const id = req.getParameter(0).toLowerCase();
+      if (!isUuid(id)) {
+        exchange.problem('not_found', `reservation ${id} does not exist`);
+        return;
+      }
+      exchange.settle(inventory.release(id, shopperId), (outcome) => exchange.outcome(outcome, 200));
+    },
+  });
+
+  app.any('/*', (res, req) => {
+    new Exchange(res, req, ctx).problem('not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`);
+  });
+
+  return app;
+}

@@ -1,0 +1,85 @@
+import { Ajv, type ErrorObject } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import type { SkuConfig } from '../allocator/types.js';
+
+/**
+ * Request schemas, compiled once. Strict: unknown fields are refused, so a
+ * typo (`quantitiy`) is a 400, not a silent default.
+ */
+const ajv = new Ajv({ allErrors: false, strict: true });
+// ajv-formats is CommonJS: under NodeNext its plugin is the `default` property.
+addFormatsModule.default(ajv, ['date-time']);
+
+export const skuPattern = /^[A-Za-z0-9._-]{1,64}$/;
+/** Visible ASCII, 1–200 characters (the Idempotency-Key header). */
+export const idempotencyKeyPattern = /^[\x21-\x7e]{1,200}$/;
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export function isUuid(value: string): boolean {
+  return uuidPattern.test(value);
+}
+
+const maxInt = 1_000_000_000;
+
+export const validateReserveBody = ajv.compile<{ quantity: number }>({
+  type: 'object',
+  properties: { quantity: { type: 'integer', minimum: 1, maximum: maxInt } },
+  required: ['quantity'],
+  additionalProperties: false,
+});
+
+export interface SkuBody {
+  stock: number;
+  perShopperLimit: number;
+  holdSeconds: number;
+  priceCents: number;
+  currency: string;
+  startsAt?: string;
+  endsAt?: string;
+}
+
+export const validateSkuBody = ajv.compile<SkuBody>({
+  type: 'object',
+  properties: {
+    stock: { type: 'integer', minimum: 0, maximum: maxInt },
+    perShopperLimit: { type: 'integer', minimum: 1, maximum: maxInt },
+    holdSeconds: { type: 'integer', minimum: 1, maximum: 7 * 24 * 3600 },
+    priceCents: { type: 'integer', minimum: 0, maximum: 100 * maxInt },
+    currency: { type: 'string', pattern: '^[A-Z]{3}$' },
+    startsAt: { type: 'string', format: 'date-time' },
+    endsAt: { type: 'string', format: 'date-time' },
+  },
+  required: ['stock', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency'],
+  additionalProperties: false,
+});
+
+export function describeErrors(errors: ErrorObject[] | null | undefined): string {
+  const first = errors?.[0];
+  if (first === undefined) return 'the body does not match the schema';
+  const where = first.instancePath === '' ? 'body' : first.instancePath.slice(1).replace(/\//g, '.');
+  if (first.keyword === 'additionalProperties') {
+    return `${where} has an unknown field "${(first.params as { additionalProperty: string }).additionalProperty}"`;
+  }
+  return `${where} ${first.message ?? 'is invalid'}`;
+}
+
+/** The admin body as the allocator's config; null with a reason when the window is backwards. */
+export function toSkuConfig(body: SkuBody): { ok: true; config: SkuConfig } | { ok: false; detail: string } {
+  const startsAtMs = body.startsAt === undefined ? null : Date.parse(body.startsAt);
+  const endsAtMs = body.endsAt === undefined ? null : Date.parse(body.endsAt);
+  if (startsAtMs !== null && endsAtMs !== null && endsAtMs <= startsAtMs) {
+    return { ok: false, detail: 'endsAt must be after startsAt' };
+  }
+  return {
+    ok: true,
+    config: {
+      stock: body.stock,
+      perShopperLimit: body.perShopperLimit,
+      holdSeconds: body.holdSeconds,
+      priceCents: body.priceCents,
+      currency: body.currency,
+      startsAtMs,
+      endsAtMs,
+    },
+  };
+}

@@ -1,0 +1,85 @@
+import type { RejectionCode, Reservation, ReservationStatus, SkuConfig } from '../allocator/types.js';
+import type { SkuAllocator } from '../allocator/allocator.js';
+
+/**
+ * What the front ends (HTTP, WebSocket) may ask of the allocators. Today one
+ * process hosts every SKU (LocalInventory); the interface is asynchronous so a
+ * remote owner of a SKU shard can stand behind it later without the front ends
+ * changing.
+ */
+export interface Inventory {
+  /** True once every SKU has been rebuilt from the log and overdue holds expired. */
+  isReady(): boolean;
+  configureSku(sku: string, config: SkuConfig): Promise<Outcome<{ created: boolean; view: SkuView }>>;
+  getSku(sku: string): Promise<SkuView | null>;
+  reserve(request: ReserveRequest): Promise<Outcome<ReservationView>>;
+  getReservation(reservationId: string, shopperId: string): Promise<ReservationView | null>;
+  release(reservationId: string, shopperId: string): Promise<Outcome<ReservationView>>;
+  /** Stop taking work, commit what was decided, stop timers. */
+  close(): Promise<void>;
+}
+
+export interface ReserveRequest {
+  sku: string;
+  shopperId: string;
+  quantity: number;
+  idempotencyKey: string;
+}
+
+/** `unavailable`: not decided at all (recovering, fenced, overloaded, or the commit failed). */
+export type FailureCode = RejectionCode | 'unavailable';
+
+export type Outcome<T> = { ok: true; value: T } | { ok: false; code: FailureCode; detail: string };
+
+export interface SkuView {
+  sku: string;
+  stock: number;
+  available: number;
+  held: number;
+  sold: number;
+  perShopperLimit: number;
+  holdSeconds: number;
+  priceCents: number;
+  currency: string;
+  startsAt: string | null;
+  endsAt: string | null;
+}
+
+export interface ReservationView {
+  reservationId: string;
+  sku: string;
+  quantity: number;
+  status: ReservationStatus;
+  expiresAt: string;
+}
+
+function isoOrNull(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
+
+export function skuView(allocator: SkuAllocator): SkuView {
+  const config = allocator.config!;
+  return {
+    sku: allocator.sku,
+    stock: config.stock,
+    available: allocator.available,
+    held: allocator.held,
+    sold: allocator.sold,
+    perShopperLimit: config.perShopperLimit,
+    holdSeconds: config.holdSeconds,
+    priceCents: config.priceCents,
+    currency: config.currency,
+    startsAt: isoOrNull(config.startsAtMs),
+    endsAt: isoOrNull(config.endsAtMs),
+  };
+}
+
+export function reservationView(reservation: Reservation, status: ReservationStatus = reservation.status): ReservationView {
+  return {
+    reservationId: reservation.reservationId,
+    sku: reservation.sku,
+    quantity: reservation.quantity,
+    status,
+    expiresAt: new Date(reservation.expiresAtMs).toISOString(),
+  };
+}
