@@ -1,0 +1,293 @@
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { createSkus, readViews, waitReady } from './admin.js';
+import { InvariantChecker, type Observations } from './checker.js';
+import type { BenchOptions } from './cli.js';
+import { IdList, IdSet } from './ids.js';
+import { defaultThreads, runLoad, type LoadResult } from './loadgen.js';
+import { machineFacts, postgresVersion } from './machine.js';
+import { evaluateTargets, markdownReport, stripIds, svgChart, type BenchReport, type CheckOutcome, type RunRecord } from './report.js';
+import {
+  flashstockAvailable,
+  repoRoot,
+  startFlashstock,
+  startHello,
+  startRedisLua,
+  startRedisServer,
+  startRowlock,
+  stockEventRows,
+  systemLabels,
+  type RunningSystem,
+  type SystemName,
+} from './systems.js';
+import { runWrk } from './wrk.js';
+import { scenarios } from '../scenarios/index.js';
+import type { ScenarioPlan, SkuSpec } from '../scenarios/common.js';
+
+/** One bench invocation: start what is needed, run every scenario on every system, check, report, stop. */
+
+export interface BenchOutcome {
+  report: BenchReport;
+  markdown: string;
+  ok: boolean;
+  files: string[];
+}
+
+type Log = (line: string) => void;
+
+const short: Record<SystemName, string> = { flashstock: 'f', rowlock: 'r', 'redis-lua': 'l', hello: 'h' };
+
+interface Phase {
+  plan: ScenarioPlan;
+  result: LoadResult;
+}
+
+async function runPhase(
+  system: RunningSystem,
+  scenarioName: string,
+  plan: ScenarioPlan,
+  options: BenchOptions,
+  runId: string,
+  shape: { connections: number; durationMs: number; mode: 'open' | 'closed'; rate: number },
+): Promise<LoadResult> {
+  await createSkus(system.url, system.adminToken, plan.skus);
+  return runLoad({
+    url: system.url,
+    scenario: scenarioName,
+    params: plan.params,
+    finite: plan.finite,
+    mode: shape.mode,
+    connections: shape.connections,
+    rate: shape.rate,
+    durationMs: shape.durationMs,
+    timeoutMs: options.timeoutMs,
+    threads: options.threads ?? defaultThreads(),
+    jwtSecret: system.jwtSecret,
+    runId,
+  });
+}
+
+async function check(system: RunningSystem, phases: Phase[]): Promise<CheckOutcome> {
+  if (system.rows === null) return { status: 'skipped', reason: system.uncheckedReason ?? 'no database to check against' };
+  const skus: SkuSpec[] = phases.flatMap((p) => p.plan.skus);
+  const ids = new IdList(Math.max(16, phases.reduce((n, p) => n + p.result.ids.count, 0)));
+  for (const p of phases) ids.pushBytes(p.result.ids.bytes, p.result.ids.count);
+  const sum = (f: (r: LoadResult) => number): number => phases.reduce((n, p) => n + f(p.result), 0);
+  const observations: Observations = {
+    skus: skus.map((s) => s.sku),
+    acknowledged: new IdSet(ids),
+    acknowledgedCount: sum((r) => r.acknowledged),
+    acknowledgedQuantity: sum((r) => r.acknowledgedQuantity),
+    badBodies: sum((r) => r.badBodies),
+    unanswered: sum((r) => r.unanswered),
+    views: await readViews(system.url, skus.map((s) => s.sku)),
+    configuredStock: Object.fromEntries(skus.map((s) => [s.sku, s.stock])),
+  };
+  const checker = new InvariantChecker(observations);
+  for await (const batch of system.rows(observations.skus)) for (const row of batch) checker.add(row);
+  const { skus: perSku, ...report } = checker.finish();
+  return { status: report.ok ? 'passed' : 'failed', report, skuCount: Object.keys(perSku).length };
+}
+
+export async function runBench(options: BenchOptions, log: Log = (l) => process.stderr.write(`${l}\n`)): Promise<BenchOutcome> {
+  const started: Array<{ name: string; stop(): Promise<void> }> = [];
+  const notes: string[] = [];
+  const runs: RunRecord[] = [];
+  const baseRunId = Date.now().toString(36);
+  const adminToken = options.adminToken ?? randomBytes(18).toString('base64url');
+  const jwtSecret = options.jwtSecret ?? randomBytes(32).toString('base64url');
+  const base = { verbose: options.verbose, adminToken, jwtSecret };
+  let databaseUrl: string | undefined = options.databaseUrl ?? process.env.DATABASE_URL ?? undefined;
+  let redisVersion: string | null = null;
+  let pgVersion: string | null = null;
+
+  const stopAll = async (): Promise<void> => {
+    while (started.length > 0) {
+      const s = started.pop()!;
+      try {
+        await s.stop();
+      } catch (error) {
+        log(`stopping ${s.name}: ${(error as Error).message}`);
+      }
+    }
+  };
+  const onSignal = (): void => {
+    log('interrupted: stopping everything the bench started');
+    void stopAll().then(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+
+  try {
+    for (const name of options.systems) {
+      let system: RunningSystem | null = null;
+      let stopAfter = true;
+      if (name === 'flashstock') {
+        if (options.url !== null) {
+          if (options.adminToken === null || options.jwtSecret === null) throw new Error('--url needs --admin-token and --jwt-secret (to create SKUs and mint shopper tokens)');
+          const rowsUrl = options.databaseUrl;
+          system = {
+            name,
+            label: `${systemLabels.flashstock} at ${options.url}`,
+            durable: true,
+            url: options.url.replace(/\/$/, ''),
+            adminToken: options.adminToken,
+            jwtSecret: options.jwtSecret,
+            rows: rowsUrl === null ? null : (skus) => stockEventRows(rowsUrl, skus),
+            uncheckedReason: 'no --database-url given',
+            stop: async () => {},
+          };
+          if (rowsUrl === null) log('\x1b[33mWARNING: no --database-url: the post-run checks against Postgres are SKIPPED\x1b[0m');
+        } else if (!flashstockAvailable()) {
+          const text = 'flashstock: src/app.ts does not exist yet — SKIPPED';
+          log(`\x1b[33mWARNING: ${text}\x1b[0m`);
+          notes.push(text);
+          continue;
+        } else {
+          log('starting flashstock (embedded Postgres unless --database-url)…');
+          const nodeArgs = options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(options.outDir, 'prof')}`] : [];
+          const f = await startFlashstock({ ...base, ...(databaseUrl !== undefined ? { databaseUrl } : {}), nodeArgs });
+          started.push({ name, stop: f.stop });
+          databaseUrl = f.databaseUrl;
+          system = f;
+          stopAfter = false; // its Postgres serves rowlock too: stopped at the end
+        }
+      } else if (name === 'rowlock') {
+        if (databaseUrl === undefined) {
+          const text = 'rowlock: no Postgres (start flashstock in the same run, or give --database-url / DATABASE_URL) — SKIPPED';
+          log(`\x1b[33mWARNING: ${text}\x1b[0m`);
+          notes.push(text);
+          continue;
+        }
+        system = await startRowlock({ ...base, databaseUrl });
+      } else if (name === 'redis-lua') {
+        let redisUrl = options.redisUrl ?? process.env.REDIS_URL ?? undefined;
+        if (redisUrl === undefined) {
+          const redis = await startRedisServer(options.verbose);
+          if (redis === null) {
+            const text = 'redis-lua: no REDIS_URL and no redis-server on PATH — SKIPPED';
+            log(`\x1b[33mWARNING: ${text}\x1b[0m`);
+            notes.push(text);
+            continue;
+          }
+          started.push({ name: 'redis-server', stop: redis.stop });
+          redisUrl = redis.url;
+        }
+        system = await startRedisLua({ ...base, redisUrl });
+        try {
+          const { Redis } = await import('ioredis');
+          const r = new Redis(redisUrl);
+          redisVersion = /redis_version:(\S+)/.exec(await r.info('server'))?.[1] ?? null;
+          r.disconnect();
+        } catch {
+          // version is only a fact for the report
+        }
+      } else {
+        system = await startHello(base);
+      }
+      if (stopAfter) started.push({ name, stop: system.stop });
+      await waitReady(system.url);
+
+      for (const scenarioName of options.scenarios) {
+        const scenario = scenarios[scenarioName]!;
+        const runId = `${baseRunId}${short[name]}`;
+        const connections = options.connections ?? scenario.defaults.connections ?? 256;
+        const durationSec = options.durationSec ?? scenario.defaults.durationSec ?? 10;
+        const mode = options.rate !== null ? 'open' : 'closed';
+        const plan = scenario.plan({
+          runId: `${runId}${scenarioName.slice(0, 2)}`,
+          ...(options.skus !== null ? { skus: options.skus } : {}),
+          ...(options.stock !== null ? { stock: options.stock } : {}),
+          ...(options.shoppers !== null ? { shoppers: options.shoppers } : {}),
+        });
+        const phases: Phase[] = [];
+        if (options.warmupSec > 0) {
+          const warm = scenarios['hot-sku']!.plan({ runId: `${runId}${scenarioName.slice(0, 2)}w`, shoppers: 5_000 });
+          log(`${name} ${scenarioName}: warm-up ${options.warmupSec} s on its own SKU`);
+          const result = await runPhase(system, 'hot-sku', warm, options, `${runId}w`, { connections: Math.min(connections, 256), durationMs: options.warmupSec * 1000, mode: 'closed', rate: 0 });
+          phases.push({ plan: warm, result });
+        }
+        log(`${name} ${scenarioName}: ${mode === 'open' ? `open loop ${options.rate}/s` : 'closed loop'}, ${connections} connections, ${plan.finite ? 'until done' : `${durationSec} s`}`);
+        const result = await runPhase(system, scenarioName, plan, options, runId, { connections, durationMs: durationSec * 1000, mode, rate: options.rate ?? 0 });
+        phases.push({ plan, result });
+        log(`${name} ${scenarioName}: ${Math.round(result.throughput)} req/s, ${Math.round(result.reservationsPerSec)} reservations/s, p99 ${result.latency.p99} ms; checking…`);
+        const outcome = await check(system, phases);
+        if (outcome.status === 'failed') log(`\x1b[31m${name} ${scenarioName}: CHECK FAILED\x1b[0m`);
+        const record: RunRecord = {
+          scenario: scenarioName,
+          system: name,
+          label: system.label,
+          durable: system.durable,
+          mode,
+          connections,
+          threads: result.threads,
+          rate: options.rate ?? 0,
+          durationSec: plan.finite ? Math.round(result.elapsedMs) / 1000 : durationSec,
+          finite: plan.finite,
+          result: stripIds(result),
+          check: outcome,
+        };
+        if (scenarioName === 'sellout') {
+          const stock = plan.skus[0]!.stock;
+          const taken = result.acknowledgedQuantity;
+          record.sellout = { stock, unitsTaken: taken, soldOut: taken >= stock, timeToSellOutMs: Math.round(result.lastAcknowledgedMs * 10) / 10 };
+        }
+        runs.push(record);
+      }
+      if (name === 'hello' && options.wrk) {
+        const connections = options.connections ?? 256;
+        const seconds = Math.max(1, Math.round(options.durationSec ?? 5));
+        const rate = await runWrk(system.url, connections, seconds, options.threads ?? defaultThreads());
+        const ours = runs.find((r) => r.system === 'hello' && r.mode === 'closed');
+        if (rate === null) notes.push('wrk: not installed or failed; no external cross-check of the generator');
+        else
+          notes.push(
+            `generator ceiling: wrk (C, ${options.threads ?? defaultThreads()} thread(s), ${connections} connections, ${seconds} s) got ${Math.round(rate).toLocaleString('en-US')} req/s from hello` +
+              (ours ? `; this harness got ${Math.round(ours.result.throughput).toLocaleString('en-US')} req/s (${((ours.result.throughput / rate) * 100).toFixed(0)}% of wrk) at ${Math.round(ours.result.generatorUtilization * 100)}% generator event-loop load` : ''),
+          );
+      }
+      if (stopAfter) {
+        started.splice(started.findIndex((s) => s.name === name), 1);
+        await system.stop();
+      }
+    }
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    pgVersion = await postgresVersion(databaseUrl);
+    await stopAll();
+  }
+
+  const helloRun = runs.find((r) => r.system === 'hello');
+  if (helloRun !== undefined) {
+    notes.push(
+      `generator check: against hello the generator reached ${Math.round(helloRun.result.throughput).toLocaleString('en-US')} req/s at ${Math.round(helloRun.result.generatorUtilization * 100)}% event-loop load; a system measured below that rate with generator load under ~95% was not limited by the generator`,
+    );
+  }
+  const report: BenchReport = {
+    version: 1,
+    startedAt: new Date(Number.parseInt(baseRunId, 36)).toISOString(),
+    command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+    machine: { ...machineFacts(repoRoot), postgres: pgVersion, redis: redisVersion },
+    runs,
+    targets: evaluateTargets(runs),
+    notes,
+  };
+  const markdown = markdownReport(report);
+  const outDir = path.resolve(options.outDir);
+  mkdirSync(outDir, { recursive: true });
+  const stamp = report.startedAt.replace(/[:.]/g, '-');
+  const stem = `${stamp}-${options.scenarios.join('+')}`;
+  const files = [path.join(outDir, `${stem}.json`), path.join(outDir, `${stem}.svg`), path.join(outDir, `${stem}.md`)];
+  writeFileSync(files[0]!, `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(files[1]!, svgChart(report));
+  writeFileSync(files[2]!, `${markdown}\n`);
+  for (const [from, to] of [
+    [files[0]!, 'latest.json'],
+    [files[1]!, 'latest.svg'],
+    [files[2]!, 'latest.md'],
+  ] as const) {
+    copyFileSync(from, path.join(outDir, to));
+  }
+  const ok = runs.every((r) => r.check.status !== 'failed') && runs.length > 0;
+  return { report, markdown, ok, files };
+}

@@ -1,0 +1,274 @@
+import type { CheckReport } from './checker.js';
+import type { LatencySummary } from './histogram.js';
+import type { LoadResult } from './loadgen.js';
+import type { MachineFacts } from './machine.js';
+import type { LoadMode } from './types.js';
+
+/** Turning runs into the Markdown table, the JSON record and the SVG chart. Pure functions. */
+
+export type CheckOutcome =
+  | { status: 'passed' | 'failed'; report: Omit<CheckReport, 'skus'>; skuCount: number }
+  | { status: 'skipped'; reason: string };
+
+export interface RunRecord {
+  scenario: string;
+  system: string;
+  label: string;
+  durable: boolean;
+  mode: LoadMode;
+  connections: number;
+  threads: number;
+  /** Open loop: requested arrival rate. */
+  rate: number;
+  durationSec: number;
+  finite: boolean;
+  result: Omit<LoadResult, 'ids'>;
+  check: CheckOutcome;
+  sellout?: { stock: number; unitsTaken: number; soldOut: boolean; timeToSellOutMs: number };
+}
+
+export interface TargetResult {
+  name: string;
+  target: string;
+  measured: string;
+  met: boolean;
+  /** How far off, when missed (e.g. "-18%"). */
+  gap: string | null;
+}
+
+export interface BenchReport {
+  version: 1;
+  startedAt: string;
+  command: string;
+  machine: MachineFacts;
+  runs: RunRecord[];
+  targets: TargetResult[];
+  notes: string[];
+}
+
+export function stripIds(result: LoadResult): Omit<LoadResult, 'ids'> {
+  const { ids: _ids, ...rest } = result;
+  return rest;
+}
+
+const fmtInt = (n: number): string => Math.round(n).toLocaleString('en-US');
+const fmtMs = (n: number): string => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
+const fmtRatio = (n: number): string => (!Number.isFinite(n) ? '—' : n >= 10 ? `${n.toFixed(0)}×` : `${n.toFixed(2)}×`);
+
+function statusSummary(r: Omit<LoadResult, 'ids'>): string {
+  const parts = Object.entries(r.statuses)
+    .sort((a, b) => b[1] - a[1])
+    .map(([s, n]) => `${s}: ${fmtInt(n)}`);
+  const codes = Object.entries(r.codes)
+    .sort((a, b) => b[1] - a[1])
+    .map(([c, n]) => `${c}: ${fmtInt(n)}`);
+  const extra: string[] = [];
+  if (r.unanswered > 0) extra.push(`unanswered: ${r.unanswered}`);
+  if (r.timeouts > 0) extra.push(`timeouts: ${r.timeouts}`);
+  if (r.unsent > 0) extra.push(`unsent: ${fmtInt(r.unsent)}`);
+  return [parts.join(', '), codes.length > 0 ? `(${codes.join(', ')})` : '', extra.join(', ')].filter((s) => s !== '').join(' ');
+}
+
+function checkCell(c: CheckOutcome): string {
+  if (c.status === 'skipped') return `skipped (${c.reason})`;
+  return c.status === 'passed' ? 'passed' : `**FAILED**: ${c.report.checks.filter((x) => !x.ok).map((x) => x.name).join('; ')}`;
+}
+
+/** The primary rate of a run: durable reservations/s for reservation scenarios, responses/s otherwise. */
+export function primaryRate(run: RunRecord): number {
+  return run.scenario === 'mixed' ? run.result.throughput : run.result.reservationsPerSec;
+}
+
+function latencyOf(run: RunRecord): LatencySummary {
+  return run.result.ops.reserve?.latency ?? run.result.latency;
+}
+
+export function markdownReport(report: BenchReport): string {
+  const out: string[] = [];
+  const m = report.machine;
+  out.push(`### flashstock bench — ${report.startedAt}`);
+  out.push('');
+  out.push(
+    `Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB; Node ${m.node}; Postgres ${m.postgres ?? 'n/a'}; Redis ${m.redis ?? 'n/a'}; commit ${m.gitCommit?.slice(0, 12) ?? 'n/a'}${m.gitDirty ? ' (dirty)' : ''}. Generator on the same machine.`,
+  );
+  out.push('');
+  out.push(`Command: \`${report.command}\``);
+  const scenarios = [...new Set(report.runs.map((r) => r.scenario))];
+  for (const scenario of scenarios) {
+    const runs = report.runs.filter((r) => r.scenario === scenario);
+    const first = runs[0]!;
+    out.push('');
+    const load =
+      first.mode === 'open'
+        ? `open loop at ${fmtInt(first.rate)} req/s over ${first.connections} connections`
+        : `closed loop, ${first.connections} connections`;
+    out.push(`#### ${scenario} — ${load}, ${first.finite ? 'until done' : `${first.durationSec} s`}, ${first.threads} generator thread(s)`);
+    out.push('');
+    const sell = scenario === 'sellout';
+    const head = ['system', 'durable', 'req/s', '201/s'];
+    if (sell) head.push('sold / stock', 'time to sell out');
+    head.push('p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'gen. load', 'responses', 'check');
+    out.push(`| ${head.join(' | ')} |`);
+    out.push(`|${head.map((h) => (h === 'system' || h === 'responses' || h === 'check' ? ' --- ' : ' ---: ')).join('|')}|`);
+    for (const r of runs) {
+      const l = latencyOf(r);
+      const cells = [r.label, r.durable ? 'yes' : '**no**', fmtInt(r.result.throughput), fmtInt(r.result.reservationsPerSec)];
+      if (sell) {
+        cells.push(r.sellout ? `${fmtInt(r.sellout.unitsTaken)} / ${fmtInt(r.sellout.stock)}` : '—');
+        cells.push(r.sellout ? `${r.sellout.soldOut ? '' : 'not sold out; last 201 at '}${fmtInt(r.sellout.timeToSellOutMs)} ms` : '—');
+      }
+      cells.push(fmtMs(l.p50), fmtMs(l.p90), fmtMs(l.p99), fmtMs(l.p999), fmtMs(l.max), `${Math.round(r.result.generatorUtilization * 100)}%`, statusSummary(r.result), checkCell(r.check));
+      out.push(`| ${cells.join(' | ')} |`);
+    }
+    const fs = runs.find((r) => r.system === 'flashstock');
+    const baselines = runs.filter((r) => r.system !== 'flashstock');
+    if (fs !== undefined && baselines.length > 0) {
+      out.push('');
+      const rateName = scenario === 'mixed' ? 'req/s' : 'reservations/s';
+      out.push(`flashstock vs baselines (${rateName} ratio: flashstock ÷ baseline; p99 ratio: baseline ÷ flashstock, > 1 = flashstock faster):`);
+      out.push('');
+      out.push(`| baseline | ${rateName} ratio | p99 ratio${sell ? ' | sell-out time ratio' : ''} |`);
+      out.push(`| --- | ---: | ---:${sell ? ' | ---:' : ''} |`);
+      for (const b of baselines) {
+        const cells = [b.label, fmtRatio(primaryRate(fs) / primaryRate(b)), fmtRatio(latencyOf(b).p99 / latencyOf(fs).p99)];
+        if (sell) cells.push(fs.sellout && b.sellout ? fmtRatio(b.sellout.timeToSellOutMs / fs.sellout.timeToSellOutMs) : '—');
+        out.push(`| ${cells.join(' | ')} |`);
+      }
+    }
+    for (const r of runs) {
+      if (r.check.status === 'skipped') continue;
+      const failed = r.check.report.checks.filter((c) => !c.ok);
+      if (failed.length === 0) continue;
+      out.push('');
+      out.push(`**${r.system} ${scenario}: check failed**`);
+      for (const c of failed) out.push(`- ${c.name}: ${c.detail}`);
+    }
+  }
+  if (report.targets.length > 0) {
+    out.push('');
+    out.push('#### Targets');
+    out.push('');
+    out.push('| target | wanted | measured | met |');
+    out.push('| --- | --- | --- | --- |');
+    for (const t of report.targets) out.push(`| ${t.name} | ${t.target} | ${t.measured} | ${t.met ? 'yes' : `**no** (${t.gap})`} |`);
+  }
+  if (report.notes.length > 0) {
+    out.push('');
+    for (const n of report.notes) out.push(`- ${n}`);
+  }
+  return out.join('\n');
+}
+
+const gap = (measured: number, wanted: number, higherIsBetter: boolean): string => {
+  const pct = higherIsBetter ? (measured / wanted - 1) * 100 : (wanted / measured - 1) * 100;
+  return `${pct >= 0 ? '+' : ''}${pct.toFixed(0)}%`;
+};
+
+/** The issue's targets, evaluated on whatever runs are present. */
+export function evaluateTargets(runs: readonly RunRecord[]): TargetResult[] {
+  const targets: TargetResult[] = [];
+  const find = (scenario: string, system: string, mode?: LoadMode): RunRecord | undefined =>
+    runs.find((r) => r.scenario === scenario && r.system === system && (mode === undefined || r.mode === mode));
+  const hot = find('hot-sku', 'flashstock', 'closed');
+  if (hot !== undefined) {
+    const rate = hot.result.reservationsPerSec;
+    targets.push({ name: 'hot-sku durable reservations/s', target: '≥ 60,000/s', measured: `${fmtInt(rate)}/s`, met: rate >= 60_000, gap: rate >= 60_000 ? null : gap(rate, 60_000, true) });
+    const rowlock = find('hot-sku', 'rowlock', 'closed');
+    if (rowlock !== undefined && rowlock.result.reservationsPerSec > 0) {
+      const ratio = rate / rowlock.result.reservationsPerSec;
+      targets.push({ name: 'hot-sku vs rowlock', target: '≥ 30×', measured: fmtRatio(ratio), met: ratio >= 30, gap: ratio >= 30 ? null : gap(ratio, 30, true) });
+    }
+    const hello = find('hot-sku', 'hello', 'closed');
+    if (hello !== undefined && hello.result.reservationsPerSec > 0) {
+      const ratio = rate / hello.result.reservationsPerSec;
+      targets.push({ name: 'hot-sku vs hello', target: '≥ 0.5×', measured: fmtRatio(ratio), met: ratio >= 0.5, gap: ratio >= 0.5 ? null : gap(ratio, 0.5, true) });
+    }
+  }
+  const sell = find('sellout', 'flashstock');
+  if (sell?.sellout !== undefined) {
+    const ms = sell.sellout.timeToSellOutMs;
+    const ok = sell.sellout.soldOut && ms < 500;
+    targets.push({
+      name: `sellout: ${fmtInt(sell.sellout.stock)} units`,
+      target: '< 0.5 s',
+      measured: sell.sellout.soldOut ? `${fmtInt(ms)} ms` : `not sold out (${fmtInt(sell.sellout.unitsTaken)} taken)`,
+      met: ok,
+      gap: ok ? null : sell.sellout.soldOut ? gap(ms, 500, false) : 'not sold out',
+    });
+    const checked = sell.check.status === 'passed';
+    targets.push({ name: 'sellout: 0 oversold, 0 acknowledged missing', target: 'check passes', measured: sell.check.status, met: checked, gap: checked ? null : sell.check.status });
+  }
+  const open = runs.find((r) => r.scenario === 'hot-sku' && r.system === 'flashstock' && r.mode === 'open' && r.rate >= 30_000);
+  if (open !== undefined) {
+    const p99 = latencyOf(open).p99;
+    const reached = open.result.unsent === 0;
+    const ok = p99 <= 5 && reached;
+    targets.push({
+      name: `open loop at ${fmtInt(open.rate)}/s: p99`,
+      target: '≤ 5 ms',
+      measured: `${fmtMs(p99)} ms${reached ? '' : ` (${fmtInt(open.result.unsent)} arrivals never sent)`}`,
+      met: ok,
+      gap: ok ? null : gap(p99, 5, false),
+    });
+  }
+  return targets;
+}
+
+const palette: Record<string, string> = { flashstock: '#2b6cb0', rowlock: '#c05621', 'redis-lua': '#b7791f', hello: '#718096' };
+const percentileShades = ['#90cdf4', '#4299e1', '#2b6cb0', '#1a365d'];
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+/** A hand-written SVG: per scenario, throughput bars and latency percentiles (log scale) per system. */
+export function svgChart(report: BenchReport): string {
+  const width = 1000;
+  const left = 220;
+  const panel = (width - left - 60) / 2;
+  const rowH = 46;
+  const scenarios = [...new Set(report.runs.map((r) => r.scenario))];
+  const parts: string[] = [];
+  let y = 40;
+  parts.push(`<text x="20" y="26" font-size="16" font-weight="bold">flashstock bench — ${esc(report.machine.cpuModel)}, ${report.machine.cores} cores, Node ${esc(report.machine.node)}</text>`);
+  const legendX = left + panel + 40;
+  percentileShades.forEach((c, i) => {
+    parts.push(`<rect x="${legendX + i * 80}" y="${y - 8}" width="10" height="10" fill="${c}"/><text x="${legendX + i * 80 + 14}" y="${y + 1}" font-size="11">${['p50', 'p90', 'p99', 'p99.9'][i]}</text>`);
+  });
+  y += 16;
+  for (const scenario of scenarios) {
+    const runs = report.runs.filter((r) => r.scenario === scenario);
+    const first = runs[0]!;
+    const rateName = scenario === 'mixed' ? 'responses/s' : '201 reservations/s';
+    parts.push(`<text x="20" y="${y + 14}" font-size="14" font-weight="bold">${esc(scenario)} (${first.mode === 'open' ? `open loop ${fmtInt(first.rate)}/s` : `${first.connections} connections`})</text>`);
+    parts.push(`<text x="${left}" y="${y + 14}" font-size="11" fill="#4a5568">${rateName}</text>`);
+    parts.push(`<text x="${left + panel + 40}" y="${y + 14}" font-size="11" fill="#4a5568">latency, ms (log scale)</text>`);
+    y += 24;
+    const maxRate = Math.max(1, ...runs.map(primaryRate));
+    const lat = runs.map(latencyOf);
+    const maxLat = Math.max(1, ...lat.map((l) => l.p999));
+    const minLat = Math.max(0.01, Math.min(...lat.map((l) => (l.p50 > 0 ? l.p50 : 1)))) / 2;
+    const logX = (ms: number): number => {
+      const v = Math.max(ms, minLat);
+      return (Math.log10(v / minLat) / Math.log10(maxLat / minLat)) * panel;
+    };
+    runs.forEach((r, i) => {
+      const ry = y + i * rowH;
+      const colour = palette[r.system] ?? '#4a5568';
+      parts.push(`<text x="20" y="${ry + 18}" font-size="12">${esc(r.label)}</text>`);
+      if (r.check.status === 'failed') parts.push(`<text x="20" y="${ry + 32}" font-size="11" fill="#c53030">check FAILED</text>`);
+      const w = (primaryRate(r) / maxRate) * panel;
+      parts.push(`<rect x="${left}" y="${ry + 6}" width="${w.toFixed(1)}" height="18" fill="${colour}"/>`);
+      parts.push(`<text x="${left + w + 4}" y="${ry + 20}" font-size="11">${fmtInt(primaryRate(r))}</text>`);
+      const l = latencyOf(r);
+      [l.p50, l.p90, l.p99, l.p999].forEach((v, k) => {
+        const bw = logX(v);
+        parts.push(`<rect x="${left + panel + 40}" y="${ry + 2 + k * 9}" width="${bw.toFixed(1)}" height="8" fill="${percentileShades[k]}"/>`);
+        if (k === 2 || k === 0) parts.push(`<text x="${left + panel + 44 + bw}" y="${ry + 9 + k * 9}" font-size="9">${fmtMs(v)}</text>`);
+      });
+    });
+    y += runs.length * rowH + 14;
+  }
+  const height = y + 10;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif">\n<rect width="100%" height="100%" fill="#fff"/>\n${parts.join('\n')}\n</svg>\n`;
+}

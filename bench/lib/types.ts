@@ -1,0 +1,92 @@
+/** Shapes shared by the main thread, the load-generator workers and the report. */
+
+export type Op = 'reserve' | 'get' | 'other';
+
+/** One request a workload wants sent. */
+export interface RequestSpec {
+  op: Op;
+  /** The whole serialized HTTP/1.1 request. */
+  data: string | Buffer;
+  /** Units asked for (reservations). */
+  quantity: number;
+  /** Workload-defined (e.g. a shopper index), handed back in onResponse. */
+  tag: number;
+}
+
+/** What a scenario builds inside each worker thread. */
+export interface Workload {
+  /** Before the clock starts: mint tokens, build buffers. */
+  prepare?(): void;
+  /** The next request, or null when there is nothing to send right now. */
+  next(): RequestSpec | null;
+  /** Finite workloads: true once no request will ever come again. */
+  finished(): boolean;
+  onResponse?(request: RequestSpec, status: number, code: string | null): void;
+  /** Scenario-specific figures for the report (summed over threads). */
+  metrics?(): Record<string, number>;
+}
+
+export interface WorkloadContext<P = unknown> {
+  params: P;
+  workerIndex: number;
+  workerCount: number;
+  /** Value of the Host header. */
+  hostHeader: string;
+  jwtSecret: string;
+  runId: string;
+}
+
+export type LoadMode = 'closed' | 'open';
+
+export interface WorkerTask {
+  host: string;
+  port: number;
+  hostHeader: string;
+  connections: number;
+  mode: LoadMode;
+  /** Open loop: this thread's share of the arrival rate (requests/s). */
+  rate: number;
+  /** Stop issuing after this long; 0 = run until the workload is finished. */
+  durationMs: number;
+  timeoutMs: number;
+  scenario: string;
+  params: unknown;
+  workerIndex: number;
+  workerCount: number;
+  jwtSecret: string;
+  runId: string;
+  /** [ready count, go flag] shared with the main thread to start all threads together. */
+  sync: SharedArrayBuffer;
+}
+
+export interface OpStats {
+  histogram: string;
+  count: number;
+  statuses: Record<string, number>;
+  codes: Record<string, number>;
+}
+
+export interface WorkerResult {
+  workerIndex: number;
+  ops: Partial<Record<Op, OpStats>>;
+  /** Reservation ids from 201 bodies, 16 bytes each. */
+  reservationIds: ArrayBuffer;
+  acknowledged: number;
+  acknowledgedQuantity: number;
+  /** 201 reservations whose body had no parseable reservationId. */
+  badBodies: number;
+  /** Requests sent whose outcome is unknown (timeout, connection lost). */
+  unanswered: number;
+  connectionErrors: number;
+  timeouts: number;
+  /** Open loop: arrivals that were due but never sent before the end. */
+  unsent: number;
+  /** Epoch ms (fractional): clock start, first send, last response, last 201. */
+  startedAt: number;
+  lastResponseAt: number;
+  lastAcknowledgedAt: number;
+  /** Event-loop utilization of this thread during the run (0..1). */
+  utilization: number;
+  metrics: Record<string, number>;
+  errorSamples: string[];
+}

@@ -1,0 +1,10 @@
+import type { Scenario } from './common.js';
+import { hotSku } from './hot-sku.js';
+import { manySkusUniform, manySkusZipf } from './many-skus.js';
+import { mixed } from './mixed.js';
+import { sellout } from './sellout.js';
+
+/** Every scenario by name. A new scenario is one module exporting a Scenario, added here. */
+export const scenarios: Record<string, Scenario> = Object.fromEntries(
+  [hotSku, sellout, manySkusUniform, manySkusZipf, mixed].map((s) => [s.name, s]),
+);
