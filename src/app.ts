@@ -99,7 +99,8 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       verifyShopper: createShopperVerifier(jwtSecret),
       isAdmin: createAdminCheck(adminToken),
       databaseAlive: () =>
-        pool.query({ text: 'SELECT 1', query_timeout: 2000 }).then(
+        // pg honours a per-query `query_timeout` its typings do not list.
+        pool.query({ text: 'SELECT 1', query_timeout: 2000 } as pg.QueryConfig).then(
           () => true,
           () => false,
         ),

@@ -22,21 +22,24 @@ export function bearerToken(authorization: string | undefined): string | null {
   return token.length === 0 ? null : token;
 }
 
-export function createShopperVerifier(jwtSecret: string): ShopperVerifier {
-  // Verified tokens are cached (keyed by the whole token, bounded LRU, never past
-  // `exp`): a shopper reserving again skips the HMAC.
-  const verify = createVerifier({
-    key: jwtSecret,
-    algorithms: ['HS256'],
-    requiredClaims: ['sub'],
-    cache: 10_000,
-  });
+/** Most verified tokens remembered (two generations of half this size each). */
+const verifiedCacheSize = 100_000;
+
+export function createShopperVerifier(jwtSecret: string, nowMs: () => number = Date.now): ShopperVerifier {
+  const verify = createVerifier({ key: jwtSecret, algorithms: ['HS256'], requiredClaims: ['sub'] });
+  // A shopper sends the same token with every request: remember verified ones
+  // (keyed by the whole token, so no collisions; never past their `exp`) and
+  // skip the HMAC. Two generations bound memory without LRU bookkeeping.
+  let current = new Map<string, { shopperId: string; expiresAtMs: number }>();
+  let previous = new Map<string, { shopperId: string; expiresAtMs: number }>();
   return (authorization) => {
     const token = bearerToken(authorization);
     if (token === null) return { ok: false, detail: 'an Authorization: Bearer <JWT> header is required' };
-    let payload: { sub?: unknown };
+    const cached = current.get(token) ?? previous.get(token);
+    if (cached !== undefined && nowMs() < cached.expiresAtMs) return { ok: true, shopperId: cached.shopperId };
+    let payload: { sub?: unknown; exp?: unknown };
     try {
-      payload = verify(token) as { sub?: unknown };
+      payload = verify(token) as { sub?: unknown; exp?: unknown };
     } catch (error) {
       return { ok: false, detail: `invalid token: ${(error as Error).message}` };
     }
@@ -44,6 +47,12 @@ export function createShopperVerifier(jwtSecret: string): ShopperVerifier {
     if (typeof sub !== 'string' || sub.length === 0 || sub.length > maxShopperIdLength) {
       return { ok: false, detail: `the token's sub must be a shopper id of 1-${maxShopperIdLength} characters` };
     }
+    if (current.size >= verifiedCacheSize / 2) {
+      previous = current;
+      current = new Map();
+    }
+    const expiresAtMs = typeof payload.exp === 'number' ? payload.exp * 1000 : Number.POSITIVE_INFINITY;
+    current.set(token, { shopperId: sub, expiresAtMs });
     return { ok: true, shopperId: sub };
   };
 }

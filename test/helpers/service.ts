@@ -1,0 +1,91 @@
+import { randomUUID } from 'node:crypto';
+import { startFlashstock, type Flashstock, type StartOptions } from '../../src/app.js';
+import { signShopperToken } from '../../src/auth/auth.js';
+import type { Config } from '../../src/config.js';
+import { createTestDatabase } from './db.js';
+
+export const adminToken = 'test-admin-token';
+export const jwtSecret = 'test-jwt-secret-0123456789abcdef';
+
+export interface TestService {
+  service: Flashstock;
+  url: string;
+  databaseUrl: string;
+  token(shopperId: string): string;
+  call(method: string, path: string, options?: CallOptions): Promise<CallResult>;
+  putSku(sku: string, body?: Record<string, unknown>): Promise<CallResult>;
+  reserve(sku: string, shopperId: string, quantity?: number, key?: string): Promise<CallResult>;
+}
+
+export interface CallOptions {
+  body?: unknown;
+  rawBody?: string;
+  token?: string;
+  shopper?: string;
+  admin?: boolean;
+  headers?: Record<string, string>;
+}
+
+export interface CallResult {
+  status: number;
+  headers: Headers;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  body: any;
+}
+
+interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+export const skuDefaults = { stock: 10, perShopperLimit: 5, holdSeconds: 300, priceCents: 1999, currency: 'USD' };
+
+export function clientFor(url: string): Pick<TestService, 'token' | 'call' | 'putSku' | 'reserve'> {
+  const token = (shopperId: string) => signShopperToken(jwtSecret, shopperId, 3600);
+  const call = async (method: string, path: string, options: CallOptions = {}): Promise<CallResult> => {
+    const headers: Record<string, string> = { ...options.headers };
+    if (options.admin) headers.authorization = `Bearer ${adminToken}`;
+    if (options.shopper !== undefined) headers.authorization = `Bearer ${token(options.shopper)}`;
+    if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
+    let body: string | undefined = options.rawBody;
+    if (options.body !== undefined) {
+      body = JSON.stringify(options.body);
+      headers['content-type'] ??= 'application/json';
+    }
+    const response = await fetch(url + path, { method, headers, body });
+    const text = await response.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      /* not JSON: keep the text */
+    }
+    return { status: response.status, headers: response.headers, body: parsed };
+  };
+  return {
+    token,
+    call,
+    putSku: (sku, body = {}) => call('PUT', `/v1/admin/skus/${sku}`, { admin: true, body: { ...skuDefaults, ...body } }),
+    reserve: (sku, shopperId, quantity = 1, key = randomUUID()) =>
+      call('POST', `/v1/skus/${sku}/reservations`, {
+        shopper: shopperId,
+        body: { quantity },
+        headers: { 'idempotency-key': key },
+      }),
+  };
+}
+
+/** A real service on a fresh database, stopped (and the database dropped) at teardown. */
+export async function startTestService(
+  t: Teardown,
+  overrides: Partial<Config> = {},
+  options: StartOptions = {},
+  databaseUrl?: string,
+): Promise<TestService> {
+  const url = databaseUrl ?? (await createTestDatabase(t)).url;
+  const service = await startFlashstock(
+    { databaseUrl: url, adminToken, jwtSecret, port: 0, host: '127.0.0.1', logLevel: 'silent', ...overrides },
+    { onFatal: (error) => { throw error; }, ...options },
+  );
+  t.teardown(() => service.stop());
+  return { service, url: service.url, databaseUrl: url, ...clientFor(service.url) };
+}

@@ -1,0 +1,56 @@
+import t from 'tap';
+import { createTestDatabase } from './helpers/db.js';
+import { startTestService } from './helpers/service.js';
+
+/** What happens when a group commit fails, and when a second writer appears for a SKU. */
+
+t.test('a failed commit undoes its decisions and answers 503; a retry with the same key succeeds', async (t) => {
+  const api = await startTestService(t);
+  await api.putSku('FAIL', { stock: 10, perShopperLimit: 10 });
+  t.equal((await api.reserve('FAIL', 'alice', 1)).status, 201);
+  // A real Postgres refusal, not a mock: the log will not take a quantity of 7.
+  await api.service.pool.query('ALTER TABLE stock_events ADD CONSTRAINT no_sevens CHECK (quantity IS DISTINCT FROM 7)');
+  const [bad, neighbour] = await Promise.all([api.reserve('FAIL', 'bob', 7, 'bob-key'), api.reserve('FAIL', 'carol', 1, 'carol-key')]);
+  t.match(bad, { status: 503, body: { code: 'unavailable' } });
+  t.equal(bad.headers.get('retry-after'), '1');
+  t.ok(neighbour.status === 503 || neighbour.status === 201, 'a decision in the same batch is undone too (or landed in another batch)');
+
+  let view = await api.call('GET', '/v1/skus/FAIL');
+  for (let i = 0; i < 50 && view.status !== 200; i++) view = await api.call('GET', '/v1/skus/FAIL');
+  const expectedHeld = 1 + (neighbour.status === 201 ? 1 : 0);
+  // Wait for the rebuild to finish (reservations get 503 meanwhile).
+  let probe = await api.reserve('FAIL', 'probe', 1, 'probe-key');
+  for (let i = 0; i < 100 && probe.status === 503; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    probe = await api.reserve('FAIL', 'probe', 1, 'probe-key');
+  }
+  t.equal(probe.status, 201, 'the SKU serves again once rebuilt from the log');
+  view = await api.call('GET', '/v1/skus/FAIL');
+  t.equal(view.body.held, expectedHeld + 1, 'the failed decision left no trace in memory');
+
+  await api.service.pool.query('ALTER TABLE stock_events DROP CONSTRAINT no_sevens');
+  const retry = await api.reserve('FAIL', 'bob', 7, 'bob-key');
+  t.equal(retry.status, 201, 'retrying with the same key now succeeds');
+  const logged = await api.service.pool.query(`SELECT count(*)::int AS n FROM stock_events WHERE sku = 'FAIL' AND shopper_id = 'bob'`);
+  t.equal(logged.rows[0].n, 1, 'exactly one reservation for bob in the log');
+});
+
+t.test('fencing: a second writer for the same SKU collides on (sku, seq) and stops serving it', async (t) => {
+  const db = await createTestDatabase(t);
+  const a = await startTestService(t, {}, {}, db.url);
+  await a.putSku('FENCE', { stock: 10 });
+  await a.putSku('OTHER', { stock: 10 });
+  const b = await startTestService(t, {}, {}, db.url); // recovers the same SKUs: two writers now
+  t.equal((await a.reserve('FENCE', 'alice', 1)).status, 201, 'the first writer takes seq 2');
+  const collided = await b.reserve('FENCE', 'bob', 1);
+  t.match(collided, { status: 503, body: { code: 'unavailable' } }, 'the second writer’s insert fails');
+  let after = await b.reserve('FENCE', 'bob', 1);
+  for (let i = 0; i < 50 && !/another node/.test(after.body.detail ?? ''); i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    after = await b.reserve('FENCE', 'bob', 1);
+  }
+  t.match(after, { status: 503, body: { code: 'unavailable', detail: /another node/ } }, 'and it no longer serves that SKU');
+  t.equal((await a.reserve('FENCE', 'carol', 1)).status, 201, 'the owner carries on');
+  const rows = await a.service.pool.query(`SELECT count(*)::int AS n FROM stock_events WHERE sku = 'FENCE' AND kind = 'reserved'`);
+  t.equal(rows.rows[0].n, 2, 'only the owner’s reservations are in the log');
+});
