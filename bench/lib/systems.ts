@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -154,6 +154,8 @@ export interface StartOptions {
 
 export async function startFlashstock(options: StartOptions): Promise<RunningSystem & { databaseUrl: string }> {
   const dataDir = options.databaseUrl === undefined ? mkdtempSync(path.join(os.tmpdir(), 'flashstock-bench-')) : undefined;
+  // The embedded server runs as OS user "postgres" when we are root: it must be able to enter the directory.
+  if (dataDir !== undefined) chmodSync(dataDir, 0o755);
   const env: Record<string, string | undefined> = { BENCH_DATA_DIR: dataDir, ADMIN_TOKEN: options.adminToken, JWT_SECRET: options.jwtSecret };
   if (options.databaseUrl !== undefined) env.DATABASE_URL = options.databaseUrl;
   const child = await startChild(path.join(here, `flashstock-child${ext}`), {
