@@ -1,0 +1,128 @@
+import t from 'tap';
+import { evaluateTargets, markdownReport, svgChart, type BenchReport, type RunRecord } from '../bench/lib/report.js';
+
+/** Report generation: the Markdown table, the ratios, the targets and the SVG, from fixed runs. */
+
+function run(system: string, scenario: string, reservationsPerSec: number, p99: number, extra: Partial<RunRecord> = {}): RunRecord {
+  const latency = { count: 1000, mean: p99 / 4, p50: p99 / 5, p90: p99 / 2, p99, p999: p99 * 1.5, max: p99 * 2 };
+  return {
+    scenario,
+    system,
+    label: system === 'redis-lua' ? 'redis-lua (NOT DURABLE)' : `${system} <&>`,
+    durable: system !== 'redis-lua' && system !== 'hello',
+    mode: 'closed',
+    connections: 256,
+    threads: 1,
+    rate: 0,
+    durationSec: 10,
+    finite: false,
+    result: {
+      mode: 'closed',
+      connections: 256,
+      threads: 1,
+      rate: 0,
+      elapsedMs: 10_000,
+      requests: reservationsPerSec * 10,
+      throughput: reservationsPerSec,
+      reservationsPerSec,
+      acknowledged: reservationsPerSec * 10,
+      acknowledgedQuantity: reservationsPerSec * 10,
+      lastAcknowledgedMs: 9_999,
+      latency,
+      ops: { reserve: { count: 1000, latency, statuses: { '201': 1000 }, codes: {}, histogram: '' } },
+      statuses: { '201': 990, '409': 10 },
+      codes: { sold_out: 10 },
+      badBodies: 0,
+      unanswered: 0,
+      connectionErrors: 0,
+      timeouts: 0,
+      unsent: 0,
+      generatorUtilization: 0.42,
+      metrics: {},
+      errorSamples: [],
+    },
+    check: { status: 'passed', report: { ok: true, checks: [], loggedReservations: 1, loggedQuantity: 1 }, skuCount: 1 },
+    ...extra,
+  };
+}
+
+function report(runs: RunRecord[]): BenchReport {
+  return {
+    version: 1,
+    startedAt: '2026-01-01T00:00:00.000Z',
+    command: 'npm run bench -- --compare',
+    machine: { cpuModel: 'Test CPU', cores: 2, memoryGiB: 8, os: 'Linux', node: 'v20.0.0', postgres: '17.0', redis: '7.0', gitCommit: 'abcdef1234567890', gitDirty: false, wrk: null },
+    runs,
+    targets: evaluateTargets(runs),
+    notes: ['a note'],
+  };
+}
+
+t.test('markdown: one table per scenario, each system, ratios against flashstock, failed checks spelled out', async (t) => {
+  const failedCheck: RunRecord['check'] = {
+    status: 'failed',
+    report: { ok: false, checks: [{ name: 'no SKU oversold', ok: false, detail: '1 violation(s), e.g. A#3: 3 taken of 2' }], loggedReservations: 3, loggedQuantity: 3 },
+    skuCount: 1,
+  };
+  const runs = [
+    run('flashstock', 'hot-sku', 60_000, 4),
+    run('rowlock', 'hot-sku', 1_500, 200),
+    run('redis-lua', 'hot-sku', 30_000, 8, { check: failedCheck }),
+    run('hello', 'hot-sku', 100_000, 2, { check: { status: 'skipped', reason: 'answers constants' } }),
+    run('flashstock', 'mixed', 5_000, 3),
+  ];
+  const md = markdownReport(report(runs));
+  t.match(md, /#### hot-sku — closed loop, 256 connections, 10 s/);
+  t.match(md, /#### mixed/);
+  t.match(md, /\| flashstock <&> \| yes \| 60,000 \| 60,000 \|/);
+  t.match(md, /\| redis-lua \(NOT DURABLE\) \| \*\*no\*\* \|/);
+  t.match(md, /\| rowlock <&> \| 40× \| 50× \|/);
+  t.match(md, /\| hello <&> \| 0\.60× \| 0\.50× \|/);
+  t.match(md, /skipped \(answers constants\)/);
+  t.match(md, /\*\*FAILED\*\*: no SKU oversold/);
+  t.match(md, /- no SKU oversold: 1 violation\(s\), e\.g\. A#3: 3 taken of 2/);
+  t.match(md, /201: 990, 409: 10 \(sold_out: 10\)/);
+  t.match(md, /Test CPU, 2 cores, 8 GiB; Node v20\.0\.0; Postgres 17\.0/);
+  t.match(md, /- a note/);
+});
+
+t.test('targets: met, and missed by how much', async (t) => {
+  const good = evaluateTargets([run('flashstock', 'hot-sku', 66_000, 4), run('rowlock', 'hot-sku', 2_000, 100), run('hello', 'hot-sku', 120_000, 1)]);
+  t.same(
+    good.map((x) => [x.name, x.met]),
+    [
+      ['hot-sku durable reservations/s', true],
+      ['hot-sku vs rowlock', true],
+      ['hot-sku vs hello', true],
+    ],
+  );
+  const bad = evaluateTargets([
+    run('flashstock', 'hot-sku', 30_000, 4),
+    run('flashstock', 'sellout', 10_000, 50, { finite: true, sellout: { stock: 10_000, unitsTaken: 10_000, soldOut: true, timeToSellOutMs: 1000 } }),
+    run('flashstock', 'hot-sku', 30_000, 10, { mode: 'open', rate: 30_000 }),
+  ]);
+  const byName = Object.fromEntries(bad.map((x) => [x.name, x]));
+  t.equal(byName['hot-sku durable reservations/s']!.gap, '-50%');
+  t.equal(byName['sellout: 10,000 units']!.met, false);
+  t.equal(byName['sellout: 10,000 units']!.gap, '-50%');
+  t.equal(byName['sellout: 0 oversold, 0 acknowledged missing']!.met, true);
+  t.equal(byName['open loop at 30,000/s: p99']!.met, false);
+  t.equal(byName['open loop at 30,000/s: p99']!.measured, '10.0 ms');
+  const md = markdownReport(report([run('flashstock', 'hot-sku', 30_000, 4)]));
+  t.match(md, /\| hot-sku durable reservations\/s \| ≥ 60,000\/s \| 30,000\/s \| \*\*no\*\* \(-50%\) \|/);
+});
+
+t.test('svg: one well-formed document with every system, labels escaped', async (t) => {
+  const svg = svgChart(report([run('flashstock', 'hot-sku', 60_000, 4), run('rowlock', 'hot-sku', 1_500, 200), run('hello', 'sellout', 100_000, 2)]));
+  t.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+  t.ok(svg.trimEnd().endsWith('</svg>'));
+  t.match(svg, /flashstock &lt;&amp;&gt;/);
+  t.notMatch(svg, /<&>/);
+  t.match(svg, /rowlock &lt;&amp;&gt;/);
+  t.match(svg, />hot-sku \(256 connections\)</);
+  t.match(svg, />sellout \(256 connections\)</);
+  t.notMatch(svg, /NaN|Infinity|undefined/);
+  const opens = (svg.match(/<(rect|text)\b/g) ?? []).length;
+  const closes = (svg.match(/<\/text>|\/>/g) ?? []).length;
+  t.equal(opens, closes, 'every element closed');
+});
