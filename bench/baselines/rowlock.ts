@@ -12,7 +12,7 @@ import { adminCheck, env, parseQuantity, parseSkuInput, problem, readBody, reply
  * beside the service's in the same Postgres.
  */
 
-const pool = new pg.Pool({ connectionString: env('DATABASE_URL'), max: Number(process.env.PG_POOL_MAX ?? 32) });
+const pool = new pg.Pool({ connectionString: env('DATABASE_URL'), max: Number(process.env.ROWLOCK_POOL_MAX ?? 8) });
 const isAdmin = adminCheck(env('ADMIN_TOKEN'));
 const jwtSecret = env('JWT_SECRET');
 
