@@ -51,7 +51,7 @@ function report(runs: RunRecord[]): BenchReport {
     version: 1,
     startedAt: '2026-01-01T00:00:00.000Z',
     command: 'npm run bench -- --compare',
-    machine: { cpuModel: 'Test CPU', cores: 2, memoryGiB: 8, os: 'Linux', node: 'v20.0.0', postgres: '17.0', redis: '7.0', gitCommit: 'abcdef1234567890', gitDirty: false, wrk: null },
+    machine: { cpuModel: 'Test CPU', cores: 2, memoryGiB: 8, os: 'Linux', node: 'v20.0.0', postgres: '17.0', redis: '7.0', gitCommit: 'abcdef1234567890', gitDirty: false, wrk: null, loadAverage1m: 0.1 },
     runs,
     targets: evaluateTargets(runs),
     notes: ['a note'],

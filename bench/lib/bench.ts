@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createSkus, readViews, waitReady } from './admin.js';
 import { InvariantChecker, type Observations } from './checker.js';
@@ -93,6 +94,12 @@ async function check(system: RunningSystem, phases: Phase[]): Promise<CheckOutco
 export async function runBench(options: BenchOptions, log: Log = (l) => process.stderr.write(`${l}\n`)): Promise<BenchOutcome> {
   const started: Array<{ name: string; stop(): Promise<void> }> = [];
   const notes: string[] = [];
+  const loadAtStart = os.loadavg()[0] ?? 0;
+  if (loadAtStart > 0.5 * os.availableParallelism()) {
+    const text = `the machine was busy when the bench started (1-minute load average ${loadAtStart.toFixed(2)} on ${os.availableParallelism()} cores): figures are skewed by other work`;
+    log(`\x1b[33mWARNING: ${text}\x1b[0m`);
+    notes.push(text);
+  }
   const runs: RunRecord[] = [];
   const baseRunId = Date.now().toString(36);
   const adminToken = options.adminToken ?? randomBytes(18).toString('base64url');
@@ -268,7 +275,7 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
     version: 1,
     startedAt: new Date(Number.parseInt(baseRunId, 36)).toISOString(),
     command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
-    machine: { ...machineFacts(repoRoot), postgres: pgVersion, redis: redisVersion },
+    machine: { ...machineFacts(repoRoot, loadAtStart), postgres: pgVersion, redis: redisVersion },
     runs,
     targets: evaluateTargets(runs),
     notes,

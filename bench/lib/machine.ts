@@ -14,6 +14,8 @@ export interface MachineFacts {
   gitCommit: string | null;
   gitDirty: boolean | null;
   wrk: string | null;
+  /** 1-minute load average when the bench started: other work on the machine skews every figure. */
+  loadAverage1m: number;
 }
 
 function run(cmd: string, args: string[], cwd?: string): string | null {
@@ -38,7 +40,7 @@ export async function postgresVersion(databaseUrl: string | undefined): Promise<
   }
 }
 
-export function machineFacts(repoRoot: string): Omit<MachineFacts, 'postgres' | 'redis'> {
+export function machineFacts(repoRoot: string, loadAverage1m = os.loadavg()[0] ?? 0): Omit<MachineFacts, 'postgres' | 'redis'> {
   const cpus = os.cpus();
   const status = run('git', ['status', '--porcelain'], repoRoot);
   return {
@@ -49,6 +51,7 @@ export function machineFacts(repoRoot: string): Omit<MachineFacts, 'postgres' | 
     node: process.version,
     gitCommit: run('git', ['rev-parse', 'HEAD'], repoRoot),
     gitDirty: status === null ? null : status.length > 0,
+    loadAverage1m: Math.round(loadAverage1m * 100) / 100,
     wrk: run('sh', ['-c', 'command -v wrk >/dev/null && (wrk --version 2>&1 || true) | head -1']) || null,
   };
 }

@@ -89,7 +89,7 @@ export function markdownReport(report: BenchReport): string {
   out.push(`### flashstock bench — ${report.startedAt}`);
   out.push('');
   out.push(
-    `Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB; Node ${m.node}; Postgres ${m.postgres ?? 'n/a'}; Redis ${m.redis ?? 'n/a'}; commit ${m.gitCommit?.slice(0, 12) ?? 'n/a'}${m.gitDirty ? ' (dirty)' : ''}. Generator on the same machine.`,
+    `Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB; Node ${m.node}; Postgres ${m.postgres ?? 'n/a'}; Redis ${m.redis ?? 'n/a'}; commit ${m.gitCommit?.slice(0, 12) ?? 'n/a'}${m.gitDirty ? ' (dirty)' : ''}; load average at start ${m.loadAverage1m}. Generator on the same machine.`,
   );
   out.push('');
   out.push(`Command: \`${report.command}\``);
