@@ -9,6 +9,10 @@ import { loadOrCreateSecrets } from './secrets.js';
 import { LocalInventory } from './inventory/local-inventory.js';
 import { createHttpApp } from './http/server.js';
 import { createAdminCheck, createShopperVerifier } from './auth/auth.js';
+import { createBoss, finalizeQueue } from './payments/finalizer.js';
+import { createOrderWriter } from './payments/orders.js';
+import { Payments } from './payments/payments.js';
+import { SimulatedPaymentProvider } from './payments/simulated-provider.js';
 
 /** A running flashstock: what tests, the bench harness and main() get back. */
 export interface Flashstock {
@@ -21,6 +25,7 @@ export interface Flashstock {
   log: Logger;
   pool: pg.Pool;
   inventory: LocalInventory;
+  payments: Payments;
   /** Graceful: stop accepting, commit the open batch, answer in-flight requests, close everything. */
   stop(): Promise<void>;
 }
@@ -51,24 +56,34 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     }
     const databaseUrl = config.databaseUrl ?? embedded!.url;
 
-    let { adminToken, jwtSecret } = config;
+    let { adminToken, jwtSecret, paymentWebhookSecret } = config;
     if (adminToken === null || jwtSecret === null) {
       if (embedded === null) {
         throw new ConfigError('ADMIN_TOKEN and JWT_SECRET must be set when DATABASE_URL is set');
       }
-      const secrets = await loadOrCreateSecrets(config.dataDir, { adminToken, jwtSecret });
-      adminToken = secrets.adminToken;
-      jwtSecret = secrets.jwtSecret;
+    }
+    if (embedded !== null && (adminToken === null || jwtSecret === null || paymentWebhookSecret === null)) {
+      const secrets = await loadOrCreateSecrets(config.dataDir, { adminToken, jwtSecret, paymentWebhookSecret });
+      ({ adminToken, jwtSecret, paymentWebhookSecret } = secrets);
       log.info(
         { file: secrets.file, generatedNow: secrets.generated },
-        'ADMIN_TOKEN / JWT_SECRET not set: using the ones kept in this file',
+        'secrets not set in the environment: using the ones kept in this file',
       );
     }
+    if (paymentWebhookSecret === null) log.warn('PAYMENT_WEBHOOK_SECRET is not set: payment webhooks will be refused');
+    if (adminToken === null || jwtSecret === null) throw new ConfigError('ADMIN_TOKEN and JWT_SECRET are required');
 
     const pool = createPool(databaseUrl, config.pgPoolMax, log);
     cleanups.push(() => pool.end());
     const applied = await migrate(pool, log);
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
+
+    // pg-boss keeps its own schema; it starts before the inventory so that the
+    // first checkout after recovery can already insert its job.
+    const boss = createBoss(databaseUrl, log, config.pgBossMaintenanceIntervalSeconds);
+    await boss.start();
+    cleanups.push(() => boss.stop({ graceful: true, wait: true, timeout: config.shutdownTimeoutMs }));
+    let payments: Payments | null = null;
 
     const inventory = new LocalInventory(pool, log, {
       limits: {
@@ -84,8 +99,20 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       expirySweepIntervalMs: config.expirySweepIntervalMs,
       rebuildRetryMs: 500,
       nowMs: options.nowMs ?? Date.now,
+      writeOrders: createOrderWriter(boss, finalizeQueue),
+      onCheckoutDurable: () => payments?.finalizer.wake(),
     });
     cleanups.push(() => inventory.close());
+    const provider = new SimulatedPaymentProvider(pool, config.simulatedPaymentLatencyMs);
+    payments = new Payments(boss, pool, inventory, provider, log, paymentWebhookSecret, {
+      retryLimit: config.paymentRetryLimit,
+      retryDelaySeconds: config.paymentRetryDelaySeconds,
+      jobExpireSeconds: config.paymentJobExpireSeconds,
+      batchSize: config.paymentWorkerBatchSize,
+      workers: config.paymentWorkers,
+      crashPoint: config.faultCrashPoint,
+    }, config.auditCron);
+    await payments.prepare();
 
     const onFatal =
       options.onFatal ??
@@ -95,6 +122,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       });
     const app = createHttpApp({
       inventory,
+      payments,
       log,
       verifyShopper: createShopperVerifier(jwtSecret),
       isAdmin: createAdminCheck(adminToken),
@@ -120,8 +148,12 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     };
     // Order matters on the way out: stop accepting, let the inventory commit and
     // answer what is in flight, then drop connections, then the pool and Postgres.
+    const startedPayments = payments;
     cleanups.push(async () => {
       stopListening();
+      // Let in-flight payment jobs finish (they settle through the inventory) before closing it.
+      await startedPayments.stop();
+      await boss.stop({ graceful: true, wait: true, timeout: config.shutdownTimeoutMs });
       await inventory.close();
       // Not in the typings of this uWS build, but present: closes every open socket.
       (app as unknown as { close(): void }).close();
@@ -132,6 +164,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     log.info({ url }, 'listening; recovering allocators from the event log');
 
     await inventory.recover();
+    await payments.start();
     log.info({ url }, 'ready');
 
     return {
@@ -144,6 +177,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       log,
       pool,
       inventory,
+      payments,
       stop: cleanup,
     };
   } catch (error) {

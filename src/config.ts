@@ -25,6 +25,20 @@ export interface Config {
   expirySweepIntervalMs: number;
   retryAfterSeconds: number;
   shutdownTimeoutMs: number;
+  /** HMAC secret of payment webhooks; unset with DATABASE_URL set: webhooks are refused. */
+  paymentWebhookSecret: string | null;
+  paymentProvider: 'simulated';
+  simulatedPaymentLatencyMs: number;
+  paymentRetryLimit: number;
+  paymentRetryDelaySeconds: number;
+  paymentJobExpireSeconds: number;
+  paymentWorkerBatchSize: number;
+  paymentWorkers: number;
+  pgBossMaintenanceIntervalSeconds: number;
+  /** Cron for the scheduled ledger audit; empty disables it. */
+  auditCron: string | null;
+  /** Fault injection (tests): SIGKILL the process at this point of a payment. */
+  faultCrashPoint: 'before_charge' | 'after_charge' | 'after_settle' | null;
 }
 
 export class ConfigError extends Error {
@@ -41,6 +55,13 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
     throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
   }
   return value;
+}
+
+function oneOf<const T extends readonly string[]>(env: Env, name: string, values: T, fallback: T[number]): T[number] {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!values.includes(raw)) throw new ConfigError(`${name} must be one of ${values.join(', ')}, got ${JSON.stringify(raw)}`);
+  return raw as T[number];
 }
 
 function text(env: Env, name: string): string | null {
@@ -68,6 +89,19 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     expirySweepIntervalMs: integer(env, 'EXPIRY_SWEEP_INTERVAL_MS', 100, 5, 10_000),
     retryAfterSeconds: integer(env, 'RETRY_AFTER_SECONDS', 1, 1, 3600),
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 100, 120_000),
+    paymentWebhookSecret: text(env, 'PAYMENT_WEBHOOK_SECRET'),
+    paymentProvider: oneOf(env, 'PAYMENT_PROVIDER', ['simulated'] as const, 'simulated'),
+    simulatedPaymentLatencyMs: integer(env, 'SIMULATED_PAYMENT_LATENCY_MS', 3, 0, 60_000),
+    paymentRetryLimit: integer(env, 'PAYMENT_RETRY_LIMIT', 5, 0, 50),
+    paymentRetryDelaySeconds: integer(env, 'PAYMENT_RETRY_DELAY_SECONDS', 1, 1, 3600),
+    paymentJobExpireSeconds: integer(env, 'PAYMENT_JOB_EXPIRE_SECONDS', 60, 1, 3600),
+    paymentWorkerBatchSize: integer(env, 'PAYMENT_WORKER_BATCH_SIZE', 50, 1, 1000),
+    paymentWorkers: integer(env, 'PAYMENT_WORKERS', 2, 1, 32),
+    pgBossMaintenanceIntervalSeconds: integer(env, 'PGBOSS_MAINTENANCE_INTERVAL_SECONDS', 10, 1, 3600),
+    auditCron: env.AUDIT_CRON === undefined ? '*/5 * * * *' : text(env, 'AUDIT_CRON'),
+    faultCrashPoint: env.FAULT_CRASH_POINT
+      ? oneOf(env, 'FAULT_CRASH_POINT', ['before_charge', 'after_charge', 'after_settle'] as const, 'after_charge')
+      : null,
     ...overrides,
   };
   return config;

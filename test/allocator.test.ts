@@ -123,9 +123,23 @@ t.test('checkout freezes a hold; commit sells it, failure gives it back', async 
   const a = reserve('alice', 2, 'k1');
   const b = reserve('bob', 1, 'k1');
   if (!a.ok || a.kind !== 'new' || !b.ok || b.kind !== 'new') throw new Error('reserve failed');
-  const checkout = allocator.startCheckout(a.event.reservationId, 'alice', 'o1', 2000);
-  if (!checkout.ok) throw new Error('checkout failed');
+  const checkout = allocator.checkout({ reservationId: a.event.reservationId, shopperId: 'alice', orderId: 'o1', idempotencyKey: 'c1', paymentMethod: 'pm_ok' }, 2000);
+  if (!checkout.ok || checkout.kind !== 'new') throw new Error('checkout failed');
   apply(checkout.event);
+  t.match(
+    allocator.checkout({ reservationId: a.event.reservationId, shopperId: 'alice', orderId: 'o9', idempotencyKey: 'c1', paymentMethod: 'pm_ok' }, 2001),
+    { ok: true, kind: 'replay', orderId: 'o1' },
+    'same checkout key: the same order',
+  );
+  t.match(
+    allocator.checkout({ reservationId: a.event.reservationId, shopperId: 'alice', orderId: 'o9', idempotencyKey: 'c2', paymentMethod: 'pm_ok' }, 2001),
+    { ok: false, code: 'reservation_not_held' },
+    'another key on the same reservation: no second order',
+  );
+  t.match(
+    allocator.checkout({ reservationId: a.event.reservationId, shopperId: 'alice', orderId: 'o9', idempotencyKey: 'c1', paymentMethod: 'pm_other' }, 2001),
+    { ok: false, code: 'idempotency_key_reused' },
+  );
   const due = allocator.expireDue(1_000_000);
   t.same(due.map((e) => e.kind === 'expired' && e.reservationId), [b.event.reservationId], 'a hold in checkout does not expire');
   for (const e of due) apply(e);
@@ -136,11 +150,11 @@ t.test('checkout freezes a hold; commit sells it, failure gives it back', async 
   t.equal(allocator.settlePayment(a.event.reservationId, 'committed', 3000), null, 'settling twice is a no-op');
   t.equal(allocator.shopperQuantity.get('alice'), 2, 'paid units keep counting toward the limit');
 
-  t.match(allocator.startCheckout(b.event.reservationId, 'bob', 'o2', 2000), { ok: false, code: 'reservation_not_held' });
+  t.match(allocator.checkout({ reservationId: b.event.reservationId, shopperId: 'bob', orderId: 'o2', idempotencyKey: 'c1', paymentMethod: 'pm_ok' }, 2000), { ok: false, code: 'reservation_not_held' });
   const c = reserve('carol', 1, 'k1', 2_000_000);
   if (!c.ok || c.kind !== 'new') throw new Error('reserve failed');
-  const c2 = allocator.startCheckout(c.event.reservationId, 'carol', 'o2', 2_000_001);
-  if (!c2.ok) throw new Error('checkout failed');
+  const c2 = allocator.checkout({ reservationId: c.event.reservationId, shopperId: 'carol', orderId: 'o2', idempotencyKey: 'c1', paymentMethod: 'pm_ok' }, 2_000_001);
+  if (!c2.ok || c2.kind !== 'new') throw new Error('checkout failed');
   apply(c2.event);
   apply(allocator.settlePayment(c.event.reservationId, 'payment_failed', 2_000_002)!);
   t.equal(allocator.available, 8);
@@ -226,8 +240,8 @@ t.test('property: any command sequence keeps the invariants, never oversells, an
           case 'checkout': {
             const id = ids[c.pick % Math.max(ids.length, 1)];
             if (id === undefined) break;
-            const d = allocator.startCheckout(id, allocator.reservations.get(id)!.shopperId, `o${id}`, now);
-            if (d.ok) apply(d.event);
+            const d = allocator.checkout({ reservationId: id, shopperId: allocator.reservations.get(id)!.shopperId, orderId: `o${id}`, idempotencyKey: `c${c.pick % 3}`, paymentMethod: 'pm_ok' }, now);
+            if (d.ok && d.kind === 'new') apply(d.event);
             break;
           }
           case 'settle': {

@@ -10,7 +10,7 @@ import type {
 /**
  * The stock of one SKU as a deterministic state machine.
  *
- * Commands (`configure`, `reserve`, `release`, `expireDue`, `startCheckout`,
+ * Commands (`configure`, `reserve`, `release`, `expireDue`, `checkout`,
  * `settlePayment`) only decide: they read the state and return either a
  * rejection or the events that record the decision, without changing anything.
  * `apply` is the only mutator. The shell applies exactly the events it hands to
@@ -40,6 +40,26 @@ export type ReserveDecision =
 
 export type ReleaseDecision =
   | { ok: true; reservation: Reservation; event: StockEvent | null }
+  | Rejection;
+
+export interface CheckoutCommand {
+  reservationId: string;
+  shopperId: string;
+  orderId: string;
+  idempotencyKey: string;
+  paymentMethod: string;
+}
+
+export interface CheckoutRecord {
+  orderId: string;
+  reservationId: string;
+  paymentMethod: string;
+}
+
+export type CheckoutDecision =
+  | { ok: true; kind: 'new'; event: StockEvent & { kind: 'checkout_started' } }
+  /** Same shopper, same key, same request: the order it already started. */
+  | { ok: true; kind: 'replay'; orderId: string }
   | Rejection;
 
 export type ConfigureDecision =
@@ -73,6 +93,8 @@ export class SkuAllocator {
   readonly shopperQuantity = new Map<string, number>();
   /** shopperId + NUL + idempotency key → reservation id. */
   readonly idempotencyKeys = new Map<string, string>();
+  /** shopperId + NUL + checkout idempotency key → the order it started. */
+  readonly checkoutKeys = new Map<string, CheckoutRecord>();
   /** Held reservations by expiry; entries that stopped being held are skipped lazily. */
   private readonly expiryQueue = new TinyQueue<ExpiryEntry>(
     [],
@@ -223,13 +245,25 @@ export class SkuAllocator {
     return events;
   }
 
-  /** Freeze a hold while `orderId` pays for it: it cannot expire meanwhile. */
-  startCheckout(reservationId: string, shopperId: string, orderId: string, nowMs: number):
-    | { ok: true; event: StockEvent }
-    | Rejection {
-    const reservation = this.reservations.get(reservationId);
-    if (reservation === undefined || reservation.shopperId !== shopperId) {
-      return { ok: false, code: 'not_found', detail: `reservation ${reservationId} does not exist` };
+  /**
+   * Freeze a hold while an order pays for it: it cannot expire meanwhile. One
+   * order per reservation: a second key racing the first finds it not held.
+   */
+  checkout(cmd: CheckoutCommand, nowMs: number): CheckoutDecision {
+    const previous = this.checkoutKeys.get(idempotencySlot(cmd.shopperId, cmd.idempotencyKey));
+    if (previous !== undefined) {
+      if (previous.reservationId !== cmd.reservationId || previous.paymentMethod !== cmd.paymentMethod) {
+        return {
+          ok: false,
+          code: 'idempotency_key_reused',
+          detail: 'this Idempotency-Key was already used for a different checkout',
+        };
+      }
+      return { ok: true, kind: 'replay', orderId: previous.orderId };
+    }
+    const reservation = this.reservations.get(cmd.reservationId);
+    if (reservation === undefined || reservation.shopperId !== cmd.shopperId) {
+      return { ok: false, code: 'not_found', detail: `reservation ${cmd.reservationId} does not exist` };
     }
     if (reservation.status !== 'held' || nowMs >= reservation.expiresAtMs) {
       const status = reservation.status === 'held' ? 'expired' : reservation.status;
@@ -237,7 +271,17 @@ export class SkuAllocator {
     }
     return {
       ok: true,
-      event: { kind: 'checkout_started', sku: this.sku, seq: this.seq + 1, atMs: nowMs, reservationId, orderId },
+      kind: 'new',
+      event: {
+        kind: 'checkout_started',
+        sku: this.sku,
+        seq: this.seq + 1,
+        atMs: nowMs,
+        reservationId: cmd.reservationId,
+        orderId: cmd.orderId,
+        idempotencyKey: cmd.idempotencyKey,
+        paymentMethod: cmd.paymentMethod,
+      },
     };
   }
 
@@ -308,6 +352,11 @@ export class SkuAllocator {
         const reservation = this.requireReservation(event.reservationId, 'held');
         reservation.status = 'checking_out';
         reservation.orderId = event.orderId;
+        this.checkoutKeys.set(idempotencySlot(reservation.shopperId, event.idempotencyKey), {
+          orderId: event.orderId,
+          reservationId: event.reservationId,
+          paymentMethod: event.paymentMethod,
+        });
         break;
       }
       case 'committed': {
@@ -382,6 +431,7 @@ export class SkuAllocator {
       reservations: [...this.reservations.values()].map((r) => ({ ...r })),
       shopperQuantity: [...this.shopperQuantity.entries()].sort(),
       idempotencyKeys: [...this.idempotencyKeys.entries()].sort(),
+      checkoutKeys: [...this.checkoutKeys.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
     };
   }
 
@@ -404,6 +454,7 @@ export interface AllocatorSnapshot {
   reservations: Reservation[];
   shopperQuantity: [string, number][];
   idempotencyKeys: [string, string][];
+  checkoutKeys: [string, CheckoutRecord][];
 }
 
 export function idempotencySlot(shopperId: string, idempotencyKey: string): string {

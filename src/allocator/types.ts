@@ -73,6 +73,9 @@ export interface CheckoutStartedEvent extends EventBase {
   kind: 'checkout_started';
   reservationId: string;
   orderId: string;
+  /** The checkout request's key and body, so a repeat is recognised after a restart too. */
+  idempotencyKey: string;
+  paymentMethod: string;
 }
 
 /** Payment settled: `committed` turns held units into sold ones, `payment_failed` puts them back. */

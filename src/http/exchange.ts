@@ -95,6 +95,20 @@ export class Exchange {
    * bound before anything is buffered past it. Calls `onBody` only with parsed JSON.
    */
   readJson(req: HttpRequest, onBody: (body: unknown) => void): void {
+    this.readBody(req, (raw) => {
+      let body: unknown;
+      try {
+        body = JSON.parse(raw.toString('utf8'));
+      } catch {
+        this.problem('invalid_request', 'the body is not valid JSON');
+        return;
+      }
+      onBody(body);
+    });
+  }
+
+  /** The raw JSON body (webhooks sign the exact bytes). */
+  readBody(req: HttpRequest, onBody: (raw: Buffer) => void): void {
     const contentType = req.getHeader('content-type');
     const declaredLength = req.getHeader('content-length');
     const max = this.ctx.maxBodyBytes;
@@ -118,15 +132,8 @@ export class Exchange {
       // uWS reuses the chunk's memory after this callback returns: copy it.
       chunks.push(Buffer.from(new Uint8Array(chunk)));
       if (!isLast) return;
-      let body: unknown;
       try {
-        body = JSON.parse(chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8'));
-      } catch {
-        this.problem('invalid_request', 'the body is not valid JSON');
-        return;
-      }
-      try {
-        onBody(body);
+        onBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
       } catch (error) {
         this.ctx.onUnexpected(error, this);
       }

@@ -2,6 +2,8 @@ import uWS from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { ShopperVerifier } from '../auth/auth.js';
 import type { Inventory } from '../inventory/inventory.js';
+import type { Payments } from '../payments/payments.js';
+import { signatureHeader } from '../payments/webhook.js';
 import { Exchange, type ExchangeContext } from './exchange.js';
 import {
   describeErrors,
@@ -9,12 +11,15 @@ import {
   isUuid,
   skuPattern,
   toSkuConfig,
+  validateCheckoutBody,
   validateReserveBody,
   validateSkuBody,
+  validateWebhookBody,
 } from './validation.js';
 
 export interface HttpDependencies {
   inventory: Inventory;
+  payments: Payments;
   log: Logger;
   verifyShopper: ShopperVerifier;
   isAdmin: (authorization: string | undefined) => boolean;
@@ -31,7 +36,7 @@ type Handler = (exchange: Exchange, req: uWS.HttpRequest) => void;
 type Method = 'get' | 'put' | 'post' | 'del';
 
 export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
-  const { inventory, log } = deps;
+  const { inventory, payments, log } = deps;
   const app = uWS.App();
   const ctx: ExchangeContext = {
     log,
@@ -72,6 +77,30 @@ export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
     return null;
   };
 
+  const admin = (exchange: Exchange, req: uWS.HttpRequest): boolean => {
+    if (deps.isAdmin(req.getHeader('authorization'))) return true;
+    exchange.problem('unauthorized', 'an admin bearer token is required', [['www-authenticate', 'Bearer']]);
+    return false;
+  };
+
+  /** Ids in paths are UUIDs; anything else cannot exist. */
+  const uuidParameter = (exchange: Exchange, req: uWS.HttpRequest, what: string): string | null => {
+    const id = req.getParameter(0).toLowerCase();
+    if (isUuid(id)) return id;
+    exchange.problem('not_found', `${what} ${id} does not exist`);
+    return null;
+  };
+
+  const idempotencyKey = (exchange: Exchange, req: uWS.HttpRequest): string | null => {
+    const key = req.getHeader('idempotency-key');
+    if (idempotencyKeyPattern.test(key)) return key;
+    exchange.problem(
+      'invalid_request',
+      key === '' ? 'the Idempotency-Key header is required' : 'Idempotency-Key must be 1-200 visible ASCII characters',
+    );
+    return null;
+  };
+
   route('/healthz', {
     get: (exchange) => exchange.send(200, { status: 'ok' }),
   });
@@ -91,10 +120,7 @@ export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
 
   route('/v1/admin/skus/:sku', {
     put: (exchange, req) => {
-      if (!deps.isAdmin(req.getHeader('authorization'))) {
-        exchange.problem('unauthorized', 'an admin bearer token is required', [['www-authenticate', 'Bearer']]);
-        return;
-      }
+      if (!admin(exchange, req)) return;
       const sku = req.getParameter(0);
       if (!skuPattern.test(sku)) {
         exchange.problem('invalid_request', 'sku must be 1-64 characters of A-Z a-z 0-9 . _ -');
@@ -141,23 +167,16 @@ export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
         exchange.problem('invalid_request', 'sku must be 1-64 characters of A-Z a-z 0-9 . _ -');
         return;
       }
-      const idempotencyKey = req.getHeader('idempotency-key');
-      if (!idempotencyKeyPattern.test(idempotencyKey)) {
-        exchange.problem(
-          'invalid_request',
-          idempotencyKey === ''
-            ? 'the Idempotency-Key header is required'
-            : 'Idempotency-Key must be 1-200 visible ASCII characters',
-        );
-        return;
-      }
+      const key = idempotencyKey(exchange, req);
+      if (key === null) return;
       exchange.readJson(req, (body) => {
         if (!validateReserveBody(body)) {
           exchange.problem('invalid_request', describeErrors(validateReserveBody.errors));
           return;
         }
-        exchange.settle(inventory.reserve({ sku, shopperId, quantity: body.quantity, idempotencyKey }), (outcome) =>
-          exchange.outcome(outcome, 201),
+        exchange.settle(
+          inventory.reserve({ sku, shopperId, quantity: body.quantity, idempotencyKey: key }),
+          (outcome) => exchange.outcome(outcome, 201),
         );
       });
     },
@@ -167,11 +186,8 @@ export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
     get: (exchange, req) => {
       const shopperId = shopper(exchange, req);
       if (shopperId === null) return;
-      const id = req.getParameter(0).toLowerCase();
-      if (!isUuid(id)) {
-        exchange.problem('not_found', `reservation ${id} does not exist`);
-        return;
-      }
+      const id = uuidParameter(exchange, req, 'reservation');
+      if (id === null) return;
       exchange.settle(inventory.getReservation(id, shopperId), (view) => {
         if (view === null) exchange.problem('not_found', `reservation ${id} does not exist`);
         else exchange.send(200, view);
@@ -180,12 +196,89 @@ export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
     del: (exchange, req) => {
       const shopperId = shopper(exchange, req);
       if (shopperId === null) return;
-      const id = req.getParameter(0).toLowerCase();
-      if (!isUuid(id)) {
-        exchange.problem('not_found', `reservation ${id} does not exist`);
-        return;
-      }
+      const id = uuidParameter(exchange, req, 'reservation');
+      if (id === null) return;
       exchange.settle(inventory.release(id, shopperId), (outcome) => exchange.outcome(outcome, 200));
+    },
+  });
+
+  route('/v1/reservations/:id/checkout', {
+    post: (exchange, req) => {
+      const shopperId = shopper(exchange, req);
+      if (shopperId === null) return;
+      const id = uuidParameter(exchange, req, 'reservation');
+      if (id === null) return;
+      const key = idempotencyKey(exchange, req);
+      if (key === null) return;
+      exchange.readJson(req, (body) => {
+        if (!validateCheckoutBody(body)) {
+          exchange.problem('invalid_request', describeErrors(validateCheckoutBody.errors));
+          return;
+        }
+        exchange.settle(
+          inventory.checkout({ reservationId: id, shopperId, idempotencyKey: key, paymentMethod: body.paymentMethod }),
+          (outcome) => exchange.outcome(outcome, 202),
+        );
+      });
+    },
+  });
+
+  route('/v1/orders/:id', {
+    get: (exchange, req) => {
+      const shopperId = shopper(exchange, req);
+      if (shopperId === null) return;
+      const id = uuidParameter(exchange, req, 'order');
+      if (id === null) return;
+      exchange.settle(payments.order(id, shopperId), (view) => {
+        if (view === null) exchange.problem('not_found', `order ${id} does not exist`);
+        else exchange.send(200, view);
+      });
+    },
+  });
+
+  route('/v1/admin/orders/:id', {
+    get: (exchange, req) => {
+      if (!admin(exchange, req)) return;
+      const id = uuidParameter(exchange, req, 'order');
+      if (id === null) return;
+      exchange.settle(payments.adminOrder(id), (view) => {
+        if (view === null) exchange.problem('not_found', `order ${id} does not exist`);
+        else exchange.send(200, view);
+      });
+    },
+  });
+
+  route('/v1/admin/audit', {
+    get: (exchange, req) => {
+      if (!admin(exchange, req)) return;
+      exchange.settle(payments.audit(), (report) => exchange.send(200, report));
+    },
+  });
+
+  route('/v1/payments/webhook', {
+    post: (exchange, req) => {
+      const signature = req.getHeader(signatureHeader);
+      exchange.readBody(req, (raw) => {
+        if (!payments.verifyWebhook(raw, signature)) {
+          exchange.problem('unauthorized', `a valid ${signatureHeader} (sha256=<hex HMAC of the body>) is required`);
+          return;
+        }
+        let body: unknown;
+        try {
+          body = JSON.parse(raw.toString('utf8'));
+        } catch {
+          exchange.problem('invalid_request', 'the body is not valid JSON');
+          return;
+        }
+        if (!validateWebhookBody(body)) {
+          exchange.problem('invalid_request', describeErrors(validateWebhookBody.errors));
+          return;
+        }
+        exchange.settle(payments.webhook(body), (result) => {
+          if (result.ok) exchange.send(200, { received: true, duplicate: result.duplicate, orderStatus: result.orderStatus });
+          else exchange.problem(result.code, result.detail);
+        });
+      });
     },
   });
 

@@ -83,3 +83,27 @@ export function toSkuConfig(body: SkuBody): { ok: true; config: SkuConfig } | { 
     },
   };
 }
+
+export const validateCheckoutBody = ajv.compile<{ paymentMethod: string }>({
+  type: 'object',
+  properties: { paymentMethod: { type: 'string', minLength: 1, maxLength: 64 } },
+  required: ['paymentMethod'],
+  additionalProperties: false,
+});
+
+export const validateWebhookBody = ajv.compile<{
+  id: string;
+  type: 'charge.succeeded' | 'charge.failed';
+  orderId: string;
+  reason?: string;
+}>({
+  type: 'object',
+  properties: {
+    id: { type: 'string', minLength: 1, maxLength: 200 },
+    type: { type: 'string', enum: ['charge.succeeded', 'charge.failed'] },
+    orderId: { type: 'string', pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' },
+    reason: { type: 'string', maxLength: 200 },
+  },
+  required: ['id', 'type', 'orderId'],
+  additionalProperties: false,
+});

@@ -15,6 +15,13 @@ export interface Inventory {
   reserve(request: ReserveRequest): Promise<Outcome<ReservationView>>;
   getReservation(reservationId: string, shopperId: string): Promise<ReservationView | null>;
   release(reservationId: string, shopperId: string): Promise<Outcome<ReservationView>>;
+  /** Freeze a held reservation and start its order (202): one order per reservation. */
+  checkout(request: CheckoutRequest): Promise<Outcome<CheckoutView>>;
+  /**
+   * Record a payment's outcome: `committed` sells the held units, `payment_failed`
+   * puts them back. Idempotent: settling a settled order changes nothing.
+   */
+  settle(request: SettleRequest): Promise<Outcome<{ changed: boolean }>>;
   /** Stop taking work, commit what was decided, stop timers. */
   close(): Promise<void>;
 }
@@ -25,6 +32,46 @@ export interface ReserveRequest {
   quantity: number;
   idempotencyKey: string;
 }
+
+export interface CheckoutRequest {
+  reservationId: string;
+  shopperId: string;
+  idempotencyKey: string;
+  paymentMethod: string;
+}
+
+export interface CheckoutView {
+  orderId: string;
+  reservationId: string;
+  status: 'pending';
+}
+
+export interface SettleRequest {
+  sku: string;
+  reservationId: string;
+  orderId: string;
+  outcome: 'committed' | 'payment_failed';
+  /** Why a payment failed (`card_declined`, `payment_unavailable`, ...). */
+  failureReason: string | null;
+}
+
+/** An order as written with its checkout_started event, in the same transaction. */
+export interface NewOrder {
+  orderId: string;
+  reservationId: string;
+  sku: string;
+  shopperId: string;
+  quantity: number;
+  amountCents: number;
+  currency: string;
+  paymentMethod: string;
+  idempotencyKey: string;
+}
+
+/** Rows that commit with the allocator's events (see Outbox attachments). */
+export type OrderAttachment =
+  | { kind: 'order_created'; order: NewOrder }
+  | { kind: 'order_settled'; orderId: string; status: 'paid' | 'failed'; failureReason: string | null };
 
 /** `unavailable`: not decided at all (recovering, fenced, overloaded, or the commit failed). */
 export type FailureCode = RejectionCode | 'unavailable';

@@ -4,9 +4,13 @@ import type { Logger } from 'pino';
 import { SkuAllocator, idempotencySlot, InvariantViolation } from '../allocator/allocator.js';
 import type { AllocatorLimits, SkuConfig, StockEvent } from '../allocator/types.js';
 import { readEvents, lastSeqs } from '../outbox/event-log.js';
-import { Outbox, type BatchFailure, type OutboxOptions } from '../outbox/outbox.js';
+import { Outbox, type AttachmentWriter, type BatchFailure, type OutboxOptions } from '../outbox/outbox.js';
 import {
   reservationView,
+  type CheckoutRequest,
+  type CheckoutView,
+  type OrderAttachment,
+  type SettleRequest,
   skuView,
   type Inventory,
   type Outcome,
@@ -25,6 +29,10 @@ export interface LocalInventoryOptions {
   nowMs: () => number;
   /** Called after each durable change of a SKU's counts (for live fan-out). */
   onSkuChanged?: (sku: string) => void;
+  /** Writes orders and their jobs in the same transaction as the events (payments). */
+  writeOrders?: AttachmentWriter<OrderAttachment>;
+  /** Called once a checkout is durable (wake the payment worker). */
+  onCheckoutDurable?: (orderId: string) => void;
 }
 
 type Unavailable = { ok: false; code: 'unavailable'; detail: string };
@@ -52,7 +60,7 @@ export class LocalInventory implements Inventory {
   private readonly rebuilding = new Set<string>();
   /** SKUs another writer has written to: this process no longer serves them. */
   private readonly fenced = new Set<string>();
-  private readonly outbox: Outbox;
+  private readonly outbox: Outbox<OrderAttachment>;
   private recovered = false;
   private closing = false;
   private sweepTimer: NodeJS.Timeout | null = null;
@@ -62,7 +70,13 @@ export class LocalInventory implements Inventory {
     private readonly log: Logger,
     private readonly options: LocalInventoryOptions,
   ) {
-    this.outbox = new Outbox(pool, options.outbox, log, (failure) => this.onBatchFailed(failure));
+    this.outbox = new Outbox<OrderAttachment>(
+      pool,
+      options.outbox,
+      log,
+      (failure) => this.onBatchFailed(failure),
+      options.writeOrders ?? null,
+    );
   }
 
   get outboxStats() {
@@ -228,17 +242,26 @@ export class LocalInventory implements Inventory {
   }
 
   /** Answer once `event` is durable; if its batch failed, the decision was undone: 503. */
-  private commit<T>(allocator: SkuAllocator, event: StockEvent, value: () => T): Promise<Outcome<T>> {
+  private commit<T>(
+    allocator: SkuAllocator,
+    event: StockEvent,
+    value: () => T,
+    attachment?: OrderAttachment,
+  ): Promise<Outcome<T>> {
     allocator.apply(event);
     return new Promise((resolve) => {
-      this.outbox.append(event, (error) => {
-        if (error !== null) {
-          resolve(commitFailed);
-          return;
-        }
-        this.options.onSkuChanged?.(event.sku);
-        resolve({ ok: true, value: value() });
-      });
+      this.outbox.append(
+        event,
+        (error) => {
+          if (error !== null) {
+            resolve(commitFailed);
+            return;
+          }
+          this.options.onSkuChanged?.(event.sku);
+          resolve({ ok: true, value: value() });
+        },
+        attachment,
+      );
     });
   }
 
@@ -329,6 +352,78 @@ export class LocalInventory implements Inventory {
     const reservation = decision.reservation;
     if (decision.event === null) return this.afterDurable(sku, () => reservationView(reservation));
     return this.commit(allocator, decision.event, () => reservationView(reservation));
+  }
+
+  async checkout(request: CheckoutRequest): Promise<Outcome<CheckoutView>> {
+    const sku = this.reservationSkus.get(request.reservationId);
+    const allocator = sku === undefined ? undefined : this.allocators.get(sku);
+    if (sku === undefined || allocator === undefined || allocator.config === null) {
+      return { ok: false, code: 'not_found', detail: `reservation ${request.reservationId} does not exist` };
+    }
+    const refused = this.refuse(sku) ?? this.full();
+    if (refused) return refused;
+    const orderId = randomUUID();
+    const decision = allocator.checkout({ ...request, orderId }, this.options.nowMs());
+    if (!decision.ok) return decision;
+    if (decision.kind === 'replay') {
+      const original: CheckoutView = { orderId: decision.orderId, reservationId: request.reservationId, status: 'pending' };
+      return this.afterDurable(sku, () => original);
+    }
+    const reservation = allocator.reservations.get(request.reservationId)!;
+    const config = allocator.config;
+    const order = {
+      orderId,
+      reservationId: request.reservationId,
+      sku,
+      shopperId: request.shopperId,
+      quantity: reservation.quantity,
+      amountCents: reservation.quantity * config.priceCents,
+      currency: config.currency,
+      paymentMethod: request.paymentMethod,
+      idempotencyKey: request.idempotencyKey,
+    };
+    const outcome = await this.commit(
+      allocator,
+      decision.event,
+      (): CheckoutView => ({ orderId, reservationId: request.reservationId, status: 'pending' }),
+      { kind: 'order_created', order },
+    );
+    if (outcome.ok) this.options.onCheckoutDurable?.(orderId);
+    return outcome;
+  }
+
+  async settle(request: SettleRequest): Promise<Outcome<{ changed: boolean }>> {
+    const allocator = this.allocators.get(request.sku);
+    if (allocator === undefined) {
+      return { ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` };
+    }
+    const refused = this.refuse(request.sku) ?? this.full();
+    if (refused) return refused;
+    const reservation = allocator.reservations.get(request.reservationId);
+    if (reservation === undefined || reservation.orderId !== request.orderId) {
+      return { ok: false, code: 'not_found', detail: `order ${request.orderId} holds no reservation here` };
+    }
+    const event = allocator.settlePayment(request.reservationId, request.outcome, this.options.nowMs());
+    // Already settled (a repeated job or webhook): answer once that is durable.
+    if (event === null) return this.afterDurable(request.sku, () => ({ changed: false }));
+    return this.commit(allocator, event, () => ({ changed: true }), {
+      kind: 'order_settled',
+      orderId: request.orderId,
+      status: request.outcome === 'committed' ? 'paid' : 'failed',
+      failureReason: request.outcome === 'committed' ? null : request.failureReason,
+    });
+  }
+
+  /** Live counts of one SKU, straight from its allocator (audits compare them with the log). */
+  liveCounts(sku: string): { seq: number; stock: number; available: number; held: number; sold: number } | null {
+    const allocator = this.allocators.get(sku);
+    if (allocator === undefined || allocator.config === null) return null;
+    return { seq: allocator.seq, stock: allocator.stock, available: allocator.available, held: allocator.held, sold: allocator.sold };
+  }
+
+  /** Resolves once everything decided so far is durable (or failed). */
+  settled(): Promise<void> {
+    return this.outbox.drained();
   }
 
   async close(): Promise<void> {

@@ -9,9 +9,10 @@ import type { StockEvent, SkuConfig } from '../allocator/types.js';
 
 const insertText = `
 INSERT INTO stock_events
-  (sku, seq, kind, at_ms, reservation_id, shopper_id, quantity, expires_at_ms, idempotency_key, order_id, config)
+  (sku, seq, kind, at_ms, reservation_id, shopper_id, quantity, expires_at_ms, idempotency_key, order_id, config,
+   payment_method)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::uuid[], $6::text[],
-                     $7::int[], $8::bigint[], $9::text[], $10::uuid[], $11::jsonb[])`;
+                     $7::int[], $8::bigint[], $9::text[], $10::uuid[], $11::jsonb[], $12::text[])`;
 
 /** One multi-row INSERT for a whole batch (prepared once per connection). */
 export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig {
@@ -27,6 +28,7 @@ export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig
   const idempotencyKey = new Array<string | null>(n);
   const orderId = new Array<string | null>(n);
   const config = new Array<string | null>(n);
+  const paymentMethod = new Array<string | null>(n);
   for (let i = 0; i < n; i++) {
     const e = events[i]!;
     sku[i] = e.sku;
@@ -37,14 +39,15 @@ export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig
     shopperId[i] = e.kind === 'reserved' ? e.shopperId : null;
     quantity[i] = e.kind === 'reserved' ? e.quantity : null;
     expiresAtMs[i] = e.kind === 'reserved' ? e.expiresAtMs : null;
-    idempotencyKey[i] = e.kind === 'reserved' ? e.idempotencyKey : null;
+    idempotencyKey[i] = e.kind === 'reserved' || e.kind === 'checkout_started' ? e.idempotencyKey : null;
     orderId[i] = e.kind === 'checkout_started' ? e.orderId : null;
     config[i] = e.kind === 'configured' ? JSON.stringify(e.config) : null;
+    paymentMethod[i] = e.kind === 'checkout_started' ? e.paymentMethod : null;
   }
   return {
     name: 'stock-events-insert',
     text: insertText,
-    values: [sku, seq, kind, atMs, reservationId, shopperId, quantity, expiresAtMs, idempotencyKey, orderId, config],
+    values: [sku, seq, kind, atMs, reservationId, shopperId, quantity, expiresAtMs, idempotencyKey, orderId, config, paymentMethod],
   };
 }
 
@@ -60,10 +63,11 @@ interface EventRow {
   idempotency_key: string | null;
   order_id: string | null;
   config: SkuConfig | null;
+  payment_method: string | null;
 }
 
 const columns =
-  'sku, seq, kind, at_ms, reservation_id, shopper_id, quantity, expires_at_ms, idempotency_key, order_id, config';
+  'sku, seq, kind, at_ms, reservation_id, shopper_id, quantity, expires_at_ms, idempotency_key, order_id, config, payment_method';
 
 export function rowToEvent(row: EventRow): StockEvent {
   const base = { sku: row.sku, seq: Number(row.seq), atMs: Number(row.at_ms) };
@@ -81,7 +85,14 @@ export function rowToEvent(row: EventRow): StockEvent {
         idempotencyKey: row.idempotency_key!,
       };
     case 'checkout_started':
-      return { ...base, kind: row.kind, reservationId: row.reservation_id!, orderId: row.order_id! };
+      return {
+        ...base,
+        kind: row.kind,
+        reservationId: row.reservation_id!,
+        orderId: row.order_id!,
+        idempotencyKey: row.idempotency_key!,
+        paymentMethod: row.payment_method!,
+      };
     default:
       return { ...base, kind: row.kind, reservationId: row.reservation_id! };
   }

@@ -33,15 +33,19 @@ export const defaultOutboxOptions: OutboxOptions = {
 
 export type Durable = (error: Error | null) => void;
 
-/** Work that must commit in the same transaction as an event (e.g. a pg-boss job). */
-export type SameTransaction = (client: pg.PoolClient) => Promise<void>;
+/**
+ * Rows that must commit in the same transaction as their events (orders, their
+ * pg-boss jobs). The outbox hands every attachment of a batch to one writer
+ * call, so a batch of 500 checkouts is a few multi-row statements, not 500.
+ */
+export type AttachmentWriter<A> = (client: pg.PoolClient, attachments: A[]) => Promise<void>;
 
-interface Entry {
+interface Entry<A> {
   /** null: a barrier, settled once everything appended before it is durable. */
   event: StockEvent | null;
   sku: string;
   durable: Durable;
-  sameTransaction: SameTransaction | null;
+  attachment: A | undefined;
 }
 
 export class CommitError extends Error {
@@ -72,8 +76,8 @@ export interface OutboxStats {
   maxBatchEvents: number;
 }
 
-export class Outbox {
-  private queue: Entry[] = [];
+export class Outbox<A = never> {
+  private queue: Entry<A>[] = [];
   private inFlight = false;
   private scheduled = false;
   private idleWaiters: (() => void)[] = [];
@@ -85,6 +89,7 @@ export class Outbox {
     private readonly log: Logger,
     /** Called synchronously after a failed commit, before any other work can append. */
     private readonly onBatchFailed: (failure: BatchFailure) => void,
+    private readonly writeAttachments: AttachmentWriter<A> | null = null,
   ) {}
 
   get pendingEvents(): number {
@@ -96,8 +101,8 @@ export class Outbox {
     return this.queue.length + count <= this.options.maxPendingEvents;
   }
 
-  append(event: StockEvent, durable: Durable, sameTransaction: SameTransaction | null = null): void {
-    this.queue.push({ event, sku: event.sku, durable, sameTransaction });
+  append(event: StockEvent, durable: Durable, attachment?: A): void {
+    this.queue.push({ event, sku: event.sku, durable, attachment });
     this.schedule();
   }
 
@@ -107,7 +112,7 @@ export class Outbox {
       durable(null);
       return;
     }
-    this.queue.push({ event: null, sku, durable, sameTransaction: null });
+    this.queue.push({ event: null, sku, durable, attachment: undefined });
     this.schedule();
   }
 
@@ -135,16 +140,16 @@ export class Outbox {
     this.inFlight = true;
     const batch = this.takeBatch();
     const events: StockEvent[] = [];
-    const sameTransaction: SameTransaction[] = [];
+    const attachments: A[] = [];
     for (const entry of batch) {
       if (entry.event !== null) events.push(entry.event);
-      if (entry.sameTransaction !== null) sameTransaction.push(entry.sameTransaction);
+      if (entry.attachment !== undefined) attachments.push(entry.attachment);
     }
 
     let failure: CommitError | null = null;
     if (events.length > 0) {
       try {
-        await this.commit(events, sameTransaction);
+        await this.commit(events, attachments);
         this.stats.batches += 1;
         this.stats.events += events.length;
         this.stats.lastBatchEvents = events.length;
@@ -165,7 +170,7 @@ export class Outbox {
     else this.notifyIdle();
   }
 
-  private takeBatch(): Entry[] {
+  private takeBatch(): Entry<A>[] {
     // Barriers ride along for free; only events count toward the batch size.
     let taken = 0;
     let events = 0;
@@ -181,12 +186,12 @@ export class Outbox {
     return this.queue.splice(0, taken);
   }
 
-  private async commit(events: StockEvent[], sameTransaction: SameTransaction[]): Promise<void> {
+  private async commit(events: StockEvent[], attachments: A[]): Promise<void> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
     try {
       const insert = { ...insertEventsQuery(events), query_timeout: this.options.commitTimeoutMs };
-      if (sameTransaction.length === 0) {
+      if (attachments.length === 0 || this.writeAttachments === null) {
         // A single statement is its own transaction: one round trip, one fsync.
         await client.query(insert);
         return;
@@ -194,7 +199,7 @@ export class Outbox {
       await client.query('BEGIN');
       try {
         await client.query(insert);
-        for (const work of sameTransaction) await work(client);
+        await this.writeAttachments(client, attachments);
         await client.query('COMMIT');
       } catch (error) {
         await client.query('ROLLBACK').catch(() => undefined);
@@ -209,7 +214,7 @@ export class Outbox {
     }
   }
 
-  private failBatch(batch: Entry[], events: StockEvent[], error: CommitError): void {
+  private failBatch(batch: Entry<A>[], events: StockEvent[], error: CommitError): void {
     this.stats.failedBatches += 1;
     const skus = new Set<string>();
     const firstSeqs = new Map<string, number>();
@@ -218,8 +223,8 @@ export class Outbox {
       if (!firstSeqs.has(event.sku)) firstSeqs.set(event.sku, event.seq);
     }
     // Decisions queued after the failed ones were made on top of them: undo those too.
-    const kept: Entry[] = [];
-    const dropped: Entry[] = [];
+    const kept: Entry<A>[] = [];
+    const dropped: Entry<A>[] = [];
     for (const entry of this.queue) (skus.has(entry.sku) ? dropped : kept).push(entry);
     this.queue = kept;
     this.log.error(

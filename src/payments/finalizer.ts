@@ -1,0 +1,176 @@
+import PgBoss from 'pg-boss';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { Inventory } from '../inventory/inventory.js';
+import { getOrder, type Order } from './orders.js';
+import { TransientPaymentError, type PaymentProvider } from './provider.js';
+
+/**
+ * Finalizes every payment exactly once, through pg-boss.
+ *
+ * A `payment-finalize` job (id = order id) is inserted in the same transaction
+ * as the checkout. The worker charges with the order id as the provider's
+ * idempotency key, then records the outcome through the allocator (the SKU's
+ * single writer) together with the order's new status. Every step is safe to
+ * repeat: a settled order is skipped, a repeated charge returns the first one,
+ * a repeated settle changes nothing. So a job delivered twice, or re-run after
+ * the process died anywhere in between, charges once and records once.
+ *
+ * Transient provider errors are retried by pg-boss with exponential backoff;
+ * after the last retry the job lands in `payment-finalize-dead`, whose worker
+ * compensates: the hold goes back on sale and the order fails with
+ * `payment_unavailable` (unless the provider did charge after all, in which
+ * case the sale is honoured).
+ */
+
+export const finalizeQueue = 'payment-finalize';
+export const deadLetterQueue = 'payment-finalize-dead';
+
+export interface FinalizerOptions {
+  retryLimit: number;
+  retryDelaySeconds: number;
+  /** An active job older than this is presumed dead (its process crashed) and retried. */
+  jobExpireSeconds: number;
+  batchSize: number;
+  /** Concurrent fetch loops per queue. */
+  workers: number;
+  /** Fault injection for crash tests: SIGKILL this process at that point of a finalization. */
+  crashPoint: 'before_charge' | 'after_charge' | 'after_settle' | null;
+}
+
+interface FinalizeJob {
+  orderId: string;
+}
+
+export class PaymentFinalizer {
+  private readonly workerIds: string[] = [];
+  private wakeScheduled = false;
+  readonly stats = { finalized: 0, transientFailures: 0, compensated: 0 };
+
+  constructor(
+    private readonly boss: PgBoss,
+    private readonly pool: pg.Pool,
+    private readonly inventory: Inventory,
+    private readonly provider: PaymentProvider,
+    private readonly log: Logger,
+    private readonly options: FinalizerOptions,
+  ) {}
+
+  /** Queues with their retry policy; must exist before the first checkout inserts a job. */
+  async createQueues(): Promise<void> {
+    await this.boss.createQueue(deadLetterQueue, { name: deadLetterQueue, retryLimit: 10, retryDelay: 1, retryBackoff: true });
+    const policy = {
+      name: finalizeQueue,
+      retryLimit: this.options.retryLimit,
+      retryDelay: this.options.retryDelaySeconds,
+      retryBackoff: true,
+      expireInSeconds: this.options.jobExpireSeconds,
+      deadLetter: deadLetterQueue,
+    };
+    await this.boss.createQueue(finalizeQueue, policy);
+    // createQueue keeps an existing queue as it was: apply today's settings.
+    await this.boss.updateQueue(finalizeQueue, policy);
+  }
+
+  async start(): Promise<void> {
+    for (let i = 0; i < this.options.workers; i++) {
+      this.workerIds.push(await this.work(finalizeQueue, (order) => this.finalize(order)));
+    }
+    await this.work(deadLetterQueue, (order) => this.compensate(order));
+  }
+
+  /** A checkout just committed: fetch now instead of at the next poll. */
+  wake(): void {
+    if (this.wakeScheduled) return;
+    this.wakeScheduled = true;
+    setImmediate(() => {
+      this.wakeScheduled = false;
+      for (const id of this.workerIds) this.boss.notifyWorker(id);
+    });
+  }
+
+  private async work(queue: string, handle: (order: Order) => Promise<void>): Promise<string> {
+    const batchSize = this.options.batchSize;
+    let workerId = '';
+    workerId = await this.boss.work<FinalizeJob>(queue, { batchSize, pollingIntervalSeconds: 0.5 }, async (jobs) => {
+      // A full batch means more are waiting: skip the poll delay.
+      if (jobs.length === batchSize) this.boss.notifyWorker(workerId);
+      const failed: string[] = [];
+      await Promise.all(
+        jobs.map(async (job) => {
+          try {
+            const order = await getOrder(this.pool, job.data.orderId);
+            if (order === null) {
+              this.log.error({ orderId: job.data.orderId, queue }, 'job for an order that does not exist');
+              return;
+            }
+            await handle(order);
+          } catch (error) {
+            if (error instanceof TransientPaymentError) this.stats.transientFailures += 1;
+            this.log.warn({ err: error, orderId: job.data.orderId, queue }, 'payment job failed; pg-boss will retry');
+            failed.push(job.id);
+            await this.boss.fail(queue, job.id, { message: (error as Error).message }).catch((err: unknown) =>
+              this.log.error({ err, jobId: job.id }, 'could not mark the job failed; it will expire and retry'),
+            );
+          }
+        }),
+      );
+      // Resolving completes the batch; the failed ones are no longer active, so they stay failed.
+      return failed.length;
+    });
+    return workerId;
+  }
+
+  private crash(point: FinalizerOptions['crashPoint']): void {
+    if (this.options.crashPoint === point) {
+      this.log.fatal({ point }, 'fault injection: SIGKILL');
+      process.kill(process.pid, 'SIGKILL');
+    }
+  }
+
+  async finalize(order: Order): Promise<void> {
+    if (order.status !== 'pending') return;
+    this.crash('before_charge');
+    const charge = await this.provider.charge({
+      idempotencyKey: order.orderId,
+      amountCents: order.amountCents,
+      currency: order.currency,
+      paymentMethod: order.paymentMethod,
+    });
+    this.crash('after_charge');
+    await this.record(order, charge.status === 'succeeded' ? 'committed' : 'payment_failed', charge.status === 'declined' ? charge.reason : null);
+    this.crash('after_settle');
+    this.stats.finalized += 1;
+  }
+
+  /** Dead letter: the provider never answered. Give the stock back, unless it did charge. */
+  async compensate(order: Order): Promise<void> {
+    if (order.status !== 'pending') return;
+    const charges = await this.provider.chargesFor(order.orderId);
+    const charged = charges.some((c) => c.status === 'succeeded');
+    await this.record(order, charged ? 'committed' : 'payment_failed', charged ? null : 'payment_unavailable');
+    this.stats.compensated += 1;
+    this.log.warn({ orderId: order.orderId, charged }, 'payment dead-lettered: compensated');
+  }
+
+  async record(order: Pick<Order, 'sku' | 'reservationId' | 'orderId'>, outcome: 'committed' | 'payment_failed', failureReason: string | null): Promise<void> {
+    const settled = await this.inventory.settle({ sku: order.sku, reservationId: order.reservationId, orderId: order.orderId, outcome, failureReason });
+    if (!settled.ok) throw new Error(`could not record the payment outcome: ${settled.code}: ${settled.detail}`);
+  }
+
+  async stop(): Promise<void> {
+    await this.boss.offWork(finalizeQueue).catch(() => undefined);
+    await this.boss.offWork(deadLetterQueue).catch(() => undefined);
+  }
+}
+
+export function createBoss(databaseUrl: string, log: Logger, maintenanceIntervalSeconds: number): PgBoss {
+  const boss = new PgBoss({
+    connectionString: databaseUrl,
+    max: 4,
+    application_name: 'flashstock-jobs',
+    maintenanceIntervalSeconds,
+  });
+  boss.on('error', (err) => log.error({ err }, 'pg-boss error'));
+  return boss;
+}

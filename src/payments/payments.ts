@@ -1,0 +1,104 @@
+import type pg from 'pg';
+import type PgBoss from 'pg-boss';
+import type { Logger } from 'pino';
+import type { LocalInventory } from '../inventory/local-inventory.js';
+import { runLedgerAudit, type AuditReport } from './audit.js';
+import { PaymentFinalizer, finalizeQueue, type FinalizerOptions } from './finalizer.js';
+import { getOrder, type Order } from './orders.js';
+import type { PaymentProvider, ProviderCharge } from './provider.js';
+import { handleWebhook, verifyWebhookSignature, type WebhookDelivery, type WebhookResult } from './webhook.js';
+
+export interface OrderView {
+  orderId: string;
+  reservationId: string;
+  sku: string;
+  quantity: number;
+  amountCents: number;
+  currency: string;
+  status: Order['status'];
+  failureReason?: string;
+}
+
+export function orderView(order: Order): OrderView {
+  const view: OrderView = {
+    orderId: order.orderId,
+    reservationId: order.reservationId,
+    sku: order.sku,
+    quantity: order.quantity,
+    amountCents: order.amountCents,
+    currency: order.currency,
+    status: order.status,
+  };
+  if (order.failureReason !== null) view.failureReason = order.failureReason;
+  return view;
+}
+
+export const auditQueue = 'ledger-audit';
+
+/** What the HTTP layer may ask about payments: orders, the provider's records, webhooks, audits. */
+export class Payments {
+  readonly finalizer: PaymentFinalizer;
+
+  constructor(
+    private readonly boss: PgBoss,
+    private readonly pool: pg.Pool,
+    private readonly inventory: LocalInventory,
+    private readonly provider: PaymentProvider,
+    private readonly log: Logger,
+    private readonly webhookSecret: string | null,
+    finalizerOptions: FinalizerOptions,
+    private readonly auditCron: string | null,
+  ) {
+    this.finalizer = new PaymentFinalizer(boss, pool, inventory, provider, log, finalizerOptions);
+  }
+
+  get queue(): string {
+    return finalizeQueue;
+  }
+
+  /** Before recovery: queues must exist before a checkout can insert a job. */
+  async prepare(): Promise<void> {
+    await this.finalizer.createQueues();
+    await this.boss.createQueue(auditQueue, { name: auditQueue, retryLimit: 0 });
+  }
+
+  /** After recovery: start working jobs, and schedule the audit. */
+  async start(): Promise<void> {
+    await this.finalizer.start();
+    await this.boss.work(auditQueue, async () => {
+      const report = await this.audit();
+      this.log.info({ ok: report.ok, violations: report.violations.length, orders: report.orders }, 'scheduled ledger audit');
+    });
+    if (this.auditCron !== null) await this.boss.schedule(auditQueue, this.auditCron);
+  }
+
+  async order(orderId: string, shopperId: string | null): Promise<OrderView | null> {
+    const order = await getOrder(this.pool, orderId);
+    if (order === null || (shopperId !== null && order.shopperId !== shopperId)) return null;
+    return orderView(order);
+  }
+
+  async adminOrder(orderId: string): Promise<(OrderView & { shopperId: string; paymentMethod: string; charges: ProviderCharge[] }) | null> {
+    const order = await getOrder(this.pool, orderId);
+    if (order === null) return null;
+    const charges = await this.provider.chargesFor(orderId);
+    return { ...orderView(order), shopperId: order.shopperId, paymentMethod: order.paymentMethod, charges };
+  }
+
+  verifyWebhook(rawBody: Buffer, signature: string): boolean {
+    return this.webhookSecret !== null && signature !== '' && verifyWebhookSignature(this.webhookSecret, rawBody, signature);
+  }
+
+  webhook(delivery: WebhookDelivery): Promise<WebhookResult> {
+    return handleWebhook({ pool: this.pool, finalizer: this.finalizer, log: this.log }, delivery);
+  }
+
+  audit(): Promise<AuditReport> {
+    return runLedgerAudit({ pool: this.pool, inventory: this.inventory, provider: this.provider, log: this.log });
+  }
+
+  async stop(): Promise<void> {
+    await this.finalizer.stop();
+    await this.boss.offWork(auditQueue).catch(() => undefined);
+  }
+}
