@@ -1,10 +1,9 @@
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import { randomUUID } from 'node:crypto';
 import { createTestDatabase } from './helpers/db.js';
-import { adminToken, clientFor, jwtSecret } from './helpers/service.js';
+import { clientFor } from './helpers/service.js';
+import { startChild as startChild_ } from './helpers/child.js';
 
 /**
  * The real entry point (src/main.ts) serving reservations is killed with
@@ -14,21 +13,7 @@ import { adminToken, clientFor, jwtSecret } from './helpers/service.js';
 
 const db = await createTestDatabase(t);
 
-async function startChild(): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: { ...process.env, DATABASE_URL: db.url, ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const lines = createInterface({ input: child.stdout! });
-  for await (const line of lines) {
-    const entry = JSON.parse(line) as { msg?: string; url?: string };
-    if (entry.msg === 'ready' && entry.url) {
-      lines.on('line', () => undefined); // keep draining the child's log
-      return { child, url: entry.url };
-    }
-  }
-  throw new Error('child exited before it was ready');
-}
+const startChild = () => startChild_(db.url);
 
 t.test('SIGKILL mid-load loses nothing that was acknowledged', async (t) => {
   const stock = 3000;
