@@ -30,11 +30,12 @@ export class ResponseParser {
 
   /** Returns the completed response, or null when more bytes are needed. */
   feed(chunk: Buffer): ParsedResponse | null {
+    // `chunk` may be a view of a reused read buffer: anything kept is copied.
     const buf = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
     const end = buf.indexOf(headerEnd);
     if (end < 0) {
       if (buf.length > 64 * 1024) throw new Error('response header too large');
-      this.pending = buf;
+      this.pending = buf === chunk ? Buffer.from(chunk) : buf;
       return null;
     }
     if (buf[0] !== 0x48 /* H */ || buf[8] !== 0x20) throw new Error(`malformed status line: ${JSON.stringify(buf.toString('latin1', 0, Math.min(40, buf.length)))}`);
@@ -50,7 +51,7 @@ export class ResponseParser {
     const bodyStart = end + 4;
     const total = bodyStart + length;
     if (buf.length < total) {
-      this.pending = buf;
+      this.pending = buf === chunk ? Buffer.from(chunk) : buf;
       return null;
     }
     if (buf.length > total) throw new Error('unexpected bytes after the response (the client does not pipeline)');
@@ -64,6 +65,8 @@ export interface ConnectionEvents {
   /** The socket failed or closed; an in-flight request's outcome is unknown. */
   onFailure(conn: Http1Connection, error: Error, requestLost: boolean): void;
 }
+
+const readBuffer = Buffer.allocUnsafe(64 * 1024);
 
 export class Http1Connection {
   readonly id: number;
@@ -90,28 +93,25 @@ export class Http1Connection {
     return new Promise((resolve, reject) => {
       this.parser.reset();
       this.closedByUs = false;
-      const socket = net.connect({ host: this.host, port: this.port, noDelay: true });
+      // Reads land in one buffer per thread (no allocation per read, no stream machinery);
+      // the parser copies whatever it has to keep.
+      const socket = net.connect({
+        host: this.host,
+        port: this.port,
+        noDelay: true,
+        onread: {
+          buffer: readBuffer,
+          callback: (n: number, buf: Uint8Array): boolean => {
+            this.onData(Buffer.from(buf.buffer, buf.byteOffset, n));
+            return true;
+          },
+        },
+      });
       this.socket = socket;
       let connected = false;
       socket.on('connect', () => {
         connected = true;
         resolve();
-      });
-      socket.on('data', (chunk: Buffer) => {
-        let response: ParsedResponse | null;
-        try {
-          response = this.parser.feed(chunk);
-        } catch (error) {
-          this.fail(error as Error);
-          return;
-        }
-        if (response === null) return;
-        if (!this.inFlight) {
-          this.fail(new Error(`unsolicited response ${response.status}`));
-          return;
-        }
-        this.inFlight = false;
-        this.events.onResponse(this, response);
       });
       socket.on('error', (error) => {
         if (!connected) reject(error);
@@ -121,6 +121,23 @@ export class Http1Connection {
         if (connected && !this.closedByUs) this.fail(new Error('connection closed by the server'));
       });
     });
+  }
+
+  private onData(chunk: Buffer): void {
+    let response: ParsedResponse | null;
+    try {
+      response = this.parser.feed(chunk);
+    } catch (error) {
+      this.fail(error as Error);
+      return;
+    }
+    if (response === null) return;
+    if (!this.inFlight) {
+      this.fail(new Error(`unsolicited response ${response.status}`));
+      return;
+    }
+    this.inFlight = false;
+    this.events.onResponse(this, response);
   }
 
   send(data: string | Buffer): void {
