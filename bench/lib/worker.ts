@@ -91,6 +91,7 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
   let backlogHead = 0;
 
   const open = task.mode === 'open';
+  let issueDue = (): void => {};
 
   const dispatch = (conn: Http1Connection, intendedAt: number): boolean => {
     const request = workload.next();
@@ -168,6 +169,7 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
     }
     workload.onResponse?.(request, response.status, code);
     release(conn);
+    if (open && !stopping) issueDue();
     pump();
     checkDone();
   };
@@ -242,10 +244,10 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
   if (open) {
     const interval = 1000 / task.rate;
     let issued = 0;
-    const tick = (): void => {
-      if (stopping) return;
-      const now = performance.now();
-      const until = Math.min(now, deadline);
+    // Issues every arrival due by now. Called from a timer and after every
+    // response, so arrivals leave close to their due time without a busy loop.
+    issueDue = (): void => {
+      const until = Math.min(performance.now(), deadline);
       while (t0 + issued * interval <= until) {
         const intended = t0 + issued * interval;
         issued++;
@@ -253,6 +255,10 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
         if (conn === undefined) backlog.push(intended);
         else if (!dispatch(conn, intended)) idle.push(conn);
       }
+    };
+    const tick = (): void => {
+      if (stopping) return;
+      issueDue();
       const wait = t0 + issued * interval - performance.now();
       setTimeout(tick, wait > 1 ? Math.floor(wait) : 0);
     };
