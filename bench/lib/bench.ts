@@ -22,6 +22,7 @@ import {
   type RunningSystem,
   type SystemName,
 } from './systems.js';
+import { coresUsed, sampleCpu } from './cpu.js';
 import { runWrk } from './wrk.js';
 import { scenarios } from '../scenarios/index.js';
 import type { ScenarioPlan, SkuSpec } from '../scenarios/common.js';
@@ -52,7 +53,6 @@ async function runPhase(
   runId: string,
   shape: { connections: number; durationMs: number; mode: 'open' | 'closed'; rate: number },
 ): Promise<LoadResult> {
-  await createSkus(system.url, system.adminToken, plan.skus);
   return runLoad({
     url: system.url,
     scenario: scenarioName,
@@ -108,6 +108,7 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
   let databaseUrl: string | undefined = options.databaseUrl ?? process.env.DATABASE_URL ?? undefined;
   let redisVersion: string | null = null;
   let pgVersion: string | null = null;
+  let embeddedPostgresUnder: number | undefined;
 
   const stopAll = async (): Promise<void> => {
     while (started.length > 0) {
@@ -156,6 +157,7 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
           const f = await startFlashstock({ ...base, ...(databaseUrl !== undefined ? { databaseUrl } : {}), nodeArgs });
           started.push({ name, stop: f.stop });
           databaseUrl = f.databaseUrl;
+          embeddedPostgresUnder = f.cpuRoots?.postgresUnder;
           system = f;
           stopAfter = false; // its Postgres serves rowlock too: stopped at the end
         }
@@ -166,9 +168,10 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
           notes.push(text);
           continue;
         }
-        system = await startRowlock({ ...base, databaseUrl });
+        system = await startRowlock({ ...base, databaseUrl, ...(embeddedPostgresUnder !== undefined ? { postgresUnder: embeddedPostgresUnder } : {}) });
       } else if (name === 'redis-lua') {
         let redisUrl = options.redisUrl ?? process.env.REDIS_URL ?? undefined;
+        let redisPid: number | undefined;
         if (redisUrl === undefined) {
           const redis = await startRedisServer(options.verbose);
           if (redis === null) {
@@ -179,8 +182,9 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
           }
           started.push({ name: 'redis-server', stop: redis.stop });
           redisUrl = redis.url;
+          redisPid = redis.pid;
         }
-        system = await startRedisLua({ ...base, redisUrl });
+        system = await startRedisLua({ ...base, redisUrl, ...(redisPid !== undefined ? { redisPid } : {}) });
         try {
           const { Redis } = await import('ioredis');
           const r = new Redis(redisUrl);
@@ -212,11 +216,16 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
         if (options.warmupSec > 0) {
           const warm = scenarios['hot-sku']!.plan({ runId: `${runId}w`, shoppers: 5_000 });
           log(`${name} ${scenarioName}: warm-up ${options.warmupSec} s on its own SKU`);
+          await createSkus(system.url, system.adminToken, warm.skus);
           const result = await runPhase(system, 'hot-sku', warm, options, `${runId}w`, { connections: Math.min(connections, 256), durationMs: options.warmupSec * 1000, mode: 'closed', rate: 0 });
           phases.push({ plan: warm, result });
         }
         log(`${name} ${scenarioName}: ${mode === 'open' ? `open loop ${options.rate}/s` : 'closed loop'}, ${connections} connections, ${plan.finite ? 'until done' : `${durationSec} s`}`);
+        await createSkus(system.url, system.adminToken, plan.skus);
+        const cpuBefore = sampleCpu(system.cpuRoots ?? {});
+        const wallStart = Date.now();
         const result = await runPhase(system, scenarioName, plan, options, runId, { connections, durationMs: durationSec * 1000, mode, rate: options.rate ?? 0 });
+        const cpu = coresUsed(cpuBefore, sampleCpu(system.cpuRoots ?? {}), Date.now() - wallStart);
         phases.push({ plan, result });
         log(`${name} ${scenarioName}: ${Math.round(result.throughput)} req/s, ${Math.round(result.reservationsPerSec)} reservations/s, p99 ${result.latency.p99} ms; checking…`);
         const outcome = await check(system, phases);
@@ -234,6 +243,7 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
           finite: plan.finite,
           result: stripIds(result),
           check: outcome,
+          cpu,
         };
         if (scenarioName === 'sellout') {
           const stock = plan.skus[0]!.stock;

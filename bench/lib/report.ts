@@ -25,6 +25,15 @@ export interface RunRecord {
   result: Omit<LoadResult, 'ids'>;
   check: CheckOutcome;
   sellout?: { stock: number; unitsTaken: number; soldOut: boolean; timeToSellOutMs: number };
+  /** Cores used during the run: generator, server, postgres, redis, other (the rest of the machine), machine (all busy). */
+  cpu?: Record<string, number>;
+}
+
+function cpuCell(cpu: Record<string, number> | undefined): string {
+  if (cpu === undefined || Object.keys(cpu).length === 0) return '—';
+  const order = ['generator', 'server', 'postgres', 'redis', 'other'];
+  const short: Record<string, string> = { generator: 'gen', server: 'srv', postgres: 'pg', redis: 'redis', other: 'other' };
+  return order.filter((k) => cpu[k] !== undefined).map((k) => `${short[k]} ${cpu[k]!.toFixed(2)}`).join(' · ');
 }
 
 export interface TargetResult {
@@ -107,9 +116,9 @@ export function markdownReport(report: BenchReport): string {
     const sell = scenario === 'sellout';
     const head = ['system', 'durable', 'req/s', '201/s'];
     if (sell) head.push('sold / stock', 'time to sell out');
-    head.push('p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'gen. load', 'responses', 'check');
+    head.push('p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'gen. load', 'cores used', 'responses', 'check');
     out.push(`| ${head.join(' | ')} |`);
-    out.push(`|${head.map((h) => (h === 'system' || h === 'responses' || h === 'check' ? ' --- ' : ' ---: ')).join('|')}|`);
+    out.push(`|${head.map((h) => (h === 'system' || h === 'responses' || h === 'check' || h === 'cores used' ? ' --- ' : ' ---: ')).join('|')}|`);
     for (const r of runs) {
       const l = latencyOf(r);
       const cells = [r.label, r.durable ? 'yes' : '**no**', fmtInt(r.result.throughput), fmtInt(r.result.reservationsPerSec)];
@@ -117,7 +126,7 @@ export function markdownReport(report: BenchReport): string {
         cells.push(r.sellout ? `${fmtInt(r.sellout.unitsTaken)} / ${fmtInt(r.sellout.stock)}` : '—');
         cells.push(r.sellout ? `${r.sellout.soldOut ? '' : 'not sold out; last 201 at '}${fmtInt(r.sellout.timeToSellOutMs)} ms` : '—');
       }
-      cells.push(fmtMs(l.p50), fmtMs(l.p90), fmtMs(l.p99), fmtMs(l.p999), fmtMs(l.max), `${Math.round(r.result.generatorUtilization * 100)}%`, statusSummary(r.result), checkCell(r.check));
+      cells.push(fmtMs(l.p50), fmtMs(l.p90), fmtMs(l.p99), fmtMs(l.p999), fmtMs(l.max), `${Math.round(r.result.generatorUtilization * 100)}%`, cpuCell(r.cpu), statusSummary(r.result), checkCell(r.check));
       out.push(`| ${cells.join(' | ')} |`);
     }
     const fs = runs.find((r) => r.system === 'flashstock');

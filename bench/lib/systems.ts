@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { Redis } from 'ioredis';
 import type { EventRow } from './checker.js';
+import type { CpuRoots } from './cpu.js';
 import { startChild } from './process.js';
 
 /** The systems a run can measure: the service and the baselines, each behind the same HTTP contract. */
@@ -32,6 +33,8 @@ export interface RunningSystem {
   rows: ((skus: readonly string[]) => AsyncIterable<EventRow[]>) | null;
   /** Why rows is null, when it is. */
   uncheckedReason?: string;
+  /** Processes whose CPU time the report attributes (Linux). */
+  cpuRoots?: CpuRoots;
   stop(): Promise<void>;
 }
 
@@ -176,6 +179,7 @@ export async function startFlashstock(options: StartOptions): Promise<RunningSys
     jwtSecret: info.jwtSecret,
     databaseUrl,
     rows: (skus) => stockEventRows(databaseUrl, skus),
+    cpuRoots: { server: child.child.pid, ...(dataDir !== undefined ? { postgresUnder: child.child.pid } : {}) },
     async stop() {
       await child.stop();
       if (dataDir !== undefined && !options.keepData) rmSync(dataDir, { recursive: true, force: true });
@@ -183,21 +187,21 @@ export async function startFlashstock(options: StartOptions): Promise<RunningSys
   };
 }
 
-async function startBaselineProcess(name: SystemName, options: StartOptions, env: Record<string, string>): Promise<{ url: string; stop(): Promise<void> }> {
+async function startBaselineProcess(name: SystemName, options: StartOptions, env: Record<string, string>): Promise<{ url: string; pid: number | undefined; stop(): Promise<void> }> {
   const child = await startChild(path.join(here, '..', 'baselines', `${name}${ext}`), {
     label: name,
     env: { ADMIN_TOKEN: options.adminToken, JWT_SECRET: options.jwtSecret, ...env },
     verbose: options.verbose,
   });
-  return { url: `http://127.0.0.1:${String(child.info.port)}`, stop: () => child.stop() };
+  return { url: `http://127.0.0.1:${String(child.info.port)}`, pid: child.child.pid, stop: () => child.stop() };
 }
 
 export async function startHello(options: StartOptions): Promise<RunningSystem> {
   const p = await startBaselineProcess('hello', options, {});
-  return { name: 'hello', label: systemLabels.hello, durable: false, url: p.url, adminToken: options.adminToken, jwtSecret: options.jwtSecret, rows: null, uncheckedReason: 'answers constants', stop: p.stop };
+  return { name: 'hello', label: systemLabels.hello, durable: false, url: p.url, adminToken: options.adminToken, jwtSecret: options.jwtSecret, rows: null, uncheckedReason: 'answers constants', cpuRoots: { server: p.pid }, stop: p.stop };
 }
 
-export async function startRowlock(options: StartOptions & { databaseUrl: string }): Promise<RunningSystem> {
+export async function startRowlock(options: StartOptions & { databaseUrl: string; postgresUnder?: number }): Promise<RunningSystem> {
   const databaseUrl = options.databaseUrl;
   const p = await startBaselineProcess('rowlock', options, { DATABASE_URL: databaseUrl });
   return {
@@ -208,12 +212,13 @@ export async function startRowlock(options: StartOptions & { databaseUrl: string
     adminToken: options.adminToken,
     jwtSecret: options.jwtSecret,
     rows: (skus) => rowlockRows(databaseUrl, skus),
+    cpuRoots: { server: p.pid, ...(options.postgresUnder !== undefined ? { postgresUnder: options.postgresUnder } : {}) },
     stop: p.stop,
   };
 }
 
 /** Starts redis-server with persistence off on a free port; null when it is not on PATH. */
-export async function startRedisServer(verbose: boolean): Promise<{ url: string; stop(): Promise<void> } | null> {
+export async function startRedisServer(verbose: boolean): Promise<{ url: string; pid: number | undefined; stop(): Promise<void> } | null> {
   const port = await freePort();
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
     stdio: ['ignore', verbose ? 'inherit' : 'ignore', verbose ? 'inherit' : 'ignore'],
@@ -245,6 +250,7 @@ export async function startRedisServer(verbose: boolean): Promise<{ url: string;
   }
   return {
     url: `redis://127.0.0.1:${port}`,
+    pid: child.pid,
     stop: async () => {
       if (child.exitCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));
@@ -254,7 +260,7 @@ export async function startRedisServer(verbose: boolean): Promise<{ url: string;
   };
 }
 
-export async function startRedisLua(options: StartOptions & { redisUrl: string }): Promise<RunningSystem> {
+export async function startRedisLua(options: StartOptions & { redisUrl: string; redisPid?: number }): Promise<RunningSystem> {
   const redisUrl = options.redisUrl;
   const p = await startBaselineProcess('redis-lua', options, { REDIS_URL: redisUrl });
   return {
@@ -265,6 +271,7 @@ export async function startRedisLua(options: StartOptions & { redisUrl: string }
     adminToken: options.adminToken,
     jwtSecret: options.jwtSecret,
     rows: (skus) => redisRows(redisUrl, skus),
+    cpuRoots: { server: p.pid, ...(options.redisPid !== undefined ? { redis: options.redisPid } : {}) },
     stop: p.stop,
   };
 }
