@@ -168,8 +168,10 @@ export function markdownReport(report: BenchReport): string {
   return out.join('\n');
 }
 
+/** How far a missed target is: "-47%" below a floor, "2.1× the limit" above a ceiling. */
 const gap = (measured: number, wanted: number, higherIsBetter: boolean): string => {
-  const pct = higherIsBetter ? (measured / wanted - 1) * 100 : (wanted / measured - 1) * 100;
+  if (!higherIsBetter) return `${(measured / wanted).toFixed(measured / wanted >= 10 ? 0 : 1)}× the limit`;
+  const pct = (measured / wanted - 1) * 100;
   return `${pct >= 0 ? '+' : ''}${pct.toFixed(0)}%`;
 };
 
@@ -233,7 +235,7 @@ function esc(s: string): string {
 /** A hand-written SVG: per scenario, throughput bars and latency percentiles (log scale) per system. */
 export function svgChart(report: BenchReport): string {
   const width = 1000;
-  const left = 220;
+  const left = 280;
   const panel = (width - left - 60) / 2;
   const rowH = 46;
   const scenarios = [...new Set(report.runs.map((r) => r.scenario))];
@@ -264,7 +266,7 @@ export function svgChart(report: BenchReport): string {
     runs.forEach((r, i) => {
       const ry = y + i * rowH;
       const colour = palette[r.system] ?? '#4a5568';
-      parts.push(`<text x="20" y="${ry + 18}" font-size="12">${esc(r.label)}</text>`);
+      parts.push(`<text x="20" y="${ry + 18}" font-size="11">${esc(r.label)}</text>`);
       if (r.check.status === 'failed') parts.push(`<text x="20" y="${ry + 32}" font-size="11" fill="#c53030">check FAILED</text>`);
       const w = (primaryRate(r) / maxRate) * panel;
       parts.push(`<rect x="${left}" y="${ry + 6}" width="${w.toFixed(1)}" height="18" fill="${colour}"/>`);
