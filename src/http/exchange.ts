@@ -95,16 +95,19 @@ export class Exchange {
    * bound before anything is buffered past it. Calls `onBody` only with parsed JSON.
    */
   readJson(req: HttpRequest, onBody: (body: unknown) => void): void {
-    this.readBody(req, (raw) => {
-      let body: unknown;
-      try {
-        body = JSON.parse(raw.toString('utf8'));
-      } catch {
-        this.problem('invalid_request', 'the body is not valid JSON');
-        return;
-      }
-      onBody(body);
-    });
+    this.readBody(req, (raw) => this.parseJson(raw, onBody));
+  }
+
+  /** Parse a raw body; a 400 instead of `onBody` when it is not JSON. */
+  parseJson(raw: Buffer, onBody: (body: unknown) => void): void {
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch {
+      this.problem('invalid_request', 'the body is not valid JSON');
+      return;
+    }
+    onBody(body);
   }
 
   /** The raw JSON body (webhooks sign the exact bytes). */

@@ -263,20 +263,15 @@ export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
           exchange.problem('unauthorized', `a valid ${signatureHeader} (sha256=<hex HMAC of the body>) is required`);
           return;
         }
-        let body: unknown;
-        try {
-          body = JSON.parse(raw.toString('utf8'));
-        } catch {
-          exchange.problem('invalid_request', 'the body is not valid JSON');
-          return;
-        }
-        if (!validateWebhookBody(body)) {
-          exchange.problem('invalid_request', describeErrors(validateWebhookBody.errors));
-          return;
-        }
-        exchange.settle(payments.webhook(body), (result) => {
-          if (result.ok) exchange.send(200, { received: true, duplicate: result.duplicate, orderStatus: result.orderStatus });
-          else exchange.problem(result.code, result.detail);
+        exchange.parseJson(raw, (body) => {
+          if (!validateWebhookBody(body)) {
+            exchange.problem('invalid_request', describeErrors(validateWebhookBody.errors));
+            return;
+          }
+          exchange.settle(payments.webhook(body), (result) => {
+            if (result.ok) exchange.send(200, { received: true, duplicate: result.duplicate, orderStatus: result.orderStatus });
+            else exchange.problem(result.code, result.detail);
+          });
         });
       });
     },

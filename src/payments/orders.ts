@@ -9,15 +9,7 @@ import type { NewOrder, OrderAttachment } from '../inventory/inventory.js';
  * event: the event log, the orders and the job queue never disagree.
  */
 
-export interface Order {
-  orderId: string;
-  reservationId: string;
-  sku: string;
-  shopperId: string;
-  quantity: number;
-  amountCents: number;
-  currency: string;
-  paymentMethod: string;
+export interface Order extends Omit<NewOrder, 'idempotencyKey'> {
   status: 'pending' | 'paid' | 'failed';
   failureReason: string | null;
 }
