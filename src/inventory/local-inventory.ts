@@ -291,21 +291,23 @@ export class LocalInventory implements Inventory {
     return allocator?.config ? skuView(allocator) : null;
   }
 
-  async reserve(request: ReserveRequest): Promise<Outcome<ReservationView>> {
+  // Not `async`: on the hot path the commit's own promise is returned as is, one
+  // promise and one microtask turn fewer per reservation.
+  reserve(request: ReserveRequest): Promise<Outcome<ReservationView>> {
     const allocator = this.allocators.get(request.sku);
     if (allocator === undefined || allocator.config === null) {
-      return { ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` };
+      return Promise.resolve({ ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` });
     }
     const refused = this.refuse(request.sku) ?? this.full();
-    if (refused) return refused;
+    if (refused) return Promise.resolve(refused);
     const slot = idempotencySlot(request.shopperId, request.idempotencyKey);
     const keySku = this.keySkus.get(slot);
     if (keySku !== undefined && keySku !== request.sku) {
-      return {
+      return Promise.resolve({
         ok: false,
         code: 'idempotency_key_reused',
         detail: 'this Idempotency-Key was already used for a different request',
-      };
+      });
     }
     const now = this.options.nowMs();
     const command = { ...request, reservationId: randomUUID() };
@@ -318,7 +320,7 @@ export class LocalInventory implements Inventory {
         decision = allocator.reserve(command, now);
       }
     }
-    if (!decision.ok) return decision;
+    if (!decision.ok) return Promise.resolve(decision);
     if (decision.kind === 'replay') {
       // The original answer, even if the hold has changed since: same key, same response.
       const original = decision.reservation;
