@@ -9,6 +9,7 @@ import { loadOrCreateSecrets } from './secrets.js';
 import { LocalInventory } from './inventory/local-inventory.js';
 import { createHttpApp } from './http/server.js';
 import { createAdminCheck, createShopperVerifier } from './auth/auth.js';
+import { attachLiveStock, type LiveStock } from './ws/index.js';
 
 /** A running flashstock: what tests, the bench harness and main() get back. */
 export interface Flashstock {
@@ -21,6 +22,8 @@ export interface Flashstock {
   log: Logger;
   pool: pg.Pool;
   inventory: LocalInventory;
+  /** `/v1/stream`, the stock fan-out and the page at `/`. */
+  live: LiveStock;
   /** Graceful: stop accepting, commit the open batch, answer in-flight requests, close everything. */
   stop(): Promise<void>;
 }
@@ -70,6 +73,8 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     const applied = await migrate(pool, log);
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
 
+    // Set once the app exists; changes before that (none: recovery comes later) have no subscribers.
+    let live: LiveStock | null = null;
     const inventory = new LocalInventory(pool, log, {
       limits: {
         maxQuantityPerRequest: config.maxQuantityPerRequest,
@@ -84,6 +89,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       expirySweepIntervalMs: config.expirySweepIntervalMs,
       rebuildRetryMs: 500,
       nowMs: options.nowMs ?? Date.now,
+      onSkuChanged: (sku) => live?.changed(sku),
     });
     cleanups.push(() => inventory.close());
 
@@ -93,10 +99,11 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
         log.fatal({ err: error }, 'invariant violated: stopping rather than selling what is not there');
         process.exit(70);
       });
+    const verifyShopper = createShopperVerifier(jwtSecret);
     const app = createHttpApp({
       inventory,
       log,
-      verifyShopper: createShopperVerifier(jwtSecret),
+      verifyShopper,
       isAdmin: createAdminCheck(adminToken),
       databaseAlive: () =>
         // pg honours a per-query `query_timeout` its typings do not list.
@@ -108,6 +115,9 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       retryAfterSeconds: config.retryAfterSeconds,
       onFatal,
     });
+    const liveStock = attachLiveStock(app, { config, inventory, verifyShopper, log, onFatal });
+    live = liveStock;
+    cleanups.push(() => liveStock.close());
     const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
       app.listen(config.host, config.port, (socket) =>
         socket ? resolve(socket) : reject(new Error(`cannot listen on ${config.host}:${config.port}`)),
@@ -123,6 +133,8 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     cleanups.push(async () => {
       stopListening();
       await inventory.close();
+      // In-flight stream replies are out: close the sockets with 1001 before the app drops them.
+      await liveStock.close();
       // Not in the typings of this uWS build, but present: closes every open socket.
       (app as unknown as { close(): void }).close();
     });
@@ -144,6 +156,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       log,
       pool,
       inventory,
+      live: liveStock,
       stop: cleanup,
     };
   } catch (error) {

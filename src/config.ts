@@ -25,6 +25,18 @@ export interface Config {
   expirySweepIntervalMs: number;
   retryAfterSeconds: number;
   shutdownTimeoutMs: number;
+  /** WebSocket `/v1/stream` (src/ws): every per-socket resource is bounded. */
+  wsMaxMessageBytes: number;
+  wsMaxSubscriptions: number;
+  wsIdleTimeoutSeconds: number;
+  wsMaxBackpressureBytes: number;
+  wsBackpressureTimeoutMs: number;
+  wsMaxMessagesPerSecond: number;
+  wsMaxInvalidMessages: number;
+  wsMaxConnections: number;
+  wsCoalesceMs: number;
+  /** Redis pub/sub channel for stock updates: deployments sharing a Redis use different ones. */
+  redisStockChannel: string;
 }
 
 export class ConfigError extends Error {
@@ -68,6 +80,17 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     expirySweepIntervalMs: integer(env, 'EXPIRY_SWEEP_INTERVAL_MS', 100, 5, 10_000),
     retryAfterSeconds: integer(env, 'RETRY_AFTER_SECONDS', 1, 1, 3600),
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 100, 120_000),
+    wsMaxMessageBytes: integer(env, 'WS_MAX_MESSAGE_BYTES', 4096, 512, 64 * 1024),
+    wsMaxSubscriptions: integer(env, 'WS_MAX_SUBSCRIPTIONS', 100, 1, 10_000),
+    // uWebSockets.js accepts 0 or 9–960 s; 0 (never) is not offered: dead peers must go.
+    wsIdleTimeoutSeconds: integer(env, 'WS_IDLE_TIMEOUT_SECONDS', 60, 16, 960),
+    wsMaxBackpressureBytes: integer(env, 'WS_MAX_BACKPRESSURE_BYTES', 64 * 1024, 1024, 16 * 1024 * 1024),
+    wsBackpressureTimeoutMs: integer(env, 'WS_BACKPRESSURE_TIMEOUT_MS', 10_000, 100, 600_000),
+    wsMaxMessagesPerSecond: integer(env, 'WS_MAX_MESSAGES_PER_SECOND', 20, 1, 10_000),
+    wsMaxInvalidMessages: integer(env, 'WS_MAX_INVALID_MESSAGES', 5, 1, 1000),
+    wsMaxConnections: integer(env, 'WS_MAX_CONNECTIONS', 100_000, 1, 1_000_000),
+    wsCoalesceMs: integer(env, 'WS_COALESCE_MS', 100, 10, 10_000),
+    redisStockChannel: text(env, 'REDIS_STOCK_CHANNEL') ?? 'flashstock:stock:v1',
     ...overrides,
   };
   return config;

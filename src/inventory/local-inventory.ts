@@ -13,6 +13,7 @@ import {
   type ReservationView,
   type ReserveRequest,
   type SkuView,
+  type StockState,
 } from './inventory.js';
 
 export interface LocalInventoryOptions {
@@ -266,6 +267,19 @@ export class LocalInventory implements Inventory {
   async getSku(sku: string): Promise<SkuView | null> {
     const allocator = this.allocators.get(sku);
     return allocator?.config ? skuView(allocator) : null;
+  }
+
+  /**
+   * Counts and seq of a SKU this process serves, synchronously (the live stream
+   * reads it when it publishes); null when unknown or fenced (another node
+   * writes it, so this copy is stale).
+   * Counts may include decisions of the group commit in flight, which a failed
+   * commit undoes (and the rebuild then reports through `onSkuChanged`).
+   */
+  stockState(sku: string): StockState | null {
+    const allocator = this.allocators.get(sku);
+    if (allocator?.config == null || this.fenced.has(sku)) return null;
+    return { sku, available: allocator.available, held: allocator.held, sold: allocator.sold, seq: allocator.seq };
   }
 
   async reserve(request: ReserveRequest): Promise<Outcome<ReservationView>> {
