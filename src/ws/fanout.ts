@@ -50,6 +50,7 @@ export interface FeedOptions {
 }
 
 export const defaultChannel = 'flashstock:stock:v1';
+const maxTrackedSkus = 200_000;
 
 /** What travels on the Redis channel: a state from node `o`, or node `o` asking everyone to republish. */
 type Envelope = { o: string; s: StockState } | { o: string; resync: true };
@@ -68,6 +69,8 @@ class Feed implements StockFeed {
   private readonly toRedis: CoalescingPublisher | null = null;
   /** States other nodes published, by SKU (bounded, oldest first). */
   private readonly remote = new Map<string, StockState>();
+  /** Per SKU, the state last handed to the sockets (to skip repeats). */
+  private readonly delivered = new Map<string, string>();
   /** SKUs this node has published changes of: what it republishes when someone asks (bounded by its SKUs). */
   private readonly written = new Set<string>();
   private readonly pub: Redis | null = null;
@@ -84,14 +87,7 @@ class Feed implements StockFeed {
     this.channel = options.channel ?? defaultChannel;
     this.maxRemoteSkus = options.maxRemoteSkus ?? 100_000;
     const onError = (error: unknown) => options.log.error({ err: error }, 'stock fan-out failed');
-    this.toSockets = new CoalescingPublisher(
-      options.coalesceMs,
-      (sku) => {
-        const state = this.latest(sku);
-        if (state !== null) options.deliver(state);
-      },
-      onError,
-    );
+    this.toSockets = new CoalescingPublisher(options.coalesceMs, (sku) => this.deliver(sku), onError);
     if (options.redisUrl) {
       this.toRedis = new CoalescingPublisher(options.coalesceMs, (sku) => this.publishToRedis(sku), onError);
       const common = {
@@ -122,6 +118,22 @@ class Feed implements StockFeed {
       this.written.add(sku);
       this.toRedis.changed(sku);
     }
+  }
+
+  /**
+   * Hand the latest state to the sockets, unless it is the one they have:
+   * states are read live (they may already include the decisions whose
+   * commits notify us next), so a window's trailing publish can find nothing new.
+   */
+  private deliver(sku: string): void {
+    const state = this.latest(sku);
+    if (state === null) return;
+    const key = `${state.seq}:${state.available}:${state.held}:${state.sold}`;
+    if (this.delivered.get(sku) === key) return;
+    // Bounded: forgetting everything costs at most one repeated message per SKU.
+    if (this.delivered.size >= maxTrackedSkus) this.delivered.clear();
+    this.delivered.set(sku, key);
+    this.options.deliver(state);
   }
 
   latest(sku: string): StockState | null {

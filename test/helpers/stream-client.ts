@@ -71,18 +71,22 @@ export async function connectStream(t: Teardown, baseUrl: string, token?: string
   const raw = new WebSocket(url.toString(), { maxPayload: 1024 * 1024 });
   const log: StreamClient['log'] = [];
   const taken = new Set<number>();
-  let wake: (() => void) | null = null;
+  // Every pending take() waits here; a message or the close wakes them all to re-scan.
+  const waiters = new Set<() => void>();
+  const wakeAll = () => {
+    for (const wake of [...waiters]) wake();
+  };
   let isClosed = false;
   let resolveClosed!: (value: { code: number; reason: string }) => void;
   const closed = new Promise<{ code: number; reason: string }>((resolve) => (resolveClosed = resolve));
   raw.on('message', (data, isBinary) => {
     log.push({ at: Date.now(), message: isBinary ? data : JSON.parse(data.toString('utf8')) });
-    wake?.();
+    wakeAll();
   });
   raw.on('close', (code, reason) => {
     isClosed = true;
     resolveClosed({ code, reason: reason.toString('utf8') });
-    wake?.();
+    wakeAll();
   });
   raw.on('error', () => undefined);
   await new Promise<void>((resolve, reject) => {
@@ -105,12 +109,13 @@ export async function connectStream(t: Teardown, baseUrl: string, token?: string
         throw new Error(`timed out waiting for ${what}${isClosed ? ' (socket closed)' : ''}; got ${JSON.stringify(log.map((l) => l.message)).slice(0, 2000)}`);
       }
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        wake = () => {
+        const wake = () => {
           clearTimeout(timer);
-          wake = null;
+          waiters.delete(wake);
           resolve();
         };
+        const timer = setTimeout(wake, left);
+        waiters.add(wake);
       });
     }
   };
