@@ -79,7 +79,9 @@ t.test('unsubscribe stops the updates', async (t) => {
   await client.take(stockOf('UNSUB'));
   await client.take(stockOf('KEEP'));
   client.send({ type: 'unsubscribe', skus: ['UNSUB', 'NEVER-SUBSCRIBED'] });
-  await sleep(50);
+  // Messages are handled in order: once this reply is back, the unsubscribe is done.
+  client.send({ type: 'subscribe', skus: ['KEEP'] });
+  await client.take(stockOf('KEEP'));
   await reserve('UNSUB', 'u1');
   await reserve('KEEP', 'u1');
   t.match(await client.take(stockOf('KEEP')), { available: 4 }, 'still following the other SKU');
@@ -110,9 +112,9 @@ t.test('coalescing: a burst gives at most one message per 100 ms and ends on the
   t.same(updates.at(-1)!.message, last, 'nothing after the final state');
   t.ok(updates.length < units / 3, `coalesced: ${updates.length} messages for ${units} changes`);
   t.ok(updates.length <= Math.ceil(burstMs / 100) + 2, `at most one per 100 ms (${updates.length} in ${burstMs} ms)`);
-  const gaps = updates.slice(1).map((u, i) => u.at - updates[i]!.at);
-  // The server spaces them ≥ 100 ms; the client sees them through its own event loop, so allow some jitter.
-  t.ok(Math.min(...gaps) >= 60, `gaps between updates ${JSON.stringify(gaps)}`);
+  const gaps = updates.slice(1).map((u, i) => u.at - updates[i]!.at).sort((a, b) => a - b);
+  // The server spaces them ≥ 100 ms; the client sees them through its own (busy) event loop, so allow jitter.
+  t.ok(gaps[0]! >= 30 && gaps[Math.floor(gaps.length / 2)]! >= 80, `gaps between updates ${JSON.stringify(gaps)}`);
   const seqs = updates.map((u) => u.message.seq as number);
   t.ok(seqs.every((seq, i) => i === 0 || seq > seqs[i - 1]!), 'seq only grows');
   t.match((await call('GET', '/v1/skus/BURST')).body, { available: 0, held: units }, 'the last message is the durable state');
