@@ -13,6 +13,7 @@ import { createBoss, finalizeQueue } from './payments/finalizer.js';
 import { createOrderWriter } from './payments/orders.js';
 import { Payments } from './payments/payments.js';
 import { SimulatedPaymentProvider } from './payments/simulated-provider.js';
+import { attachLiveStock, type LiveStock } from './ws/index.js';
 
 /** A running flashstock: what tests, the bench harness and main() get back. */
 export interface Flashstock {
@@ -26,6 +27,8 @@ export interface Flashstock {
   pool: pg.Pool;
   inventory: LocalInventory;
   payments: Payments;
+  /** `/v1/stream`, the stock fan-out and the page at `/`. */
+  live: LiveStock;
   /** Graceful: stop accepting, commit the open batch, answer in-flight requests, close everything. */
   stop(): Promise<void>;
 }
@@ -85,6 +88,8 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     cleanups.push(() => boss.stop({ graceful: true, wait: true, timeout: config.shutdownTimeoutMs }));
     let payments: Payments | null = null;
 
+    // Set once the app exists; changes before that (none: recovery comes later) have no subscribers.
+    let live: LiveStock | null = null;
     const inventory = new LocalInventory(pool, log, {
       limits: {
         maxQuantityPerRequest: config.maxQuantityPerRequest,
@@ -101,6 +106,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       nowMs: options.nowMs ?? Date.now,
       writeOrders: createOrderWriter(boss, finalizeQueue),
       onCheckoutDurable: () => payments?.finalizer.wake(),
+      onSkuChanged: (sku) => live?.changed(sku),
     });
     cleanups.push(() => inventory.close());
     const provider = new SimulatedPaymentProvider(pool, config.simulatedPaymentLatencyMs);
@@ -120,11 +126,12 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
         log.fatal({ err: error }, 'invariant violated: stopping rather than selling what is not there');
         process.exit(70);
       });
+    const verifyShopper = createShopperVerifier(jwtSecret);
     const app = createHttpApp({
       inventory,
       payments,
       log,
-      verifyShopper: createShopperVerifier(jwtSecret),
+      verifyShopper,
       isAdmin: createAdminCheck(adminToken),
       databaseAlive: () =>
         // pg honours a per-query `query_timeout` its typings do not list.
@@ -136,6 +143,9 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       retryAfterSeconds: config.retryAfterSeconds,
       onFatal,
     });
+    const liveStock = attachLiveStock(app, { config, inventory, verifyShopper, log, onFatal });
+    live = liveStock;
+    cleanups.push(() => liveStock.close());
     const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
       app.listen(config.host, config.port, (socket) =>
         socket ? resolve(socket) : reject(new Error(`cannot listen on ${config.host}:${config.port}`)),
@@ -155,6 +165,8 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       await startedPayments.stop();
       await boss.stop({ graceful: true, wait: true, timeout: config.shutdownTimeoutMs });
       await inventory.close();
+      // In-flight stream replies are out: close the sockets with 1001 before the app drops them.
+      await liveStock.close();
       // Not in the typings of this uWS build, but present: closes every open socket.
       (app as unknown as { close(): void }).close();
     });
@@ -178,6 +190,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       pool,
       inventory,
       payments,
+      live: liveStock,
       stop: cleanup,
     };
   } catch (error) {

@@ -39,6 +39,18 @@ export interface Config {
   auditCron: string | null;
   /** Fault injection (tests): SIGKILL the process at this point of a payment. */
   faultCrashPoint: 'before_charge' | 'after_charge' | 'after_settle' | null;
+  /** WebSocket `/v1/stream` (src/ws): every per-socket resource is bounded. */
+  wsMaxMessageBytes: number;
+  wsMaxSubscriptions: number;
+  wsIdleTimeoutSeconds: number;
+  wsMaxBackpressureBytes: number;
+  wsBackpressureTimeoutMs: number;
+  wsMaxMessagesPerSecond: number;
+  wsMaxInvalidMessages: number;
+  wsMaxConnections: number;
+  wsCoalesceMs: number;
+  /** Redis pub/sub channel for stock updates: deployments sharing a Redis use different ones. */
+  redisStockChannel: string;
 }
 
 export class ConfigError extends Error {
@@ -102,6 +114,17 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     faultCrashPoint: env.FAULT_CRASH_POINT
       ? oneOf(env, 'FAULT_CRASH_POINT', ['before_charge', 'after_charge', 'after_settle'] as const, 'after_charge')
       : null,
+    wsMaxMessageBytes: integer(env, 'WS_MAX_MESSAGE_BYTES', 4096, 512, 64 * 1024),
+    wsMaxSubscriptions: integer(env, 'WS_MAX_SUBSCRIPTIONS', 100, 1, 10_000),
+    // uWebSockets.js accepts 0 or 9–960 s; 0 (never) is not offered: dead peers must go.
+    wsIdleTimeoutSeconds: integer(env, 'WS_IDLE_TIMEOUT_SECONDS', 60, 16, 960),
+    wsMaxBackpressureBytes: integer(env, 'WS_MAX_BACKPRESSURE_BYTES', 64 * 1024, 1024, 16 * 1024 * 1024),
+    wsBackpressureTimeoutMs: integer(env, 'WS_BACKPRESSURE_TIMEOUT_MS', 10_000, 100, 600_000),
+    wsMaxMessagesPerSecond: integer(env, 'WS_MAX_MESSAGES_PER_SECOND', 20, 1, 10_000),
+    wsMaxInvalidMessages: integer(env, 'WS_MAX_INVALID_MESSAGES', 5, 1, 1000),
+    wsMaxConnections: integer(env, 'WS_MAX_CONNECTIONS', 100_000, 1, 1_000_000),
+    wsCoalesceMs: integer(env, 'WS_COALESCE_MS', 100, 10, 10_000),
+    redisStockChannel: text(env, 'REDIS_STOCK_CHANNEL') ?? 'flashstock:stock:v1',
     ...overrides,
   };
   return config;

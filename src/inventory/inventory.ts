@@ -92,6 +92,15 @@ export interface SkuView {
   endsAt: string | null;
 }
 
+/** A SKU's live counts and its log position (`seq`), for the live stock stream. */
+export interface StockState {
+  sku: string;
+  available: number;
+  held: number;
+  sold: number;
+  seq: number;
+}
+
 export interface ReservationView {
   reservationId: string;
   sku: string;

@@ -17,6 +17,7 @@ import {
   type ReservationView,
   type ReserveRequest,
   type SkuView,
+  type StockState,
 } from './inventory.js';
 
 export interface LocalInventoryOptions {
@@ -291,6 +292,19 @@ export class LocalInventory implements Inventory {
     return allocator?.config ? skuView(allocator) : null;
   }
 
+  /**
+   * Counts and seq of a SKU this process serves, synchronously (the live stream
+   * reads it when it publishes); null when unknown or fenced (another node
+   * writes it, so this copy is stale).
+   * Counts may include decisions of the group commit in flight, which a failed
+   * commit undoes (and the rebuild then reports through `onSkuChanged`).
+   */
+  stockState(sku: string): StockState | null {
+    const allocator = this.allocators.get(sku);
+    if (allocator?.config == null || this.fenced.has(sku)) return null;
+    return { sku, available: allocator.available, held: allocator.held, sold: allocator.sold, seq: allocator.seq };
+  }
+
   // Not `async`: on the hot path the commit's own promise is returned as is, one
   // promise and one microtask turn fewer per reservation.
   reserve(request: ReserveRequest): Promise<Outcome<ReservationView>> {
@@ -414,13 +428,6 @@ export class LocalInventory implements Inventory {
       status: request.outcome === 'committed' ? 'paid' : 'failed',
       failureReason: request.outcome === 'committed' ? null : request.failureReason,
     });
-  }
-
-  /** Live counts of one SKU, straight from its allocator (audits compare them with the log). */
-  liveCounts(sku: string): { seq: number; stock: number; available: number; held: number; sold: number } | null {
-    const allocator = this.allocators.get(sku);
-    if (allocator === undefined || allocator.config === null) return null;
-    return { seq: allocator.seq, stock: allocator.stock, available: allocator.available, held: allocator.held, sold: allocator.sold };
   }
 
   /** Resolves once everything decided so far is durable (or failed). */

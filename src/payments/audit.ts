@@ -76,10 +76,10 @@ export async function runLedgerAudit(deps: {
   const statusByReservation = new Map<string, string>();
   for (const allocator of rebuilt.values()) {
     for (const r of allocator.reservations.values()) statusByReservation.set(r.reservationId, r.status);
-    const live = inventory.liveCounts(allocator.sku);
+    const live = inventory.stockState(allocator.sku);
     if (live === null || live.seq !== allocator.seq) continue; // moved on since we read the log
-    const logged = { stock: allocator.stock, available: allocator.available, held: allocator.held, sold: allocator.sold };
-    if (live.stock !== logged.stock || live.available !== logged.available || live.held !== logged.held || live.sold !== logged.sold) {
+    const logged = { available: allocator.available, held: allocator.held, sold: allocator.sold };
+    if (live.available !== logged.available || live.held !== logged.held || live.sold !== logged.sold) {
       violations.push({
         kind: 'live_state_mismatch',
         sku: allocator.sku,

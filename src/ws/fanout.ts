@@ -1,0 +1,280 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { StockState } from '../inventory/inventory.js';
+import { CoalescingPublisher } from './coalescer.js';
+
+/**
+ * Where stock changes go: to this node's subscribers, and with Redis to every
+ * other node's. The node that writes a SKU coalesces its changes, delivers them
+ * to its own sockets at once (Redis or not), and publishes the same coalesced
+ * states on one Redis pub/sub channel; other nodes deliver what they receive
+ * through their own coalescer, so a socket sees at most one update per SKU per
+ * window wherever the writer is.
+ *
+ * Redis is an accelerator, never on the reservation path: while it is away
+ * cross-node updates pause (a warning is logged), local ones continue, and when
+ * both connections are back every node republishes the latest state of the
+ * SKUs it writes, so subscribers everywhere end on the latest state again.
+ */
+export interface StockFeed {
+  /** A durable change of a SKU written by this node (LocalInventory's `onSkuChanged`). */
+  changed(sku: string): void;
+  /** The latest known state of a SKU, from this node's inventory or another node; null if unknown. */
+  latest(sku: string): StockState | null;
+  readonly stats: FeedStats;
+  close(): Promise<void>;
+}
+
+export interface FeedStats {
+  redis: 'none' | 'up' | 'down';
+  publishedToRedis: number;
+  redisPublishFailures: number;
+  receivedFromRedis: number;
+  remoteSkus: number;
+}
+
+export interface FeedOptions {
+  /** This node's own view of a SKU (null: unknown here, or written elsewhere). */
+  readLocal: (sku: string) => StockState | null;
+  /** Hand a state to this node's subscribers (StockStream.publish). */
+  deliver: (state: StockState) => void;
+  coalesceMs: number;
+  log: Logger;
+  /** Unset: in-process only. */
+  redisUrl?: string | null;
+  /** Redis channel (tests isolate runs with it). */
+  channel?: string;
+  /** Most SKUs whose remote state is remembered (for new subscribers); oldest forgotten first. */
+  maxRemoteSkus?: number;
+}
+
+export const defaultChannel = 'flashstock:stock:v1';
+const maxTrackedSkus = 200_000;
+
+/** What travels on the Redis channel: a state from node `o`, or node `o` asking everyone to republish. */
+type Envelope = { o: string; s: StockState } | { o: string; resync: true };
+
+export function createStockFeed(options: FeedOptions): StockFeed {
+  return new Feed(options);
+}
+
+class Feed implements StockFeed {
+  private readonly nodeId = randomUUID();
+  private readonly channel: string;
+  private readonly maxRemoteSkus: number;
+  /** To this node's sockets: local and remote changes share it, so the window holds per SKU. */
+  private readonly toSockets: CoalescingPublisher;
+  /** To Redis: the writer's coalesced states. */
+  private readonly toRedis: CoalescingPublisher | null = null;
+  /** States other nodes published, by SKU (bounded, oldest first). */
+  private readonly remote = new Map<string, StockState>();
+  /** Per SKU, the state last handed to the sockets (to skip repeats). */
+  private readonly delivered = new Map<string, string>();
+  /** SKUs this node has published changes of: what it republishes when someone asks (bounded by its SKUs). */
+  private readonly written = new Set<string>();
+  private readonly pub: Redis | null = null;
+  private readonly sub: Redis | null = null;
+  private pubReady = false;
+  private subReady = false;
+  private redisUp = false;
+  private everUp = false;
+  private warnedDown = false;
+  private readonly counters = { publishedToRedis: 0, redisPublishFailures: 0, receivedFromRedis: 0 };
+  private closed = false;
+
+  constructor(private readonly options: FeedOptions) {
+    this.channel = options.channel ?? defaultChannel;
+    this.maxRemoteSkus = options.maxRemoteSkus ?? 100_000;
+    const onError = (error: unknown) => options.log.error({ err: error }, 'stock fan-out failed');
+    this.toSockets = new CoalescingPublisher(options.coalesceMs, (sku) => this.deliver(sku), onError);
+    if (options.redisUrl) {
+      this.toRedis = new CoalescingPublisher(options.coalesceMs, (sku) => this.publishToRedis(sku), onError);
+      const common = {
+        // Reconnect forever, at most every 2 s: Redis coming back must resume updates on its own.
+        retryStrategy: (times: number) => Math.min(100 * times, 2000),
+        connectTimeout: 2000,
+        lazyConnect: false,
+      };
+      // Publishing never queues while disconnected: the queue would grow without
+      // bound during an outage, and the resync on reconnect replaces it.
+      this.pub = new Redis(options.redisUrl, { ...common, enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+      // The subscriber queues only its one SUBSCRIBE until the first connect; ioredis re-subscribes after reconnects.
+      this.sub = new Redis(options.redisUrl, { ...common, maxRetriesPerRequest: null });
+      this.watch(this.pub, (ready) => (this.pubReady = ready));
+      this.watch(this.sub, (ready) => (this.subReady = ready));
+      this.sub.on('message', (channel: string, text: string) => {
+        if (channel === this.channel) this.received(text);
+      });
+      this.sub.subscribe(this.channel).catch((error: unknown) => {
+        if (!this.closed) options.log.warn({ err: error }, 'Redis SUBSCRIBE failed; ioredis retries on reconnect');
+      });
+    }
+  }
+
+  changed(sku: string): void {
+    this.toSockets.changed(sku);
+    if (this.toRedis !== null) {
+      this.written.add(sku);
+      this.toRedis.changed(sku);
+    }
+  }
+
+  /**
+   * Hand the latest state to the sockets, unless it is the one they have:
+   * states are read live (they may already include the decisions whose
+   * commits notify us next), so a window's trailing publish can find nothing new.
+   */
+  private deliver(sku: string): void {
+    const state = this.latest(sku);
+    if (state === null) return;
+    const key = `${state.seq}:${state.available}:${state.held}:${state.sold}`;
+    if (this.delivered.get(sku) === key) return;
+    // Bounded: forgetting everything costs at most one repeated message per SKU.
+    if (this.delivered.size >= maxTrackedSkus) this.delivered.clear();
+    this.delivered.set(sku, key);
+    this.options.deliver(state);
+  }
+
+  latest(sku: string): StockState | null {
+    const local = this.options.readLocal(sku);
+    const remote = this.remote.get(sku);
+    if (remote === undefined) return local;
+    if (local === null) return remote;
+    // Only one node writes a SKU; a copy that is further along its log is the fresher one.
+    return remote.seq > local.seq ? remote : local;
+  }
+
+  get stats(): FeedStats {
+    const redis = this.pub === null ? 'none' : this.pubReady && this.subReady ? 'up' : 'down';
+    return { redis, remoteSkus: this.remote.size, ...this.counters };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.toSockets.close();
+    this.toRedis?.close();
+    // quit() waits for a reply Redis may never send while it is away: disconnect then.
+    await Promise.all(
+      [this.pub, this.sub].map(async (client) => {
+        if (client === null) return;
+        if (client.status === 'ready') await client.quit().catch(() => client.disconnect());
+        else client.disconnect();
+      }),
+    );
+  }
+
+  // ------------------------------------------------------------ Redis
+
+  private watch(client: Redis, setReady: (ready: boolean) => void): void {
+    client.on('ready', () => {
+      setReady(true);
+      this.redisStateChanged();
+    });
+    client.on('close', () => {
+      setReady(false);
+      this.redisStateChanged();
+    });
+    // ioredis reports every failed reconnect as an error event; the state change is logged once instead.
+    client.on('error', (error: unknown) => {
+      this.options.log.debug({ err: error }, 'Redis connection error');
+      if (!this.redisUp) this.warnDown();
+    });
+  }
+
+  private redisStateChanged(): void {
+    if (this.closed) return;
+    const up = this.pubReady && this.subReady;
+    if (up === this.redisUp) return;
+    this.redisUp = up;
+    if (!up) {
+      this.warnDown();
+      return;
+    }
+    this.warnedDown = false;
+    this.options.log.info(this.everUp ? 'Redis reachable again: cross-node stock updates resumed' : 'Redis connected: stock updates fan out across nodes');
+    this.everUp = true;
+    // Whatever was published while a connection was down is lost: ask every node (this one too) to republish.
+    this.sendEnvelope({ o: this.nodeId, resync: true });
+  }
+
+  /** Once per outage (ioredis reports every failed reconnect). */
+  private warnDown(): void {
+    if (this.warnedDown || this.closed) return;
+    this.warnedDown = true;
+    this.options.log.warn(
+      'Redis unreachable: stock updates across nodes paused until it is back; reservations and local updates continue',
+    );
+  }
+
+  private publishToRedis(sku: string): void {
+    const state = this.options.readLocal(sku);
+    if (state === null) return;
+    this.sendEnvelope({ o: this.nodeId, s: state });
+  }
+
+  private sendEnvelope(envelope: Envelope): void {
+    const pub = this.pub;
+    if (pub === null) return;
+    if (!this.pubReady) {
+      this.counters.redisPublishFailures += 1;
+      return;
+    }
+    pub.publish(this.channel, JSON.stringify(envelope)).then(
+      () => (this.counters.publishedToRedis += 1),
+      (error: unknown) => {
+        // The resync after reconnecting makes up for it.
+        this.counters.redisPublishFailures += 1;
+        this.options.log.debug({ err: error }, 'Redis PUBLISH failed');
+      },
+    );
+  }
+
+  private received(text: string): void {
+    this.counters.receivedFromRedis += 1;
+    const envelope = parseEnvelope(text);
+    if (envelope === null) {
+      this.options.log.warn({ bytes: text.length }, 'ignoring a malformed message on the stock channel');
+      return;
+    }
+    if ('resync' in envelope) {
+      for (const sku of this.written) this.toRedis?.changed(sku);
+      return;
+    }
+    // This node delivered its own states already, without the round trip.
+    if (envelope.o === this.nodeId) return;
+    const state = envelope.s;
+    this.remote.delete(state.sku);
+    this.remote.set(state.sku, state);
+    if (this.remote.size > this.maxRemoteSkus) {
+      const oldest = this.remote.keys().next().value;
+      if (oldest !== undefined) this.remote.delete(oldest);
+    }
+    this.toSockets.changed(state.sku);
+  }
+}
+
+const skuPattern = /^[A-Za-z0-9._-]{1,64}$/;
+
+function count(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** The channel is ours, but a bad message must not reach subscribers or crash the node. */
+export function parseEnvelope(text: string): Envelope | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof value !== 'object' || value === null) return null;
+  const { o, s, resync } = value as { o?: unknown; s?: unknown; resync?: unknown };
+  if (typeof o !== 'string' || o.length === 0 || o.length > 100) return null;
+  if (resync === true) return { o, resync: true };
+  if (typeof s !== 'object' || s === null) return null;
+  const { sku, available, held, sold, seq } = s as Record<string, unknown>;
+  if (typeof sku !== 'string' || !skuPattern.test(sku)) return null;
+  if (!count(available) || !count(held) || !count(sold) || !count(seq)) return null;
+  return { o, s: { sku, available, held, sold, seq } };
+}

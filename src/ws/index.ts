@@ -1,0 +1,93 @@
+import type uWS from 'uWebSockets.js';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { ShopperVerifier } from '../auth/auth.js';
+import type { Inventory, StockState } from '../inventory/inventory.js';
+import { createStockFeed, type FeedStats } from './fanout.js';
+import { servePage } from './page.js';
+import { StockStream, type StreamStats } from './stream.js';
+
+/**
+ * The live side of flashstock on the HTTP app: `/v1/stream` (StockStream), the
+ * fan-out of stock changes (in process, or across nodes through Redis), and the
+ * page at `/`. app.ts wires `changed` to LocalInventory's `onSkuChanged`.
+ */
+export interface LiveStock {
+  /** A durable change of a SKU this node writes. */
+  changed(sku: string): void;
+  readonly stats: { stream: StreamStats; feed: FeedStats };
+  /** Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface LiveStockDependencies {
+  config: Pick<
+    Config,
+    | 'redisUrl'
+    | 'redisStockChannel'
+    | 'wsMaxMessageBytes'
+    | 'wsMaxSubscriptions'
+    | 'wsIdleTimeoutSeconds'
+    | 'wsMaxBackpressureBytes'
+    | 'wsBackpressureTimeoutMs'
+    | 'wsMaxMessagesPerSecond'
+    | 'wsMaxInvalidMessages'
+    | 'wsMaxConnections'
+    | 'wsCoalesceMs'
+  >;
+  inventory: Pick<Inventory, 'reserve' | 'release'> & { stockState(sku: string): StockState | null };
+  verifyShopper: ShopperVerifier;
+  log: Logger;
+  onFatal: (error: unknown) => void;
+}
+
+export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependencies): LiveStock {
+  const { config, log } = deps;
+  // The stream asks the feed for states and the feed hands states to the stream.
+  let stream: StockStream | null = null;
+  const feed = createStockFeed({
+    readLocal: (sku) => deps.inventory.stockState(sku),
+    deliver: (state) => stream?.publish(state),
+    coalesceMs: config.wsCoalesceMs,
+    log,
+    redisUrl: config.redisUrl,
+    channel: config.redisStockChannel,
+  });
+  stream = new StockStream(
+    app,
+    {
+      inventory: deps.inventory,
+      latest: (sku) => feed.latest(sku),
+      verifyShopper: deps.verifyShopper,
+      log,
+      onFatal: deps.onFatal,
+    },
+    {
+      maxMessageBytes: config.wsMaxMessageBytes,
+      maxSubscriptions: config.wsMaxSubscriptions,
+      idleTimeoutSeconds: config.wsIdleTimeoutSeconds,
+      maxBackpressureBytes: config.wsMaxBackpressureBytes,
+      backpressureTimeoutMs: config.wsBackpressureTimeoutMs,
+      maxMessagesPerSecond: config.wsMaxMessagesPerSecond,
+      maxInvalidMessages: config.wsMaxInvalidMessages,
+      maxConnections: config.wsMaxConnections,
+      coalesceMs: config.wsCoalesceMs,
+    },
+  );
+  servePage(app);
+  const live = stream;
+  let closed: Promise<void> | null = null;
+  return {
+    changed: (sku) => feed.changed(sku),
+    get stats() {
+      return { stream: live.stats, feed: feed.stats };
+    },
+    close: () => {
+      closed ??= (async () => {
+        live.close();
+        await feed.close();
+      })();
+      return closed;
+    },
+  };
+}

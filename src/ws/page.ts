@@ -1,0 +1,162 @@
+import { createHash } from 'node:crypto';
+import type uWS from 'uWebSockets.js';
+
+/**
+ * The watch-a-drop page served at `/`: static HTML and one inline script, no
+ * build step. `/?sku=SNEAKER-42&token=<shopper JWT>` shows the SKU's live count
+ * over `/v1/stream` and a Reserve button (the token is needed only to reserve).
+ * It lives in a .ts module so `tsc` ships it in dist/ with the rest.
+ */
+
+const style = `
+body { font: 16px/1.4 system-ui, sans-serif; max-width: 32rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+h1 { font-size: 1.3rem; }
+#available { font-size: 4rem; font-weight: 700; margin: 0.5rem 0; }
+.muted { color: #666; font-size: 0.9rem; }
+button { font-size: 1.1rem; padding: 0.5rem 1.2rem; margin-right: 0.5rem; }
+#status.up { color: #1a7f37; } #status.down { color: #b42318; }
+#result.error { color: #b42318; }
+form input { width: 100%; margin-bottom: 0.5rem; font-size: 1rem; }
+`;
+
+const script = `
+'use strict';
+const params = new URLSearchParams(location.search);
+const sku = params.get('sku');
+const token = params.get('token');
+const $ = (id) => document.getElementById(id);
+
+function newKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+if (!sku) {
+  $('watch').hidden = true;
+} else {
+  $('pick').hidden = true;
+  $('sku').textContent = sku;
+  let socket = null;
+  let retryMs = 500;
+  let counter = 0;
+  let lastReservation = null;
+  let available = null;
+  const canReserve = () => token && socket && socket.readyState === 1 && available !== null && available > 0;
+  const refresh = () => {
+    $('reserve').disabled = !canReserve();
+    $('release').disabled = !(lastReservation && lastReservation.status === 'held' && socket && socket.readyState === 1);
+  };
+  const show = (text, isError) => {
+    $('result').textContent = text;
+    $('result').className = isError ? 'error' : '';
+  };
+  const connect = () => {
+    const url = new URL('/v1/stream', location.href);
+    url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    if (token) url.searchParams.set('token', token);
+    socket = new WebSocket(url);
+    socket.onopen = () => {
+      retryMs = 500;
+      $('status').textContent = 'live';
+      $('status').className = 'up';
+      socket.send(JSON.stringify({ type: 'subscribe', skus: [sku] }));
+      refresh();
+    };
+    socket.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type === 'hello') {
+        $('who').textContent = message.shopperId
+          ? 'signed in as ' + message.shopperId
+          : 'watching only' + (message.tokenError ? ' (' + message.tokenError + ')' : ' (add &token=<shopper JWT> to reserve)');
+      } else if (message.type === 'stock' && message.sku === sku) {
+        available = message.available;
+        $('available').textContent = String(message.available);
+        $('counts').textContent = 'held ' + message.held + ' · sold ' + message.sold + ' · seq ' + message.seq;
+      } else if (message.type === 'reservation') {
+        lastReservation = message.reservation;
+        show('reservation ' + lastReservation.reservationId.slice(0, 8) + '… ' + lastReservation.status +
+          (lastReservation.status === 'held' ? ' until ' + new Date(lastReservation.expiresAt).toLocaleTimeString() : ''), false);
+      } else if (message.type === 'error') {
+        show(message.status + ' ' + message.code + ': ' + message.detail, true);
+      }
+      refresh();
+    };
+    socket.onclose = (event) => {
+      $('status').textContent = 'reconnecting (' + event.code + ')';
+      $('status').className = 'down';
+      socket = null;
+      refresh();
+      setTimeout(connect, retryMs);
+      retryMs = Math.min(retryMs * 2, 10000);
+    };
+  };
+  $('reserve').onclick = () => {
+    if (!canReserve()) return;
+    socket.send(JSON.stringify({ type: 'reserve', id: 'r' + ++counter, sku, quantity: 1, idempotencyKey: newKey() }));
+  };
+  $('release').onclick = () => {
+    if (!lastReservation || !socket) return;
+    socket.send(JSON.stringify({ type: 'release', id: 'r' + ++counter, reservationId: lastReservation.reservationId }));
+  };
+  connect();
+}
+`;
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest('base64');
+
+export const pageHtml = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>flashstock · live stock</title>
+<style>${style}</style>
+</head>
+<body>
+<section id="pick">
+  <h1>flashstock · watch a drop</h1>
+  <form method="get" action="/">
+    <input name="sku" placeholder="SKU, e.g. SNEAKER-42" required pattern="[A-Za-z0-9._\\-]{1,64}">
+    <input name="token" placeholder="shopper JWT (optional; needed to reserve)">
+    <button type="submit">Watch</button>
+  </form>
+</section>
+<section id="watch">
+  <h1>SKU <span id="sku"></span></h1>
+  <div class="muted">available</div>
+  <div id="available">–</div>
+  <div id="counts" class="muted"></div>
+  <p><button id="reserve" disabled>Reserve 1</button><button id="release" disabled>Release</button></p>
+  <p id="result"></p>
+  <p class="muted"><span id="status">connecting</span> · <span id="who"></span></p>
+</section>
+<script>${script}</script>
+</body>
+</html>
+`;
+
+// Only this page's own script and style may run: the hashes pin them.
+const contentSecurityPolicy = [
+  "default-src 'none'",
+  `script-src 'sha256-${sha256(script)}'`,
+  `style-src 'sha256-${sha256(style)}'`,
+  "connect-src 'self'",
+  "form-action 'self'",
+  "base-uri 'none'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+/** `GET /` serves the page; the token in its URL must not leak through Referer. */
+export function servePage(app: uWS.TemplatedApp): void {
+  app.get('/', (res) => {
+    res.cork(() => {
+      res.writeStatus('200 OK');
+      res.writeHeader('content-type', 'text/html; charset=utf-8');
+      res.writeHeader('content-security-policy', contentSecurityPolicy);
+      res.writeHeader('referrer-policy', 'no-referrer');
+      res.writeHeader('x-content-type-options', 'nosniff');
+      res.writeHeader('cache-control', 'no-cache');
+      res.end(pageHtml);
+    });
+  });
+}

@@ -1,0 +1,418 @@
+import uWS from 'uWebSockets.js';
+import type { Logger } from 'pino';
+import type { ShopperAuth, ShopperVerifier } from '../auth/auth.js';
+import type { Inventory, Outcome, ReservationView, StockState } from '../inventory/inventory.js';
+import { isUuid } from '../http/validation.js';
+import { problem } from '../http/problem.js';
+import {
+  errorMessage,
+  helloMessage,
+  maxStockFrameBytes,
+  newBucket,
+  parseClientMessage,
+  reservationMessage,
+  stockMessage,
+  takeToken,
+  type ClientMessage,
+  type ErrorFields,
+  type TokenBucket,
+} from './protocol.js';
+
+/**
+ * `GET /v1/stream`: the WebSocket shell. Live stock goes out through one uWS
+ * topic per SKU (one publish per coalesced update, whatever the number of
+ * subscribers); reserve/release go through the same Inventory calls as HTTP and
+ * are answered only once durable.
+ *
+ * Backpressure. uWebSockets.js 20.30 has no "message dropped" callback and a
+ * client that never reads produces no events at all, so this shell keeps the
+ * bound itself: a socket whose send buffer passes `maxBackpressureBytes` is
+ * unsubscribed from its topics ("lagging": it stops accumulating updates),
+ * and once it has drained to half the bound it is re-subscribed and sent only
+ * the latest state of each of its SKUs. A socket that stays over the bound for
+ * `backpressureTimeoutMs` is closed. Because a socket never reading gives no
+ * drain events, a sweep checks every socket's buffer a few times a second;
+ * direct replies are checked as they are sent. uWS's own `maxBackpressure` is
+ * set above our bound by the most the topics can add between two sweeps, so it
+ * never drops an update we have not accounted for; it is the hard memory cap.
+ */
+
+export interface StreamOptions {
+  maxMessageBytes: number;
+  maxSubscriptions: number;
+  idleTimeoutSeconds: number;
+  maxBackpressureBytes: number;
+  backpressureTimeoutMs: number;
+  maxMessagesPerSecond: number;
+  maxInvalidMessages: number;
+  maxConnections: number;
+  coalesceMs: number;
+}
+
+export interface StreamDependencies {
+  inventory: Pick<Inventory, 'reserve' | 'release'>;
+  /** Latest known state of a SKU (this node's or another's), null when unknown. */
+  latest: (sku: string) => StockState | null;
+  verifyShopper: ShopperVerifier;
+  log: Logger;
+  /** A fault no message should cause (an invariant broke): log and crash. */
+  onFatal: (error: unknown) => void;
+  nowMs?: () => number;
+}
+
+interface SocketState {
+  /** Set by `open`, cleared by `close`: after close uWS forbids touching the socket, so all code goes through this. */
+  ws: Socket | null;
+  /** The `token` query parameter, re-verified on every reserve/release (tokens expire). */
+  token: string | null;
+  /** The SKUs this socket follows (also while lagging, when it is off their topics). */
+  skus: Set<string>;
+  bucket: TokenBucket;
+  invalidMessages: number;
+  /** Over the backpressure bound: off its topics until drained. */
+  lagging: boolean;
+  overBoundSinceMs: number | null;
+}
+
+type Socket = uWS.WebSocket<SocketState>;
+
+export interface StreamStats {
+  connections: number;
+  lagging: number;
+  /** Largest send buffer seen on any socket by the sweep or after a send (bytes). */
+  maxBufferedBytesSeen: number;
+  /** uWS's hard cap per socket (bytes): our bound plus what topics can add between sweeps. */
+  hardBackpressureCapBytes: number;
+  closedSlow: number;
+  closedPolicy: number;
+  resyncs: number;
+}
+
+export const streamPath = '/v1/stream';
+
+export function topicOf(sku: string): string {
+  return `stock/${sku}`;
+}
+
+/** How often every socket's send buffer is checked. */
+function sweepIntervalMs(options: StreamOptions): number {
+  return Math.max(50, Math.min(250, Math.floor(options.backpressureTimeoutMs / 4)));
+}
+
+export class StockStream {
+  /** Open sockets' states (the sweep's list). */
+  private readonly states = new Set<SocketState>();
+  private readonly sweepTimer: NodeJS.Timeout;
+  private readonly now: () => number;
+  private readonly hardCapBytes: number;
+  private readonly counters = { maxBufferedBytesSeen: 0, closedSlow: 0, closedPolicy: 0, resyncs: 0 };
+  private closing = false;
+
+  constructor(
+    private readonly app: uWS.TemplatedApp,
+    private readonly deps: StreamDependencies,
+    private readonly options: StreamOptions,
+  ) {
+    this.now = deps.nowMs ?? Date.now;
+    const sweepMs = sweepIntervalMs(options);
+    // Between two sweeps a non-lagging socket can gain at most one update per
+    // SKU per coalescing window from the topics (+1 for a window edge, +1 for
+    // a subscribe reply that crossed the bound).
+    const windowsPerSweep = Math.ceil(sweepMs / options.coalesceMs) + 2;
+    this.hardCapBytes = options.maxBackpressureBytes + options.maxSubscriptions * maxStockFrameBytes * windowsPerSweep;
+
+    app.ws<SocketState>(streamPath, {
+      maxPayloadLength: options.maxMessageBytes,
+      idleTimeout: options.idleTimeoutSeconds,
+      sendPingsAutomatically: true,
+      maxBackpressure: this.hardCapBytes,
+      closeOnBackpressureLimit: 0,
+      compression: uWS.DISABLED,
+      upgrade: (res, req, context) => this.upgrade(res, req, context),
+      open: (ws) => this.open(ws),
+      message: (ws, data, isBinary) => this.message(ws.getUserData(), data, isBinary),
+      drain: (ws) => this.checkBackpressure(ws.getUserData()),
+      close: (ws) => {
+        const state = ws.getUserData();
+        state.ws = null;
+        this.states.delete(state);
+      },
+    });
+    this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
+    this.sweepTimer.unref();
+  }
+
+  /** One publish per SKU update: uWS copies it to every subscriber of the topic. */
+  publish(state: StockState): void {
+    if (this.closing) return;
+    this.app.publish(topicOf(state.sku), stockMessage(state), false, false);
+  }
+
+  get stats(): StreamStats {
+    let lagging = 0;
+    for (const state of this.states) if (state.lagging) lagging += 1;
+    return { connections: this.states.size, lagging, hardBackpressureCapBytes: this.hardCapBytes, ...this.counters };
+  }
+
+  /**
+   * Stop the sweep, refuse new sockets and close the open ones with 1001
+   * (uWS's app.close() leaves WebSockets open). Called once in-flight
+   * reservations have been answered.
+   */
+  close(): void {
+    this.closing = true;
+    clearInterval(this.sweepTimer);
+    for (const state of [...this.states]) state.ws?.end(1001, 'server shutting down');
+  }
+
+  // ------------------------------------------------------------ connection
+
+  private upgrade(res: uWS.HttpResponse, req: uWS.HttpRequest, context: uWS.us_socket_context_t): void {
+    if (this.closing || this.states.size >= this.options.maxConnections) {
+      const body = problem('unavailable', 'too many stream connections; retry shortly', streamPath);
+      res.cork(() => {
+        res.writeStatus('503 Service Unavailable');
+        res.writeHeader('content-type', 'application/problem+json');
+        res.writeHeader('retry-after', '1');
+        res.end(JSON.stringify(body));
+      });
+      return;
+    }
+    // uWS hands the query value percent-decoded; '' when absent.
+    const token = req.getQuery('token') ?? '';
+    const state: SocketState = {
+      ws: null,
+      token: token === '' ? null : token,
+      skus: new Set(),
+      bucket: newBucket(this.options.maxMessagesPerSecond, this.now()),
+      invalidMessages: 0,
+      lagging: false,
+      overBoundSinceMs: null,
+    };
+    res.upgrade(
+      state,
+      req.getHeader('sec-websocket-key'),
+      req.getHeader('sec-websocket-protocol'),
+      req.getHeader('sec-websocket-extensions'),
+      context,
+    );
+  }
+
+  private open(ws: Socket): void {
+    const state = ws.getUserData();
+    state.ws = ws;
+    this.states.add(state);
+    const auth = state.token === null ? null : this.auth(state);
+    this.send(
+      state,
+      helloMessage({
+        shopperId: auth?.ok ? auth.shopperId : null,
+        ...(auth !== null && !auth.ok ? { tokenError: auth.detail } : {}),
+        maxSubscriptions: this.options.maxSubscriptions,
+        maxMessageBytes: this.options.maxMessageBytes,
+        coalesceMs: this.options.coalesceMs,
+      }),
+    );
+  }
+
+  private auth(state: SocketState): ShopperAuth {
+    if (state.token === null) return { ok: false, detail: 'connect with ?token=<shopper JWT> to reserve or release' };
+    return this.deps.verifyShopper(`Bearer ${state.token}`);
+  }
+
+  // ------------------------------------------------------------ messages
+
+  private message(state: SocketState, data: ArrayBuffer, isBinary: boolean): void {
+    if (!takeToken(state.bucket, this.now(), this.options.maxMessagesPerSecond, this.options.maxMessagesPerSecond)) {
+      this.policyClose(state, 'message rate exceeded');
+      return;
+    }
+    const parsed = parseClientMessage(data, isBinary);
+    if (!parsed.ok) {
+      state.invalidMessages += 1;
+      if (state.invalidMessages >= this.options.maxInvalidMessages) {
+        this.policyClose(state, 'too many invalid messages');
+        return;
+      }
+      this.error(state, { code: 'invalid_message', detail: parsed.detail, ...(parsed.id === undefined ? {} : { id: parsed.id }) });
+      return;
+    }
+    try {
+      this.handle(state, parsed.message);
+    } catch (error) {
+      this.unexpected(state, error, 'id' in parsed.message ? parsed.message.id : undefined);
+    }
+  }
+
+  private handle(state: SocketState, message: ClientMessage): void {
+    switch (message.type) {
+      case 'subscribe':
+        this.subscribe(state, message.skus);
+        return;
+      case 'unsubscribe':
+        for (const sku of message.skus) {
+          if (state.skus.delete(sku) && !state.lagging) state.ws?.unsubscribe(topicOf(sku));
+        }
+        return;
+      case 'reserve': {
+        const auth = this.auth(state);
+        if (!auth.ok) {
+          this.error(state, { code: 'unauthorized', detail: auth.detail, id: message.id });
+          return;
+        }
+        const { id, sku, quantity, idempotencyKey } = message;
+        this.settle(state, id, this.deps.inventory.reserve({ sku, shopperId: auth.shopperId, quantity, idempotencyKey }));
+        return;
+      }
+      case 'release': {
+        const auth = this.auth(state);
+        if (!auth.ok) {
+          this.error(state, { code: 'unauthorized', detail: auth.detail, id: message.id });
+          return;
+        }
+        // As HTTP DELETE: anything that is not a reservation id is a reservation that does not exist.
+        const reservationId = message.reservationId.toLowerCase();
+        if (!isUuid(reservationId)) {
+          this.error(state, { code: 'not_found', detail: `reservation ${reservationId} does not exist`, id: message.id });
+          return;
+        }
+        this.settle(state, message.id, this.deps.inventory.release(reservationId, auth.shopperId));
+        return;
+      }
+    }
+  }
+
+  private subscribe(state: SocketState, requested: string[]): void {
+    const skus = [...new Set(requested)];
+    const added = skus.filter((sku) => !state.skus.has(sku)).length;
+    if (state.skus.size + added > this.options.maxSubscriptions) {
+      this.error(state, {
+        code: 'too_many_subscriptions',
+        detail: `a socket may follow at most ${this.options.maxSubscriptions} SKUs; it follows ${state.skus.size}`,
+      });
+      return;
+    }
+    const texts: string[] = [];
+    for (const sku of skus) {
+      const current = this.deps.latest(sku);
+      if (current === null) {
+        texts.push(errorMessage({ code: 'not_found', sku, detail: `SKU ${sku} does not exist` }));
+        continue;
+      }
+      state.skus.add(sku);
+      // A lagging socket gets its states when it has drained (resync), not now.
+      if (state.lagging) continue;
+      state.ws?.subscribe(topicOf(sku));
+      texts.push(stockMessage(current));
+    }
+    this.sendAll(state, texts);
+  }
+
+  /** Reply once the inventory has decided (and made it durable); never to a closed socket. */
+  private settle(state: SocketState, id: string, promise: Promise<Outcome<ReservationView>>): void {
+    promise.then(
+      (outcome) => {
+        if (outcome.ok) this.send(state, reservationMessage(id, outcome.value));
+        else this.error(state, { code: outcome.code, detail: outcome.detail, id });
+      },
+      (error: unknown) => this.unexpected(state, error, id),
+    );
+  }
+
+  private unexpected(state: SocketState, error: unknown, id: string | undefined): void {
+    this.deps.log.error({ err: error }, 'unexpected error on the stream');
+    this.error(state, { code: 'internal', detail: 'an unexpected error occurred; nothing was acknowledged', ...(id === undefined ? {} : { id }) });
+    if (error instanceof Error && error.name === 'InvariantViolation') this.deps.onFatal(error);
+  }
+
+  private error(state: SocketState, fields: ErrorFields): void {
+    this.send(state, errorMessage(fields));
+  }
+
+  // ------------------------------------------------------------ sending and backpressure
+
+  private send(state: SocketState, text: string): void {
+    this.sendAll(state, [text]);
+  }
+
+  /**
+   * One corked write of `texts`, then the backpressure check. A message uWS
+   * refuses (over the hard cap) must not be lost silently: the socket is
+   * closed, the client reconnects and repeats (same Idempotency-Key, so
+   * nothing is reserved twice).
+   */
+  private sendAll(state: SocketState, texts: string[]): void {
+    const ws = state.ws;
+    if (ws === null || texts.length === 0) return;
+    let dropped = false;
+    ws.cork(() => {
+      for (const text of texts) {
+        if (ws.send(text, false, false) === 2) {
+          dropped = true;
+          return;
+        }
+      }
+    });
+    if (dropped) {
+      // Closed outside the cork: uncorking a socket closed inside it is not allowed.
+      this.counters.closedSlow += 1;
+      this.deps.log.warn('stream message dropped at the backpressure cap: closing the socket');
+      ws.close();
+      return;
+    }
+    this.checkBackpressure(state);
+  }
+
+  private checkBackpressure(state: SocketState): void {
+    const ws = state.ws;
+    if (ws === null) return;
+    const buffered = ws.getBufferedAmount();
+    if (buffered > this.counters.maxBufferedBytesSeen) this.counters.maxBufferedBytesSeen = buffered;
+    if (buffered > this.options.maxBackpressureBytes) {
+      state.overBoundSinceMs ??= this.now();
+      if (!state.lagging) {
+        state.lagging = true;
+        for (const sku of state.skus) ws.unsubscribe(topicOf(sku));
+      }
+    } else {
+      state.overBoundSinceMs = null;
+      if (state.lagging && buffered <= this.options.maxBackpressureBytes / 2) this.resync(state);
+    }
+  }
+
+  /** Drained enough: back on the topics, and only the latest state of each SKU. */
+  private resync(state: SocketState): void {
+    const ws = state.ws;
+    if (ws === null) return;
+    state.lagging = false;
+    this.counters.resyncs += 1;
+    const texts: string[] = [];
+    for (const sku of state.skus) {
+      ws.subscribe(topicOf(sku));
+      const current = this.deps.latest(sku);
+      if (current !== null) texts.push(stockMessage(current));
+    }
+    this.sendAll(state, texts);
+  }
+
+  private sweep(): void {
+    const now = this.now();
+    for (const state of this.states) {
+      this.checkBackpressure(state);
+      const ws = state.ws;
+      if (ws === null || state.overBoundSinceMs === null) continue;
+      if (now - state.overBoundSinceMs >= this.options.backpressureTimeoutMs) {
+        this.counters.closedSlow += 1;
+        this.deps.log.info({ bufferedBytes: ws.getBufferedAmount() }, 'stream consumer too slow for too long: closing it');
+        // Forceful: a close frame would queue behind the full buffer it never reads.
+        ws.close();
+      }
+    }
+  }
+
+  private policyClose(state: SocketState, reason: string): void {
+    this.counters.closedPolicy += 1;
+    this.deps.log.info({ reason }, 'stream socket closed (policy)');
+    state.ws?.end(1008, reason);
+  }
+}

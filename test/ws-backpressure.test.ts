@@ -1,0 +1,135 @@
+import t from 'tap';
+import { startTestService } from './helpers/service.js';
+import { connectStream, type Message, type StreamClient } from './helpers/stream-client.js';
+
+/**
+ * Slow consumers: a socket that stops reading must not grow the server's
+ * memory, must be closed if it stays behind, and must not slow anyone else; one
+ * that catches up gets just the latest state of each SKU.
+ */
+
+const boundBytes = 16 * 1024;
+const timeoutMs = 2500;
+const api = await startTestService(t, {
+  wsMaxBackpressureBytes: boundBytes,
+  wsBackpressureTimeoutMs: timeoutMs,
+  wsMaxSubscriptions: 50,
+  wsMaxMessagesPerSecond: 500,
+});
+const live = api.service.live;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Long names make each stock frame ~170 bytes, so buffers fill in seconds.
+const skus = Array.from({ length: 50 }, (_, i) => `SLOW-${String(i).padStart(2, '0')}-${'x'.repeat(52)}`);
+for (const sku of skus) await api.putSku(sku, { stock: 100_000, perShopperLimit: 100_000 });
+
+/**
+ * Stop reading, and keep the server writing to us (re-subscribing answers with
+ * every SKU's state, ~8.5 KB a time) until the kernel buffers are full and the
+ * server marks the socket lagging.
+ */
+async function stopReadingUntilLagging(client: StreamClient, lagging: number): Promise<number> {
+  client.raw.pause();
+  const started = Date.now();
+  while (live.stats.stream.lagging < lagging) {
+    if (Date.now() - started > 30_000) throw new Error(`never lagging: ${JSON.stringify(live.stats.stream)}`);
+    client.send({ type: 'subscribe', skus });
+    await sleep(5);
+  }
+  return Date.now() - started;
+}
+
+/** Changes on every SKU, over HTTP, while `run` is true. */
+function churn(state: { run: boolean }): Promise<void> {
+  return (async () => {
+    let n = 0;
+    while (state.run) {
+      await Promise.all(skus.slice(0, 10).map((sku) => api.reserve(sku, `churn-${n++ % 50}`)));
+      await sleep(20);
+    }
+  })();
+}
+
+const stockOf = (sku: string) => (m: Message) => m.type === 'stock' && m.sku === sku;
+
+t.test('a consumer that never reads stays bounded and is closed; others are unaffected', async (t) => {
+  const healthy = await connectStream(t, api.url, api.token('healthy'));
+  healthy.send({ type: 'subscribe', skus });
+  for (const sku of skus) await healthy.take(stockOf(sku));
+  const dead = await connectStream(t, api.url);
+  dead.send({ type: 'subscribe', skus });
+  await sleep(100);
+
+  const churning = { run: true };
+  const churned = churn(churning);
+  const fillMs = await stopReadingUntilLagging(dead, 1);
+  t.comment(`the dead reader went over ${boundBytes} bytes after ${fillMs} ms of traffic`);
+  const closedBefore = live.stats.stream.closedSlow;
+  const laggingAt = Date.now();
+
+  // It keeps asking; the server keeps refusing to buffer for it, and the healthy socket keeps working.
+  let reserved = 0;
+  while (live.stats.stream.closedSlow === closedBefore && Date.now() - laggingAt < timeoutMs + 3000) {
+    dead.send({ type: 'subscribe', skus });
+    const reply = await healthy.request({ type: 'reserve', id: `h${reserved}`, sku: skus[0]!, quantity: 1, idempotencyKey: `h${reserved}` }, 1000);
+    t.equal(reply.type, 'reservation', 'the healthy socket reserves meanwhile');
+    reserved += 1;
+    await sleep(100);
+  }
+  const closedAfterMs = Date.now() - laggingAt;
+  t.equal(live.stats.stream.closedSlow, closedBefore + 1, `closed after ${closedAfterMs} ms over the bound`);
+  t.ok(closedAfterMs >= timeoutMs - 300 && closedAfterMs <= timeoutMs + 1500, 'after WS_BACKPRESSURE_TIMEOUT_MS');
+  const stats = live.stats.stream;
+  t.ok(stats.maxBufferedBytesSeen <= stats.hardBackpressureCapBytes, `largest send buffer ${stats.maxBufferedBytesSeen} B ≤ cap ${stats.hardBackpressureCapBytes} B`);
+  t.ok(stats.hardBackpressureCapBytes < 1024 * 1024, 'and the cap is small');
+  t.equal(stats.connections, 1, 'only the healthy socket is left');
+
+  churning.run = false;
+  await churned;
+  // The healthy socket ends on the latest state of every SKU.
+  await sleep(300);
+  for (const sku of skus.slice(0, 10)) {
+    const view = (await api.call('GET', `/v1/skus/${sku}`)).body;
+    const last = healthy.log.filter((l) => l.message.type === 'stock' && l.message.sku === sku).at(-1)!.message;
+    t.match(last, { available: view.available, held: view.held }, `healthy socket is current on ${sku.slice(0, 8)}`);
+  }
+  t.equal(healthy.log.filter((l) => l.message.type === 'error').length, 0, 'and saw no errors');
+  dead.raw.resume();
+  t.match(await dead.closed, { code: 1006 }, 'the dead reader finds its socket closed');
+});
+
+t.test('a consumer that falls behind and catches up gets only the latest state per SKU', async (t) => {
+  const slow = await connectStream(t, api.url);
+  slow.send({ type: 'subscribe', skus });
+  for (const sku of skus) await slow.take(stockOf(sku));
+  const resyncsBefore = live.stats.stream.resyncs;
+  const churning = { run: true };
+  const churned = churn(churning);
+  await stopReadingUntilLagging(slow, 1);
+  // Everything the socket has buffered was published before this point.
+  const seqAtLagging = skus.map((sku) => api.service.inventory.stockState(sku)!.seq);
+  // Changes it does not get while lagging.
+  await sleep(Math.floor(timeoutMs / 3));
+  churning.run = false;
+  await churned;
+  const skippedChanges = await Promise.all(skus.slice(0, 10).map((sku) => api.call('GET', `/v1/skus/${sku}`)));
+  // Read again before the timeout: the backlog drains, then one state per SKU.
+  slow.raw.resume();
+  const deadline = Date.now() + 3000;
+  while (live.stats.stream.resyncs === resyncsBefore && Date.now() < deadline) await sleep(20);
+  t.ok(live.stats.stream.resyncs > resyncsBefore, 'the server resynced it once drained');
+  await sleep(300);
+  t.notOk(slow.isClosed(), 'caught up in time: still open');
+  for (const [i, sku] of skus.slice(0, 10).entries()) {
+    const last = slow.log.filter((l) => l.message.type === 'stock' && l.message.sku === sku).at(-1)!.message;
+    t.match(last, { available: skippedChanges[i]!.body.available, held: skippedChanges[i]!.body.held }, `ends on the latest state of ${sku.slice(0, 8)}`);
+  }
+  // What it missed while lagging never arrives: after the backlog comes the latest state, nothing in between.
+  for (const [i, sku] of skus.slice(0, 10).entries()) {
+    const finalSeq = api.service.inventory.stockState(sku)!.seq;
+    t.ok(finalSeq > seqAtLagging[i]! + 3, `${sku.slice(0, 8)} changed ${finalSeq - seqAtLagging[i]!} times while lagging`);
+    const between = slow.log.filter((l) => l.message.type === 'stock' && l.message.sku === sku && l.message.seq > seqAtLagging[i]! && l.message.seq < finalSeq);
+    t.equal(between.length, 0, `${sku.slice(0, 8)}: none of the intermediate states were sent`);
+  }
+  t.equal(live.stats.stream.lagging, 0, 'no socket lagging any more');
+});

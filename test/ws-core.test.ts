@@ -1,0 +1,136 @@
+import t from 'tap';
+import fc from 'fast-check';
+import { Coalescer } from '../src/ws/coalescer.js';
+import { maxStockFrameBytes, newBucket, parseClientMessage, statusOf, stockMessage, takeToken } from '../src/ws/protocol.js';
+import { parseEnvelope } from '../src/ws/fanout.js';
+
+/** The pure parts of the stream: coalescing rules, message parsing, the rate bucket, the Redis envelope. */
+
+const text = (value: unknown) => new TextEncoder().encode(typeof value === 'string' ? value : JSON.stringify(value)).buffer as ArrayBuffer;
+
+t.test('coalescer: a lone change is published at once; a burst once per window, ending after the last change', async (t) => {
+  const c = new Coalescer();
+  t.equal(c.changed('A'), 'publish', 'first change: at once');
+  t.equal(c.changed('A'), 'wait');
+  t.equal(c.changed('A'), 'wait');
+  t.equal(c.changed('B'), 'publish', 'keys are independent');
+  t.equal(c.windowEnded('A'), 'publish', 'changes during the window: publish at its end');
+  t.equal(c.windowEnded('A'), 'idle', 'nothing since: the window closes');
+  t.equal(c.windowEnded('B'), 'idle');
+  t.equal(c.size, 0, 'no entries once quiet');
+  t.equal(c.windowEnded('never'), 'idle');
+});
+
+t.test('coalescer property: at most one publish per window, and the last change is always followed by a publish', async (t) => {
+  fc.assert(
+    fc.property(fc.array(fc.constantFrom('change', 'tick'), { maxLength: 200 }), (steps) => {
+      const c = new Coalescer();
+      let windowOpen = false;
+      let publishesThisWindow = 0;
+      let unpublishedChange = false;
+      for (const step of steps) {
+        if (step === 'change') {
+          unpublishedChange = true;
+          if (c.changed('k') === 'publish') {
+            if (windowOpen) return false;
+            windowOpen = true;
+            publishesThisWindow = 1;
+            unpublishedChange = false;
+          }
+        } else if (windowOpen) {
+          // The shell's timer: the window opened by the last publish ends.
+          const action = c.windowEnded('k');
+          publishesThisWindow = 0;
+          if (action === 'publish') {
+            publishesThisWindow = 1;
+            unpublishedChange = false;
+          } else windowOpen = false;
+        }
+        if (publishesThisWindow > 1) return false;
+      }
+      // Drain: let the windows run out.
+      while (windowOpen) {
+        if (c.windowEnded('k') === 'publish') unpublishedChange = false;
+        else windowOpen = false;
+      }
+      return !unpublishedChange && c.size === 0;
+    }),
+  );
+});
+
+t.test('parseClientMessage', async (t) => {
+  t.same(parseClientMessage(text({ type: 'subscribe', skus: ['A', 'b.c_-9'] }), false), { ok: true, message: { type: 'subscribe', skus: ['A', 'b.c_-9'] } });
+  t.match(parseClientMessage(text({ type: 'reserve', id: 'x', sku: 'A', quantity: 2, idempotencyKey: 'k' }), false), { ok: true });
+  t.match(parseClientMessage(text({ type: 'release', id: 'x', reservationId: 'r' }), false), { ok: true });
+  const refused: [unknown, RegExp][] = [
+    ['nope', /not valid JSON/],
+    ['null', /JSON object/],
+    ['[]', /JSON object/],
+    [{}, /type must be/],
+    [{ type: 'toString' }, /type must be/],
+    [{ type: 'subscribe' }, /skus/],
+    [{ type: 'subscribe', skus: 'A' }, /skus/],
+    [{ type: 'subscribe', skus: ['x'.repeat(65)] }, /skus/],
+    [{ type: 'reserve', id: '', sku: 'A', quantity: 1, idempotencyKey: 'k' }, /id/],
+    [{ type: 'reserve', id: 'x'.repeat(101), sku: 'A', quantity: 1, idempotencyKey: 'k' }, /id/],
+    [{ type: 'reserve', id: 'i', sku: 'A', quantity: 1.5, idempotencyKey: 'k' }, /quantity/],
+    [{ type: 'reserve', id: 'i', sku: 'A', quantity: '1', idempotencyKey: 'k' }, /quantity/],
+    [{ type: 'reserve', id: 'i', sku: 'A', quantity: 1, idempotencyKey: 'has space' }, /idempotencyKey/],
+    [{ type: 'reserve', id: 'i', sku: 'A', quantity: 1, idempotencyKey: 'x'.repeat(201) }, /idempotencyKey/],
+    [{ type: 'release', id: 'i' }, /reservationId/],
+  ];
+  for (const [message, detail] of refused) {
+    t.match(parseClientMessage(text(message), false), { ok: false, detail }, `refused ${JSON.stringify(message).slice(0, 60)}`);
+  }
+  t.match(parseClientMessage(text({ type: 'subscribe', skus: ['A'] }), true), { ok: false, detail: /binary/ });
+  t.match(parseClientMessage(text({ type: 'reserve', id: 'mine', quantity: 1 }), false), { ok: false, id: 'mine' }, 'a usable id is kept');
+  t.notOk('id' in (parseClientMessage(text({ type: 'reserve', id: 5 }), false) as object), 'an unusable one is not');
+});
+
+t.test('status codes come from the HTTP problem table', async (t) => {
+  t.equal(statusOf('sold_out'), 409);
+  t.equal(statusOf('idempotency_key_reused'), 422);
+  t.equal(statusOf('unavailable'), 503);
+  t.equal(statusOf('unauthorized'), 401);
+  t.equal(statusOf('invalid_message'), 400);
+  t.equal(statusOf('too_many_subscriptions'), 400);
+});
+
+t.test('stock frames fit the computed worst case', async (t) => {
+  const message = stockMessage({ sku: 'S'.repeat(64), available: 999_999_999, held: 1, sold: 0, seq: 123_456_789 });
+  t.ok(message.length + 4 <= maxStockFrameBytes);
+  t.same(JSON.parse(message), { type: 'stock', sku: 'S'.repeat(64), available: 999_999_999, held: 1, sold: 0, seq: 123_456_789 });
+});
+
+t.test('token bucket: a burst of `capacity`, then `perSecond`', async (t) => {
+  const bucket = newBucket(5, 0);
+  for (let i = 0; i < 5; i += 1) t.ok(takeToken(bucket, 0, 5, 5));
+  t.notOk(takeToken(bucket, 0, 5, 5), 'empty');
+  t.notOk(takeToken(bucket, 100, 5, 5), '100 ms adds half a token');
+  t.ok(takeToken(bucket, 200, 5, 5), '200 ms adds one');
+  t.notOk(takeToken(bucket, 200, 5, 5));
+  t.ok(takeToken(bucket, 100_000, 5, 5), 'a long pause refills');
+  let granted = 0;
+  for (let i = 0; i < 100; i += 1) if (takeToken(bucket, 100_000, 5, 5)) granted += 1;
+  t.equal(granted, 4, 'but never past capacity');
+  t.notOk(takeToken(bucket, 50, 5, 5), 'a clock going back adds nothing');
+});
+
+t.test('Redis envelopes are checked before use', async (t) => {
+  const state = { sku: 'A', available: 1, held: 2, sold: 3, seq: 4 };
+  t.same(parseEnvelope(JSON.stringify({ o: 'n1', s: state })), { o: 'n1', s: state });
+  t.same(parseEnvelope(JSON.stringify({ o: 'n1', resync: true })), { o: 'n1', resync: true });
+  const bad = [
+    'x',
+    'null',
+    JSON.stringify({ s: state }),
+    JSON.stringify({ o: '', s: state }),
+    JSON.stringify({ o: 'n', s: { ...state, sku: 'has space' } }),
+    JSON.stringify({ o: 'n', s: { ...state, available: -1 } }),
+    JSON.stringify({ o: 'n', s: { ...state, seq: '4' } }),
+    JSON.stringify({ o: 'n', s: { ...state, held: 1.5 } }),
+    JSON.stringify({ o: 'n' }),
+  ];
+  for (const text of bad) t.equal(parseEnvelope(text), null, `refused ${text}`);
+  t.same(parseEnvelope(JSON.stringify({ o: 'n', s: { ...state, extra: 'dropped' } })), { o: 'n', s: state }, 'only known fields pass');
+});
