@@ -5,11 +5,11 @@
  * that subscriber receiving a `stock` message that includes it — coalescing
  * delay included — and the server's RSS throughout.
  *
- *   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
- *     node --import tsx bench/ws-fanout.ts [--subscribers 10000] [--units 10000] [--rate 2500] [--client-procs 2]
+ *   node --import tsx bench/ws-fanout.ts [--subscribers 10000] [--units 10000] [--rate 2500] [--client-procs 2]
  *
- * DATABASE_URL names a server where the user may CREATE DATABASE: the bench
- * uses a fresh database on it and drops it afterwards. Three kinds of process:
+ * With DATABASE_URL (a server where the user may CREATE DATABASE) the bench
+ * uses a fresh database on it and drops it afterwards; without it, an embedded
+ * PostgreSQL in a temporary directory. Three kinds of process:
  * this one (orchestration and the HTTP load), the service (`server` role), and
  * the WebSocket clients (`clients` role, several sockets each).
  */
@@ -264,8 +264,15 @@ async function main(): Promise<void> {
   const units = arg('units', 10_000);
   const ratePerSecond = arg('rate', 2500);
   const clientProcs = arg('client-procs', 2);
-  const serverUrl = process.env.DATABASE_URL;
-  if (!serverUrl) throw new Error('set DATABASE_URL to a PostgreSQL server where this user may CREATE DATABASE');
+  // Without DATABASE_URL: an embedded PostgreSQL in a temporary directory, stopped at the end.
+  let embedded: { url: string; stop(): Promise<void> } | null = null;
+  let serverUrl = process.env.DATABASE_URL;
+  if (!serverUrl) {
+    const { startEmbeddedPostgres } = await import('../src/db/embedded.js');
+    const { createLogger } = await import('../src/log.js');
+    embedded = await startEmbeddedPostgres({ dataDir: mkdtempSync(path.join(tmpdir(), 'ws-fanout-pg-')), log: createLogger('warn') });
+    serverUrl = embedded.url;
+  }
 
   const pg = (await import('pg')).default;
   const dbName = `flashstock_bench_ws_${Date.now().toString(36)}`;
@@ -385,6 +392,7 @@ async function main(): Promise<void> {
     for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
     await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
     await admin.end();
+    await embedded?.stop();
     rmSync(tmp, { recursive: true, force: true });
   }
 }
