@@ -3,7 +3,7 @@ import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createSkus, readViews, waitReady } from './admin.js';
-import { InvariantChecker, type Observations } from './checker.js';
+import { InvariantChecker, type Check, type Observations } from './checker.js';
 import type { BenchOptions } from './cli.js';
 import { IdList, IdSet } from './ids.js';
 import { defaultThreads, runLoad, type LoadResult } from './loadgen.js';
@@ -91,6 +91,14 @@ async function check(system: RunningSystem, phases: Phase[]): Promise<CheckOutco
   return { status: report.ok ? 'passed' : 'failed', report, skuCount: Object.keys(perSku).length };
 }
 
+/** Adds a scenario's own checks to the log check (a skipped log check stays skipped). */
+function withChecks(outcome: CheckOutcome, extra: Check[]): CheckOutcome {
+  if (outcome.status === 'skipped' || extra.length === 0) return outcome;
+  const checks = [...outcome.report.checks, ...extra];
+  const ok = checks.every((c) => c.ok);
+  return { ...outcome, status: ok ? 'passed' : 'failed', report: { ...outcome.report, ok, checks } };
+}
+
 export async function runBench(options: BenchOptions, log: Log = (l) => process.stderr.write(`${l}\n`)): Promise<BenchOutcome> {
   const started: Array<{ name: string; stop(): Promise<void> }> = [];
   const notes: string[] = [];
@@ -128,6 +136,12 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
 
   try {
     for (const name of options.systems) {
+      if (options.scenarios.every((n) => scenarios[n]!.systems?.includes(name) === false)) {
+        const text = `${name}: SKIPPED — ${options.scenarios.join(', ')} run(s) on ${[...new Set(options.scenarios.flatMap((n) => scenarios[n]!.systems ?? []))].join(', ')} only: no baseline comparison`;
+        log(text);
+        notes.push(text);
+        continue;
+      }
       let system: RunningSystem | null = null;
       let stopAfter = true;
       if (name === 'flashstock') {
@@ -154,7 +168,9 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
         } else {
           log('starting flashstock (embedded Postgres unless --database-url)…');
           const nodeArgs = options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(options.outDir, 'prof')}`] : [];
-          const f = await startFlashstock({ ...base, ...(databaseUrl !== undefined ? { databaseUrl } : {}), nodeArgs });
+          const overrides = Object.assign({}, ...options.scenarios.map((n) => scenarios[n]!.serviceOverrides ?? {})) as Record<string, unknown>;
+          if (Object.keys(overrides).length > 0) notes.push(`flashstock started with ${JSON.stringify(overrides)} (for ${options.scenarios.filter((n) => scenarios[n]!.serviceOverrides).join(', ')})${process.env.BENCH_OVERRIDES ? `, then BENCH_OVERRIDES=${process.env.BENCH_OVERRIDES}` : ''}`);
+          const f = await startFlashstock({ ...base, ...(databaseUrl !== undefined ? { databaseUrl } : {}), nodeArgs, overrides });
           started.push({ name, stop: f.stop });
           databaseUrl = f.databaseUrl;
           embeddedPostgresUnder = f.cpuRoots?.postgresUnder;
@@ -201,56 +217,81 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
 
       for (const [index, scenarioName] of options.scenarios.entries()) {
         const scenario = scenarios[scenarioName]!;
-        // Unique per system and scenario: SKU names, shopper ids and Idempotency-Keys derive from it.
-        const runId = `${baseRunId}${short[name]}${index}`;
-        const connections = options.connections ?? scenario.defaults.connections ?? 256;
-        const durationSec = options.durationSec ?? scenario.defaults.durationSec ?? 10;
-        const mode = options.rate !== null ? 'open' : 'closed';
-        const plan = scenario.plan({
-          runId,
-          ...(options.skus !== null ? { skus: options.skus } : {}),
-          ...(options.stock !== null ? { stock: options.stock } : {}),
-          ...(options.shoppers !== null ? { shoppers: options.shoppers } : {}),
-        });
-        const phases: Phase[] = [];
-        if (options.warmupSec > 0) {
-          const warm = scenarios['hot-sku']!.plan({ runId: `${runId}w`, shoppers: 5_000 });
-          log(`${name} ${scenarioName}: warm-up ${options.warmupSec} s on its own SKU`);
-          await createSkus(system.url, system.adminToken, warm.skus);
-          const result = await runPhase(system, 'hot-sku', warm, options, `${runId}w`, { connections: Math.min(connections, 256), durationMs: options.warmupSec * 1000, mode: 'closed', rate: 0 });
-          phases.push({ plan: warm, result });
+        if (scenario.systems !== undefined && !scenario.systems.includes(name)) {
+          const text = `${scenarioName}: not run on ${name} (only ${scenario.systems.join(', ')} implement it; no baseline comparison for this scenario)`;
+          log(text);
+          notes.push(text);
+          continue;
         }
-        log(`${name} ${scenarioName}: ${mode === 'open' ? `open loop ${options.rate}/s` : 'closed loop'}, ${connections} connections, ${plan.finite ? 'until done' : `${durationSec} s`}`);
-        await createSkus(system.url, system.adminToken, plan.skus);
-        const cpuBefore = sampleCpu(system.cpuRoots ?? {});
-        const wallStart = Date.now();
-        const result = await runPhase(system, scenarioName, plan, options, runId, { connections, durationMs: durationSec * 1000, mode, rate: options.rate ?? 0 });
-        const cpu = coresUsed(cpuBefore, sampleCpu(system.cpuRoots ?? {}), Date.now() - wallStart);
-        phases.push({ plan, result });
-        log(`${name} ${scenarioName}: ${Math.round(result.throughput)} req/s, ${Math.round(result.reservationsPerSec)} reservations/s, p99 ${result.latency.p99} ms; checking…`);
-        const outcome = await check(system, phases);
-        if (outcome.status === 'failed') log(`\x1b[31m${name} ${scenarioName}: CHECK FAILED\x1b[0m`);
-        const record: RunRecord = {
-          scenario: scenarioName,
-          system: name,
-          label: system.label,
-          durable: system.durable,
-          mode,
-          connections,
-          threads: result.threads,
-          rate: options.rate ?? 0,
-          durationSec: plan.finite ? Math.round(result.elapsedMs) / 1000 : durationSec,
-          finite: plan.finite,
-          result: stripIds(result),
-          check: outcome,
-          cpu,
-        };
-        if (scenarioName === 'sellout') {
-          const stock = plan.skus[0]!.stock;
-          const taken = result.acknowledgedQuantity;
-          record.sellout = { stock, unitsTaken: taken, soldOut: taken >= stock, timeToSellOutMs: Math.round(result.lastAcknowledgedMs * 10) / 10 };
+        const shapes = scenario.shapes?.(options.rate) ?? [options.rate !== null ? { mode: 'open' as const, rate: options.rate } : { mode: 'closed' as const, rate: 0 }];
+        for (const [shapeIndex, shape] of shapes.entries()) {
+          // Unique per system, scenario and load: SKU names, shopper ids and Idempotency-Keys derive from it.
+          const runId = `${baseRunId}${short[name]}${index}${shapeIndex > 0 ? `s${shapeIndex}` : ''}`;
+          const connections = options.connections ?? scenario.defaults.connections ?? 256;
+          const durationSec = options.durationSec ?? scenario.defaults.durationSec ?? 10;
+          const { mode, rate } = shape;
+          const plan = scenario.plan({
+            runId,
+            ...(options.skus !== null ? { skus: options.skus } : {}),
+            ...(options.stock !== null ? { stock: options.stock } : {}),
+            ...(options.shoppers !== null ? { shoppers: options.shoppers } : {}),
+          });
+          const phases: Phase[] = [];
+          if (options.warmupSec > 0) {
+            const warm = scenarios['hot-sku']!.plan({ runId: `${runId}w`, shoppers: 5_000 });
+            log(`${name} ${scenarioName}: warm-up ${options.warmupSec} s on its own SKU`);
+            await createSkus(system.url, system.adminToken, warm.skus);
+            const result = await runPhase(system, 'hot-sku', warm, options, `${runId}w`, { connections: Math.min(connections, 256), durationMs: options.warmupSec * 1000, mode: 'closed', rate: 0 });
+            phases.push({ plan: warm, result });
+          }
+          log(`${name} ${scenarioName}: ${mode === 'open' ? `open loop ${rate}/s` : 'closed loop'}, ${connections} connections, ${plan.finite ? 'until done' : `${durationSec} s`}`);
+          await createSkus(system.url, system.adminToken, plan.skus);
+          const cpuBefore = sampleCpu(system.cpuRoots ?? {});
+          const wallStart = Date.now();
+          const result = await runPhase(system, scenarioName, plan, options, runId, { connections, durationMs: durationSec * 1000, mode, rate });
+          const cpu = coresUsed(cpuBefore, sampleCpu(system.cpuRoots ?? {}), Date.now() - wallStart);
+          phases.push({ plan, result });
+          log(`${name} ${scenarioName}: ${Math.round(result.throughput)} req/s, ${Math.round(result.reservationsPerSec)} reservations/s, p99 ${result.latency.p99} ms; checking…`);
+          const after =
+            scenario.afterRun === undefined
+              ? null
+              : await scenario.afterRun({
+                  plan,
+                  result,
+                  shape,
+                  url: system.url,
+                  adminToken: system.adminToken,
+                  databaseUrl: system.rows === null ? null : (databaseUrl ?? null),
+                  ...(system.cpuRoots !== undefined ? { cpuRoots: system.cpuRoots } : {}),
+                  ...(system.serviceConfig !== undefined ? { serviceConfig: system.serviceConfig } : {}),
+                  log,
+                });
+          if (after !== null) notes.push(...(after.notes ?? []));
+          const outcome = withChecks(await check(system, phases), after?.checks ?? []);
+          if (outcome.status === 'failed') log(`\x1b[31m${name} ${scenarioName}: CHECK FAILED\x1b[0m`);
+          const record: RunRecord = {
+            scenario: scenarioName,
+            system: name,
+            label: system.label,
+            durable: system.durable,
+            mode,
+            connections,
+            threads: result.threads,
+            rate,
+            durationSec: plan.finite ? Math.round(result.elapsedMs) / 1000 : durationSec,
+            finite: plan.finite,
+            result: stripIds(result),
+            check: outcome,
+            cpu,
+          };
+          if (scenarioName === 'sellout') {
+            const stock = plan.skus[0]!.stock;
+            const taken = result.acknowledgedQuantity;
+            record.sellout = { stock, unitsTaken: taken, soldOut: taken >= stock, timeToSellOutMs: Math.round(result.lastAcknowledgedMs * 10) / 10 };
+          }
+          if (after?.record !== undefined) Object.assign(record, after.record);
+          runs.push(record);
         }
-        runs.push(record);
       }
       if (name === 'hello' && options.wrk) {
         const connections = options.connections ?? 256;

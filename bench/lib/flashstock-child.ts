@@ -3,7 +3,7 @@
  * src/app.ts's startFlashstock (embedded Postgres unless DATABASE_URL is set),
  * prints one JSON line with what the harness needs, stops it on SIGTERM.
  */
-type Started = { url: string; port: number; databaseUrl: string; adminToken: string; jwtSecret: string; stop(): Promise<void> };
+type Started = { url: string; port: number; databaseUrl: string; adminToken: string; jwtSecret: string; config: Record<string, unknown>; stop(): Promise<void> };
 
 const appModule = '../../src/app.js';
 const { startFlashstock } = (await import(appModule)) as { startFlashstock(overrides?: Record<string, unknown>): Promise<Started> };
@@ -11,11 +11,20 @@ const { startFlashstock } = (await import(appModule)) as { startFlashstock(overr
 const overrides: Record<string, unknown> = { port: 0, host: '127.0.0.1', logLevel: process.env.LOG_LEVEL ?? 'warn' };
 if (process.env.BENCH_DATA_DIR) overrides.dataDir = process.env.BENCH_DATA_DIR;
 if (process.env.DATABASE_URL) overrides.databaseUrl = process.env.DATABASE_URL;
-if (process.env.BENCH_OVERRIDES) Object.assign(overrides, JSON.parse(process.env.BENCH_OVERRIDES) as Record<string, unknown>);
+// The scenarios' overrides (e.g. checkout: simulated payments at zero latency), then the user's on top.
+for (const name of ['BENCH_SCENARIO_OVERRIDES', 'BENCH_OVERRIDES']) {
+  if (process.env[name]) Object.assign(overrides, JSON.parse(process.env[name]) as Record<string, unknown>);
+}
 
 const app = await startFlashstock(overrides);
+
+/** The effective settings a benchmark's figures depend on (for the report). */
+function reported(config: Record<string, unknown>): Record<string, unknown> {
+  const keys = ['pgPoolMax', 'batchMaxEvents', 'simulatedPaymentLatencyMs', 'paymentWorkerBatchSize', 'paymentWorkers', 'paymentJobExpireSeconds', 'pgBossMaintenanceIntervalSeconds', 'auditCron'];
+  return Object.fromEntries(keys.filter((k) => k in config).map((k) => [k, config[k]]));
+}
 process.stdout.write(
-  `${JSON.stringify({ ready: true, url: app.url, port: app.port, databaseUrl: app.databaseUrl, adminToken: app.adminToken, jwtSecret: app.jwtSecret })}\n`,
+  `${JSON.stringify({ ready: true, url: app.url, port: app.port, databaseUrl: app.databaseUrl, adminToken: app.adminToken, jwtSecret: app.jwtSecret, config: reported(app.config) })}\n`,
 );
 
 let stopping = false;

@@ -37,6 +37,8 @@ export interface LoadResult {
   connections: number;
   threads: number;
   rate: number;
+  /** Epoch ms when the threads' clocks started. */
+  startedAt?: number;
   elapsedMs: number;
   requests: number;
   /** Responses per second (all operations). */
@@ -61,6 +63,8 @@ export interface LoadResult {
   metrics: Record<string, number>;
   errorSamples: string[];
   ids: IdList;
+  /** Each thread's Workload.transfer() (not in the JSON report). */
+  transfers?: Array<Record<string, ArrayBuffer>>;
 }
 
 export function defaultThreads(): number {
@@ -123,6 +127,7 @@ export function mergeResults(results: readonly WorkerResult[], options: Pick<Loa
     connections: options.connections,
     threads: options.threads,
     rate: options.rate,
+    startedAt,
     elapsedMs,
     requests,
     throughput: elapsedMs > 0 ? (requests * 1000) / elapsedMs : 0,
@@ -143,6 +148,7 @@ export function mergeResults(results: readonly WorkerResult[], options: Pick<Loa
     metrics,
     errorSamples: results.flatMap((r) => r.errorSamples).slice(0, 10),
     ids,
+    transfers: results.flatMap((r) => (r.transfer !== undefined ? [r.transfer] : [])),
   };
 }
 

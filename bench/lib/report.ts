@@ -25,6 +25,7 @@ export interface RunRecord {
   result: Omit<LoadResult, 'ids'>;
   check: CheckOutcome;
   sellout?: { stock: number; unitsTaken: number; soldOut: boolean; timeToSellOutMs: number };
+  checkout?: CheckoutFigures;
   /** Cores used during the run: generator, server, postgres, redis, other (the rest of the machine), machine (all busy). */
   cpu?: Record<string, number>;
 }
@@ -34,6 +35,37 @@ function cpuCell(cpu: Record<string, number> | undefined): string {
   const order = ['generator', 'server', 'postgres', 'redis', 'other'];
   const short: Record<string, string> = { generator: 'gen', server: 'srv', postgres: 'pg', redis: 'redis', other: 'other' };
   return order.filter((k) => cpu[k] !== undefined).map((k) => `${short[k]} ${cpu[k]!.toFixed(2)}`).join(' · ');
+}
+
+/** The checkout scenario's figures, read from Postgres after every order settled (or the wait gave up). */
+export interface CheckoutFigures {
+  /** 202 checkouts and their rate over the load. */
+  checkoutsAccepted: number;
+  checkoutsPerSec: number;
+  orders: number;
+  paid: number;
+  failed: number;
+  pending: number;
+  /** Paid orders ÷ the span of their settled_at (first to last): the payment pipeline's rate. */
+  paymentsPerSec: number;
+  /** Paid orders settled before the load ended ÷ (load end − first settled_at); null when none were. */
+  paymentsPerSecDuringLoad: number | null;
+  /** Paid orders per whole second of settled_at (partial first and last seconds dropped): best and median. */
+  bestSecond: number;
+  medianSecond: number;
+  perSecond: number[];
+  /** Queue lag per order: settled_at − created_at (checkout transaction → settle transaction), ms. */
+  lag: LatencySummary;
+  lagHistogram: string;
+  /** From the load's last response until no order was pending (or the wait gave up), ms. */
+  drainMs: number;
+  drained: boolean;
+  /** Cores used while draining, after the load. */
+  drainCpu?: Record<string, number>;
+  /** HTTP latency of the checkout requests (the reservation's is in the main table). */
+  checkoutLatency?: LatencySummary;
+  /** flashstock's effective settings for this run. */
+  service?: Record<string, unknown>;
 }
 
 export interface TargetResult {
@@ -85,7 +117,56 @@ function checkCell(c: CheckOutcome): string {
 
 /** The primary rate of a run: durable reservations/s for reservation scenarios, responses/s otherwise. */
 export function primaryRate(run: RunRecord): number {
+  if (run.checkout !== undefined) return run.checkout.paymentsPerSec;
   return run.scenario === 'mixed' ? run.result.throughput : run.result.reservationsPerSec;
+}
+
+/** Runs grouped by scenario and load (a scenario may apply several loads, e.g. checkout: closed, then open loop). */
+function groups(runs: readonly RunRecord[]): RunRecord[][] {
+  const byKey = new Map<string, RunRecord[]>();
+  for (const r of runs) {
+    const key = `${r.scenario}|${r.mode}|${r.rate}`;
+    const list = byKey.get(key) ?? [];
+    list.push(r);
+    byKey.set(key, list);
+  }
+  return [...byKey.values()];
+}
+
+function checkoutSection(runs: readonly RunRecord[]): string[] {
+  const withFigures = runs.filter((r) => r.checkout !== undefined);
+  if (withFigures.length === 0) return [];
+  const out = ['', 'Payments (from Postgres: `orders.settled_at`, `created_at`), after waiting for every order to settle:', ''];
+  out.push('| system | checkouts 202/s | paid / orders | finalized payments/s | during load | best / median 1-s | lag p50 ms | p90 ms | p99 ms | max ms | drained after load | cores while draining | checkout p99 ms |');
+  out.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |');
+  for (const r of withFigures) {
+    const c = r.checkout!;
+    out.push(
+      `| ${[
+        r.label,
+        fmtInt(c.checkoutsPerSec),
+        `${fmtInt(c.paid)} / ${fmtInt(c.orders)}${c.failed > 0 ? ` (${fmtInt(c.failed)} failed)` : ''}${c.pending > 0 ? ` (**${fmtInt(c.pending)} pending**)` : ''}`,
+        fmtInt(c.paymentsPerSec),
+        c.paymentsPerSecDuringLoad === null ? '—' : fmtInt(c.paymentsPerSecDuringLoad),
+        `${fmtInt(c.bestSecond)} / ${fmtInt(c.medianSecond)}`,
+        fmtMs(c.lag.p50),
+        fmtMs(c.lag.p90),
+        fmtMs(c.lag.p99),
+        fmtMs(c.lag.max),
+        `${c.drained ? '' : '**gave up** after '}${(c.drainMs / 1000).toFixed(1)} s`,
+        cpuCell(c.drainCpu),
+        c.checkoutLatency === undefined ? '—' : fmtMs(c.checkoutLatency.p99),
+      ].join(' | ')} |`,
+    );
+  }
+  const service = withFigures[0]!.checkout!.service;
+  if (service !== undefined) out.push('', `flashstock settings: ${Object.entries(service).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}.`);
+  for (const r of withFigures) {
+    if (r.check.status === 'skipped') continue;
+    out.push('', `${r.system} ${r.scenario} checks${r.check.status === 'failed' ? ' — **FAILED**' : ''}:`);
+    for (const c of r.check.report.checks) out.push(`- ${c.ok ? 'ok' : '**FAILED**'} ${c.name}: ${c.detail}`);
+  }
+  return out;
 }
 
 function latencyOf(run: RunRecord): LatencySummary {
@@ -102,14 +183,13 @@ export function markdownReport(report: BenchReport): string {
   );
   out.push('');
   out.push(`Command: \`${report.command}\``);
-  const scenarios = [...new Set(report.runs.map((r) => r.scenario))];
-  for (const scenario of scenarios) {
-    const runs = report.runs.filter((r) => r.scenario === scenario);
+  for (const runs of groups(report.runs)) {
     const first = runs[0]!;
+    const scenario = first.scenario;
     out.push('');
     const load =
       first.mode === 'open'
-        ? `open loop at ${fmtInt(first.rate)} req/s over ${first.connections} connections`
+        ? `open loop at ${fmtInt(first.rate)} ${first.checkout !== undefined ? 'checkouts/s (each a reservation, then its checkout)' : 'req/s'} over ${first.connections} connections`
         : `closed loop, ${first.connections} connections`;
     out.push(`#### ${scenario} — ${load}, ${first.finite ? 'until done' : `${first.durationSec} s`}, ${first.threads} generator thread(s)`);
     out.push('');
@@ -144,8 +224,9 @@ export function markdownReport(report: BenchReport): string {
         out.push(`| ${cells.join(' | ')} |`);
       }
     }
+    out.push(...checkoutSection(runs));
     for (const r of runs) {
-      if (r.check.status === 'skipped') continue;
+      if (r.check.status === 'skipped' || r.checkout !== undefined) continue;
       const failed = r.check.report.checks.filter((c) => !c.ok);
       if (failed.length === 0) continue;
       out.push('');
@@ -209,6 +290,34 @@ export function evaluateTargets(runs: readonly RunRecord[]): TargetResult[] {
     const checked = sell.check.status === 'passed';
     targets.push({ name: 'sellout: 0 oversold, 0 acknowledged missing', target: 'check passes', measured: sell.check.status, met: checked, gap: checked ? null : sell.check.status });
   }
+  const pay = runs.find((r) => r.scenario === 'checkout' && r.system === 'flashstock' && r.mode === 'closed' && r.checkout !== undefined);
+  if (pay !== undefined) {
+    const c = pay.checkout!;
+    const ok = c.paymentsPerSec >= 2_000 && c.drained && c.pending === 0;
+    targets.push({
+      name: 'checkout: finalized payments/s (closed loop)',
+      target: '≥ 2,000/s',
+      measured: `${fmtInt(c.paymentsPerSec)}/s${c.drained ? '' : ` (${fmtInt(c.pending)} orders never settled)`}`,
+      met: ok,
+      gap: ok ? null : gap(c.paymentsPerSec, 2_000, true),
+    });
+  }
+  const lag = runs.find((r) => r.scenario === 'checkout' && r.system === 'flashstock' && r.mode === 'open' && r.rate >= 1_000 && r.checkout !== undefined);
+  if (lag !== undefined) {
+    const c = lag.checkout!;
+    const reached = lag.result.unsent === 0;
+    const ok = c.lag.p99 <= 1_000 && c.drained && reached;
+    const extras = [`${fmtInt(c.checkoutsPerSec)} checkouts/s accepted`];
+    if (!reached) extras.push(`${fmtInt(lag.result.unsent)} arrivals never sent`);
+    if (!c.drained) extras.push(`${fmtInt(c.pending)} orders never settled`);
+    targets.push({
+      name: `checkout: queue lag p99 at ${fmtInt(lag.rate)} checkouts/s`,
+      target: '≤ 1 s',
+      measured: `${fmtMs(c.lag.p99)} ms (${extras.join(', ')})`,
+      met: ok,
+      gap: ok ? null : gap(c.lag.p99, 1_000, false),
+    });
+  }
   const open = runs.find((r) => r.scenario === 'hot-sku' && r.system === 'flashstock' && r.mode === 'open' && r.rate >= 30_000);
   if (open !== undefined) {
     const p99 = latencyOf(open).p99;
@@ -238,7 +347,6 @@ export function svgChart(report: BenchReport): string {
   const left = 280;
   const panel = (width - left - 60) / 2;
   const rowH = 46;
-  const scenarios = [...new Set(report.runs.map((r) => r.scenario))];
   const parts: string[] = [];
   let y = 40;
   parts.push(`<text x="20" y="26" font-size="16" font-weight="bold">flashstock bench — ${esc(report.machine.cpuModel)}, ${report.machine.cores} cores, Node ${esc(report.machine.node)}</text>`);
@@ -247,16 +355,17 @@ export function svgChart(report: BenchReport): string {
     parts.push(`<rect x="${legendX + i * 80}" y="${y - 8}" width="10" height="10" fill="${c}"/><text x="${legendX + i * 80 + 14}" y="${y + 1}" font-size="11">${['p50', 'p90', 'p99', 'p99.9'][i]}</text>`);
   });
   y += 16;
-  for (const scenario of scenarios) {
-    const runs = report.runs.filter((r) => r.scenario === scenario);
+  for (const runs of groups(report.runs)) {
     const first = runs[0]!;
-    const rateName = scenario === 'mixed' ? 'responses/s' : '201 reservations/s';
+    const scenario = first.scenario;
+    const payments = runs.some((r) => r.checkout !== undefined);
+    const rateName = payments ? 'finalized payments/s' : scenario === 'mixed' ? 'responses/s' : '201 reservations/s';
     parts.push(`<text x="20" y="${y + 14}" font-size="14" font-weight="bold">${esc(scenario)} (${first.mode === 'open' ? `open loop ${fmtInt(first.rate)}/s` : `${first.connections} connections`})</text>`);
     parts.push(`<text x="${left}" y="${y + 14}" font-size="11" fill="#4a5568">${rateName}</text>`);
-    parts.push(`<text x="${left + panel + 40}" y="${y + 14}" font-size="11" fill="#4a5568">latency, ms (log scale)</text>`);
+    parts.push(`<text x="${left + panel + 40}" y="${y + 14}" font-size="11" fill="#4a5568">${payments ? 'queue lag checkout → paid' : 'latency'}, ms (log scale)</text>`);
     y += 24;
     const maxRate = Math.max(1, ...runs.map(primaryRate));
-    const lat = runs.map(latencyOf);
+    const lat = runs.map((r) => r.checkout?.lag ?? latencyOf(r));
     const maxLat = Math.max(1, ...lat.map((l) => l.p999));
     const minLat = Math.max(0.01, Math.min(...lat.map((l) => (l.p50 > 0 ? l.p50 : 1)))) / 2;
     const logX = (ms: number): number => {
@@ -271,7 +380,7 @@ export function svgChart(report: BenchReport): string {
       const w = (primaryRate(r) / maxRate) * panel;
       parts.push(`<rect x="${left}" y="${ry + 6}" width="${w.toFixed(1)}" height="18" fill="${colour}"/>`);
       parts.push(`<text x="${left + w + 4}" y="${ry + 20}" font-size="11">${fmtInt(primaryRate(r))}</text>`);
-      const l = latencyOf(r);
+      const l = r.checkout?.lag ?? latencyOf(r);
       [l.p50, l.p90, l.p99, l.p999].forEach((v, k) => {
         const bw = logX(v);
         parts.push(`<rect x="${left + panel + 40}" y="${ry + 2 + k * 9}" width="${bw.toFixed(1)}" height="8" fill="${percentileShades[k]}"/>`);

@@ -35,6 +35,8 @@ export interface RunningSystem {
   uncheckedReason?: string;
   /** Processes whose CPU time the report attributes (Linux). */
   cpuRoots?: CpuRoots;
+  /** flashstock started by the bench: its effective settings that figures depend on. */
+  serviceConfig?: Record<string, unknown>;
   stop(): Promise<void>;
 }
 
@@ -153,6 +155,8 @@ export interface StartOptions {
   /** Extra node flags for the flashstock process (e.g. --cpu-prof). */
   nodeArgs?: string[];
   keepData?: boolean;
+  /** flashstock config overrides the scenarios need (BENCH_OVERRIDES from the environment still wins). */
+  overrides?: Record<string, unknown>;
 }
 
 export async function startFlashstock(options: StartOptions): Promise<RunningSystem & { databaseUrl: string }> {
@@ -161,6 +165,7 @@ export async function startFlashstock(options: StartOptions): Promise<RunningSys
   if (dataDir !== undefined) chmodSync(dataDir, 0o755);
   const env: Record<string, string | undefined> = { BENCH_DATA_DIR: dataDir, ADMIN_TOKEN: options.adminToken, JWT_SECRET: options.jwtSecret };
   if (options.databaseUrl !== undefined) env.DATABASE_URL = options.databaseUrl;
+  if (options.overrides !== undefined && Object.keys(options.overrides).length > 0) env.BENCH_SCENARIO_OVERRIDES = JSON.stringify(options.overrides);
   const child = await startChild(path.join(here, `flashstock-child${ext}`), {
     label: 'flashstock',
     env,
@@ -168,7 +173,7 @@ export async function startFlashstock(options: StartOptions): Promise<RunningSys
     timeoutMs: 180_000,
     nodeArgs: options.nodeArgs ?? [],
   });
-  const info = child.info as { url: string; databaseUrl: string; adminToken: string; jwtSecret: string; port: number };
+  const info = child.info as { url: string; databaseUrl: string; adminToken: string; jwtSecret: string; port: number; config?: Record<string, unknown> };
   const databaseUrl = info.databaseUrl;
   return {
     name: 'flashstock',
@@ -180,6 +185,7 @@ export async function startFlashstock(options: StartOptions): Promise<RunningSys
     databaseUrl,
     rows: (skus) => stockEventRows(databaseUrl, skus),
     cpuRoots: { server: child.child.pid, ...(dataDir !== undefined ? { postgresUnder: child.child.pid } : {}) },
+    ...(info.config !== undefined ? { serviceConfig: info.config } : {}),
     async stop() {
       await child.stop();
       if (dataDir !== undefined && !options.keepData) rmSync(dataDir, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 /** Shapes shared by the main thread, the load-generator workers and the report. */
 
-export type Op = 'reserve' | 'get' | 'other';
+export type Op = 'reserve' | 'checkout' | 'get' | 'other';
 
 /** One request a workload wants sent. */
 export interface RequestSpec {
@@ -22,6 +22,15 @@ export interface Workload {
   /** Finite workloads: true once no request will ever come again. */
   finished(): boolean;
   onResponse?(request: RequestSpec, status: number, code: string | null): void;
+  /**
+   * A request to send next on the same connection, right away (e.g. the checkout
+   * of the reservation this response created): it is not an arrival of its own,
+   * so its latency counts from now. Also called while the run is stopping, so a
+   * started flow finishes.
+   */
+  followUp?(request: RequestSpec, status: number, body: string): RequestSpec | null;
+  /** Binary data for the main thread (e.g. order ids from 202 bodies, 16 bytes each). */
+  transfer?(): Record<string, ArrayBuffer>;
   /** Scenario-specific figures for the report (summed over threads). */
   metrics?(): Record<string, number>;
 }
@@ -88,5 +97,7 @@ export interface WorkerResult {
   /** Event-loop utilization of this thread during the run (0..1). */
   utilization: number;
   metrics: Record<string, number>;
+  /** Workload.transfer(), when the workload has one. */
+  transfer?: Record<string, ArrayBuffer>;
   errorSamples: string[];
 }

@@ -168,7 +168,15 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
       }
     }
     workload.onResponse?.(request, response.status, code);
-    release(conn);
+    const follow = workload.followUp?.(request, response.status, response.body) ?? null;
+    if (follow !== null && conn.socket !== null) {
+      // The same connection carries the flow's next step at once (even while stopping).
+      conn.request = follow;
+      conn.sentAt = now;
+      conn.intendedAt = now;
+      inFlight++;
+      conn.send(follow.data);
+    } else release(conn);
     if (open && !stopping) issueDue();
     pump();
     checkDone();
@@ -301,6 +309,7 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
     lastAcknowledgedAt: toEpoch(lastAcknowledgedAt),
     utilization,
     metrics: workload.metrics?.() ?? {},
+    ...(workload.transfer !== undefined ? { transfer: workload.transfer() } : {}),
     errorSamples,
   };
 }

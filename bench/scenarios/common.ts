@@ -1,5 +1,9 @@
+import type { Check } from '../lib/checker.js';
+import type { CpuRoots } from '../lib/cpu.js';
 import { mintShopperToken } from '../lib/jwt.js';
-import type { RequestSpec, Workload, WorkloadContext } from '../lib/types.js';
+import type { LoadResult } from '../lib/loadgen.js';
+import type { RunRecord } from '../lib/report.js';
+import type { LoadMode, RequestSpec, Workload, WorkloadContext } from '../lib/types.js';
 
 /** Building blocks shared by the scenario modules. */
 
@@ -29,14 +33,50 @@ export interface ScenarioPlan<P = unknown> {
   finite: boolean;
 }
 
+/** One load applied to a scenario: closed loop, or open loop at `rate`. */
+export interface LoadShape {
+  mode: LoadMode;
+  rate: number;
+}
+
+/** What a scenario's afterRun gets (main thread, after the load, before the log check). */
+export interface AfterRunContext<P = unknown> {
+  plan: ScenarioPlan<P>;
+  result: LoadResult;
+  shape: LoadShape;
+  url: string;
+  adminToken: string;
+  /** null: no database to read (e.g. --url without --database-url). */
+  databaseUrl: string | null;
+  cpuRoots?: CpuRoots;
+  serviceConfig?: Record<string, unknown>;
+  log(line: string): void;
+}
+
+export interface AfterRunOutcome {
+  /** Added to the run's post-run check: a failed one fails the run. */
+  checks: Check[];
+  /** Scenario figures merged into the run's record (e.g. `checkout`). */
+  record?: Partial<RunRecord>;
+  notes?: string[];
+}
+
 export interface Scenario<P = any> {
   name: string;
   description: string;
   /** Defaults the CLI applies unless told otherwise. */
   defaults: { connections?: number; durationSec?: number };
+  /** Systems that implement what the scenario needs (default: all). */
+  systems?: readonly string[];
+  /** flashstock config overrides the scenario needs (startFlashstock's overrides). */
+  serviceOverrides?: Record<string, unknown>;
+  /** The loads to apply, given --rate (null = not given). Default: closed loop, or open loop at --rate. */
+  shapes?(rate: number | null): LoadShape[];
   plan(options: PlanOptions): ScenarioPlan<P>;
   /** Runs inside a load-generator thread. */
   createWorkload(context: WorkloadContext<P>): Workload;
+  /** After the load: wait for the system to finish the work, measure, check. */
+  afterRun?(context: AfterRunContext<P>): Promise<AfterRunOutcome>;
 }
 
 /** Small, fast, seedable PRNG (mulberry32): the same seed gives the same load. */
