@@ -1,3 +1,4 @@
+import { checkout } from './checkout.js';
 import type { Scenario } from './common.js';
 import { hotSku } from './hot-sku.js';
 import { manySkusUniform, manySkusZipf } from './many-skus.js';
@@ -6,5 +7,5 @@ import { sellout } from './sellout.js';
 
 /** Every scenario by name. A new scenario is one module exporting a Scenario, added here. */
 export const scenarios: Record<string, Scenario> = Object.fromEntries(
-  [hotSku, sellout, manySkusUniform, manySkusZipf, mixed].map((s) => [s.name, s]),
+  [hotSku, sellout, manySkusUniform, manySkusZipf, mixed, checkout].map((s) => [s.name, s]),
 );
