@@ -251,6 +251,8 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
 
   if (open) {
     const interval = 1000 / task.rate;
+    const keepWarmMs = 5000;
+    for (const conn of connections) conn.sentAt = t0;
     let issued = 0;
     // Issues every arrival due by now. Called from a timer and after every
     // response, so arrivals leave close to their due time without a busy loop.
@@ -259,7 +261,9 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
       while (t0 + issued * interval <= until) {
         const intended = t0 + issued * interval;
         issued++;
-        const conn = idle.pop();
+        // The most recently freed connection, unless one has idled long enough for the server to
+        // close it (uWS: 10 s), which a low rate would otherwise run into at the end of the run.
+        const conn = idle.length > 0 && until - idle[0]!.sentAt > keepWarmMs ? idle.shift() : idle.pop();
         if (conn === undefined) backlog.push(intended);
         else if (!dispatch(conn, intended)) idle.push(conn);
       }
