@@ -122,7 +122,7 @@ async function settleAndCheck(ctx: AfterRunContext<Params>): Promise<AfterRunOut
     let pending = await pendingNow();
     let lastLog = waitStart;
     while (pending > 0 && Date.now() - waitStart < plan.params.drainTimeoutMs) {
-      await sleep(100);
+      await sleep(250);
       pending = await pendingNow();
       if (Date.now() - lastLog >= 5000) {
         lastLog = Date.now();
@@ -267,13 +267,16 @@ async function settleAndCheck(ctx: AfterRunContext<Params>): Promise<AfterRunOut
       detail: orphans === 0 ? 'none in the whole database' : `${orphans} succeeded charge(s) whose order is missing or not paid`,
     });
 
+    // One pass over the SKU's log, per reservation (a self-join on reservation_id has no index to use).
     const sold = (
       await db.query<{ committed: string; units: string; failed_events: string }>(
-        `SELECT count(*) FILTER (WHERE c.kind = 'committed') AS committed,
-                coalesce(sum(r.quantity) FILTER (WHERE c.kind = 'committed'), 0) AS units,
-                count(*) FILTER (WHERE c.kind = 'payment_failed') AS failed_events
-         FROM stock_events c JOIN stock_events r ON r.sku = c.sku AND r.reservation_id = c.reservation_id AND r.kind = 'reserved'
-         WHERE c.sku = $1 AND c.kind IN ('committed', 'payment_failed')`,
+        `SELECT count(*) FILTER (WHERE committed) AS committed,
+                coalesce(sum(quantity) FILTER (WHERE committed), 0) AS units,
+                count(*) FILTER (WHERE failed) AS failed_events
+         FROM (SELECT max(quantity) FILTER (WHERE kind = 'reserved') AS quantity,
+                      bool_or(kind = 'committed') AS committed,
+                      bool_or(kind = 'payment_failed') AS failed
+               FROM stock_events WHERE sku = $1 AND reservation_id IS NOT NULL GROUP BY reservation_id) per_reservation`,
         [sku],
       )
     ).rows[0]!;
