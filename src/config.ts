@@ -107,7 +107,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     paymentRetryLimit: integer(env, 'PAYMENT_RETRY_LIMIT', 5, 0, 50),
     paymentRetryDelaySeconds: integer(env, 'PAYMENT_RETRY_DELAY_SECONDS', 1, 1, 3600),
     paymentJobExpireSeconds: integer(env, 'PAYMENT_JOB_EXPIRE_SECONDS', 60, 1, 3600),
-    paymentWorkerBatchSize: integer(env, 'PAYMENT_WORKER_BATCH_SIZE', 50, 1, 1000),
+    // pg-boss 10 sorts every queued job on each fetch: big batches keep a backlog from snowballing.
+    paymentWorkerBatchSize: integer(env, 'PAYMENT_WORKER_BATCH_SIZE', 500, 1, 1000),
     paymentWorkers: integer(env, 'PAYMENT_WORKERS', 2, 1, 32),
     pgBossMaintenanceIntervalSeconds: integer(env, 'PGBOSS_MAINTENANCE_INTERVAL_SECONDS', 10, 1, 3600),
     auditCron: env.AUDIT_CRON === undefined ? '*/5 * * * *' : text(env, 'AUDIT_CRON'),

@@ -2,7 +2,7 @@ import PgBoss from 'pg-boss';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Inventory } from '../inventory/inventory.js';
-import { getOrder, type Order } from './orders.js';
+import { getOrders, type Order } from './orders.js';
 import { TransientPaymentError, type PaymentProvider } from './provider.js';
 
 /**
@@ -96,11 +96,12 @@ export class PaymentFinalizer {
       // A full batch means more are waiting: skip the poll delay.
       if (jobs.length === batchSize) this.boss.notifyWorker(workerId);
       const failed: string[] = [];
+      const orders = await getOrders(this.pool, jobs.map((job) => job.data.orderId));
       await Promise.all(
         jobs.map(async (job) => {
           try {
-            const order = await getOrder(this.pool, job.data.orderId);
-            if (order === null) {
+            const order = orders.get(job.data.orderId);
+            if (order === undefined) {
               this.log.error({ orderId: job.data.orderId, queue }, 'job for an order that does not exist');
               return;
             }

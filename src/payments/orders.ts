@@ -55,6 +55,16 @@ export async function getOrder(db: pg.Pool | pg.PoolClient, orderId: string): Pr
   return row === undefined ? null : toOrder(row);
 }
 
+/** Several orders in one round trip (a worker's batch of jobs). */
+export async function getOrders(db: pg.Pool | pg.PoolClient, orderIds: string[]): Promise<Map<string, Order>> {
+  const result = await db.query<OrderRow>({
+    name: 'orders-get-many',
+    text: `SELECT ${orderColumns} FROM orders WHERE order_id = ANY($1::uuid[])`,
+    values: [orderIds],
+  });
+  return new Map(result.rows.map((row) => [row.order_id, toOrder(row)]));
+}
+
 export async function listOrders(db: pg.Pool): Promise<Order[]> {
   const result = await db.query<OrderRow>(`SELECT ${orderColumns} FROM orders`);
   return result.rows.map(toOrder);
