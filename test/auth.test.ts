@@ -14,6 +14,7 @@ t.test('shopper tokens: verified once, cached, never past exp', async (t) => {
   t.match(verify('Basic abc'), { ok: false });
   t.match(verify(`Bearer ${signShopperToken('other', 'alice')}`), { ok: false }, 'wrong secret');
   t.match(verify(`Bearer ${signShopperToken('secret', 'x'.repeat(129))}`), { ok: false }, 'shopper id too long');
+  t.match(verify(`Bearer ${signShopperToken('secret', 'a\u0000b')}`), { ok: false }, 'no control characters in a shopper id');
 });
 
 t.test('admin token: exact match only', async (t) => {

@@ -117,6 +117,7 @@ t.test('checkout errors and idempotency', async (t) => {
   t.match(await post({ shopper: 'frank', body: { paymentMethod: 'pm_ok' } }), { status: 400, body: { code: 'invalid_request' } }, 'key required');
   t.match(await post({ shopper: 'frank', body: {}, headers: { 'idempotency-key': 'c1' } }), { status: 400, body: { code: 'invalid_request' } });
   t.match(await post({ shopper: 'frank', body: { paymentMethod: '' }, headers: { 'idempotency-key': 'c1' } }), { status: 400 });
+  t.match(await post({ shopper: 'frank', body: { paymentMethod: 'pm\u0000ok' }, headers: { 'idempotency-key': 'c1' } }), { status: 400 }, 'no control characters (they would fail a whole batch)');
   t.match(await post({ shopper: 'frank', body: { paymentMethod: 'pm_ok' }, headers: { 'idempotency-key': 'c1' } }, randomUUID()), { status: 404 });
   t.match(await post({ shopper: 'mallory', body: { paymentMethod: 'pm_ok' }, headers: { 'idempotency-key': 'c1' } }), { status: 404 }, "another shopper's");
 

@@ -22,6 +22,8 @@ export function bearerToken(authorization: string | undefined): string | null {
   return token.length === 0 ? null : token;
 }
 
+const controlCharacter = /[\u0000-\u001f\u007f]/;
+
 /** Most verified tokens remembered (two generations of half this size each). */
 const verifiedCacheSize = 100_000;
 
@@ -44,8 +46,9 @@ export function createShopperVerifier(jwtSecret: string, nowMs: () => number = D
       return { ok: false, detail: `invalid token: ${(error as Error).message}` };
     }
     const sub = payload.sub;
-    if (typeof sub !== 'string' || sub.length === 0 || sub.length > maxShopperIdLength) {
-      return { ok: false, detail: `the token's sub must be a shopper id of 1-${maxShopperIdLength} characters` };
+    // No control characters: shopper ids go into batch inserts, where one NUL would fail the whole batch.
+    if (typeof sub !== 'string' || sub.length === 0 || sub.length > maxShopperIdLength || controlCharacter.test(sub)) {
+      return { ok: false, detail: `the token's sub must be a shopper id of 1-${maxShopperIdLength} printable characters` };
     }
     if (current.size >= verifiedCacheSize / 2) {
       previous = current;

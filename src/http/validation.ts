@@ -86,7 +86,8 @@ export function toSkuConfig(body: SkuBody): { ok: true; config: SkuConfig } | { 
 
 export const validateCheckoutBody = ajv.compile<{ paymentMethod: string }>({
   type: 'object',
-  properties: { paymentMethod: { type: 'string', minLength: 1, maxLength: 64 } },
+  // Visible ASCII only: it is stored in the log's batch insert, where one NUL would fail the whole batch.
+  properties: { paymentMethod: { type: 'string', pattern: '^[\\x21-\\x7e]{1,64}$' } },
   required: ['paymentMethod'],
   additionalProperties: false,
 });
@@ -99,10 +100,10 @@ export const validateWebhookBody = ajv.compile<{
 }>({
   type: 'object',
   properties: {
-    id: { type: 'string', minLength: 1, maxLength: 200 },
+    id: { type: 'string', pattern: '^[\\x21-\\x7e]{1,200}$' },
     type: { type: 'string', enum: ['charge.succeeded', 'charge.failed'] },
     orderId: { type: 'string', pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' },
-    reason: { type: 'string', maxLength: 200 },
+    reason: { type: 'string', pattern: '^[\\x20-\\x7e]{1,200}$' },
   },
   required: ['id', 'type', 'orderId'],
   additionalProperties: false,

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { StockEvent, SkuConfig } from '../allocator/types.js';
+import { numberArray, textArray } from './pg-array.js';
 
 /**
  * The event log's SQL, all of it: the group-commit insert and the reads that
@@ -47,7 +48,20 @@ export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig
   return {
     name: 'stock-events-insert',
     text: insertText,
-    values: [sku, seq, kind, atMs, reservationId, shopperId, quantity, expiresAtMs, idempotencyKey, orderId, config, paymentMethod],
+    values: [
+      textArray(sku),
+      numberArray(seq),
+      textArray(kind),
+      numberArray(atMs),
+      textArray(reservationId),
+      textArray(shopperId),
+      numberArray(quantity),
+      numberArray(expiresAtMs),
+      textArray(idempotencyKey),
+      textArray(orderId),
+      textArray(config),
+      textArray(paymentMethod),
+    ],
   };
 }
 
