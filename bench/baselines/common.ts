@@ -1,5 +1,6 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import uWS from 'uWebSockets.js';
+import { verifyShopperToken } from '../lib/jwt.js';
 
 /**
  * The HTTP shell the baselines share (uWebSockets.js, like the service), so a
@@ -130,4 +131,32 @@ export function env(name: string, fallback?: string): string {
   const v = process.env[name] ?? fallback;
   if (v === undefined || v === '') throw new Error(`${name} is required`);
   return v;
+}
+
+export interface ReservationRequest {
+  sku: string;
+  shopperId: string;
+  idempotencyKey: string;
+  quantity: number;
+}
+
+/**
+ * The reservation route every baseline shares: read the headers while `req` is
+ * valid, the body, the JWT and the quantity, answer 401/400 itself, and hand
+ * a well-formed request to `decide`.
+ */
+export function reservationRoute(jwtSecret: string, decide: (request: ReservationRequest) => Promise<Answer>) {
+  return (res: Res, req: uWS.HttpRequest): void => {
+    const sku = req.getParameter(0) ?? '';
+    const auth = req.getHeader('authorization');
+    const key = req.getHeader('idempotency-key');
+    void readBody(res).then(async (body) => {
+      if (body === null) return;
+      const token = auth.startsWith('Bearer ') ? verifyShopperToken(jwtSecret, auth.slice(7)) : null;
+      if (token === null) return reply(res, problem(401, 'unauthorized', 'bad token'));
+      const quantity = parseQuantity(body);
+      if (quantity === null || key === '') return reply(res, problem(400, 'invalid_request', 'quantity and Idempotency-Key required'));
+      reply(res, await decide({ sku, shopperId: token.sub, idempotencyKey: key, quantity }));
+    });
+  };
 }

@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import uWS from 'uWebSockets.js';
-import { verifyShopperToken } from '../lib/jwt.js';
-import { adminCheck, env, parseQuantity, parseSkuInput, problem, readBody, reply, serve } from './common.js';
+import { adminCheck, env, parseSkuInput, problem, readBody, reply, reservationRoute, serve, type Answer } from './common.js';
 
 /**
  * The seeds' gatekeeper: a Lua script checks and decrements the stock in Redis
@@ -57,28 +56,21 @@ function view(sku: string, h: Record<string, string>): unknown {
 
 const app = uWS
   .App()
-  .post('/v1/skus/:sku/reservations', (res, req) => {
-    const sku = req.getParameter(0) ?? '';
-    const auth = req.getHeader('authorization');
-    const key = req.getHeader('idempotency-key');
-    void readBody(res).then(async (body) => {
-      if (body === null) return;
-      const token = auth.startsWith('Bearer ') ? verifyShopperToken(jwtSecret, auth.slice(7)) : null;
-      if (token === null) return reply(res, problem(401, 'unauthorized', 'bad token'));
-      const quantity = parseQuantity(body);
-      if (quantity === null || key === '') return reply(res, problem(400, 'invalid_request', 'quantity and Idempotency-Key required'));
+  .post(
+    '/v1/skus/:sku/reservations',
+    reservationRoute(jwtSecret, async ({ sku, shopperId, quantity }): Promise<Answer> => {
       const id = randomUUID();
       try {
-        const r = await (redis as unknown as Reserving).reserve(skuKey(sku), shoppersKey(sku), reservationsKey(sku), token.sub, quantity, id);
-        if (r === -1) return reply(res, problem(404, 'not_found', `no SKU ${sku}`));
-        if (r === -2) return reply(res, problem(409, 'limit_exceeded', 'over the per-shopper limit'));
-        if (r === -3) return reply(res, problem(409, 'sold_out', 'not enough left'));
-        reply(res, { status: 201, body: { reservationId: id, sku, quantity, status: 'held', expiresAt: new Date(Date.now() + 600_000).toISOString() } });
+        const r = await (redis as unknown as Reserving).reserve(skuKey(sku), shoppersKey(sku), reservationsKey(sku), shopperId, quantity, id);
+        if (r === -1) return problem(404, 'not_found', `no SKU ${sku}`);
+        if (r === -2) return problem(409, 'limit_exceeded', 'over the per-shopper limit');
+        if (r === -3) return problem(409, 'sold_out', 'not enough left');
+        return { status: 201, body: { reservationId: id, sku, quantity, status: 'held', expiresAt: new Date(Date.now() + 600_000).toISOString() } };
       } catch (error) {
-        reply(res, problem(503, 'unavailable', (error as Error).message));
+        return problem(503, 'unavailable', (error as Error).message);
       }
-    });
-  })
+    }),
+  )
   .get('/v1/skus/:sku', (res, req) => {
     const sku = req.getParameter(0) ?? '';
     res.onAborted(() => {

@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import uWS from 'uWebSockets.js';
-import { verifyShopperToken } from '../lib/jwt.js';
-import { adminCheck, env, parseQuantity, parseSkuInput, problem, readBody, reply, serve, type Answer } from './common.js';
+import { adminCheck, env, parseSkuInput, problem, readBody, reply, reservationRoute, serve, type Answer } from './common.js';
 
 /**
  * The seeds' database design: per reservation one transaction that locks the
@@ -95,19 +94,7 @@ async function reserve(sku: string, shopperId: string, key: string, quantity: nu
 
 const app = uWS
   .App()
-  .post('/v1/skus/:sku/reservations', (res, req) => {
-    const sku = req.getParameter(0) ?? '';
-    const auth = req.getHeader('authorization');
-    const key = req.getHeader('idempotency-key');
-    void readBody(res).then(async (body) => {
-      if (body === null) return;
-      const token = auth.startsWith('Bearer ') ? verifyShopperToken(jwtSecret, auth.slice(7)) : null;
-      if (token === null) return reply(res, problem(401, 'unauthorized', 'bad token'));
-      const quantity = parseQuantity(body);
-      if (quantity === null || key === '') return reply(res, problem(400, 'invalid_request', 'quantity and Idempotency-Key required'));
-      reply(res, await reserve(sku, token.sub, key, quantity));
-    });
-  })
+  .post('/v1/skus/:sku/reservations', reservationRoute(jwtSecret, (r) => reserve(r.sku, r.shopperId, r.idempotencyKey, r.quantity)))
   .get('/v1/skus/:sku', (res, req) => {
     const sku = req.getParameter(0) ?? '';
     res.onAborted(() => {
