@@ -7,6 +7,8 @@ import { createTestDatabase } from './helpers/db.js';
 import { connectStream, type Message, type StreamClient } from './helpers/stream-client.js';
 import { spawnRedis, testRedis, redisServerPath } from './helpers/redis.js';
 import { createStockFeed } from '../src/ws/fanout.js';
+import { startChild } from './helpers/child.js';
+import { clientFor } from './helpers/service.js';
 import type { StockState } from '../src/inventory/inventory.js';
 
 /**
@@ -55,6 +57,31 @@ async function twoNodes(t: { teardown(fn: () => unknown): void }, redisUrl: stri
 }
 
 async function crossNodeTests(redisUrl: string): Promise<void> {
+  t.test('two server processes (src/main.ts): a reservation on one is seen by a subscriber on the other', async (t) => {
+    const database = await createTestDatabase(t);
+    const env = { REDIS_URL: redisUrl, REDIS_STOCK_CHANNEL: `flashstock:test:${randomUUID()}`, AUDIT_CRON: '' };
+    const a = await startChild(database.url, env);
+    const b = await startChild(database.url, env);
+    t.teardown(async () => {
+      a.child.kill('SIGTERM');
+      b.child.kill('SIGTERM');
+      await Promise.all([a.exited, b.exited]);
+    });
+    const onA = clientFor(a.url);
+    t.equal((await onA.putSku('XP-1', { stock: 10 })).status, 201);
+    const subscriber = await connectStream(t, b.url);
+    let initial: Message | null = null;
+    for (let i = 0; i < 100 && initial === null; i++) {
+      subscriber.send({ type: 'subscribe', skus: ['XP-1'] });
+      const reply = await subscriber.take((m) => (m.type === 'stock' && m.sku === 'XP-1') || m.type === 'error', 5000, 'subscribe reply');
+      if (reply.type === 'stock') initial = reply;
+      else await sleep(50); // B has not heard of XP-1 through Redis yet
+    }
+    t.match(initial, { available: 10, held: 0 }, 'B knows the SKU A created, through Redis');
+    t.equal((await onA.reserve('XP-1', 'alice', 3)).status, 201);
+    t.match(await stockUntil(subscriber, 'XP-1', (m) => m.held === 3), { available: 7, held: 3 }, 'the reservation on A reaches the subscriber on B');
+  });
+
   t.test('a reservation on one node is seen by a subscriber on the other', async (t) => {
     const [a, b] = await twoNodes(t, redisUrl);
     // Created on A after B started: B knows it only through Redis.
