@@ -160,3 +160,22 @@ export function reservationRoute(jwtSecret: string, decide: (request: Reservatio
     });
   };
 }
+
+/**
+ * The admin `PUT /v1/admin/skus/:sku` route every baseline shares: headers,
+ * body, admin token and SKU body checked here, the store's own upsert in `apply`.
+ */
+export function adminSkuRoute(adminToken: string, apply: (sku: string, input: SkuInput) => Promise<Answer>) {
+  const isAdmin = adminCheck(adminToken);
+  return (res: Res, req: uWS.HttpRequest): void => {
+    const sku = req.getParameter(0) ?? '';
+    const auth = req.getHeader('authorization');
+    void readBody(res).then(async (body) => {
+      if (body === null) return;
+      if (!isAdmin(auth)) return reply(res, problem(401, 'unauthorized', 'admin token required'));
+      const input = parseSkuInput(body);
+      if (input === null) return reply(res, problem(400, 'invalid_request', 'bad SKU body'));
+      reply(res, await apply(sku, input));
+    });
+  };
+}

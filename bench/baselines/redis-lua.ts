@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import uWS from 'uWebSockets.js';
-import { adminCheck, env, parseSkuInput, problem, readBody, reply, reservationRoute, serve, type Answer } from './common.js';
+import { adminSkuRoute, env, problem, reply, reservationRoute, serve, type Answer } from './common.js';
 
 /**
  * The seeds' gatekeeper: a Lua script checks and decrements the stock in Redis
@@ -11,7 +11,6 @@ import { adminCheck, env, parseSkuInput, problem, readBody, reply, reservationRo
  */
 
 const redis = new Redis(env('REDIS_URL'), { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
-const isAdmin = adminCheck(env('ADMIN_TOKEN'));
 const jwtSecret = env('JWT_SECRET');
 
 // KEYS: sku hash, shopper totals hash, reservations hash. ARGV: shopper, quantity, reservation id.
@@ -81,14 +80,9 @@ const app = uWS
       (error: Error) => reply(res, problem(503, 'unavailable', error.message)),
     );
   })
-  .put('/v1/admin/skus/:sku', (res, req) => {
-    const sku = req.getParameter(0) ?? '';
-    const auth = req.getHeader('authorization');
-    void readBody(res).then(async (body) => {
-      if (body === null) return;
-      if (!isAdmin(auth)) return reply(res, problem(401, 'unauthorized', 'admin token required'));
-      const input = parseSkuInput(body);
-      if (input === null) return reply(res, problem(400, 'invalid_request', 'bad SKU body'));
+  .put(
+    '/v1/admin/skus/:sku',
+    adminSkuRoute(env('ADMIN_TOKEN'), async (sku, input): Promise<Answer> => {
       const existed = (await redis.exists(skuKey(sku))) === 1;
       if (existed) {
         const h = await redis.hgetall(skuKey(sku));
@@ -97,9 +91,9 @@ const app = uWS
       } else {
         await redis.hset(skuKey(sku), { ...input, available: input.stock });
       }
-      reply(res, { status: existed ? 200 : 201, body: view(sku, await redis.hgetall(skuKey(sku))) });
-    });
-  })
+      return { status: existed ? 200 : 201, body: view(sku, await redis.hgetall(skuKey(sku))) };
+    }),
+  )
   .get('/healthz', (res) => reply(res, { status: 200, body: { ok: true } }));
 
 serve(app, async () => {

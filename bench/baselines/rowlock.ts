@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import uWS from 'uWebSockets.js';
-import { adminCheck, env, parseSkuInput, problem, readBody, reply, reservationRoute, serve, type Answer } from './common.js';
+import { adminSkuRoute, env, problem, reply, reservationRoute, serve, type Answer } from './common.js';
 
 /**
  * The seeds' database design: per reservation one transaction that locks the
@@ -12,7 +12,6 @@ import { adminCheck, env, parseSkuInput, problem, readBody, reply, reservationRo
  */
 
 const pool = new pg.Pool({ connectionString: env('DATABASE_URL'), max: Number(process.env.ROWLOCK_POOL_MAX ?? 8) });
-const isAdmin = adminCheck(env('ADMIN_TOKEN'));
 const jwtSecret = env('JWT_SECRET');
 
 await pool.query(`
@@ -105,14 +104,9 @@ const app = uWS
       (error: Error) => reply(res, problem(503, 'unavailable', error.message)),
     );
   })
-  .put('/v1/admin/skus/:sku', (res, req) => {
-    const sku = req.getParameter(0) ?? '';
-    const auth = req.getHeader('authorization');
-    void readBody(res).then(async (body) => {
-      if (body === null) return;
-      if (!isAdmin(auth)) return reply(res, problem(401, 'unauthorized', 'admin token required'));
-      const input = parseSkuInput(body);
-      if (input === null) return reply(res, problem(400, 'invalid_request', 'bad SKU body'));
+  .put(
+    '/v1/admin/skus/:sku',
+    adminSkuRoute(env('ADMIN_TOKEN'), async (sku, input): Promise<Answer> => {
       const r = await pool.query<SkuRow & { inserted: boolean }>(
         `INSERT INTO bench_rowlock_skus (sku, stock, available, per_shopper_limit, hold_seconds, price_cents, currency)
          VALUES ($1, $2, $2, $3, $4, $5, $6)
@@ -123,9 +117,9 @@ const app = uWS
         [sku, input.stock, input.perShopperLimit, input.holdSeconds, input.priceCents, input.currency],
       );
       const row = r.rows[0]!;
-      reply(res, { status: row.inserted ? 201 : 200, body: view(row) });
-    });
-  })
+      return { status: row.inserted ? 201 : 200, body: view(row) };
+    }),
+  )
   .get('/healthz', (res) => reply(res, { status: 200, body: { ok: true } }));
 
 serve(app, () => pool.end());
