@@ -53,7 +53,7 @@ try {
     for (let i = 0; i < inFlight; i++) one();
   });
   const seconds = (performance.now() - started) / 1000;
-  const stats = service.inventory.outboxStats;
+  const stats = service.shards.outboxStats;
   console.log(
     JSON.stringify({
       reservations,

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { defaultShardCount, maxShardCount } from './shard/placement.js';
 
 /**
  * Every setting, from the environment, with its default and its bounds.
@@ -51,6 +52,14 @@ export interface Config {
   wsCoalesceMs: number;
   /** Redis pub/sub channel for stock updates: deployments sharing a Redis use different ones. */
   redisStockChannel: string;
+  /** Shards SKUs are spread over (by fnv1a32 of the name); the unit that moves between threads and nodes. */
+  shardCount: number;
+  /** A settled reservation leaves memory this long after it settled (then it is read from the log). */
+  reservationMemorySeconds: number;
+  /** How long a request's Idempotency-Key is honoured. */
+  idempotencyKeyTtlSeconds: number;
+  /** A SKU is snapshotted every this many events (and when passivated). */
+  snapshotEveryEvents: number;
 }
 
 export class ConfigError extends Error {
@@ -126,6 +135,10 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     wsMaxConnections: integer(env, 'WS_MAX_CONNECTIONS', 100_000, 1, 1_000_000),
     wsCoalesceMs: integer(env, 'WS_COALESCE_MS', 100, 10, 10_000),
     redisStockChannel: text(env, 'REDIS_STOCK_CHANNEL') ?? 'flashstock:stock:v1',
+    shardCount: integer(env, 'SHARD_COUNT', defaultShardCount, 1, maxShardCount),
+    reservationMemorySeconds: integer(env, 'RESERVATION_MEMORY_SECONDS', 300, 0, 7 * 24 * 3600),
+    idempotencyKeyTtlSeconds: integer(env, 'IDEMPOTENCY_KEY_TTL_SECONDS', 86_400, 1, 30 * 24 * 3600),
+    snapshotEveryEvents: integer(env, 'SNAPSHOT_EVERY_EVENTS', 100_000, 100, 100_000_000),
     ...overrides,
   };
   return config;

@@ -27,5 +27,5 @@ t.test('2,000 concurrent reservations for 500 units', async (t) => {
     `SELECT min(seq), max(seq), count(*) AS n FROM stock_events WHERE sku = 'RACE'`,
   );
   t.same(seqs.rows[0], { min: '1', max: '501', n: '501' }, 'gap-free seq from 1');
-  t.ok(api.service.inventory.outboxStats.maxBatchEvents > 1, 'decisions were group-committed');
+  t.ok(api.service.shards.outboxStats.maxBatchEvents > 1, 'decisions were group-committed');
 });

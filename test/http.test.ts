@@ -138,7 +138,11 @@ t.test('shopper: reservation errors, every code', async (t) => {
   t.match(await reserve('ERR', 'bob', 1), { status: 409, body: { code: 'sold_out' } });
 
   await putSku('ERR-OTHER', { stock: 5 });
-  t.match(await post({ body: { quantity: 2 }, shopper: 'alice', headers: key }, 'ERR-OTHER'), { status: 422, body: { code: 'idempotency_key_reused' } }, 'same key on another SKU');
+  // Keys are scoped per shopper and SKU: on another SKU the same key is a new request.
+  const elsewhere = await post({ body: { quantity: 2 }, shopper: 'alice', headers: key }, 'ERR-OTHER');
+  t.match(elsewhere, { status: 201, body: { sku: 'ERR-OTHER', quantity: 2 } }, 'same key on another SKU is a new reservation there');
+  const replayed = await post({ body: { quantity: 2 }, shopper: 'alice', headers: key }, 'ERR-OTHER');
+  t.same({ status: replayed.status, body: replayed.body }, { status: 201, body: elsewhere.body }, 'and replays there');
 
   await putSku('LATER', { startsAt: '2999-01-01T00:00:00Z' });
   t.match(await reserve('LATER', 'alice'), { status: 409, body: { code: 'sale_not_open' } }, 'before startsAt');

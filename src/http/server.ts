@@ -151,10 +151,7 @@ export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
         exchange.problem('invalid_request', 'sku must be 1-64 characters of A-Z a-z 0-9 . _ -');
         return;
       }
-      exchange.settle(inventory.getSku(sku), (view) => {
-        if (view === null) exchange.problem('not_found', `SKU ${sku} does not exist`);
-        else exchange.send(200, view);
-      });
+      exchange.settle(inventory.getSku(sku), (outcome) => exchange.outcome(outcome, 200));
     },
   });
 
@@ -188,10 +185,7 @@ export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
       if (shopperId === null) return;
       const id = uuidParameter(exchange, req, 'reservation');
       if (id === null) return;
-      exchange.settle(inventory.getReservation(id, shopperId), (view) => {
-        if (view === null) exchange.problem('not_found', `reservation ${id} does not exist`);
-        else exchange.send(200, view);
-      });
+      exchange.settle(inventory.getReservation(id, shopperId), (outcome) => exchange.outcome(outcome, 200));
     },
     del: (exchange, req) => {
       const shopperId = shopper(exchange, req);

@@ -2,18 +2,20 @@ import type { RejectionCode, Reservation, ReservationStatus, SkuConfig } from '.
 import type { SkuAllocator } from '../allocator/allocator.js';
 
 /**
- * What the front ends (HTTP, WebSocket) may ask of the allocators. Today one
- * process hosts every SKU (LocalInventory); the interface is asynchronous so a
- * remote owner of a SKU shard can stand behind it later without the front ends
- * changing.
+ * What the front ends (HTTP, WebSocket) may ask of the allocators. The Router
+ * (src/shard/router.ts) implements it by sending plain messages to the shard
+ * that owns each SKU, wherever that shard runs.
  */
 export interface Inventory {
   /** True once every SKU has been rebuilt from the log and overdue holds expired. */
   isReady(): boolean;
   configureSku(sku: string, config: SkuConfig): Promise<Outcome<{ created: boolean; view: SkuView }>>;
-  getSku(sku: string): Promise<SkuView | null>;
+  /** Close the sale for good: live holds are released, pending payments still settle; PUT reopens it. */
+  archiveSku(sku: string): Promise<Outcome<SkuView>>;
+  /** `unavailable` while the SKU's shard recovers: never "does not exist" before it knows. */
+  getSku(sku: string): Promise<Outcome<SkuView>>;
   reserve(request: ReserveRequest): Promise<Outcome<ReservationView>>;
-  getReservation(reservationId: string, shopperId: string): Promise<ReservationView | null>;
+  getReservation(reservationId: string, shopperId: string): Promise<Outcome<ReservationView>>;
   release(reservationId: string, shopperId: string): Promise<Outcome<ReservationView>>;
   /** Freeze a held reservation and start its order (202): one order per reservation. */
   checkout(request: CheckoutRequest): Promise<Outcome<CheckoutView>>;

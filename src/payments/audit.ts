@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { SkuAllocator } from '../allocator/allocator.js';
 import type { AllocatorLimits, StockEvent } from '../allocator/types.js';
-import type { LocalInventory } from '../inventory/local-inventory.js';
+import type { StockState } from '../inventory/inventory.js';
 import { readEvents } from '../outbox/event-log.js';
 import { listOrders } from './orders.js';
 import type { PaymentProvider } from './provider.js';
@@ -43,15 +43,22 @@ const auditLimits: AllocatorLimits = {
   maxEventsPerBatch: Number.MAX_SAFE_INTEGER,
 };
 
+/** The live side the audit compares with the log: counts the shards pushed, and a durability barrier. */
+export interface LedgerSource {
+  stockState(sku: string): StockState | null;
+  /** Resolves once everything decided so far is durable. */
+  settled(): Promise<void>;
+}
+
 export async function runLedgerAudit(deps: {
   pool: pg.Pool;
-  inventory: LocalInventory;
+  ledger: LedgerSource;
   provider: PaymentProvider;
   log: Logger;
 }): Promise<AuditReport> {
-  const { pool, inventory, provider, log } = deps;
+  const { pool, ledger, provider, log } = deps;
   // Let decisions already made reach the log, so live and logged state line up.
-  await inventory.settled();
+  await ledger.settled();
   const violations: Violation[] = [];
   const rebuilt = new Map<string, SkuAllocator>();
   let current: SkuAllocator | null = null;
@@ -76,7 +83,7 @@ export async function runLedgerAudit(deps: {
   const statusByReservation = new Map<string, string>();
   for (const allocator of rebuilt.values()) {
     for (const r of allocator.reservations.values()) statusByReservation.set(r.reservationId, r.status);
-    const live = inventory.stockState(allocator.sku);
+    const live = ledger.stockState(allocator.sku);
     if (live === null || live.seq !== allocator.seq) continue; // moved on since we read the log
     const logged = { available: allocator.available, held: allocator.held, sold: allocator.sold };
     if (live.available !== logged.available || live.held !== logged.held || live.sold !== logged.sold) {

@@ -1,8 +1,8 @@
 import type pg from 'pg';
 import type PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
-import type { LocalInventory } from '../inventory/local-inventory.js';
-import { runLedgerAudit, type AuditReport } from './audit.js';
+import type { Inventory } from '../inventory/inventory.js';
+import { runLedgerAudit, type AuditReport, type LedgerSource } from './audit.js';
 import { PaymentFinalizer, finalizeQueue, type FinalizerOptions } from './finalizer.js';
 import { getOrder, type Order } from './orders.js';
 import type { PaymentProvider, ProviderCharge } from './provider.js';
@@ -42,7 +42,8 @@ export class Payments {
   constructor(
     private readonly boss: PgBoss,
     private readonly pool: pg.Pool,
-    private readonly inventory: LocalInventory,
+    inventory: Inventory,
+    private readonly ledger: LedgerSource,
     private readonly provider: PaymentProvider,
     private readonly log: Logger,
     private readonly webhookSecret: string | null,
@@ -94,7 +95,7 @@ export class Payments {
   }
 
   audit(): Promise<AuditReport> {
-    return runLedgerAudit({ pool: this.pool, inventory: this.inventory, provider: this.provider, log: this.log });
+    return runLedgerAudit({ pool: this.pool, ledger: this.ledger, provider: this.provider, log: this.log });
   }
 
   async stop(): Promise<void> {

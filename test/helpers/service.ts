@@ -84,7 +84,7 @@ export async function startTestService(
   const url = databaseUrl ?? (await createTestDatabase(t)).url;
   const service = await startFlashstock(
     { databaseUrl: url, adminToken, jwtSecret, port: 0, host: '127.0.0.1', logLevel: 'silent', ...overrides },
-    { onFatal: (error) => { throw error; }, ...options },
+    { onFatal: (error) => { throw error; }, cloneMessages: true, ...options },
   );
   t.teardown(() => service.stop());
   return { service, url: service.url, databaseUrl: url, ...clientFor(service.url) };

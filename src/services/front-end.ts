@@ -1,0 +1,78 @@
+import uWS from 'uWebSockets.js';
+import type pg from 'pg';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import { createAdminCheck, createShopperVerifier } from '../auth/auth.js';
+import { createHttpApp } from '../http/server.js';
+import type { Payments } from '../payments/payments.js';
+import type { Router } from '../shard/router.js';
+import { attachLiveStock, type LiveStock } from '../ws/index.js';
+
+/** The uWebSockets.js app: HTTP routes, `/v1/stream`, the page; listening on HOST:PORT. */
+export interface FrontEnd {
+  url: string;
+  port: number;
+  live: LiveStock;
+  /** Stop accepting connections (in-flight requests still get their answers). */
+  stopListening(): void;
+  /** Close the stream sockets with 1001, then every socket. */
+  stop(): Promise<void>;
+}
+
+export interface FrontEndDependencies {
+  config: Config;
+  log: Logger;
+  pool: pg.Pool;
+  inventory: Router;
+  payments: Payments;
+  adminToken: string;
+  jwtSecret: string;
+  onFatal: (error: unknown) => void;
+}
+
+export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEnd> {
+  const { config, log, pool, inventory } = deps;
+  const verifyShopper = createShopperVerifier(deps.jwtSecret);
+  const app = createHttpApp({
+    inventory,
+    payments: deps.payments,
+    log,
+    verifyShopper,
+    isAdmin: createAdminCheck(deps.adminToken),
+    databaseAlive: () =>
+      // pg honours a per-query `query_timeout` its typings do not list.
+      pool.query({ text: 'SELECT 1', query_timeout: 2000 } as pg.QueryConfig).then(
+        () => true,
+        () => false,
+      ),
+    maxBodyBytes: config.maxBodyBytes,
+    retryAfterSeconds: config.retryAfterSeconds,
+    onFatal: deps.onFatal,
+  });
+  const live = attachLiveStock(app, { config, inventory, verifyShopper, log, onFatal: deps.onFatal });
+  inventory.onStock((state) => live.changed(state.sku));
+  const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
+    app.listen(config.host, config.port, (socket) =>
+      socket ? resolve(socket) : reject(new Error(`cannot listen on ${config.host}:${config.port}`)),
+    ),
+  );
+  let listening = true;
+  const stopListening = () => {
+    if (listening) uWS.us_listen_socket_close(listenSocket);
+    listening = false;
+  };
+  const port = uWS.us_socket_local_port(listenSocket);
+  const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    live,
+    stopListening,
+    stop: async () => {
+      stopListening();
+      await live.close();
+      // Not in the typings of this uWS build, but present: closes every open socket.
+      (app as unknown as { close(): void }).close();
+    },
+  };
+}

@@ -1,0 +1,56 @@
+import { randomBytes } from 'node:crypto';
+
+/**
+ * Where a SKU lives. SKUs map to a fixed number of shards by a stable hash of
+ * the SKU's name; a shard is the unit that moves between threads and nodes.
+ *
+ *   shardOf(sku) = fnv1a32(utf8(sku)) mod SHARD_COUNT
+ *
+ * FNV-1a 32 bit (offset basis 2166136261, prime 16777619) is stable across
+ * processes, versions and machines, cheap, and spreads short ASCII names well.
+ * Changing SHARD_COUNT moves SKUs between shards but loses nothing: every shard
+ * recovers its SKUs from the log.
+ *
+ * Reservation ids carry their SKU's hash, so any front end finds the shard of a
+ * reservation from its id alone, whatever SHARD_COUNT is: the id is an RFC 9562
+ * version-8 UUID whose first 32 bits are fnv1a32(sku) and whose other 90 free
+ * bits are random.
+ */
+
+export const defaultShardCount = 64;
+export const maxShardCount = 4096;
+
+export function skuHash(sku: string): number {
+  let hash = 0x811c9dc5;
+  const bytes = Buffer.from(sku, 'utf8');
+  for (let i = 0; i < bytes.length; i++) {
+    hash ^= bytes[i]!;
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return hash >>> 0;
+}
+
+export function shardOf(sku: string, shardCount: number): number {
+  return skuHash(sku) % shardCount;
+}
+
+/** A fresh reservation id for `sku`: version 8, variant 10, fnv1a32(sku) in the first 32 bits. */
+export function newReservationId(sku: string): string {
+  const bytes = randomBytes(16);
+  bytes.writeUInt32BE(skuHash(sku), 0);
+  bytes[6] = (bytes[6]! & 0x0f) | 0x80;
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
+  const hex = bytes.toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/**
+ * The shard of a reservation from its id, or null for an id that does not carry
+ * a SKU hash (ids minted before shards: version 4), which the router resolves
+ * through the log once.
+ */
+export function shardOfReservationId(reservationId: string, shardCount: number): number | null {
+  if (reservationId.length !== 36 || reservationId[14] !== '8') return null;
+  const hash = Number.parseInt(reservationId.slice(0, 8), 16);
+  return Number.isNaN(hash) ? null : hash % shardCount;
+}

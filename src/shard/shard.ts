@@ -1,0 +1,507 @@
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { InvariantViolation, SkuAllocator } from '../allocator/allocator.js';
+import type { AllocatorLimits, SkuConfig, StockEvent } from '../allocator/types.js';
+import type { BatchFailure, Outbox } from '../outbox/outbox.js';
+import {
+  reservationView,
+  skuView,
+  type CheckoutView,
+  type OrderAttachment,
+  type Outcome,
+  type ReservationView,
+  type SkuView,
+  type StockState,
+} from '../inventory/inventory.js';
+import type { ShardNotice, ShardRequests } from './messages.js';
+import { newReservationId, skuHash } from './placement.js';
+import { LogReader } from './log-reader.js';
+
+/** Everything a shard borrows from its host: one outbox, pool and clock for all shards of a thread. */
+export interface ShardContext {
+  pool: pg.Pool;
+  log: Logger;
+  limits: AllocatorLimits;
+  outbox: Outbox<OrderAttachment>;
+  nowMs: () => number;
+  notify: (notice: ShardNotice) => void;
+  /** A SKU's state from the log (latest snapshot + the events after it); null when it has none. */
+  loadSku: (sku: string) => Promise<SkuAllocator | null>;
+  /** Pause between attempts to rebuild a SKU while Postgres is unreachable. */
+  rebuildRetryMs: number;
+  /** How long a request's idempotency key is honoured. */
+  idempotencyKeyTtlMs: number;
+}
+
+type Unavailable = { ok: false; code: 'unavailable'; detail: string };
+
+const commitFailed: Unavailable = {
+  ok: false,
+  code: 'unavailable',
+  detail: 'the decision could not be made durable; nothing was reserved, retry with the same Idempotency-Key',
+};
+
+/**
+ * One shard: the allocators of the SKUs that hash to it, fed commands with the
+ * current time. It hands each decision to the outbox, applies it, and answers
+ * only once it is durable. It rebuilds SKUs from the log (at start, after a
+ * failed or fenced commit) and refuses their requests with 503 until that is
+ * done; it never answers "does not exist" before it has recovered.
+ *
+ * It finds a reservation's allocator from the SKU hash inside the reservation
+ * id, so it keeps no index of reservations of its own: memory is the
+ * allocators' live work.
+ */
+export class Shard {
+  private readonly allocators = new Map<string, SkuAllocator>();
+  /** skuHash → allocators with that hash (a collision makes the list longer than one). */
+  private readonly byHash = new Map<number, SkuAllocator[]>();
+  /** SKUs being rebuilt from the log: their requests get 503 until done. */
+  private readonly rebuilding = new Set<string>();
+  /** SKUs being loaded from the log on first use (a passivated sale coming back). */
+  private readonly loading = new Map<string, Promise<SkuAllocator | null>>();
+  private readonly reader: LogReader;
+  private recovered = false;
+  private closing = false;
+
+  constructor(
+    readonly id: number,
+    private readonly ctx: ShardContext,
+  ) {
+    this.reader = new LogReader(ctx.pool);
+  }
+
+  get isRecovered(): boolean {
+    return this.recovered;
+  }
+
+  get allocatorCount(): number {
+    return this.allocators.size;
+  }
+
+  *allAllocators(): IterableIterator<SkuAllocator> {
+    yield* this.allocators.values();
+  }
+
+  // ------------------------------------------------------------ lifecycle
+
+  /** Load `skus` from the log, expire holds that ran out while down, then serve. */
+  async recover(skus: readonly string[]): Promise<number> {
+    for (const sku of skus) {
+      const allocator = await this.ctx.loadSku(sku);
+      if (allocator?.config == null) continue;
+      this.install(allocator);
+      this.publish(allocator);
+    }
+    const expired = await this.expireOverdue();
+    this.recovered = true;
+    return expired;
+  }
+
+  close(): void {
+    this.closing = true;
+  }
+
+  private install(allocator: SkuAllocator): void {
+    this.remove(allocator.sku);
+    this.allocators.set(allocator.sku, allocator);
+    const hash = skuHash(allocator.sku);
+    const list = this.byHash.get(hash);
+    if (list === undefined) this.byHash.set(hash, [allocator]);
+    else list.push(allocator);
+  }
+
+  private remove(sku: string): void {
+    if (!this.allocators.delete(sku)) return;
+    const hash = skuHash(sku);
+    const list = this.byHash.get(hash)?.filter((a) => a.sku !== sku) ?? [];
+    if (list.length === 0) this.byHash.delete(hash);
+    else this.byHash.set(hash, list);
+  }
+
+  /** The allocator holding reservation `id` in memory, from the SKU hash in the id. */
+  private holderOf(reservationId: string): SkuAllocator | undefined {
+    const hash = Number.parseInt(reservationId.slice(0, 8), 16);
+    for (const allocator of this.byHash.get(hash) ?? []) {
+      if (allocator.reservations.has(reservationId)) return allocator;
+    }
+    return undefined;
+  }
+
+  private async expireOverdue(): Promise<number> {
+    const now = this.ctx.nowMs();
+    const waits: Promise<void>[] = [];
+    let count = 0;
+    for (const allocator of this.allocators.values()) {
+      for (;;) {
+        const events = allocator.expireDue(now);
+        if (events.length === 0) break;
+        count += events.length;
+        for (const event of events) waits.push(this.appendAndWait(allocator, event));
+      }
+    }
+    await Promise.all(waits);
+    return count;
+  }
+
+  private appendAndWait(allocator: SkuAllocator, event: StockEvent): Promise<void> {
+    allocator.apply(event);
+    return new Promise((resolve, reject) => this.ctx.outbox.append(event, (error) => (error ? reject(error) : resolve())));
+  }
+
+  /** Expire due holds of every SKU; the host calls it on a timer, so stock comes back on its own. */
+  sweep(now: number): void {
+    if (this.closing || !this.recovered) return;
+    for (const allocator of this.allocators.values()) {
+      if (this.rebuilding.has(allocator.sku)) continue;
+      const next = allocator.nextExpiryMs();
+      if (next !== null && next <= now) this.expire(allocator, now);
+    }
+  }
+
+  private expire(allocator: SkuAllocator, now: number): void {
+    const events = allocator.expireDue(now);
+    if (events.length === 0) return;
+    const last = events[events.length - 1];
+    for (const event of events) {
+      allocator.apply(event);
+      this.ctx.outbox.append(event, (error) => {
+        if (error === null && event === last) this.publish(allocator);
+      });
+    }
+  }
+
+  private publish(allocator: SkuAllocator): void {
+    const state: StockState = {
+      sku: allocator.sku,
+      available: allocator.available,
+      held: allocator.held,
+      sold: allocator.sold,
+      seq: allocator.seq,
+    };
+    this.ctx.notify({ type: 'stock', state });
+  }
+
+  // ------------------------------------------------------------ failures
+
+  /**
+   * A batch holding these SKUs' decisions failed (or another writer's rows
+   * were found where ours should go): memory ran ahead of the log. Refuse them
+   * until each is rebuilt from the log, then serve again; the rebuilt state is
+   * exactly what Postgres holds, whoever wrote it.
+   */
+  onBatchFailed(skus: readonly string[], failure: BatchFailure): void {
+    for (const sku of skus) this.rebuilding.add(sku);
+    if (failure.error.fenced) {
+      this.ctx.log.error({ skus, shard: this.id }, 'rows of another writer found in the log: rebuilding from it');
+    }
+    void this.rebuild(skus);
+  }
+
+  private async rebuild(skus: readonly string[]): Promise<void> {
+    for (const sku of skus) {
+      for (;;) {
+        try {
+          const rebuilt = await this.ctx.loadSku(sku);
+          if (rebuilt?.config == null) this.remove(sku);
+          else this.install(rebuilt);
+          this.rebuilding.delete(sku);
+          this.ctx.log.info({ sku, seq: rebuilt?.seq ?? 0 }, 'SKU rebuilt from the event log');
+          if (rebuilt?.config != null) this.publish(rebuilt);
+          break;
+        } catch (error) {
+          if (error instanceof InvariantViolation) throw error;
+          if (this.closing) return;
+          this.ctx.log.warn({ err: error, sku }, 'rebuild from the log failed; retrying');
+          await new Promise((resolve) => setTimeout(resolve, this.ctx.rebuildRetryMs));
+        }
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ commands
+
+  private refuse(sku: string | null): Unavailable | null {
+    if (this.closing) return { ok: false, code: 'unavailable', detail: 'the service is shutting down' };
+    if (!this.recovered) return { ok: false, code: 'unavailable', detail: 'the service is still recovering' };
+    if (sku !== null && this.rebuilding.has(sku)) {
+      return { ok: false, code: 'unavailable', detail: `SKU ${sku} is being rebuilt from the log` };
+    }
+    return null;
+  }
+
+  private full(): Unavailable | null {
+    if (this.ctx.outbox.hasRoom()) return null;
+    return { ok: false, code: 'unavailable', detail: 'too many decisions are waiting for the database; retry shortly' };
+  }
+
+  /** Answer once `event` is durable; if its batch failed, the decision was undone: 503. */
+  private commit<T>(allocator: SkuAllocator, event: StockEvent, value: () => T, attachment?: OrderAttachment): Promise<Outcome<T>> {
+    allocator.apply(event);
+    return new Promise((resolve) => {
+      this.ctx.outbox.append(
+        event,
+        (error) => {
+          if (error !== null) {
+            resolve(commitFailed);
+            return;
+          }
+          this.publish(allocator);
+          resolve({ ok: true, value: value() });
+        },
+        attachment,
+      );
+    });
+  }
+
+  /** Answer once everything decided so far for `sku` is durable (replays, repeated releases). */
+  private afterDurable<T>(sku: string, value: T): Promise<Outcome<T>> {
+    return new Promise((resolve) => {
+      this.ctx.outbox.barrier(sku, (error) => resolve(error === null ? { ok: true, value } : commitFailed));
+    });
+  }
+
+  /** The SKU's allocator: in memory, or loaded from the log (a passivated sale); null if it never existed. */
+  private allocatorFor(sku: string): SkuAllocator | null | Promise<SkuAllocator | null> {
+    const inMemory = this.allocators.get(sku);
+    if (inMemory !== undefined) return inMemory;
+    let loading = this.loading.get(sku);
+    if (loading === undefined) {
+      loading = this.ctx.loadSku(sku).then(
+        (loaded) => {
+          this.loading.delete(sku);
+          const raced = this.allocators.get(sku);
+          if (raced !== undefined) return raced;
+          if (loaded?.config != null) this.install(loaded);
+          return loaded?.config != null ? loaded : null;
+        },
+        (error: unknown) => {
+          this.loading.delete(sku);
+          throw error;
+        },
+      );
+      this.loading.set(sku, loading);
+    }
+    return loading;
+  }
+
+  async configure(request: ShardRequests['configure']): Promise<Outcome<{ created: boolean; view: SkuView }>> {
+    const { sku, config } = request;
+    const refused = this.refuse(sku) ?? this.full();
+    if (refused) return refused;
+    let allocator = await this.allocatorFor(sku);
+    const again = this.refuse(sku) ?? this.full();
+    if (again) return again;
+    if (allocator === null) {
+      allocator = new SkuAllocator(sku, this.ctx.limits);
+      this.install(allocator);
+    }
+    return this.configureLoaded(allocator, config);
+  }
+
+  private configureLoaded(allocator: SkuAllocator, config: SkuConfig): Promise<Outcome<{ created: boolean; view: SkuView }>> {
+    const decision = allocator.configure(config, this.ctx.nowMs());
+    if (!decision.ok) return Promise.resolve(decision);
+    const created = decision.created;
+    return this.commit(allocator, decision.event, () => ({ created, view: skuView(allocator) }));
+  }
+
+  async getSku(request: ShardRequests['get_sku']): Promise<Outcome<SkuView>> {
+    const refused = this.refuse(request.sku);
+    if (refused) return refused;
+    const allocator = await this.allocatorFor(request.sku);
+    if (allocator?.config == null) return { ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` };
+    return { ok: true, value: skuView(allocator) };
+  }
+
+  // Not `async` on the hot path: the commit's own promise is returned as is.
+  reserve(request: ShardRequests['reserve']): Promise<Outcome<ReservationView>> {
+    const refused = this.refuse(request.sku) ?? this.full();
+    if (refused) return Promise.resolve(refused);
+    const allocator = this.allocatorFor(request.sku);
+    if (allocator instanceof SkuAllocator) return this.reserveIn(allocator, request, false);
+    return Promise.resolve(allocator).then((loaded) => {
+      if (loaded === null) return { ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` };
+      return this.refuse(request.sku) ?? this.full() ?? this.reserveIn(loaded, request, false);
+    });
+  }
+
+  private reserveIn(allocator: SkuAllocator, request: ShardRequests['reserve'], keyChecked: boolean): Promise<Outcome<ReservationView>> {
+    const now = this.ctx.nowMs();
+    const command = { ...request, reservationId: newReservationId(request.sku) };
+    let decision = allocator.reserve(command, now); // CORE-MERGE: { keyChecked }
+    if (!decision.ok && decision.code === 'sold_out') {
+      // Holds that ran out but were not swept yet are stock: free them first.
+      const next = allocator.nextExpiryMs();
+      if (next !== null && next <= now) {
+        this.expire(allocator, now);
+        decision = allocator.reserve(command, now); // CORE-MERGE
+      }
+    }
+    if (!decision.ok) return Promise.resolve(decision);
+    // CORE-MERGE: if (decision.kind === 'key_remembered') return this.replayFromLog(allocator, request, now);
+    void keyChecked;
+    if (decision.kind === 'replay') {
+      // The original answer, even if the hold has changed since: same key, same response.
+      return this.afterDurable(request.sku, reservationView(decision.reservation, 'held'));
+    }
+    const event = decision.event;
+    const view: ReservationView = {
+      reservationId: event.reservationId,
+      sku: event.sku,
+      quantity: event.quantity,
+      status: 'held',
+      expiresAt: new Date(event.expiresAtMs).toISOString(),
+    };
+    return this.commit(allocator, event, () => view);
+  }
+
+  /** The key's reservation left memory: the log has the original answer (or the hash matched another key). */
+  private async replayFromLog(allocator: SkuAllocator, request: ShardRequests['reserve'], now: number): Promise<Outcome<ReservationView>> {
+    const original = await this.reader.reservedByKey(request.sku, request.shopperId, request.idempotencyKey, now - this.ctx.idempotencyKeyTtlMs);
+    const refused = this.refuse(request.sku) ?? this.full();
+    if (refused) return refused;
+    if (original === null) return this.reserveIn(allocator, request, true);
+    if (original.quantity !== request.quantity) {
+      return { ok: false, code: 'idempotency_key_reused', detail: 'this Idempotency-Key was already used for a different request' };
+    }
+    return { ok: true, value: { ...original.view, status: 'held' } };
+  }
+
+  async getReservation(request: ShardRequests['get_reservation']): Promise<Outcome<ReservationView>> {
+    const refused = this.refuse(null);
+    if (refused) return refused;
+    const { reservationId, shopperId } = request;
+    const reservation = this.holderOf(reservationId)?.reservations.get(reservationId);
+    if (reservation !== undefined) {
+      if (reservation.shopperId !== shopperId) return notFound(reservationId);
+      // A hold past its time is expired even if the sweeper has not recorded it yet.
+      const expired = reservation.status === 'held' && this.ctx.nowMs() >= reservation.expiresAtMs;
+      return { ok: true, value: reservationView(reservation, expired ? 'expired' : reservation.status) };
+    }
+    const logged = await this.reader.reservation(reservationId, this.ctx.nowMs());
+    if (logged === null || logged.shopperId !== shopperId) return notFound(reservationId);
+    return { ok: true, value: logged.view };
+  }
+
+  async release(request: ShardRequests['release']): Promise<Outcome<ReservationView>> {
+    const { reservationId, shopperId } = request;
+    const allocator = this.holderOf(reservationId);
+    if (allocator === undefined) return this.settledFromLog(reservationId, shopperId, 'release');
+    const refused = this.refuse(allocator.sku) ?? this.full();
+    if (refused) return refused;
+    const decision = allocator.release(reservationId, shopperId, this.ctx.nowMs());
+    if (!decision.ok) return decision;
+    const reservation = decision.reservation;
+    if (decision.event === null) return this.afterDurable(allocator.sku, reservationView(reservation));
+    return this.commit(allocator, decision.event, () => reservationView(reservation));
+  }
+
+  /**
+   * Release or checkout of a reservation not in memory: it settled long ago
+   * (or never existed). Released and expired ones release idempotently; every
+   * other status cannot be released or checked out any more.
+   */
+  private async settledFromLog(reservationId: string, shopperId: string, what: 'release' | 'checkout'): Promise<Outcome<never> | Outcome<ReservationView>> {
+    const refused = this.refuse(null);
+    if (refused) return refused;
+    const logged = await this.reader.reservation(reservationId, this.ctx.nowMs());
+    if (logged === null || logged.shopperId !== shopperId) return notFound(reservationId);
+    const status = logged.view.status;
+    if (what === 'release' && (status === 'released' || status === 'expired')) return { ok: true, value: logged.view };
+    if (status === 'held') {
+      return { ok: false, code: 'unavailable', detail: `the SKU of reservation ${reservationId} is not loaded; retry shortly` };
+    }
+    const action = what === 'release' ? 'released' : 'checked out';
+    return { ok: false, code: 'reservation_not_held', detail: `reservation is ${status}; it can no longer be ${action}` };
+  }
+
+  async checkout(request: ShardRequests['checkout']): Promise<Outcome<CheckoutView>> {
+    const allocator = this.holderOf(request.reservationId);
+    if (allocator?.config == null) return this.checkoutFromLog(request);
+    const refused = this.refuse(allocator.sku) ?? this.full();
+    if (refused) return refused;
+    const orderId = newReservationId(allocator.sku);
+    const decision = allocator.checkout({ ...request, orderId }, this.ctx.nowMs());
+    if (!decision.ok) return decision;
+    if (decision.kind === 'replay') {
+      return this.afterDurable(allocator.sku, { orderId: decision.orderId, reservationId: request.reservationId, status: 'pending' as const });
+    }
+    const reservation = allocator.reservations.get(request.reservationId)!;
+    const config = allocator.config;
+    const order = {
+      orderId,
+      reservationId: request.reservationId,
+      sku: allocator.sku,
+      shopperId: request.shopperId,
+      quantity: reservation.quantity,
+      amountCents: reservation.quantity * config.priceCents,
+      currency: config.currency,
+      paymentMethod: request.paymentMethod,
+      idempotencyKey: request.idempotencyKey,
+    };
+    const view: CheckoutView = { orderId, reservationId: request.reservationId, status: 'pending' };
+    const outcome = await this.commit(allocator, decision.event, () => view, { kind: 'order_created', order });
+    if (outcome.ok) this.ctx.notify({ type: 'checkout_durable', orderId });
+    return outcome;
+  }
+
+  /** A checkout of a reservation that left memory: a repeat of the original is answered from its order. */
+  private async checkoutFromLog(request: ShardRequests['checkout']): Promise<Outcome<CheckoutView>> {
+    const refused = this.refuse(null);
+    if (refused) return refused;
+    const logged = await this.reader.reservation(request.reservationId, this.ctx.nowMs());
+    if (logged !== null && logged.shopperId === request.shopperId) {
+      const order = await this.reader.orderByCheckoutKey(logged.view.sku, request.shopperId, request.idempotencyKey);
+      if (order !== null) {
+        if (order.reservationId !== request.reservationId || order.paymentMethod !== request.paymentMethod) {
+          return { ok: false, code: 'idempotency_key_reused', detail: 'this Idempotency-Key was already used for a different checkout' };
+        }
+        return { ok: true, value: { orderId: order.orderId, reservationId: request.reservationId, status: 'pending' } };
+      }
+    }
+    return this.settledFromLog(request.reservationId, request.shopperId, 'checkout') as Promise<Outcome<CheckoutView>>;
+  }
+
+  async settle(request: ShardRequests['settle']): Promise<Outcome<{ changed: boolean }>> {
+    const refused = this.refuse(request.sku) ?? this.full();
+    if (refused) return refused;
+    const allocator = await this.allocatorFor(request.sku);
+    if (allocator === null) return { ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` };
+    const again = this.refuse(request.sku) ?? this.full();
+    if (again) return again;
+    const reservation = allocator.reservations.get(request.reservationId);
+    if (reservation === undefined || reservation.orderId !== request.orderId) {
+      // Settled long ago and left memory: a repeated job or webhook changes nothing.
+      const logged = await this.reader.reservation(request.reservationId, this.ctx.nowMs());
+      const settled = logged !== null && (logged.view.status === 'paid' || logged.view.status === 'payment_failed');
+      if (settled) return { ok: true, value: { changed: false } };
+      return { ok: false, code: 'not_found', detail: `order ${request.orderId} holds no reservation here` };
+    }
+    const event = allocator.settlePayment(request.reservationId, request.outcome, this.ctx.nowMs());
+    // Already settled (a repeated job or webhook): answer once that is durable.
+    if (event === null) return this.afterDurable(request.sku, { changed: false });
+    return this.commit(allocator, event, () => ({ changed: true }), {
+      kind: 'order_settled',
+      orderId: request.orderId,
+      status: request.outcome === 'committed' ? 'paid' : 'failed',
+      failureReason: request.outcome === 'committed' ? null : request.failureReason,
+    });
+  }
+
+  async archive(request: ShardRequests['archive']): Promise<Outcome<SkuView>> {
+    // CORE-MERGE: archiving needs the allocator's `archived` event.
+    return { ok: false, code: 'unavailable', detail: `archiving ${request.sku} is not available yet` };
+  }
+
+  /** Counts of a SKU in memory, synchronously (audit); null when not in memory. */
+  stockState(sku: string): StockState | null {
+    const allocator = this.allocators.get(sku);
+    if (allocator?.config == null || this.rebuilding.has(sku)) return null;
+    return { sku, available: allocator.available, held: allocator.held, sold: allocator.sold, seq: allocator.seq };
+  }
+}
+
+function notFound(reservationId: string): Outcome<never> {
+  return { ok: false, code: 'not_found', detail: `reservation ${reservationId} does not exist` };
+}

@@ -1,0 +1,146 @@
+import t from 'tap';
+import fc from 'fast-check';
+import pino from 'pino';
+import { SkuAllocator } from '../src/allocator/allocator.js';
+import { defaultAllocatorLimits } from '../src/allocator/types.js';
+import { readEvents } from '../src/outbox/event-log.js';
+import { InProcessChannel } from '../src/shard/in-process-channel.js';
+import type { ShardEndpoint, ShardNotice, ShardRequest, ShardReply } from '../src/shard/messages.js';
+import { newReservationId, shardOf, shardOfReservationId, skuHash } from '../src/shard/placement.js';
+import { Router } from '../src/shard/router.js';
+import { ShardHost } from '../src/shard/shard-host.js';
+import { createTestDatabase } from './helpers/db.js';
+import { startTestService } from './helpers/service.js';
+
+const silent = pino({ level: 'silent' });
+const config = { stock: 3, perShopperLimit: 2, holdSeconds: 60, priceCents: 100, currency: 'USD', startsAtMs: null, endsAtMs: null };
+
+t.test('placement: fnv1a32 of the name, stable; ids carry their SKU hash', async (t) => {
+  // Published FNV-1a 32 test vectors: the function must never change (it places every SKU).
+  t.equal(skuHash(''), 0x811c9dc5);
+  t.equal(skuHash('a'), 0xe40c292c);
+  t.equal(skuHash('foobar'), 0xbf9cf968);
+  t.equal(shardOf('foobar', 64), 0xbf9cf968 % 64);
+  fc.assert(
+    fc.property(fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/), fc.integer({ min: 1, max: 4096 }), (sku, shardCount) => {
+      const id = newReservationId(sku);
+      return (
+        /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(id) &&
+        shardOfReservationId(id, shardCount) === shardOf(sku, shardCount)
+      );
+    }),
+  );
+  t.equal(shardOfReservationId('0b6d1c52-3c4f-4d2a-9e55-2f1c0a7b9e10', 64), null, 'a version-4 id carries no SKU hash');
+});
+
+/** A shard endpoint that records what reaches it: the router alone, with nothing behind it. */
+class RecordingEndpoint implements ShardEndpoint {
+  readonly seen: { shard: number; request: ShardRequest }[] = [];
+  handle<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
+    this.seen.push({ shard, request });
+    return Promise.resolve({ ok: false, code: 'not_found', detail: `recorded ${request.type}` } as ShardReply<R['type']>);
+  }
+}
+
+t.test('router alone: each command goes, as a plain message, to the shard of its SKU', async (t) => {
+  const db = await createTestDatabase(t);
+  const channel = new InProcessChannel({ clone: true });
+  const endpoint = new RecordingEndpoint();
+  channel.connect(endpoint);
+  const router = new Router(channel, { shardCount: 16, shardsReady: () => true, pool: db.pool });
+  const id = newReservationId('SNEAKER');
+  await router.reserve({ sku: 'SNEAKER', shopperId: 'alice', quantity: 1, idempotencyKey: 'k' });
+  await router.getSku('SNEAKER');
+  await router.getReservation(id, 'alice');
+  await router.release(id, 'alice');
+  await router.checkout({ reservationId: id, shopperId: 'alice', idempotencyKey: 'c', paymentMethod: 'pm_ok' });
+  await router.settle({ sku: 'SNEAKER', reservationId: id, orderId: id, outcome: 'committed', failureReason: null });
+  const shard = shardOf('SNEAKER', 16);
+  t.same(endpoint.seen.map((s) => s.shard), [shard, shard, shard, shard, shard, shard], 'every message went to the SKU’s shard');
+  t.same(endpoint.seen[0]!.request, { type: 'reserve', sku: 'SNEAKER', shopperId: 'alice', quantity: 1, idempotencyKey: 'k' });
+  t.same(structuredClone(endpoint.seen), endpoint.seen, 'messages survive structured clone');
+  t.match(await router.getReservation('0b6d1c52-3c4f-4d2a-9e55-2f1c0a7b9e10', 'alice'), { ok: false, code: 'not_found' }, 'an unknown old-style id is not found without asking a shard');
+
+  const notices: string[] = [];
+  router.onStock((state) => notices.push(`${state.sku}:${state.available}`));
+  channel.notify({ type: 'stock', state: { sku: 'SNEAKER', available: 2, held: 1, sold: 0, seq: 2 } });
+  t.same(notices, ['SNEAKER:2']);
+  t.same(router.stockState('SNEAKER'), { sku: 'SNEAKER', available: 2, held: 1, sold: 0, seq: 2 }, 'the router keeps the state shards push');
+  channel.notify({ type: 'passivated', sku: 'SNEAKER' });
+  t.equal(router.stockState('SNEAKER'), null);
+});
+
+function hostFor(pool: import('pg').Pool, notices: ShardNotice[], shards: number[], shardCount = 4): ShardHost {
+  const limits = { ...defaultAllocatorLimits };
+  return new ShardHost(
+    pool,
+    silent,
+    {
+      shards,
+      shardCount,
+      limits,
+      outbox: { batchMaxEvents: 100, maxPendingEvents: 1000, commitTimeoutMs: 5000 },
+      expirySweepIntervalMs: 50,
+      rebuildRetryMs: 50,
+      idempotencyKeyTtlMs: 86_400_000,
+      nowMs: Date.now,
+      writeOrders: null,
+      loadSku: async (sku) => {
+        const allocator = new SkuAllocator(sku, limits);
+        for await (const page of readEvents(pool, { sku })) for (const event of page) allocator.apply(event);
+        return allocator.seq === 0 ? null : allocator;
+      },
+    },
+    (notice) => notices.push(notice),
+  );
+}
+
+t.test('shard alone: driven by plain messages, no HTTP, no router', async (t) => {
+  const db = await createTestDatabase(t);
+  const notices: ShardNotice[] = [];
+  const host = hostFor(db.pool, notices, [0, 1, 2, 3]);
+  t.teardown(() => host.close());
+  const shard = shardOf('BOOT', 4);
+  t.match(await host.handle(shard, { type: 'get_sku', sku: 'BOOT' }), { ok: false, code: 'unavailable' }, 'before recovery: unavailable, never not_found');
+  await host.recover();
+  t.match(await host.handle(shard, { type: 'get_sku', sku: 'BOOT' }), { ok: false, code: 'not_found' });
+  t.match(await host.handle(shard, { type: 'configure', sku: 'BOOT', config }), { ok: true, value: { created: true, view: { stock: 3 } } });
+  const reserved = await host.handle(shard, { type: 'reserve', sku: 'BOOT', shopperId: 'alice', quantity: 2, idempotencyKey: 'k1' });
+  t.match(reserved, { ok: true, value: { sku: 'BOOT', quantity: 2, status: 'held' } });
+  const id = reserved.ok ? reserved.value.reservationId : '';
+  t.equal(shardOfReservationId(id, 4), shard, 'the id routes back to this shard');
+  t.same(
+    await host.handle(shard, { type: 'reserve', sku: 'BOOT', shopperId: 'alice', quantity: 2, idempotencyKey: 'k1' }),
+    reserved,
+    'same key, same request: the original reply',
+  );
+  t.match(await host.handle(shard, { type: 'get_reservation', reservationId: id, shopperId: 'bob' }), { ok: false, code: 'not_found' }, 'another shopper’s reservation');
+  t.match(await host.handle(shard, { type: 'release', reservationId: id, shopperId: 'alice' }), { ok: true, value: { status: 'released' } });
+  t.match(notices.at(-1), { type: 'stock', state: { sku: 'BOOT', available: 3, held: 0, seq: 3 } }, 'durable changes are pushed as StockState');
+  t.match(await host.handle(99, { type: 'get_sku', sku: 'BOOT' }), { ok: false, code: 'unavailable' }, 'a shard not hosted here');
+  const wrongShard = (shard + 1) % 4;
+  t.match(await host.handle(wrongShard, { type: 'get_sku', sku: 'BOOT' }), { ok: false, code: 'unavailable', detail: /does not belong/ }, 'another shard refuses the SKU');
+
+  // A second host on the same log recovers the same state (replay equals state).
+  const again = hostFor(db.pool, [], [shard]);
+  t.teardown(() => again.close());
+  await host.close();
+  await again.recover();
+  t.match(await again.handle(shard, { type: 'get_sku', sku: 'BOOT' }), { ok: true, value: { available: 3, held: 0, sold: 0 } });
+  t.match(await again.handle(shard, { type: 'get_reservation', reservationId: id, shopperId: 'alice' }), { ok: true, value: { status: 'released', quantity: 2 } });
+});
+
+t.test('service: every reply and notice crosses the boundary as plain data; ids and keys need no process-wide map', async (t) => {
+  const api = await startTestService(t, { shardCount: 8 });
+  for (const sku of ['A1', 'B2', 'C3', 'D4']) t.equal((await api.putSku(sku, { stock: 5, perShopperLimit: 5 })).status, 201);
+  const made = [];
+  for (const sku of ['A1', 'B2', 'C3', 'D4']) {
+    const result = await api.reserve(sku, 'alice', 1, 'same-key');
+    t.equal(result.status, 201, `${sku}: the same key on another SKU is another request`);
+    made.push(result.body);
+  }
+  for (const reservation of made) {
+    const read = await api.call('GET', `/v1/reservations/${reservation.reservationId}`, { shopper: 'alice' });
+    t.same(read.body, reservation, `${reservation.sku}: found by id alone`);
+  }
+});
