@@ -85,6 +85,12 @@ export class Exchange {
     else this.problem(outcome.code, outcome.detail);
   }
 
+  /** 200 with `value`, or 404 `not_found` saying `missing` when there is none. */
+  found<T>(value: T | null, missing: string): void {
+    if (value === null) this.problem('not_found', missing);
+    else this.send(200, value);
+  }
+
   /** Settle from a promise; an unexpected rejection becomes a 500, never a hang. */
   settle<T>(promise: Promise<T>, onValue: (value: T) => void): void {
     promise.then(onValue, (error: unknown) => this.ctx.onUnexpected(error, this));

@@ -11,6 +11,12 @@ const ajv = new Ajv({ allErrors: false, strict: true });
 addFormatsModule.default(ajv, ['date-time']);
 
 export const skuPattern = /^[A-Za-z0-9._-]{1,64}$/;
+/** The SKU grammar in words, for problems. */
+export const skuRule = '1-64 characters of A-Z a-z 0-9 . _ -';
+
+export function isSkuName(value: string): boolean {
+  return skuPattern.test(value);
+}
 /** Visible ASCII, 1–200 characters (the Idempotency-Key header). */
 export const idempotencyKeyPattern = /^[\x21-\x7e]{1,200}$/;
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
