@@ -24,8 +24,8 @@ router.route('/throws', {
 t.throws(() => router.route('/things/:name', { get: (exchange) => exchange.send(200, {}) }), /GET \/things\/:name is registered twice/);
 t.throws(() => router.route('/empty', {}), /has no handlers/);
 t.same(router.routes(), [
-  { pattern: '/things/:name', methods: ['GET', 'DELETE'] },
-  { pattern: '/throws', methods: ['GET'] },
+  { pattern: '/things/:name', methods: ['GET', 'HEAD', 'DELETE'] },
+  { pattern: '/throws', methods: ['GET', 'HEAD'] },
 ]);
 router.mount();
 t.throws(() => router.route('/late', { get: (exchange) => exchange.send(200, {}) }), /after the routes were mounted/);
@@ -36,15 +36,18 @@ const socket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
 t.teardown(() => uWS.us_listen_socket_close(socket));
 const base = `http://127.0.0.1:${uWS.us_socket_local_port(socket)}`;
 
-t.test('handlers of both registrations answer', async (t) => {
+t.test('handlers of both registrations answer; HEAD runs the GET handler without the body', async (t) => {
   t.same(await (await fetch(`${base}/things/a`)).json(), { name: 'a' });
+  const head = await fetch(`${base}/things/a`, { method: 'HEAD' });
+  t.equal(head.status, 200);
+  t.equal(head.headers.get('content-length'), String(JSON.stringify({ name: 'a' }).length));
   t.same(await (await fetch(`${base}/things/a`, { method: 'DELETE' })).json(), { deleted: true });
 });
 
 t.test('another method: 405 listing every registered method', async (t) => {
   const res = await fetch(`${base}/things/a`, { method: 'PUT' });
   t.equal(res.status, 405);
-  t.equal(res.headers.get('allow'), 'GET, DELETE');
+  t.equal(res.headers.get('allow'), 'GET, HEAD, DELETE');
   t.match(await res.json(), { code: 'method_not_allowed' });
 });
 

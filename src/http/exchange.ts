@@ -22,6 +22,7 @@ const statusLines: Record<number, string> = {
   413: '413 Payload Too Large',
   415: '415 Unsupported Media Type',
   422: '422 Unprocessable Content',
+  426: '426 Upgrade Required',
   500: '500 Internal Server Error',
   503: '503 Service Unavailable',
 };
@@ -68,7 +69,15 @@ export class Exchange {
       this.res.writeHeader('content-type', contentType);
       this.res.writeHeader('x-request-id', this.requestId);
       if (headers !== undefined) for (const [name, value] of headers) this.res.writeHeader(name, value);
-      this.res.end(payload);
+      if (this.method !== 'HEAD') {
+        this.res.end(payload);
+        return;
+      }
+      // HEAD: GET's headers, no body. uWS's own Content-Length would be 0 here,
+      // and endWithoutBody(length) in this build leaves the response open (the
+      // connection is then closed), so the length is written by hand.
+      this.res.writeHeader('content-length', String(Buffer.byteLength(payload)));
+      this.res.endWithoutBody();
     });
   }
 

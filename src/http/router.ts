@@ -5,7 +5,9 @@ import { Exchange, type ExchangeContext } from './exchange.js';
  * The route table: `route(pattern, handlers)` adds the handlers of some
  * methods for a uWS pattern (`/v1/skus/:sku`); modules may add different
  * methods to the same pattern. `mount()` registers everything on the app once:
- * each method's handler, and for every other method a 405 with `Allow`.
+ * each method's handler, HEAD wherever GET is (the GET handler: Exchange sends
+ * its status and headers without the body), and for every other method a 405
+ * with `Allow`.
  */
 
 export type Handler = (exchange: Exchange, req: uWS.HttpRequest) => void;
@@ -19,12 +21,12 @@ export interface RouteHandlers {
 
 type Method = keyof RouteHandlers;
 
-/** The HTTP method names, in the order `Allow` lists them. */
+/** The HTTP method names, in the order `Allow` lists them (HEAD goes after GET). */
 const methodNames: Record<Method, string> = { get: 'GET', put: 'PUT', post: 'POST', del: 'DELETE' };
 
 export interface RegisteredRoute {
   pattern: string;
-  /** Upper-case, as `Allow` lists them. */
+  /** Upper-case, as `Allow` lists them (HEAD with GET). */
   methods: string[];
 }
 
@@ -50,13 +52,16 @@ export function createRouter(app: uWS.TemplatedApp, ctx: ExchangeContext): Route
   };
 
   const allowed = (handlers: RouteHandlers): string[] =>
-    (Object.keys(methodNames) as Method[]).filter((m) => handlers[m] !== undefined).map((m) => methodNames[m]);
+    (Object.keys(methodNames) as Method[])
+      .filter((m) => handlers[m] !== undefined)
+      .flatMap((m) => (m === 'get' ? ['GET', 'HEAD'] : [methodNames[m]]));
 
   const mountOne = (pattern: string, handlers: RouteHandlers): void => {
     for (const method of Object.keys(methodNames) as Method[]) {
       const handler = handlers[method];
       if (handler !== undefined) app[method](pattern, serve(handler));
     }
+    if (handlers.get !== undefined) app.head(pattern, serve(handlers.get));
     const allow = allowed(handlers).join(', ');
     app.any(pattern, (res, req) => {
       new Exchange(res, req, ctx).problem('method_not_allowed', `${req.getCaseSensitiveMethod()} is not allowed here`, [

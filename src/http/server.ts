@@ -7,6 +7,7 @@ import { registerOrderRoutes } from './routes/orders.js';
 import { registerPaymentRoutes } from './routes/payments.js';
 import { registerReservationRoutes } from './routes/reservations.js';
 import { registerSkuRoutes } from './routes/skus.js';
+import { registerStreamRoutes } from './routes/stream.js';
 
 export type { HttpDependencies } from './dependencies.js';
 
@@ -24,6 +25,7 @@ export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
   registerReservationRoutes(router, deps);
   registerOrderRoutes(router, deps);
   registerPaymentRoutes(router, deps);
+  registerStreamRoutes(router);
   router.mount();
   app.any('/*', (res, req) => {
     new Exchange(res, req, ctx).problem('not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`);

@@ -10,9 +10,15 @@ const ajv = new Ajv({ allErrors: false, strict: true });
 // ajv-formats is CommonJS: under NodeNext its plugin is the `default` property.
 addFormatsModule.default(ajv, ['date-time']);
 
-export const skuPattern = /^[A-Za-z0-9._-]{1,64}$/;
+/**
+ * The SKU grammar: `.` and `..` are excluded because URL-normalising clients
+ * rewrite them away (`/v1/skus/..` becomes `/v1/`), so such a SKU could not be reached.
+ * The same source serves the WebSocket protocol and the OpenAPI document.
+ */
+export const skuPatternSource = '^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$';
+export const skuPattern = new RegExp(skuPatternSource);
 /** The SKU grammar in words, for problems. */
-export const skuRule = '1-64 characters of A-Z a-z 0-9 . _ -';
+export const skuRule = "1-64 characters of A-Z a-z 0-9 . _ -, not '.' or '..'";
 
 export function isSkuName(value: string): boolean {
   return skuPattern.test(value);
