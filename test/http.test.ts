@@ -189,7 +189,7 @@ t.test('routing: unknown route 404, wrong method 405', async (t) => {
   t.match(await call('GET', '/nope'), { status: 404, body: { code: 'not_found' } });
   const wrong = await call('POST', '/v1/skus/ANY');
   t.match(wrong, { status: 405, body: { code: 'method_not_allowed' } });
-  t.equal(wrong.headers.get('allow'), 'GET');
+  t.equal(wrong.headers.get('allow'), 'GET, HEAD');
   t.match(await call('PATCH', '/v1/reservations/x'), { status: 405 });
   t.match(await call('GET', '/v1/skus/X/reservations'), { status: 405 });
   t.match(await call('DELETE', '/healthz'), { status: 405 });

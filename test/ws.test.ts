@@ -296,7 +296,7 @@ t.test('limits: message size, subscriptions, message rate, connections', async (
 
 t.test('the stream route and the page', async (t) => {
   const notUpgrade = await call('GET', '/v1/stream');
-  t.match(notUpgrade, { status: 404, body: { code: 'not_found' } }, 'a plain GET on /v1/stream is not a route');
+  t.match(notUpgrade, { status: 426, body: { code: 'upgrade_required' } }, 'a plain GET on /v1/stream is told to upgrade (test/http-edges.test.ts has the details)');
   const page = await fetch(`${api.url}/?sku=X`);
   t.equal(page.status, 200);
   t.equal(page.headers.get('content-type'), 'text/html; charset=utf-8');

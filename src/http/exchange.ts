@@ -22,6 +22,7 @@ const statusLines: Record<number, string> = {
   413: '413 Payload Too Large',
   415: '415 Unsupported Media Type',
   422: '422 Unprocessable Content',
+  426: '426 Upgrade Required',
   500: '500 Internal Server Error',
   503: '503 Service Unavailable',
 };
@@ -68,7 +69,15 @@ export class Exchange {
       this.res.writeHeader('content-type', contentType);
       this.res.writeHeader('x-request-id', this.requestId);
       if (headers !== undefined) for (const [name, value] of headers) this.res.writeHeader(name, value);
-      this.res.end(payload);
+      if (this.method !== 'HEAD') {
+        this.res.end(payload);
+        return;
+      }
+      // HEAD: GET's headers, no body. uWS's own Content-Length would be 0 here,
+      // and endWithoutBody(length) in this build leaves the response open (the
+      // connection is then closed), so the length is written by hand.
+      this.res.writeHeader('content-length', String(Buffer.byteLength(payload)));
+      this.res.endWithoutBody();
     });
   }
 
@@ -83,6 +92,12 @@ export class Exchange {
   outcome<T>(outcome: Outcome<T>, status: number): void {
     if (outcome.ok) this.send(status, outcome.value);
     else this.problem(outcome.code, outcome.detail);
+  }
+
+  /** 200 with `value`, or 404 `not_found` saying `missing` when there is none. */
+  found<T>(value: T | null, missing: string): void {
+    if (value === null) this.problem('not_found', missing);
+    else this.send(200, value);
   }
 
   /** Settle from a promise; an unexpected rejection becomes a 500, never a hang. */

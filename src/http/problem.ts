@@ -12,6 +12,7 @@ export type ProblemCode =
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'method_not_allowed'
+  | 'upgrade_required'
   | 'not_ready'
   | 'internal';
 
@@ -35,6 +36,7 @@ export const problemTypes: Record<ProblemCode, ProblemType> = {
   payload_too_large: { status: 413, title: 'Payload too large' },
   unsupported_media_type: { status: 415, title: 'Unsupported media type' },
   idempotency_key_reused: { status: 422, title: 'Idempotency key reused' },
+  upgrade_required: { status: 426, title: 'Upgrade required' },
   internal: { status: 500, title: 'Internal error' },
   unavailable: { status: 503, title: 'Service unavailable' },
   too_many_holds: { status: 503, title: 'Too many live holds' },

@@ -10,7 +10,19 @@ const ajv = new Ajv({ allErrors: false, strict: true });
 // ajv-formats is CommonJS: under NodeNext its plugin is the `default` property.
 addFormatsModule.default(ajv, ['date-time']);
 
-export const skuPattern = /^[A-Za-z0-9._-]{1,64}$/;
+/**
+ * The SKU grammar: `.` and `..` are excluded because URL-normalising clients
+ * rewrite them away (`/v1/skus/..` becomes `/v1/`), so such a SKU could not be reached.
+ * The same source serves the WebSocket protocol and the OpenAPI document.
+ */
+export const skuPatternSource = '^(?!\\.{1,2}$)[A-Za-z0-9._-]{1,64}$';
+export const skuPattern = new RegExp(skuPatternSource);
+/** The SKU grammar in words, for problems. */
+export const skuRule = "1-64 characters of A-Z a-z 0-9 . _ -, not '.' or '..'";
+
+export function isSkuName(value: string): boolean {
+  return skuPattern.test(value);
+}
 /** Visible ASCII, 1–200 characters (the Idempotency-Key header). */
 export const idempotencyKeyPattern = /^[\x21-\x7e]{1,200}$/;
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

@@ -146,9 +146,10 @@ const contentSecurityPolicy = [
   "frame-ancestors 'none'",
 ].join('; ');
 
-/** `GET /` serves the page; the token in its URL must not leak through Referer. */
+/** `GET /` (and HEAD) serves the page; the token in its URL must not leak through Referer. */
 export function servePage(app: uWS.TemplatedApp): void {
-  app.get('/', (res) => {
+  const serve = (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
+    const head = req.getMethod() === 'head';
     res.cork(() => {
       res.writeStatus('200 OK');
       res.writeHeader('content-type', 'text/html; charset=utf-8');
@@ -156,7 +157,15 @@ export function servePage(app: uWS.TemplatedApp): void {
       res.writeHeader('referrer-policy', 'no-referrer');
       res.writeHeader('x-content-type-options', 'nosniff');
       res.writeHeader('cache-control', 'no-cache');
-      res.end(pageHtml);
+      if (!head) {
+        res.end(pageHtml);
+        return;
+      }
+      // As src/http/exchange.ts: uWS would say Content-Length 0, so it is written by hand.
+      res.writeHeader('content-length', String(Buffer.byteLength(pageHtml)));
+      res.endWithoutBody();
     });
-  });
+  };
+  app.get('/', serve);
+  app.head('/', serve);
 }

@@ -1,5 +1,6 @@
 import { Ajv } from 'ajv';
 import { problemTypes, type ProblemCode } from '../http/problem.js';
+import { skuPatternSource } from '../http/validation.js';
 import type { ReservationView, StockState } from '../inventory/inventory.js';
 
 /**
@@ -34,7 +35,7 @@ export const maxSkusPerMessage = 10_000;
 // Same shapes as the HTTP validation (src/http/validation.ts), restated for the
 // stream's envelope; strict, so a typo is an error, not a silent default.
 const ajv = new Ajv({ allErrors: false, strict: true });
-const sku = { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' } as const;
+const sku = { type: 'string', pattern: skuPatternSource } as const;
 const id = { type: 'string', minLength: 1, maxLength: 100 } as const;
 
 const skuList = {

@@ -192,7 +192,8 @@ export class StockStream {
     res.upgrade(
       state,
       req.getHeader('sec-websocket-key'),
-      req.getHeader('sec-websocket-protocol'),
+      // The stream speaks no subprotocol: agreeing to one a client offers would claim one we do not speak.
+      '',
       req.getHeader('sec-websocket-extensions'),
       context,
     );

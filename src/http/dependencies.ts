@@ -1,0 +1,19 @@
+import type { Logger } from 'pino';
+import type { ShopperVerifier } from '../auth/auth.js';
+import type { Inventory } from '../inventory/inventory.js';
+import type { Payments } from '../payments/payments.js';
+
+/** What the HTTP front end needs, as plain fields (route modules take what they use). */
+export interface HttpDependencies {
+  inventory: Inventory;
+  payments: Payments;
+  log: Logger;
+  verifyShopper: ShopperVerifier;
+  isAdmin: (authorization: string | undefined) => boolean;
+  /** Postgres answers (for /readyz). */
+  databaseAlive: () => Promise<boolean>;
+  maxBodyBytes: number;
+  retryAfterSeconds: number;
+  /** A fault no request should cause (an invariant broke): log and crash. */
+  onFatal: (error: unknown) => void;
+}

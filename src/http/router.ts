@@ -1,0 +1,92 @@
+import type uWS from 'uWebSockets.js';
+import { Exchange, type ExchangeContext } from './exchange.js';
+
+/**
+ * The route table: `route(pattern, handlers)` adds the handlers of some
+ * methods for a uWS pattern (`/v1/skus/:sku`); modules may add different
+ * methods to the same pattern. `mount()` registers everything on the app once:
+ * each method's handler, HEAD wherever GET is (the GET handler: Exchange sends
+ * its status and headers without the body), and for every other method a 405
+ * with `Allow`.
+ */
+
+export type Handler = (exchange: Exchange, req: uWS.HttpRequest) => void;
+
+export interface RouteHandlers {
+  get?: Handler;
+  put?: Handler;
+  post?: Handler;
+  del?: Handler;
+}
+
+type Method = keyof RouteHandlers;
+
+/** The HTTP method names, in the order `Allow` lists them (HEAD goes after GET). */
+const methodNames: Record<Method, string> = { get: 'GET', put: 'PUT', post: 'POST', del: 'DELETE' };
+
+export interface RegisteredRoute {
+  pattern: string;
+  /** Upper-case, as `Allow` lists them (HEAD with GET). */
+  methods: string[];
+}
+
+export interface Router {
+  route(pattern: string, handlers: RouteHandlers): void;
+  /** What is registered (the OpenAPI test checks each is documented). */
+  routes(): RegisteredRoute[];
+  /** Register every route on the app; later `route` calls are refused. */
+  mount(): void;
+}
+
+export function createRouter(app: uWS.TemplatedApp, ctx: ExchangeContext): Router {
+  const table = new Map<string, RouteHandlers>();
+  let mounted = false;
+
+  const serve = (handler: Handler) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
+    const exchange = new Exchange(res, req, ctx);
+    try {
+      handler(exchange, req);
+    } catch (error) {
+      ctx.onUnexpected(error, exchange);
+    }
+  };
+
+  const allowed = (handlers: RouteHandlers): string[] =>
+    (Object.keys(methodNames) as Method[])
+      .filter((m) => handlers[m] !== undefined)
+      .flatMap((m) => (m === 'get' ? ['GET', 'HEAD'] : [methodNames[m]]));
+
+  const mountOne = (pattern: string, handlers: RouteHandlers): void => {
+    for (const method of Object.keys(methodNames) as Method[]) {
+      const handler = handlers[method];
+      if (handler !== undefined) app[method](pattern, serve(handler));
+    }
+    if (handlers.get !== undefined) app.head(pattern, serve(handlers.get));
+    const allow = allowed(handlers).join(', ');
+    app.any(pattern, (res, req) => {
+      new Exchange(res, req, ctx).problem('method_not_allowed', `${req.getCaseSensitiveMethod()} is not allowed here`, [
+        ['allow', allow],
+      ]);
+    });
+  };
+
+  return {
+    route(pattern, handlers) {
+      if (mounted) throw new Error(`route ${pattern} added after the routes were mounted`);
+      const existing = table.get(pattern) ?? {};
+      for (const method of Object.keys(handlers) as Method[]) {
+        if (handlers[method] === undefined) continue;
+        if (existing[method] !== undefined) throw new Error(`${methodNames[method]} ${pattern} is registered twice`);
+        existing[method] = handlers[method];
+      }
+      if (allowed(existing).length === 0) throw new Error(`route ${pattern} has no handlers`);
+      table.set(pattern, existing);
+    },
+    routes: () => [...table].map(([pattern, handlers]) => ({ pattern, methods: allowed(handlers) })),
+    mount() {
+      if (mounted) return;
+      mounted = true;
+      for (const [pattern, handlers] of table) mountOne(pattern, handlers);
+    },
+  };
+}

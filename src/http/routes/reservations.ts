@@ -1,0 +1,56 @@
+import type { HttpDependencies } from '../dependencies.js';
+import { idempotencyKey, jsonBody, shopper, skuParameter, uuidParameter } from '../guards.js';
+import type { Router } from '../router.js';
+import { validateCheckoutBody, validateReserveBody } from '../validation.js';
+
+/** A shopper's holds: reserve, read, release, and check out. */
+export function registerReservationRoutes(router: Router, deps: Pick<HttpDependencies, 'inventory' | 'verifyShopper'>): void {
+  const { inventory, verifyShopper } = deps;
+
+  router.route('/v1/skus/:sku/reservations', {
+    post: (exchange, req) => {
+      const shopperId = shopper(exchange, req, verifyShopper);
+      if (shopperId === null) return;
+      const sku = skuParameter(exchange, req);
+      if (sku === null) return;
+      const key = idempotencyKey(exchange, req);
+      if (key === null) return;
+      jsonBody(exchange, req, validateReserveBody, ({ quantity }) =>
+        exchange.settle(inventory.reserve({ sku, shopperId, quantity, idempotencyKey: key }), (outcome) => exchange.outcome(outcome, 201)),
+      );
+    },
+  });
+
+  router.route('/v1/reservations/:id', {
+    get: (exchange, req) => {
+      const shopperId = shopper(exchange, req, verifyShopper);
+      if (shopperId === null) return;
+      const id = uuidParameter(exchange, req, 'reservation');
+      if (id === null) return;
+      exchange.settle(inventory.getReservation(id, shopperId), (outcome) => exchange.outcome(outcome, 200));
+    },
+    del: (exchange, req) => {
+      const shopperId = shopper(exchange, req, verifyShopper);
+      if (shopperId === null) return;
+      const id = uuidParameter(exchange, req, 'reservation');
+      if (id === null) return;
+      exchange.settle(inventory.release(id, shopperId), (outcome) => exchange.outcome(outcome, 200));
+    },
+  });
+
+  router.route('/v1/reservations/:id/checkout', {
+    post: (exchange, req) => {
+      const shopperId = shopper(exchange, req, verifyShopper);
+      if (shopperId === null) return;
+      const id = uuidParameter(exchange, req, 'reservation');
+      if (id === null) return;
+      const key = idempotencyKey(exchange, req);
+      if (key === null) return;
+      jsonBody(exchange, req, validateCheckoutBody, ({ paymentMethod }) =>
+        exchange.settle(inventory.checkout({ reservationId: id, shopperId, idempotencyKey: key, paymentMethod }), (outcome) =>
+          exchange.outcome(outcome, 202),
+        ),
+      );
+    },
+  });
+}
