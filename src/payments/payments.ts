@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
 import type { LocalInventory } from '../inventory/local-inventory.js';
+import { SnapshotWorkers } from '../snapshot/workers.js';
 import { runLedgerAudit, type AuditReport } from './audit.js';
 import { PaymentFinalizer, finalizeQueue, type FinalizerOptions } from './finalizer.js';
 import { getOrder, type Order } from './orders.js';
@@ -38,6 +39,10 @@ export const auditQueue = 'ledger-audit';
 /** What the HTTP layer may ask about payments: orders, the provider's records, webhooks, audits. */
 export class Payments {
   readonly finalizer: PaymentFinalizer;
+  /** The audit's worker thread: given, or owned (started and stopped here). */
+  private readonly workers: SnapshotWorkers;
+  private readonly ownsWorkers: boolean;
+  private readonly databaseUrl: string;
 
   constructor(
     private readonly boss: PgBoss,
@@ -48,8 +53,12 @@ export class Payments {
     private readonly webhookSecret: string | null,
     finalizerOptions: FinalizerOptions,
     private readonly auditCron: string | null,
+    audit: { workers?: SnapshotWorkers; databaseUrl?: string } = {},
   ) {
     this.finalizer = new PaymentFinalizer(boss, pool, inventory, provider, log, finalizerOptions);
+    this.ownsWorkers = audit.workers === undefined;
+    this.workers = audit.workers ?? new SnapshotWorkers({ threads: 1 });
+    this.databaseUrl = audit.databaseUrl ?? pool.options.connectionString!;
   }
 
   get queue(): string {
@@ -64,6 +73,7 @@ export class Payments {
 
   /** After recovery: start working jobs, and schedule the audit. */
   async start(): Promise<void> {
+    if (this.ownsWorkers) this.workers.start();
     await this.finalizer.start();
     await this.boss.work(auditQueue, async () => {
       const report = await this.audit();
@@ -94,11 +104,21 @@ export class Payments {
   }
 
   audit(): Promise<AuditReport> {
-    return runLedgerAudit({ pool: this.pool, inventory: this.inventory, provider: this.provider, log: this.log });
+    if (this.ownsWorkers) this.workers.start(); // idempotent: an audit asked for before start() works too
+    return runLedgerAudit({
+      pool: this.pool,
+      databaseUrl: this.databaseUrl,
+      stockState: (sku) => this.inventory.stockState(sku),
+      settled: () => this.inventory.settled(),
+      provider: this.provider,
+      log: this.log,
+      workers: this.workers,
+    });
   }
 
   async stop(): Promise<void> {
     await this.finalizer.stop();
     await this.boss.offWork(auditQueue).catch(() => undefined);
+    if (this.ownsWorkers) await this.workers.stop();
   }
 }
