@@ -50,6 +50,10 @@ function writer(sku: string) {
         apply(allocator.expireDue(now));
       }
     },
+    /** Hand over what is not committed yet. */
+    drain(): StockEvent[] {
+      return pending.splice(0);
+    },
     async commit(pool: pg.Pool) {
       if (pending.length > 0) await pool.query(insertEventsQuery(pending.splice(0)));
     },
@@ -154,4 +158,26 @@ t.test('a crash while a snapshot is written loses nothing; a damaged snapshot is
   const rest = await loadAllSkuStates(db.pool, limits, { onBroken: (sku) => broken.push(sku) });
   t.same(broken, ['A']);
   t.equal(rest.size, 0);
+});
+
+t.test('an archived SKU round-trips through the log and a passivated snapshot', async (t) => {
+  const db = await createTestDatabase(t);
+  const a = writer('ARCH');
+  a.churn(10, 100);
+  const events = a.allocator.archive(a.now);
+  if (!Array.isArray(events)) throw new Error('archive refused');
+  for (const e of events) a.allocator.apply(e);
+  await db.pool.query(insertEventsQuery([...a.drain(), ...events]));
+  const kinds = await db.pool.query(`SELECT kind, reservation_id FROM stock_events WHERE sku = 'ARCH' ORDER BY seq DESC LIMIT 1`);
+  t.same(kinds.rows, [{ kind: 'archived', reservation_id: null }]);
+  const loaded = await loadSkuState(db.pool, 'ARCH', limits);
+  t.equal(loaded!.archived, true);
+  t.ok(loaded!.canPassivate(a.now), 'archived with nothing live');
+  const workers = new SnapshotWorkers();
+  workers.start();
+  t.teardown(() => workers.stop());
+  t.match(await workers.snapshot({ databaseUrl: db.url, sku: 'ARCH', limits, passivated: true }), { seq: a.allocator.seq });
+  const row = await db.pool.query(`SELECT passivated FROM sku_snapshots WHERE sku = 'ARCH'`);
+  t.same(row.rows, [{ passivated: true }]);
+  t.same(picture((await loadSkuState(db.pool, 'ARCH', limits))!, a.now), picture(a.allocator, a.now));
 });
