@@ -13,7 +13,7 @@
  * (generate_series): per SKU one `configured`, then reserved/released pairs.
  */
 import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
@@ -96,7 +96,7 @@ async function measure(run: string, work: () => Promise<unknown>): Promise<Row> 
   await work();
   const ms = performance.now() - start;
   h.disable();
-  const toMs = (ns: number) => Math.max(0, Math.round(ns / 1e4) / 100 - resolutionMs);
+  const toMs = (ns: number) => Number(Math.max(0, ns / 1e6 - resolutionMs).toFixed(2));
   return { run, ms: Math.round(ms), p50: toMs(h.percentile(50)), p99: toMs(h.percentile(99)), max: toMs(h.max) };
 }
 
@@ -126,7 +126,7 @@ async function main(): Promise<void> {
     await migrate(pool, log);
     const fillStart = performance.now();
     const total = await fill(pool, events, skus);
-    console.log(`log: ${total} events over ${skus} SKUs, written in ${Math.round(performance.now() - fillStart)} ms`);
+    console.log(`log: ${total} events over ${skus} SKUs, written in ${Math.round(performance.now() - fillStart)} ms; load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
     workers.start();
     const deps = {
       pool,
