@@ -66,6 +66,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       if (!bossOwned) await boss.stop({ graceful: true, wait: true, timeout: config.shutdownTimeoutMs });
     });
     const shards = startShards(config, storage.pool, log, {
+      databaseUrl: storage.databaseUrl,
       nowMs: options.nowMs ?? Date.now,
       writeOrders: createOrderWriter(boss, finalizeQueue),
       cloneMessages: options.cloneMessages ?? false,
@@ -77,7 +78,12 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       pool: storage.pool,
       boss,
       inventory: shards.router,
-      ledger: { stockState: (sku) => shards.host.stockState(sku), settled: () => shards.host.settled() },
+      ledger: {
+        stockState: (sku) => shards.host.stockState(sku),
+        settled: () => shards.host.settled(),
+        databaseUrl: storage.databaseUrl,
+        workers: shards.workers,
+      },
       webhookSecret: storage.paymentWebhookSecret,
     });
     bossOwned = true;

@@ -60,6 +60,8 @@ export interface Config {
   idempotencyKeyTtlSeconds: number;
   /** A SKU is snapshotted every this many events (and when passivated). */
   snapshotEveryEvents: number;
+  /** An ended sale (or an archived one) leaves memory once nothing has changed in it for this long. */
+  passivateAfterSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -139,6 +141,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     reservationMemorySeconds: integer(env, 'RESERVATION_MEMORY_SECONDS', 300, 0, 7 * 24 * 3600),
     idempotencyKeyTtlSeconds: integer(env, 'IDEMPOTENCY_KEY_TTL_SECONDS', 86_400, 1, 30 * 24 * 3600),
     snapshotEveryEvents: integer(env, 'SNAPSHOT_EVERY_EVENTS', 100_000, 100, 100_000_000),
+    passivateAfterSeconds: integer(env, 'PASSIVATE_AFTER_SECONDS', 60, 0, 86_400),
     ...overrides,
   };
   return config;

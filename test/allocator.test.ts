@@ -2,6 +2,7 @@ import t from 'tap';
 import { deepStrictEqual, equal } from 'node:assert/strict';
 import fc from 'fast-check';
 import { SkuAllocator, InvariantViolation } from '../src/allocator/allocator.js';
+import { slotHash } from '../src/allocator/remembered-keys.js';
 import { defaultAllocatorLimits, type SkuConfig, type StockEvent } from '../src/allocator/types.js';
 
 const limits = { ...defaultAllocatorLimits, maxQuantityPerRequest: 5, maxLiveHoldsPerSku: 50, maxEventsPerBatch: 16 };
@@ -208,7 +209,9 @@ t.test('property: any command sequence keeps the invariants, never oversells, an
             const shopper = `s${c.shopper}`;
             const before = allocator.shopperQuantity.get(shopper) ?? 0;
             const availableBefore = allocator.available;
-            const d = allocator.reserve({ reservationId: `r${++n}`, shopperId: shopper, quantity: c.quantity, idempotencyKey: `k${c.key}` }, now);
+            let d = allocator.reserve({ reservationId: `r${++n}`, shopperId: shopper, quantity: c.quantity, idempotencyKey: `k${c.key}` }, now);
+            // The shell would look the key up in Postgres; deciding it afresh is the not-found answer.
+            if (d.ok && d.kind === 'key_remembered') d = allocator.reserve({ reservationId: `r${n}`, shopperId: shopper, quantity: c.quantity, idempotencyKey: `k${c.key}` }, now, { keyChecked: true });
             if (d.ok && d.kind === 'new') {
               if (before + c.quantity > allocator.config!.perShopperLimit) throw new Error('limit passed');
               if (c.quantity > availableBefore) throw new Error('oversold');
@@ -220,7 +223,7 @@ t.test('property: any command sequence keeps the invariants, never oversells, an
           }
           case 'release': {
             const id = ids[c.pick % Math.max(ids.length, 1)];
-            if (id === undefined) break;
+            if (id === undefined || !allocator.reservations.has(id)) break; // never made, or settled and forgotten
             const owner = allocator.reservations.get(id)!.shopperId;
             const d = allocator.release(id, c.asOwner ? owner : 'intruder', now);
             if (!c.asOwner && d.ok) throw new Error('released by another shopper');
@@ -239,7 +242,7 @@ t.test('property: any command sequence keeps the invariants, never oversells, an
           }
           case 'checkout': {
             const id = ids[c.pick % Math.max(ids.length, 1)];
-            if (id === undefined) break;
+            if (id === undefined || !allocator.reservations.has(id)) break;
             const d = allocator.checkout({ reservationId: id, shopperId: allocator.reservations.get(id)!.shopperId, orderId: `o${id}`, idempotencyKey: `c${c.pick % 3}`, paymentMethod: 'pm_ok' }, now);
             if (d.ok && d.kind === 'new') apply(d.event);
             break;
@@ -265,4 +268,170 @@ t.test('property: any command sequence keeps the invariants, never oversells, an
     { numRuns: 500 },
   );
   t.pass('500 random command sequences held every property');
+});
+
+// ------------------------------------------------------------------ memory bounded by live work
+
+const shortMemory = { ...limits, reservationMemoryMs: 10_000, idempotencyKeyTtlMs: 100_000 };
+
+t.test('settled reservations leave memory reservationMemoryMs after they settled; paid units keep counting', async (t) => {
+  const { allocator, reserve, apply } = harness({ ...baseConfig, holdSeconds: 1000 }, shortMemory);
+  const a = reserve('alice', 1, 'ka', 1000);
+  const b = reserve('bob', 2, 'kb', 1000);
+  const c = reserve('carol', 1, 'kc', 1000);
+  if (!a.ok || a.kind !== 'new' || !b.ok || b.kind !== 'new' || !c.ok || c.kind !== 'new') throw new Error('reserve failed');
+  apply((allocator.release(a.event.reservationId, 'alice', 2000) as { event: StockEvent }).event);
+  const checkout = allocator.checkout({ reservationId: b.event.reservationId, shopperId: 'bob', orderId: 'o1', idempotencyKey: 'c1', paymentMethod: 'pm' }, 3000);
+  if (!checkout.ok || checkout.kind !== 'new') throw new Error('checkout failed');
+  apply(checkout.event);
+  apply(allocator.settlePayment(b.event.reservationId, 'committed', 4000)!);
+  t.equal(allocator.reservations.get(a.event.reservationId)?.settledAtMs, 2000);
+  t.equal(allocator.reservations.get(b.event.reservationId)?.settledAtMs, 4000);
+  t.equal(allocator.reservations.get(c.event.reservationId)?.reservedAtMs, 1000);
+
+  t.equal(allocator.forgetSettled(11_999), 0, 'not yet');
+  t.equal(allocator.forgetSettled(12_000), 1, 'the release, 10 s after it settled');
+  t.notOk(allocator.reservations.has(a.event.reservationId));
+  t.notOk(allocator.idempotencyKeys.has('alice\u0000ka'));
+  t.equal(allocator.shopperQuantity.get('alice'), undefined, 'a shopper at 0 has no entry');
+  t.equal(allocator.forgetSettled(14_000), 1, 'the paid one');
+  t.notOk(allocator.checkoutKeys.has('bob\u0000c1'), 'its checkout key went with it');
+  t.equal(allocator.shopperQuantity.get('bob'), 2, 'paid units still count toward perShopperLimit');
+  t.match(reserve('bob', 2, 'kb2', 15_000), { ok: false, code: 'limit_exceeded' });
+  t.equal(allocator.reservations.size, 1, 'only the live hold is left');
+  t.equal(allocator.rememberedKeys.size, 2);
+  t.equal(allocator.sold, 2);
+  allocator.assertInvariants();
+
+  // apply compacts by itself: an event far later forgets what is due.
+  const d = reserve('dave', 1, 'kd', 20_000);
+  if (!d.ok || d.kind !== 'new') throw new Error('reserve failed');
+  apply((allocator.release(d.event.reservationId, 'dave', 21_000) as { event: StockEvent }).event);
+  reserve('erin', 1, 'ke', 31_000);
+  t.notOk(allocator.reservations.has(d.event.reservationId), 'forgotten by apply(event at 31 s)');
+});
+
+t.test('remembered keys: key_remembered until the TTL, then new; keyChecked decides as new', async (t) => {
+  const { allocator, reserve, apply } = harness(baseConfig, shortMemory);
+  const first = reserve('alice', 1, 'key', 1000);
+  if (!first.ok || first.kind !== 'new') throw new Error('reserve failed');
+  apply((allocator.release(first.event.reservationId, 'alice', 2000) as { event: StockEvent }).event);
+  allocator.forgetSettled(12_000);
+  t.notOk(allocator.reservations.has(first.event.reservationId));
+  t.match(reserve('alice', 1, 'key', 13_000), { ok: true, kind: 'key_remembered' }, 'same request');
+  t.match(reserve('alice', 2, 'key', 13_000), { ok: true, kind: 'key_remembered' }, 'another request: Postgres tells reused from replay');
+  t.match(reserve('bob', 1, 'key', 13_000), { ok: true, kind: 'new' }, 'keys are per shopper');
+  const checked = allocator.reserve({ reservationId: 'r-checked', shopperId: 'alice', quantity: 1, idempotencyKey: 'key' }, 13_000, { keyChecked: true });
+  t.match(checked, { ok: true, kind: 'new' }, 'a collision, cleared by the shell, is decided as new');
+  t.match(reserve('alice', 1, 'key', 100_999), { ok: true, kind: 'key_remembered' }, 'still inside the TTL');
+  // Past the TTL (1 s + 100 s, rounded up to the second) the key is new again; the table forgets it too.
+  t.match(reserve('carol', 1, 'c', 101_000), { ok: true, kind: 'new' });
+  t.match(allocator.reserve({ reservationId: 'late', shopperId: 'alice', quantity: 1, idempotencyKey: 'key' }, 101_000), { ok: true, kind: 'new' });
+  allocator.forgetSettled(200_000);
+  t.equal(allocator.rememberedKeys.size, 0, 'expired generations dropped');
+});
+
+t.test('an in-memory key older than the TTL is new: the new reservation takes its slot over', async (t) => {
+  const { allocator, reserve, apply } = harness({ ...baseConfig, holdSeconds: 1000 }, { ...shortMemory, idempotencyKeyTtlMs: 50_000 });
+  const old = reserve('alice', 1, 'key', 1000);
+  if (!old.ok || old.kind !== 'new') throw new Error('reserve failed');
+  t.match(reserve('alice', 1, 'key', 50_999), { ok: true, kind: 'replay' });
+  const fresh = reserve('alice', 1, 'key', 51_000);
+  if (!fresh.ok || fresh.kind !== 'new') throw new Error(`expected new, got ${JSON.stringify(fresh)}`);
+  t.equal(allocator.idempotencyKeys.get('alice\u0000key'), fresh.event.reservationId);
+  t.equal(allocator.shopperQuantity.get('alice'), 2);
+  // The old one settles and is forgotten: the slot stays with the new one.
+  apply((allocator.release(old.event.reservationId, 'alice', 52_000) as { event: StockEvent }).event);
+  allocator.forgetSettled(62_000);
+  t.equal(allocator.idempotencyKeys.get('alice\u0000key'), fresh.event.reservationId);
+  t.match(reserve('alice', 1, 'key', 63_000), { ok: true, kind: 'replay', reservation: { reservationId: fresh.event.reservationId } });
+});
+
+t.test('archive: holds released, checkouts kept, reservations refused, configure reopens', async (t) => {
+  const { allocator, reserve, apply } = harness({ ...baseConfig, holdSeconds: 10 });
+  const a = reserve('alice', 1, 'ka', 1000);
+  const b = reserve('bob', 1, 'kb', 1000);
+  const c = reserve('carol', 1, 'kc', 5000);
+  if (!a.ok || a.kind !== 'new' || !b.ok || b.kind !== 'new' || !c.ok || c.kind !== 'new') throw new Error('reserve failed');
+  const checkout = allocator.checkout({ reservationId: b.event.reservationId, shopperId: 'bob', orderId: 'o1', idempotencyKey: 'c1', paymentMethod: 'pm' }, 2000);
+  if (!checkout.ok || checkout.kind !== 'new') throw new Error('checkout failed');
+  apply(checkout.event);
+  t.notOk(allocator.canPassivate(12_000), 'open sale');
+  const events = allocator.archive(12_000);
+  if (!Array.isArray(events)) throw new Error('archive refused');
+  t.same(events.map((e) => [e.kind, e.seq]), [['expired', 6], ['released', 7], ['archived', 8]], 'a hold whose time is up is recorded as expired');
+  for (const e of events) apply(e);
+  t.equal(allocator.archived, true);
+  t.equal(allocator.held, 1, 'the checkout is still pending');
+  t.notOk(allocator.canPassivate(12_000), 'a pending payment keeps it in memory');
+  t.same(allocator.archive(12_001), [], 'archiving again decides nothing');
+  t.match(reserve('dave', 1, 'kd', 13_000), { ok: false, code: 'sale_not_open', detail: 'the sale is archived' });
+  t.match(reserve('alice', 1, 'ka', 13_000), { ok: true, kind: 'replay' }, 'a key replay still answers');
+  apply(allocator.settlePayment(b.event.reservationId, 'committed', 14_000)!);
+  t.ok(allocator.canPassivate(14_000));
+  const reopen = allocator.configure(baseConfig, 15_000);
+  if (!reopen.ok) throw new Error('configure refused');
+  apply(reopen.event);
+  t.equal(allocator.archived, false);
+  t.notOk(allocator.canPassivate(15_000));
+  t.match(reserve('dave', 1, 'kd', 16_000), { ok: true, kind: 'new' });
+  t.match(new SkuAllocator('X', limits).archive(0), { ok: false, code: 'not_found' });
+
+  const ended = harness({ ...baseConfig, endsAtMs: 20_000 });
+  t.notOk(ended.allocator.canPassivate(19_999));
+  t.ok(ended.allocator.canPassivate(20_000), 'an ended sale with nothing live');
+  t.notOk(new SkuAllocator('Y', limits).canPassivate(0), 'never configured');
+});
+
+t.test('remembered keys cost at most 32 bytes each; the hash is MurmurHash3 over UTF-8', async (t) => {
+  const { allocator, reserve, apply } = harness({ ...baseConfig, stock: 1_000_000, perShopperLimit: 1 }, { ...shortMemory, maxLiveHoldsPerSku: 1_000_000 });
+  let collisions = 0;
+  for (let i = 0; i < 100_000; i++) {
+    let d = reserve(`shopper-${i}`, 1, `key-${i}`, 1000 + i);
+    if (d.ok && d.kind === 'key_remembered') {
+      // A 32-bit hash collides now and then (~1 in 100,000 here): the shell's Postgres check clears it.
+      collisions += 1;
+      d = allocator.reserve({ reservationId: `c${i}`, shopperId: `shopper-${i}`, quantity: 1, idempotencyKey: `key-${i}` }, 1000 + i, { keyChecked: true });
+      if (d.ok && d.kind === 'new') apply(d.event);
+    }
+    if (!d.ok || d.kind !== 'new') throw new Error('reserve failed');
+    apply((allocator.release(d.event.reservationId, `shopper-${i}`, 1000 + i) as { event: StockEvent }).event);
+  }
+  allocator.forgetSettled(111_000); // all settled 10 s ago; the oldest generation expires at 113 s
+  t.equal(allocator.reservations.size, 0);
+  t.ok(allocator.rememberedKeys.size > 100_000 - 10, 'every key remembered (colliding hashes share an entry)');
+  const perKey = allocator.rememberedKeys.bytes / allocator.rememberedKeys.size;
+  t.ok(perKey <= 32, `${perKey.toFixed(1)} bytes per remembered key`);
+  t.ok(collisions < 10, `${collisions} hash collisions among 100,000 keys (a random 32-bit function: ~1)`);
+
+  // MurmurHash3 x86 32-bit, seed 0, published vectors (the empty string's 0 becomes 1: 0 marks an empty slot).
+  t.equal(slotHash(''), 1);
+  t.equal(slotHash('a'), 0x3c2569b2);
+  t.equal(slotHash('abcd'), 0x43ed676a);
+  t.equal(slotHash('Hello, world!'), 0xc0363e43);
+  t.equal(slotHash('The quick brown fox jumps over the lazy dog'), 0x2e4ff723);
+  // Any string hashes as its UTF-8 bytes do (lone surrogates as U+FFFD, like Buffer.from).
+  const reference = (s: string) => {
+    const b = Buffer.from(s, 'utf8');
+    let h = 0;
+    const mix = (k: number) => {
+      k = Math.imul(k, 0xcc9e2d51);
+      k = (k << 15) | (k >>> 17);
+      return Math.imul(k, 0x1b873593);
+    };
+    let i = 0;
+    for (; i + 4 <= b.length; i += 4) {
+      h ^= mix(b.readInt32LE(i));
+      h = (h << 13) | (h >>> 19);
+      h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    }
+    let k = 0;
+    for (let j = b.length - 1; j >= i; j--) k = (k << 8) | b[j]!;
+    if (b.length > i) h ^= mix(k);
+    h ^= b.length;
+    h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+    h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+    return (h ^ (h >>> 16)) >>> 0 || 1;
+  };
+  fc.assert(fc.property(fc.string({ unit: 'binary' }), (s) => slotHash(s) === reference(s)), { numRuns: 2000 });
 });

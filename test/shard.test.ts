@@ -1,9 +1,9 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import pino from 'pino';
-import { SkuAllocator } from '../src/allocator/allocator.js';
 import { defaultAllocatorLimits } from '../src/allocator/types.js';
-import { readEvents } from '../src/outbox/event-log.js';
+import { loadSkuState } from '../src/snapshot/load.js';
+import { SnapshotWorkers } from '../src/snapshot/workers.js';
 import { InProcessChannel } from '../src/shard/in-process-channel.js';
 import type { ShardEndpoint, ShardNotice, ShardRequest, ShardReply } from '../src/shard/messages.js';
 import { newReservationId, shardOf, shardOfReservationId, skuHash } from '../src/shard/placement.js';
@@ -70,8 +70,12 @@ t.test('router alone: each command goes, as a plain message, to the shard of its
   t.equal(router.stockState('SNEAKER'), null);
 });
 
-function hostFor(pool: import('pg').Pool, notices: ShardNotice[], shards: number[], shardCount = 4): ShardHost {
+function hostFor(db: { pool: import('pg').Pool; url: string }, notices: ShardNotice[], shards: number[], t: Test, shardCount = 4): ShardHost {
   const limits = { ...defaultAllocatorLimits };
+  const pool = db.pool;
+  const workers = new SnapshotWorkers();
+  workers.start();
+  t.teardown(() => workers.stop());
   return new ShardHost(
     pool,
     silent,
@@ -85,11 +89,10 @@ function hostFor(pool: import('pg').Pool, notices: ShardNotice[], shards: number
       idempotencyKeyTtlMs: 86_400_000,
       nowMs: Date.now,
       writeOrders: null,
-      loadSku: async (sku) => {
-        const allocator = new SkuAllocator(sku, limits);
-        for await (const page of readEvents(pool, { sku })) for (const event of page) allocator.apply(event);
-        return allocator.seq === 0 ? null : allocator;
-      },
+      loadSku: (sku) => loadSkuState(pool, sku, limits),
+      snapshot: (task) => workers.snapshot({ ...task, databaseUrl: db.url, limits }),
+      snapshotEveryEvents: 100,
+      passivateAfterMs: 0,
     },
     (notice) => notices.push(notice),
   );
@@ -98,7 +101,7 @@ function hostFor(pool: import('pg').Pool, notices: ShardNotice[], shards: number
 t.test('shard alone: driven by plain messages, no HTTP, no router', async (t) => {
   const db = await createTestDatabase(t);
   const notices: ShardNotice[] = [];
-  const host = hostFor(db.pool, notices, [0, 1, 2, 3]);
+  const host = hostFor(db, notices, [0, 1, 2, 3], t);
   t.teardown(() => host.close());
   const shard = shardOf('BOOT', 4);
   t.match(await host.handle(shard, { type: 'get_sku', sku: 'BOOT' }), { ok: false, code: 'unavailable' }, 'before recovery: unavailable, never not_found');
@@ -122,7 +125,7 @@ t.test('shard alone: driven by plain messages, no HTTP, no router', async (t) =>
   t.match(await host.handle(wrongShard, { type: 'get_sku', sku: 'BOOT' }), { ok: false, code: 'unavailable', detail: /does not belong/ }, 'another shard refuses the SKU');
 
   // A second host on the same log recovers the same state (replay equals state).
-  const again = hostFor(db.pool, [], [shard]);
+  const again = hostFor(db, [], [shard], t);
   t.teardown(() => again.close());
   await host.close();
   await again.recover();

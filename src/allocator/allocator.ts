@@ -1,10 +1,13 @@
 import TinyQueue from 'tinyqueue';
-import type {
-  AllocatorLimits,
-  Rejection,
-  Reservation,
-  SkuConfig,
-  StockEvent,
+import { RememberedKeys, slotHash, type PackedGeneration } from './remembered-keys.js';
+import {
+  defaultIdempotencyKeyTtlMs,
+  defaultReservationMemoryMs,
+  type AllocatorLimits,
+  type Rejection,
+  type Reservation,
+  type SkuConfig,
+  type StockEvent,
 } from './types.js';
 
 /**
@@ -19,6 +22,13 @@ import type {
  *
  * No I/O, no clock, no awaits: time is an argument. One instance has exactly one
  * writer (the event loop of the process that owns the SKU), so no locks.
+ *
+ * Memory follows live work: a settled reservation (released, expired, paid,
+ * payment_failed) is forgotten `reservationMemoryMs` after it settled
+ * (`forgetSettled`, also run by every `apply`), and its idempotency key is then
+ * remembered only as a 32-bit hash (see remembered-keys.ts) until
+ * `idempotencyKeyTtlMs` after its request. A reserve whose key hash is
+ * remembered answers `key_remembered`: the shell looks the key up in Postgres.
  */
 
 export class InvariantViolation extends Error {
@@ -36,7 +46,18 @@ export type ReserveDecision =
   | { ok: true; kind: 'new'; event: StockEvent & { kind: 'reserved' } }
   /** Same shopper, same key, same request: answer with the original reservation. */
   | { ok: true; kind: 'replay'; reservation: Reservation }
+  /**
+   * The key's hash is remembered from a reservation that has left memory: the shell
+   * looks the key up in Postgres and replays it, or (not there: a hash collision)
+   * calls `reserve` again with `keyChecked: true`.
+   */
+  | { ok: true; kind: 'key_remembered' }
   | Rejection;
+
+export interface ReserveOptions {
+  /** The shell has checked a remembered key in Postgres and found no reservation for it. */
+  keyChecked?: boolean;
+}
 
 export type ReleaseDecision =
   | { ok: true; reservation: Reservation; event: StockEvent | null }
@@ -87,7 +108,9 @@ export class SkuAllocator {
   held = 0;
   sold = 0;
   liveHolds = 0;
-  /** Every reservation ever made on this SKU, by id. */
+  /** An admin archived the sale: reserve refuses until it is configured again. */
+  archived = false;
+  /** Live reservations and those settled less than `reservationMemoryMs` ago, by id (insertion = reservation order). */
   readonly reservations = new Map<string, Reservation>();
   /** Units a shopper holds or has paid for (what `perShopperLimit` caps). */
   readonly shopperQuantity = new Map<string, number>();
@@ -95,6 +118,13 @@ export class SkuAllocator {
   readonly idempotencyKeys = new Map<string, string>();
   /** shopperId + NUL + checkout idempotency key → the order it started. */
   readonly checkoutKeys = new Map<string, CheckoutRecord>();
+  /** Keys of forgotten reservations, as hashes, until their TTL ends. */
+  readonly rememberedKeys: RememberedKeys;
+  /** Settled reservation ids in settle order (from `settledHead`): forgetting pops from the front. */
+  private settledIds: string[] = [];
+  private settledHead = 0;
+  readonly reservationMemoryMs: number;
+  readonly idempotencyKeyTtlMs: number;
   /** Held reservations by expiry; entries that stopped being held are skipped lazily. */
   private readonly expiryQueue = new TinyQueue<ExpiryEntry>(
     [],
@@ -104,6 +134,16 @@ export class SkuAllocator {
   constructor(sku: string, limits: AllocatorLimits) {
     this.sku = sku;
     this.limits = limits;
+    this.reservationMemoryMs = limits.reservationMemoryMs ?? defaultReservationMemoryMs;
+    this.idempotencyKeyTtlMs = limits.idempotencyKeyTtlMs ?? defaultIdempotencyKeyTtlMs;
+    this.rememberedKeys = new RememberedKeys(this.idempotencyKeyTtlMs);
+  }
+
+  /** The sale is over (archived, or past `endsAt`) and nothing is live: the SKU may leave memory. */
+  canPassivate(nowMs: number): boolean {
+    const config = this.config;
+    if (config === null || this.liveHolds !== 0) return false;
+    return this.archived || (config.endsAtMs !== null && config.endsAtMs <= nowMs);
   }
 
   get stock(): number {
@@ -128,13 +168,15 @@ export class SkuAllocator {
     };
   }
 
-  reserve(cmd: ReserveCommand, nowMs: number): ReserveDecision {
+  reserve(cmd: ReserveCommand, nowMs: number, options?: ReserveOptions): ReserveDecision {
     const config = this.config;
     if (config === null) return { ok: false, code: 'not_found', detail: `SKU ${this.sku} does not exist` };
 
-    const previousId = this.idempotencyKeys.get(idempotencySlot(cmd.shopperId, cmd.idempotencyKey));
-    if (previousId !== undefined) {
-      const previous = this.reservations.get(previousId)!;
+    const slot = idempotencySlot(cmd.shopperId, cmd.idempotencyKey);
+    const previousId = this.idempotencyKeys.get(slot);
+    const previous = previousId === undefined ? undefined : this.reservations.get(previousId)!;
+    // A key older than its TTL is new again: the new reservation takes its slot over.
+    if (previous !== undefined && previous.reservedAtMs + this.idempotencyKeyTtlMs > nowMs) {
       if (previous.quantity !== cmd.quantity) {
         return {
           ok: false,
@@ -144,6 +186,16 @@ export class SkuAllocator {
       }
       return { ok: true, kind: 'replay', reservation: previous };
     }
+    if (
+      previous === undefined &&
+      options?.keyChecked !== true &&
+      !this.rememberedKeys.isEmpty &&
+      this.rememberedKeys.has(slotHash(slot), nowMs)
+    ) {
+      return { ok: true, kind: 'key_remembered' };
+    }
+
+    if (this.archived) return { ok: false, code: 'sale_not_open', detail: 'the sale is archived' };
 
     if (config.startsAtMs !== null && nowMs < config.startsAtMs) {
       return { ok: false, code: 'sale_not_open', detail: `the sale opens at ${new Date(config.startsAtMs).toISOString()}` };
@@ -296,6 +348,68 @@ export class SkuAllocator {
     return { kind: outcome, sku: this.sku, seq: this.seq + 1, atMs: nowMs, reservationId };
   }
 
+  /**
+   * End the sale: every held reservation is released (expired if its time is
+   * up), then `archived`. Holds in checkout stay and settle later. Archiving an
+   * archived SKU decides nothing ([]).
+   */
+  archive(nowMs: number): StockEvent[] | Rejection {
+    if (this.config === null) return { ok: false, code: 'not_found', detail: `SKU ${this.sku} does not exist` };
+    if (this.archived) return [];
+    const events: StockEvent[] = [];
+    let seq = this.seq;
+    for (const r of this.reservations.values()) {
+      if (r.status !== 'held') continue;
+      seq += 1;
+      const kind = nowMs >= r.expiresAtMs ? 'expired' : 'released';
+      events.push({ kind, sku: this.sku, seq, atMs: nowMs, reservationId: r.reservationId });
+    }
+    events.push({ kind: 'archived', sku: this.sku, seq: seq + 1, atMs: nowMs });
+    return events;
+  }
+
+  /**
+   * Forget every reservation settled at least `reservationMemoryMs` before
+   * `nowMs` (remembering its key's hash), and drop remembered keys past their
+   * TTL. O(forgotten). Returns how many reservations were forgotten.
+   */
+  forgetSettled(nowMs: number): number {
+    let forgotten = 0;
+    const ids = this.settledIds;
+    while (this.settledHead < ids.length) {
+      const reservation = this.reservations.get(ids[this.settledHead]!)!;
+      if (reservation.settledAtMs! + this.reservationMemoryMs > nowMs) break;
+      this.forget(reservation, nowMs);
+      this.settledHead += 1;
+      forgotten += 1;
+    }
+    if (this.settledHead > 1024 && this.settledHead * 2 > ids.length) {
+      this.settledIds = ids.slice(this.settledHead);
+      this.settledHead = 0;
+    }
+    this.rememberedKeys.dropExpired(nowMs);
+    return forgotten;
+  }
+
+  private forget(reservation: Reservation, nowMs: number): void {
+    const { reservationId, shopperId } = reservation;
+    this.reservations.delete(reservationId);
+    const slot = idempotencySlot(shopperId, reservation.idempotencyKey);
+    // A newer reservation may have taken the slot over (the key outlived its TTL): leave it be.
+    if (this.idempotencyKeys.get(slot) === reservationId) this.idempotencyKeys.delete(slot);
+    // Always remembered (the table ignores expired ones), so the result does not depend on when this runs.
+    this.rememberedKeys.remember(slotHash(slot), reservation.reservedAtMs, nowMs);
+    if (reservation.checkoutIdempotencyKey !== null) {
+      const checkoutSlot = idempotencySlot(shopperId, reservation.checkoutIdempotencyKey);
+      if (this.checkoutKeys.get(checkoutSlot)?.reservationId === reservationId) this.checkoutKeys.delete(checkoutSlot);
+    }
+  }
+
+  /** Settled ids not yet forgotten, oldest settle first (snapshots). */
+  settledOrder(): string[] {
+    return this.settledIds.slice(this.settledHead);
+  }
+
   // ---------------------------------------------------------------- evolve
 
   /** The only mutator. Throws InvariantViolation on anything inconsistent. */
@@ -312,6 +426,12 @@ export class SkuAllocator {
         }
         this.config = { ...event.config };
         this.available = event.config.stock - committed;
+        this.archived = false;
+        break;
+      }
+      case 'archived': {
+        if (this.config === null) throw new InvariantViolation(`${this.sku}: archived before configured`);
+        this.archived = true;
         break;
       }
       case 'reserved': {
@@ -332,6 +452,9 @@ export class SkuAllocator {
           expiresAtMs: event.expiresAtMs,
           status: 'held',
           orderId: null,
+          reservedAtMs: event.atMs,
+          settledAtMs: null,
+          checkoutIdempotencyKey: null,
         });
         this.idempotencyKeys.set(idempotencySlot(event.shopperId, event.idempotencyKey), event.reservationId);
         this.shopperQuantity.set(event.shopperId, (this.shopperQuantity.get(event.shopperId) ?? 0) + event.quantity);
@@ -346,12 +469,14 @@ export class SkuAllocator {
         const reservation = this.requireReservation(event.reservationId, 'held');
         reservation.status = event.kind;
         this.returnToSale(reservation);
+        this.settle(reservation, event.atMs);
         break;
       }
       case 'checkout_started': {
         const reservation = this.requireReservation(event.reservationId, 'held');
         reservation.status = 'checking_out';
         reservation.orderId = event.orderId;
+        reservation.checkoutIdempotencyKey = event.idempotencyKey;
         this.checkoutKeys.set(idempotencySlot(reservation.shopperId, event.idempotencyKey), {
           orderId: event.orderId,
           reservationId: event.reservationId,
@@ -365,12 +490,14 @@ export class SkuAllocator {
         this.held -= reservation.quantity;
         this.sold += reservation.quantity;
         this.liveHolds -= 1;
+        this.settle(reservation, event.atMs);
         break;
       }
       case 'payment_failed': {
         const reservation = this.requireReservation(event.reservationId, 'checking_out');
         reservation.status = 'payment_failed';
         this.returnToSale(reservation);
+        this.settle(reservation, event.atMs);
         break;
       }
       default: {
@@ -379,7 +506,13 @@ export class SkuAllocator {
       }
     }
     this.seq = event.seq;
+    this.forgetSettled(event.atMs);
     this.assertInvariants();
+  }
+
+  private settle(reservation: Reservation, atMs: number): void {
+    reservation.settledAtMs = atMs;
+    this.settledIds.push(reservation.reservationId);
   }
 
   private returnToSale(reservation: Reservation): void {
@@ -428,10 +561,13 @@ export class SkuAllocator {
       held: this.held,
       sold: this.sold,
       liveHolds: this.liveHolds,
+      archived: this.archived,
       reservations: [...this.reservations.values()].map((r) => ({ ...r })),
       shopperQuantity: [...this.shopperQuantity.entries()].sort(),
       idempotencyKeys: [...this.idempotencyKeys.entries()].sort(),
       checkoutKeys: [...this.checkoutKeys.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+      settledOrder: this.settledOrder(),
+      rememberedKeys: this.rememberedKeys.entries(),
     };
   }
 
@@ -441,6 +577,90 @@ export class SkuAllocator {
     for (const event of events) allocator.apply(event);
     return allocator;
   }
+
+  /** The whole state as plain data (shared references: read it, do not keep it across applies). */
+  exportState(): AllocatorState {
+    return {
+      sku: this.sku,
+      seq: this.seq,
+      config: this.config,
+      archived: this.archived,
+      available: this.available,
+      held: this.held,
+      sold: this.sold,
+      liveHolds: this.liveHolds,
+      reservations: [...this.reservations.values()],
+      slotOwners: [...this.reservations.values()].map(
+        (r) => this.idempotencyKeys.get(idempotencySlot(r.shopperId, r.idempotencyKey)) === r.reservationId,
+      ),
+      shopperQuantity: [...this.shopperQuantity.entries()],
+      checkoutKeys: [...this.checkoutKeys.entries()],
+      settledOrder: this.settledOrder(),
+      rememberedKeys: this.rememberedKeys.pack(),
+    };
+  }
+
+  /**
+   * An allocator from exported state (a decoded snapshot). Checks that the parts
+   * agree (totals against reservations, indexes against reservations) and throws
+   * InvariantViolation when they do not: a bad snapshot is refused, never half-used.
+   */
+  static restore(state: AllocatorState, limits: AllocatorLimits): SkuAllocator {
+    const a = new SkuAllocator(state.sku, limits);
+    a.seq = state.seq;
+    a.config = state.config === null ? null : { ...state.config };
+    a.archived = state.archived;
+    a.available = state.available;
+    a.held = state.held;
+    a.sold = state.sold;
+    a.liveHolds = state.liveHolds;
+    let held = 0;
+    let live = 0;
+    state.reservations.forEach((r, i) => {
+      if (r.sku !== state.sku || a.reservations.has(r.reservationId)) {
+        throw new InvariantViolation(`${state.sku}: restored reservation ${r.reservationId} is duplicated or foreign`);
+      }
+      a.reservations.set(r.reservationId, { ...r });
+      if (state.slotOwners[i] === true) a.idempotencyKeys.set(idempotencySlot(r.shopperId, r.idempotencyKey), r.reservationId);
+      if (isLive(r.status)) {
+        held += r.quantity;
+        live += 1;
+      }
+      if (r.status === 'held') a.expiryQueue.push({ expiresAtMs: r.expiresAtMs, reservationId: r.reservationId });
+    });
+    if (held !== a.held || live !== a.liveHolds) {
+      throw new InvariantViolation(`${state.sku}: restored held ${a.held}/${a.liveHolds} but reservations hold ${held}/${live}`);
+    }
+    for (const [shopper, quantity] of state.shopperQuantity) a.shopperQuantity.set(shopper, quantity);
+    for (const [slot, record] of state.checkoutKeys) a.checkoutKeys.set(slot, { ...record });
+    for (const id of state.settledOrder) {
+      if (a.reservations.get(id)?.settledAtMs == null) throw new InvariantViolation(`${state.sku}: settled id ${id} is not settled`);
+    }
+    a.settledIds = [...state.settledOrder];
+    a.rememberedKeys.load(state.rememberedKeys);
+    a.assertInvariants();
+    return a;
+  }
+}
+
+/** Everything an allocator is, as plain data: what a snapshot encodes. */
+export interface AllocatorState {
+  sku: string;
+  seq: number;
+  config: SkuConfig | null;
+  archived: boolean;
+  available: number;
+  held: number;
+  sold: number;
+  liveHolds: number;
+  /** In reservation order. */
+  reservations: Reservation[];
+  /** Per reservation: does its idempotency slot point at it (a newer reservation may have taken it over)? */
+  slotOwners: boolean[];
+  shopperQuantity: [string, number][];
+  checkoutKeys: [string, CheckoutRecord][];
+  settledOrder: string[];
+  rememberedKeys: PackedGeneration[];
 }
 
 export interface AllocatorSnapshot {
@@ -451,10 +671,14 @@ export interface AllocatorSnapshot {
   held: number;
   sold: number;
   liveHolds: number;
+  archived: boolean;
   reservations: Reservation[];
   shopperQuantity: [string, number][];
   idempotencyKeys: [string, string][];
   checkoutKeys: [string, CheckoutRecord][];
+  settledOrder: string[];
+  /** [generation, hash, second] of every remembered key. */
+  rememberedKeys: [number, number, number][];
 }
 
 export function idempotencySlot(shopperId: string, idempotencyKey: string): string {

@@ -38,6 +38,12 @@ export interface Reservation {
   status: ReservationStatus;
   /** Set once checkout starts: the order paying for this hold. */
   orderId: string | null;
+  /** When the reservation was made (its `reserved` event's atMs): the start of its key's TTL. */
+  readonly reservedAtMs: number;
+  /** When it settled (released, expired, committed, payment_failed), else null; it leaves memory `reservationMemoryMs` later. */
+  settledAtMs: number | null;
+  /** The checkout request's idempotency key once checkout starts, so forgetting the reservation forgets its checkout slot. */
+  checkoutIdempotencyKey: string | null;
 }
 
 interface EventBase {
@@ -84,7 +90,13 @@ export interface PaymentSettledEvent extends EventBase {
   reservationId: string;
 }
 
+/** An admin ended the sale: reservations are refused until the SKU is configured again. */
+export interface ArchivedEvent extends EventBase {
+  kind: 'archived';
+}
+
 export type StockEvent =
+  | ArchivedEvent
   | ConfiguredEvent
   | ReservedEvent
   | ReleasedEvent
@@ -101,12 +113,24 @@ export interface AllocatorLimits {
   maxLiveHoldsPerSku: number;
   /** Most events one `expireDue` call may produce, so a sweep is a bounded batch. */
   maxEventsPerBatch: number;
+  /**
+   * How long a settled reservation stays in memory after it settled (default 300,000 ms). Optional in
+   * the type so shells built before it keep compiling; the allocator fills in the default.
+   */
+  reservationMemoryMs?: number;
+  /** How long an idempotency key is honoured after its request (default 86,400,000 ms = 24 h). */
+  idempotencyKeyTtlMs?: number;
 }
+
+export const defaultReservationMemoryMs = 300_000;
+export const defaultIdempotencyKeyTtlMs = 86_400_000;
 
 export const defaultAllocatorLimits: AllocatorLimits = {
   maxQuantityPerRequest: 100,
   maxLiveHoldsPerSku: 1_000_000,
   maxEventsPerBatch: 4096,
+  reservationMemoryMs: defaultReservationMemoryMs,
+  idempotencyKeyTtlMs: defaultIdempotencyKeyTtlMs,
 };
 
 /** Machine-readable reasons a command is refused; they become problem `code`s. */

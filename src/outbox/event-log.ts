@@ -36,7 +36,7 @@ export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig
     seq[i] = e.seq;
     kind[i] = e.kind;
     atMs[i] = e.atMs;
-    reservationId[i] = e.kind === 'configured' ? null : e.reservationId;
+    reservationId[i] = 'reservationId' in e ? e.reservationId : null;
     shopperId[i] = e.kind === 'reserved' ? e.shopperId : null;
     quantity[i] = e.kind === 'reserved' ? e.quantity : null;
     expiresAtMs[i] = e.kind === 'reserved' ? e.expiresAtMs : null;
@@ -88,6 +88,8 @@ export function rowToEvent(row: EventRow): StockEvent {
   switch (row.kind) {
     case 'configured':
       return { ...base, kind: row.kind, config: row.config! };
+    case 'archived':
+      return { ...base, kind: row.kind };
     case 'reserved':
       return {
         ...base,

@@ -1,8 +1,9 @@
 import type pg from 'pg';
 import type PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
-import type { Inventory } from '../inventory/inventory.js';
-import { runLedgerAudit, type AuditReport, type LedgerSource } from './audit.js';
+import type { Inventory, StockState } from '../inventory/inventory.js';
+import type { SnapshotWorkers } from '../snapshot/workers.js';
+import { runLedgerAudit, type AuditReport } from './audit.js';
 import { PaymentFinalizer, finalizeQueue, type FinalizerOptions } from './finalizer.js';
 import { getOrder, type Order } from './orders.js';
 import type { PaymentProvider, ProviderCharge } from './provider.js';
@@ -35,14 +36,23 @@ export function orderView(order: Order): OrderView {
 
 export const auditQueue = 'ledger-audit';
 
+/** The live side the audit compares with the log, and the background threads it runs on. */
+export interface LedgerSource {
+  stockState(sku: string): StockState | null;
+  /** Resolves once everything decided so far is durable. */
+  settled(): Promise<void>;
+  databaseUrl: string;
+  workers: SnapshotWorkers;
+}
+
 /** What the HTTP layer may ask about payments: orders, the provider's records, webhooks, audits. */
 export class Payments {
   readonly finalizer: PaymentFinalizer;
-
   constructor(
     private readonly boss: PgBoss,
     private readonly pool: pg.Pool,
     inventory: Inventory,
+    /** What the audit compares the log with, and where its worker runs (the shards' background threads). */
     private readonly ledger: LedgerSource,
     private readonly provider: PaymentProvider,
     private readonly log: Logger,
@@ -95,7 +105,15 @@ export class Payments {
   }
 
   audit(): Promise<AuditReport> {
-    return runLedgerAudit({ pool: this.pool, ledger: this.ledger, provider: this.provider, log: this.log });
+    return runLedgerAudit({
+      pool: this.pool,
+      databaseUrl: this.ledger.databaseUrl,
+      stockState: (sku) => this.ledger.stockState(sku),
+      settled: () => this.ledger.settled(),
+      provider: this.provider,
+      log: this.log,
+      workers: this.ledger.workers,
+    });
   }
 
   async stop(): Promise<void> {

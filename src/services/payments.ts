@@ -1,9 +1,9 @@
 import type pg from 'pg';
 import type { Config } from '../config.js';
-import type { Inventory, StockState } from '../inventory/inventory.js';
+import type { Inventory } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
 import { createBoss } from '../payments/finalizer.js';
-import { Payments } from '../payments/payments.js';
+import { Payments, type LedgerSource } from '../payments/payments.js';
 import { SimulatedPaymentProvider } from '../payments/simulated-provider.js';
 import type PgBoss from 'pg-boss';
 
@@ -24,8 +24,8 @@ export interface PaymentsDependencies {
   /** Started by `startBoss`: the shards need it first, to enqueue jobs with their checkouts. */
   boss: PgBoss;
   inventory: Inventory;
-  /** What the audit compares the log with: the shards' pushed counts, and "everything decided is durable". */
-  ledger: { stockState(sku: string): StockState | null; settled(): Promise<void> };
+  /** What the audit compares the log with, and the threads it runs on. */
+  ledger: LedgerSource;
   webhookSecret: string | null;
 }
 

@@ -1,30 +1,34 @@
 import type pg from 'pg';
-import { SkuAllocator } from '../allocator/allocator.js';
 import type { AllocatorLimits } from '../allocator/types.js';
 import type { Config } from '../config.js';
 import type { OrderAttachment } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
 import type { AttachmentWriter } from '../outbox/outbox.js';
-import { readEvents } from '../outbox/event-log.js';
 import { InProcessChannel } from '../shard/in-process-channel.js';
 import { Router } from '../shard/router.js';
 import { ShardHost } from '../shard/shard-host.js';
+import { loadSkuState } from '../snapshot/load.js';
+import { SnapshotWorkers } from '../snapshot/workers.js';
 
 /**
  * The allocators' side in single-process mode: every shard on this thread in
  * one ShardHost, and the Router the front ends use, joined by the in-process
- * channel (the same messages a worker thread or another node would get).
+ * channel (the same messages a worker thread or another node would get). The
+ * background threads (snapshots, the audit) belong here too.
  */
 export interface Shards {
   router: Router;
   host: ShardHost;
+  /** Snapshot and audit worker threads (piscina). */
+  workers: SnapshotWorkers;
   /** Load every shard from the log; readiness waits for it. */
   recover(): Promise<void>;
-  /** Stop taking work, commit the open batch, stop timers. */
+  /** Stop taking work, commit the open batch, stop timers and worker threads. */
   stop(): Promise<void>;
 }
 
 export interface ShardsOptions {
+  databaseUrl: string;
   nowMs: () => number;
   writeOrders: AttachmentWriter<OrderAttachment> | null;
   /** Clone every message (tests: proves the boundary carries plain data only). */
@@ -36,11 +40,15 @@ export function allocatorLimits(config: Config): AllocatorLimits {
     maxQuantityPerRequest: config.maxQuantityPerRequest,
     maxLiveHoldsPerSku: config.maxLiveHoldsPerSku,
     maxEventsPerBatch: config.batchMaxEvents,
+    reservationMemoryMs: config.reservationMemorySeconds * 1000,
+    idempotencyKeyTtlMs: config.idempotencyKeyTtlSeconds * 1000,
   };
 }
 
 export function startShards(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): Shards {
   const limits = allocatorLimits(config);
+  const workers = new SnapshotWorkers({ threads: 1 });
+  workers.start();
   const channel = new InProcessChannel({ clone: options.cloneMessages ?? false });
   const host = new ShardHost(
     pool,
@@ -59,7 +67,10 @@ export function startShards(config: Config, pool: pg.Pool, log: Logger, options:
       idempotencyKeyTtlMs: config.idempotencyKeyTtlSeconds * 1000,
       nowMs: options.nowMs,
       writeOrders: options.writeOrders,
-      loadSku: (sku) => loadSkuFromLog(pool, sku, limits),
+      loadSku: (sku) => loadSkuState(pool, sku, limits),
+      snapshot: (task) => workers.snapshot({ ...task, databaseUrl: options.databaseUrl, limits }),
+      snapshotEveryEvents: config.snapshotEveryEvents,
+      passivateAfterMs: config.passivateAfterSeconds * 1000,
     },
     (notice) => channel.notify(notice),
   );
@@ -68,18 +79,13 @@ export function startShards(config: Config, pool: pg.Pool, log: Logger, options:
   return {
     router,
     host,
+    workers,
     recover: () => host.recover(),
     stop: async () => {
       await router.close();
       await host.close();
       await channel.close();
+      await workers.stop();
     },
   };
-}
-
-/** CORE-MERGE: becomes latest snapshot + tail. */
-async function loadSkuFromLog(pool: pg.Pool, sku: string, limits: AllocatorLimits): Promise<SkuAllocator | null> {
-  const allocator = new SkuAllocator(sku, limits);
-  for await (const page of readEvents(pool, { sku })) for (const event of page) allocator.apply(event);
-  return allocator.seq === 0 ? null : allocator;
 }

@@ -6,8 +6,8 @@ import type { OrderAttachment, StockState } from '../inventory/inventory.js';
 import { Outbox, type AttachmentWriter, type BatchFailure, type OutboxOptions } from '../outbox/outbox.js';
 import type { ShardEndpoint, ShardNotice, ShardReply, ShardRequest, ShardRequests, ShardRequestType } from './messages.js';
 import { shardOf } from './placement.js';
-import { Shard } from './shard.js';
-import { skusInLogQuery } from './sql.js';
+import { Shard, type ShardContext, type ShardStats } from './shard.js';
+import { latestSnapshotMarksQuery, skusInLogQuery } from './sql.js';
 
 export interface ShardHostOptions {
   /** Shards this host serves (all of them in single-process mode). */
@@ -24,6 +24,10 @@ export interface ShardHostOptions {
   writeOrders: AttachmentWriter<OrderAttachment> | null;
   /** A SKU's state from the log: latest snapshot + the events after it. */
   loadSku: (sku: string) => Promise<SkuAllocator | null>;
+  /** Write a SKU's next snapshot from the durable log, off this thread. */
+  snapshot: ShardContext['snapshot'];
+  snapshotEveryEvents: number;
+  passivateAfterMs: number;
 }
 
 /**
@@ -38,6 +42,7 @@ export class ShardHost implements ShardEndpoint {
   private readonly outbox: Outbox<OrderAttachment>;
   private sweepTimer: NodeJS.Timeout | null = null;
   private closing = false;
+  readonly stats: ShardStats = { snapshotsWritten: 0, snapshotsFailed: 0, passivated: 0 };
 
   constructor(
     private readonly pool: pg.Pool,
@@ -59,6 +64,10 @@ export class ShardHost implements ShardEndpoint {
           loadSku: options.loadSku,
           rebuildRetryMs: options.rebuildRetryMs,
           idempotencyKeyTtlMs: options.idempotencyKeyTtlMs,
+          snapshot: options.snapshot,
+          snapshotEveryEvents: options.snapshotEveryEvents,
+          passivateAfterMs: options.passivateAfterMs,
+          stats: this.stats,
         }),
       );
     }
@@ -78,6 +87,13 @@ export class ShardHost implements ShardEndpoint {
     return count;
   }
 
+  /** Live holds (held or in checkout) over every SKU in memory. */
+  get liveHolds(): number {
+    let count = 0;
+    for (const shard of this.shards.values()) for (const allocator of shard.allAllocators()) count += allocator.liveHolds;
+    return count;
+  }
+
   isReady(): boolean {
     if (this.closing) return false;
     for (const shard of this.shards.values()) if (!shard.isRecovered) return false;
@@ -87,9 +103,13 @@ export class ShardHost implements ShardEndpoint {
   /** Load every SKU of these shards from the log, expire overdue holds, start the sweeper. */
   async recover(): Promise<void> {
     const started = Date.now();
-    const { rows } = await this.pool.query<{ sku: string }>(skusInLogQuery());
+    const { rows } = await this.pool.query<{ sku: string; last_seq: string }>(skusInLogQuery());
+    const marks = await this.pool.query<{ sku: string; seq: string; passivated: boolean }>(latestSnapshotMarksQuery());
+    // A sale that left memory with its latest snapshot, and has no event after it, stays out.
+    const passivated = new Set(marks.rows.filter((m) => m.passivated).map((m) => `${m.sku}\u0000${m.seq}`));
     const byShard = new Map<number, string[]>();
-    for (const { sku } of rows) {
+    for (const { sku, last_seq } of rows) {
+      if (passivated.has(`${sku}\u0000${last_seq}`)) continue;
       const shard = shardOf(sku, this.options.shardCount);
       if (!this.shards.has(shard)) continue;
       const list = byShard.get(shard);

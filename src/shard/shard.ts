@@ -31,7 +31,37 @@ export interface ShardContext {
   rebuildRetryMs: number;
   /** How long a request's idempotency key is honoured. */
   idempotencyKeyTtlMs: number;
+  /** Write a SKU's next snapshot from the durable log, off this thread (a piscina worker). */
+  snapshot: (task: { sku: string; uptoSeq?: number; passivated?: boolean }) => Promise<{ seq: number; bytes: number }>;
+  /** Snapshot a SKU every this many events. */
+  snapshotEveryEvents: number;
+  /** An ended sale leaves memory once its state has not changed for this long. */
+  passivateAfterMs: number;
+  /** Counts the host exports (metrics). */
+  stats: ShardStats;
 }
+
+export interface ShardStats {
+  snapshotsWritten: number;
+  snapshotsFailed: number;
+  passivated: number;
+}
+
+/** What the shell keeps per SKU beside its allocator: snapshot and passivation bookkeeping. */
+interface SkuShell {
+  /** Seq the latest snapshot covers (as far as this process knows). */
+  snapshotSeq: number;
+  /** The allocator's seq at the last sweep, and since when it has been so. */
+  seenSeq: number;
+  seenSinceMs: number;
+  /** A snapshot (or passivation) is being written. */
+  busy: boolean;
+  /** After a failed snapshot, not before this time. */
+  retryAtMs: number;
+}
+
+/** A failed snapshot is retried after this pause (the log is still the truth meanwhile). */
+const snapshotRetryMs = 5_000;
 
 type Unavailable = { ok: false; code: 'unavailable'; detail: string };
 
@@ -54,6 +84,7 @@ const commitFailed: Unavailable = {
  */
 export class Shard {
   private readonly allocators = new Map<string, SkuAllocator>();
+  private readonly shells = new Map<string, SkuShell>();
   /** skuHash → allocators with that hash (a collision makes the list longer than one). */
   private readonly byHash = new Map<number, SkuAllocator[]>();
   /** SKUs being rebuilt from the log: their requests get 503 until done. */
@@ -105,6 +136,8 @@ export class Shard {
   private install(allocator: SkuAllocator): void {
     this.remove(allocator.sku);
     this.allocators.set(allocator.sku, allocator);
+    const now = this.ctx.nowMs();
+    this.shells.set(allocator.sku, { snapshotSeq: allocator.seq, seenSeq: allocator.seq, seenSinceMs: now, busy: false, retryAtMs: 0 });
     const hash = skuHash(allocator.sku);
     const list = this.byHash.get(hash);
     if (list === undefined) this.byHash.set(hash, [allocator]);
@@ -113,6 +146,7 @@ export class Shard {
 
   private remove(sku: string): void {
     if (!this.allocators.delete(sku)) return;
+    this.shells.delete(sku);
     const hash = skuHash(sku);
     const list = this.byHash.get(hash)?.filter((a) => a.sku !== sku) ?? [];
     if (list.length === 0) this.byHash.delete(hash);
@@ -156,7 +190,68 @@ export class Shard {
       if (this.rebuilding.has(allocator.sku)) continue;
       const next = allocator.nextExpiryMs();
       if (next !== null && next <= now) this.expire(allocator, now);
+      allocator.forgetSettled(now);
+      this.maintain(allocator, this.shells.get(allocator.sku)!, now);
     }
+  }
+
+  /** Snapshot a SKU that ran `snapshotEveryEvents` past its last snapshot; passivate an ended, quiet sale. */
+  private maintain(allocator: SkuAllocator, shell: SkuShell, now: number): void {
+    if (shell.seenSeq !== allocator.seq) {
+      shell.seenSeq = allocator.seq;
+      shell.seenSinceMs = now;
+    }
+    if (shell.busy || now < shell.retryAtMs) return;
+    if (allocator.canPassivate(now) && now - shell.seenSinceMs >= this.ctx.passivateAfterMs) {
+      this.passivate(allocator, shell);
+    } else if (allocator.seq - shell.snapshotSeq >= this.ctx.snapshotEveryEvents) {
+      shell.busy = true;
+      this.ctx.snapshot({ sku: allocator.sku }).then(
+        (written) => this.snapshotDone(shell, written.seq, written.bytes),
+        (error: unknown) => this.snapshotFailed(allocator.sku, shell, error),
+      );
+    }
+  }
+
+  /**
+   * The sale is over and nothing is live: once everything decided is durable,
+   * a worker writes the passivated snapshot, and the allocator leaves memory if
+   * nothing happened meanwhile. GET still answers (the SKU is loaded again).
+   */
+  private passivate(allocator: SkuAllocator, shell: SkuShell): void {
+    shell.busy = true;
+    const seq = allocator.seq;
+    this.ctx.outbox.barrier(allocator.sku, (error) => {
+      if (error !== null) {
+        shell.busy = false;
+        return;
+      }
+      this.ctx.snapshot({ sku: allocator.sku, uptoSeq: seq, passivated: true }).then(
+        (written) => {
+          this.snapshotDone(shell, written.seq, written.bytes);
+          const unchanged = this.allocators.get(allocator.sku) === allocator && allocator.seq === written.seq;
+          if (!unchanged || this.closing || !allocator.canPassivate(this.ctx.nowMs())) return;
+          this.remove(allocator.sku);
+          this.ctx.stats.passivated += 1;
+          this.ctx.notify({ type: 'passivated', sku: allocator.sku });
+          this.ctx.log.info({ sku: allocator.sku, seq }, 'sale over: SKU passivated (left memory)');
+        },
+        (failure: unknown) => this.snapshotFailed(allocator.sku, shell, failure),
+      );
+    });
+  }
+
+  private snapshotDone(shell: SkuShell, seq: number, bytes: number): void {
+    shell.busy = false;
+    shell.snapshotSeq = Math.max(shell.snapshotSeq, seq);
+    if (bytes > 0) this.ctx.stats.snapshotsWritten += 1;
+  }
+
+  private snapshotFailed(sku: string, shell: SkuShell, error: unknown): void {
+    shell.busy = false;
+    shell.retryAtMs = this.ctx.nowMs() + snapshotRetryMs;
+    this.ctx.stats.snapshotsFailed += 1;
+    this.ctx.log.warn({ err: error, sku }, 'snapshot failed; the log still holds everything, retrying later');
   }
 
   private expire(allocator: SkuAllocator, now: number): void {
@@ -329,18 +424,17 @@ export class Shard {
   private reserveIn(allocator: SkuAllocator, request: ShardRequests['reserve'], keyChecked: boolean): Promise<Outcome<ReservationView>> {
     const now = this.ctx.nowMs();
     const command = { ...request, reservationId: newReservationId(request.sku) };
-    let decision = allocator.reserve(command, now); // CORE-MERGE: { keyChecked }
+    let decision = allocator.reserve(command, now, { keyChecked });
     if (!decision.ok && decision.code === 'sold_out') {
       // Holds that ran out but were not swept yet are stock: free them first.
       const next = allocator.nextExpiryMs();
       if (next !== null && next <= now) {
         this.expire(allocator, now);
-        decision = allocator.reserve(command, now); // CORE-MERGE
+        decision = allocator.reserve(command, now, { keyChecked });
       }
     }
     if (!decision.ok) return Promise.resolve(decision);
-    // CORE-MERGE: if (decision.kind === 'key_remembered') return this.replayFromLog(allocator, request, now);
-    void keyChecked;
+    if (decision.kind === 'key_remembered') return this.replayFromLog(allocator, request, now);
     if (decision.kind === 'replay') {
       // The original answer, even if the hold has changed since: same key, same response.
       return this.afterDurable(request.sku, reservationView(decision.reservation, 'held'));
@@ -489,9 +583,31 @@ export class Shard {
     });
   }
 
+  /**
+   * End a sale for good: live holds are released, pending payments still
+   * settle, reservations are refused with sale_not_open; the sweeper then
+   * passivates it. Archiving an archived SKU answers its view again.
+   */
   async archive(request: ShardRequests['archive']): Promise<Outcome<SkuView>> {
-    // CORE-MERGE: archiving needs the allocator's `archived` event.
-    return { ok: false, code: 'unavailable', detail: `archiving ${request.sku} is not available yet` };
+    const refused = this.refuse(request.sku) ?? this.full();
+    if (refused) return refused;
+    const allocator = await this.allocatorFor(request.sku);
+    const again = this.refuse(request.sku) ?? this.full();
+    if (again) return again;
+    if (allocator === null) return { ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` };
+    const decision = allocator.archive(this.ctx.nowMs());
+    if (!Array.isArray(decision)) return decision;
+    if (decision.length === 0) return this.afterDurable(request.sku, skuView(allocator));
+    if (!this.ctx.outbox.hasRoom(decision.length)) {
+      return { ok: false, code: 'unavailable', detail: 'too many decisions are waiting for the database; retry shortly' };
+    }
+    const last = decision[decision.length - 1]!;
+    for (const event of decision.slice(0, -1)) {
+      allocator.apply(event);
+      this.ctx.outbox.append(event, () => undefined);
+    }
+    // One batch is serial and in order: when the last is durable, all are (a failure fails it too).
+    return this.commit(allocator, last, () => skuView(allocator));
   }
 
   /** Counts of a SKU in memory, synchronously (audit); null when not in memory. */

@@ -65,3 +65,12 @@ export function reservationSkuQuery(reservationId: string): pg.QueryConfig {
     values: [reservationId],
   };
 }
+
+/** The latest snapshot's seq of every SKU that has one, and whether the SKU left memory with it. */
+export function latestSnapshotMarksQuery(): pg.QueryConfig {
+  return {
+    name: 'shard-latest-snapshot-marks',
+    text: 'SELECT DISTINCT ON (sku) sku, seq, passivated FROM sku_snapshots ORDER BY sku, seq DESC',
+    values: [],
+  };
+}

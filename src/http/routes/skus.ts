@@ -3,7 +3,7 @@ import { admin, jsonBody, skuParameter } from '../guards.js';
 import type { Router } from '../router.js';
 import { toSkuConfig, validateSkuBody } from '../validation.js';
 
-/** Configuring a SKU (admin) and reading it (public). */
+/** Configuring and archiving a SKU (admin) and reading it (public). */
 export function registerSkuRoutes(router: Router, deps: Pick<HttpDependencies, 'inventory' | 'isAdmin'>): void {
   const { inventory } = deps;
 
@@ -20,6 +20,13 @@ export function registerSkuRoutes(router: Router, deps: Pick<HttpDependencies, '
           else exchange.problem(outcome.code, outcome.detail);
         });
       });
+    },
+    // Archive: the sale ends for good (holds released, payments still settle), the SKU leaves memory; PUT reopens.
+    del: (exchange, req) => {
+      if (!admin(exchange, req, deps.isAdmin)) return;
+      const sku = skuParameter(exchange, req);
+      if (sku === null) return;
+      exchange.settle(inventory.archiveSku(sku), (outcome) => exchange.outcome(outcome, 200));
     },
   });
 

@@ -1,0 +1,90 @@
+import type { AllocatorLimits } from '../allocator/types.js';
+import { loadAllSkuStates } from '../snapshot/load.js';
+import { workerPool } from '../snapshot/worker-db.js';
+import type { Violation } from './audit.js';
+import {
+  chargeWithoutPaidOrderQuery,
+  countOrdersQuery,
+  orderLogMismatchQuery,
+  paidWithoutOneChargeQuery,
+} from './audit-sql.js';
+
+/**
+ * Piscina worker: the ledger audit's heavy part, off the allocators' thread,
+ * on its own Postgres connection. Every SKU is rebuilt from its latest snapshot
+ * plus the log after it by the pure allocator, which checks stock = available +
+ * held + sold on every event; orders, charges and the log are matched in SQL.
+ * Returns plain data.
+ */
+
+export interface AuditTask {
+  databaseUrl: string;
+  /** Idempotency keys (order ids) of the provider's successful charges. */
+  chargeKeys: string[];
+}
+
+export interface SkuLedger {
+  sku: string;
+  seq: number;
+  available: number;
+  held: number;
+  sold: number;
+}
+
+export interface AuditWorkerResult {
+  skus: SkuLedger[];
+  orders: number;
+  violations: Violation[];
+}
+
+/** Replaying never needs the live limits: they bound decisions, not history. */
+const auditLimits: AllocatorLimits = {
+  maxQuantityPerRequest: Number.MAX_SAFE_INTEGER,
+  maxLiveHoldsPerSku: Number.MAX_SAFE_INTEGER,
+  maxEventsPerBatch: Number.MAX_SAFE_INTEGER,
+};
+
+const reservationStatus: Record<string, string> = {
+  reserved: 'held',
+  released: 'released',
+  expired: 'expired',
+  checkout_started: 'checking_out',
+  committed: 'paid',
+  payment_failed: 'payment_failed',
+};
+
+export default async function auditLedger(task: AuditTask): Promise<AuditWorkerResult> {
+  const pool = workerPool(task.databaseUrl);
+  const violations: Violation[] = [];
+  const states = await loadAllSkuStates(pool, auditLimits, {
+    onBroken: (sku, error) => violations.push({ kind: 'ledger_invariant', sku, detail: error.message }),
+  });
+  const skus: SkuLedger[] = [];
+  for (const a of states.values()) skus.push({ sku: a.sku, seq: a.seq, available: a.available, held: a.held, sold: a.sold });
+
+  const [orders, mismatches, paid, charged] = await Promise.all([
+    pool.query<{ n: string }>(countOrdersQuery()),
+    pool.query<{ order_id: string; status: string; kind: string | null }>(orderLogMismatchQuery()),
+    pool.query<{ order_id: string; n: number }>(paidWithoutOneChargeQuery(task.chargeKeys)),
+    pool.query<{ key: string; n: number; status: string | null }>(chargeWithoutPaidOrderQuery(task.chargeKeys)),
+  ]);
+  for (const row of paid.rows) {
+    violations.push({ kind: 'paid_order_without_one_charge', orderId: row.order_id, detail: `paid order has ${row.n} successful charges` });
+  }
+  for (const row of mismatches.rows) {
+    const status = row.kind === null ? 'missing' : reservationStatus[row.kind] ?? row.kind;
+    violations.push({
+      kind: 'order_log_mismatch',
+      orderId: row.order_id,
+      detail: `order is ${row.status} but the log has its reservation ${status}`,
+    });
+  }
+  for (const row of charged.rows) {
+    violations.push({
+      kind: 'charge_without_paid_order',
+      orderId: row.key,
+      detail: `${row.n} successful charge(s) but the order is ${row.status ?? 'missing'}`,
+    });
+  }
+  return { skus, orders: Number(orders.rows[0]!.n), violations };
+}

@@ -1,0 +1,115 @@
+import type pg from 'pg';
+import { SkuAllocator } from '../allocator/allocator.js';
+import type { AllocatorLimits, StockEvent } from '../allocator/types.js';
+import { readEvents, rowToEvent } from '../outbox/event-log.js';
+import { decodeSnapshot, SnapshotFormatError } from './codec.js';
+import { latestSnapshotQuery, latestSnapshotsQuery, logSkusQuery, tailEventsQuery, type SnapshotRow } from './sql.js';
+
+/**
+ * A SKU's state from Postgres: its latest snapshot, then the log after it,
+ * through the same pure allocator (which checks its invariants on every event).
+ */
+
+type Db = pg.Pool | pg.PoolClient | pg.Client;
+
+/** Events fetched per round of the batched tail read: bounds memory whatever the number of SKUs. */
+const tailRowsPerRound = 20_000;
+
+function fromRow(row: SnapshotRow, limits: AllocatorLimits): SkuAllocator {
+  const allocator = decodeSnapshot(row.state, limits);
+  if (allocator.sku !== row.sku || allocator.seq !== Number(row.seq)) {
+    throw new SnapshotFormatError(`snapshot row (${row.sku}, ${row.seq}) holds (${allocator.sku}, ${allocator.seq})`);
+  }
+  return allocator;
+}
+
+export interface FoldResult {
+  allocator: SkuAllocator;
+  /** Seq of the snapshot it started from (0: none). */
+  snapshotSeq: number;
+  /** Events applied after the snapshot. */
+  events: number;
+  /** atMs of the last event applied (the snapshot's own events excluded), or null when none. */
+  lastAtMs: number | null;
+}
+
+/** Latest snapshot (or empty) + the events after it, up to `uptoSeq` when given. */
+export async function foldSku(db: Db, sku: string, limits: AllocatorLimits, uptoSeq?: number): Promise<FoldResult> {
+  const rows = (await db.query<SnapshotRow>(latestSnapshotQuery(sku))).rows;
+  const allocator = rows[0] === undefined ? new SkuAllocator(sku, limits) : fromRow(rows[0], limits);
+  const snapshotSeq = allocator.seq;
+  let events = 0;
+  let lastAtMs: number | null = null;
+  for await (const page of readEvents(db as pg.Pool, { sku, afterSeq: snapshotSeq })) {
+    for (const event of page) {
+      if (uptoSeq !== undefined && event.seq > uptoSeq) return { allocator, snapshotSeq, events, lastAtMs };
+      allocator.apply(event);
+      events += 1;
+      lastAtMs = event.atMs;
+    }
+  }
+  return { allocator, snapshotSeq, events, lastAtMs };
+}
+
+/** A SKU's allocator from snapshot + tail; null when the SKU has neither snapshot nor events. */
+export async function loadSkuState(db: Db, sku: string, limits: AllocatorLimits): Promise<SkuAllocator | null> {
+  const { allocator } = await foldSku(db, sku, limits);
+  return allocator.seq === 0 ? null : allocator;
+}
+
+export interface LoadAllOptions {
+  /**
+   * Called when a SKU's snapshot or tail is broken (bad snapshot, invariant
+   * violated). The SKU is left out of the result and the others carry on.
+   * Without it, the first error is thrown.
+   */
+  onBroken?: (sku: string, error: Error) => void;
+}
+
+/**
+ * Every SKU's allocator: one query for all latest snapshots, one for the SKU
+ * list, then the tails of all SKUs together, `tailRowsPerRound` events a
+ * round shared among the SKUs not yet caught up (not one round trip per SKU).
+ */
+export async function loadAllSkuStates(db: Db, limits: AllocatorLimits, options: LoadAllOptions = {}): Promise<Map<string, SkuAllocator>> {
+  const states = new Map<string, SkuAllocator>();
+  const broken = (sku: string, error: Error) => {
+    states.delete(sku);
+    if (options.onBroken === undefined) throw error;
+    options.onBroken(sku, error);
+  };
+  const brokenSkus = new Set<string>();
+  for (const row of (await db.query<SnapshotRow>(latestSnapshotsQuery())).rows) {
+    try {
+      states.set(row.sku, fromRow(row, limits));
+    } catch (error) {
+      brokenSkus.add(row.sku);
+      broken(row.sku, error as Error);
+    }
+  }
+  let pending: string[] = [];
+  for (const { sku } of (await db.query<{ sku: string }>(logSkusQuery())).rows) {
+    if (!states.has(sku) && !brokenSkus.has(sku)) states.set(sku, new SkuAllocator(sku, limits));
+    if (states.has(sku)) pending.push(sku);
+  }
+  while (pending.length > 0) {
+    const perSku = Math.max(1, Math.floor(tailRowsPerRound / pending.length));
+    const after = pending.map((sku) => states.get(sku)!.seq);
+    const rows = (await db.query(tailEventsQuery(pending, after, perSku))).rows;
+    const got = new Map<string, number>();
+    for (const row of rows) {
+      const event = rowToEvent(row) as StockEvent;
+      got.set(event.sku, (got.get(event.sku) ?? 0) + 1);
+      const allocator = states.get(event.sku);
+      if (allocator === undefined) continue; // broken earlier in this round
+      try {
+        allocator.apply(event);
+      } catch (error) {
+        brokenSkus.add(event.sku);
+        broken(event.sku, error as Error);
+      }
+    }
+    pending = pending.filter((sku) => got.get(sku) === perSku && states.has(sku));
+  }
+  return states;
+}

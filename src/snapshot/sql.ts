@@ -1,0 +1,94 @@
+import type pg from 'pg';
+
+/**
+ * All snapshot SQL, one named builder per statement. `sku_snapshots` has
+ * PRIMARY KEY (sku, seq): "the latest of a SKU" is one backward step of that index.
+ */
+
+export interface SnapshotRow {
+  sku: string;
+  seq: string;
+  format_version: number;
+  state: Buffer;
+  passivated: boolean;
+}
+
+const columns = 'sku, seq, format_version, state, passivated';
+
+/** A snapshot at an existing (sku, seq) is the same state: writing it again changes nothing but may mark it passivated. */
+export function insertSnapshotQuery(row: {
+  sku: string;
+  seq: number;
+  formatVersion: number;
+  state: Buffer;
+  passivated: boolean;
+}): pg.QueryConfig {
+  return {
+    name: 'sku-snapshots-insert',
+    text: `INSERT INTO sku_snapshots (sku, seq, format_version, state, passivated) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (sku, seq) DO UPDATE SET passivated = sku_snapshots.passivated OR EXCLUDED.passivated`,
+    values: [row.sku, row.seq, row.formatVersion, row.state, row.passivated],
+  };
+}
+
+export function latestSnapshotQuery(sku: string): pg.QueryConfig {
+  return {
+    name: 'sku-snapshots-latest',
+    text: `SELECT ${columns} FROM sku_snapshots WHERE sku = $1 ORDER BY seq DESC LIMIT 1`,
+    values: [sku],
+  };
+}
+
+/** The latest snapshot of every SKU that has one (recovery). */
+export function latestSnapshotsQuery(): pg.QueryConfig {
+  return {
+    name: 'sku-snapshots-latest-all',
+    text: `SELECT DISTINCT ON (sku) ${columns} FROM sku_snapshots ORDER BY sku, seq DESC`,
+  };
+}
+
+/** Keep the latest 2 snapshots of a SKU: the newest, and the one before in case the newest is unreadable. */
+export function pruneSnapshotsQuery(sku: string): pg.QueryConfig {
+  return {
+    name: 'sku-snapshots-prune',
+    text: `DELETE FROM sku_snapshots WHERE sku = $1 AND seq < (
+             SELECT seq FROM sku_snapshots WHERE sku = $1 ORDER BY seq DESC OFFSET 1 LIMIT 1)`,
+    values: [sku],
+  };
+}
+
+/**
+ * Every SKU in the log, by a loose index scan over the (sku, seq) primary key:
+ * one index descent per SKU instead of reading every event.
+ */
+export function logSkusQuery(): pg.QueryConfig {
+  return {
+    name: 'stock-events-skus',
+    text: `WITH RECURSIVE skus AS (
+             (SELECT sku FROM stock_events ORDER BY sku LIMIT 1)
+             UNION ALL
+             SELECT (SELECT e.sku FROM stock_events e WHERE e.sku > skus.sku ORDER BY e.sku LIMIT 1)
+             FROM skus WHERE skus.sku IS NOT NULL)
+           SELECT sku FROM skus WHERE sku IS NOT NULL`,
+  };
+}
+
+const eventColumns =
+  'e.sku, e.seq, e.kind, e.at_ms, e.reservation_id, e.shopper_id, e.quantity, e.expires_at_ms, e.idempotency_key, e.order_id, e.config, e.payment_method';
+
+/**
+ * The next events of many SKUs in one round trip: for each (sku, afterSeq),
+ * at most `perSku` events after it, in (sku, seq) order. Batched recovery calls
+ * it again for the SKUs that filled their share.
+ */
+export function tailEventsQuery(skus: readonly string[], afterSeqs: readonly number[], perSku: number): pg.QueryConfig {
+  return {
+    name: 'stock-events-tails',
+    text: `SELECT ${eventColumns}
+           FROM unnest($1::text[], $2::bigint[]) AS t(sku, after_seq)
+           CROSS JOIN LATERAL (
+             SELECT * FROM stock_events s WHERE s.sku = t.sku AND s.seq > t.after_seq ORDER BY s.seq LIMIT $3) e
+           ORDER BY e.sku, e.seq`,
+    values: [skus, afterSeqs, perSku],
+  };
+}

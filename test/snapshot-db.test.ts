@@ -1,0 +1,183 @@
+import t from 'tap';
+import pg from 'pg';
+import { SkuAllocator } from '../src/allocator/allocator.js';
+import { defaultAllocatorLimits, type AllocatorLimits, type SkuConfig, type StockEvent } from '../src/allocator/types.js';
+import { insertEventsQuery } from '../src/outbox/event-log.js';
+import { encodeSnapshot, snapshotFormatVersion, SnapshotFormatError } from '../src/snapshot/codec.js';
+import { loadAllSkuStates, loadSkuState } from '../src/snapshot/load.js';
+import { insertSnapshotQuery } from '../src/snapshot/sql.js';
+import { SnapshotWorkers } from '../src/snapshot/workers.js';
+import { createTestDatabase } from './helpers/db.js';
+
+/** Snapshots against a real Postgres: the worker thread, recovery loaders, pruning, and crashes mid-write. */
+
+const limits: AllocatorLimits = { ...defaultAllocatorLimits, reservationMemoryMs: 10_000, idempotencyKeyTtlMs: 60_000 };
+const config: SkuConfig = { stock: 100_000, perShopperLimit: 5, holdSeconds: 30, priceCents: 100, currency: 'USD', startsAtMs: null, endsAtMs: null };
+
+/** A SKU's writer in miniature: decides, applies, and keeps what would be committed. */
+function writer(sku: string) {
+  const allocator = new SkuAllocator(sku, limits);
+  const pending: StockEvent[] = [];
+  let now = 1_000_000;
+  let n = 0;
+  const apply = (events: StockEvent[]) => {
+    for (const e of events) {
+      allocator.apply(e);
+      pending.push(e);
+    }
+  };
+  const configured = allocator.configure(config, now);
+  if (!configured.ok) throw new Error('configure');
+  apply([configured.event]);
+  return {
+    allocator,
+    get now() {
+      return now;
+    },
+    /** `count` reservations by distinct shoppers, every other one released, then time moves on. */
+    churn(count: number, stepMs: number) {
+      for (let i = 0; i < count; i++) {
+        n += 1;
+        const d = allocator.reserve({ reservationId: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, shopperId: `${sku}-s${n}`, quantity: 1, idempotencyKey: `k${n}` }, now);
+        if (!d.ok || d.kind !== 'new') throw new Error(`reserve: ${JSON.stringify(d)}`);
+        apply([d.event]);
+        if (n % 2 === 0) {
+          const r = allocator.release(d.event.reservationId, d.event.shopperId, now);
+          if (!r.ok || r.event === null) throw new Error('release');
+          apply([r.event]);
+        }
+        now += stepMs;
+        apply(allocator.expireDue(now));
+      }
+    },
+    /** Hand over what is not committed yet. */
+    drain(): StockEvent[] {
+      return pending.splice(0);
+    },
+    async commit(pool: pg.Pool) {
+      if (pending.length > 0) await pool.query(insertEventsQuery(pending.splice(0)));
+    },
+  };
+}
+
+function picture(allocator: SkuAllocator, nowMs: number) {
+  allocator.forgetSettled(nowMs);
+  return allocator.snapshot();
+}
+
+t.test('the worker folds the log since the last snapshot; snapshot + tail = the live state', async (t) => {
+  const db = await createTestDatabase(t);
+  const workers = new SnapshotWorkers();
+  workers.start();
+  t.teardown(() => workers.stop());
+  const a = writer('A');
+  const b = writer('B');
+  a.churn(300, 100);
+  b.churn(50, 1_000);
+  await a.commit(db.pool);
+  await b.commit(db.pool);
+
+  const first = await workers.snapshot({ databaseUrl: db.url, sku: 'A', limits });
+  t.match(first, { sku: 'A', seq: a.allocator.seq, events: a.allocator.seq });
+  t.ok(first.bytes > 0);
+  t.same((await workers.snapshot({ databaseUrl: db.url, sku: 'A', limits })).events, 0, 'nothing new: nothing written');
+
+  a.churn(200, 100);
+  await a.commit(db.pool);
+  const second = await workers.snapshot({ databaseUrl: db.url, sku: 'A', limits, uptoSeq: first.seq + 10 });
+  t.match(second, { seq: first.seq + 10, events: 10 }, 'uptoSeq bounds the fold');
+  const third = await workers.snapshot({ databaseUrl: db.url, sku: 'A', limits, passivated: true });
+  t.match(third, { seq: a.allocator.seq, events: a.allocator.seq - second.seq });
+  const rows = await db.pool.query('SELECT seq::int, passivated, format_version FROM sku_snapshots WHERE sku = $1 ORDER BY seq', ['A']);
+  t.same(rows.rows, [
+    { seq: second.seq, passivated: false, format_version: snapshotFormatVersion },
+    { seq: third.seq, passivated: true, format_version: snapshotFormatVersion },
+  ], 'the latest two are kept');
+
+  a.churn(30, 100);
+  await a.commit(db.pool);
+  const loaded = await loadSkuState(db.pool, 'A', limits);
+  t.ok(loaded);
+  t.same(picture(loaded!, a.now), picture(a.allocator, a.now), 'snapshot + tail = live');
+  t.equal(loaded!.nextExpiryMs(), a.allocator.nextExpiryMs());
+  t.equal(await loadSkuState(db.pool, 'NOPE', limits), null);
+
+  const all = await loadAllSkuStates(db.pool, limits);
+  t.same([...all.keys()].sort(), ['A', 'B']);
+  t.same(picture(all.get('A')!, a.now), picture(a.allocator, a.now));
+  t.same(picture(all.get('B')!, b.now), picture(b.allocator, b.now), 'a SKU without a snapshot: the whole log');
+});
+
+t.test('the batched loader shares its rounds among many SKUs', async (t) => {
+  const db = await createTestDatabase(t);
+  const writers = Array.from({ length: 30 }, (_, i) => writer(`S${String(i).padStart(2, '0')}`));
+  for (const [i, w] of writers.entries()) {
+    w.churn(i === 0 ? 1500 : 20, 50); // one SKU much longer than a round's share
+    await w.commit(db.pool);
+  }
+  const workers = new SnapshotWorkers();
+  workers.start();
+  t.teardown(() => workers.stop());
+  await workers.snapshot({ databaseUrl: db.url, sku: 'S03', limits });
+  writers[3]!.churn(5, 50);
+  await writers[3]!.commit(db.pool);
+  const all = await loadAllSkuStates(db.pool, limits);
+  t.equal(all.size, 30);
+  for (const w of writers) t.same(picture(all.get(w.allocator.sku)!, w.now), picture(w.allocator, w.now), w.allocator.sku);
+});
+
+t.test('a crash while a snapshot is written loses nothing; a damaged snapshot is refused loudly', async (t) => {
+  const db = await createTestDatabase(t);
+  const a = writer('A');
+  a.churn(100, 100);
+  await a.commit(db.pool);
+  const workers = new SnapshotWorkers();
+  workers.start();
+  t.teardown(() => workers.stop());
+  await workers.snapshot({ databaseUrl: db.url, sku: 'A', limits });
+  a.churn(20, 100);
+  await a.commit(db.pool);
+
+  // A writer dies with its INSERT uncommitted: the connection is killed mid-transaction.
+  const dying = new pg.Client({ connectionString: db.url });
+  dying.on('error', () => undefined);
+  await dying.connect();
+  await dying.query('BEGIN');
+  await dying.query(insertSnapshotQuery({ sku: 'A', seq: a.allocator.seq, formatVersion: snapshotFormatVersion, state: encodeSnapshot(a.allocator).subarray(0, 40), passivated: false }));
+  const pid = (await dying.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+  await db.pool.query('SELECT pg_terminate_backend($1)', [pid]);
+  await dying.end().catch(() => undefined);
+  const loaded = await loadSkuState(db.pool, 'A', limits);
+  t.same(picture(loaded!, a.now), picture(a.allocator, a.now), 'previous snapshot + log recover everything');
+
+  // A committed but damaged snapshot (a bug, a bit flip): refused, never half-read.
+  await db.pool.query(insertSnapshotQuery({ sku: 'A', seq: a.allocator.seq, formatVersion: snapshotFormatVersion, state: Buffer.from('garbage'), passivated: false }));
+  await t.rejects(loadSkuState(db.pool, 'A', limits), SnapshotFormatError);
+  await t.rejects(loadAllSkuStates(db.pool, limits), SnapshotFormatError);
+  const broken: string[] = [];
+  const rest = await loadAllSkuStates(db.pool, limits, { onBroken: (sku) => broken.push(sku) });
+  t.same(broken, ['A']);
+  t.equal(rest.size, 0);
+});
+
+t.test('an archived SKU round-trips through the log and a passivated snapshot', async (t) => {
+  const db = await createTestDatabase(t);
+  const a = writer('ARCH');
+  a.churn(10, 100);
+  const events = a.allocator.archive(a.now);
+  if (!Array.isArray(events)) throw new Error('archive refused');
+  for (const e of events) a.allocator.apply(e);
+  await db.pool.query(insertEventsQuery([...a.drain(), ...events]));
+  const kinds = await db.pool.query(`SELECT kind, reservation_id FROM stock_events WHERE sku = 'ARCH' ORDER BY seq DESC LIMIT 1`);
+  t.same(kinds.rows, [{ kind: 'archived', reservation_id: null }]);
+  const loaded = await loadSkuState(db.pool, 'ARCH', limits);
+  t.equal(loaded!.archived, true);
+  t.ok(loaded!.canPassivate(a.now), 'archived with nothing live');
+  const workers = new SnapshotWorkers();
+  workers.start();
+  t.teardown(() => workers.stop());
+  t.match(await workers.snapshot({ databaseUrl: db.url, sku: 'ARCH', limits, passivated: true }), { seq: a.allocator.seq });
+  const row = await db.pool.query(`SELECT passivated FROM sku_snapshots WHERE sku = 'ARCH'`);
+  t.same(row.rows, [{ passivated: true }]);
+  t.same(picture((await loadSkuState(db.pool, 'ARCH', limits))!, a.now), picture(a.allocator, a.now));
+});

@@ -1,0 +1,238 @@
+import t from 'tap';
+import { deepStrictEqual, equal, throws } from 'node:assert/strict';
+import fc from 'fast-check';
+import { SkuAllocator } from '../src/allocator/allocator.js';
+import { defaultAllocatorLimits, type AllocatorLimits, type SkuConfig, type StockEvent } from '../src/allocator/types.js';
+import { decodeSnapshot, encodeSnapshot, snapshotFormatVersion, SnapshotFormatError } from '../src/snapshot/codec.js';
+
+/** Short memory and TTL so random runs forget reservations and drop remembered keys. */
+const limits: AllocatorLimits = {
+  ...defaultAllocatorLimits,
+  maxQuantityPerRequest: 5,
+  maxLiveHoldsPerSku: 50,
+  maxEventsPerBatch: 16,
+  reservationMemoryMs: 20_000,
+  idempotencyKeyTtlMs: 90_000,
+};
+const baseConfig: SkuConfig = {
+  stock: 10, perShopperLimit: 3, holdSeconds: 30, priceCents: 1000, currency: 'USD', startsAtMs: null, endsAtMs: null,
+};
+
+type Command =
+  | { type: 'reserve'; shopper: number; quantity: number; key: number }
+  | { type: 'release'; pick: number }
+  | { type: 'advance'; ms: number }
+  | { type: 'configure'; stock: number; limit: number }
+  | { type: 'checkout'; pick: number }
+  | { type: 'settle'; pick: number; paid: boolean }
+  | { type: 'archive' }
+  | { type: 'forget' };
+
+const command: fc.Arbitrary<Command> = fc.oneof(
+  { weight: 8, arbitrary: fc.record({ type: fc.constant('reserve' as const), shopper: fc.nat(5), quantity: fc.integer({ min: 1, max: 3 }), key: fc.nat(3) }) },
+  { weight: 2, arbitrary: fc.record({ type: fc.constant('release' as const), pick: fc.nat() }) },
+  { weight: 3, arbitrary: fc.record({ type: fc.constant('advance' as const), ms: fc.integer({ min: 0, max: 40_000 }) }) },
+  { weight: 1, arbitrary: fc.record({ type: fc.constant('configure' as const), stock: fc.nat(30), limit: fc.integer({ min: 1, max: 6 }) }) },
+  { weight: 2, arbitrary: fc.record({ type: fc.constant('checkout' as const), pick: fc.nat() }) },
+  { weight: 2, arbitrary: fc.record({ type: fc.constant('settle' as const), pick: fc.nat(), paid: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.constant({ type: 'archive' as const }) },
+  { weight: 1, arbitrary: fc.constant({ type: 'forget' as const }) },
+);
+
+/**
+ * The shell's loop in miniature, over random commands: decide, apply, log. A
+ * `key_remembered` answer is resolved the way the shell does it, from the log
+ * (standing in for Postgres): a reservation with that shopper and key inside
+ * the TTL is a replay, anything else is decided again with `keyChecked`.
+ */
+/** How often the runs reached the new paths, so the properties cannot pass by never getting there. */
+const seen = { keyRemembered: 0, rememberedReplay: 0, forgotten: 0, archived: 0 };
+
+export function run(stock: number, commands: Command[]) {
+  const allocator = new SkuAllocator('A', limits);
+  const log: StockEvent[] = [];
+  const apply = (event: StockEvent) => {
+    allocator.apply(event);
+    log.push(event);
+  };
+  let now = 1_000;
+  const configured = allocator.configure({ ...baseConfig, stock }, now);
+  if (!configured.ok) throw new Error('configure failed');
+  apply(configured.event);
+  let n = 0;
+  const ids: string[] = [];
+  const pick = (i: number) => ids[i % Math.max(ids.length, 1)];
+  for (const c of commands) {
+    switch (c.type) {
+      case 'reserve': {
+        const cmd = { reservationId: `r${++n}`, shopperId: `s${c.shopper}`, quantity: c.quantity, idempotencyKey: `k${c.key}` };
+        const availableBefore = allocator.available;
+        let d = allocator.reserve(cmd, now);
+        if (d.ok && d.kind === 'key_remembered') {
+          seen.keyRemembered += 1;
+          const original = log.find((e) => e.kind === 'reserved' && e.shopperId === cmd.shopperId && e.idempotencyKey === cmd.idempotencyKey && e.atMs + limits.idempotencyKeyTtlMs! > now);
+          if (original !== undefined) {
+            seen.rememberedReplay += 1;
+            break; // the shell replays it from Postgres
+          }
+          d = allocator.reserve(cmd, now, { keyChecked: true });
+        }
+        if (d.ok && d.kind === 'new') {
+          if (c.quantity > availableBefore) throw new Error('oversold');
+          if (allocator.archived) throw new Error('reserved on an archived SKU');
+          apply(d.event);
+          ids.push(d.event.reservationId);
+        }
+        break;
+      }
+      case 'release': {
+        const id = pick(c.pick);
+        const r = id === undefined ? undefined : allocator.reservations.get(id);
+        if (r === undefined) break;
+        const d = allocator.release(r.reservationId, r.shopperId, now);
+        if (d.ok && d.event) apply(d.event);
+        break;
+      }
+      case 'advance':
+        now += c.ms;
+        for (const e of allocator.expireDue(now)) apply(e);
+        break;
+      case 'configure': {
+        const d = allocator.configure({ ...allocator.config!, stock: c.stock, perShopperLimit: c.limit }, now);
+        if (d.ok) apply(d.event);
+        break;
+      }
+      case 'checkout': {
+        const id = pick(c.pick);
+        const r = id === undefined ? undefined : allocator.reservations.get(id);
+        if (r === undefined) break;
+        const d = allocator.checkout({ reservationId: r.reservationId, shopperId: r.shopperId, orderId: `o${r.reservationId}`, idempotencyKey: `c${c.pick % 3}`, paymentMethod: 'pm_ok' }, now);
+        if (d.ok && d.kind === 'new') apply(d.event);
+        break;
+      }
+      case 'settle': {
+        const id = pick(c.pick);
+        if (id === undefined) break;
+        const e = allocator.settlePayment(id, c.paid ? 'committed' : 'payment_failed', now);
+        if (e) apply(e);
+        break;
+      }
+      case 'archive': {
+        const d = allocator.archive(now);
+        if (!Array.isArray(d)) throw new Error('archive refused');
+        for (const e of d) apply(e);
+        if (!allocator.archived) throw new Error('not archived after archive');
+        seen.archived += 1;
+        break;
+      }
+      case 'forget':
+        seen.forgotten += allocator.forgetSettled(now);
+        break;
+    }
+    allocator.assertInvariants();
+    let live = 0;
+    for (const r of allocator.reservations.values()) if (r.status === 'held' || r.status === 'checking_out') live += r.quantity;
+    if (live !== allocator.held) throw new Error('held does not match live reservations');
+    if (allocator.held + allocator.sold > allocator.stock) throw new Error('oversold');
+  }
+  return { allocator, log, now };
+}
+
+function snapshotAfter(allocator: SkuAllocator, nowMs: number) {
+  allocator.forgetSettled(nowMs);
+  return allocator.snapshot();
+}
+
+t.test('property: snapshot at any point + replay of the suffix = full replay = the live state', async (t) => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 25 }), fc.array(command, { minLength: 5, maxLength: 150 }), fc.nat(), (stock, commands, cut) => {
+      const { allocator, log, now } = run(stock, commands);
+      const at = cut % (log.length + 1);
+      const prefix = SkuAllocator.replay('A', limits, log.slice(0, at));
+      const restored = decodeSnapshot(encodeSnapshot(prefix), limits);
+      deepStrictEqual(restored.snapshot(), prefix.snapshot(), 'decode(encode(x)) = x');
+      for (const event of log.slice(at)) restored.apply(event);
+      const full = SkuAllocator.replay('A', limits, log);
+      const expected = snapshotAfter(full, now);
+      deepStrictEqual(snapshotAfter(restored, now), expected);
+      deepStrictEqual(snapshotAfter(allocator, now), expected);
+      equal(restored.nextExpiryMs(), full.nextExpiryMs());
+      equal(restored.canPassivate(now), full.canPassivate(now));
+    }),
+    { numRuns: 400 },
+  );
+  t.pass('400 random runs: snapshot + suffix, full replay and live state agree');
+  t.ok(seen.keyRemembered > 0 && seen.rememberedReplay > 0 && seen.forgotten > 0 && seen.archived > 0, `paths reached: ${JSON.stringify(seen)}`);
+});
+
+t.test('property: memory stays bounded by live work (every settled reservation past its memory time is gone)', async (t) => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 25 }), fc.array(command, { minLength: 5, maxLength: 150 }), (stock, commands) => {
+      const { allocator, now } = run(stock, commands);
+      allocator.forgetSettled(now);
+      for (const r of allocator.reservations.values()) {
+        if (r.settledAtMs !== null && r.settledAtMs + limits.reservationMemoryMs! <= now) throw new Error('kept a settled reservation');
+      }
+      for (const [, , second] of allocator.snapshot().rememberedKeys) {
+        if (second * 1000 + limits.idempotencyKeyTtlMs! + allocator.rememberedKeys.generationMs <= now) throw new Error('kept an expired key');
+      }
+    }),
+    { numRuns: 300 },
+  );
+  t.pass('300 random runs');
+});
+
+t.test('encode/decode round-trips a state with remembered keys, checkouts and paid units', async (t) => {
+  const { allocator, now } = run(20, [
+    { type: 'reserve', shopper: 1, quantity: 2, key: 1 },
+    { type: 'reserve', shopper: 2, quantity: 1, key: 1 },
+    { type: 'checkout', pick: 0 },
+    { type: 'settle', pick: 0, paid: true },
+    { type: 'release', pick: 1 },
+    { type: 'advance', ms: 25_000 },
+    { type: 'reserve', shopper: 3, quantity: 1, key: 2 },
+    { type: 'forget' },
+  ]);
+  t.equal(allocator.reservations.size, 1, 'the two settled reservations left memory');
+  t.equal(allocator.rememberedKeys.size, 2);
+  t.equal(allocator.shopperQuantity.get('s1'), 2, 'paid units still count toward the limit');
+  const bytes = encodeSnapshot(allocator);
+  const decoded = decodeSnapshot(bytes, limits);
+  t.same(decoded.snapshot(), allocator.snapshot());
+  t.equal(decoded.nextExpiryMs(), allocator.nextExpiryMs());
+  t.match(decoded.reserve({ reservationId: 'x', shopperId: 's1', quantity: 2, idempotencyKey: 'k1' }, now), { ok: true, kind: 'key_remembered' });
+  t.ok(bytes.length < 400, `compact: ${bytes.length} bytes`);
+});
+
+t.test('a snapshot of an unknown format version, or damaged, is refused loudly', async (t) => {
+  const { allocator } = run(10, [
+    { type: 'reserve', shopper: 1, quantity: 2, key: 1 },
+    { type: 'reserve', shopper: 2, quantity: 1, key: 1 },
+    { type: 'release', pick: 1 },
+    { type: 'advance', ms: 25_000 },
+    { type: 'forget' },
+  ]);
+  const bytes = encodeSnapshot(allocator);
+  const future = Buffer.from(bytes);
+  future.writeUInt32LE(snapshotFormatVersion + 1, 4);
+  t.throws(() => decodeSnapshot(future, limits), { name: 'SnapshotFormatError', message: /version 2 is unknown/ });
+  const alien = Buffer.from(bytes);
+  alien.write('JUNK', 0);
+  t.throws(() => decodeSnapshot(alien, limits), SnapshotFormatError);
+  t.throws(() => decodeSnapshot(Buffer.alloc(3), limits), SnapshotFormatError);
+  // Every truncation is refused, whether or not the header length is patched to match.
+  for (let cut = 0; cut < bytes.length; cut++) {
+    const truncated = Buffer.from(bytes.subarray(0, cut));
+    throws(() => decodeSnapshot(truncated, limits), SnapshotFormatError);
+    if (cut >= 12) {
+      truncated.writeUInt32LE(cut - 12, 8);
+      throws(() => decodeSnapshot(truncated, limits), SnapshotFormatError, `patched truncation at ${cut}`);
+    }
+  }
+  const longer = Buffer.concat([bytes, Buffer.alloc(1)]);
+  t.throws(() => decodeSnapshot(longer, limits), SnapshotFormatError);
+  // Parts that disagree (a total against the reservations) are refused, never loaded.
+  const state = allocator.exportState();
+  t.throws(() => SkuAllocator.restore({ ...state, held: state.held + 1, available: state.available - 1 }, limits), { name: 'InvariantViolation' });
+  t.pass(`all ${bytes.length} truncations refused`);
+});
