@@ -87,6 +87,13 @@ export class ShardHost implements ShardEndpoint {
     return count;
   }
 
+  /** Reservations in memory (live, and settled ones not yet forgotten) over every SKU in memory. */
+  get reservationsInMemory(): number {
+    let count = 0;
+    for (const shard of this.shards.values()) for (const allocator of shard.allAllocators()) count += allocator.reservations.size;
+    return count;
+  }
+
   /** Live holds (held or in checkout) over every SKU in memory. */
   get liveHolds(): number {
     let count = 0;
