@@ -158,12 +158,11 @@ export async function lastSeqs(db: pg.Pool, skus: readonly string[]): Promise<Ma
 // connection: which backend ran it, make sure that backend is gone, then read the rows back.
 
 /** This connection's backend (pid + start time: a pid alone can be reused after a restart). */
-export function backendIdentityQuery(timeoutMs: number): pg.QueryConfig {
+export function backendIdentityQuery(): pg.QueryConfig {
   return {
     name: 'outbox-backend-identity',
     text: 'SELECT pid, backend_start::text AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()',
-    query_timeout: timeoutMs,
-  } as pg.QueryConfig;
+  };
 }
 
 export interface BackendIdentity {

@@ -138,6 +138,11 @@ const relearnDelayMs = { first: 100, max: 2_000 };
 
 const noop: Durable = () => undefined;
 
+/** Fails every query pending on this connection at once (pg has no public call for it). */
+function destroySocket(client: pg.PoolClient): void {
+  (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+}
+
 /**
  * SQLSTATEs after which the statement may still have committed: connection
  * exceptions (08), operator intervention such as a shutdown or crash (57P),
@@ -308,11 +313,18 @@ export class Outbox<A = never> {
     }
     const release = holdClient(client, this.log, 'group commit');
     const timeoutMs = this.options.commitTimeoutMs;
-    let backend: BackendIdentity | undefined;
+    let backend = this.backends.get(client);
     let broken: Error | undefined;
+    // One deadline for the whole attempt (BEGIN, insert, attachments, COMMIT): past it the socket is
+    // destroyed, which fails whatever is pending here; the server may still be running the statement.
+    let timedOut = false;
+    const deadline = setTimeout(() => {
+      timedOut = true;
+      destroySocket(client);
+    }, timeoutMs);
     try {
-      backend = this.backends.get(client) ?? (await this.identify(client, timeoutMs));
-      const insert = { ...insertEventsQuery(events), query_timeout: timeoutMs } as pg.QueryConfig;
+      backend ??= await this.identify(client);
+      const insert = insertEventsQuery(events);
       if (attachments.length === 0 || this.writeAttachments === null) {
         // A single statement is its own transaction: one round trip, one fsync.
         await client.query(insert);
@@ -322,27 +334,30 @@ export class Outbox<A = never> {
       try {
         await client.query(insert);
         await this.writeAttachments(client, attachments);
-        await client.query({ text: 'COMMIT', query_timeout: timeoutMs } as pg.QueryConfig);
+        await client.query('COMMIT');
       } catch (error) {
         // Only a connection that answered can roll back; a busy one would queue ROLLBACK behind its statement.
-        if (outcomeKnown(error)) await client.query('ROLLBACK').catch(() => undefined);
+        if (!timedOut && outcomeKnown(error)) await client.query('ROLLBACK').catch(() => undefined);
         throw error;
       }
       return { kind: 'committed' };
     } catch (error) {
+      const cause = timedOut ? new Error(`group commit took longer than ${timeoutMs} ms`, { cause: error }) : error;
+      const known = !timedOut && outcomeKnown(error);
       // A timed-out or broken connection may still be mid-statement: never reuse it.
-      if (!outcomeKnown(error)) broken = error instanceof Error ? error : new Error(String(error));
-      if (backend === undefined || outcomeKnown(error)) return { kind: 'failed', cause: error };
-      return { kind: 'unknown', cause: error, backend };
+      if (!known) broken = cause instanceof Error ? cause : new Error(String(cause));
+      if (backend === undefined || known) return { kind: 'failed', cause };
+      return { kind: 'unknown', cause, backend };
     } finally {
+      clearTimeout(deadline);
       release();
       client.release(broken);
     }
   }
 
   /** Once per connection: which backend serves it, so a stuck statement can be cancelled from elsewhere. */
-  private async identify(client: pg.PoolClient, timeoutMs: number): Promise<BackendIdentity> {
-    const result = await client.query<{ pid: number; started: string }>(backendIdentityQuery(timeoutMs));
+  private async identify(client: pg.PoolClient): Promise<BackendIdentity> {
+    const result = await client.query<{ pid: number; started: string }>(backendIdentityQuery());
     const row = result.rows[0];
     if (row === undefined) throw new Error('pg_stat_activity does not show this connection');
     const backend = { pid: row.pid, started: row.started };
