@@ -24,6 +24,22 @@ export function bearerToken(authorization: string | undefined): string | null {
 
 const controlCharacter = /[\u0000-\u001f\u007f]/;
 
+/** Node 20 has String.prototype.isWellFormed; the typings of this TypeScript target may not list it. */
+export function isWellFormedText(value: string): boolean {
+  return (value as string & { isWellFormed(): boolean }).isWellFormed();
+}
+
+/** 1–128 printable, well-formed characters: the same id before and after a round trip through Postgres. */
+export function isShopperId(sub: unknown): sub is string {
+  return (
+    typeof sub === 'string' &&
+    sub.length > 0 &&
+    sub.length <= maxShopperIdLength &&
+    !controlCharacter.test(sub) &&
+    isWellFormedText(sub)
+  );
+}
+
 /** Most verified tokens remembered (two generations of half this size each). */
 const verifiedCacheSize = 100_000;
 
@@ -47,7 +63,9 @@ export function createShopperVerifier(jwtSecret: string, nowMs: () => number = D
     }
     const sub = payload.sub;
     // No control characters: shopper ids go into batch inserts, where one NUL would fail the whole batch.
-    if (typeof sub !== 'string' || sub.length === 0 || sub.length > maxShopperIdLength || controlCharacter.test(sub)) {
+    // Well-formed UTF-16 only: Postgres stores text as UTF-8, where a lone surrogate becomes U+FFFD, so
+    // such a `sub` would name a different shopper after a restart (and collide with others).
+    if (!isShopperId(sub)) {
       return { ok: false, detail: `the token's sub must be a shopper id of 1-${maxShopperIdLength} printable characters` };
     }
     if (current.size >= verifiedCacheSize / 2) {

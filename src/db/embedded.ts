@@ -659,6 +659,8 @@ async function prepareDatabase(url: string, pgStatStatements: boolean): Promise<
   const adminUrl = new URL(url);
   adminUrl.pathname = '/postgres';
   const admin = new pg.Client({ connectionString: adminUrl.toString(), application_name: 'flashstock-embedded' });
+  // A socket error fails the awaited query by itself; without a listener it would also be an unhandled 'error' event.
+  admin.on('error', () => undefined);
   await admin.connect();
   try {
     const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE_NAME]);
@@ -668,6 +670,7 @@ async function prepareDatabase(url: string, pgStatStatements: boolean): Promise<
   }
   if (!pgStatStatements) return;
   const db = new pg.Client({ connectionString: url, application_name: 'flashstock-embedded' });
+  db.on('error', () => undefined);
   await db.connect();
   try {
     await db.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import type { Logger } from '../log.js';
+import { holdClient } from './pool.js';
 
 /** Fixed advisory lock key for migrations (pg_advisory_lock(bigint) space). */
 export const MIGRATION_LOCK_KEY = '7306960916530018337';
@@ -84,6 +85,7 @@ async function readMigrations(dir: string): Promise<MigrationFile[]> {
 export async function migrate(pool: pg.Pool, log: Logger, dir: string = migrationsDir): Promise<string[]> {
   const files = await readMigrations(dir);
   const client = await pool.connect();
+  const stopListening = holdClient(client, log, 'migrate');
   let broken: Error | undefined;
   let locked = false;
   try {
@@ -158,6 +160,7 @@ export async function migrate(pool: pg.Pool, log: Logger, dir: string = migratio
       });
     }
     // A broken connection is destroyed (which also frees the session lock).
+    stopListening();
     client.release(broken);
   }
 }

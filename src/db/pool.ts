@@ -21,3 +21,17 @@ export function createPool(url: string, max: number, log: Logger): pg.Pool {
   });
   return pool;
 }
+
+/**
+ * pg-pool listens for `error` only on idle clients and removes that listener on
+ * checkout; an error on a held client's socket (Postgres crashing mid-query)
+ * with no listener is an unhandled 'error' event that exits the process. Every
+ * holder therefore listens while it holds: the query in flight fails on its own,
+ * so the listener only logs. Returns the function that stops listening (call it
+ * just before release).
+ */
+export function holdClient(client: pg.PoolClient | pg.Client, log: Logger, holder: string): () => void {
+  const onError = (err: Error) => log.warn({ err, holder }, 'postgres connection error while held');
+  client.on('error', onError);
+  return () => client.removeListener('error', onError);
+}

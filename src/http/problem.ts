@@ -14,6 +14,7 @@ export type ProblemCode =
   | 'method_not_allowed'
   | 'upgrade_required'
   | 'not_ready'
+  | 'provider_mismatch'
   | 'internal';
 
 interface ProblemType {
@@ -33,6 +34,7 @@ export const problemTypes: Record<ProblemCode, ProblemType> = {
   sale_not_open: { status: 409, title: 'Sale not open' },
   stock_below_committed: { status: 409, title: 'Stock below held and sold units' },
   reservation_not_held: { status: 409, title: 'Reservation not held' },
+  provider_mismatch: { status: 409, title: 'Contradicts the payment provider' },
   payload_too_large: { status: 413, title: 'Payload too large' },
   unsupported_media_type: { status: 415, title: 'Unsupported media type' },
   idempotency_key_reused: { status: 422, title: 'Idempotency key reused' },

@@ -9,6 +9,15 @@ import type { SkuConfig } from '../allocator/types.js';
 const ajv = new Ajv({ allErrors: false, strict: true });
 // ajv-formats is CommonJS: under NodeNext its plugin is the `default` property.
 addFormatsModule.default(ajv, ['date-time']);
+// RFC 3339 allows a leap second (`23:59:60`), which ajv-formats accepts and Date.parse cannot read (NaN):
+// a date must also be one JavaScript can represent, or the SKU would be configured with no window at all.
+ajv.addKeyword({
+  keyword: 'parsableDate',
+  type: 'string',
+  schemaType: 'boolean',
+  errors: false,
+  validate: (wanted: boolean, value: string) => !wanted || Number.isFinite(Date.parse(value)),
+});
 
 /**
  * The SKU grammar: `.` and `..` are excluded because URL-normalising clients
@@ -58,8 +67,8 @@ export const validateSkuBody = ajv.compile<SkuBody>({
     holdSeconds: { type: 'integer', minimum: 1, maximum: 7 * 24 * 3600 },
     priceCents: { type: 'integer', minimum: 0, maximum: 100 * maxInt },
     currency: { type: 'string', pattern: '^[A-Z]{3}$' },
-    startsAt: { type: 'string', format: 'date-time' },
-    endsAt: { type: 'string', format: 'date-time' },
+    startsAt: { type: 'string', format: 'date-time', parsableDate: true },
+    endsAt: { type: 'string', format: 'date-time', parsableDate: true },
   },
   required: ['stock', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency'],
   additionalProperties: false,
@@ -69,6 +78,7 @@ export function describeErrors(errors: ErrorObject[] | null | undefined): string
   const first = errors?.[0];
   if (first === undefined) return 'the body does not match the schema';
   const where = first.instancePath === '' ? 'body' : first.instancePath.slice(1).replace(/\//g, '.');
+  if (first.keyword === 'parsableDate') return `${where} is not a representable instant (leap seconds such as 23:59:60 are not accepted)`;
   if (first.keyword === 'additionalProperties') {
     return `${where} has an unknown field "${(first.params as { additionalProperty: string }).additionalProperty}"`;
   }
@@ -79,6 +89,8 @@ export function describeErrors(errors: ErrorObject[] | null | undefined): string
 export function toSkuConfig(body: SkuBody): { ok: true; config: SkuConfig } | { ok: false; detail: string } {
   const startsAtMs = body.startsAt === undefined ? null : Date.parse(body.startsAt);
   const endsAtMs = body.endsAt === undefined ? null : Date.parse(body.endsAt);
+  // The schema refuses these already; a NaN must never become "no window".
+  if (Number.isNaN(startsAtMs) || Number.isNaN(endsAtMs)) return { ok: false, detail: 'startsAt and endsAt must be readable dates' };
   if (startsAtMs !== null && endsAtMs !== null && endsAtMs <= startsAtMs) {
     return { ok: false, detail: 'endsAt must be after startsAt' };
   }

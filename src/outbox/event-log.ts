@@ -154,3 +154,66 @@ export async function lastSeqs(db: pg.Pool, skus: readonly string[]): Promise<Ma
   for (const row of result.rows) seqs.set(row.sku, Number(row.seq));
   return seqs;
 }
+
+// ---------------------------------------------------------------- outcome of an unanswered commit
+// After a commit timed out or its connection broke, the outbox learns what happened from another
+// connection: which backend ran it, make sure that backend is gone, then read the rows back.
+
+/** This connection's backend (pid + start time: a pid alone can be reused after a restart). */
+export function backendIdentityQuery(): pg.QueryConfig {
+  return {
+    name: 'outbox-backend-identity',
+    text: 'SELECT pid, backend_start::text AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()',
+  };
+}
+
+export interface BackendIdentity {
+  pid: number;
+  started: string;
+}
+
+/** Whether that backend still exists, with its transaction state. */
+export function backendAliveQuery(backend: BackendIdentity, timeoutMs: number): pg.QueryConfig {
+  return {
+    text: 'SELECT state, backend_xid::text AS xid FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2::timestamptz',
+    values: [backend.pid, backend.started],
+    query_timeout: timeoutMs,
+  } as pg.QueryConfig;
+}
+
+/** Cancel (`terminate` false) or end (`terminate` true) that backend, only if it is still the same one. */
+export function signalBackendQuery(backend: BackendIdentity, terminate: boolean, timeoutMs: number): pg.QueryConfig {
+  const fn = terminate ? 'pg_terminate_backend' : 'pg_cancel_backend';
+  return {
+    text: `SELECT ${fn}(pid) AS signalled FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2::timestamptz`,
+    values: [backend.pid, backend.started],
+    query_timeout: timeoutMs,
+  } as pg.QueryConfig;
+}
+
+export interface LoggedEventRow {
+  sku: string;
+  seq: string;
+  kind: string;
+  at_ms: string;
+  reservation_id: string | null;
+}
+
+/** The rows the log holds at these events' (sku, seq), whoever wrote them. */
+export function loggedEventsQuery(events: readonly StockEvent[], timeoutMs: number): pg.QueryConfig {
+  return {
+    text: `SELECT e.sku, e.seq, e.kind, e.at_ms, e.reservation_id FROM stock_events e
+           JOIN unnest($1::text[], $2::bigint[]) AS k(sku, seq) ON e.sku = k.sku AND e.seq = k.seq`,
+    values: [textArray(events.map((e) => e.sku)), numberArray(events.map((e) => e.seq))],
+    query_timeout: timeoutMs,
+  } as pg.QueryConfig;
+}
+
+/** What makes a logged row a given event: same place, kind, reservation and decision time. */
+export function fingerprintOfEvent(e: StockEvent): string {
+  return `${e.sku}\u0000${e.seq}\u0000${e.kind}\u0000${e.atMs}\u0000${e.kind === 'configured' ? '' : e.reservationId}`;
+}
+
+export function fingerprintOfRow(row: LoggedEventRow): string {
+  return `${row.sku}\u0000${Number(row.seq)}\u0000${row.kind}\u0000${Number(row.at_ms)}\u0000${row.reservation_id ?? ''}`;
+}

@@ -1,7 +1,18 @@
-import type pg from 'pg';
+import pg from 'pg';
 import type { Logger } from 'pino';
 import type { StockEvent } from '../allocator/types.js';
-import { insertEventsQuery } from './event-log.js';
+import { holdClient } from '../db/pool.js';
+import {
+  backendAliveQuery,
+  backendIdentityQuery,
+  fingerprintOfEvent,
+  fingerprintOfRow,
+  insertEventsQuery,
+  loggedEventsQuery,
+  signalBackendQuery,
+  type BackendIdentity,
+  type LoggedEventRow,
+} from './event-log.js';
 
 /**
  * Group commit. Decisions are appended here the moment the allocator makes
@@ -14,6 +25,17 @@ import { insertEventsQuery } from './event-log.js';
  * load and with commit latency, and at low load nothing waits for a timer.
  * Serial commits also keep each SKU's log gap-free: a later batch can never
  * land while an earlier one might still fail.
+ *
+ * Unknown outcomes. A commit that timed out, or whose connection broke, may
+ * still be running on the server and commit later. Before anyone is answered
+ * "nothing was done" (and before the SKU is rebuilt from the log), the outbox
+ * cancels that backend from another connection, terminates it if the cancel
+ * did not end it, confirms it is gone, and reads the batch's rows back: all
+ * there → it committed (a success); none → it did not (a failure). If Postgres
+ * cannot tell within `commitTimeoutMs` more, the batch's waiters hear
+ * `outcome: 'unknown'` and the outbox stays closed (`hasRoom()` false, nothing
+ * committed, nothing rebuilt) until it learns the outcome, so a retry with the
+ * same key finds the truth.
  */
 
 export interface OutboxOptions {
@@ -21,7 +43,10 @@ export interface OutboxOptions {
   batchMaxEvents: number;
   /** Most events waiting for a commit; past it callers must refuse work (503). */
   maxPendingEvents: number;
-  /** A commit that takes longer fails its batch (and its connection is dropped). */
+  /**
+   * A commit that takes longer is abandoned (its connection dropped) and its outcome learned from the
+   * log; learning it has the same budget again before waiters are told the outcome is unknown.
+   */
   commitTimeoutMs: number;
 }
 
@@ -48,6 +73,9 @@ interface Entry<A> {
   attachment: A | undefined;
 }
 
+/** `not_committed`: certainly not in the log. `unknown`: Postgres could not tell in time; a retry will. */
+export type CommitOutcome = 'not_committed' | 'unknown';
+
 export class CommitError extends Error {
   override name = 'CommitError';
   constructor(
@@ -55,12 +83,21 @@ export class CommitError extends Error {
     override readonly cause: unknown,
     /** Another writer already holds one of these (sku, seq): we are fenced out. */
     readonly fenced: boolean,
+    readonly outcome: CommitOutcome = 'not_committed',
   ) {
     super(message);
   }
 }
 
+/** What a client should be told about a decision whose commit failed. */
+export function commitFailureDetail(error: CommitError): string {
+  return error.outcome === 'unknown'
+    ? 'the database did not confirm the decision in time, so the outcome is unknown; retry with the same Idempotency-Key to learn it'
+    : 'the decision could not be made durable; nothing was reserved, retry with the same Idempotency-Key';
+}
+
 export interface BatchFailure {
+  /** Always `outcome: 'not_committed'`: a batch of unknown outcome is reported only once it is known. */
   error: CommitError;
   /** SKUs whose in-memory state ran ahead of the log and must be rebuilt. */
   skus: Set<string>;
@@ -74,14 +111,72 @@ export interface OutboxStats {
   failedBatches: number;
   lastBatchEvents: number;
   maxBatchEvents: number;
+  /** Commits whose outcome had to be learned from the log (timeouts, broken connections). */
+  outcomeChecks: number;
+  /** ...of which had committed after all. */
+  committedAfterAll: number;
+  /** Batches whose waiters were told the outcome is unknown. */
+  unknownOutcomes: number;
+  /** Exceptions thrown by durable callbacks (contained; each is logged). */
+  callbackErrors: number;
+}
+
+type Attempt =
+  | { kind: 'committed' }
+  | { kind: 'failed'; cause: unknown }
+  | { kind: 'unknown'; cause: unknown; backend: BackendIdentity };
+
+type Learned = 'committed' | 'not_committed' | 'foreign';
+
+/** Failed attempts remembered so a later collision with our own late commit is not taken for another writer. */
+const rememberedFailedEvents = 100_000;
+/** How long a cancelled backend gets to end before it is terminated. */
+const cancelGraceMs = 1_000;
+const pollIntervalMs = 25;
+/** Pause between attempts to learn an unknown outcome while Postgres is unreachable (doubles, capped). */
+const relearnDelayMs = { first: 100, max: 2_000 };
+
+const noop: Durable = () => undefined;
+
+/** Fails every query pending on this connection at once (pg has no public call for it). */
+function destroySocket(client: pg.PoolClient): void {
+  (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+}
+
+/**
+ * SQLSTATEs after which the statement may still have committed: connection
+ * exceptions (08), operator intervention such as a shutdown or crash (57P),
+ * system errors such as a failed fsync (58). Anything else is the server
+ * saying the transaction did not commit.
+ */
+function outcomeKnown(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && !/^(08|57P|58)/.test(code);
 }
 
 export class Outbox<A = never> {
   private queue: Entry<A>[] = [];
   private inFlight = false;
   private scheduled = false;
+  /** A commit's outcome is being learned: nothing new may be decided on top of it. */
+  private blocked = false;
+  /** ...and its waiters were already told it is unknown: answer newcomers the same at once. */
+  private unknownAnswered: CommitError | null = null;
   private idleWaiters: (() => void)[] = [];
-  readonly stats: OutboxStats = { batches: 0, events: 0, failedBatches: 0, lastBatchEvents: 0, maxBatchEvents: 0 };
+  private readonly backends = new WeakMap<pg.PoolClient, BackendIdentity>();
+  /** Fingerprints of events whose commit failed (bounded, oldest dropped first). */
+  private failedFingerprints = new Set<string>();
+  readonly stats: OutboxStats = {
+    batches: 0,
+    events: 0,
+    failedBatches: 0,
+    lastBatchEvents: 0,
+    maxBatchEvents: 0,
+    outcomeChecks: 0,
+    committedAfterAll: 0,
+    unknownOutcomes: 0,
+    callbackErrors: 0,
+  };
 
   constructor(
     private readonly pool: pg.Pool,
@@ -90,6 +185,8 @@ export class Outbox<A = never> {
     /** Called synchronously after a failed commit, before any other work can append. */
     private readonly onBatchFailed: (failure: BatchFailure) => void,
     private readonly writeAttachments: AttachmentWriter<A> | null = null,
+    /** A bug in the outbox or its callbacks' invariants (default: logged; the batch's other waiters still hear). */
+    private readonly onFatal: (error: unknown) => void = (error) => log.fatal({ err: error }, 'outbox: unexpected error'),
   ) {}
 
   get pendingEvents(): number {
@@ -98,18 +195,24 @@ export class Outbox<A = never> {
 
   /** Whether `count` more events fit; check before deciding, since a decision cannot be taken back. */
   hasRoom(count = 1): boolean {
-    return this.queue.length + count <= this.options.maxPendingEvents;
+    return !this.blocked && this.queue.length + count <= this.options.maxPendingEvents;
   }
 
   append(event: StockEvent, durable: Durable, attachment?: A): void {
-    this.queue.push({ event, sku: event.sku, durable, attachment });
+    const entry: Entry<A> = { event, sku: event.sku, durable, attachment };
+    this.queue.push(entry);
+    if (this.unknownAnswered !== null) this.answer(entry, this.unknownAnswered);
     this.schedule();
   }
 
   /** `durable` runs once everything appended for any SKU so far has committed (or failed, for `sku`). */
   barrier(sku: string, durable: Durable): void {
     if (this.queue.length === 0 && !this.inFlight) {
-      durable(null);
+      this.call(durable, null, sku);
+      return;
+    }
+    if (this.unknownAnswered !== null) {
+      this.call(durable, this.unknownAnswered, sku);
       return;
     }
     this.queue.push({ event: null, sku, durable, attachment: undefined });
@@ -127,7 +230,7 @@ export class Outbox<A = never> {
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      void this.flush();
+      this.flush().catch((error: unknown) => this.onFatal(error));
     });
   }
 
@@ -146,28 +249,42 @@ export class Outbox<A = never> {
       if (entry.attachment !== undefined) attachments.push(entry.attachment);
     }
 
-    let failure: CommitError | null = null;
-    if (events.length > 0) {
-      try {
-        await this.commit(events, attachments);
-        this.stats.batches += 1;
-        this.stats.events += events.length;
-        this.stats.lastBatchEvents = events.length;
-        if (events.length > this.stats.maxBatchEvents) this.stats.maxBatchEvents = events.length;
-      } catch (error) {
-        const fenced = (error as { code?: string }).code === '23505';
-        failure = new CommitError(`group commit of ${events.length} events failed`, error, fenced);
-      }
-    }
-
+    const failure = events.length === 0 ? null : await this.commitBatch(batch, events, attachments);
     if (failure === null) {
-      for (const entry of batch) entry.durable(null);
+      for (const entry of batch) this.answer(entry, null);
     } else {
       this.failBatch(batch, events, failure);
     }
     this.inFlight = false;
     if (this.queue.length > 0) this.schedule();
     else this.notifyIdle();
+  }
+
+  /** null when the batch is in the log (at once, or learned after a timeout). */
+  private async commitBatch(batch: Entry<A>[], events: StockEvent[], attachments: A[]): Promise<CommitError | null> {
+    const attempt = await this.commit(events, attachments);
+    if (attempt.kind === 'committed') {
+      this.stats.batches += 1;
+      this.stats.events += events.length;
+      this.stats.lastBatchEvents = events.length;
+      if (events.length > this.stats.maxBatchEvents) this.stats.maxBatchEvents = events.length;
+      return null;
+    }
+    const message = `group commit of ${events.length} events failed`;
+    if (attempt.kind === 'failed') {
+      const collided = (attempt.cause as { code?: string }).code === '23505';
+      const fenced = collided && (await this.collidedWithAnotherWriter(events));
+      return new CommitError(message, attempt.cause, fenced);
+    }
+    const learned = await this.learnOutcome(attempt, batch, events);
+    if (learned === 'committed') {
+      this.stats.committedAfterAll += 1;
+      this.stats.batches += 1;
+      this.stats.events += events.length;
+      this.log.warn({ err: attempt.cause, events: events.length }, 'group commit timed out or lost its connection, but it had committed');
+      return null;
+    }
+    return new CommitError(message, attempt.cause, learned === 'foreign');
   }
 
   private takeBatch(): Entry<A>[] {
@@ -186,15 +303,32 @@ export class Outbox<A = never> {
     return this.queue.splice(0, taken);
   }
 
-  private async commit(events: StockEvent[], attachments: A[]): Promise<void> {
-    const client = await this.pool.connect();
-    let broken: Error | undefined;
+  /** One attempt; never throws. `unknown` only once something may have reached the server. */
+  private async commit(events: StockEvent[], attachments: A[]): Promise<Attempt> {
+    let client: pg.PoolClient;
     try {
-      const insert = { ...insertEventsQuery(events), query_timeout: this.options.commitTimeoutMs };
+      client = await this.pool.connect();
+    } catch (cause) {
+      return { kind: 'failed', cause };
+    }
+    const release = holdClient(client, this.log, 'group commit');
+    const timeoutMs = this.options.commitTimeoutMs;
+    let backend = this.backends.get(client);
+    let broken: Error | undefined;
+    // One deadline for the whole attempt (BEGIN, insert, attachments, COMMIT): past it the socket is
+    // destroyed, which fails whatever is pending here; the server may still be running the statement.
+    let timedOut = false;
+    const deadline = setTimeout(() => {
+      timedOut = true;
+      destroySocket(client);
+    }, timeoutMs);
+    try {
+      backend ??= await this.identify(client);
+      const insert = insertEventsQuery(events);
       if (attachments.length === 0 || this.writeAttachments === null) {
         // A single statement is its own transaction: one round trip, one fsync.
         await client.query(insert);
-        return;
+        return { kind: 'committed' };
       }
       await client.query('BEGIN');
       try {
@@ -202,20 +336,140 @@ export class Outbox<A = never> {
         await this.writeAttachments(client, attachments);
         await client.query('COMMIT');
       } catch (error) {
-        await client.query('ROLLBACK').catch(() => undefined);
+        // Only a connection that answered can roll back; a busy one would queue ROLLBACK behind its statement.
+        if (!timedOut && outcomeKnown(error)) await client.query('ROLLBACK').catch(() => undefined);
         throw error;
       }
+      return { kind: 'committed' };
     } catch (error) {
+      const cause = timedOut ? new Error(`group commit took longer than ${timeoutMs} ms`, { cause: error }) : error;
+      const known = !timedOut && outcomeKnown(error);
       // A timed-out or broken connection may still be mid-statement: never reuse it.
-      if ((error as { code?: string }).code === undefined) broken = error as Error;
-      throw error;
+      if (!known) broken = cause instanceof Error ? cause : new Error(String(cause));
+      if (backend === undefined || known) return { kind: 'failed', cause };
+      return { kind: 'unknown', cause, backend };
     } finally {
+      clearTimeout(deadline);
+      release();
       client.release(broken);
     }
   }
 
+  /** Once per connection: which backend serves it, so a stuck statement can be cancelled from elsewhere. */
+  private async identify(client: pg.PoolClient): Promise<BackendIdentity> {
+    const result = await client.query<{ pid: number; started: string }>(backendIdentityQuery());
+    const row = result.rows[0];
+    if (row === undefined) throw new Error('pg_stat_activity does not show this connection');
+    const backend = { pid: row.pid, started: row.started };
+    this.backends.set(client, backend);
+    return backend;
+  }
+
+  /**
+   * Learn whether a batch of unknown outcome committed. Within one more commit timeout, or its waiters
+   * are told the outcome is unknown and the outbox stays blocked until Postgres can tell.
+   */
+  private async learnOutcome(attempt: Extract<Attempt, { kind: 'unknown' }>, batch: Entry<A>[], events: StockEvent[]): Promise<Learned> {
+    this.blocked = true;
+    this.stats.outcomeChecks += 1;
+    try {
+      const budgetMs = this.options.commitTimeoutMs;
+      const first = await this.tryToLearn(attempt.backend, events, budgetMs);
+      if (first !== null) return first;
+      this.stats.unknownOutcomes += 1;
+      const unknown = new CommitError(`group commit of ${events.length} events: outcome unknown`, attempt.cause, false, 'unknown');
+      this.log.error(
+        { err: attempt.cause, events: events.length, skus: [...new Set(events.map((e) => e.sku))] },
+        'group commit outcome unknown (Postgres unreachable); its requests are told so, and nothing is decided until it is known',
+      );
+      this.unknownAnswered = unknown;
+      for (const entry of batch) this.answer(entry, unknown);
+      for (const entry of this.queue) this.answer(entry, unknown);
+      for (let delayMs = relearnDelayMs.first; ; delayMs = Math.min(delayMs * 2, relearnDelayMs.max)) {
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        const learned = await this.tryToLearn(attempt.backend, events, budgetMs);
+        if (learned !== null) {
+          this.log.warn({ learned, events: events.length }, 'group commit outcome learned');
+          return learned;
+        }
+      }
+    } finally {
+      this.blocked = false;
+      this.unknownAnswered = null;
+    }
+  }
+
+  /** One try over a fresh connection (the pool may be full of stuck ones); null if Postgres could not tell in time. */
+  private async tryToLearn(backend: BackendIdentity, events: StockEvent[], budgetMs: number): Promise<Learned | null> {
+    const deadline = Date.now() + budgetMs;
+    const left = () => Math.max(1, deadline - Date.now());
+    const client = new pg.Client({ ...this.pool.options, connectionTimeoutMillis: budgetMs, application_name: 'flashstock-outcome' });
+    const onError = (err: Error) => this.log.warn({ err }, 'outcome check connection error');
+    client.on('error', onError);
+    try {
+      await client.connect();
+      if (!(await this.ended(client, backend, false, Math.min(cancelGraceMs, left()), left))) {
+        this.log.warn({ pid: backend.pid }, 'cancelled commit still running: terminating its backend');
+        if (!(await this.ended(client, backend, true, left(), left))) return null;
+      }
+      const result = await client.query<LoggedEventRow>(loggedEventsQuery(events, left()));
+      return this.classify(events, result.rows);
+    } catch (err) {
+      this.log.warn({ err }, 'could not learn the outcome of a group commit yet');
+      return null;
+    } finally {
+      await client.end().catch(() => undefined);
+      client.removeListener('error', onError);
+    }
+  }
+
+  /** Signal the backend, then poll until it is gone (true) or `waitMs` passes (false). */
+  private async ended(client: pg.Client, backend: BackendIdentity, terminate: boolean, waitMs: number, left: () => number): Promise<boolean> {
+    await client.query(signalBackendQuery(backend, terminate, left()));
+    const until = Date.now() + waitMs;
+    for (;;) {
+      const alive = await client.query(backendAliveQuery(backend, left()));
+      if (alive.rows.length === 0) return true;
+      if (Date.now() >= until) return false;
+      await new Promise((resolve) => setTimeout(resolve, pollIntervalMs));
+    }
+  }
+
+  private classify(events: StockEvent[], rows: LoggedEventRow[]): Learned {
+    if (rows.length === 0) return 'not_committed';
+    const ours = new Set(events.map(fingerprintOfEvent));
+    if (rows.length === events.length && rows.every((row) => ours.has(fingerprintOfRow(row)))) return 'committed';
+    this.log.error({ expected: events.length, found: rows.length }, 'the log holds other rows at this batch\'s (sku, seq): another writer');
+    return 'foreign';
+  }
+
+  /**
+   * A (sku, seq) collision is another writer, unless every row in the way is one this process tried
+   * to write before (an attempt it was told had failed, which committed late): then it is not fenced.
+   */
+  private async collidedWithAnotherWriter(events: StockEvent[]): Promise<boolean> {
+    try {
+      const result = await this.pool.query<LoggedEventRow>(loggedEventsQuery(events, this.options.commitTimeoutMs));
+      const foreign = result.rows.filter((row) => !this.failedFingerprints.has(fingerprintOfRow(row)));
+      if (foreign.length === 0 && result.rows.length > 0) {
+        this.log.warn({ rows: result.rows.length }, 'collided with an earlier attempt of our own that committed late: not fenced');
+        return false;
+      }
+      return true;
+    } catch (err) {
+      this.log.warn({ err }, 'could not read the colliding rows: assuming another writer');
+      return true;
+    }
+  }
+
+  private rememberFailed(events: StockEvent[]): void {
+    if (this.failedFingerprints.size + events.length > rememberedFailedEvents) this.failedFingerprints = new Set();
+    for (const event of events) this.failedFingerprints.add(fingerprintOfEvent(event));
+  }
+
   private failBatch(batch: Entry<A>[], events: StockEvent[], error: CommitError): void {
     this.stats.failedBatches += 1;
+    this.rememberFailed(events);
     const skus = new Set<string>();
     const firstSeqs = new Map<string, number>();
     for (const event of events) {
@@ -231,9 +485,30 @@ export class Outbox<A = never> {
       { err: error.cause, skus: [...skus], events: events.length, fenced: error.fenced },
       'group commit failed; rebuilding the affected SKUs from the log',
     );
-    this.onBatchFailed({ error, skus, firstSeqs });
-    for (const entry of batch) entry.durable(entry.event === null && !skus.has(entry.sku) ? null : error);
-    for (const entry of dropped) entry.durable(error);
+    try {
+      this.onBatchFailed({ error, skus, firstSeqs });
+    } catch (fatal) {
+      this.onFatal(fatal);
+    }
+    for (const entry of batch) this.answer(entry, entry.event === null && !skus.has(entry.sku) ? null : error);
+    for (const entry of dropped) this.answer(entry, error);
+  }
+
+  /** Each waiter hears exactly once, and one that throws cannot keep the others from hearing. */
+  private answer(entry: Entry<A>, error: CommitError | null): void {
+    const durable = entry.durable;
+    entry.durable = noop;
+    this.call(durable, error, entry.sku);
+  }
+
+  private call(durable: Durable, error: CommitError | null, sku: string): void {
+    try {
+      durable(error);
+    } catch (thrown) {
+      this.stats.callbackErrors += 1;
+      this.log.error({ err: thrown, sku }, 'a commit callback threw (contained; its request may go unanswered)');
+      if (thrown instanceof Error && thrown.name === 'InvariantViolation') this.onFatal(thrown);
+    }
   }
 
   private notifyIdle(): void {

@@ -101,7 +101,7 @@ export class Payments {
   }
 
   webhook(delivery: WebhookDelivery): Promise<WebhookResult> {
-    return handleWebhook({ pool: this.pool, finalizer: this.finalizer, log: this.log }, delivery);
+    return handleWebhook({ pool: this.pool, finalizer: this.finalizer, provider: this.provider, log: this.log }, delivery);
   }
 
   audit(): Promise<AuditReport> {
