@@ -122,7 +122,7 @@ t.test('finding 3 (shell): a 503 after a stall says "nothing was reserved" only 
   const keys = new Set(logged.rows.map((r) => `${r.shopper_id}/${r.idempotency_key}`));
   const lies = attempts.filter((a) => a.status === 503 && /nothing was reserved/.test(a.body.detail) && keys.has(`${a.shopper}/${a.key}`));
   t.same(lies.map((a) => a.key), [], 'no 503 said "nothing was reserved" for a reservation in the log');
-  const stats = api.service.inventory.outboxStats as { unknownOutcomes?: number };
+  const stats = api.service.shards.outboxStats as { unknownOutcomes?: number };
   if ((stats.unknownOutcomes ?? 0) > 0) {
     t.ok(attempts.some((a) => a.status === 503 && /outcome is unknown/.test(a.body.detail)), 'a batch of unknown outcome is answered as such');
   }

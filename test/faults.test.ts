@@ -126,7 +126,7 @@ t.test('a PostgreSQL stall (every postgres process SIGSTOPped) under reservation
   await sleep(300);
   const attempts = await load.stop();
   t.comment(`attempts: ${attempts.length}, 201: ${attempts.filter((a) => a.status === 201).length}, 503: ${attempts.filter((a) => a.status === 503).length}`);
-  t.comment(`outbox stats: ${JSON.stringify(api.service.inventory.outboxStats)}`);
+  t.comment(`outbox stats: ${JSON.stringify(api.service.shards.outboxStats)}`);
   await verifyFromLog(t, api, pool, 'STALLED', 2000, attempts);
   t.same(traps.seen(), [], 'no unhandled rejection, exception or error event');
 });
@@ -143,7 +143,7 @@ t.test('finding 1: PostgreSQL crashes (immediate shutdown) and restarts under re
   await sleep(300);
   const attempts = await load.stop();
   t.comment(`attempts: ${attempts.length}, 201: ${attempts.filter((a) => a.status === 201).length}, 503: ${attempts.filter((a) => a.status === 503).length}`);
-  t.comment(`outbox stats: ${JSON.stringify(api.service.inventory.outboxStats)}`);
+  t.comment(`outbox stats: ${JSON.stringify(api.service.shards.outboxStats)}`);
   await verifyFromLog(t, api, pool, 'CRASHED', 2000, attempts);
   t.same(traps.seen(), [], 'the process survived: no unhandled error event, rejection or exception');
 });

@@ -14,7 +14,8 @@ function clock(startMs = Date.parse('2030-01-01T00:00:00Z')) {
   return { nowMs: () => now, advance: (ms: number) => (now += ms) };
 }
 
-async function until(t: { fail(message: string): void }, what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+// Generous: the first snapshot starts a worker thread, which under tsx compiles its modules first.
+async function until(t: { fail(message: string): void }, what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) {
@@ -25,7 +26,7 @@ async function until(t: { fail(message: string): void }, what: string, check: ()
   }
 }
 
-const memory = { reservationMemorySeconds: 300, idempotencyKeyTtlSeconds: 3600, passivateAfterSeconds: 0, expirySweepIntervalMs: 20 };
+const memory = { logLevel: process.env.MEMORY_LOG ?? 'silent', reservationMemorySeconds: 300, idempotencyKeyTtlSeconds: 3600, passivateAfterSeconds: 0, expirySweepIntervalMs: 20 };
 
 t.test('a settled reservation leaves memory and is still readable, releasable and replayable, also after a restart', async (t) => {
   const db = await createTestDatabase(t);

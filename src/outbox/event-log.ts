@@ -211,7 +211,7 @@ export function loggedEventsQuery(events: readonly StockEvent[], timeoutMs: numb
 
 /** What makes a logged row a given event: same place, kind, reservation and decision time. */
 export function fingerprintOfEvent(e: StockEvent): string {
-  return `${e.sku}\u0000${e.seq}\u0000${e.kind}\u0000${e.atMs}\u0000${e.kind === 'configured' ? '' : e.reservationId}`;
+  return `${e.sku}\u0000${e.seq}\u0000${e.kind}\u0000${e.atMs}\u0000${'reservationId' in e ? e.reservationId : ''}`;
 }
 
 export function fingerprintOfRow(row: LoggedEventRow): string {

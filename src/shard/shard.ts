@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { InvariantViolation, SkuAllocator } from '../allocator/allocator.js';
 import type { AllocatorLimits, SkuConfig, StockEvent } from '../allocator/types.js';
-import type { BatchFailure, Outbox } from '../outbox/outbox.js';
+import { CommitError, commitFailureDetail, type BatchFailure, type Outbox } from '../outbox/outbox.js';
 import {
   reservationView,
   skuView,
@@ -65,11 +65,14 @@ const snapshotRetryMs = 5_000;
 
 type Unavailable = { ok: false; code: 'unavailable'; detail: string };
 
-const commitFailed: Unavailable = {
-  ok: false,
-  code: 'unavailable',
-  detail: 'the decision could not be made durable; nothing was reserved, retry with the same Idempotency-Key',
-};
+/** The 503 for a decision whose commit failed: "nothing was reserved", or "the outcome is unknown" when it is. */
+function commitFailed(error: Error): Unavailable {
+  const detail =
+    error instanceof CommitError
+      ? commitFailureDetail(error)
+      : 'the decision could not be made durable; nothing was reserved, retry with the same Idempotency-Key';
+  return { ok: false, code: 'unavailable', detail };
+}
 
 /**
  * One shard: the allocators of the SKUs that hash to it, fed commands with the
@@ -338,7 +341,7 @@ export class Shard {
         event,
         (error) => {
           if (error !== null) {
-            resolve(commitFailed);
+            resolve(commitFailed(error));
             return;
           }
           this.publish(allocator);
@@ -352,7 +355,7 @@ export class Shard {
   /** Answer once everything decided so far for `sku` is durable (replays, repeated releases). */
   private afterDurable<T>(sku: string, value: T): Promise<Outcome<T>> {
     return new Promise((resolve) => {
-      this.ctx.outbox.barrier(sku, (error) => resolve(error === null ? { ok: true, value } : commitFailed));
+      this.ctx.outbox.barrier(sku, (error) => resolve(error === null ? { ok: true, value } : commitFailed(error)));
     });
   }
 
