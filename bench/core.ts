@@ -8,6 +8,7 @@
  * Uses DATABASE_URL when set (a database it may write to), else an embedded
  * PostgreSQL in a temporary directory.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -26,8 +27,8 @@ const tmp = mkdtempSync(path.join(tmpdir(), 'flashstock-core-bench-'));
 const embedded = process.env.DATABASE_URL ? null : await startEmbeddedPostgres({ dataDir: tmp, log: createLogger('warn') });
 const service = await startFlashstock({
   databaseUrl: process.env.DATABASE_URL ?? embedded!.url,
-  adminToken: 'bench',
-  jwtSecret: 'bench',
+  adminToken: randomBytes(32).toString('base64url'),
+  jwtSecret: randomBytes(32).toString('base64url'),
   port: 0,
   logLevel: 'warn',
   auditCron: null,

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { loadConfig, type Config } from './config.js';
+import { loadConfig, configWarnings, type Config } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { createOrderWriter } from './payments/orders.js';
 import { finalizeQueue } from './payments/finalizer.js';
@@ -51,6 +51,7 @@ export interface StartOptions {
 export async function startFlashstock(overrides: Partial<Config> = {}, options: StartOptions = {}): Promise<Flashstock> {
   const config = loadConfig(options.env ?? process.env, overrides);
   const log = createLogger(config.logLevel);
+  for (const warning of configWarnings(options.env ?? process.env)) log.warn(warning);
   const stops: (() => Promise<void>)[] = [];
   const stop = async () => {
     for (const step of stops.reverse()) await step().catch((err: unknown) => log.error({ err }, 'shutdown step failed'));
@@ -63,7 +64,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     // Until the payments service owns it (its stop stops pg-boss too).
     let bossOwned = false;
     stops.push(async () => {
-      if (!bossOwned) await boss.stop({ graceful: true, wait: true, timeout: config.shutdownTimeoutMs });
+      if (!bossOwned) await boss.stop({ graceful: true, wait: true, timeout: config.shutdownJobsTimeoutMs });
     });
     const shards = startShards(config, storage.pool, log, {
       databaseUrl: storage.databaseUrl,

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { defaultShardCount, maxShardCount } from './shard/placement.js';
 
@@ -62,6 +63,23 @@ export interface Config {
   snapshotEveryEvents: number;
   /** An ended sale (or an archived one) leaves memory once nothing has changed in it for this long. */
   passivateAfterSeconds: number;
+  /** Shared secret of the coming cluster (nodes authenticating each other); read and checked like the others. */
+  clusterSecret: string | null;
+  /** Accept short or placeholder secrets (demos only). */
+  allowWeakSecrets: boolean;
+  /** Payment provider circuit breaker (opossum): see src/payments/breaker.ts. */
+  paymentBreakerVolumeThreshold: number;
+  paymentBreakerErrorPercent: number;
+  paymentBreakerWindowSeconds: number;
+  paymentBreakerResetSeconds: number;
+  paymentBreakerMaxDeferSeconds: number;
+  paymentProviderTimeoutMs: number;
+  /** /readyz: consecutive failed PostgreSQL probes before it answers 503, and each probe's deadline. */
+  readyzFailureThreshold: number;
+  readyzDbTimeoutMs: number;
+  /** Shutdown budgets, carved out of shutdownTimeoutMs: see src/shutdown-budget.ts. */
+  shutdownPaymentsTimeoutMs: number;
+  shutdownJobsTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -70,8 +88,19 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
+/**
+ * Every name a loader reads, recorded by the readers below, so the list of known
+ * settings is the code itself (a setting added with `integer(env, 'X', …)` is known).
+ */
+const knownNames = new Set<string>();
+
+function read(env: Env, name: string): string | undefined {
+  knownNames.add(name);
+  return env[name];
+}
+
 function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = env[name];
+  const raw = read(env, name);
   if (raw === undefined || raw === '') return fallback;
   const value = Number(raw);
   if (!Number.isInteger(value) || value < min || value > max) {
@@ -81,27 +110,64 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
 }
 
 function oneOf<const T extends readonly string[]>(env: Env, name: string, values: T, fallback: T[number]): T[number] {
-  const raw = env[name];
+  const raw = read(env, name);
   if (raw === undefined || raw === '') return fallback;
   if (!values.includes(raw)) throw new ConfigError(`${name} must be one of ${values.join(', ')}, got ${JSON.stringify(raw)}`);
   return raw as T[number];
 }
 
 function text(env: Env, name: string): string | null {
-  const raw = env[name];
+  const raw = read(env, name);
   return raw === undefined || raw === '' ? null : raw;
+}
+
+/** A URL whose scheme is one of `schemes` (e.g. postgres:, postgresql:), or null when unset. */
+function url(env: Env, name: string, schemes: readonly string[]): string | null {
+  const raw = text(env, name);
+  if (raw === null) return null;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} is not a URL (expected ${schemes[0]}//host:port/…)`);
+  }
+  if (!schemes.includes(parsed.protocol)) {
+    throw new ConfigError(`${name} must be a ${schemes.join(' or ')}// URL, got one starting ${JSON.stringify(parsed.protocol)}`);
+  }
+  if (parsed.hostname === '' && !parsed.searchParams.has('host')) throw new ConfigError(`${name} has no host`);
+  return raw;
+}
+
+/**
+ * A secret from NAME or from the file named by NAME_FILE (Docker/Kubernetes
+ * secrets), never both. The file's trailing newline is not part of the secret.
+ */
+function secret(env: Env, name: string): string | null {
+  const direct = text(env, name);
+  const fileName = text(env, `${name}_FILE`);
+  if (fileName === null) return direct;
+  if (direct !== null) throw new ConfigError(`${name} and ${name}_FILE are both set: set only one`);
+  let content: string;
+  try {
+    content = readFileSync(fileName, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`${name}_FILE: cannot read ${fileName}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+  }
+  const value = content.replace(/\r?\n$/, '');
+  if (value === '') throw new ConfigError(`${name}_FILE: ${fileName} is empty`);
+  return value;
 }
 
 export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
   const config: Config = {
     port: integer(env, 'PORT', 8080, 0, 65535),
     host: text(env, 'HOST') ?? '0.0.0.0',
-    databaseUrl: text(env, 'DATABASE_URL'),
+    databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
     dataDir: path.resolve(text(env, 'DATA_DIR') ?? '.data'),
-    adminToken: text(env, 'ADMIN_TOKEN'),
-    jwtSecret: text(env, 'JWT_SECRET'),
-    logLevel: text(env, 'LOG_LEVEL') ?? 'info',
-    redisUrl: text(env, 'REDIS_URL'),
+    adminToken: secret(env, 'ADMIN_TOKEN'),
+    jwtSecret: secret(env, 'JWT_SECRET'),
+    logLevel: oneOf(env, 'LOG_LEVEL', logLevels, 'info'),
+    redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
     pgPoolMax: integer(env, 'PG_POOL_MAX', 8, 2, 100),
     batchMaxEvents: integer(env, 'BATCH_MAX_EVENTS', 4096, 1, 65_536),
     maxPendingEvents: integer(env, 'MAX_PENDING_EVENTS', 50_000, 1, 1_000_000),
@@ -112,7 +178,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     expirySweepIntervalMs: integer(env, 'EXPIRY_SWEEP_INTERVAL_MS', 100, 5, 10_000),
     retryAfterSeconds: integer(env, 'RETRY_AFTER_SECONDS', 1, 1, 3600),
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 100, 120_000),
-    paymentWebhookSecret: text(env, 'PAYMENT_WEBHOOK_SECRET'),
+    paymentWebhookSecret: secret(env, 'PAYMENT_WEBHOOK_SECRET'),
     paymentProvider: oneOf(env, 'PAYMENT_PROVIDER', ['simulated'] as const, 'simulated'),
     simulatedPaymentLatencyMs: integer(env, 'SIMULATED_PAYMENT_LATENCY_MS', 3, 0, 60_000),
     paymentRetryLimit: integer(env, 'PAYMENT_RETRY_LIMIT', 5, 0, 50),
@@ -122,8 +188,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     paymentWorkerBatchSize: integer(env, 'PAYMENT_WORKER_BATCH_SIZE', 500, 1, 1000),
     paymentWorkers: integer(env, 'PAYMENT_WORKERS', 2, 1, 32),
     pgBossMaintenanceIntervalSeconds: integer(env, 'PGBOSS_MAINTENANCE_INTERVAL_SECONDS', 10, 1, 3600),
-    auditCron: env.AUDIT_CRON === undefined ? '*/5 * * * *' : text(env, 'AUDIT_CRON'),
-    faultCrashPoint: env.FAULT_CRASH_POINT
+    auditCron: cron(env, 'AUDIT_CRON', '*/5 * * * *'),
+    faultCrashPoint: read(env, 'FAULT_CRASH_POINT')
       ? oneOf(env, 'FAULT_CRASH_POINT', ['before_charge', 'after_charge', 'after_settle'] as const, 'after_charge')
       : null,
     wsMaxMessageBytes: integer(env, 'WS_MAX_MESSAGE_BYTES', 4096, 512, 64 * 1024),
@@ -142,7 +208,119 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     idempotencyKeyTtlSeconds: integer(env, 'IDEMPOTENCY_KEY_TTL_SECONDS', 86_400, 1, 30 * 24 * 3600),
     snapshotEveryEvents: integer(env, 'SNAPSHOT_EVERY_EVENTS', 100_000, 100, 100_000_000),
     passivateAfterSeconds: integer(env, 'PASSIVATE_AFTER_SECONDS', 60, 0, 86_400),
+    clusterSecret: secret(env, 'CLUSTER_SECRET'),
+    allowWeakSecrets: oneOf(env, 'ALLOW_WEAK_SECRETS', ['0', '1'] as const, '0') === '1',
+    // Opens when, within the window, at least VOLUME calls were made and more than PERCENT % failed transiently.
+    paymentBreakerVolumeThreshold: integer(env, 'PAYMENT_BREAKER_VOLUME_THRESHOLD', 20, 1, 100_000),
+    paymentBreakerErrorPercent: integer(env, 'PAYMENT_BREAKER_ERROR_PERCENT', 50, 1, 99),
+    paymentBreakerWindowSeconds: integer(env, 'PAYMENT_BREAKER_WINDOW_SECONDS', 10, 1, 3600),
+    paymentBreakerResetSeconds: integer(env, 'PAYMENT_BREAKER_RESET_SECONDS', 10, 1, 3600),
+    paymentBreakerMaxDeferSeconds: integer(env, 'PAYMENT_BREAKER_MAX_DEFER_SECONDS', 3600, 1, 7 * 24 * 3600),
+    paymentProviderTimeoutMs: integer(env, 'PAYMENT_PROVIDER_TIMEOUT_MS', 10_000, 10, 600_000),
+    readyzFailureThreshold: integer(env, 'READYZ_FAILURE_THRESHOLD', 2, 1, 100),
+    readyzDbTimeoutMs: integer(env, 'READYZ_DB_TIMEOUT_MS', 2_000, 10, 60_000),
+    shutdownPaymentsTimeoutMs: integer(env, 'SHUTDOWN_PAYMENTS_TIMEOUT_MS', 2_000, 0, 120_000),
+    shutdownJobsTimeoutMs: integer(env, 'SHUTDOWN_JOBS_TIMEOUT_MS', 1_000, 1_000, 120_000),
     ...overrides,
   };
+  checkConsistency(config);
   return config;
+}
+
+export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+function cron(env: Env, name: string, fallback: string): string | null {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
+  if (raw.trim() === '') return null;
+  const fields = raw.trim().split(/\s+/).length;
+  if (fields !== 5 && fields !== 6) throw new ConfigError(`${name} must be a cron expression of 5 or 6 fields, got ${JSON.stringify(raw)}`);
+  return raw;
+}
+
+/** Rules across settings, checked on the final values (environment and overrides alike). */
+function checkConsistency(config: Config): void {
+  if (!config.allowWeakSecrets) {
+    const secrets: [string, string | null][] = [
+      ['ADMIN_TOKEN', config.adminToken],
+      ['JWT_SECRET', config.jwtSecret],
+      ['PAYMENT_WEBHOOK_SECRET', config.paymentWebhookSecret],
+      ['CLUSTER_SECRET', config.clusterSecret],
+    ];
+    for (const [name, value] of secrets) {
+      const weakness = value === null ? null : secretWeakness(value);
+      if (weakness !== null) {
+        throw new ConfigError(`${name} is weak (${weakness}): use at least ${minSecretBytes} random bytes, e.g. \`openssl rand -base64 48\` (ALLOW_WEAK_SECRETS=1 accepts it, for demos only)`);
+      }
+    }
+  }
+  // The outbox must keep time to commit the open batch after payments and pg-boss had theirs.
+  const carved = config.shutdownPaymentsTimeoutMs + config.shutdownJobsTimeoutMs + config.commitTimeoutMs;
+  if (carved >= config.shutdownTimeoutMs) {
+    throw new ConfigError(
+      `SHUTDOWN_TIMEOUT_MS (${config.shutdownTimeoutMs}) must exceed SHUTDOWN_PAYMENTS_TIMEOUT_MS + SHUTDOWN_JOBS_TIMEOUT_MS + COMMIT_TIMEOUT_MS (${carved})`,
+    );
+  }
+}
+
+export const minSecretBytes = 32;
+const placeholderPattern = /change[-_ .]?me|replace[-_ .]?me|placeholder|your[-_ .]?(secret|token|key)|^(secret|password|token|test|example|default)$/i;
+
+/** Why a secret is unacceptable (without echoing it), or null when it is fine. */
+export function secretWeakness(value: string): string | null {
+  if (placeholderPattern.test(value)) return 'a placeholder value';
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes < minSecretBytes) return `${bytes} bytes, fewer than ${minSecretBytes}`;
+  if (new Set(value).size < 8) return 'fewer than 8 distinct characters';
+  return null;
+}
+
+const ourNamePattern = /^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$/;
+
+/**
+ * Warnings about the environment (the service still starts): FLASHSTOCK_*
+ * variables it does not know, and names a typo away from a known setting
+ * (Damerau-Levenshtein distance ≤ 2, ≤ 1 for names under 8 characters, so PGPORT
+ * or HOME are not taken for PORT or HOST). Call after loadConfig (it records the names).
+ */
+export function configWarnings(env: Env = process.env): string[] {
+  const warnings: string[] = [];
+  for (const name of Object.keys(env)) {
+    if (knownNames.has(name) || !ourNamePattern.test(name)) continue;
+    const near = nearestKnown(name);
+    if (near !== null) warnings.push(`${name} is not a flashstock setting: did you mean ${near}?`);
+    else if (name.startsWith('FLASHSTOCK_')) warnings.push(`${name} is not a flashstock setting (ignored)`);
+  }
+  return warnings;
+}
+
+function nearestKnown(name: string): string | null {
+  let best: string | null = null;
+  let bestDistance = Infinity;
+  for (const known of knownNames) {
+    const limit = Math.min(known.length, name.length) >= 8 ? 2 : 1;
+    const d = editDistance(name, known, limit);
+    if (d <= limit && d < bestDistance) {
+      best = known;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+/** Optimal-string-alignment distance (a swap of neighbours costs 1), giving up past `limit`. */
+export function editDistance(a: string, b: string, limit = Infinity): number {
+  if (Math.abs(a.length - b.length) > limit) return limit + 1;
+  const rows: number[][] = [];
+  for (let i = 0; i <= a.length; i++) rows.push([i]);
+  for (let j = 1; j <= b.length; j++) rows[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let d = Math.min(rows[i - 1]![j]! + 1, rows[i]![j - 1]! + 1, rows[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d = Math.min(d, rows[i - 2]![j - 2]! + 1);
+      rows[i]![j] = d;
+    }
+  }
+  return rows[a.length]![b.length]!;
 }

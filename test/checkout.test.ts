@@ -6,7 +6,7 @@ import { signWebhook } from '../src/payments/webhook.js';
 
 /** Checkout end to end over HTTP: every simulated provider behaviour, races, webhooks, the audit. */
 
-export const webhookSecret = 'test-webhook-secret';
+export const webhookSecret = 'test-webhook-secret-0123456789abcdef';
 const api = await startTestService(t, {
   paymentWebhookSecret: webhookSecret,
   simulatedPaymentLatencyMs: 1,

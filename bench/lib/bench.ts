@@ -110,7 +110,7 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
   }
   const runs: RunRecord[] = [];
   const baseRunId = Date.now().toString(36);
-  const adminToken = options.adminToken ?? randomBytes(18).toString('base64url');
+  const adminToken = options.adminToken ?? randomBytes(32).toString('base64url');
   const jwtSecret = options.jwtSecret ?? randomBytes(32).toString('base64url');
   const base = { verbose: options.verbose, adminToken, jwtSecret };
   let databaseUrl: string | undefined = options.databaseUrl ?? process.env.DATABASE_URL ?? undefined;

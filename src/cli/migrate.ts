@@ -3,7 +3,8 @@
  * unset, to the embedded PostgreSQL under DATA_DIR (started and stopped here).
  */
 import { ConfigError, loadConfig } from '../config.js';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded.js';
+import type { EmbeddedPostgres } from '../db/embedded.js';
+import { loadEmbeddedPostgres } from '../db/embedded-loader.js';
 import { migrate } from '../db/migrate.js';
 import { createPool } from '../db/pool.js';
 import { createLogger } from '../log.js';
@@ -37,6 +38,7 @@ async function main(): Promise<number> {
   try {
     let url = config.databaseUrl;
     if (url === null) {
+      const { startEmbeddedPostgres } = await loadEmbeddedPostgres();
       embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, log });
       url = embedded.url;
     }
@@ -49,6 +51,10 @@ async function main(): Promise<number> {
     }
     return 0;
   } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`configuration error: ${err.message}\n`);
+      return 2;
+    }
     log.error({ err }, 'migration failed');
     return 1;
   } finally {

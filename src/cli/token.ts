@@ -1,4 +1,4 @@
-import { loadConfig } from '../config.js';
+import { ConfigError, loadConfig } from '../config.js';
 import { readSecrets, secretsPath } from '../secrets.js';
 import { signShopperToken, maxShopperIdLength } from '../auth/auth.js';
 
@@ -23,4 +23,11 @@ async function main(): Promise<void> {
   process.stdout.write(signShopperToken(secret, shopperId, expiresInSeconds) + '\n');
 }
 
-void main();
+main().catch((error: unknown) => {
+  // A configuration problem is one line and exit 2, as for the service.
+  if (error instanceof ConfigError) {
+    process.stderr.write(`configuration error: ${error.message}\n`);
+    process.exit(2);
+  }
+  throw error;
+});

@@ -2,6 +2,8 @@ import PgBoss from 'pg-boss';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Inventory } from '../inventory/inventory.js';
+import { BreakerOpenError, PaymentBreaker, type BreakerOptions } from './breaker.js';
+import { bossSchema, deferActiveJobs } from './job-deferral.js';
 import { getOrders, type Order } from './orders.js';
 import { TransientPaymentError, type PaymentProvider } from './provider.js';
 
@@ -21,6 +23,13 @@ import { TransientPaymentError, type PaymentProvider } from './provider.js';
  * compensates: the hold goes back on sale and the order fails with
  * `payment_unavailable` (unless the provider did charge after all, in which
  * case the sale is honoured).
+ *
+ * The charge goes through a circuit breaker (breaker.ts). While it is open the
+ * provider is not called and the job is deferred (job-deferral.ts) until the
+ * breaker lets a probe through, without spending one of its retries; a job
+ * deferred for longer than `maxDeferSeconds` since it was created fails like a
+ * transient error instead, so a provider that never comes back still ends in
+ * the dead letter (one retry per breaker probe, then per deferral).
  */
 
 export const finalizeQueue = 'payment-finalize';
@@ -36,6 +45,9 @@ export interface FinalizerOptions {
   workers: number;
   /** Fault injection for crash tests: SIGKILL this process at that point of a finalization. */
   crashPoint: 'before_charge' | 'after_charge' | 'after_settle' | null;
+  breaker: BreakerOptions;
+  /** A job older than this no longer waits for an open breaker: it fails and spends a retry. */
+  maxDeferSeconds: number;
 }
 
 interface FinalizeJob {
@@ -45,7 +57,10 @@ interface FinalizeJob {
 export class PaymentFinalizer {
   private readonly workerIds: string[] = [];
   private wakeScheduled = false;
-  readonly stats = { finalized: 0, transientFailures: 0, compensated: 0 };
+  /** Batches being handled, so that shutdown can wait for them (within its budget). */
+  private readonly inFlight = new Set<Promise<unknown>>();
+  readonly breaker: PaymentBreaker;
+  readonly stats = { finalized: 0, transientFailures: 0, compensated: 0, deferred: 0 };
 
   constructor(
     private readonly boss: PgBoss,
@@ -54,7 +69,9 @@ export class PaymentFinalizer {
     private readonly provider: PaymentProvider,
     private readonly log: Logger,
     private readonly options: FinalizerOptions,
-  ) {}
+  ) {
+    this.breaker = new PaymentBreaker(provider, options.breaker, log);
+  }
 
   /** Queues with their retry policy; must exist before the first checkout inserts a job. */
   async createQueues(): Promise<void> {
@@ -92,34 +109,86 @@ export class PaymentFinalizer {
   private async work(queue: string, handle: (order: Order) => Promise<void>): Promise<string> {
     const batchSize = this.options.batchSize;
     let workerId = '';
-    workerId = await this.boss.work<FinalizeJob>(queue, { batchSize, pollingIntervalSeconds: 0.5 }, async (jobs) => {
+    const options = { batchSize, pollingIntervalSeconds: 0.5, includeMetadata: true as const };
+    workerId = await this.boss.work<FinalizeJob>(queue, options, (jobs) => {
       // A full batch means more are waiting: skip the poll delay.
       if (jobs.length === batchSize) this.boss.notifyWorker(workerId);
-      const failed: string[] = [];
-      const orders = await getOrders(this.pool, jobs.map((job) => job.data.orderId));
-      await Promise.all(
-        jobs.map(async (job) => {
-          try {
-            const order = orders.get(job.data.orderId);
-            if (order === undefined) {
-              this.log.error({ orderId: job.data.orderId, queue }, 'job for an order that does not exist');
-              return;
-            }
-            await handle(order);
-          } catch (error) {
-            if (error instanceof TransientPaymentError) this.stats.transientFailures += 1;
-            this.log.warn({ err: error, orderId: job.data.orderId, queue }, 'payment job failed; pg-boss will retry');
-            failed.push(job.id);
-            await this.boss.fail(queue, job.id, { message: (error as Error).message }).catch((err: unknown) =>
-              this.log.error({ err, jobId: job.id }, 'could not mark the job failed; it will expire and retry'),
-            );
-          }
-        }),
-      );
-      // Resolving completes the batch; the failed ones are no longer active, so they stay failed.
-      return failed.length;
+      const batch = this.handleBatch(queue, jobs, handle);
+      this.inFlight.add(batch);
+      void batch.finally(() => this.inFlight.delete(batch)).catch(() => undefined);
+      return batch;
     });
     return workerId;
+  }
+
+  /**
+   * Resolving completes every job of the batch that is still active; so each job
+   * that did not succeed is first moved out of `active` (failed, or deferred).
+   * If that move fails, throwing makes pg-boss fail the batch's active jobs
+   * rather than complete them (a retry of a settled order changes nothing).
+   */
+  private async handleBatch(queue: string, jobs: PgBoss.JobWithMetadata<FinalizeJob>[], handle: (order: Order) => Promise<void>): Promise<number> {
+    const failed: string[] = [];
+    const deferred: string[] = [];
+    let unmarked = 0;
+    let retryAfterMs = 0;
+    const orders = await getOrders(this.pool, jobs.map((job) => job.data.orderId));
+    await Promise.all(
+      jobs.map(async (job) => {
+        try {
+          const order = orders.get(job.data.orderId);
+          if (order === undefined) {
+            this.log.error({ orderId: job.data.orderId, queue }, 'job for an order that does not exist');
+            return;
+          }
+          await handle(order);
+        } catch (error) {
+          if (error instanceof BreakerOpenError && Date.now() - job.createdOn.getTime() < this.options.maxDeferSeconds * 1000) {
+            deferred.push(job.id);
+            retryAfterMs = Math.max(retryAfterMs, error.retryAfterMs);
+            return;
+          }
+          if (error instanceof TransientPaymentError || error instanceof BreakerOpenError) this.stats.transientFailures += 1;
+          this.log.warn({ err: error, orderId: job.data.orderId, queue }, 'payment job failed; pg-boss will retry');
+          failed.push(job.id);
+          await this.boss.fail(queue, job.id, { message: (error as Error).message }).catch((err: unknown) => {
+            unmarked += 1;
+            this.log.error({ err, jobId: job.id }, 'could not mark the job failed');
+          });
+        }
+      }),
+    );
+    if (deferred.length > 0) {
+      // Spread the returns over 10% of the wait so that they do not all land on the probe at once.
+      const delayMs = retryAfterMs + Math.floor(Math.random() * retryAfterMs * 0.1);
+      await deferActiveJobs(this.pool, queue, deferred, delayMs).then(
+        () => {
+          this.stats.deferred += deferred.length;
+          this.log.info({ queue, jobs: deferred.length, delayMs }, 'payment breaker open: jobs deferred without spending a retry');
+        },
+        (err: unknown) => {
+          unmarked += deferred.length;
+          this.log.error({ err, jobs: deferred.length }, 'could not defer jobs');
+        },
+      );
+    }
+    if (unmarked > 0) throw new Error(`${unmarked} job(s) could not be marked failed or deferred; failing the batch so none completes`);
+    return failed.length;
+  }
+
+  /** Wait for the batches being handled, at most `timeoutMs`; true when none is left. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    if (this.inFlight.size === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
+    const done = Promise.allSettled([...this.inFlight]).then(() => true);
+    try {
+      return await Promise.race([done, timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private crash(point: FinalizerOptions['crashPoint']): void {
@@ -132,7 +201,7 @@ export class PaymentFinalizer {
   async finalize(order: Order): Promise<void> {
     if (order.status !== 'pending') return;
     this.crash('before_charge');
-    const charge = await this.provider.charge({
+    const charge = await this.breaker.charge({
       idempotencyKey: order.orderId,
       amountCents: order.amountCents,
       currency: order.currency,
@@ -159,6 +228,7 @@ export class PaymentFinalizer {
     if (!settled.ok) throw new Error(`could not record the payment outcome: ${settled.code}: ${settled.detail}`);
   }
 
+  /** Stop fetching; batches already fetched go on (see drain). */
   async stop(): Promise<void> {
     await this.boss.offWork(finalizeQueue).catch(() => undefined);
     await this.boss.offWork(deadLetterQueue).catch(() => undefined);
@@ -170,6 +240,7 @@ export function createBoss(databaseUrl: string, log: Logger, maintenanceInterval
     connectionString: databaseUrl,
     max: 4,
     application_name: 'flashstock-jobs',
+    schema: bossSchema,
     maintenanceIntervalSeconds,
   });
   boss.on('error', (err) => log.error({ err }, 'pg-boss error'));

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Inventory, StockState } from '../inventory/inventory.js';
 import type { SnapshotWorkers } from '../snapshot/workers.js';
 import { runLedgerAudit, type AuditReport } from './audit.js';
+import type { PaymentBreaker } from './breaker.js';
 import { PaymentFinalizer, finalizeQueue, type FinalizerOptions } from './finalizer.js';
 import { getOrder, type Order } from './orders.js';
 import type { PaymentProvider, ProviderCharge } from './provider.js';
@@ -54,13 +55,18 @@ export class Payments {
     inventory: Inventory,
     /** What the audit compares the log with, and where its worker runs (the shards' background threads). */
     private readonly ledger: LedgerSource,
-    private readonly provider: PaymentProvider,
+    readonly provider: PaymentProvider,
     private readonly log: Logger,
     private readonly webhookSecret: string | null,
     finalizerOptions: FinalizerOptions,
     private readonly auditCron: string | null,
   ) {
     this.finalizer = new PaymentFinalizer(boss, pool, inventory, provider, log, finalizerOptions);
+  }
+
+  /** The provider's circuit breaker: `state`, `onStateChange` (for metrics). */
+  get breaker(): PaymentBreaker {
+    return this.finalizer.breaker;
   }
 
   get queue(): string {
@@ -116,8 +122,16 @@ export class Payments {
     });
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stop fetching jobs, then wait at most `drainTimeoutMs` for the batches in
+   * hand. True when they all finished; false when some are still running (pg-boss
+   * fails them when it stops, and they are retried: every step is idempotent).
+   */
+  async stop(drainTimeoutMs = 0): Promise<boolean> {
     await this.finalizer.stop();
     await this.boss.offWork(auditQueue).catch(() => undefined);
+    const drained = await this.finalizer.drain(drainTimeoutMs);
+    this.finalizer.breaker.shutdown();
+    return drained;
   }
 }

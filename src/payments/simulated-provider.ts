@@ -14,17 +14,39 @@ import { TransientPaymentError, type ChargeOutcome, type ChargeRequest, type Pay
  *   pm_lost_response  charges, then times out on the first call; a retry finds the charge
  *   pm_down           always fails transiently
  *   anything else     declines (unsupported_payment_method)
+ *
+ * Like a real sandbox it can also have an outage: between startOutage() and
+ * endOutage() every charge, whatever the method, fails transiently (and counts
+ * as an attempt), as a provider that is down does.
  */
 export class SimulatedPaymentProvider implements PaymentProvider {
   readonly name = 'simulated';
+  private down = false;
 
   constructor(
     private readonly pool: pg.Pool,
     private readonly latencyMs: number,
   ) {}
 
+  /** The provider goes down: every charge fails transiently until endOutage(). */
+  startOutage(): void {
+    this.down = true;
+  }
+
+  endOutage(): void {
+    this.down = false;
+  }
+
+  get inOutage(): boolean {
+    return this.down;
+  }
+
   async charge(request: ChargeRequest): Promise<ChargeOutcome> {
     if (this.latencyMs > 0) await sleep(this.latencyMs);
+    if (this.down) {
+      await this.attempt(request.idempotencyKey);
+      throw new TransientPaymentError('simulated provider: outage');
+    }
     switch (request.paymentMethod) {
       case 'pm_ok':
         return this.record(request, 'succeeded', null);

@@ -3,6 +3,7 @@ import type pg from 'pg';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { createAdminCheck, createShopperVerifier } from '../auth/auth.js';
+import { databaseReadiness } from '../http/readiness.js';
 import { createHttpApp } from '../http/server.js';
 import type { Payments } from '../payments/payments.js';
 import type { Router } from '../shard/router.js';
@@ -39,12 +40,12 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     log,
     verifyShopper,
     isAdmin: createAdminCheck(deps.adminToken),
-    databaseAlive: () =>
+    databaseAlive: databaseReadiness(
       // pg honours a per-query `query_timeout` its typings do not list.
-      pool.query({ text: 'SELECT 1', query_timeout: 2000 } as pg.QueryConfig).then(
-        () => true,
-        () => false,
-      ),
+      () => pool.query({ text: 'SELECT 1', query_timeout: config.readyzDbTimeoutMs } as pg.QueryConfig),
+      { failureThreshold: config.readyzFailureThreshold, timeoutMs: config.readyzDbTimeoutMs },
+      log,
+    ),
     maxBodyBytes: config.maxBodyBytes,
     retryAfterSeconds: config.retryAfterSeconds,
     onFatal: deps.onFatal,

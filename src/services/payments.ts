@@ -6,6 +6,7 @@ import { createBoss } from '../payments/finalizer.js';
 import { Payments, type LedgerSource } from '../payments/payments.js';
 import { SimulatedPaymentProvider } from '../payments/simulated-provider.js';
 import type PgBoss from 'pg-boss';
+import { stopJobsWithinBudget } from '../shutdown-budget.js';
 
 /** pg-boss and the payment finalizer, webhooks and audit on top of it. */
 export interface PaymentsService {
@@ -39,7 +40,7 @@ export async function startBoss(config: Config, databaseUrl: string, log: Logger
 /** Queues exist before the shards recover, so the first checkout after recovery can insert its job. */
 export async function preparePayments(deps: PaymentsDependencies): Promise<PaymentsService> {
   const { config, log, pool, boss } = deps;
-  const stopBoss = () => boss.stop({ graceful: true, wait: true, timeout: config.shutdownTimeoutMs });
+  const stopBoss = () => boss.stop({ graceful: true, wait: true, timeout: config.shutdownJobsTimeoutMs });
   try {
     const provider = new SimulatedPaymentProvider(pool, config.simulatedPaymentLatencyMs);
     const payments = new Payments(boss, pool, deps.inventory, deps.ledger, provider, log, deps.webhookSecret, {
@@ -49,6 +50,14 @@ export async function preparePayments(deps: PaymentsDependencies): Promise<Payme
       batchSize: config.paymentWorkerBatchSize,
       workers: config.paymentWorkers,
       crashPoint: config.faultCrashPoint,
+      breaker: {
+        volumeThreshold: config.paymentBreakerVolumeThreshold,
+        errorPercent: config.paymentBreakerErrorPercent,
+        windowSeconds: config.paymentBreakerWindowSeconds,
+        resetSeconds: config.paymentBreakerResetSeconds,
+        timeoutMs: config.paymentProviderTimeoutMs,
+      },
+      maxDeferSeconds: config.paymentBreakerMaxDeferSeconds,
     }, config.auditCron);
     await payments.prepare();
     let stopped: Promise<void> | null = null;
@@ -57,7 +66,8 @@ export async function preparePayments(deps: PaymentsDependencies): Promise<Payme
       payments,
       start: () => payments.start(),
       stop: () => {
-        stopped ??= payments.stop().then(stopBoss);
+        // Within budgets: the rest of the shutdown time is the outbox's (src/shutdown-budget.ts).
+        stopped ??= stopJobsWithinBudget(payments, boss, { paymentsMs: config.shutdownPaymentsTimeoutMs, jobsMs: config.shutdownJobsTimeoutMs }, log);
         return stopped;
       },
     };

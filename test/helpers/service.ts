@@ -4,7 +4,8 @@ import { signShopperToken } from '../../src/auth/auth.js';
 import type { Config } from '../../src/config.js';
 import { createTestDatabase } from './db.js';
 
-export const adminToken = 'test-admin-token';
+// At least 32 bytes: the service refuses shorter secrets (src/config.ts).
+export const adminToken = 'test-admin-token-0123456789abcdef';
 export const jwtSecret = 'test-jwt-secret-0123456789abcdef';
 
 export interface TestService {
