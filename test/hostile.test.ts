@@ -16,7 +16,7 @@ import type { StockEvent } from '../src/allocator/types.js';
  */
 
 const traps = installProcessTraps(t);
-const webhookSecret = 'hostile-webhook-secret';
+const webhookSecret = 'hostile-webhook-secret-0123456789abcdef'; // ≥ 32 bytes (src/config.ts)
 const api = await startTestService(t, { paymentWebhookSecret: webhookSecret, paymentRetryDelaySeconds: 1 });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
