@@ -16,6 +16,13 @@ import { TransientPaymentError, type ChargeOutcome, type ChargeRequest, type Pay
  * `resetSeconds`. Declines are answers, not failures; other errors (bugs) are
  * not the provider's health either, so they do not count.
  *
+ * A probe is a real call, so a failed probe spends its job's retry like any
+ * transient failure. Deliberately: if a failed probe deferred its job instead,
+ * one payment that fails on its own (the oldest job is first in every fetch,
+ * so it is the probe every time) would hold the breaker open for everyone.
+ * During a long outage the oldest jobs therefore reach the dead letter one by
+ * one, one per retry limit + 1 probes; all the others wait without spending.
+ *
  * A timed-out call may still charge at the provider: that is safe because every
  * charge carries the order id as its idempotency key, so the retry finds it.
  */
