@@ -11,6 +11,8 @@ import { startStorage } from './services/storage.js';
 import { preparePayments, startBoss } from './services/payments.js';
 import { startShards } from './services/shards.js';
 import { startFrontEnd } from './services/front-end.js';
+import { Metrics } from './metrics/metrics.js';
+import { deadLetterQueue } from './payments/finalizer.js';
 
 /** A running flashstock: what tests, the bench harness and main() get back. */
 export interface Flashstock {
@@ -29,6 +31,8 @@ export interface Flashstock {
   payments: Payments;
   /** `/v1/stream`, the stock fan-out and the page at `/`. */
   live: LiveStock;
+  /** This service's Prometheus registry (`GET /metrics`). */
+  metrics: Metrics;
   /** Graceful: stop accepting, commit the open batch, answer in-flight requests, close everything. */
   stop(): Promise<void>;
 }
@@ -52,6 +56,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
   const config = loadConfig(options.env ?? process.env, overrides);
   const log = createLogger(config.logLevel);
   for (const warning of configWarnings(options.env ?? process.env)) log.warn(warning);
+  const metrics = new Metrics();
   const stops: (() => Promise<void>)[] = [];
   const stop = async () => {
     for (const step of stops.reverse()) await step().catch((err: unknown) => log.error({ err }, 'shutdown step failed'));
@@ -71,6 +76,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       nowMs: options.nowMs ?? Date.now,
       writeOrders: createOrderWriter(boss, finalizeQueue),
       cloneMessages: options.cloneMessages ?? false,
+      outboxObserver: metrics.outboxObserver(),
     });
     stops.push(() => shards.stop());
     const payments = await preparePayments({
@@ -104,6 +110,23 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       adminToken: storage.adminToken,
       jwtSecret: storage.jwtSecret,
       onFatal,
+      metrics,
+    });
+    metrics.provide({
+      // Live holds and snapshots written are not reported by the shards yet: those gauges stay absent.
+      inventory: () => ({
+        pendingEvents: shards.host.pendingEvents,
+        allocators: shards.host.allocatorCount,
+        liveHolds: null,
+        snapshotsWritten: null,
+      }),
+      pool: storage.pool,
+      queues: [finalizeQueue, deadLetterQueue],
+      queueSize: (queue) => boss.getQueueSize(queue),
+      payments: () => payments.payments.finalizer.stats,
+      breakerState: () => payments.payments.breaker.state,
+      live: () => frontEnd.live.stats,
+      ready: () => frontEnd.ready(),
     });
     // Order on the way out: stop accepting; let payment jobs finish (they settle
     // through the shards); commit and answer what is in flight; close sockets.
@@ -130,6 +153,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       shards: shards.host,
       payments: payments.payments,
       live: frontEnd.live,
+      metrics,
       stop,
     };
   } catch (error) {

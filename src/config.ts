@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { defaultShardCount, maxShardCount } from './shard/placement.js';
+import { parseTrustProxy, type TrustedProxies } from './ratelimit/client-ip.js';
 
 /**
  * Every setting, from the environment, with its default and its bounds.
@@ -80,6 +81,11 @@ export interface Config {
   /** Shutdown budgets, carved out of shutdownTimeoutMs: see src/shutdown-budget.ts. */
   shutdownPaymentsTimeoutMs: number;
   shutdownJobsTimeoutMs: number;
+  /** Rate limits (src/ratelimit): per second, burst twice it; 0 = off. */
+  rateLimitShopperPerSecond: number;
+  rateLimitIpPerSecond: number;
+  /** Whom to believe in X-Forwarded-For (see src/ratelimit/client-ip.ts); null = nobody. */
+  trustProxy: TrustedProxies;
 }
 
 export class ConfigError extends Error {
@@ -158,6 +164,14 @@ function secret(env: Env, name: string): string | null {
   return value;
 }
 
+function trustProxy(env: Env): TrustedProxies {
+  try {
+    return parseTrustProxy(text(env, 'TRUST_PROXY'));
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+}
+
 export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
   const config: Config = {
     port: integer(env, 'PORT', 8080, 0, 65535),
@@ -221,6 +235,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     readyzDbTimeoutMs: integer(env, 'READYZ_DB_TIMEOUT_MS', 2_000, 10, 60_000),
     shutdownPaymentsTimeoutMs: integer(env, 'SHUTDOWN_PAYMENTS_TIMEOUT_MS', 2_000, 0, 120_000),
     shutdownJobsTimeoutMs: integer(env, 'SHUTDOWN_JOBS_TIMEOUT_MS', 1_000, 1_000, 120_000),
+    rateLimitShopperPerSecond: integer(env, 'RATE_LIMIT_SHOPPER_PER_SECOND', 10, 0, 1_000_000),
+    rateLimitIpPerSecond: integer(env, 'RATE_LIMIT_IP_PER_SECOND', 0, 0, 1_000_000),
+    trustProxy: trustProxy(env),
     ...overrides,
   };
   checkConsistency(config);

@@ -2,6 +2,9 @@ import type { Logger } from 'pino';
 import type { ShopperVerifier } from '../auth/auth.js';
 import type { Inventory } from '../inventory/inventory.js';
 import type { Payments } from '../payments/payments.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { TrustedProxies } from '../ratelimit/client-ip.js';
+import type { RateLimits } from '../ratelimit/rate-limits.js';
 
 /** What the HTTP front end needs, as plain fields (route modules take what they use). */
 export interface HttpDependencies {
@@ -16,4 +19,10 @@ export interface HttpDependencies {
   retryAfterSeconds: number;
   /** A fault no request should cause (an invariant broke): log and crash. */
   onFatal: (error: unknown) => void;
+  /** Per-route metrics and `GET /metrics`. */
+  metrics: Metrics;
+  /** 429 `rate_limited` on reserve, release and checkout (absent: no limits). */
+  rateLimits?: RateLimits;
+  /** Whom to believe in X-Forwarded-For (null: nobody). */
+  trustProxy?: TrustedProxies;
 }

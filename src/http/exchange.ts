@@ -2,6 +2,8 @@ import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import { problem, type ProblemCode } from './problem.js';
 import type { Outcome } from '../inventory/inventory.js';
+import { unmatchedRoute, type Metrics, type RouteMetrics } from '../metrics/metrics.js';
+import { clientIp, type TrustedProxies } from '../ratelimit/client-ip.js';
 
 /**
  * One request/response pair over uWebSockets.js, with its rules built in:
@@ -23,6 +25,7 @@ const statusLines: Record<number, string> = {
   415: '415 Unsupported Media Type',
   422: '422 Unprocessable Content',
   426: '426 Upgrade Required',
+  429: '429 Too Many Requests',
   500: '500 Internal Server Error',
   503: '503 Service Unavailable',
 };
@@ -33,6 +36,10 @@ export interface ExchangeContext {
   maxBodyBytes: number;
   /** Called for an error the handler did not expect: log it, maybe crash. */
   onUnexpected: (error: unknown, exchange: Exchange) => void;
+  /** Whom to believe in X-Forwarded-For (null: nobody, the TCP peer is the client). */
+  trustProxy?: TrustedProxies;
+  /** Per-route instruments (the router hands each Exchange its route's). */
+  metrics?: Metrics;
 }
 
 let requestCounter = 0;
@@ -45,11 +52,17 @@ export class Exchange {
   readonly requestId: string;
   readonly method: string;
   readonly url: string;
+  private readonly startedMs = performance.now();
+  /** Read now: uWS invalidates `req` when the handler returns. '' unless TRUST_PROXY is on. */
+  private readonly forwardedFor: string;
+  private ip: string | null = null;
 
   constructor(
     readonly res: HttpResponse,
     req: HttpRequest,
     readonly ctx: ExchangeContext,
+    /** The route pattern's instruments (null: no route matched). */
+    readonly route: RouteMetrics | null = null,
   ) {
     res.onAborted(() => {
       this.aborted = true;
@@ -58,12 +71,30 @@ export class Exchange {
     this.requestId = requestIdPattern.test(given) ? given : requestIdPrefix + (++requestCounter).toString(36);
     this.method = req.getCaseSensitiveMethod();
     this.url = req.getUrl();
+    this.forwardedFor = ctx.trustProxy ? req.getHeader('x-forwarded-for') : '';
+  }
+
+  /** The client's address (see src/ratelimit/client-ip.ts); read from the socket, so only before the response ends. */
+  get clientIp(): string {
+    this.ip ??= clientIp(Buffer.from(this.res.getRemoteAddressAsText()).toString(), this.forwardedFor, this.ctx.trustProxy ?? null);
+    return this.ip;
   }
 
   send(status: number, body: unknown, contentType = 'application/json', headers?: [string, string][]): void {
     if (this.aborted || this.done) return;
     this.done = true;
-    const payload = JSON.stringify(body);
+    this.write(status, JSON.stringify(body), contentType, headers);
+  }
+
+  /** A body that is already text (the Prometheus exposition format). */
+  sendText(status: number, text: string, contentType: string): void {
+    if (this.aborted || this.done) return;
+    this.done = true;
+    this.write(status, text, contentType);
+  }
+
+  private write(status: number, payload: string, contentType: string, headers?: [string, string][]): void {
+    this.accessLog(status);
     this.res.cork(() => {
       this.res.writeStatus(statusLines[status] ?? String(status));
       this.res.writeHeader('content-type', contentType);
@@ -79,6 +110,25 @@ export class Exchange {
       this.res.writeHeader('content-length', String(Buffer.byteLength(payload)));
       this.res.endWithoutBody();
     });
+  }
+
+  /** Per-route metrics, and the access log line: debug, or info for 5xx and 429 (what an operator looks for). */
+  private accessLog(status: number): void {
+    const seconds = (performance.now() - this.startedMs) / 1000;
+    this.route?.done(status, seconds);
+    const log = this.ctx.log;
+    const notable = status >= 500 || status === 429;
+    if (!notable && !log.isLevelEnabled('debug')) return;
+    const line = {
+      reqId: this.requestId,
+      method: this.method,
+      route: this.route?.route ?? unmatchedRoute,
+      status,
+      ms: Math.round(seconds * 10_000) / 10,
+      ip: this.clientIp,
+    };
+    if (notable) log.info(line, 'request');
+    else log.debug(line, 'request');
   }
 
   problem(code: ProblemCode, detail: string, headers: [string, string][] = []): void {

@@ -15,6 +15,7 @@ export type ProblemCode =
   | 'upgrade_required'
   | 'not_ready'
   | 'provider_mismatch'
+  | 'rate_limited'
   | 'internal';
 
 interface ProblemType {
@@ -39,6 +40,7 @@ export const problemTypes: Record<ProblemCode, ProblemType> = {
   unsupported_media_type: { status: 415, title: 'Unsupported media type' },
   idempotency_key_reused: { status: 422, title: 'Idempotency key reused' },
   upgrade_required: { status: 426, title: 'Upgrade required' },
+  rate_limited: { status: 429, title: 'Too many requests' },
   internal: { status: 500, title: 'Internal error' },
   unavailable: { status: 503, title: 'Service unavailable' },
   too_many_holds: { status: 503, title: 'Too many live holds' },

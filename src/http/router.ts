@@ -1,5 +1,6 @@
 import type uWS from 'uWebSockets.js';
 import { Exchange, type ExchangeContext } from './exchange.js';
+import type { RouteMetrics } from '../metrics/metrics.js';
 
 /**
  * The route table: `route(pattern, handlers)` adds the handlers of some
@@ -42,8 +43,13 @@ export function createRouter(app: uWS.TemplatedApp, ctx: ExchangeContext): Route
   const table = new Map<string, RouteHandlers>();
   let mounted = false;
 
-  const serve = (handler: Handler) => (res: uWS.HttpResponse, req: uWS.HttpRequest) => {
-    const exchange = new Exchange(res, req, ctx);
+  const serve = (pattern: string, method: string, handler: Handler) => {
+    const route = ctx.metrics?.route(pattern, method) ?? null;
+    return (res: uWS.HttpResponse, req: uWS.HttpRequest) => serveOne(res, req, route, handler);
+  };
+
+  const serveOne = (res: uWS.HttpResponse, req: uWS.HttpRequest, route: RouteMetrics | null, handler: Handler) => {
+    const exchange = new Exchange(res, req, ctx, route);
     try {
       handler(exchange, req);
     } catch (error) {
@@ -59,12 +65,13 @@ export function createRouter(app: uWS.TemplatedApp, ctx: ExchangeContext): Route
   const mountOne = (pattern: string, handlers: RouteHandlers): void => {
     for (const method of Object.keys(methodNames) as Method[]) {
       const handler = handlers[method];
-      if (handler !== undefined) app[method](pattern, serve(handler));
+      if (handler !== undefined) app[method](pattern, serve(pattern, methodNames[method], handler));
     }
-    if (handlers.get !== undefined) app.head(pattern, serve(handlers.get));
+    if (handlers.get !== undefined) app.head(pattern, serve(pattern, 'HEAD', handlers.get));
     const allow = allowed(handlers).join(', ');
     app.any(pattern, (res, req) => {
-      new Exchange(res, req, ctx).problem('method_not_allowed', `${req.getCaseSensitiveMethod()} is not allowed here`, [
+      const route = ctx.metrics?.route(pattern, req.getCaseSensitiveMethod()) ?? null;
+      new Exchange(res, req, ctx, route).problem('method_not_allowed', `${req.getCaseSensitiveMethod()} is not allowed here`, [
         ['allow', allow],
       ]);
     });

@@ -8,6 +8,8 @@ import { registerPaymentRoutes } from './routes/payments.js';
 import { registerReservationRoutes } from './routes/reservations.js';
 import { registerSkuRoutes } from './routes/skus.js';
 import { registerStreamRoutes } from './routes/stream.js';
+import { registerMetricsRoutes } from './routes/metrics.js';
+import { unmatchedRoute } from '../metrics/metrics.js';
 
 export type { HttpDependencies } from './dependencies.js';
 
@@ -26,9 +28,10 @@ export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
   registerOrderRoutes(router, deps);
   registerPaymentRoutes(router, deps);
   registerStreamRoutes(router);
+  registerMetricsRoutes(router, deps);
   router.mount();
   app.any('/*', (res, req) => {
-    new Exchange(res, req, ctx).problem('not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`);
+    new Exchange(res, req, ctx, deps.metrics.route(unmatchedRoute, req.getCaseSensitiveMethod())).problem('not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`);
   });
   return app;
 }
@@ -39,6 +42,8 @@ function exchangeContext(deps: HttpDependencies): ExchangeContext {
     log,
     retryAfterSeconds: deps.retryAfterSeconds,
     maxBodyBytes: deps.maxBodyBytes,
+    trustProxy: deps.trustProxy ?? null,
+    metrics: deps.metrics,
     onUnexpected: (error, exchange) => {
       log.error({ err: error, reqId: exchange.requestId, method: exchange.method, url: exchange.url }, 'unexpected error');
       exchange.problem('internal', 'an unexpected error occurred; nothing was acknowledged');

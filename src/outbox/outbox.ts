@@ -48,6 +48,13 @@ export interface OutboxOptions {
    * log; learning it has the same budget again before waiters are told the outcome is unknown.
    */
   commitTimeoutMs: number;
+  /** Told about every commit (metrics); called synchronously, must not throw. */
+  observer?: OutboxObserver;
+}
+
+export interface OutboxObserver {
+  committed(events: readonly StockEvent[], seconds: number): void;
+  failed(error: CommitError): void;
 }
 
 export const defaultOutboxOptions: OutboxOptions = {
@@ -262,8 +269,10 @@ export class Outbox<A = never> {
 
   /** null when the batch is in the log (at once, or learned after a timeout). */
   private async commitBatch(batch: Entry<A>[], events: StockEvent[], attachments: A[]): Promise<CommitError | null> {
+    const startedMs = performance.now();
     const attempt = await this.commit(events, attachments);
     if (attempt.kind === 'committed') {
+      this.options.observer?.committed(events, (performance.now() - startedMs) / 1000);
       this.stats.batches += 1;
       this.stats.events += events.length;
       this.stats.lastBatchEvents = events.length;
@@ -278,6 +287,7 @@ export class Outbox<A = never> {
     }
     const learned = await this.learnOutcome(attempt, batch, events);
     if (learned === 'committed') {
+      this.options.observer?.committed(events, (performance.now() - startedMs) / 1000);
       this.stats.committedAfterAll += 1;
       this.stats.batches += 1;
       this.stats.events += events.length;
@@ -470,6 +480,7 @@ export class Outbox<A = never> {
   private failBatch(batch: Entry<A>[], events: StockEvent[], error: CommitError): void {
     this.stats.failedBatches += 1;
     this.rememberFailed(events);
+    this.options.observer?.failed(error);
     const skus = new Set<string>();
     const firstSeqs = new Map<string, number>();
     for (const event of events) {

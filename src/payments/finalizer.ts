@@ -60,7 +60,7 @@ export class PaymentFinalizer {
   /** Batches being handled, so that shutdown can wait for them (within its budget). */
   private readonly inFlight = new Set<Promise<unknown>>();
   readonly breaker: PaymentBreaker;
-  readonly stats = { finalized: 0, transientFailures: 0, compensated: 0, deferred: 0 };
+  readonly stats = { finalized: 0, paid: 0, declined: 0, transientFailures: 0, compensated: 0, deferred: 0 };
 
   constructor(
     private readonly boss: PgBoss,
@@ -211,6 +211,8 @@ export class PaymentFinalizer {
     await this.record(order, charge.status === 'succeeded' ? 'committed' : 'payment_failed', charge.status === 'declined' ? charge.reason : null);
     this.crash('after_settle');
     this.stats.finalized += 1;
+    if (charge.status === 'succeeded') this.stats.paid += 1;
+    else this.stats.declined += 1;
   }
 
   /** Dead letter: the provider never answered. Give the stock back, unless it did charge. */

@@ -8,12 +8,16 @@ import { createHttpApp } from '../http/server.js';
 import type { Payments } from '../payments/payments.js';
 import type { Router } from '../shard/router.js';
 import { attachLiveStock, type LiveStock } from '../ws/index.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { RateLimits } from '../ratelimit/rate-limits.js';
 
 /** The uWebSockets.js app: HTTP routes, `/v1/stream`, the page; listening on HOST:PORT. */
 export interface FrontEnd {
   url: string;
   port: number;
   live: LiveStock;
+  /** Readiness as /readyz decides it (the metrics' readiness gauge). */
+  ready(): Promise<boolean>;
   /** Stop accepting connections (in-flight requests still get their answers). */
   stopListening(): void;
   /** Close the stream sockets with 1001, then every socket. */
@@ -29,28 +33,48 @@ export interface FrontEndDependencies {
   adminToken: string;
   jwtSecret: string;
   onFatal: (error: unknown) => void;
+  metrics: Metrics;
 }
 
 export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEnd> {
   const { config, log, pool, inventory } = deps;
+  const { metrics } = deps;
   const verifyShopper = createShopperVerifier(deps.jwtSecret);
+  const databaseAlive = databaseReadiness(
+    // pg honours a per-query `query_timeout` its typings do not list.
+    () => pool.query({ text: 'SELECT 1', query_timeout: config.readyzDbTimeoutMs } as pg.QueryConfig),
+    { failureThreshold: config.readyzFailureThreshold, timeoutMs: config.readyzDbTimeoutMs },
+    log,
+  );
+  const rateLimits = new RateLimits(
+    { shopperPerSecond: config.rateLimitShopperPerSecond, ipPerSecond: config.rateLimitIpPerSecond, redisUrl: config.redisUrl },
+    log,
+    { limited: (limit) => metrics.rateLimited.inc({ limit }), fellBack: () => metrics.rateLimiterFallbacks.inc() },
+  );
   const app = createHttpApp({
     inventory,
     payments: deps.payments,
     log,
     verifyShopper,
     isAdmin: createAdminCheck(deps.adminToken),
-    databaseAlive: databaseReadiness(
-      // pg honours a per-query `query_timeout` its typings do not list.
-      () => pool.query({ text: 'SELECT 1', query_timeout: config.readyzDbTimeoutMs } as pg.QueryConfig),
-      { failureThreshold: config.readyzFailureThreshold, timeoutMs: config.readyzDbTimeoutMs },
-      log,
-    ),
+    databaseAlive,
+    metrics,
+    rateLimits,
+    trustProxy: config.trustProxy,
     maxBodyBytes: config.maxBodyBytes,
     retryAfterSeconds: config.retryAfterSeconds,
     onFatal: deps.onFatal,
   });
-  const live = attachLiveStock(app, { config, inventory, verifyShopper, log, onFatal: deps.onFatal });
+  const live = attachLiveStock(app, {
+    config,
+    inventory,
+    verifyShopper,
+    log,
+    onFatal: deps.onFatal,
+    rateLimits,
+    trustProxy: config.trustProxy,
+    onReservationAnswer: (ok, code) => metrics.reservationAnswered(ok, code),
+  });
   inventory.onStock((state) => live.changed(state.sku));
   const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
     app.listen(config.host, config.port, (socket) =>
@@ -68,10 +92,12 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     url: `http://${host}:${port}`,
     port,
     live,
+    ready: async () => inventory.isReady() && (await databaseAlive()),
     stopListening,
     stop: async () => {
       stopListening();
       await live.close();
+      await rateLimits.close();
       // Not in the typings of this uWS build, but present: closes every open socket.
       (app as unknown as { close(): void }).close();
     },

@@ -3,7 +3,7 @@ import type { AllocatorLimits } from '../allocator/types.js';
 import type { Config } from '../config.js';
 import type { OrderAttachment } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
-import type { AttachmentWriter } from '../outbox/outbox.js';
+import type { AttachmentWriter, OutboxObserver } from '../outbox/outbox.js';
 import { InProcessChannel } from '../shard/in-process-channel.js';
 import { Router } from '../shard/router.js';
 import { ShardHost } from '../shard/shard-host.js';
@@ -33,6 +33,8 @@ export interface ShardsOptions {
   writeOrders: AttachmentWriter<OrderAttachment> | null;
   /** Clone every message (tests: proves the boundary carries plain data only). */
   cloneMessages?: boolean;
+  /** Told about every group commit (metrics). */
+  outboxObserver?: OutboxObserver;
 }
 
 export function allocatorLimits(config: Config): AllocatorLimits {
@@ -61,6 +63,7 @@ export function startShards(config: Config, pool: pg.Pool, log: Logger, options:
         batchMaxEvents: config.batchMaxEvents,
         maxPendingEvents: config.maxPendingEvents,
         commitTimeoutMs: config.commitTimeoutMs,
+        ...(options.outboxObserver === undefined ? {} : { observer: options.outboxObserver }),
       },
       expirySweepIntervalMs: config.expirySweepIntervalMs,
       rebuildRetryMs: 500,

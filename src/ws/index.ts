@@ -6,6 +6,8 @@ import type { Inventory, StockState } from '../inventory/inventory.js';
 import { createStockFeed, type FeedStats } from './fanout.js';
 import { servePage } from './page.js';
 import { StockStream, type StreamStats } from './stream.js';
+import type { TrustedProxies } from '../ratelimit/client-ip.js';
+import type { RateLimits } from '../ratelimit/rate-limits.js';
 
 /**
  * The live side of flashstock on the HTTP app: `/v1/stream` (StockStream), the
@@ -39,6 +41,9 @@ export interface LiveStockDependencies {
   verifyShopper: ShopperVerifier;
   log: Logger;
   onFatal: (error: unknown) => void;
+  rateLimits?: RateLimits;
+  trustProxy?: TrustedProxies;
+  onReservationAnswer?: (ok: boolean, code?: string) => void;
 }
 
 export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependencies): LiveStock {
@@ -61,6 +66,9 @@ export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependenci
       verifyShopper: deps.verifyShopper,
       log,
       onFatal: deps.onFatal,
+      ...(deps.rateLimits === undefined ? {} : { rateLimits: deps.rateLimits }),
+      ...(deps.trustProxy === undefined ? {} : { trustProxy: deps.trustProxy }),
+      ...(deps.onReservationAnswer === undefined ? {} : { onReservationAnswer: deps.onReservationAnswer }),
     },
     {
       maxMessageBytes: config.wsMaxMessageBytes,

@@ -4,6 +4,8 @@ import type { ShopperAuth, ShopperVerifier } from '../auth/auth.js';
 import type { Inventory, Outcome, ReservationView, StockState } from '../inventory/inventory.js';
 import { isUuid } from '../http/validation.js';
 import { problem } from '../http/problem.js';
+import { clientIp, type TrustedProxies } from '../ratelimit/client-ip.js';
+import type { LimitExceeded, RateLimits } from '../ratelimit/rate-limits.js';
 import {
   errorMessage,
   helloMessage,
@@ -58,6 +60,11 @@ export interface StreamDependencies {
   /** A fault no message should cause (an invariant broke): log and crash. */
   onFatal: (error: unknown) => void;
   nowMs?: () => number;
+  /** Per-shopper / per-IP limits on upgrades and on reserve/release (429 `rate_limited`). */
+  rateLimits?: RateLimits;
+  trustProxy?: TrustedProxies;
+  /** A reserve was answered: ok, or refused with a code (metrics). */
+  onReservationAnswer?: (ok: boolean, code?: string) => void;
 }
 
 interface SocketState {
@@ -68,6 +75,8 @@ interface SocketState {
   /** The SKUs this socket follows (also while lagging, when it is off their topics). */
   skus: Set<string>;
   bucket: TokenBucket;
+  /** The client's address, for per-IP limits (null when they are off). */
+  ip: string | null;
   invalidMessages: number;
   /** Over the backpressure bound: off its topics until drained. */
   lagging: boolean;
@@ -180,23 +189,51 @@ export class StockStream {
     }
     // uWS hands the query value percent-decoded; '' when absent.
     const token = req.getQuery('token') ?? '';
+    const limits = this.deps.rateLimits;
+    const ip = limits?.ipEnabled
+      ? clientIp(Buffer.from(res.getRemoteAddressAsText()).toString(), req.getHeader('x-forwarded-for'), this.deps.trustProxy ?? null)
+      : null;
     const state: SocketState = {
       ws: null,
       token: token === '' ? null : token,
       skus: new Set(),
       bucket: newBucket(this.options.maxMessagesPerSecond, this.now()),
+      ip,
       invalidMessages: 0,
       lagging: false,
       overBoundSinceMs: null,
     };
-    res.upgrade(
-      state,
+    const headers = [
       req.getHeader('sec-websocket-key'),
       // The stream speaks no subprotocol: agreeing to one a client offers would claim one we do not speak.
       '',
       req.getHeader('sec-websocket-extensions'),
-      context,
-    );
+    ] as const;
+    if (limits === undefined || !limits.enabled) {
+      res.upgrade(state, ...headers, context);
+      return;
+    }
+    // The budget check is asynchronous (Redis): uWS allows upgrading later, once the abort handler is on.
+    let aborted = false;
+    res.onAborted(() => {
+      aborted = true;
+    });
+    const auth = state.token === null ? null : this.auth(state);
+    limits.check(auth?.ok ? auth.shopperId : null, ip).then((exceeded) => {
+      if (aborted) return;
+      res.cork(() => {
+        if (exceeded === null) res.upgrade(state, ...headers, context);
+        else this.refuseUpgrade(res, exceeded);
+      });
+    }, (error: unknown) => this.deps.log.error({ err: error }, 'stream upgrade rate check failed'));
+  }
+
+  private refuseUpgrade(res: uWS.HttpResponse, exceeded: LimitExceeded): void {
+    const body = problem('rate_limited', 'too many stream connections; slow down', streamPath);
+    res.writeStatus('429 Too Many Requests');
+    res.writeHeader('content-type', 'application/problem+json');
+    res.writeHeader('retry-after', String(exceeded.retryAfterSeconds));
+    res.end(JSON.stringify(body));
   }
 
   private open(ws: Socket): void {
@@ -262,7 +299,9 @@ export class StockStream {
           return;
         }
         const { id, sku, quantity, idempotencyKey } = message;
-        this.settle(state, id, this.deps.inventory.reserve({ sku, shopperId: auth.shopperId, quantity, idempotencyKey }));
+        this.withinRateLimit(state, auth.shopperId, id, () =>
+          this.settle(state, id, this.deps.inventory.reserve({ sku, shopperId: auth.shopperId, quantity, idempotencyKey }), true),
+        );
         return;
       }
       case 'release': {
@@ -277,7 +316,9 @@ export class StockStream {
           this.error(state, { code: 'not_found', detail: `reservation ${reservationId} does not exist`, id: message.id });
           return;
         }
-        this.settle(state, message.id, this.deps.inventory.release(reservationId, auth.shopperId));
+        this.withinRateLimit(state, auth.shopperId, message.id, () =>
+          this.settle(state, message.id, this.deps.inventory.release(reservationId, auth.shopperId)),
+        );
         return;
       }
     }
@@ -309,10 +350,27 @@ export class StockStream {
     this.sendAll(state, texts);
   }
 
+  /** Run `then` within the shopper's (and address's) budget, else answer 429 `rate_limited`. */
+  private withinRateLimit(state: SocketState, shopperId: string, id: string, then: () => void): void {
+    const limits = this.deps.rateLimits;
+    if (limits === undefined || !limits.enabled) {
+      then();
+      return;
+    }
+    limits.check(shopperId, state.ip).then(
+      (exceeded) => {
+        if (exceeded === null) then();
+        else this.error(state, { code: 'rate_limited', detail: `too many requests; retry in ${exceeded.retryAfterSeconds} s`, id });
+      },
+      (error: unknown) => this.unexpected(state, error, id),
+    );
+  }
+
   /** Reply once the inventory has decided (and made it durable); never to a closed socket. */
-  private settle(state: SocketState, id: string, promise: Promise<Outcome<ReservationView>>): void {
+  private settle(state: SocketState, id: string, promise: Promise<Outcome<ReservationView>>, reserve = false): void {
     promise.then(
       (outcome) => {
+        if (reserve) this.deps.onReservationAnswer?.(outcome.ok, outcome.ok ? undefined : outcome.code);
         if (outcome.ok) this.send(state, reservationMessage(id, outcome.value));
         else this.error(state, { code: outcome.code, detail: outcome.detail, id });
       },

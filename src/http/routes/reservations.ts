@@ -1,11 +1,15 @@
 import type { HttpDependencies } from '../dependencies.js';
 import { idempotencyKey, jsonBody, shopper, skuParameter, uuidParameter } from '../guards.js';
 import type { Router } from '../router.js';
+import { withinRateLimit } from '../rate-limit.js';
 import { validateCheckoutBody, validateReserveBody } from '../validation.js';
 
 /** A shopper's holds: reserve, read, release, and check out. */
-export function registerReservationRoutes(router: Router, deps: Pick<HttpDependencies, 'inventory' | 'verifyShopper'>): void {
-  const { inventory, verifyShopper } = deps;
+export function registerReservationRoutes(
+  router: Router,
+  deps: Pick<HttpDependencies, 'inventory' | 'verifyShopper' | 'metrics' | 'rateLimits'>,
+): void {
+  const { inventory, verifyShopper, metrics, rateLimits } = deps;
 
   router.route('/v1/skus/:sku/reservations', {
     post: (exchange, req) => {
@@ -16,7 +20,12 @@ export function registerReservationRoutes(router: Router, deps: Pick<HttpDepende
       const key = idempotencyKey(exchange, req);
       if (key === null) return;
       jsonBody(exchange, req, validateReserveBody, ({ quantity }) =>
-        exchange.settle(inventory.reserve({ sku, shopperId, quantity, idempotencyKey: key }), (outcome) => exchange.outcome(outcome, 201)),
+        withinRateLimit(exchange, rateLimits, shopperId, () =>
+          exchange.settle(inventory.reserve({ sku, shopperId, quantity, idempotencyKey: key }), (outcome) => {
+            metrics.reservationAnswered(outcome.ok, outcome.ok ? undefined : outcome.code);
+            exchange.outcome(outcome, 201);
+          }),
+        ),
       );
     },
   });
@@ -34,7 +43,9 @@ export function registerReservationRoutes(router: Router, deps: Pick<HttpDepende
       if (shopperId === null) return;
       const id = uuidParameter(exchange, req, 'reservation');
       if (id === null) return;
-      exchange.settle(inventory.release(id, shopperId), (outcome) => exchange.outcome(outcome, 200));
+      withinRateLimit(exchange, rateLimits, shopperId, () =>
+        exchange.settle(inventory.release(id, shopperId), (outcome) => exchange.outcome(outcome, 200)),
+      );
     },
   });
 
@@ -47,8 +58,10 @@ export function registerReservationRoutes(router: Router, deps: Pick<HttpDepende
       const key = idempotencyKey(exchange, req);
       if (key === null) return;
       jsonBody(exchange, req, validateCheckoutBody, ({ paymentMethod }) =>
-        exchange.settle(inventory.checkout({ reservationId: id, shopperId, idempotencyKey: key, paymentMethod }), (outcome) =>
-          exchange.outcome(outcome, 202),
+        withinRateLimit(exchange, rateLimits, shopperId, () =>
+          exchange.settle(inventory.checkout({ reservationId: id, shopperId, idempotencyKey: key, paymentMethod }), (outcome) =>
+            exchange.outcome(outcome, 202),
+          ),
         ),
       );
     },

@@ -1,0 +1,430 @@
+import client from 'prom-client';
+import type { StockEvent } from '../allocator/types.js';
+import type { CommitError, OutboxObserver } from '../outbox/outbox.js';
+import { sampled } from './sampled.js';
+
+/**
+ * Every Prometheus metric of one flashstock service, named once, in one
+ * registry (tests run several services in one process, so there is no global
+ * registry). Naming follows Prometheus: `flashstock_` prefix, base units
+ * (seconds, bytes), `_total` on counters. Label values come only from bounded
+ * sets (route patterns, methods, problem codes, fixed outcomes), never from
+ * what a client sends.
+ *
+ * Hot-path instruments (HTTP, commits) are plain prom-client calls on cached
+ * label children; everything that already has a number elsewhere (pool, queue
+ * depth, WebSocket stats, the inventory) is read by `collect` at scrape time.
+ */
+
+export type BreakerState = 'closed' | 'open' | 'half_open';
+
+/** Process-wide inventory numbers; the inventory (LocalInventory today, the shard next) supplies them. */
+export interface InventoryStats {
+  pendingEvents: number;
+  /** null: this inventory does not report it yet (the gauge then has no sample). */
+  liveHolds: number | null;
+  allocators: number | null;
+  snapshotsWritten: number | null;
+}
+
+export interface PoolStats {
+  totalCount: number;
+  idleCount: number;
+  waitingCount: number;
+}
+
+export interface LiveStats {
+  stream: { connections: number; lagging: number; closedSlow: number; closedPolicy: number };
+  feed: { redis: 'none' | 'up' | 'down' };
+}
+
+export interface PaymentStats {
+  paid: number;
+  declined: number;
+  transientFailures: number;
+  compensated: number;
+  /** Jobs put off without calling the provider because the breaker was open. */
+  deferred: number;
+}
+
+/** Where scrape-time numbers come from; app.ts provides them once the parts exist. */
+export interface MetricSources {
+  inventory?: () => InventoryStats;
+  pool?: PoolStats;
+  /** pg-boss queues whose depth is exported, and how to read one (sampled with a timeout). */
+  queues?: readonly string[];
+  queueSize?: (queue: string) => Promise<number | null>;
+  payments?: () => PaymentStats;
+  breakerState?: () => BreakerState;
+  live?: () => LiveStats;
+  /** Readiness as /readyz decides it (sampled with a timeout). */
+  ready?: () => Promise<boolean>;
+}
+
+/** Histogram buckets, in seconds or events. */
+const httpSecondsBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+const commitSecondsBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const batchEventsBuckets = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+/** A scrape waits at most this long for a sampled value, then reports the last one. */
+const sampleTimeoutMs = 1000;
+/** Sampled values (queue depth, readiness) younger than this are reused. */
+const sampleMaxAgeMs = 2000;
+
+const breakerStates: readonly BreakerState[] = ['closed', 'half_open', 'open'];
+const knownMethods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
+
+/** One label value for every request no route matched, so raw URLs never become labels. */
+export const unmatchedRoute = 'unmatched';
+
+export type CommitFailureReason = 'fenced' | 'timeout' | 'error';
+
+/**
+ * Why a commit failed: the outbox's deadline ("took longer than
+ * COMMIT_TIMEOUT_MS") and the pool's connect timeout ("timeout exceeded when
+ * trying to connect") are timeouts; a unique violation on (sku, seq) is fencing; the rest are errors.
+ */
+export function commitFailureReason(error: CommitError): CommitFailureReason {
+  if (error.fenced) return 'fenced';
+  const message = error.cause instanceof Error ? error.cause.message : String(error.cause);
+  return /timeout|timed out|took longer than/i.test(message) ? 'timeout' : 'error';
+}
+
+/** A request method as a bounded label value. */
+export function methodLabel(method: string): string {
+  const upper = method.toUpperCase();
+  return knownMethods.has(upper) ? upper : 'other';
+}
+
+/** The per-route instruments of one (route, method): the HTTP layer keeps one and calls `done` per response. */
+export class RouteMetrics {
+  private readonly byStatus = new Map<number, client.Counter.Internal>();
+  private readonly duration: client.Histogram.Internal<'route' | 'method'>;
+
+  constructor(
+    private readonly metrics: Metrics,
+    readonly route: string,
+    readonly method: string,
+  ) {
+    this.duration = metrics.httpDuration.labels(route, method);
+  }
+
+  done(status: number, seconds: number): void {
+    let counter = this.byStatus.get(status);
+    if (counter === undefined) {
+      counter = this.metrics.httpRequests.labels(this.route, this.method, String(status));
+      this.byStatus.set(status, counter);
+    }
+    counter.inc();
+    this.duration.observe(seconds);
+  }
+}
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  private sources: MetricSources = {};
+  private readonly routes = new Map<string, RouteMetrics>();
+
+  readonly httpRequests = new client.Counter({
+    name: 'flashstock_http_requests_total',
+    help: 'HTTP responses by route pattern, method and status',
+    labelNames: ['route', 'method', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly httpDuration = new client.Histogram({
+    name: 'flashstock_http_request_duration_seconds',
+    help: 'Time from the request to its response, by route pattern and method',
+    labelNames: ['route', 'method'] as const,
+    buckets: httpSecondsBuckets,
+    registers: [this.registry],
+  });
+  readonly commitDuration = new client.Histogram({
+    name: 'flashstock_commit_duration_seconds',
+    help: 'Duration of successful group commits (one multi-row INSERT and, with orders, its transaction)',
+    buckets: commitSecondsBuckets,
+    registers: [this.registry],
+  });
+  readonly commitBatchEvents = new client.Histogram({
+    name: 'flashstock_commit_batch_events',
+    help: 'Events per successful group commit',
+    buckets: batchEventsBuckets,
+    registers: [this.registry],
+  });
+  readonly commitsFailed = new client.Counter({
+    name: 'flashstock_commits_failed_total',
+    help: 'Failed group commits: fenced (another writer owns the seq), timeout (COMMIT_TIMEOUT_MS or no connection), error',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly rateLimited = new client.Counter({
+    name: 'flashstock_rate_limited_total',
+    help: 'Requests and stream messages refused with 429 rate_limited, by the key that ran out',
+    labelNames: ['limit'] as const,
+    registers: [this.registry],
+  });
+  readonly rateLimiterFallbacks = new client.Counter({
+    name: 'flashstock_rate_limiter_fallbacks_total',
+    help: 'Rate-limit checks answered by the in-memory insurance limiter because Redis was unreachable',
+    registers: [this.registry],
+  });
+
+  /** Reservation answers seen by the front ends; `created` comes from the log (see reservationsCollect). */
+  private readonly reservationAnswers = new Map<string, number>();
+  private frontEndSuccesses = 0;
+  private durableReservations = 0;
+  private replayedReported = 0;
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics ?? true) {
+      // Event-loop lag, GC, heap, handles, CPU, RSS: prom-client's standard names (no prefix).
+      client.collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
+    }
+    for (const code of ['created', 'replayed']) this.reservationAnswers.set(code, 0);
+    this.defineReservations();
+    this.defineInfrastructureGauges();
+    this.defineLiveGauges();
+  }
+
+  /**
+   * Hand over the scrape-time sources. A gauge whose source does not report its
+   * number (null) is not registered at all: an unlabelled gauge would otherwise
+   * show a misleading 0.
+   */
+  provide(sources: MetricSources): void {
+    this.sources = { ...this.sources, ...sources };
+    this.registerOptionalGauges();
+  }
+
+  /** The cached instruments of one route pattern and method. */
+  route(route: string, method: string): RouteMetrics {
+    const label = methodLabel(method);
+    const key = `${label} ${route}`;
+    let metrics = this.routes.get(key);
+    if (metrics === undefined) {
+      metrics = new RouteMetrics(this, route, label);
+      this.routes.set(key, metrics);
+    }
+    return metrics;
+  }
+
+  /** A reservation request (HTTP or stream) was answered: ok, or refused with `code`. */
+  reservationAnswered(ok: boolean, code?: string): void {
+    if (ok) {
+      this.frontEndSuccesses += 1;
+      return;
+    }
+    const label = code ?? 'internal';
+    this.reservationAnswers.set(label, (this.reservationAnswers.get(label) ?? 0) + 1);
+  }
+
+  /** A group commit succeeded (the outbox's observer). */
+  commitSucceeded(events: readonly StockEvent[], seconds: number): void {
+    this.commitDuration.observe(seconds);
+    this.commitBatchEvents.observe(events.length);
+    let reserved = 0;
+    for (const event of events) if (event.kind === 'reserved') reserved += 1;
+    this.durableReservations += reserved;
+  }
+
+  commitFailed(reason: CommitFailureReason): void {
+    this.commitsFailed.inc({ reason });
+  }
+
+  /** What the outbox reports each commit to. */
+  outboxObserver(): OutboxObserver {
+    return {
+      committed: (events, seconds) => this.commitSucceeded(events, seconds),
+      failed: (error) => this.commitFailed(commitFailureReason(error)),
+    };
+  }
+
+  contentType(): string {
+    return this.registry.contentType;
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  // ------------------------------------------------------------ scrape-time metrics
+
+  /**
+   * `created` counts reservation events made durable (exact, from the commits);
+   * refusals count front-end answers by code; `replayed` is the front ends'
+   * successful answers that created nothing (a repeated Idempotency-Key):
+   * successes − created. Both are counted synchronously before any reply can be
+   * scraped, so the difference is exact between scrapes; it is kept monotonic.
+   */
+  private defineReservations(): void {
+    const self = this;
+    new client.Counter({
+      name: 'flashstock_reservations_total',
+      help: 'Reservation requests (HTTP and stream) by outcome: created, replayed, or the refusal code',
+      labelNames: ['outcome'] as const,
+      registers: [this.registry],
+      collect() {
+        self.replayedReported = Math.max(self.replayedReported, self.frontEndSuccesses - self.durableReservations);
+        self.reservationAnswers.set('created', self.durableReservations);
+        self.reservationAnswers.set('replayed', self.replayedReported);
+        this.reset();
+        for (const [outcome, count] of self.reservationAnswers) this.inc({ outcome }, count);
+      },
+    });
+  }
+
+  private registerOptionalGauges(): void {
+    const inventory = this.sources.inventory?.();
+    const gauge = (name: string, help: string, read: (stats: InventoryStats) => number | null) => {
+      const self = this;
+      if (inventory === undefined || read(inventory) === null || this.registry.getSingleMetric(name) !== undefined) return;
+      new client.Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          const stats = self.sources.inventory?.();
+          const value = stats === undefined ? null : read(stats);
+          if (value !== null) this.set(value);
+        },
+      });
+    };
+    gauge('flashstock_pending_events', 'Events decided but not yet committed (limit: MAX_PENDING_EVENTS)', (s) => s.pendingEvents);
+    gauge('flashstock_live_holds', 'Live holds (held or checking out) across every SKU of this process', (s) => s.liveHolds);
+    gauge('flashstock_allocators', 'SKU allocators in memory in this process', (s) => s.allocators);
+    gauge('flashstock_snapshots_written', 'Allocator snapshots written since start', (s) => s.snapshotsWritten);
+    const self = this;
+    const redis = this.sources.live?.().feed.redis;
+    if (redis !== undefined && redis !== 'none' && this.registry.getSingleMetric('flashstock_ws_redis_up') === undefined) {
+      new client.Gauge({
+        name: 'flashstock_ws_redis_up',
+        help: 'Cross-node stock fan-out through Redis: 1 up, 0 down (absent without REDIS_URL)',
+        registers: [this.registry],
+        collect() {
+          this.set(self.sources.live?.().feed.redis === 'up' ? 1 : 0);
+        },
+      });
+    }
+  }
+
+  private defineInfrastructureGauges(): void {
+    const self = this;
+    for (const [name, help, read] of [
+      ['flashstock_pg_pool_connections', 'PostgreSQL pool connections, open', (p: PoolStats) => p.totalCount],
+      ['flashstock_pg_pool_idle_connections', 'PostgreSQL pool connections, idle', (p: PoolStats) => p.idleCount],
+      ['flashstock_pg_pool_waiting_clients', 'Callers waiting for a PostgreSQL pool connection', (p: PoolStats) => p.waitingCount],
+    ] as const) {
+      new client.Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          if (self.sources.pool !== undefined) this.set(read(self.sources.pool));
+        },
+      });
+    }
+
+    const queueSizes = sampled(sampleTimeoutMs, sampleMaxAgeMs, async () => {
+      const { queues = [], queueSize } = self.sources;
+      if (queueSize === undefined) return new Map<string, number>();
+      const sizes = await Promise.all(queues.map(async (queue) => [queue, await queueSize(queue)] as const));
+      return new Map(sizes.filter((entry): entry is readonly [string, number] => entry[1] !== null));
+    });
+    new client.Gauge({
+      name: 'flashstock_payment_queue_jobs',
+      help: 'Jobs waiting in each pg-boss queue (sampled at most every 2 s; a slow database never stalls a scrape)',
+      labelNames: ['queue'] as const,
+      registers: [this.registry],
+      async collect() {
+        const sizes = await queueSizes();
+        this.reset();
+        for (const [queue, size] of sizes ?? []) this.set({ queue }, size);
+      },
+    });
+
+    const paymentLast: PaymentStats = { paid: 0, declined: 0, transientFailures: 0, compensated: 0, deferred: 0 };
+    new client.Counter({
+      name: 'flashstock_payment_jobs_total',
+      help: 'Payment jobs by outcome: paid, declined, transient_failure (pg-boss retries), deferred (breaker open), dead_lettered (compensated)',
+      labelNames: ['outcome'] as const,
+      registers: [this.registry],
+      collect() {
+        const stats = self.sources.payments?.();
+        if (stats === undefined) return;
+        const outcomes = [
+          ['paid', 'paid'],
+          ['declined', 'declined'],
+          ['transient_failure', 'transientFailures'],
+          ['dead_lettered', 'compensated'],
+          ['deferred', 'deferred'],
+        ] as const;
+        for (const [outcome, field] of outcomes) {
+          this.inc({ outcome }, Math.max(0, stats[field] - paymentLast[field]));
+          paymentLast[field] = stats[field];
+        }
+      },
+    });
+
+    new client.Gauge({
+      name: 'flashstock_payment_breaker_state',
+      help: 'Payment provider circuit breaker: 1 for the current state (closed, half_open, open)',
+      labelNames: ['state'] as const,
+      registers: [this.registry],
+      collect() {
+        const current = self.sources.breakerState?.() ?? 'closed';
+        for (const state of breakerStates) this.set({ state }, state === current ? 1 : 0);
+      },
+    });
+
+    const readiness = sampled(sampleTimeoutMs, sampleMaxAgeMs, async () => (self.sources.ready ? self.sources.ready() : null));
+    new client.Gauge({
+      name: 'flashstock_ready',
+      help: '1 when the service is ready (recovered and PostgreSQL answers), as /readyz decides; 0 otherwise',
+      registers: [this.registry],
+      async collect() {
+        const ready = await readiness();
+        this.reset();
+        if (ready !== null && ready !== undefined) this.set(ready ? 1 : 0);
+      },
+    });
+  }
+
+  private defineLiveGauges(): void {
+    const self = this;
+    const live = (read: (stats: LiveStats) => number | null) =>
+      function (this: client.Gauge) {
+        this.reset();
+        const stats = self.sources.live?.();
+        const value = stats === undefined ? null : read(stats);
+        if (value !== null) this.set(value);
+      };
+    new client.Gauge({
+      name: 'flashstock_ws_connections',
+      help: 'Open /v1/stream WebSockets',
+      registers: [this.registry],
+      collect: live((s) => s.stream.connections),
+    });
+    new client.Gauge({
+      name: 'flashstock_ws_lagging_connections',
+      help: 'Stream sockets over the backpressure bound (off their topics until drained)',
+      registers: [this.registry],
+      collect: live((s) => s.stream.lagging),
+    });
+    const closedLast = { slow: 0, policy: 0 };
+    new client.Counter({
+      name: 'flashstock_ws_closed_total',
+      help: 'Stream sockets the server closed: slow (over the backpressure bound too long), policy (1008: flood, invalid messages)',
+      labelNames: ['reason'] as const,
+      registers: [this.registry],
+      collect() {
+        const stats = self.sources.live?.();
+        if (stats === undefined) return;
+        const now = { slow: stats.stream.closedSlow, policy: stats.stream.closedPolicy };
+        for (const reason of ['slow', 'policy'] as const) {
+          this.inc({ reason }, Math.max(0, now[reason] - closedLast[reason]));
+          closedLast[reason] = now[reason];
+        }
+      },
+    });
+  }
+}
