@@ -13,6 +13,8 @@ const api = await startTestService(t, {
   paymentRetryLimit: 2,
   paymentRetryDelaySeconds: 1,
   auditCron: null,
+  // One shopper sends 200 concurrent checkouts below: far past the default per-shopper rate limit.
+  rateLimitShopperPerSecond: 1000,
 });
 
 async function reserveAndCheckout(svc: TestService, sku: string, shopper: string, paymentMethod: string, quantity = 1) {
