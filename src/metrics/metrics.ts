@@ -177,6 +177,11 @@ export class Metrics {
     if (options.defaultMetrics ?? true) {
       // Event-loop lag, GC, heap, handles, CPU, RSS: prom-client's standard names (no prefix).
       client.collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
+      // prom-client also exports these totals as gauges named `_total`, which Prometheus naming
+      // (and `promtool check metrics`) reserves for counters; the per-type gauges stay.
+      for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+        this.registry.removeSingleMetric(name);
+      }
     }
     for (const code of ['created', 'replayed']) this.reservationAnswers.set(code, 0);
     this.defineReservations();
