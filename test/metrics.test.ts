@@ -68,6 +68,7 @@ t.test('reservations, commits and HTTP requests are counted with bounded labels'
   t.equal((await call('PATCH', '/v1/skus/MET-1')).status, 405);
 
   const text = await scrape();
+  t.ok((sample(text, 'flashstock_allocators') ?? 0) >= 1, 'allocators in memory (from the shard host)');
   t.equal(sample(text, 'flashstock_reservations_total', { outcome: 'created' }), 2);
   t.equal(sample(text, 'flashstock_reservations_total', { outcome: 'replayed' }), 1);
   t.equal(sample(text, 'flashstock_reservations_total', { outcome: 'sold_out' }), 1);
