@@ -1,3 +1,4 @@
+import { startScraper } from './scraper.js';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -248,7 +249,14 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
           await createSkus(system.url, system.adminToken, plan.skus);
           const cpuBefore = sampleCpu(system.cpuRoots ?? {});
           const wallStart = Date.now();
+          const scraper = options.scrapeMetrics && name === 'flashstock' ? startScraper(system.url) : null;
           const result = await runPhase(system, scenarioName, plan, options, runId, { connections, durationMs: durationSec * 1000, mode, rate });
+          const scraped = scraper?.stop();
+          if (scraped !== undefined) {
+            const text = `${name} ${scenarioName}: /metrics scraped every 1 s during the run: ${scraped.scrapes} scrapes (${scraped.failures} failed), mean ${scraped.meanMs} ms, ${scraped.bytes} bytes`;
+            log(text);
+            notes.push(text);
+          }
           const cpu = coresUsed(cpuBefore, sampleCpu(system.cpuRoots ?? {}), Date.now() - wallStart);
           phases.push({ plan, result });
           log(`${name} ${scenarioName}: ${Math.round(result.throughput)} req/s, ${Math.round(result.reservationsPerSec)} reservations/s, p99 ${result.latency.p99} ms; checking…`);

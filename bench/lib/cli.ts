@@ -24,6 +24,7 @@ export interface BenchOptions {
   outDir: string;
   wrk: boolean;
   cpuProf: boolean;
+  scrapeMetrics: boolean;
   verbose: boolean;
   help: boolean;
 }
@@ -47,6 +48,7 @@ export const usage = `Usage: node --import tsx bench/run.ts [options]   (npm run
   --out DIR                where results go (default bench/results)
   --wrk                    also measure hello with wrk (if installed), to show the generator's own ceiling
   --cpu-prof               run flashstock under node --cpu-prof (profiles in OUT/prof)
+  --scrape-metrics         GET flashstock's /metrics every second during each measured run (metrics cost)
   --verbose                pass the servers' logs through
 `;
 
@@ -82,6 +84,7 @@ export function parseCli(argv: string[]): BenchOptions {
       out: { type: 'string' },
       wrk: { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
+      'scrape-metrics': { type: 'boolean', default: false },
       verbose: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -118,6 +121,7 @@ export function parseCli(argv: string[]): BenchOptions {
     outDir: values.out ?? 'bench/results',
     wrk: values.wrk ?? false,
     cpuProf: values['cpu-prof'] ?? false,
+    scrapeMetrics: values['scrape-metrics'] ?? false,
     verbose: values.verbose ?? false,
     help: values.help ?? false,
   };
