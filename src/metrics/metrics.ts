@@ -95,28 +95,55 @@ export function methodLabel(method: string): string {
   return knownMethods.has(upper) ? upper : 'other';
 }
 
-/** The per-route instruments of one (route, method): the HTTP layer keeps one and calls `done` per response. */
+/**
+ * The per-route instruments of one (route, method): the HTTP layer keeps one
+ * and calls `done` per response. Plain numbers, no label hashing on the hot
+ * path (prom-client hashes the label set on every `inc`/`observe`, ~1 µs per
+ * request); the two collectors below turn them into samples at scrape time.
+ */
 export class RouteMetrics {
-  private readonly byStatus = new Map<number, client.Counter.Internal>();
-  private readonly duration: client.Histogram.Internal<'route' | 'method'>;
+  /** Responses by status. */
+  readonly counts = new Map<number, number>();
+  /** Non-cumulative: `buckets[i]` counts durations in (bound[i-1], bound[i]]; the last is +Inf. */
+  readonly buckets = new Float64Array(httpSecondsBuckets.length + 1);
+  sumSeconds = 0;
+  count = 0;
 
   constructor(
-    private readonly metrics: Metrics,
     readonly route: string,
     readonly method: string,
-  ) {
-    this.duration = metrics.httpDuration.labels(route, method);
-  }
+  ) {}
 
   done(status: number, seconds: number): void {
-    let counter = this.byStatus.get(status);
-    if (counter === undefined) {
-      counter = this.metrics.httpRequests.labels(this.route, this.method, String(status));
-      this.byStatus.set(status, counter);
-    }
-    counter.inc();
-    this.duration.observe(seconds);
+    this.counts.set(status, (this.counts.get(status) ?? 0) + 1);
+    let i = 0;
+    while (i < httpSecondsBuckets.length && seconds > httpSecondsBuckets[i]!) i += 1;
+    this.buckets[i]! += 1;
+    this.sumSeconds += seconds;
+    this.count += 1;
   }
+}
+
+type Sample = { labels: Record<string, string | number>; value: number; metricName?: string };
+
+/** A metric prom-client's registry formats from `get()`: how RouteMetrics are exported. */
+function routeCollector(
+  registry: client.Registry,
+  name: string,
+  help: string,
+  type: 'counter' | 'histogram',
+  routes: Map<string, RouteMetrics>,
+  samples: (route: RouteMetrics) => Sample[],
+): void {
+  const metric = {
+    name,
+    help,
+    type,
+    aggregator: 'sum',
+    get: () => ({ name, help, type, aggregator: 'sum', values: [...routes.values()].flatMap(samples) }),
+    reset: () => undefined,
+  };
+  registry.registerMetric(metric as unknown as client.Metric);
 }
 
 export class Metrics {
@@ -124,19 +151,6 @@ export class Metrics {
   private sources: MetricSources = {};
   private readonly routes = new Map<string, RouteMetrics>();
 
-  readonly httpRequests = new client.Counter({
-    name: 'flashstock_http_requests_total',
-    help: 'HTTP responses by route pattern, method and status',
-    labelNames: ['route', 'method', 'status'] as const,
-    registers: [this.registry],
-  });
-  readonly httpDuration = new client.Histogram({
-    name: 'flashstock_http_request_duration_seconds',
-    help: 'Time from the request to its response, by route pattern and method',
-    labelNames: ['route', 'method'] as const,
-    buckets: httpSecondsBuckets,
-    registers: [this.registry],
-  });
   readonly commitDuration = new client.Histogram({
     name: 'flashstock_commit_duration_seconds',
     help: 'Duration of successful group commits (one multi-row INSERT and, with orders, its transaction)',
@@ -184,6 +198,7 @@ export class Metrics {
       }
     }
     for (const code of ['created', 'replayed']) this.reservationAnswers.set(code, 0);
+    this.defineHttp();
     this.defineReservations();
     this.defineInfrastructureGauges();
     this.defineLiveGauges();
@@ -205,7 +220,7 @@ export class Metrics {
     const key = `${label} ${route}`;
     let metrics = this.routes.get(key);
     if (metrics === undefined) {
-      metrics = new RouteMetrics(this, route, label);
+      metrics = new RouteMetrics(route, label);
       this.routes.set(key, metrics);
     }
     return metrics;
@@ -251,6 +266,26 @@ export class Metrics {
   }
 
   // ------------------------------------------------------------ scrape-time metrics
+
+  private defineHttp(): void {
+    routeCollector(this.registry, 'flashstock_http_requests_total', 'HTTP responses by route pattern, method and status', 'counter', this.routes, (r) =>
+      [...r.counts].map(([status, value]) => ({ labels: { route: r.route, method: r.method, status: String(status) }, value })),
+    );
+    const name = 'flashstock_http_request_duration_seconds';
+    routeCollector(this.registry, name, 'Time from the request to its response, by route pattern and method', 'histogram', this.routes, (r) => {
+      const labels = { route: r.route, method: r.method };
+      const values: Sample[] = [];
+      let cumulative = 0;
+      for (let i = 0; i <= httpSecondsBuckets.length; i++) {
+        cumulative += r.buckets[i]!;
+        const le = i < httpSecondsBuckets.length ? httpSecondsBuckets[i]! : '+Inf';
+        values.push({ metricName: `${name}_bucket`, labels: { ...labels, le }, value: cumulative });
+      }
+      values.push({ metricName: `${name}_sum`, labels, value: r.sumSeconds });
+      values.push({ metricName: `${name}_count`, labels, value: r.count });
+      return values;
+    });
+  }
 
   /**
    * `created` counts reservation events made durable (exact, from the commits);

@@ -209,7 +209,10 @@ export class StockStream {
       '',
       req.getHeader('sec-websocket-extensions'),
     ] as const;
-    if (limits === undefined || !limits.enabled) {
+    const auth = limits?.enabled && state.token !== null ? this.auth(state) : null;
+    const shopperId = auth?.ok ? auth.shopperId : null;
+    if (limits === undefined || (shopperId === null && ip === null)) {
+      // Nothing to count against (no limit, or an anonymous watcher with per-IP limits off).
       res.upgrade(state, ...headers, context);
       return;
     }
@@ -218,8 +221,7 @@ export class StockStream {
     res.onAborted(() => {
       aborted = true;
     });
-    const auth = state.token === null ? null : this.auth(state);
-    limits.check(auth?.ok ? auth.shopperId : null, ip).then((exceeded) => {
+    limits.check(shopperId, ip).then((exceeded) => {
       if (aborted) return;
       res.cork(() => {
         if (exceeded === null) res.upgrade(state, ...headers, context);
