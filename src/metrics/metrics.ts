@@ -273,6 +273,8 @@ export class Metrics {
     );
     const name = 'flashstock_http_request_duration_seconds';
     routeCollector(this.registry, name, 'Time from the request to its response, by route pattern and method', 'histogram', this.routes, (r) => {
+      // A route never requested has no series yet (as prom-client does for labelled histograms).
+      if (r.count === 0) return [];
       const labels = { route: r.route, method: r.method };
       const values: Sample[] = [];
       let cumulative = 0;
