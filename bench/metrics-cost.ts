@@ -24,7 +24,7 @@ metrics.provide({
   pool: { totalCount: 8, idleCount: 4, waitingCount: 0 },
   queues: ['payment-finalize', 'payment-finalize-dead'],
   queueSize: async () => 0,
-  payments: () => ({ paid: 1, declined: 0, transientFailures: 0, compensated: 0 }),
+  payments: () => ({ paid: 1, declined: 0, transientFailures: 0, compensated: 0, deferred: 0 }),
   live: () => ({ stream: { connections: 10, lagging: 0, closedSlow: 0, closedPolicy: 0 }, feed: { redis: 'none' } }),
   ready: async () => true,
 });
