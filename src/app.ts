@@ -113,12 +113,11 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       metrics,
     });
     metrics.provide({
-      // Live holds and snapshots written are not reported by the shards yet: those gauges stay absent.
       inventory: () => ({
         pendingEvents: shards.host.pendingEvents,
         allocators: shards.host.allocatorCount,
-        liveHolds: null,
-        snapshotsWritten: null,
+        liveHolds: shards.host.liveHolds,
+        snapshotsWritten: shards.host.stats.snapshotsWritten,
       }),
       pool: storage.pool,
       queues: [finalizeQueue, deadLetterQueue],

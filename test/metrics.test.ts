@@ -48,7 +48,8 @@ t.test('exposition: default Node metrics and every flashstock metric', async (t)
   t.equal(sample(text, 'flashstock_ready'), 1);
   t.not(sample(text, 'flashstock_payment_queue_jobs', { queue: 'payment-finalize' }), null, 'queue depth sampled');
   t.equal(sample(text, 'flashstock_ws_redis_up'), null, 'no Redis fan-out: no sample');
-  t.equal(sample(text, 'flashstock_live_holds'), null, 'LocalInventory does not report live holds yet: no sample, not a false 0');
+  t.not(sample(text, 'flashstock_live_holds'), null, 'live holds are reported by the shards');
+  t.not(sample(text, 'flashstock_snapshots_written'), null, 'snapshots written are reported by the shards');
   for (const line of text.split('\n').filter((l) => l.startsWith('# TYPE flashstock_'))) {
     const [, , name, type] = line.split(' ');
     if (type === 'counter') t.match(name, /_total$/, `${name}: counters end in _total`);
@@ -69,6 +70,7 @@ t.test('reservations, commits and HTTP requests are counted with bounded labels'
 
   const text = await scrape();
   t.ok((sample(text, 'flashstock_allocators') ?? 0) >= 1, 'allocators in memory (from the shard host)');
+  t.equal(sample(text, 'flashstock_live_holds'), 2, 'live holds over every SKU in memory');
   t.equal(sample(text, 'flashstock_reservations_total', { outcome: 'created' }), 2);
   t.equal(sample(text, 'flashstock_reservations_total', { outcome: 'replayed' }), 1);
   t.equal(sample(text, 'flashstock_reservations_total', { outcome: 'sold_out' }), 1);
