@@ -1,6 +1,6 @@
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
-import { startTestService } from './helpers/service.js';
+import { adminToken, startTestService } from './helpers/service.js';
 import { assertContract } from './helpers/contract.js';
 import { rawRequest as rawExchange, type RawResponse } from './helpers/raw-http.js';
 import { connectStream } from './helpers/stream-client.js';
@@ -9,7 +9,7 @@ import { connectStream } from './helpers/stream-client.js';
 
 const api = await startTestService(t);
 const { call, putSku, reserve, token, url } = api;
-const adminAuth = { authorization: 'Bearer test-admin-token' };
+const adminAuth = { authorization: `Bearer ${adminToken}` };
 
 await putSku('EDGE', { stock: 5 });
 const held = await reserve('EDGE', 'hanna', 1);
