@@ -1,18 +1,28 @@
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
-import { startTestService } from './helpers/service.js';
-import { rawRequest, type RawResponse } from './helpers/raw-http.js';
+import { adminToken, startTestService } from './helpers/service.js';
+import { assertContract } from './helpers/contract.js';
+import { rawRequest as rawExchange, type RawResponse } from './helpers/raw-http.js';
 import { connectStream } from './helpers/stream-client.js';
 
 /** Issue 9, finding 9: HEAD, /v1/stream without an upgrade, subprotocols, `.` and `..` as SKUs. */
 
 const api = await startTestService(t);
 const { call, putSku, reserve, token, url } = api;
-const adminAuth = { authorization: 'Bearer test-admin-token' };
+const adminAuth = { authorization: `Bearer ${adminToken}` };
 
 await putSku('EDGE', { stock: 5 });
 const held = await reserve('EDGE', 'hanna', 1);
 const reservationId: string = held.body.reservationId;
+
+/** A raw exchange, its response checked against the OpenAPI document like every `call` (a 101 is followed by frames, not a body). */
+async function rawRequest(...args: Parameters<typeof rawExchange>): Promise<RawResponse> {
+  const res = await rawExchange(...args);
+  if (res.status !== 101) {
+    assertContract({ method: args[1], path: args[2], status: res.status, headers: { get: (name) => res.header(name) ?? null }, text: res.body.toString('utf8') });
+  }
+  return res;
+}
 
 /** Headers that differ between two responses to the same question. */
 const volatile = new Set(['date', 'x-request-id']);
@@ -124,4 +134,20 @@ t.test('SKUs named . and .. are refused everywhere the SKU grammar is used', asy
     { type: 'error', id: 'dot', status: 400, code: 'invalid_message', detail: /sku/ },
     'reserve on .',
   );
+});
+
+t.test("the upgrade's own refusal conforms too: 503 with Retry-After and X-Request-Id", async (t) => {
+  const small = await startTestService(t, { wsMaxConnections: 1 });
+  await connectStream(t, small.url);
+  const handshake = {
+    upgrade: 'websocket',
+    connection: 'Upgrade',
+    'sec-websocket-version': '13',
+    'sec-websocket-key': Buffer.from(randomUUID().slice(0, 16)).toString('base64'),
+    'x-request-id': 'upgrade-1',
+  };
+  const refused = await rawRequest(small.url, 'GET', '/v1/stream', handshake);
+  t.equal(refused.status, 503);
+  t.equal(refused.header('x-request-id'), 'upgrade-1');
+  t.equal(refused.header('retry-after'), '1');
 });

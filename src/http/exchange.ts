@@ -20,11 +20,11 @@ const statusLines: Record<number, string> = {
   403: '403 Forbidden',
   404: '404 Not Found',
   405: '405 Method Not Allowed',
+  426: '426 Upgrade Required',
   409: '409 Conflict',
   413: '413 Payload Too Large',
   415: '415 Unsupported Media Type',
   422: '422 Unprocessable Content',
-  426: '426 Upgrade Required',
   429: '429 Too Many Requests',
   500: '500 Internal Server Error',
   503: '503 Service Unavailable',
@@ -45,6 +45,11 @@ export interface ExchangeContext {
 let requestCounter = 0;
 const requestIdPrefix = `${process.pid.toString(36)}-${Date.now().toString(36)}-`;
 const requestIdPattern = /^[\x21-\x7e]{1,100}$/;
+
+/** The client's `X-Request-Id` when it is usable, else a new one (every response carries one). */
+export function requestIdFor(given: string): string {
+  return requestIdPattern.test(given) ? given : requestIdPrefix + (++requestCounter).toString(36);
+}
 
 export class Exchange {
   aborted = false;
@@ -67,8 +72,7 @@ export class Exchange {
     res.onAborted(() => {
       this.aborted = true;
     });
-    const given = req.getHeader('x-request-id');
-    this.requestId = requestIdPattern.test(given) ? given : requestIdPrefix + (++requestCounter).toString(36);
+    this.requestId = requestIdFor(req.getHeader('x-request-id'));
     this.method = req.getCaseSensitiveMethod();
     this.url = req.getUrl();
     this.forwardedFor = ctx.trustProxy ? req.getHeader('x-forwarded-for') : '';

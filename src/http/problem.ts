@@ -8,11 +8,11 @@ export type ProblemCode =
   | FailureCode
   | 'invalid_request'
   | 'unauthorized'
+  | 'upgrade_required'
   | 'forbidden'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'method_not_allowed'
-  | 'upgrade_required'
   | 'not_ready'
   | 'provider_mismatch'
   | 'rate_limited'
@@ -30,6 +30,7 @@ export const problemTypes: Record<ProblemCode, ProblemType> = {
   forbidden: { status: 403, title: 'Forbidden' },
   not_found: { status: 404, title: 'Not found' },
   method_not_allowed: { status: 405, title: 'Method not allowed' },
+  upgrade_required: { status: 426, title: 'Upgrade required' },
   sold_out: { status: 409, title: 'Sold out' },
   limit_exceeded: { status: 409, title: 'Per-shopper limit exceeded' },
   sale_not_open: { status: 409, title: 'Sale not open' },
@@ -39,7 +40,6 @@ export const problemTypes: Record<ProblemCode, ProblemType> = {
   payload_too_large: { status: 413, title: 'Payload too large' },
   unsupported_media_type: { status: 415, title: 'Unsupported media type' },
   idempotency_key_reused: { status: 422, title: 'Idempotency key reused' },
-  upgrade_required: { status: 426, title: 'Upgrade required' },
   rate_limited: { status: 429, title: 'Too many requests' },
   internal: { status: 500, title: 'Internal error' },
   unavailable: { status: 503, title: 'Service unavailable' },

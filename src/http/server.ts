@@ -1,7 +1,8 @@
 import uWS from 'uWebSockets.js';
 import type { HttpDependencies } from './dependencies.js';
 import { Exchange, type ExchangeContext } from './exchange.js';
-import { createRouter } from './router.js';
+import { createRouter, type Router } from './router.js';
+import { registerOpenApiRoutes } from './routes/openapi.js';
 import { registerOpsRoutes } from './routes/ops.js';
 import { registerOrderRoutes } from './routes/orders.js';
 import { registerPaymentRoutes } from './routes/payments.js';
@@ -22,18 +23,24 @@ export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
   const app = uWS.App();
   const ctx = exchangeContext(deps);
   const router = createRouter(app, ctx);
+  registerRoutes(router, deps);
+  router.mount();
+  app.any('/*', (res, req) => {
+    new Exchange(res, req, ctx, deps.metrics.route(unmatchedRoute, req.getCaseSensitiveMethod())).problem('not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`);
+  });
+  return app;
+}
+
+/** Every route module; the OpenAPI test lists what this registers. */
+export function registerRoutes(router: Router, deps: HttpDependencies): void {
   registerOpsRoutes(router, deps);
+  registerOpenApiRoutes(router);
   registerSkuRoutes(router, deps);
   registerReservationRoutes(router, deps);
   registerOrderRoutes(router, deps);
   registerPaymentRoutes(router, deps);
   registerStreamRoutes(router);
   registerMetricsRoutes(router, deps);
-  router.mount();
-  app.any('/*', (res, req) => {
-    new Exchange(res, req, ctx, deps.metrics.route(unmatchedRoute, req.getCaseSensitiveMethod())).problem('not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`);
-  });
-  return app;
 }
 
 function exchangeContext(deps: HttpDependencies): ExchangeContext {

@@ -42,12 +42,14 @@ export function isUuid(value: string): boolean {
 
 const maxInt = 1_000_000_000;
 
-export const validateReserveBody = ajv.compile<{ quantity: number }>({
+// The request schemas are exported as they are: the OpenAPI document (openapi.ts) shows these very objects.
+export const reserveBodySchema = {
   type: 'object',
   properties: { quantity: { type: 'integer', minimum: 1, maximum: maxInt } },
   required: ['quantity'],
   additionalProperties: false,
-});
+};
+export const validateReserveBody = ajv.compile<{ quantity: number }>(reserveBodySchema);
 
 export interface SkuBody {
   stock: number;
@@ -59,7 +61,7 @@ export interface SkuBody {
   endsAt?: string;
 }
 
-export const validateSkuBody = ajv.compile<SkuBody>({
+export const skuBodySchema = {
   type: 'object',
   properties: {
     stock: { type: 'integer', minimum: 0, maximum: maxInt },
@@ -72,7 +74,8 @@ export const validateSkuBody = ajv.compile<SkuBody>({
   },
   required: ['stock', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency'],
   additionalProperties: false,
-});
+};
+export const validateSkuBody = ajv.compile<SkuBody>(skuBodySchema);
 
 export function describeErrors(errors: ErrorObject[] | null | undefined): string {
   const first = errors?.[0];
@@ -108,20 +111,16 @@ export function toSkuConfig(body: SkuBody): { ok: true; config: SkuConfig } | { 
   };
 }
 
-export const validateCheckoutBody = ajv.compile<{ paymentMethod: string }>({
+export const checkoutBodySchema = {
   type: 'object',
   // Visible ASCII only: it is stored in the log's batch insert, where one NUL would fail the whole batch.
   properties: { paymentMethod: { type: 'string', pattern: '^[\\x21-\\x7e]{1,64}$' } },
   required: ['paymentMethod'],
   additionalProperties: false,
-});
+};
+export const validateCheckoutBody = ajv.compile<{ paymentMethod: string }>(checkoutBodySchema);
 
-export const validateWebhookBody = ajv.compile<{
-  id: string;
-  type: 'charge.succeeded' | 'charge.failed';
-  orderId: string;
-  reason?: string;
-}>({
+export const webhookBodySchema = {
   type: 'object',
   properties: {
     id: { type: 'string', pattern: '^[\\x21-\\x7e]{1,200}$' },
@@ -131,4 +130,10 @@ export const validateWebhookBody = ajv.compile<{
   },
   required: ['id', 'type', 'orderId'],
   additionalProperties: false,
-});
+};
+export const validateWebhookBody = ajv.compile<{
+  id: string;
+  type: 'charge.succeeded' | 'charge.failed';
+  orderId: string;
+  reason?: string;
+}>(webhookBodySchema);

@@ -6,6 +6,7 @@ import { isUuid } from '../http/validation.js';
 import { problem } from '../http/problem.js';
 import { clientIp, type TrustedProxies } from '../ratelimit/client-ip.js';
 import type { LimitExceeded, RateLimits } from '../ratelimit/rate-limits.js';
+import { requestIdFor } from '../http/exchange.js';
 import {
   errorMessage,
   helloMessage,
@@ -179,10 +180,12 @@ export class StockStream {
   private upgrade(res: uWS.HttpResponse, req: uWS.HttpRequest, context: uWS.us_socket_context_t): void {
     if (this.closing || this.states.size >= this.options.maxConnections) {
       const body = problem('unavailable', 'too many stream connections; retry shortly', streamPath);
+      const requestId = requestIdFor(req.getHeader('x-request-id'));
       res.cork(() => {
         res.writeStatus('503 Service Unavailable');
         res.writeHeader('content-type', 'application/problem+json');
         res.writeHeader('retry-after', '1');
+        res.writeHeader('x-request-id', requestId);
         res.end(JSON.stringify(body));
       });
       return;

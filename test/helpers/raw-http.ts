@@ -4,8 +4,9 @@ import net from 'node:net';
  * One HTTP/1.1 request written byte for byte over TCP, for what fetch cannot
  * show or send: a HEAD response's (absent) body, paths that URL-normalising
  * clients rewrite (`/v1/skus/..`), raw upgrade handshakes. The request asks for
- * `Connection: close`; the response is everything read until the server closes
- * or goes quiet for `quietMs`.
+ * `Connection: close`; the response ends at the end of its header block (HEAD,
+ * 101), after `Content-Length` bytes of body, when the server closes, or after
+ * `quietMs` without data, whichever comes first.
  */
 export interface RawResponse {
   status: number;
@@ -22,7 +23,7 @@ export async function rawRequest(
   path: string,
   headers: Record<string, string> = {},
   body = '',
-  quietMs = 300,
+  quietMs = 10_000,
 ): Promise<RawResponse> {
   const { hostname, port } = new URL(baseUrl);
   const lines = [`${method} ${path} HTTP/1.1`, `Host: ${hostname}:${port}`];
@@ -48,12 +49,27 @@ export async function rawRequest(
     });
     socket.on('data', (chunk) => {
       chunks.push(chunk);
-      quiet();
+      if (complete(Buffer.concat(chunks), method)) finish();
+      else quiet();
     });
     socket.on('end', finish);
     socket.on('close', finish);
     socket.on('error', reject);
   });
+  return parse(raw);
+}
+
+/** True once `raw` holds the whole response to `method`. */
+function complete(raw: Buffer, method: string): boolean {
+  const split = raw.indexOf('\r\n\r\n');
+  if (split < 0) return false;
+  const head = raw.subarray(0, split).toString('latin1');
+  if (method === 'HEAD' || /^HTTP\/1\.1 1\d\d/.test(head)) return true;
+  const length = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+  return length !== null && raw.byteLength - split - 4 >= Number(length[1]);
+}
+
+function parse(raw: Buffer): RawResponse {
   const split = raw.indexOf('\r\n\r\n');
   if (split < 0) throw new Error(`no complete response header: ${JSON.stringify(raw.toString('latin1'))}`);
   const [statusLine, ...headerLines] = raw.subarray(0, split).toString('latin1').split('\r\n');

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { startFlashstock, type Flashstock, type StartOptions } from '../../src/app.js';
 import { signShopperToken } from '../../src/auth/auth.js';
 import type { Config } from '../../src/config.js';
+import { assertContract } from './contract.js';
 import { createTestDatabase } from './db.js';
 
 // At least 32 bytes: the service refuses shorter secrets (src/config.ts).
@@ -25,6 +26,11 @@ export interface CallOptions {
   shopper?: string;
   admin?: boolean;
   headers?: Record<string, string>;
+  /**
+   * Every response is checked against the OpenAPI document (helpers/contract.ts);
+   * a test that must see an undocumented answer says why here, and only then is it not checked.
+   */
+  unchecked?: string;
 }
 
 export interface CallResult {
@@ -54,6 +60,8 @@ export function clientFor(url: string): Pick<TestService, 'token' | 'call' | 'pu
     }
     const response = await fetch(url + path, { method, headers, body });
     const text = await response.text();
+    if (options.unchecked === undefined) assertContract({ method, path, status: response.status, headers: response.headers, text });
+    else if (options.unchecked.trim() === '') throw new Error('unchecked needs the reason the response is not checked');
     let parsed: unknown = text;
     try {
       parsed = JSON.parse(text);
