@@ -11,6 +11,7 @@ import { startStorage } from './services/storage.js';
 import { preparePayments, startBoss } from './services/payments.js';
 import { startShards } from './services/shards.js';
 import { startFrontEnd } from './services/front-end.js';
+import { Drops, defaultDropsOptions } from './drops/drops.js';
 
 /** A running flashstock: what tests, the bench harness and main() get back. */
 export interface Flashstock {
@@ -29,6 +30,8 @@ export interface Flashstock {
   payments: Payments;
   /** `/v1/stream`, the stock fan-out and the page at `/`. */
   live: LiveStock;
+  /** Recurring sale cycles (drops) and their pg-boss scheduler. */
+  drops: Drops;
   /** Graceful: stop accepting, commit the open batch, answer in-flight requests, close everything. */
   stop(): Promise<void>;
 }
@@ -88,6 +91,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       webhookSecret: storage.paymentWebhookSecret,
     });
     bossOwned = true;
+    const drops = new Drops(storage.pool, boss, shards.router, log, { ...defaultDropsOptions, nowMs: options.nowMs ?? Date.now });
     shards.router.onCheckoutDurable(() => payments.payments.finalizer.wake());
     const onFatal =
       options.onFatal ??
@@ -116,6 +120,11 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     log.info({ url: frontEnd.url }, 'listening; recovering shards from the event log');
     await shards.recover();
     await payments.start();
+    // Drops (src/drops): they configure cycle SKUs through the router, so they
+    // start after recovery and stop before pg-boss and the shards (a stop step
+    // pushed last runs first).
+    await drops.start();
+    stops.push(() => drops.stop());
     log.info({ url: frontEnd.url }, 'ready');
     return {
       config,
@@ -130,6 +139,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       shards: shards.host,
       payments: payments.payments,
       live: frontEnd.live,
+      drops,
       stop,
     };
   } catch (error) {
