@@ -60,9 +60,8 @@ export function describeDropErrors(errors: ErrorObject[] | null | undefined): st
   return `${where} ${first.message ?? 'is invalid'}`;
 }
 
-/** The body, validated by the schema, as a definition; or why it is refused. */
-export function parseDropBody(body: unknown): { ok: true; definition: DropDefinition } | { ok: false; detail: string } {
-  if (!validateDropBody(body)) return { ok: false, detail: describeDropErrors(validateDropBody.errors) };
+/** A body the schema accepted, as a definition; or why it is still refused. */
+export function toDropDefinition(body: DropBody): { ok: true; definition: DropDefinition } | { ok: false; detail: string } {
   const firstStartsAtMs = Date.parse(body.firstStartsAt);
   if (Number.isNaN(firstStartsAtMs)) return { ok: false, detail: 'firstStartsAt is not a date' };
   if (body.openSeconds > body.everySeconds) {
@@ -82,4 +81,10 @@ export function parseDropBody(body: unknown): { ok: true; definition: DropDefini
       cycles: body.cycles ?? null,
     },
   };
+}
+
+/** Schema, then the rules across fields. */
+export function parseDropBody(body: unknown): { ok: true; definition: DropDefinition } | { ok: false; detail: string } {
+  if (!validateDropBody(body)) return { ok: false, detail: describeDropErrors(validateDropBody.errors) };
+  return toDropDefinition(body);
 }

@@ -67,7 +67,9 @@ export const defaultDropsOptions: DropsOptions = {
   maxDrops: 10_000,
 };
 
-interface DropJob {
+export type DropOutcome<T> = { ok: true; value: T } | { ok: false; code: 'unavailable'; detail: string };
+
+export interface DropJob {
   name: string;
   token: string;
 }
@@ -143,7 +145,31 @@ export class Drops {
   }
 
   /** PUT: create or replace the definition; the update applies from the first cycle neither created nor started. */
-  async put(name: string, definition: DropDefinition): Promise<{ created: boolean; view: DropView }> {
+  put(name: string, definition: DropDefinition): Promise<DropOutcome<{ created: boolean; view: DropView }>> {
+    return this.answer('define', name, () => this.define(name, definition));
+  }
+
+  /** DELETE: no cycle after the last one created (the current one, and one already announced, run to their end). */
+  remove(name: string): Promise<DropOutcome<DropView | null>> {
+    return this.answer('stop', name, () => this.stopCycles(name));
+  }
+
+  /** GET: the drop with its current and next cycle (counts from the inventory). */
+  view(name: string): Promise<DropOutcome<DropView | null>> {
+    return this.answer('read', name, () => this.viewOf(name));
+  }
+
+  /** PostgreSQL failing under a request is a 503 the client may retry (every step is idempotent), never a hang. */
+  private async answer<T>(what: string, name: string, fn: () => Promise<T>): Promise<DropOutcome<T>> {
+    try {
+      return { ok: true, value: await fn() };
+    } catch (err) {
+      this.log.error({ err, drop: name }, `drops: could not ${what} the drop`);
+      return { ok: false, code: 'unavailable', detail: `could not ${what} drop ${name} now; retry` };
+    }
+  }
+
+  private async define(name: string, definition: DropDefinition): Promise<{ created: boolean; view: DropView }> {
     const nowMs = this.options.nowMs();
     const token = randomUUID();
     const created = await this.transaction(async (client) => {
@@ -159,11 +185,10 @@ export class Drops {
     });
     this.wakeAt(nowMs);
     this.log.info({ drop: name, created }, 'drop defined');
-    return { created, view: (await this.view(name))! };
+    return { created, view: (await this.viewOf(name))! };
   }
 
-  /** DELETE: no cycle after the last one created (the current one, and one already announced, run to their end). */
-  async remove(name: string): Promise<DropView | null> {
+  private async stopCycles(name: string): Promise<DropView | null> {
     const nowMs = this.options.nowMs();
     const found = await this.transaction(async (client) => {
       await client.query(lockDropQuery(name));
@@ -174,16 +199,15 @@ export class Drops {
     });
     if (!found) return null;
     this.log.info({ drop: name }, 'drop stopped');
-    return this.view(name);
+    return this.viewOf(name);
   }
 
-  /** GET: the drop with its current and next cycle (counts from the inventory). */
-  async view(name: string): Promise<DropView | null> {
+  private async viewOf(name: string): Promise<DropView | null> {
     const nowMs = this.options.nowMs();
     const drop = await selectDrop(this.pool, name);
     if (drop === null) return null;
     const { rows } = await this.pool.query<CycleRow>(selectCyclesNotEndedQuery(name, nowMs, viewCyclesLimit));
-    const lastCreated = rows.length > 0 ? rows[rows.length - 1]!.cycle : ((await selectLastCycle(this.pool, name))?.cycle ?? null);
+    const lastCreated = (await selectLastCycle(this.pool, name))?.cycle ?? null;
     const { current, next } = currentAndNext(drop, rows.map(cycleFromRow), lastCreated, nowMs);
     return {
       name,
