@@ -105,6 +105,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       pool: storage.pool,
       inventory: shards.router,
       payments: payments.payments,
+      drops,
       adminToken: storage.adminToken,
       jwtSecret: storage.jwtSecret,
       onFatal,

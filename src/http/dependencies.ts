@@ -2,11 +2,14 @@ import type { Logger } from 'pino';
 import type { ShopperVerifier } from '../auth/auth.js';
 import type { Inventory } from '../inventory/inventory.js';
 import type { Payments } from '../payments/payments.js';
+import type { Drops } from '../drops/drops.js';
 
 /** What the HTTP front end needs, as plain fields (route modules take what they use). */
 export interface HttpDependencies {
   inventory: Inventory;
   payments: Payments;
+  /** Recurring sale cycles (src/drops). */
+  drops: Drops;
   log: Logger;
   verifyShopper: ShopperVerifier;
   isAdmin: (authorization: string | undefined) => boolean;

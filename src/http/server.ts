@@ -8,6 +8,7 @@ import { registerPaymentRoutes } from './routes/payments.js';
 import { registerReservationRoutes } from './routes/reservations.js';
 import { registerSkuRoutes } from './routes/skus.js';
 import { registerStreamRoutes } from './routes/stream.js';
+import { registerDropRoutes } from './routes/drops.js';
 
 export type { HttpDependencies } from './dependencies.js';
 
@@ -25,6 +26,7 @@ export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
   registerReservationRoutes(router, deps);
   registerOrderRoutes(router, deps);
   registerPaymentRoutes(router, deps);
+  registerDropRoutes(router, deps);
   registerStreamRoutes(router);
   router.mount();
   app.any('/*', (res, req) => {
