@@ -14,7 +14,7 @@ import {
   type DropDefinition,
   type DropState,
 } from '../src/drops/schedule.js';
-import { parseDropBody } from '../src/drops/body.js';
+import { isDropName, parseDropBody } from '../src/drops/body.js';
 
 /** The pure drop schedule: which cycles exist when (fast-check), and the admin body's rules. */
 
@@ -157,6 +157,10 @@ t.test('names: {name}.{cycle} always fits the SKU grammar', async (t) => {
   const sku = cycleSku('x'.repeat(dropNameMaxChars), maxCycleNumber);
   t.equal(sku.length, 64);
   t.match(sku, /^[A-Za-z0-9._-]{1,64}$/);
+  t.ok(isDropName('x'.repeat(dropNameMaxChars)));
+  t.notOk(isDropName('x'.repeat(dropNameMaxChars + 1)));
+  t.ok(isDropName('a.b_c-9'));
+  for (const bad of ['', '.', '..', 'a b', 'a/b', 'ü']) t.notOk(isDropName(bad), `${JSON.stringify(bad)} refused`);
 });
 
 t.test('the admin body', async (t) => {

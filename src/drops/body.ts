@@ -44,11 +44,12 @@ export const validateDropBody = ajv.compile<DropBody>({
   additionalProperties: false,
 });
 
+/** `.` and `..` are path segments, not names. */
 export function isDropName(name: string): boolean {
-  return dropNamePattern.test(name);
+  return dropNamePattern.test(name) && name !== '.' && name !== '..';
 }
 
-export const dropNameRule = 'drop name must be 1-54 characters of A-Z a-z 0-9 . _ - (so that {name}.{cycle} is a SKU)';
+export const dropNameRule = 'drop name must be 1-54 characters of A-Z a-z 0-9 . _ - other than . and .. (so that {name}.{cycle} is a SKU)';
 
 export function describeDropErrors(errors: ErrorObject[] | null | undefined): string {
   const first = errors?.[0];

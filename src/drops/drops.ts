@@ -55,16 +55,16 @@ export interface DropsOptions {
   jobExpireSeconds: number;
   /** Retries of a failed scheduler run (exponential, from 1 s). */
   jobRetryLimit: number;
-  /** Most drops re-armed at start (the live schedules). */
-  maxDrops: number;
+  /** Drops read per page when re-arming at start. */
+  rearmPageSize: number;
 }
 
 export const defaultDropsOptions: DropsOptions = {
   nowMs: Date.now,
-  claimLeaseMs: 30_000,
-  jobExpireSeconds: 60,
+  claimLeaseMs: 15_000,
+  jobExpireSeconds: 30,
   jobRetryLimit: 10,
-  maxDrops: 10_000,
+  rearmPageSize: 500,
 };
 
 export type DropOutcome<T> = { ok: true; value: T } | { ok: false; code: 'unavailable'; detail: string };
@@ -311,17 +311,22 @@ export class Drops {
   /** At start: hand every live schedule a fresh job (a job that exhausted its retries left none). */
   private async rearm(): Promise<void> {
     const nowMs = this.options.nowMs();
-    const { rows } = await this.pool.query<{ name: string }>(selectArmedDropsQuery(this.options.maxDrops));
-    for (const { name } of rows) {
-      await this.transaction(async (client) => {
-        await client.query(lockDropQuery(name));
-        if ((await selectDrop(client, name)) === null) return;
-        const token = randomUUID();
-        await client.query(setJobTokenQuery(name, token));
-        await this.sendJob(client, { name, token }, nowMs);
-      });
+    let after = '';
+    for (;;) {
+      const { rows } = await this.pool.query<{ name: string }>(selectArmedDropsQuery(after, this.options.rearmPageSize));
+      for (const { name } of rows) {
+        await this.transaction(async (client) => {
+          await client.query(lockDropQuery(name));
+          if ((await selectDrop(client, name)) === null) return;
+          const token = randomUUID();
+          await client.query(setJobTokenQuery(name, token));
+          await this.sendJob(client, { name, token }, nowMs);
+        });
+        this.wakeAt(nowMs);
+      }
+      if (rows.length < this.options.rearmPageSize) return;
+      after = rows[rows.length - 1]!.name;
     }
-    if (rows.length > 0) this.wakeAt(nowMs);
   }
 
   private async sendJob(client: pg.PoolClient, job: DropJob, startAfterMs: number): Promise<void> {

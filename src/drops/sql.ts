@@ -163,9 +163,13 @@ export function setJobTokenQuery(name: string, jobToken: string | null): pg.Quer
   return { name: 'drops-set-token', text: 'UPDATE drops SET job_token = $2 WHERE name = $1', values: [name, jobToken] };
 }
 
-/** Drops whose schedule still needs a job (re-armed at start). */
-export function selectArmedDropsQuery(limit: number): pg.QueryConfig {
-  return { name: 'drops-armed', text: 'SELECT name FROM drops WHERE job_token IS NOT NULL ORDER BY name LIMIT $1', values: [limit] };
+/** Drops whose schedule still needs a job (re-armed at start), a page at a time after `afterName`. */
+export function selectArmedDropsQuery(afterName: string, limit: number): pg.QueryConfig {
+  return {
+    name: 'drops-armed',
+    text: 'SELECT name FROM drops WHERE job_token IS NOT NULL AND name > $1 ORDER BY name LIMIT $2',
+    values: [afterName, limit],
+  };
 }
 
 /**
