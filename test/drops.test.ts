@@ -130,6 +130,7 @@ t.test('errors: auth, names, bodies, unknown drops', async (t) => {
   t.equal(statusOf(await call('PUT', '/v1/admin/drops/X', { body })), '401 unauthorized');
   t.equal(statusOf(await call('PUT', '/v1/admin/drops/X', { body, shopper: 'alice' })), '401 unauthorized', 'a shopper is not an admin');
   t.equal(statusOf(await call('DELETE', '/v1/admin/drops/X')), '401 unauthorized');
+  t.equal(statusOf(await call('GET', '/v1/admin/drops/X')), '401 unauthorized');
   t.equal(statusOf(await putDrop('x'.repeat(55), body)), '400 invalid_request', '55 characters: {name}.{cycle} could pass 64');
   t.equal((await putDrop('x'.repeat(54), body)).status, 201, '54 characters is fine');
   t.equal(statusOf(await putDrop('sp%20ace', body)), '400 invalid_request');
@@ -152,6 +153,8 @@ t.test('errors: auth, names, bodies, unknown drops', async (t) => {
   t.equal(statusOf(await getDrop('BAD')), '404 not_found', 'nothing was stored for refused bodies');
   t.equal(statusOf(await call('DELETE', '/v1/admin/drops/NOPE', { admin: true })), '404 not_found');
   t.equal(statusOf(await call('POST', '/v1/drops/NOPE')), '405 method_not_allowed');
+  t.equal(statusOf(await call('GET', '/v1/admin/drops/NOPE', { admin: true })), '404 not_found');
+  t.same((await call('GET', `/v1/admin/drops/${'x'.repeat(54)}`, { admin: true })).body, (await getDrop('x'.repeat(54))).body, 'the admin GET is the public view');
   const forever = await getDrop('x'.repeat(54));
   t.match(forever.body, { current: null, next: { cycle: 1, sku: `${'x'.repeat(54)}.1` } });
 });

@@ -6,7 +6,7 @@ import type uWS from 'uWebSockets.js';
 import { dropNameRule, isDropName, toDropDefinition, validateDropBody } from '../../drops/body.js';
 import type { DropOutcome } from '../../drops/drops.js';
 
-/** Drops: define, stop (admin) and watch (public) recurring sale cycles. */
+/** Drops: define, read and stop (admin) and watch (public) recurring sale cycles. */
 export function registerDropRoutes(router: Router, deps: Pick<HttpDependencies, 'drops' | 'isAdmin'>): void {
   const { drops } = deps;
 
@@ -23,6 +23,12 @@ export function registerDropRoutes(router: Router, deps: Pick<HttpDependencies, 
           else exchange.problem(outcome.code, outcome.detail);
         });
       });
+    },
+    get: (exchange, req) => {
+      if (!admin(exchange, req, deps.isAdmin)) return;
+      const name = dropParameter(exchange, req);
+      if (name === null) return;
+      exchange.settle(drops.view(name), (outcome) => found(exchange, outcome, name));
     },
     del: (exchange, req) => {
       if (!admin(exchange, req, deps.isAdmin)) return;
