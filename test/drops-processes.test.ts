@@ -37,6 +37,26 @@ t.test('restart in the middle of a cycle: its sales survive, the next cycles sti
   t.equal((await second.call('DELETE', '/v1/admin/drops/RESTART', { admin: true })).status, 200);
 });
 
+t.test('a process that was down skips the cycles whose window ended meanwhile, and catches up the open one', async (t) => {
+  const db = await createTestDatabase(t);
+  const first = await startTestService(t, {}, {}, db.url);
+  const start = Date.now() + 3200;
+  t.equal((await first.call('PUT', '/v1/admin/drops/DOWN', { admin: true, body: dropBody(start, 2, 1) })).status, 201);
+  await until('cycle 1 configured', async () => (await cycleRows(db.pool, 'DOWN')).find((c) => c.configuredAtMs !== null));
+  await first.service.stop(); // cycle 2 would be created at start - 1 s: nobody is there
+  await sleepUntil(start + 3100); // cycle 2's window [start+2 s, start+3 s) is over
+  const second = await startTestService(t, {}, {}, db.url);
+  const rows = await until('a cycle after 2 created', async () => {
+    const found = await cycleRows(db.pool, 'DOWN');
+    return found.some((c) => c.cycle > 2 && c.configuredAtMs !== null) && found;
+  });
+  t.notOk(rows.some((c) => c.cycle === 2), 'cycle 2 ended while no process ran: never created');
+  const caughtUp = rows.find((c) => c.cycle > 2)!;
+  t.ok(caughtUp.createdAtMs < caughtUp.endsAtMs, `cycle ${caughtUp.cycle} created before its window ended`);
+  t.equal(caughtUp.startsAtMs, start + (caughtUp.cycle - 1) * 2000, 'numbers stay tied to the schedule');
+  t.equal((await second.call('DELETE', '/v1/admin/drops/DOWN', { admin: true })).status, 200);
+});
+
 t.test('two processes on one database never create a cycle twice', async (t) => {
   const db = await createTestDatabase(t);
   const a = await startTestService(t, {}, {}, db.url);
