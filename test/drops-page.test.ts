@@ -43,25 +43,25 @@ if (playwright === null) {
     page.on('pageerror', (error) => problems.push(error.message));
     await page.goto(`${api.url}/`);
     // The browser is up (its start can take seconds here): only now does the drop begin.
-    const first = Date.now() + 3500;
-    t.equal((await api.call('PUT', '/v1/admin/drops/PAGEDROP', { admin: true, body: dropBody(first, 3, 2, { stockPerCycle: 5 }) })).status, 201);
+    const first = Date.now() + 5000;
+    t.equal((await api.call('PUT', '/v1/admin/drops/PAGEDROP', { admin: true, body: dropBody(first, 4, 3, { stockPerCycle: 5 }) })).status, 201);
 
     await page.goto(`${api.url}/?drop=PAGEDROP&token=${encodeURIComponent(api.token('dropfan'))}`);
-    await page.locator('#sku').filter({ hasText: /^PAGEDROP\.1$/ }).waitFor({ timeout: 10_000 });
+    await page.locator('#sku').filter({ hasText: /^PAGEDROP\.1$/ }).waitFor({ timeout: 20_000 });
     t.match(await page.locator('#what').textContent(), /Drop PAGEDROP/);
-    await page.locator('#available').filter({ hasText: /^5$/ }).waitFor({ timeout: 10_000 });
+    await page.locator('#available').filter({ hasText: /^5$/ }).waitFor({ timeout: 20_000 });
     t.pass('before it opens the page watches cycle 1: 5 available');
     t.match(await page.locator('#cycle').textContent(), /cycle 1 · (opens at|open until)/);
 
     await until('cycle 1 open', async () => Date.now() >= first + 50);
-    await page.locator('#cycle').filter({ hasText: /cycle 1 · open until/ }).waitFor({ timeout: 5000 });
+    await page.locator('#cycle').filter({ hasText: /cycle 1 · open until/ }).waitFor({ timeout: 10_000 });
     await page.locator('#reserve').click();
-    await page.locator('#available').filter({ hasText: /^4$/ }).waitFor({ timeout: 5000 });
+    await page.locator('#available').filter({ hasText: /^4$/ }).waitFor({ timeout: 10_000 });
     t.pass('Reserve buys in cycle 1: 4 left');
     t.match((await api.call('GET', '/v1/skus/PAGEDROP.1')).body, { available: 4, held: 1 });
 
-    await page.locator('#sku').filter({ hasText: /^PAGEDROP\.2$/ }).waitFor({ timeout: 8000 });
-    await page.locator('#available').filter({ hasText: /^5$/ }).waitFor({ timeout: 5000 });
+    await page.locator('#sku').filter({ hasText: /^PAGEDROP\.2$/ }).waitFor({ timeout: 15_000 });
+    await page.locator('#available').filter({ hasText: /^5$/ }).waitFor({ timeout: 10_000 });
     t.pass('cycle 1 closed: the page moved to cycle 2, fresh stock 5');
     t.same(problems, [], 'no console errors (and no CSP violations)');
   });

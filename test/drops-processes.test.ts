@@ -40,10 +40,10 @@ t.test('restart in the middle of a cycle: its sales survive, the next cycles sti
 t.test('a process that was down skips the cycles whose window ended meanwhile, and catches up the open one', async (t) => {
   const db = await createTestDatabase(t);
   const first = await startTestService(t, {}, {}, db.url);
-  const start = Date.now() + 3200;
+  const start = Date.now() + 5200;
   t.equal((await first.call('PUT', '/v1/admin/drops/DOWN', { admin: true, body: dropBody(start, 2, 1) })).status, 201);
   await until('cycle 1 configured', async () => (await cycleRows(db.pool, 'DOWN')).find((c) => c.configuredAtMs !== null));
-  await first.service.stop(); // cycle 2 would be created at start - 1 s: nobody is there
+  await first.service.stop(); // cycle 2 would be created at start - 2 s: nobody is there
   await sleepUntil(start + 3100); // cycle 2's window [start+2 s, start+3 s) is over
   const second = await startTestService(t, {}, {}, db.url);
   const rows = await until('a cycle after 2 created', async () => {

@@ -2,6 +2,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import {
   announceLeadMs,
+  creationMarginMs,
   currentAndNext,
   cycleSku,
   cycleStartsAtMs,
@@ -89,7 +90,7 @@ t.test('without downtime every cycle is created, with no gap, at least the lead 
   fc.assert(
     fc.property(definitionArb, fc.integer({ min: -3_600_000, max: 0 }), (definition, offsetMs) => {
       const drop = fresh({ ...definition, cycles: definition.cycles ?? 20 });
-      const startMs = definition.firstStartsAtMs + offsetMs - 62_000;
+      const startMs = definition.firstStartsAtMs + offsetMs - 60_000 - creationMarginMs - 1;
       const { created } = simulate(drop, startMs, new Array(200).fill(0));
       const numbers = created.map((c) => c.plan.cycle);
       for (let i = 1; i < numbers.length; i++) if (numbers[i] !== numbers[i - 1]! + 1) return false;
@@ -105,7 +106,7 @@ t.test('a process that was down creates only cycles whose window has not ended',
   // Cycle 3 was the last created; the process comes back at 05:10 (cycle 6 open until 05:15).
   const run = schedulerRun(drop, 3, t0 + 5 * 3600_000 + 600_000);
   t.same(run.create.map((c) => c.cycle), [6], 'cycles 4 and 5 ended while it was down: skipped');
-  t.equal(run.nextRunAtMs, t0 + 6 * 3600_000 - 60_000 - 1000, 'cycle 7 is created 60 s (+ the margin) before it starts');
+  t.equal(run.nextRunAtMs, t0 + 6 * 3600_000 - 60_000 - creationMarginMs, 'cycle 7 is created 60 s (+ the margin) before it starts');
   const late = schedulerRun(drop, 3, t0 + 5 * 3600_000 + 900_000);
   t.same(late.create, [], 'at 05:15 cycle 6 has ended: nothing to catch up');
 });

@@ -79,7 +79,7 @@ t.test('update: applies from the first cycle not created; same schedule keeps nu
   const first = Date.now() + 5500;
   t.equal((await putDrop('UPD', dropBody(first, 4, 2, { stockPerCycle: 2 }))).status, 201);
   await until('cycle 1 created', async () => (await cycleRows(pool, 'UPD')).length === 1);
-  // Cycle 2 is created 5 s (lead 4 s + 1 s margin) before it starts, i.e. ~1.5 s from now.
+  // Cycle 2 is created 6 s (lead 4 s + 2 s margin) before it starts, i.e. ~3.5 s from now.
   const updated = await putDrop('UPD', dropBody(first, 4, 2, { stockPerCycle: 5 }));
   t.equal(updated.status, 200, 'an update is 200');
   t.equal(updated.body.stockPerCycle, 5);
@@ -111,7 +111,7 @@ t.test('delete: the current cycle runs to its end, no cycle after the ones creat
   t.equal(stopped.status, 200);
   const lastCreated = (await cycleRows(pool, 'DEL')).at(-1)!;
   t.match(stopped.body, { name: 'DEL', current: { cycle: 1 } }, 'the current cycle is still there');
-  t.equal(stopped.body.next?.cycle ?? null, lastCreated.cycle > 1 ? lastCreated.cycle : null, 'next: only a cycle already created');
+  t.equal(stopped.body.next?.cycle ?? null, lastCreated.cycle > 1 ? 2 : null, 'next: only a cycle already created');
   t.equal((await reserve('DEL.1', 'alice')).status, 201, 'the current cycle still sells');
   t.equal((await call('DELETE', '/v1/admin/drops/DEL', { admin: true })).status, 200, 'DELETE again: 200');
 

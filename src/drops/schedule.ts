@@ -17,9 +17,10 @@ export const maxCycleNumber = 999_999_999;
 export const dropNamePattern = /^[A-Za-z0-9._-]{1,54}$/;
 /**
  * A cycle's SKU is created this long before the announced lead time, so the
- * pg-boss poll (0.5 s) and the creation itself still finish before it.
+ * pg-boss poll (0.5 s) and the creation itself still finish before it, also
+ * on a busy machine (1 s was seen to be too little on 2 shared cores).
  */
-export const creationMarginMs = 1_000;
+export const creationMarginMs = 2_000;
 /** Most cycles one scheduler run creates (a catch-up never is a long loop). */
 export const maxCyclesPerRun = 16;
 
