@@ -17,13 +17,13 @@ const putDrop = (name: string, body: unknown) => call('PUT', `/v1/admin/drops/${
 const getDrop = (name: string) => call('GET', `/v1/drops/${name}`);
 
 t.test('cycles appear before they start; one purchase per shopper per cycle; stock resets; an ended cycle refuses', async (t) => {
-  const first = Date.now() + 3500;
-  const created = await putDrop('HOURLY', dropBody(first, 2, 1));
+  const first = Date.now() + 5500; // cycle 1 is due at first - 3 s lead - 2 s margin: scheduled, not at once
+  const created = await putDrop('HOURLY', dropBody(first, 3, 2));
   t.equal(created.status, 201);
   t.same(created.body, {
     name: 'HOURLY',
-    everySeconds: 2,
-    openSeconds: 1,
+    everySeconds: 3,
+    openSeconds: 2,
     stockPerCycle: 3,
     perShopperLimit: 1,
     current: null,
@@ -31,7 +31,7 @@ t.test('cycles appear before they start; one purchase per shopper per cycle; sto
       cycle: 1,
       sku: 'HOURLY.1',
       startsAt: new Date(first).toISOString(),
-      endsAt: new Date(first + 1000).toISOString(),
+      endsAt: new Date(first + 2000).toISOString(),
       available: 3,
       held: 0,
       sold: 0,
@@ -39,10 +39,10 @@ t.test('cycles appear before they start; one purchase per shopper per cycle; sto
   });
 
   const c1 = await until('cycle 1 configured', async () => (await cycleRows(pool, 'HOURLY')).find((c) => c.cycle === 1 && c.configuredAtMs !== null));
-  t.ok(c1.configuredAtMs! <= c1.startsAtMs - 2000, `cycle 1's SKU existed ${c1.startsAtMs - c1.configuredAtMs!} ms before its start (≥ min(everySeconds, 60) s)`);
+  t.ok(c1.configuredAtMs! <= c1.startsAtMs - 3000, `cycle 1's SKU existed ${c1.startsAtMs - c1.configuredAtMs!} ms before its start (≥ min(everySeconds, 60) s)`);
   t.match((await call('GET', '/v1/skus/HOURLY.1')).body, {
     stock: 3, perShopperLimit: 1, holdSeconds: 300, priceCents: 500, currency: 'USD',
-    startsAt: new Date(first).toISOString(), endsAt: new Date(first + 1000).toISOString(),
+    startsAt: new Date(first).toISOString(), endsAt: new Date(first + 2000).toISOString(),
   }, 'the cycle SKU has the drop\'s terms and window');
   t.equal(statusOf(await reserve('HOURLY.1', 'alice')), '409 sale_not_open', 'before its window: sale_not_open');
 
@@ -54,13 +54,13 @@ t.test('cycles appear before they start; one purchase per shopper per cycle; sto
   t.equal(statusOf(await reserve('HOURLY.1', 'dave')), '409 sold_out', 'cycle 1: 3 units, sold out');
   const during = await getDrop('HOURLY');
   t.match(during.body.current, { cycle: 1, sku: 'HOURLY.1', available: 0, held: 3, sold: 0 }, 'GET: the current cycle with live counts');
-  t.match(during.body.next, { cycle: 2, sku: 'HOURLY.2', startsAt: new Date(first + 2000).toISOString() }, 'GET: the next cycle');
+  t.match(during.body.next, { cycle: 2, sku: 'HOURLY.2', startsAt: new Date(first + 3000).toISOString() }, 'GET: the next cycle');
 
-  await sleepUntil(first + 1020);
+  await sleepUntil(first + 2020);
   t.equal(statusOf(await reserve('HOURLY.1', 'erin')), '409 sale_not_open', 'cycle 1 ended: sale_not_open');
   t.match((await getDrop('HOURLY')).body, { current: null, next: { cycle: 2 } }, 'between windows nothing is current');
 
-  await sleepUntil(first + 2020);
+  await sleepUntil(first + 3020);
   t.equal((await reserve('HOURLY.2', 'alice')).status, 201, 'cycle 2: alice buys again (the limit is per cycle)');
   t.match((await call('GET', '/v1/skus/HOURLY.2')).body, { stock: 3, available: 2, held: 1 }, 'cycle 2: stock reset to 3');
   t.match((await getDrop('HOURLY')).body.current, { cycle: 2, available: 2, held: 1 });
@@ -70,7 +70,7 @@ t.test('cycles appear before they start; one purchase per shopper per cycle; sto
   t.ok(rows.length >= 3, `${rows.length} cycles created so far`);
   for (const row of rows) {
     t.equal(events.get(row.sku), 1, `${row.sku}: one configured event`);
-    t.equal(row.startsAtMs, first + (row.cycle - 1) * 2000, `${row.sku} starts at firstStartsAt + (n-1)·everySeconds`);
+    t.equal(row.startsAtMs, first + (row.cycle - 1) * 3000, `${row.sku} starts at firstStartsAt + (n-1)·everySeconds`);
   }
   t.equal((await call('DELETE', '/v1/admin/drops/HOURLY', { admin: true })).status, 200);
 });
