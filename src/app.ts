@@ -13,6 +13,7 @@ import { startShards } from './services/shards.js';
 import { startFrontEnd } from './services/front-end.js';
 import { Metrics } from './metrics/metrics.js';
 import { deadLetterQueue } from './payments/finalizer.js';
+import { Drops, defaultDropsOptions } from './drops/drops.js';
 
 /** A running flashstock: what tests, the bench harness and main() get back. */
 export interface Flashstock {
@@ -33,6 +34,8 @@ export interface Flashstock {
   live: LiveStock;
   /** This service's Prometheus registry (`GET /metrics`). */
   metrics: Metrics;
+  /** Recurring sale cycles (drops) and their pg-boss scheduler. */
+  drops: Drops;
   /** Graceful: stop accepting, commit the open batch, answer in-flight requests, close everything. */
   stop(): Promise<void>;
 }
@@ -94,6 +97,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       webhookSecret: storage.paymentWebhookSecret,
     });
     bossOwned = true;
+    const drops = new Drops(storage.pool, boss, shards.router, log, { ...defaultDropsOptions, nowMs: options.nowMs ?? Date.now });
     shards.router.onCheckoutDurable(() => payments.payments.finalizer.wake());
     const onFatal =
       options.onFatal ??
@@ -107,6 +111,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       pool: storage.pool,
       inventory: shards.router,
       payments: payments.payments,
+      drops,
       adminToken: storage.adminToken,
       jwtSecret: storage.jwtSecret,
       onFatal,
@@ -138,6 +143,11 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     log.info({ url: frontEnd.url }, 'listening; recovering shards from the event log');
     await shards.recover();
     await payments.start();
+    // Drops (src/drops): they configure cycle SKUs through the router, so they
+    // start after recovery and stop before pg-boss and the shards (a stop step
+    // pushed last runs first).
+    await drops.start();
+    stops.push(() => drops.stop());
     log.info({ url: frontEnd.url }, 'ready');
     return {
       config,
@@ -153,6 +163,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       payments: payments.payments,
       live: frontEnd.live,
       metrics,
+      drops,
       stop,
     };
   } catch (error) {

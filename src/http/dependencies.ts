@@ -5,11 +5,14 @@ import type { Payments } from '../payments/payments.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { TrustedProxies } from '../ratelimit/client-ip.js';
 import type { RateLimits } from '../ratelimit/rate-limits.js';
+import type { Drops } from '../drops/drops.js';
 
 /** What the HTTP front end needs, as plain fields (route modules take what they use). */
 export interface HttpDependencies {
   inventory: Inventory;
   payments: Payments;
+  /** Recurring sale cycles (src/drops). */
+  drops: Drops;
   log: Logger;
   verifyShopper: ShopperVerifier;
   isAdmin: (authorization: string | undefined) => boolean;

@@ -11,6 +11,7 @@ import { registerSkuRoutes } from './routes/skus.js';
 import { registerStreamRoutes } from './routes/stream.js';
 import { registerMetricsRoutes } from './routes/metrics.js';
 import { unmatchedRoute } from '../metrics/metrics.js';
+import { registerDropRoutes } from './routes/drops.js';
 
 export type { HttpDependencies } from './dependencies.js';
 
@@ -39,6 +40,7 @@ export function registerRoutes(router: Router, deps: HttpDependencies): void {
   registerReservationRoutes(router, deps);
   registerOrderRoutes(router, deps);
   registerPaymentRoutes(router, deps);
+  registerDropRoutes(router, deps);
   registerStreamRoutes(router);
   registerMetricsRoutes(router, deps);
 }

@@ -6,6 +6,7 @@ import { createAdminCheck, createShopperVerifier } from '../auth/auth.js';
 import { databaseReadiness } from '../http/readiness.js';
 import { createHttpApp } from '../http/server.js';
 import type { Payments } from '../payments/payments.js';
+import type { Drops } from '../drops/drops.js';
 import type { Router } from '../shard/router.js';
 import { attachLiveStock, type LiveStock } from '../ws/index.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -30,6 +31,7 @@ export interface FrontEndDependencies {
   pool: pg.Pool;
   inventory: Router;
   payments: Payments;
+  drops: Drops;
   adminToken: string;
   jwtSecret: string;
   onFatal: (error: unknown) => void;
@@ -54,6 +56,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
   const app = createHttpApp({
     inventory,
     payments: deps.payments,
+    drops: deps.drops,
     log,
     verifyShopper,
     isAdmin: createAdminCheck(deps.adminToken),

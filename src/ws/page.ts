@@ -5,6 +5,9 @@ import type uWS from 'uWebSockets.js';
  * The watch-a-drop page served at `/`: static HTML and one inline script, no
  * build step. `/?sku=SNEAKER-42&token=<shopper JWT>` shows the SKU's live count
  * over `/v1/stream` and a Reserve button (the token is needed only to reserve).
+ * `/?drop=NAME` follows a drop: it reads `GET /v1/drops/NAME`, watches the
+ * current cycle's SKU (or the next one's), and moves to the next cycle when
+ * the current one closes.
  * It lives in a .ts module so `tsc` ships it in dist/ with the rest.
  */
 
@@ -22,7 +25,8 @@ form input { width: 100%; margin-bottom: 0.5rem; font-size: 1rem; }
 const script = `
 'use strict';
 const params = new URLSearchParams(location.search);
-const sku = params.get('sku');
+const drop = params.get('drop');
+let sku = drop ? null : params.get('sku');
 const token = params.get('token');
 const $ = (id) => document.getElementById(id);
 
@@ -31,17 +35,18 @@ function newKey() {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-if (!sku) {
+if (!sku && !drop) {
   $('watch').hidden = true;
 } else {
   $('pick').hidden = true;
-  $('sku').textContent = sku;
+  $('sku').textContent = sku || '–';
+  if (drop) $('what').textContent = 'Drop ' + drop + ' · SKU';
   let socket = null;
   let retryMs = 500;
   let counter = 0;
   let lastReservation = null;
   let available = null;
-  const canReserve = () => token && socket && socket.readyState === 1 && available !== null && available > 0;
+  const canReserve = () => token && sku && socket && socket.readyState === 1 && available !== null && available > 0;
   const refresh = () => {
     $('reserve').disabled = !canReserve();
     $('release').disabled = !(lastReservation && lastReservation.status === 'held' && socket && socket.readyState === 1);
@@ -59,7 +64,7 @@ if (!sku) {
       retryMs = 500;
       $('status').textContent = 'live';
       $('status').className = 'up';
-      socket.send(JSON.stringify({ type: 'subscribe', skus: [sku] }));
+      if (sku) socket.send(JSON.stringify({ type: 'subscribe', skus: [sku] }));
       refresh();
     };
     socket.onmessage = (event) => {
@@ -76,6 +81,11 @@ if (!sku) {
         lastReservation = message.reservation;
         show('reservation ' + lastReservation.reservationId.slice(0, 8) + '… ' + lastReservation.status +
           (lastReservation.status === 'held' ? ' until ' + new Date(lastReservation.expiresAt).toLocaleTimeString() : ''), false);
+      } else if (message.type === 'error' && drop && message.sku && message.sku === sku && message.code === 'not_found') {
+        // The next cycle is announced but its SKU not created yet: ask again shortly.
+        setTimeout(() => {
+          if (message.sku === sku && socket && socket.readyState === 1) socket.send(JSON.stringify({ type: 'subscribe', skus: [sku] }));
+        }, 1000);
       } else if (message.type === 'error') {
         show(message.status + ' ' + message.code + ': ' + message.detail, true);
       }
@@ -90,6 +100,49 @@ if (!sku) {
       retryMs = Math.min(retryMs * 2, 10000);
     };
   };
+  // Drops: follow the current cycle's SKU (or the next one's); switch when it closes.
+  const follow = (next) => {
+    if (next === sku) return;
+    const previous = sku;
+    sku = next;
+    available = null;
+    $('sku').textContent = sku || '–';
+    $('available').textContent = '–';
+    $('counts').textContent = '';
+    if (socket && socket.readyState === 1) {
+      if (previous) socket.send(JSON.stringify({ type: 'unsubscribe', skus: [previous] }));
+      if (sku) socket.send(JSON.stringify({ type: 'subscribe', skus: [sku] }));
+    }
+    refresh();
+  };
+  const time = (iso) => new Date(iso).toLocaleTimeString();
+  let dropTimer = null;
+  const loadDrop = async () => {
+    clearTimeout(dropTimer);
+    let waitMs = 10000;
+    try {
+      const response = await fetch('/v1/drops/' + encodeURIComponent(drop), { cache: 'no-store' });
+      const view = await response.json();
+      const cycle = response.ok ? view.current || view.next : null;
+      if (!response.ok) {
+        $('cycle').textContent = response.status + ' ' + (view.code || '') + ': ' + (view.detail || 'drop not available');
+      } else if (!cycle) {
+        $('cycle').textContent = 'no cycle open or coming';
+        follow(null);
+      } else {
+        const open = cycle === view.current;
+        $('cycle').textContent = 'cycle ' + cycle.cycle + (open ? ' · open until ' + time(cycle.endsAt) : ' · opens at ' + time(cycle.startsAt));
+        follow(cycle.sku);
+        // Look again when this cycle closes (the next takes over) or opens.
+        waitMs = Date.parse(open ? cycle.endsAt : cycle.startsAt) - Date.now() + 50;
+      }
+    } catch (error) {
+      $('cycle').textContent = 'cannot read the drop; retrying';
+      waitMs = 1000;
+    }
+    dropTimer = setTimeout(loadDrop, Math.min(Math.max(waitMs, 200), 60000));
+  };
+  if (drop) loadDrop();
   $('reserve').onclick = () => {
     if (!canReserve()) return;
     socket.send(JSON.stringify({ type: 'reserve', id: 'r' + ++counter, sku, quantity: 1, idempotencyKey: newKey() }));
@@ -116,13 +169,15 @@ export const pageHtml = `<!doctype html>
 <section id="pick">
   <h1>flashstock · watch a drop</h1>
   <form method="get" action="/">
-    <input name="sku" placeholder="SKU, e.g. SNEAKER-42" required pattern="[A-Za-z0-9._\\-]{1,64}">
+    <input name="sku" placeholder="SKU, e.g. SNEAKER-42" pattern="[A-Za-z0-9._\\-]{1,64}">
+    <input name="drop" placeholder="or a drop, e.g. NOTCOIN-HOURLY" pattern="[A-Za-z0-9._\\-]{1,54}">
     <input name="token" placeholder="shopper JWT (optional; needed to reserve)">
     <button type="submit">Watch</button>
   </form>
 </section>
 <section id="watch">
-  <h1>SKU <span id="sku"></span></h1>
+  <h1><span id="what">SKU</span> <span id="sku"></span></h1>
+  <div id="cycle" class="muted"></div>
   <div class="muted">available</div>
   <div id="available">–</div>
   <div id="counts" class="muted"></div>
