@@ -124,6 +124,13 @@ t.test('the batched loader shares its rounds among many SKUs', async (t) => {
   const all = await loadAllSkuStates(db.pool, limits);
   t.equal(all.size, 30);
   for (const w of writers) t.same(picture(all.get(w.allocator.sku)!, w.now), picture(w.allocator, w.now), w.allocator.sku);
+
+  // Handed over one by one: the same states, none kept.
+  const handed = new Map<string, SkuAllocator>();
+  const kept = await loadAllSkuStates(db.pool, limits, { onLoaded: (a) => handed.set(a.sku, a) });
+  t.equal(kept.size, 0);
+  t.equal(handed.size, 30);
+  for (const w of writers) t.same(picture(handed.get(w.allocator.sku)!, w.now), picture(w.allocator, w.now), `handed over: ${w.allocator.sku}`);
 });
 
 t.test('a crash while a snapshot is written loses nothing; a damaged snapshot is refused loudly', async (t) => {

@@ -122,6 +122,8 @@ export class SkuAllocator {
   readonly rememberedKeys: RememberedKeys;
   /** Settled reservation ids in settle order (from `settledHead`): forgetting pops from the front. */
   private settledIds: string[] = [];
+  /** settledAtMs of `settledIds`, side by side, so the check on every apply needs no Map lookup. */
+  private settledTimes: number[] = [];
   private settledHead = 0;
   readonly reservationMemoryMs: number;
   readonly idempotencyKeyTtlMs: number;
@@ -376,15 +378,15 @@ export class SkuAllocator {
   forgetSettled(nowMs: number): number {
     let forgotten = 0;
     const ids = this.settledIds;
-    while (this.settledHead < ids.length) {
-      const reservation = this.reservations.get(ids[this.settledHead]!)!;
-      if (reservation.settledAtMs! + this.reservationMemoryMs > nowMs) break;
-      this.forget(reservation, nowMs);
+    const times = this.settledTimes;
+    while (this.settledHead < ids.length && times[this.settledHead]! + this.reservationMemoryMs <= nowMs) {
+      this.forget(this.reservations.get(ids[this.settledHead]!)!, nowMs);
       this.settledHead += 1;
       forgotten += 1;
     }
     if (this.settledHead > 1024 && this.settledHead * 2 > ids.length) {
       this.settledIds = ids.slice(this.settledHead);
+      this.settledTimes = times.slice(this.settledHead);
       this.settledHead = 0;
     }
     this.rememberedKeys.dropExpired(nowMs);
@@ -513,6 +515,7 @@ export class SkuAllocator {
   private settle(reservation: Reservation, atMs: number): void {
     reservation.settledAtMs = atMs;
     this.settledIds.push(reservation.reservationId);
+    this.settledTimes.push(atMs);
   }
 
   private returnToSale(reservation: Reservation): void {
@@ -634,7 +637,9 @@ export class SkuAllocator {
     for (const [shopper, quantity] of state.shopperQuantity) a.shopperQuantity.set(shopper, quantity);
     for (const [slot, record] of state.checkoutKeys) a.checkoutKeys.set(slot, { ...record });
     for (const id of state.settledOrder) {
-      if (a.reservations.get(id)?.settledAtMs == null) throw new InvariantViolation(`${state.sku}: settled id ${id} is not settled`);
+      const settledAtMs = a.reservations.get(id)?.settledAtMs;
+      if (settledAtMs == null) throw new InvariantViolation(`${state.sku}: settled id ${id} is not settled`);
+      a.settledTimes.push(settledAtMs);
     }
     a.settledIds = [...state.settledOrder];
     a.rememberedKeys.load(state.rememberedKeys);

@@ -30,8 +30,15 @@ const encoder = new TextEncoder();
  */
 export function slotHash(slot: string): number {
   if (slot.length * 3 > scratch.length) scratch = new Uint8Array(slot.length * 3);
-  const length = encoder.encodeInto(slot, scratch).written;
   const bytes = scratch;
+  // ASCII (the usual key) is copied here; anything else goes through the encoder.
+  let length = 0;
+  for (; length < slot.length; length++) {
+    const code = slot.charCodeAt(length);
+    if (code >= 0x80) break;
+    bytes[length] = code;
+  }
+  if (length < slot.length) length = encoder.encodeInto(slot, bytes).written;
   let h = 0;
   const blocks = length & ~3;
   for (let i = 0; i < blocks; i += 4) {
@@ -136,6 +143,8 @@ export class RememberedKeys {
   readonly ttlMs: number;
   readonly generationMs: number;
   private readonly generations = new Map<number, KeyTable>();
+  /** When the oldest generation expires: `dropExpired` before then is one comparison. */
+  private nextDropMs = Infinity;
 
   constructor(ttlMs: number) {
     this.ttlMs = ttlMs;
@@ -171,6 +180,7 @@ export class RememberedKeys {
     if (table === undefined) {
       table = new KeyTable();
       this.generations.set(index, table);
+      this.nextDropMs = Math.min(this.nextDropMs, this.expiresAtMs(index));
     }
     // Seconds round up: a remembered key may outlive its TTL by < 1 s, never fall short of it.
     table.set(hash, Math.ceil(reservedAtMs / 1000));
@@ -187,15 +197,25 @@ export class RememberedKeys {
 
   /** Drop every generation whose newest possible key has expired at `nowMs`. */
   dropExpired(nowMs: number): void {
+    if (nowMs < this.nextDropMs) return;
+    this.nextDropMs = Infinity;
     for (const index of this.generations.keys()) {
       if (this.generationExpired(index, nowMs)) this.generations.delete(index);
+      else this.nextDropMs = Math.min(this.nextDropMs, this.expiresAtMs(index));
     }
   }
 
+  /**
+   * When every key of generation `index` has expired: its newest key was made at most at
+   * (index + 1) * generationMs - 1 and is stored rounded up to the next whole second, which
+   * the generation size is a multiple of.
+   */
+  private expiresAtMs(index: number): number {
+    return (index + 1) * this.generationMs + this.ttlMs;
+  }
+
   private generationExpired(index: number, nowMs: number): boolean {
-    // The newest key of generation `index` was made at most at (index + 1) * generationMs - 1,
-    // and is stored rounded up to the next whole second, which the generation size is a multiple of.
-    return (index + 1) * this.generationMs + this.ttlMs <= nowMs;
+    return this.expiresAtMs(index) <= nowMs;
   }
 
   /** Every generation, packed, in index order (snapshots and comparisons). */
@@ -208,6 +228,7 @@ export class RememberedKeys {
   /** Load packed generations (a decoded snapshot). */
   load(generations: readonly PackedGeneration[]): void {
     this.generations.clear();
+    this.nextDropMs = Infinity;
     for (const g of generations) {
       const table = new KeyTable(Math.max(initialCapacity, nextPowerOfTwo(Math.ceil(g.hashes.length / maxLoad) + 1)));
       for (let i = 0; i < g.hashes.length; i++) {
@@ -215,6 +236,7 @@ export class RememberedKeys {
         table.set(g.hashes[i]!, g.seconds[i]!);
       }
       this.generations.set(g.index, table);
+      this.nextDropMs = Math.min(this.nextDropMs, this.expiresAtMs(g.index));
     }
   }
 

@@ -56,11 +56,12 @@ const reservationStatus: Record<string, string> = {
 export default async function auditLedger(task: AuditTask): Promise<AuditWorkerResult> {
   const pool = workerPool(task.databaseUrl);
   const violations: Violation[] = [];
-  const states = await loadAllSkuStates(pool, auditLimits, {
-    onBroken: (sku, error) => violations.push({ kind: 'ledger_invariant', sku, detail: error.message }),
-  });
   const skus: SkuLedger[] = [];
-  for (const a of states.values()) skus.push({ sku: a.sku, seq: a.seq, available: a.available, held: a.held, sold: a.sold });
+  // SKUs are handed over one by one as they catch up, so the worker never holds them all.
+  await loadAllSkuStates(pool, auditLimits, {
+    onBroken: (sku, error) => violations.push({ kind: 'ledger_invariant', sku, detail: error.message }),
+    onLoaded: (a) => skus.push({ sku: a.sku, seq: a.seq, available: a.available, held: a.held, sold: a.sold }),
+  });
 
   const [orders, mismatches, paid, charged] = await Promise.all([
     pool.query<{ n: string }>(countOrdersQuery()),

@@ -64,6 +64,12 @@ export interface LoadAllOptions {
    * Without it, the first error is thrown.
    */
   onBroken?: (sku: string, error: Error) => void;
+  /**
+   * Called with each SKU as soon as it has caught up with the log. With it, SKUs
+   * are handed over and not kept: the result is empty and memory holds only
+   * the SKUs still reading their tails (the audit).
+   */
+  onLoaded?: (allocator: SkuAllocator) => void;
 }
 
 /**
@@ -109,7 +115,21 @@ export async function loadAllSkuStates(db: Db, limits: AllocatorLimits, options:
         broken(event.sku, error as Error);
       }
     }
-    pending = pending.filter((sku) => got.get(sku) === perSku && states.has(sku));
+    const next = pending.filter((sku) => got.get(sku) === perSku && states.has(sku));
+    if (options.onLoaded !== undefined) {
+      const still = new Set(next);
+      for (const sku of pending) {
+        const allocator = states.get(sku);
+        if (allocator === undefined || still.has(sku)) continue;
+        states.delete(sku);
+        options.onLoaded(allocator);
+      }
+    }
+    pending = next;
+  }
+  if (options.onLoaded !== undefined) {
+    for (const allocator of states.values()) options.onLoaded(allocator); // a snapshot whose SKU has no log rows
+    states.clear();
   }
   return states;
 }
