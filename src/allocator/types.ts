@@ -28,6 +28,16 @@ export type ReservationStatus =
   | 'paid'
   | 'payment_failed';
 
+/** A reservation's status after each kind of event about it (reads of the log: what left memory, the audit). */
+export const statusAfterEvent: Readonly<Record<string, ReservationStatus>> = {
+  reserved: 'held',
+  released: 'released',
+  expired: 'expired',
+  checkout_started: 'checking_out',
+  committed: 'paid',
+  payment_failed: 'payment_failed',
+};
+
 export interface Reservation {
   readonly reservationId: string;
   readonly sku: string;

@@ -1,4 +1,4 @@
-import type { AllocatorLimits } from '../allocator/types.js';
+import { statusAfterEvent, type AllocatorLimits } from '../allocator/types.js';
 import { loadAllSkuStates } from '../snapshot/load.js';
 import { workerPool } from '../snapshot/worker-db.js';
 import type { Violation } from './audit.js';
@@ -44,15 +44,6 @@ const auditLimits: AllocatorLimits = {
   maxEventsPerBatch: Number.MAX_SAFE_INTEGER,
 };
 
-const reservationStatus: Record<string, string> = {
-  reserved: 'held',
-  released: 'released',
-  expired: 'expired',
-  checkout_started: 'checking_out',
-  committed: 'paid',
-  payment_failed: 'payment_failed',
-};
-
 export default async function auditLedger(task: AuditTask): Promise<AuditWorkerResult> {
   const pool = workerPool(task.databaseUrl);
   const violations: Violation[] = [];
@@ -73,7 +64,7 @@ export default async function auditLedger(task: AuditTask): Promise<AuditWorkerR
     violations.push({ kind: 'paid_order_without_one_charge', orderId: row.order_id, detail: `paid order has ${row.n} successful charges` });
   }
   for (const row of mismatches.rows) {
-    const status = row.kind === null ? 'missing' : reservationStatus[row.kind] ?? row.kind;
+    const status = row.kind === null ? 'missing' : statusAfterEvent[row.kind] ?? row.kind;
     violations.push({
       kind: 'order_log_mismatch',
       orderId: row.order_id,

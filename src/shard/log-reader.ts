@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { ReservationStatus } from '../allocator/types.js';
+import { statusAfterEvent } from '../allocator/types.js';
 import type { ReservationView } from '../inventory/inventory.js';
 import { orderByCheckoutKeyQuery, reservationEventsQuery, reservedByKeyQuery } from './sql.js';
 
@@ -17,15 +17,6 @@ interface EventRow {
   quantity: number | null;
   expires_at_ms: string | null;
 }
-
-const statusAfter: Record<string, ReservationStatus> = {
-  reserved: 'held',
-  released: 'released',
-  expired: 'expired',
-  checkout_started: 'checking_out',
-  committed: 'paid',
-  payment_failed: 'payment_failed',
-};
 
 export interface LoggedReservation {
   shopperId: string;
@@ -47,7 +38,7 @@ export class LogReader {
     const reserved = rows[0];
     if (reserved === undefined || reserved.kind !== 'reserved') return null;
     const expiresAtMs = Number(reserved.expires_at_ms);
-    let status = statusAfter[rows[rows.length - 1]!.kind]!;
+    let status = statusAfterEvent[rows[rows.length - 1]!.kind]!;
     if (status === 'held' && nowMs >= expiresAtMs) status = 'expired';
     return {
       shopperId: reserved.shopper_id!,
