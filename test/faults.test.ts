@@ -2,7 +2,7 @@ import t from 'tap';
 import pg from 'pg';
 import { migrate } from '../src/db/migrate.js';
 import { createPool } from '../src/db/pool.js';
-import { Outbox, type CommitError } from '../src/outbox/outbox.js';
+import { Outbox, type BatchFailure, type CommitError } from '../src/outbox/outbox.js';
 import type { StockEvent } from '../src/allocator/types.js';
 import { startTestService } from './helpers/service.js';
 import { testLog } from './helpers/db.js';
@@ -146,4 +146,26 @@ t.test('finding 1: PostgreSQL crashes (immediate shutdown) and restarts under re
   t.comment(`outbox stats: ${JSON.stringify(api.service.shards.outboxStats)}`);
   await verifyFromLog(t, api, pool, 'CRASHED', 2000, attempts);
   t.same(traps.seen(), [], 'the process survived: no unhandled error event, rejection or exception');
+});
+
+t.test('finding 2: a (sku, seq) collision with our own earlier attempt is not another writer', async (t) => {
+  const failures: BatchFailure[] = [];
+  const outbox = new Outbox(pool, { batchMaxEvents: 4096, maxPendingEvents: 50_000, commitTimeoutMs }, testLog, (f) => failures.push(f));
+  const config = { stock: 1, perShopperLimit: 1, holdSeconds: 60, priceCents: 1, currency: 'USD', startsAtMs: null, endsAtMs: null };
+  const event = (seq: number, atMs: number): StockEvent => ({ sku: 'OWN', seq, kind: 'configured', atMs, config });
+  const commit = (e: StockEvent) => new Promise<Error | null>((resolve) => outbox.append(e, resolve));
+  // A real refusal makes the first attempt fail...
+  await pool.query("ALTER TABLE stock_events ADD CONSTRAINT no_own CHECK (sku <> 'OWN')");
+  const first = event(1, 1000);
+  t.match(await commit(first), { outcome: 'not_committed', fenced: false }, 'the first attempt failed');
+  await pool.query('ALTER TABLE stock_events DROP CONSTRAINT no_own');
+  // ...and then its row shows up anyway (as an abandoned statement that committed late would).
+  await pool.query(
+    "INSERT INTO stock_events (sku, seq, kind, at_ms, config) VALUES ('OWN', 1, 'configured', 1000, $1)",
+    [config],
+  );
+  t.match(await commit(event(1, 2000)), { fenced: false }, 'colliding with our own earlier attempt: not fenced');
+  t.equal(failures.at(-1)?.error.fenced, false, 'the shell is told so too');
+  await pool.query("INSERT INTO stock_events (sku, seq, kind, at_ms, config) VALUES ('OWN', 2, 'configured', 5000, $1)", [config]);
+  t.match(await commit(event(2, 3000)), { fenced: true }, 'colliding with rows we never tried to write: fenced');
 });
