@@ -76,7 +76,13 @@ async function run(t: Test): Promise<void> {
   t.equal(check.status, 0, `haproxy -c accepts the README's settings ${check.stderr}`);
   const proxy = spawn('haproxy', ['-db', '-f', file], { stdio: 'ignore' });
   t.teardown(() => proxy.kill('SIGTERM'));
-  for (let i = 0; i < 100 && (await exchange(port, 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n', 1, 200)).length === 0; i++);
+  // Until haproxy listens, connections are refused at once: wait by the clock, not by tries.
+  const startedMs = Date.now();
+  while ((await exchange(port, 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n', 1, 200)).length === 0) {
+    if (Date.now() - startedMs > 20_000) throw new Error('haproxy did not answer within 20 s');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  t.comment(`haproxy answered after ${Date.now() - startedMs} ms`);
 
   const body = '{"quantity":1}';
   const token = api.token('piper');
