@@ -21,7 +21,6 @@ import { startLoad, verifyFromLog, waitUntilServing } from './helpers/fault-load
  * oversold, and the service must serve again by itself.
  */
 
-const traps = installProcessTraps(t);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const own = await startOwnPostgres(t);
 const commitTimeoutMs = 1000;
@@ -29,6 +28,8 @@ const api = await startTestService(t, { commitTimeoutMs, pgPoolMax: 8 }, {}, own
 const pool = createPool(own.url, 4, testLog);
 t.teardown(() => pool.end());
 await api.putSku('PROBE', { stock: 1_000_000, perShopperLimit: 1 });
+// Installed once the service runs: a failed start must fail this file, not be caught by the traps.
+const traps = installProcessTraps(t);
 
 t.test('finding 3: a stalled commit is never reported "not committed" when it committed', async (t) => {
   // The outbox alone, so every answer can be checked against the log row by row.
