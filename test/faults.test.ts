@@ -2,7 +2,7 @@ import t from 'tap';
 import pg from 'pg';
 import { migrate } from '../src/db/migrate.js';
 import { createPool } from '../src/db/pool.js';
-import { Outbox, type CommitError } from '../src/outbox/outbox.js';
+import { Outbox, type BatchFailure, type CommitError } from '../src/outbox/outbox.js';
 import type { StockEvent } from '../src/allocator/types.js';
 import { startTestService } from './helpers/service.js';
 import { testLog } from './helpers/db.js';
@@ -21,7 +21,6 @@ import { startLoad, verifyFromLog, waitUntilServing } from './helpers/fault-load
  * oversold, and the service must serve again by itself.
  */
 
-const traps = installProcessTraps(t);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const own = await startOwnPostgres(t);
 const commitTimeoutMs = 1000;
@@ -29,6 +28,8 @@ const api = await startTestService(t, { commitTimeoutMs, pgPoolMax: 8 }, {}, own
 const pool = createPool(own.url, 4, testLog);
 t.teardown(() => pool.end());
 await api.putSku('PROBE', { stock: 1_000_000, perShopperLimit: 1 });
+// Installed once the service runs: a failed start must fail this file, not be caught by the traps.
+const traps = installProcessTraps(t);
 
 t.test('finding 3: a stalled commit is never reported "not committed" when it committed', async (t) => {
   // The outbox alone, so every answer can be checked against the log row by row.
@@ -97,8 +98,8 @@ t.test('finding 2: a commit slower than COMMIT_TIMEOUT_MS (table lock) is cancel
   await locker.query('COMMIT');
   // A batch that timed out just before the lock ended may still be settling (503 meanwhile): retry as a shopper would.
   let retry = await api.reserve('LOCKED', 'kay', 1, 'K1');
-  for (let i = 0; i < 50 && retry.status === 503; i++) {
-    await sleep(100);
+  for (let i = 0; i < 40 && (retry.status === 503 || retry.status === 429); i++) {
+    await sleep(150);
     retry = await api.reserve('LOCKED', 'kay', 1, 'K1');
   }
   t.match(retry, { status: 201 }, 'her same-key retry after the lock succeeds');
@@ -146,4 +147,26 @@ t.test('finding 1: PostgreSQL crashes (immediate shutdown) and restarts under re
   t.comment(`outbox stats: ${JSON.stringify(api.service.shards.outboxStats)}`);
   await verifyFromLog(t, api, pool, 'CRASHED', 2000, attempts);
   t.same(traps.seen(), [], 'the process survived: no unhandled error event, rejection or exception');
+});
+
+t.test('finding 2: a (sku, seq) collision with our own earlier attempt is not another writer', async (t) => {
+  const failures: BatchFailure[] = [];
+  const outbox = new Outbox(pool, { batchMaxEvents: 4096, maxPendingEvents: 50_000, commitTimeoutMs }, testLog, (f) => failures.push(f));
+  const config = { stock: 1, perShopperLimit: 1, holdSeconds: 60, priceCents: 1, currency: 'USD', startsAtMs: null, endsAtMs: null };
+  const event = (seq: number, atMs: number): StockEvent => ({ sku: 'OWN', seq, kind: 'configured', atMs, config });
+  const commit = (e: StockEvent) => new Promise<Error | null>((resolve) => outbox.append(e, resolve));
+  // A real refusal makes the first attempt fail...
+  await pool.query("ALTER TABLE stock_events ADD CONSTRAINT no_own CHECK (sku <> 'OWN')");
+  const first = event(1, 1000);
+  t.match(await commit(first), { outcome: 'not_committed', fenced: false }, 'the first attempt failed');
+  await pool.query('ALTER TABLE stock_events DROP CONSTRAINT no_own');
+  // ...and then its row shows up anyway (as an abandoned statement that committed late would).
+  await pool.query(
+    "INSERT INTO stock_events (sku, seq, kind, at_ms, config) VALUES ('OWN', 1, 'configured', 1000, $1)",
+    [config],
+  );
+  t.match(await commit(event(1, 2000)), { fenced: false }, 'colliding with our own earlier attempt: not fenced');
+  t.equal(failures.at(-1)?.error.fenced, false, 'the shell is told so too');
+  await pool.query("INSERT INTO stock_events (sku, seq, kind, at_ms, config) VALUES ('OWN', 2, 'configured', 5000, $1)", [config]);
+  t.match(await commit(event(2, 3000)), { fenced: true }, 'colliding with rows we never tried to write: fenced');
 });

@@ -15,9 +15,10 @@ import type { StockEvent } from '../src/allocator/types.js';
  * end in an unhandled rejection, an uncaught exception or an unhandled 'error' event.
  */
 
-const traps = installProcessTraps(t);
 const webhookSecret = 'hostile-webhook-secret-0123456789abcdef'; // ≥ 32 bytes (src/config.ts)
 const api = await startTestService(t, { paymentWebhookSecret: webhookSecret, paymentRetryDelaySeconds: 1 });
+// Installed once the service runs: a failed start must fail this file, not be caught by the traps.
+const traps = installProcessTraps(t);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 t.test('finding 6: an admin date with a leap second is a 400, and the process lives on', async (t) => {

@@ -151,14 +151,14 @@ function destroySocket(client: pg.PoolClient): void {
 }
 
 /**
- * SQLSTATEs after which the statement may still have committed: connection
- * exceptions (08), operator intervention such as a shutdown or crash (57P),
- * system errors such as a failed fsync (58). Anything else is the server
- * saying the transaction did not commit.
+ * Whether the server said the transaction did not commit: an error it sent,
+ * except the SQLSTATEs after which the statement may still have committed —
+ * connection exceptions (08), operator intervention such as a shutdown or
+ * crash (57P), system errors such as a failed fsync (58). Socket errors
+ * (ECONNRESET, EPIPE: a `code`, but not the server's) and timeouts say nothing.
  */
 function outcomeKnown(error: unknown): boolean {
-  const code = (error as { code?: unknown }).code;
-  return typeof code === 'string' && !/^(08|57P|58)/.test(code);
+  return error instanceof pg.DatabaseError && typeof error.code === 'string' && !/^(08|57P|58)/.test(error.code);
 }
 
 export class Outbox<A = never> {
@@ -428,8 +428,11 @@ export class Outbox<A = never> {
       this.log.warn({ err }, 'could not learn the outcome of a group commit yet');
       return null;
     } finally {
-      await client.end().catch(() => undefined);
-      client.removeListener('error', onError);
+      // Not awaited: closing a connection to a frozen server must not hold up the next try.
+      client.end().then(
+        () => client.removeListener('error', onError),
+        () => undefined,
+      );
     }
   }
 

@@ -14,7 +14,8 @@ export interface ProcessTraps {
  * unhandled rejection, an uncaught exception, or an 'error' event emitted with
  * no listener (which Node turns into an uncaught exception, i.e. a dead
  * service) is recorded instead of ending the test run, so a test can assert
- * there was none. Removed at teardown.
+ * there was none. Removed at teardown. Install it once start-up is done: it
+ * catches everything, so a failed start would otherwise hang the file.
  */
 export function installProcessTraps(t: Teardown): ProcessTraps {
   const caught: string[] = [];
