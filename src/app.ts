@@ -74,7 +74,14 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     stops.push(async () => {
       if (!bossOwned) await boss.stop({ graceful: true, wait: true, timeout: config.shutdownJobsTimeoutMs });
     });
+    const onFatal =
+      options.onFatal ??
+      ((error: unknown) => {
+        log.fatal({ err: error }, 'invariant violated: stopping rather than selling what is not there');
+        process.exit(70);
+      });
     const shards = startShards(config, storage.pool, log, {
+      onFatal,
       databaseUrl: storage.databaseUrl,
       nowMs: options.nowMs ?? Date.now,
       writeOrders: createOrderWriter(boss, finalizeQueue),
@@ -99,12 +106,6 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     bossOwned = true;
     const drops = new Drops(storage.pool, boss, shards.router, log, { ...defaultDropsOptions, nowMs: options.nowMs ?? Date.now });
     shards.router.onCheckoutDurable(() => payments.payments.finalizer.wake());
-    const onFatal =
-      options.onFatal ??
-      ((error: unknown) => {
-        log.fatal({ err: error }, 'invariant violated: stopping rather than selling what is not there');
-        process.exit(70);
-      });
     const frontEnd = await startFrontEnd({
       config,
       log,

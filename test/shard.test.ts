@@ -93,6 +93,9 @@ function hostFor(db: { pool: import('pg').Pool; url: string }, notices: ShardNot
       snapshot: (task) => workers.snapshot({ ...task, databaseUrl: db.url, limits }),
       snapshotEveryEvents: 100,
       passivateAfterMs: 0,
+      onFatal: (error) => {
+        throw error;
+      },
     },
     (notice) => notices.push(notice),
   );

@@ -29,6 +29,8 @@ export interface Shards {
 
 export interface ShardsOptions {
   databaseUrl: string;
+  /** A broken invariant anywhere in the shards: stop rather than sell what is not there. */
+  onFatal: (error: unknown) => void;
   nowMs: () => number;
   writeOrders: AttachmentWriter<OrderAttachment> | null;
   /** Clone every message (tests: proves the boundary carries plain data only). */
@@ -74,6 +76,7 @@ export function startShards(config: Config, pool: pg.Pool, log: Logger, options:
       snapshot: (task) => workers.snapshot({ ...task, databaseUrl: options.databaseUrl, limits }),
       snapshotEveryEvents: config.snapshotEveryEvents,
       passivateAfterMs: config.passivateAfterSeconds * 1000,
+      onFatal: options.onFatal,
     },
     (notice) => channel.notify(notice),
   );

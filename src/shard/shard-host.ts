@@ -28,6 +28,8 @@ export interface ShardHostOptions {
   snapshot: ShardContext['snapshot'];
   snapshotEveryEvents: number;
   passivateAfterMs: number;
+  /** A broken invariant (in a rebuild, a commit callback): one fatal path. */
+  onFatal: (error: unknown) => void;
 }
 
 /**
@@ -50,7 +52,7 @@ export class ShardHost implements ShardEndpoint {
     private readonly options: ShardHostOptions,
     notify: (notice: ShardNotice) => void,
   ) {
-    this.outbox = new Outbox<OrderAttachment>(pool, options.outbox, log, (failure) => this.onBatchFailed(failure), options.writeOrders);
+    this.outbox = new Outbox<OrderAttachment>(pool, options.outbox, log, (failure) => this.onBatchFailed(failure), options.writeOrders, options.onFatal);
     for (const id of options.shards) {
       this.shards.set(
         id,
@@ -68,6 +70,7 @@ export class ShardHost implements ShardEndpoint {
           snapshotEveryEvents: options.snapshotEveryEvents,
           passivateAfterMs: options.passivateAfterMs,
           stats: this.stats,
+          onFatal: options.onFatal,
         }),
       );
     }

@@ -39,6 +39,8 @@ export interface ShardContext {
   passivateAfterMs: number;
   /** Counts the host exports (metrics). */
   stats: ShardStats;
+  /** A broken invariant while rebuilding: one fatal path. */
+  onFatal: (error: unknown) => void;
 }
 
 export interface ShardStats {
@@ -293,7 +295,7 @@ export class Shard {
     if (failure.error.fenced) {
       this.ctx.log.error({ skus, shard: this.id }, 'rows of another writer found in the log: rebuilding from it');
     }
-    void this.rebuild(skus);
+    this.rebuild(skus).catch(this.ctx.onFatal);
   }
 
   private async rebuild(skus: readonly string[]): Promise<void> {
@@ -336,7 +338,7 @@ export class Shard {
   /** Answer once `event` is durable; if its batch failed, the decision was undone: 503. */
   private commit<T>(allocator: SkuAllocator, event: StockEvent, value: () => T, attachment?: OrderAttachment): Promise<Outcome<T>> {
     allocator.apply(event);
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
       this.ctx.outbox.append(
         event,
         (error) => {
@@ -345,7 +347,12 @@ export class Shard {
             return;
           }
           this.publish(allocator);
-          resolve({ ok: true, value: value() });
+          // A reply that cannot be built is a bug: the request gets a 500, never silence.
+          try {
+            resolve({ ok: true, value: value() });
+          } catch (thrown) {
+            reject(thrown);
+          }
         },
         attachment,
       );
