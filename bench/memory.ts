@@ -13,7 +13,8 @@
  *      deleted (full replay: the baseline of the same run).
  *
  *   node --import tsx bench/memory.ts [--reservations 1000000] [--live 100000]
- *        [--memory-seconds 2] [--connections 256] [--restarts 2] [--database-url postgres://…]
+ *        [--memory-seconds 2] [--connections 256] [--restarts 2] [--full-replay 1]
+ *        [--rss-settle-seconds 60] [--database-url postgres://…] [--keep] [--out FILE]
  *
  * Uses a fresh database on --database-url / DATABASE_URL (default
  * postgres://postgres@127.0.0.1:5432/postgres), dropped at the end unless
@@ -35,6 +36,8 @@ const memorySeconds = numberArg('memory-seconds', 2);
 const connections = numberArg('connections', 256);
 const restarts = numberArg('restarts', 2);
 const threads = numberArg('threads', 1);
+const fullReplay = numberArg('full-replay', 1) !== 0;
+const rssSettleSeconds = numberArg('rss-settle-seconds', 60);
 const say = (line: string): void => void process.stderr.write(`[memory ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 
 async function drive(service: ProbedService, sku: string, total: number, runId: string): Promise<LoadResult> {
@@ -79,6 +82,20 @@ async function settle(service: ProbedService, deadlineMs: number): Promise<Stats
   return probeGet<Stats>(service.probePort, '/stats?gc=1');
 }
 
+/**
+ * RSS falls back lazily after a load (V8 gives pages back on its memory reducer's
+ * schedule, glibc trims its arenas when it frees): samples it every 5 s (after
+ * full GCs) for --rss-settle-seconds and returns the series; the last is "after".
+ */
+async function rssSeries(service: ProbedService): Promise<Stats[]> {
+  const series: Stats[] = [await probeGet<Stats>(service.probePort, '/stats?gc=1')];
+  for (let waited = 0; waited < rssSettleSeconds; waited += 5) {
+    await sleep(5000);
+    series.push(await probeGet<Stats>(service.probePort, '/stats?gc=1'));
+  }
+  return series;
+}
+
 async function restartOnce(databaseUrl: string, label: string): Promise<Record<string, unknown>> {
   const service = await startProbedService(databaseUrl, { reservationMemorySeconds: memorySeconds });
   const line = service.logs.find((l) => l.msg === 'shards recovered from the event log');
@@ -110,7 +127,12 @@ async function main(): Promise<void> {
     const run = await drive(service, hot, reservations, `${runId}m`);
     say(`${run.acknowledged} reservations acknowledged in ${Math.round(run.elapsedMs)} ms (${Math.round(run.reservationsPerSec)}/s)`);
     const peak = await probeGet<Stats>(service.probePort, '/stats');
-    const after = await settle(service, 120_000);
+    const settled = await settle(service, 120_000);
+    say(`all left memory: RSS ${settled.rssMiB} MiB, heap ${settled.heapUsedMiB} MiB; sampling RSS for ${rssSettleSeconds} s`);
+    const series = await rssSeries(service);
+    const after = series[series.length - 1]!;
+    result.rssAfterSeriesMiB = series.map((x) => x.rssMiB);
+    result.settledAt = settled;
     say(`after: RSS ${after.rssMiB} MiB, heap ${after.heapUsedMiB} MiB, in memory ${after.reservationsInMemory}, remembered keys ${after.rememberedKeys}`);
 
     const liveRun = await drive(service, held, live, `${runId}l`);
@@ -145,8 +167,10 @@ async function main(): Promise<void> {
     say(`log: ${result.eventsInLog} events, ${result.snapshotsInTable} snapshot rows (load average ${loadAverage()})`);
     const restartFigures: Record<string, unknown>[] = [];
     for (let i = 0; i < restarts; i++) restartFigures.push(await restartOnce(db.url, `snapshot + tail #${i + 1}`));
-    await client.query('DELETE FROM sku_snapshots');
-    restartFigures.push(await restartOnce(db.url, 'full replay (snapshots deleted)'));
+    if (fullReplay) {
+      await client.query('DELETE FROM sku_snapshots');
+      restartFigures.push(await restartOnce(db.url, 'full replay (snapshots deleted)'));
+    }
     await client.end();
     result.restarts = restartFigures;
     result.loadAverageAtEnd = loadAverage();

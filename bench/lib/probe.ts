@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
@@ -42,6 +43,20 @@ function rememberedKeys(shards: unknown): number | null {
   return n;
 }
 
+/** Linux: RSS split into anonymous memory (heaps, malloc) and file-backed pages (code, libraries); null elsewhere. */
+function rssParts(): { rssAnonMiB: number | null; rssFileMiB: number | null } {
+  try {
+    const status = readFileSync('/proc/self/status', 'utf8');
+    const kib = (name: string): number | null => {
+      const m = new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status);
+      return m === null ? null : Math.round((Number(m[1]) / 1024) * 10) / 10;
+    };
+    return { rssAnonMiB: kib('RssAnon'), rssFileMiB: kib('RssFile') };
+  } catch {
+    return { rssAnonMiB: null, rssFileMiB: null };
+  }
+}
+
 function loopFigures(h: IntervalHistogram): Record<string, number> {
   const ms = (ns: number): number => Math.round((ns / 1e6) * 100) / 100;
   return { count: h.count, p50Ms: ms(h.percentile(50)), p90Ms: ms(h.percentile(90)), p99Ms: ms(h.percentile(99)), p999Ms: ms(h.percentile(99.9)), maxMs: ms(h.max), meanMs: ms(h.mean) };
@@ -70,6 +85,7 @@ export async function startProbe(): Promise<Probe> {
         heapTotalMiB: mib(m.heapTotal),
         externalMiB: mib(m.external),
         arrayBuffersMiB: mib(m.arrayBuffers),
+        ...rssParts(),
         rssBytes: m.rss,
         heapUsedBytes: m.heapUsed,
         allocators: shards?.allocatorCount ?? null,
