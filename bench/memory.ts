@@ -37,6 +37,7 @@ const connections = numberArg('connections', 256);
 const restarts = numberArg('restarts', 2);
 const threads = numberArg('threads', 1);
 const fullReplay = numberArg('full-replay', 1) !== 0;
+const readyTimeoutSeconds = numberArg('ready-timeout-seconds', 300);
 const rssSettleSeconds = numberArg('rss-settle-seconds', 60);
 const say = (line: string): void => void process.stderr.write(`[memory ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 
@@ -97,7 +98,13 @@ async function rssSeries(service: ProbedService): Promise<Stats[]> {
 }
 
 async function restartOnce(databaseUrl: string, label: string): Promise<Record<string, unknown>> {
-  const service = await startProbedService(databaseUrl, { reservationMemorySeconds: memorySeconds });
+  let service: ProbedService;
+  try {
+    service = await startProbedService(databaseUrl, { reservationMemorySeconds: memorySeconds }, [], readyTimeoutSeconds * 1000);
+  } catch (error) {
+    say(`restart (${label}): ${(error as Error).message.split('\n')[0]}`);
+    return { label, readyMs: null, notReadyWithinSeconds: readyTimeoutSeconds };
+  }
   const line = service.logs.find((l) => l.msg === 'shards recovered from the event log');
   const stats = await probeGet<Stats>(service.probePort, '/stats?gc=1');
   await service.stop();

@@ -62,7 +62,12 @@ export async function freshDatabase(label: string): Promise<{ url: string; drop(
   };
 }
 
-export async function startProbedService(databaseUrl: string, overrides: Record<string, unknown>, nodeArgs: string[] = []): Promise<ProbedService> {
+export async function startProbedService(
+  databaseUrl: string,
+  overrides: Record<string, unknown>,
+  nodeArgs: string[] = [],
+  readyTimeoutMs = 300_000,
+): Promise<ProbedService> {
   const port = await freePort();
   const logs: Array<Record<string, unknown>> = [];
   const started = performance.now();
@@ -97,10 +102,13 @@ export async function startProbedService(databaseUrl: string, overrides: Record<
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const url = `http://127.0.0.1:${port}`;
   let readyMs = -1;
-  const deadline = started + 300_000;
+  const deadline = started + readyTimeoutMs;
   while (readyMs < 0 || info === null) {
     if (child.exitCode !== null) throw new Error(`service exited with ${child.exitCode}\n${tail.join('\n')}`);
-    if (performance.now() > deadline) throw new Error(`service not ready within 300 s\n${tail.join('\n')}`);
+    if (performance.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`service not ready within ${readyTimeoutMs} ms\n${tail.join('\n')}`);
+    }
     if (readyMs < 0) {
       try {
         const r = await fetch(`${url}/readyz`);
