@@ -139,15 +139,19 @@ export function shardOwnerQuery(shard: number): pg.QueryConfig {
 }
 
 /**
- * End a hung node's lease session (heartbeat stale, session still open): its
- * locks are freed and its commits fenced by the epochs the takers bump.
+ * End a hung node's lease session (heartbeat older than `staleMs`, session
+ * still open): its locks are freed and its commits fenced by the epochs the
+ * takers bump. Staleness is re-checked here so a node that just heartbeated is
+ * spared.
  */
-export function terminateLeaseQuery(pid: number, backendStart: Date): pg.QueryConfig {
+export function terminateHungLeaseQuery(nodeId: string, staleMs: number): pg.QueryConfig {
   return {
-    name: 'cluster-terminate-lease',
-    text: `SELECT pg_terminate_backend(pid) AS terminated FROM pg_stat_activity
-           WHERE pid = $1 AND backend_start = $2 AND pid <> pg_backend_pid()`,
-    values: [pid, backendStart],
+    name: 'cluster-terminate-hung-lease',
+    text: `SELECT pg_terminate_backend(a.pid) AS terminated
+           FROM cluster_nodes n JOIN pg_stat_activity a ON a.pid = n.lease_pid AND a.backend_start = n.lease_backend_start
+           WHERE n.node_id = $1 AND n.heartbeat_at < clock_timestamp() - make_interval(secs => $2::float8 / 1000)
+             AND a.pid <> pg_backend_pid()`,
+    values: [nodeId, staleMs],
   };
 }
 
