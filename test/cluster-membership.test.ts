@@ -76,10 +76,9 @@ t.test('join, balance, graceful leave, death: one owner per shard throughout', a
   const members = hosts.map((h, i) => member(db, `node-${i}`, h));
   t.teardown(() => Promise.all(members.map((m) => m.stop())));
 
+  t.equal(await members[0]!.round(), 4, 'one round moves at most maxMovesPerRound shards');
   await members[0]!.start();
-  t.equal(hosts[0]!.shards.size, 4, 'a lone node takes maxMovesPerRound shards per round');
-  await rounds([members[0]!], 3);
-  t.same(counts(hosts), [SHARDS, 0, 0], 'a lone node ends up owning every shard');
+  t.same(counts(hosts), [SHARDS, 0, 0], 'start() runs rounds until a lone node owns every shard');
 
   await members[1]!.round();
   await members[2]!.round();

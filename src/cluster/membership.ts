@@ -72,7 +72,7 @@ export interface ClusterSnapshot {
 export class Membership {
   private lease: Lease | null = null;
   private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
+  private running: Promise<number> | null = null;
   private leaving = false;
   private stopped = false;
   private snapshotValue: ClusterSnapshot;
@@ -105,14 +105,18 @@ export class Membership {
     return this.lease !== null && !this.lease.lost ? this.lease : null;
   }
 
-  /** Join, and run the first round before returning (so a lone node owns every shard at once). */
+  /**
+   * Join, and run rounds back to back while they still move shards (bounded),
+   * so a node that starts alone owns every shard before it says it is ready.
+   */
   async start(): Promise<void> {
-    await this.round();
+    const most = Math.ceil(this.options.shardCount / this.options.maxMovesPerRound) + 2;
+    for (let i = 0; i < most; i++) if ((await this.round()) === 0) break;
     this.schedule();
   }
 
-  /** One round now (tests; also what the timer runs). Rounds never overlap. */
-  round(): Promise<void> {
+  /** One round now (tests; also what the timer runs); resolves with the shards it moved. Rounds never overlap. */
+  round(): Promise<number> {
     this.running ??= this.runRound().finally(() => {
       this.running = null;
     });
@@ -164,8 +168,8 @@ export class Membership {
     this.timer = null;
   }
 
-  private async runRound(): Promise<void> {
-    if (this.stopped || this.leaving) return;
+  private async runRound(): Promise<number> {
+    if (this.stopped || this.leaving) return 0;
     const lease = await this.liveLease();
     await lease.heartbeat();
     const [nodes, owners] = await Promise.all([
@@ -175,7 +179,7 @@ export class Membership {
     await this.endHungLeases(nodes.rows);
     const view = this.view(nodes.rows, owners.rows);
     this.snapshotValue = this.buildSnapshot(nodes.rows, owners.rows, view);
-    await this.apply(lease, planFor(view, this.options.nodeId, this.options.maxMovesPerRound));
+    return this.apply(lease, planFor(view, this.options.nodeId, this.options.maxMovesPerRound));
   }
 
   private async liveLease(): Promise<Lease> {
@@ -241,16 +245,19 @@ export class Membership {
     return { self: this.options.nodeId, shardCount: this.options.shardCount, nodes: info, owners: ownerInfo, epochs };
   }
 
-  private async apply(lease: Lease, plan: { release: number[]; take: number[] }): Promise<void> {
+  private async apply(lease: Lease, plan: { release: number[]; take: number[] }): Promise<number> {
+    let moved = 0;
     for (const shard of plan.release) {
+      moved += 1;
       await this.host.drain(shard);
       await lease.release(shard);
       this.options.log.info({ shard }, 'released shard for balance');
     }
     for (const shard of plan.take) {
-      if (this.stopped || this.leaving || lease.lost) return;
+      if (this.stopped || this.leaving || lease.lost) return moved;
       const epoch = await lease.take(shard);
       if (epoch === null) continue; // another node won the race (or the dead owner's session is not gone yet)
+      moved += 1;
       try {
         await this.host.open(shard, epoch);
         this.options.log.info({ shard, epoch }, 'took shard');
@@ -259,5 +266,6 @@ export class Membership {
         await lease.release(shard);
       }
     }
+    return moved;
   }
 }

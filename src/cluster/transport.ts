@@ -141,7 +141,10 @@ export function attachClusterEndpoint(app: uWS.TemplatedApp, options: ClusterEnd
       state.ws?.end(1008, 'malformed frame');
       return;
     }
-    for (const envelope of frame.m) serve(state, envelope);
+    // Out of the uWS callback: work (and replies it triggers) never runs while uWS has this socket corked.
+    setImmediate(() => {
+      for (const envelope of frame.m) serve(state, envelope);
+    });
   }
 
   function serve(state: PeerState, envelope: Envelope): void {

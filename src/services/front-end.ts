@@ -36,6 +36,8 @@ export interface FrontEndDependencies {
   jwtSecret: string;
   onFatal: (error: unknown) => void;
   metrics: Metrics;
+  /** More routes on the app before it listens (the cluster endpoint and admin views). */
+  attach?: (app: uWS.TemplatedApp) => void;
 }
 
 export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEnd> {
@@ -79,6 +81,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     onReservationAnswer: (ok, code) => metrics.reservationAnswered(ok, code),
   });
   inventory.onStock((state) => live.changed(state.sku));
+  deps.attach?.(app);
   const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
     app.listen(config.host, config.port, (socket) =>
       socket ? resolve(socket) : reject(new Error(`cannot listen on ${config.host}:${config.port}`)),
