@@ -4,6 +4,7 @@ import type { StockEvent } from '../src/allocator/types.js';
 import { FencedError, isFencedPgError, Lease } from '../src/cluster/lease.js';
 import { fencedInsertQuery, listNodesQuery, proveOwnershipQuery, type NodeRow } from '../src/cluster/sql.js';
 import { insertEventsQuery } from '../src/outbox/event-log.js';
+import { fencedPool } from '../src/cluster/fenced-pool.js';
 import { createTestDatabase, testLog } from './helpers/db.js';
 
 const namespace = 4242;
@@ -146,4 +147,39 @@ t.test('heartbeat: a second registration under the same node id fences the first
   t.equal(lost.length, 1);
   await second.heartbeat();
   t.pass('the newer registration heartbeats');
+});
+
+t.test('fencedPool: the group-commit statement is proven, everything else passes through', async (t) => {
+  const db = await createTestDatabase(t);
+  const a = await openLease(db.url, 'node-a');
+  const b = await openLease(db.url, 'node-b');
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+  const epoch = (await a.take(5))!;
+  const pool = fencedPool(db.pool, () => {
+    if (a.epochOf(5) !== epoch) throw new FencedError('shard 5 is no longer ours');
+    return a.proof([5]);
+  });
+
+  const client = await pool.connect();
+  t.equal(await pool.connect().then((c) => { c.release(); return c === client; }), false, 'a second checkout while one is held is another connection');
+  await client.query(insertEventsQuery([configured('P', 1)]));
+  client.release();
+  const again = await pool.connect();
+  t.equal(again, client, 'the same pooled connection gets the same facade (callers may key state by client)');
+  again.release();
+  t.equal(await rowCount(db.pool, 'P'), 1, 'the owner commits through the facade');
+  t.equal((await pool.query('SELECT 41 + 1 AS n')).rows[0].n, 42, 'other queries pass through');
+
+  // Another node takes the shard behind A's back (A's lease is still open: a partition).
+  await db.pool.query("UPDATE shard_owners SET node_id = 'node-b', epoch = epoch + 1 WHERE shard = 5");
+  const c2 = await pool.connect();
+  const refused = await c2.query(insertEventsQuery([configured('P', 2)])).catch((e: unknown) => e);
+  c2.release();
+  t.ok(isFencedPgError(refused), 'a stale epoch is refused by Postgres in the same statement');
+  await a.release(5).catch(() => undefined);
+  const c3 = await pool.connect();
+  const local = await c3.query(insertEventsQuery([configured('P', 2)])).catch((e: unknown) => e);
+  c3.release();
+  t.type(local, FencedError, 'once the lease no longer holds the shard, the commit fails before it is sent');
+  t.equal(await rowCount(db.pool, 'P'), 1);
 });

@@ -37,7 +37,17 @@ function fencedClient(client: pg.PoolClient, proof: () => OwnershipProof): pg.Po
 }
 
 export function fencedPool(pool: pg.Pool, proof: () => OwnershipProof): pg.Pool {
-  const connect = async (): Promise<pg.PoolClient> => fencedClient(await pool.connect(), proof);
+  // One facade per pooled connection, so callers that key state by client (the outbox's backend ids) still can.
+  const facades = new WeakMap<pg.PoolClient, pg.PoolClient>();
+  const connect = async (): Promise<pg.PoolClient> => {
+    const client = await pool.connect();
+    let facade = facades.get(client);
+    if (facade === undefined) {
+      facade = fencedClient(client, proof);
+      facades.set(client, facade);
+    }
+    return facade;
+  };
   return new Proxy(pool, {
     get: (target, property) => {
       if (property === 'connect') return connect;
