@@ -18,7 +18,7 @@ const SHARDS = 8;
 // Three processes start one after the other on a shared 2-core machine.
 t.setTimeout(300_000);
 const clusterEnv = {
-  CLUSTER_SECRET: 'test-cluster-secret-0123456789',
+  CLUSTER_SECRET: 'Zq3vN8xR2pL7tY5wK1mJ9cH4bF6gD0sAe8Wn5Lq2Vx7Rt4Yp',
   SHARD_COUNT: String(SHARDS),
   CLUSTER_HEARTBEAT_MS: '200',
   CLUSTER_LEASE_TIMEOUT_MS: '1000',
