@@ -9,6 +9,7 @@ import type { ShardHost } from './shard/shard-host.js';
 import type { LiveStock } from './ws/index.js';
 import { startStorage } from './services/storage.js';
 import { preparePayments, startBoss } from './services/payments.js';
+import type uWS from 'uWebSockets.js';
 import { startShards } from './services/shards.js';
 import { clusterShardsService, startClusterNode } from './cluster/node.js';
 import type { ClusterShards } from './cluster/cluster-shards.js';
@@ -122,7 +123,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       jwtSecret: storage.jwtSecret,
       onFatal,
       metrics,
-      attach: cluster === null ? undefined : (app) => cluster.attach(app, storage.adminToken),
+      ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: () => cluster.snapshot() }),
     });
     metrics.provide({
       inventory: () => ({

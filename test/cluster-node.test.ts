@@ -65,16 +65,22 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function until<T>(what: string, fn: () => Promise<T | null>, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
+  let last: unknown = null;
   for (;;) {
-    const value = await fn().catch(() => null);
+    const value = await fn().catch((error: unknown) => {
+      last = error;
+      return null;
+    });
     if (value !== null) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last error: ${String(last)})`);
     await sleep(100);
   }
 }
 
 async function view(url: string): Promise<ClusterView> {
-  return (await clientFor(url).call('GET', '/v1/admin/cluster', { admin: true })).body as ClusterView;
+  const res = await clientFor(url).call('GET', '/v1/admin/cluster', { admin: true });
+  if (res.status !== 200) throw new Error(`GET /v1/admin/cluster: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body as ClusterView;
 }
 
 /** Balanced: `n` live nodes, every shard owned once, counts ⌊S/n⌋ or ⌈S/n⌉. */

@@ -6,8 +6,6 @@ import { allocatorLimits, type ShardsOptions } from '../services/shards.js';
 import { loadSkuState } from '../snapshot/load.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
 import { Router } from '../shard/router.js';
-import { createAdminCheck } from '../auth/auth.js';
-import { attachClusterAdminRoutes } from './admin-routes.js';
 import { ClusterChannel, serveForwarded } from './channel.js';
 import { ClusterShards } from './cluster-shards.js';
 import { Membership, type ClusterSnapshot } from './membership.js';
@@ -29,8 +27,8 @@ export interface ClusterNode {
   shards: ClusterShards;
   /** Snapshot and audit worker threads (piscina), as in single-process mode. */
   workers: SnapshotWorkers;
-  /** The cluster endpoint and the admin views, on the front end's app (before it listens). */
-  attach(app: uWS.TemplatedApp, adminToken: string): void;
+  /** The cluster endpoint on the front end's app (before it listens); the admin views are src/http/routes/cluster.ts. */
+  attach(app: uWS.TemplatedApp): void;
   start(listeningPort: number): Promise<void>;
   snapshot(): ClusterSnapshot;
   stop(): Promise<void>;
@@ -95,20 +93,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     router,
     shards,
     workers,
-    attach: (app, adminToken) => {
-      attachClusterAdminRoutes(app, {
-        ctx: {
-          log,
-          retryAfterSeconds: config.retryAfterSeconds,
-          maxBodyBytes: config.maxBodyBytes,
-          onUnexpected: (err, exchange) => {
-            log.error({ err, reqId: exchange.requestId }, 'unexpected error');
-            exchange.problem('internal', 'an unexpected error occurred');
-          },
-        },
-        isAdmin: createAdminCheck(adminToken),
-        snapshot: () => membership?.snapshot ?? emptySnapshot(),
-      });
+    attach: (app) => {
       endpoint = attachClusterEndpoint(app, {
         secret,
         selfUrl: () => selfUrl,
