@@ -9,7 +9,10 @@ import type { ShardHost } from './shard/shard-host.js';
 import type { LiveStock } from './ws/index.js';
 import { startStorage } from './services/storage.js';
 import { preparePayments, startBoss } from './services/payments.js';
+import type uWS from 'uWebSockets.js';
 import { startShards } from './services/shards.js';
+import { clusterShardsService, startClusterNode } from './cluster/node.js';
+import type { ClusterShards } from './cluster/cluster-shards.js';
 import { startFrontEnd } from './services/front-end.js';
 import { Metrics } from './metrics/metrics.js';
 import { deadLetterQueue } from './payments/finalizer.js';
@@ -28,7 +31,7 @@ export interface Flashstock {
   /** The front ends' Inventory: routes every command to its SKU's shard. */
   inventory: Router;
   /** This process's shards (single-process mode: all of them). */
-  shards: ShardHost;
+  shards: ShardHost | ClusterShards;
   payments: Payments;
   /** `/v1/stream`, the stock fan-out and the page at `/`. */
   live: LiveStock;
@@ -80,14 +83,17 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
         log.fatal({ err: error }, 'invariant violated: stopping rather than selling what is not there');
         process.exit(70);
       });
-    const shards = startShards(config, storage.pool, log, {
+    const shardsOptions = {
       onFatal,
       databaseUrl: storage.databaseUrl,
       nowMs: options.nowMs ?? Date.now,
       writeOrders: createOrderWriter(boss, finalizeQueue),
       cloneMessages: options.cloneMessages ?? false,
       outboxObserver: metrics.outboxObserver(),
-    });
+    };
+    // CLUSTER_SECRET set: this node joins the cluster on DATABASE_URL (src/cluster); otherwise it owns every shard.
+    const cluster = config.clusterSecret === null ? null : startClusterNode(config, storage.pool, log, shardsOptions);
+    const shards = cluster === null ? startShards(config, storage.pool, log, shardsOptions) : clusterShardsService(cluster);
     stops.push(() => shards.stop());
     const payments = await preparePayments({
       config,
@@ -117,6 +123,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       jwtSecret: storage.jwtSecret,
       onFatal,
       metrics,
+      ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: () => cluster.snapshot() }),
     });
     metrics.provide({
       inventory: () => ({
@@ -142,6 +149,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       await frontEnd.stop();
     });
     log.info({ url: frontEnd.url }, 'listening; recovering shards from the event log');
+    if (cluster !== null) await cluster.start(frontEnd.port);
     await shards.recover();
     await payments.start();
     // Drops (src/drops): they configure cycle SKUs through the router, so they

@@ -86,6 +86,19 @@ export interface Config {
   rateLimitIpPerSecond: number;
   /** Whom to believe in X-Forwarded-For (see src/ratelimit/client-ip.ts); null = nobody. */
   trustProxy: TrustedProxies;
+  /** Cluster (src/cluster); CLUSTER_SECRET unset: this node runs alone. */
+  /** How other nodes reach this one; null: http://<HOST>:<PORT> (127.0.0.1 for 0.0.0.0), see advertiseUrl(). */
+  nodeAdvertiseUrl: string | null;
+  /** This node's name in the cluster; null: the advertised URL's host:port. */
+  nodeId: string | null;
+  clusterHeartbeatMs: number;
+  /** A node whose heartbeat is older than this is dead: its lease session is ended and its shards taken. */
+  clusterLeaseTimeoutMs: number;
+  clusterMaxMovesPerRound: number;
+  /** Advisory-lock namespace (int4) of the shard leases: clusters sharing one database use different ones. */
+  clusterLockNamespace: number;
+  clusterForwardTimeoutMs: number;
+  clusterMaxInFlight: number;
 }
 
 export class ConfigError extends Error {
@@ -238,10 +251,47 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     rateLimitShopperPerSecond: integer(env, 'RATE_LIMIT_SHOPPER_PER_SECOND', 10, 0, 1_000_000),
     rateLimitIpPerSecond: integer(env, 'RATE_LIMIT_IP_PER_SECOND', 0, 0, 1_000_000),
     trustProxy: trustProxy(env),
+    nodeAdvertiseUrl: httpUrl(env, 'NODE_ADVERTISE_URL'),
+    nodeId: text(env, 'NODE_ID'),
+    clusterHeartbeatMs: integer(env, 'CLUSTER_HEARTBEAT_MS', 1_000, 50, 60_000),
+    clusterLeaseTimeoutMs: integer(env, 'CLUSTER_LEASE_TIMEOUT_MS', 5_000, 200, 600_000),
+    clusterMaxMovesPerRound: integer(env, 'CLUSTER_MAX_MOVES_PER_ROUND', 8, 1, 4096),
+    clusterLockNamespace: integer(env, 'CLUSTER_LOCK_NAMESPACE', 0x46_53_48_44, 1, 2 ** 31 - 1),
+    clusterForwardTimeoutMs: integer(env, 'CLUSTER_FORWARD_TIMEOUT_MS', 5_000, 100, 60_000),
+    clusterMaxInFlight: integer(env, 'CLUSTER_MAX_IN_FLIGHT', 10_000, 1, 1_000_000),
     ...overrides,
   };
   checkConsistency(config);
+  validateCluster(config);
   return config;
+}
+
+function httpUrl(env: Env, name: string): string | null {
+  const raw = text(env, name);
+  if (raw === null) return null;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} must be an http:// URL, got ${JSON.stringify(raw)}`);
+  }
+  if (url.protocol !== 'http:' || url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '') {
+    throw new ConfigError(`${name} must be http://host:port with nothing after it, got ${JSON.stringify(raw)}`);
+  }
+  return url.origin;
+}
+
+function validateCluster(config: Config): void {
+  if (config.clusterLeaseTimeoutMs < 3 * config.clusterHeartbeatMs) {
+    throw new ConfigError('CLUSTER_LEASE_TIMEOUT_MS must be at least 3 × CLUSTER_HEARTBEAT_MS (a late heartbeat is not a death)');
+  }
+}
+
+/** NODE_ADVERTISE_URL, or http://<HOST>:<port> with 127.0.0.1 for a wildcard HOST. */
+export function advertiseUrl(config: Config, listeningPort: number): string {
+  if (config.nodeAdvertiseUrl !== null) return config.nodeAdvertiseUrl;
+  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${listeningPort}`;
 }
 
 export const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;

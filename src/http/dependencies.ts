@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { TrustedProxies } from '../ratelimit/client-ip.js';
 import type { RateLimits } from '../ratelimit/rate-limits.js';
 import type { Drops } from '../drops/drops.js';
+import type { ClusterSnapshot } from '../cluster/membership.js';
 
 /** What the HTTP front end needs, as plain fields (route modules take what they use). */
 export interface HttpDependencies {
@@ -28,4 +29,6 @@ export interface HttpDependencies {
   rateLimits?: RateLimits;
   /** Whom to believe in X-Forwarded-For (null: nobody). */
   trustProxy?: TrustedProxies;
+  /** A cluster node's membership view (absent: a node alone; no cluster routes). */
+  cluster?: () => ClusterSnapshot;
 }

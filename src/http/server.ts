@@ -10,6 +10,7 @@ import { registerReservationRoutes } from './routes/reservations.js';
 import { registerSkuRoutes } from './routes/skus.js';
 import { registerStreamRoutes } from './routes/stream.js';
 import { registerMetricsRoutes } from './routes/metrics.js';
+import { registerClusterRoutes } from './routes/cluster.js';
 import { unmatchedRoute } from '../metrics/metrics.js';
 import { registerDropRoutes } from './routes/drops.js';
 
@@ -43,6 +44,7 @@ export function registerRoutes(router: Router, deps: HttpDependencies): void {
   registerDropRoutes(router, deps);
   registerStreamRoutes(router);
   registerMetricsRoutes(router, deps);
+  registerClusterRoutes(router, deps);
 }
 
 function exchangeContext(deps: HttpDependencies): ExchangeContext {

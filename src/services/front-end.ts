@@ -8,6 +8,7 @@ import { createHttpApp } from '../http/server.js';
 import type { Payments } from '../payments/payments.js';
 import type { Drops } from '../drops/drops.js';
 import type { Router } from '../shard/router.js';
+import type { ClusterSnapshot } from '../cluster/membership.js';
 import { attachLiveStock, type LiveStock } from '../ws/index.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { RateLimits } from '../ratelimit/rate-limits.js';
@@ -36,6 +37,10 @@ export interface FrontEndDependencies {
   jwtSecret: string;
   onFatal: (error: unknown) => void;
   metrics: Metrics;
+  /** More routes on the app before it listens (the cluster endpoint). */
+  attach?: (app: uWS.TemplatedApp) => void;
+  /** A cluster node's membership view, for the cluster admin routes. */
+  cluster?: () => ClusterSnapshot;
 }
 
 export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEnd> {
@@ -67,6 +72,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     maxBodyBytes: config.maxBodyBytes,
     retryAfterSeconds: config.retryAfterSeconds,
     onFatal: deps.onFatal,
+    ...(deps.cluster === undefined ? {} : { cluster: deps.cluster }),
   });
   const live = attachLiveStock(app, {
     config,
@@ -79,6 +85,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     onReservationAnswer: (ok, code) => metrics.reservationAnswered(ok, code),
   });
   inventory.onStock((state) => live.changed(state.sku));
+  deps.attach?.(app);
   const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
     app.listen(config.host, config.port, (socket) =>
       socket ? resolve(socket) : reject(new Error(`cannot listen on ${config.host}:${config.port}`)),

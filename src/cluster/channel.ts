@@ -1,0 +1,63 @@
+import type { ShardChannel, ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
+import type { ClusterShards } from './cluster-shards.js';
+import type { ClusterSnapshot } from './membership.js';
+import type { ForwardHandler, ForwardPool } from './transport.js';
+
+/**
+ * The router's channel in a cluster: a shard this node owns is served here;
+ * any other goes to its owner over the cluster connection and the reply comes
+ * back as is. A shard with no live owner (moving, owner dead and not yet
+ * taken), a connection that fails, or a reply that does not come in time all
+ * become 503 `unavailable`: never a guess. After a timeout or a dropped
+ * connection the command may have run on the owner; the detail says so and a
+ * retry with the same Idempotency-Key returns what it did.
+ */
+export class ClusterChannel implements ShardChannel {
+  private readonly listeners: ((notice: ShardNotice) => void)[] = [];
+  private closed = false;
+
+  constructor(
+    private readonly local: ClusterShards,
+    private readonly snapshot: () => ClusterSnapshot,
+    private readonly forwarder: ForwardPool,
+  ) {}
+
+  async request<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
+    if (this.closed) return unavailable('the node is shutting down');
+    if (this.local.serves(shard)) return this.local.handle(shard, request);
+    const view = this.snapshot();
+    const owner = view.owners[shard] ?? null;
+    if (owner === null || owner.nodeId === view.self) return this.local.handle(shard, request);
+    const result = await this.forwarder.forward(owner.url, shard, request);
+    if (result.ok) return result.payload as ShardReply<R['type']>;
+    if (result.code === 'unknown_outcome') {
+      return unavailable(`${result.detail}; the outcome is unknown: retry with the same Idempotency-Key`);
+    }
+    return unavailable(result.detail);
+  }
+
+  /** Notices of this node's shards (other nodes' stock changes arrive through Redis when REDIS_URL is set). */
+  notify(notice: ShardNotice): void {
+    for (const listener of this.listeners) listener(notice);
+  }
+
+  onNotice(listener: (notice: ShardNotice) => void): void {
+    this.listeners.push(listener);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+/** What the cluster endpoint runs for a forwarded command: only shards this node owns, never forwarded again. */
+export function serveForwarded(local: ClusterShards): ForwardHandler {
+  return async (shard, payload) => {
+    if (!local.serves(shard)) return { ok: false, code: 'unavailable', detail: `shard ${shard} is not owned by this node (moving)` };
+    return { ok: true, payload: await local.handle(shard, payload as ShardRequest) };
+  };
+}
+
+function unavailable<T>(detail: string): T {
+  return { ok: false, code: 'unavailable', detail } as T;
+}

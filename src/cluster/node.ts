@@ -1,0 +1,149 @@
+import type pg from 'pg';
+import type uWS from 'uWebSockets.js';
+import { advertiseUrl, type Config } from '../config.js';
+import type { Logger } from '../log.js';
+import { allocatorLimits, type ShardsOptions } from '../services/shards.js';
+import { loadSkuState } from '../snapshot/load.js';
+import { SnapshotWorkers } from '../snapshot/workers.js';
+import { Router } from '../shard/router.js';
+import { ClusterChannel, serveForwarded } from './channel.js';
+import { ClusterShards } from './cluster-shards.js';
+import { Membership, type ClusterSnapshot } from './membership.js';
+import { attachClusterEndpoint, defaultTransportLimits, ForwardPool, type ClusterEndpoint, type TransportLimits } from './transport.js';
+
+/**
+ * The shards service of a cluster node (CLUSTER_SECRET set): the same Router
+ * the front ends use alone, over a ClusterChannel instead of the in-process
+ * one; the shards this node owns (ClusterShards), taken and handed over by
+ * Membership; the cluster endpoint other nodes forward to.
+ *
+ * Start order: create (before the front end), `attach(app)` (routes on the
+ * front end's app, before it listens), `start(port)` (join once the port, and
+ * so the advertised URL, is known), then `stop()`: a graceful leave that
+ * drains and hands over every shard before the node goes.
+ */
+export interface ClusterNode {
+  router: Router;
+  shards: ClusterShards;
+  /** Snapshot and audit worker threads (piscina), as in single-process mode. */
+  workers: SnapshotWorkers;
+  /** The cluster endpoint on the front end's app (before it listens); the admin views are src/http/routes/cluster.ts. */
+  attach(app: uWS.TemplatedApp): void;
+  start(listeningPort: number): Promise<void>;
+  snapshot(): ClusterSnapshot;
+  stop(): Promise<void>;
+}
+
+/** Seconds a cluster upgrade token is valid around its time (clock skew between nodes must be less). */
+const AUTH_WINDOW_MS = 30_000;
+
+export function transportLimits(config: Config): TransportLimits {
+  return { ...defaultTransportLimits, maxInFlight: config.clusterMaxInFlight, requestTimeoutMs: config.clusterForwardTimeoutMs };
+}
+
+export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): ClusterNode {
+  const databaseUrl = options.databaseUrl;
+  const secret = config.clusterSecret;
+  if (secret === null) throw new Error('startClusterNode needs CLUSTER_SECRET');
+  const limits = allocatorLimits(config);
+  const clusterLog = log.child({ component: 'cluster' });
+  let membership: Membership | null = null;
+  let selfUrl = config.nodeAdvertiseUrl ?? advertiseUrl(config, config.port);
+  let nodeId = config.nodeId ?? new URL(selfUrl).host;
+  const emptySnapshot = (): ClusterSnapshot => ({ self: nodeId, shardCount: config.shardCount, nodes: [], owners: [], epochs: [] });
+
+  const workers = new SnapshotWorkers({ threads: 1 });
+  workers.start();
+  let channel: ClusterChannel | null = null;
+  const shards = new ClusterShards(pool, clusterLog, {
+    shardCount: config.shardCount,
+    hostOptions: {
+      limits,
+      outbox: {
+        batchMaxEvents: config.batchMaxEvents,
+        maxPendingEvents: config.maxPendingEvents,
+        commitTimeoutMs: config.commitTimeoutMs,
+        ...(options.outboxObserver === undefined ? {} : { observer: options.outboxObserver }),
+      },
+      expirySweepIntervalMs: config.expirySweepIntervalMs,
+      rebuildRetryMs: 500,
+      idempotencyKeyTtlMs: config.idempotencyKeyTtlSeconds * 1000,
+      nowMs: options.nowMs,
+      writeOrders: options.writeOrders,
+      loadSku: (sku) => loadSkuState(pool, sku, limits),
+      snapshot: (task) => workers.snapshot({ ...task, databaseUrl, limits }),
+      snapshotEveryEvents: config.snapshotEveryEvents,
+      passivateAfterMs: config.passivateAfterSeconds * 1000,
+      onFatal: options.onFatal,
+    },
+    lease: () => membership?.currentLease() ?? null,
+    notify: (notice) => channel?.notify(notice),
+  });
+  const forwarder = new ForwardPool({ secret, selfNodeId: nodeId, limits: transportLimits(config), log: clusterLog });
+  channel = new ClusterChannel(shards, () => membership?.snapshot ?? emptySnapshot(), forwarder);
+  let started = false;
+  const router = new Router(channel, {
+    shardCount: config.shardCount,
+    shardsReady: () => started && membership?.currentLease() != null,
+    pool,
+  });
+  let endpoint: ClusterEndpoint | null = null;
+
+  return {
+    router,
+    shards,
+    workers,
+    attach: (app) => {
+      endpoint = attachClusterEndpoint(app, {
+        secret,
+        selfUrl: () => selfUrl,
+        handle: serveForwarded(shards),
+        limits: transportLimits(config),
+        authWindowMs: AUTH_WINDOW_MS,
+        log: clusterLog,
+      });
+    },
+    start: async (listeningPort) => {
+      selfUrl = advertiseUrl(config, listeningPort);
+      nodeId = config.nodeId ?? new URL(selfUrl).host;
+      membership = new Membership(pool, shards, {
+        databaseUrl,
+        nodeId,
+        url: selfUrl,
+        shardCount: config.shardCount,
+        lockNamespace: config.clusterLockNamespace,
+        heartbeatMs: config.clusterHeartbeatMs,
+        leaseTimeoutMs: config.clusterLeaseTimeoutMs,
+        maxMovesPerRound: config.clusterMaxMovesPerRound,
+        statementTimeoutMs: Math.max(1_000, config.clusterHeartbeatMs * 2),
+        log: clusterLog,
+      });
+      await membership.start();
+      started = true;
+      clusterLog.info({ nodeId, url: selfUrl, shards: shards.shards().length }, 'joined the cluster');
+    },
+    snapshot: () => membership?.snapshot ?? emptySnapshot(),
+    stop: async () => {
+      await router.close();
+      // Graceful leave: every owned shard is drained and handed over before the node goes.
+      if (membership !== null) await membership.leave();
+      await shards.close();
+      await channel!.close();
+      forwarder.close();
+      (endpoint as ClusterEndpoint | null)?.close();
+      await workers.stop();
+    },
+  };
+}
+
+/** The node in the shape of the single-process shards service (src/services/shards.ts) that startFlashstock uses. */
+export function clusterShardsService(node: ClusterNode) {
+  return {
+    router: node.router,
+    host: node.shards,
+    workers: node.workers,
+    // Each shard is recovered (snapshot + tail) by membership when it is taken, in start().
+    recover: async (): Promise<void> => undefined,
+    stop: () => node.stop(),
+  };
+}

@@ -1,0 +1,398 @@
+import uWS from 'uWebSockets.js';
+import WebSocket from 'ws';
+import type { Logger } from '../log.js';
+import { AUTH_HEADER, signUpgrade, UpgradeVerifier } from './auth.js';
+
+/**
+ * Forwarding between nodes: one persistent WebSocket per peer, client `ws`,
+ * server a route on the node's own uWebSockets.js app (so NODE_ADVERTISE_URL
+ * is the service's URL). Why a WebSocket rather than HTTP/1.1 through undici:
+ * one full-duplex connection carries any number of requests and replies in
+ * both directions with no per-request HTTP head, no head-of-line blocking of
+ * pipelining and no connection pool to size; authentication happens once, at
+ * the upgrade; batching is natural (one frame = every envelope of an
+ * event-loop turn) and uWS already serves WebSockets on the same port.
+ *
+ * Frames are JSON text: {"t":"req","m":[envelope…]} and {"t":"res","m":[reply…]}.
+ * Payloads must be JSON-safe plain data (the shard messages are).
+ *
+ * Outcomes: `ok` (the owner's reply, relayed), `unavailable` (certainly not
+ * executed: never sent, queue full, no connection), `unknown_outcome` (sent,
+ * then the connection dropped or the timeout passed: it may or may not have
+ * been executed; an idempotent retry — same Idempotency-Key — is the way to
+ * find out).
+ */
+
+export const CLUSTER_PATH = '/v1/cluster';
+
+export interface Envelope {
+  id: number;
+  shard: number;
+  payload: unknown;
+}
+
+export type ForwardResult =
+  | { ok: true; payload: unknown }
+  | { ok: false; code: 'unavailable' | 'unknown_outcome'; detail: string };
+
+type Reply = { id: number } & ForwardResult;
+
+interface RequestFrame {
+  t: 'req';
+  m: Envelope[];
+}
+interface ReplyFrame {
+  t: 'res';
+  m: Reply[];
+}
+
+export interface TransportLimits {
+  /** Requests queued or awaiting a reply per connection; past it: `unavailable` at once. */
+  maxInFlight: number;
+  /** Envelopes per frame. */
+  maxBatch: number;
+  /** A reply later than this is `unknown_outcome`. */
+  requestTimeoutMs: number;
+  /** Largest frame either side accepts. */
+  maxFrameBytes: number;
+  connectTimeoutMs: number;
+}
+
+export const defaultTransportLimits: TransportLimits = {
+  maxInFlight: 10_000,
+  maxBatch: 1_000,
+  requestTimeoutMs: 5_000,
+  maxFrameBytes: 16 * 1024 * 1024,
+  connectTimeoutMs: 2_000,
+};
+
+// ------------------------------------------------------------------ server
+
+/** Executes one forwarded command on this node (the shard host); never throws for a refusal. */
+export type ForwardHandler = (shard: number, payload: unknown) => Promise<ForwardResult>;
+
+export interface ClusterEndpointOptions {
+  secret: string;
+  /** This node's advertised URL: tokens must be signed for it. */
+  selfUrl: string | (() => string);
+  handle: ForwardHandler;
+  limits: TransportLimits;
+  authWindowMs: number;
+  log: Logger;
+  nowMs?: () => number;
+}
+
+interface PeerState {
+  peer: string;
+  ws: uWS.WebSocket<PeerState> | null;
+  inFlight: number;
+  replies: Reply[];
+  flushScheduled: boolean;
+}
+
+export interface ClusterEndpoint {
+  connections(): number;
+  close(): void;
+}
+
+export function attachClusterEndpoint(app: uWS.TemplatedApp, options: ClusterEndpointOptions): ClusterEndpoint {
+  const now = options.nowMs ?? Date.now;
+  const verifier = new UpgradeVerifier(options.secret, options.selfUrl, options.authWindowMs, 10_000);
+  const peers = new Set<PeerState>();
+  let closing = false;
+
+  app.ws<PeerState>(CLUSTER_PATH, {
+    maxPayloadLength: options.limits.maxFrameBytes,
+    maxBackpressure: options.limits.maxFrameBytes * 4,
+    idleTimeout: 60,
+    sendPingsAutomatically: true,
+    compression: uWS.DISABLED,
+    upgrade: (res, req, context) => {
+      const verdict = closing ? { ok: false as const, reason: 'shutting down' } : verifier.verify(req.getHeader(AUTH_HEADER), now());
+      if (!verdict.ok) {
+        options.log.warn({ reason: verdict.reason }, 'cluster connection refused');
+        res.cork(() => res.writeStatus(closing ? '503 Service Unavailable' : '401 Unauthorized').end());
+        return;
+      }
+      const state: PeerState = { peer: verdict.nodeId, ws: null, inFlight: 0, replies: [], flushScheduled: false };
+      res.upgrade(state, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'),
+        req.getHeader('sec-websocket-extensions'), context);
+    },
+    open: (ws) => {
+      const state = ws.getUserData();
+      state.ws = ws;
+      peers.add(state);
+    },
+    message: (ws, data, isBinary) => onRequestFrame(ws.getUserData(), data, isBinary),
+    close: (ws) => {
+      const state = ws.getUserData();
+      state.ws = null;
+      peers.delete(state);
+    },
+  });
+
+  function onRequestFrame(state: PeerState, data: ArrayBuffer, isBinary: boolean): void {
+    let frame: RequestFrame;
+    try {
+      frame = JSON.parse(Buffer.from(data).toString('utf8')) as RequestFrame;
+      if (isBinary || frame.t !== 'req' || !Array.isArray(frame.m)) throw new Error('not a request frame');
+    } catch (err) {
+      options.log.warn({ err, peer: state.peer }, 'malformed cluster frame: closing the connection');
+      state.ws?.end(1008, 'malformed frame');
+      return;
+    }
+    // Out of the uWS callback: work (and replies it triggers) never runs while uWS has this socket corked.
+    setImmediate(() => {
+      for (const envelope of frame.m) serve(state, envelope);
+    });
+  }
+
+  function serve(state: PeerState, envelope: Envelope): void {
+    if (state.inFlight >= options.limits.maxInFlight) {
+      reply(state, { id: envelope.id, ok: false, code: 'unavailable', detail: 'owner overloaded' });
+      return;
+    }
+    state.inFlight += 1;
+    options.handle(envelope.shard, envelope.payload).then(
+      (result) => reply(state, { id: envelope.id, ...result }, true),
+      (err: unknown) => {
+        options.log.error({ err, shard: envelope.shard }, 'forwarded command failed');
+        reply(state, { id: envelope.id, ok: false, code: 'unknown_outcome', detail: 'owner failed while executing' }, true);
+      },
+    );
+  }
+
+  function reply(state: PeerState, message: Reply, counted = false): void {
+    if (counted) state.inFlight -= 1;
+    if (state.ws === null) return; // the caller is gone; it reports unknown_outcome itself
+    state.replies.push(message);
+    if (state.flushScheduled) return;
+    state.flushScheduled = true;
+    setImmediate(() => flushReplies(state));
+  }
+
+  function flushReplies(state: PeerState): void {
+    state.flushScheduled = false;
+    const replies = state.replies;
+    state.replies = [];
+    if (state.ws === null || replies.length === 0) return;
+    for (let i = 0; i < replies.length; i += options.limits.maxBatch) {
+      const frame: ReplyFrame = { t: 'res', m: replies.slice(i, i + options.limits.maxBatch) };
+      state.ws.send(JSON.stringify(frame), false, false);
+    }
+  }
+
+  return {
+    connections: () => peers.size,
+    close: () => {
+      closing = true;
+      for (const state of [...peers]) state.ws?.end(1001, 'node shutting down');
+    },
+  };
+}
+
+// ------------------------------------------------------------------ client
+
+interface Pending {
+  resolve: (result: ForwardResult) => void;
+  deadlineMs: number;
+  sent: boolean;
+}
+
+export interface ForwardClientOptions {
+  secret: string;
+  selfNodeId: string;
+  /** The owner's advertised URL (http://host:port). */
+  peerUrl: string;
+  limits: TransportLimits;
+  log: Logger;
+}
+
+/** One persistent, lazily (re)connected connection to one peer. */
+export class ForwardClient {
+  private ws: WebSocket | null = null;
+  private connecting: Promise<WebSocket> | null = null;
+  private nextId = 1;
+  /** Insertion order is deadline order (one timeout for all), so the sweep stops at the first live one. */
+  private readonly pending = new Map<number, Pending>();
+  private queue: Envelope[] = [];
+  private flushScheduled = false;
+  private closed = false;
+  private readonly sweepTimer: NodeJS.Timeout;
+  readonly stats = { frames: 0, sent: 0, replies: 0, timeouts: 0 };
+
+  constructor(private readonly options: ForwardClientOptions) {
+    this.sweepTimer = setInterval(() => this.sweep(), Math.max(10, Math.floor(options.limits.requestTimeoutMs / 4)));
+    this.sweepTimer.unref();
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Send a command to the peer; resolves with its reply, `unavailable` or `unknown_outcome`, never rejects. */
+  forward(shard: number, payload: unknown): Promise<ForwardResult> {
+    if (this.closed) return Promise.resolve(unavailable('forwarding client closed'));
+    if (this.pending.size >= this.options.limits.maxInFlight) return Promise.resolve(unavailable('too many forwarded requests in flight'));
+    const id = this.nextId++;
+    return new Promise<ForwardResult>((resolve) => {
+      this.pending.set(id, { resolve, deadlineMs: Date.now() + this.options.limits.requestTimeoutMs, sent: false });
+      this.queue.push({ id, shard, payload });
+      this.scheduleFlush();
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    clearInterval(this.sweepTimer);
+    this.ws?.close(1001, 'node shutting down');
+    this.failAll('forwarding client closed');
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    let ws: WebSocket;
+    try {
+      ws = await this.connection();
+    } catch (err) {
+      this.options.log.warn({ err, peer: this.options.peerUrl }, 'cannot reach the owner');
+      this.failAll(`cannot reach the owner at ${this.options.peerUrl}`);
+      return;
+    }
+    const batch = this.queue;
+    this.queue = [];
+    for (let i = 0; i < batch.length; i += this.options.limits.maxBatch) {
+      const envelopes = batch.slice(i, i + this.options.limits.maxBatch).filter((e) => this.markSent(e.id));
+      if (envelopes.length === 0) continue;
+      ws.send(JSON.stringify({ t: 'req', m: envelopes } satisfies RequestFrame));
+      this.stats.frames += 1;
+      this.stats.sent += envelopes.length;
+    }
+  }
+
+  /** False when the request already timed out while queued (it was answered `unavailable`). */
+  private markSent(id: number): boolean {
+    const entry = this.pending.get(id);
+    if (entry === undefined) return false;
+    entry.sent = true;
+    return true;
+  }
+
+  private connection(): Promise<WebSocket> {
+    if (this.ws !== null && this.ws.readyState === WebSocket.OPEN) return Promise.resolve(this.ws);
+    this.connecting ??= this.connect().finally(() => {
+      this.connecting = null;
+    });
+    return this.connecting;
+  }
+
+  private connect(): Promise<WebSocket> {
+    const { secret, selfNodeId, peerUrl, limits } = this.options;
+    const url = `${peerUrl.replace(/^http/, 'ws').replace(/\/$/, '')}${CLUSTER_PATH}`;
+    const ws = new WebSocket(url, {
+      headers: { [AUTH_HEADER]: signUpgrade(secret, selfNodeId, peerUrl, Date.now()) },
+      perMessageDeflate: false,
+      maxPayload: limits.maxFrameBytes,
+      handshakeTimeout: limits.connectTimeoutMs,
+    });
+    return new Promise<WebSocket>((resolve, reject) => {
+      ws.once('open', () => {
+        this.ws = ws;
+        resolve(ws);
+      });
+      ws.once('unexpected-response', (_req, res) => {
+        reject(new Error(`cluster upgrade refused: ${res.statusCode}`));
+        ws.terminate();
+      });
+      ws.on('error', (err) => reject(err));
+      ws.on('message', (data, isBinary) => this.onReplyFrame(data as Buffer, isBinary));
+      ws.on('close', () => {
+        if (this.ws === ws) this.ws = null;
+        this.failSent('connection to the owner closed before it replied');
+      });
+    });
+  }
+
+  private onReplyFrame(data: Buffer, isBinary: boolean): void {
+    let frame: ReplyFrame;
+    try {
+      frame = JSON.parse(data.toString('utf8')) as ReplyFrame;
+      if (isBinary || frame.t !== 'res' || !Array.isArray(frame.m)) throw new Error('not a reply frame');
+    } catch (err) {
+      this.options.log.error({ err, peer: this.options.peerUrl }, 'malformed reply frame: dropping the connection');
+      this.ws?.terminate();
+      return;
+    }
+    for (const reply of frame.m) {
+      const entry = this.pending.get(reply.id);
+      if (entry === undefined) continue; // timed out already
+      this.pending.delete(reply.id);
+      this.stats.replies += 1;
+      const { id: _id, ...result } = reply;
+      entry.resolve(result);
+    }
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [id, entry] of this.pending) {
+      if (entry.deadlineMs > now) break;
+      this.pending.delete(id);
+      this.stats.timeouts += 1;
+      entry.resolve(entry.sent ? unknown('the owner did not reply in time') : unavailable('not sent in time'));
+    }
+  }
+
+  private failSent(detail: string): void {
+    for (const [id, entry] of this.pending) {
+      if (!entry.sent) continue;
+      this.pending.delete(id);
+      entry.resolve(unknown(detail));
+    }
+  }
+
+  private failAll(detail: string): void {
+    this.queue = [];
+    for (const [id, entry] of this.pending) {
+      this.pending.delete(id);
+      entry.resolve(entry.sent ? unknown(detail) : unavailable(detail));
+    }
+  }
+}
+
+function unavailable(detail: string): ForwardResult {
+  return { ok: false, code: 'unavailable', detail };
+}
+
+function unknown(detail: string): ForwardResult {
+  return { ok: false, code: 'unknown_outcome', detail };
+}
+
+/** One ForwardClient per peer URL, created on first use. */
+export class ForwardPool {
+  private readonly clients = new Map<string, ForwardClient>();
+
+  constructor(private readonly base: Omit<ForwardClientOptions, 'peerUrl'>) {}
+
+  forward(peerUrl: string, shard: number, payload: unknown): Promise<ForwardResult> {
+    let client = this.clients.get(peerUrl);
+    if (client === undefined) {
+      client = new ForwardClient({ ...this.base, peerUrl });
+      this.clients.set(peerUrl, client);
+    }
+    return client.forward(shard, payload);
+  }
+
+  close(): void {
+    for (const client of this.clients.values()) client.close();
+    this.clients.clear();
+  }
+}

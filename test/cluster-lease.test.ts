@@ -1,0 +1,185 @@
+import t from 'tap';
+import pg from 'pg';
+import type { StockEvent } from '../src/allocator/types.js';
+import { FencedError, isFencedPgError, Lease } from '../src/cluster/lease.js';
+import { fencedInsertQuery, listNodesQuery, proveOwnershipQuery, type NodeRow } from '../src/cluster/sql.js';
+import { insertEventsQuery } from '../src/outbox/event-log.js';
+import { fencedPool } from '../src/cluster/fenced-pool.js';
+import { createTestDatabase, testLog } from './helpers/db.js';
+
+const namespace = 4242;
+
+function configured(sku: string, seq: number): StockEvent {
+  return {
+    kind: 'configured',
+    sku,
+    seq,
+    atMs: 1_700_000_000_000,
+    config: { stock: 10, perShopperLimit: 2, holdSeconds: 60, priceCents: 100, currency: 'USD', startsAtMs: null, endsAtMs: null },
+  };
+}
+
+async function openLease(url: string, nodeId: string, lost: Error[] = []): Promise<Lease> {
+  return Lease.open({
+    databaseUrl: url,
+    nodeId,
+    url: `http://127.0.0.1:1/${nodeId}`,
+    log: testLog,
+    lockNamespace: namespace,
+    statementTimeoutMs: 5_000,
+    onLost: (reason) => lost.push(reason),
+  });
+}
+
+async function rowCount(pool: pg.Pool, sku: string): Promise<number> {
+  const { rows } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM stock_events WHERE sku = $1', [sku]);
+  return Number(rows[0]!.n);
+}
+
+async function nodes(pool: pg.Pool): Promise<Map<string, NodeRow>> {
+  const { rows } = await pool.query<NodeRow>(listNodesQuery());
+  return new Map(rows.map((row) => [row.node_id, row]));
+}
+
+t.test('two lease holders on one database: one owner per shard, epochs bump on every take', async (t) => {
+  const db = await createTestDatabase(t);
+  const a = await openLease(db.url, 'node-a');
+  const b = await openLease(db.url, 'node-b');
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+
+  t.equal(await a.take(3), 1, 'first take of a shard is epoch 1');
+  t.equal(await b.take(3), null, 'the other node cannot take a held shard');
+  t.equal(await a.take(3), 1, 'taking a held shard again changes nothing');
+  t.equal(await b.take(4), 1, 'another shard is free');
+  t.same(await a.heldInPostgres(), [3], 'Postgres agrees on what A holds');
+  t.same(await b.heldInPostgres(), [4]);
+
+  await a.release(3);
+  t.throws(() => a.proof([3]), FencedError, 'a released shard cannot be proven');
+  t.equal(await b.take(3), 2, 'the taker bumps the epoch');
+  const owner = await db.pool.query('SELECT node_id, epoch FROM shard_owners WHERE shard = 3');
+  t.same(owner.rows[0], { node_id: 'node-b', epoch: '2' });
+  t.same(b.proof([4, 3, 3]), { nodeId: 'node-b', shards: [4, 3], epochs: [1, 2] }, 'proof deduplicates shards');
+});
+
+t.test('the fenced group-commit insert: the owner writes, a stale epoch writes nothing', async (t) => {
+  const db = await createTestDatabase(t);
+  const a = await openLease(db.url, 'node-a');
+  const b = await openLease(db.url, 'node-b');
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+
+  await a.take(7);
+  const staleProof = a.proof([7]);
+  const insert = fencedInsertQuery(insertEventsQuery([configured('SKU-1', 1), configured('SKU-2', 1)]), staleProof);
+  const written = await db.pool.query(insert);
+  t.equal(written.rowCount, 2, 'the owner at its epoch commits the whole batch in one statement');
+
+  await a.release(7);
+  await b.take(7);
+  const refused = await db.pool.query(fencedInsertQuery(insertEventsQuery([configured('SKU-1', 2)]), staleProof)).then(
+    () => null,
+    (error: unknown) => error,
+  );
+  t.ok(isFencedPgError(refused), 'the stale epoch is refused with FS001');
+  t.equal(await rowCount(db.pool, 'SKU-1'), 1, 'nothing of the fenced batch was written');
+
+  const wrongNode = { ...b.proof([7]), nodeId: 'node-a' };
+  t.ok(isFencedPgError(await db.pool.query(proveOwnershipQuery(wrongNode)).catch((e: unknown) => e)), 'right epoch, wrong node: fenced');
+  const partial = { nodeId: 'node-b', shards: [7, 8], epochs: [2, 1] };
+  t.ok(isFencedPgError(await db.pool.query(proveOwnershipQuery(partial)).catch((e: unknown) => e)), 'one unowned shard fences the batch');
+  const ok = await db.pool.query(proveOwnershipQuery(b.proof([7])));
+  t.equal(ok.rows[0].ok, true, 'the current owner proves ownership');
+
+  // In a transaction (batches with attachments), the failed proof rolls back what came before it.
+  const client = await db.pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(insertEventsQuery([configured('SKU-3', 1)]));
+    const err = await client.query(proveOwnershipQuery(staleProof)).catch((e: unknown) => e);
+    t.ok(isFencedPgError(err));
+    await client.query('ROLLBACK');
+  } finally {
+    client.release();
+  }
+  t.equal(await rowCount(db.pool, 'SKU-3'), 0, 'the transaction wrote nothing');
+});
+
+t.test('a terminated lease connection: the node learns at once, and its in-flight proof is fenced', async (t) => {
+  const db = await createTestDatabase(t);
+  const lostA: Error[] = [];
+  const a = await openLease(db.url, 'node-a', lostA);
+  const b = await openLease(db.url, 'node-b');
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+
+  t.equal(await a.take(1), 1);
+  t.equal(await a.take(2), 1);
+  const inFlightProof = a.proof([1, 2]);
+  const before = await nodes(db.pool);
+  t.equal(before.get('node-a')?.session_alive, true);
+
+  await db.pool.query('SELECT pg_terminate_backend($1)', [before.get('node-a')!.lease_pid]);
+  const deadline = Date.now() + 5_000;
+  while (lostA.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+  t.equal(lostA.length, 1, 'the error listener reported the lost lease once');
+  t.ok(a.lost);
+  t.throws(() => a.proof([1]), FencedError, 'nothing new can be proven after the loss');
+  t.same(a.owned(), new Map(), 'every shard was forgotten at once');
+  await t.rejects(a.heartbeat(), FencedError);
+
+  const after = await nodes(db.pool);
+  t.equal(after.get('node-a')?.session_alive, false, 'membership sees the session gone');
+  t.equal(after.get('node-b')?.session_alive, true);
+
+  t.equal(await b.take(1), 2, 'the lock was freed by the session ending; the taker bumps the epoch');
+  const zombie = await db.pool.query(fencedInsertQuery(insertEventsQuery([configured('Z', 1)]), inFlightProof)).catch((e: unknown) => e);
+  t.ok(isFencedPgError(zombie), "the zombie's in-flight commit is fenced by the epoch");
+  t.equal(await rowCount(db.pool, 'Z'), 0);
+});
+
+t.test('heartbeat: a second registration under the same node id fences the first', async (t) => {
+  const db = await createTestDatabase(t);
+  const lost: Error[] = [];
+  const first = await openLease(db.url, 'node-x', lost);
+  await first.heartbeat();
+  const second = await openLease(db.url, 'node-x');
+  t.teardown(() => Promise.all([first.close(), second.close()]));
+  await t.rejects(first.heartbeat(), FencedError, 'the replaced registration learns on its next heartbeat');
+  t.equal(lost.length, 1);
+  await second.heartbeat();
+  t.pass('the newer registration heartbeats');
+});
+
+t.test('fencedPool: the group-commit statement is proven, everything else passes through', async (t) => {
+  const db = await createTestDatabase(t);
+  const a = await openLease(db.url, 'node-a');
+  const b = await openLease(db.url, 'node-b');
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+  const epoch = (await a.take(5))!;
+  const pool = fencedPool(db.pool, () => {
+    if (a.epochOf(5) !== epoch) throw new FencedError('shard 5 is no longer ours');
+    return a.proof([5]);
+  });
+
+  const client = await pool.connect();
+  t.equal(await pool.connect().then((c) => { c.release(); return c === client; }), false, 'a second checkout while one is held is another connection');
+  await client.query(insertEventsQuery([configured('P', 1)]));
+  client.release();
+  const again = await pool.connect();
+  t.equal(again, client, 'the same pooled connection gets the same facade (callers may key state by client)');
+  again.release();
+  t.equal(await rowCount(db.pool, 'P'), 1, 'the owner commits through the facade');
+  t.equal((await pool.query('SELECT 41 + 1 AS n')).rows[0].n, 42, 'other queries pass through');
+
+  // Another node takes the shard behind A's back (A's lease is still open: a partition).
+  await db.pool.query("UPDATE shard_owners SET node_id = 'node-b', epoch = epoch + 1 WHERE shard = 5");
+  const c2 = await pool.connect();
+  const refused = await c2.query(insertEventsQuery([configured('P', 2)])).catch((e: unknown) => e);
+  c2.release();
+  t.ok(isFencedPgError(refused), 'a stale epoch is refused by Postgres in the same statement');
+  await a.release(5).catch(() => undefined);
+  const c3 = await pool.connect();
+  const local = await c3.query(insertEventsQuery([configured('P', 2)])).catch((e: unknown) => e);
+  c3.release();
+  t.type(local, FencedError, 'once the lease no longer holds the shard, the commit fails before it is sent');
+  t.equal(await rowCount(db.pool, 'P'), 1);
+});

@@ -1,0 +1,136 @@
+import t from 'tap';
+import type pg from 'pg';
+import { Membership, type ShardHost } from '../src/cluster/membership.js';
+import { listNodesQuery, type NodeRow } from '../src/cluster/sql.js';
+import { createTestDatabase, testLog } from './helpers/db.js';
+
+/**
+ * Three membership loops on one real database. The shard host here only
+ * records what it is told (the real one, the lead's shard host, is not on main
+ * yet): the lease, the locks and the epochs are all real Postgres.
+ */
+function host(): ShardHost & { shards: Map<number, number>; events: string[]; dropped: number } {
+  const shards = new Map<number, number>();
+  const events: string[] = [];
+  const h = {
+    shards,
+    events,
+    dropped: 0,
+    async open(shard: number, epoch: number) {
+      if (shards.has(shard)) throw new Error(`shard ${shard} opened twice`);
+      shards.set(shard, epoch);
+      events.push(`open ${shard}@${epoch}`);
+    },
+    async drain(shard: number) {
+      if (!shards.delete(shard)) throw new Error(`drain of shard ${shard} not open`);
+      events.push(`drain ${shard}`);
+    },
+    dropAll() {
+      h.dropped += 1;
+      shards.clear();
+    },
+  };
+  return h;
+}
+
+const SHARDS = 12;
+
+type Tap = Pick<typeof t, 'same' | 'equal' | 'ok'>;
+
+function member(db: { url: string; pool: pg.Pool }, nodeId: string, h: ShardHost): Membership {
+  return new Membership(db.pool, h, {
+    databaseUrl: db.url,
+    nodeId,
+    url: `http://127.0.0.1:1/${nodeId}`,
+    shardCount: SHARDS,
+    lockNamespace: 77,
+    heartbeatMs: 60_000, // rounds are driven by the test
+    leaseTimeoutMs: 1_500,
+    maxMovesPerRound: 4,
+    statementTimeoutMs: 5_000,
+    log: testLog,
+  });
+}
+
+async function rounds(members: Membership[], n: number): Promise<void> {
+  for (let i = 0; i < n; i++) for (const m of members) await m.round();
+}
+
+function counts(hosts: { shards: Map<number, number> }[]): number[] {
+  return hosts.map((h) => h.shards.size);
+}
+
+function assertOneOwnerEach(t: Tap, hosts: { shards: Map<number, number> }[], members: Membership[]): void {
+  const seen = new Map<number, number>();
+  hosts.forEach((h, i) => {
+    for (const shard of h.shards.keys()) seen.set(shard, (seen.get(shard) ?? 0) + 1);
+    t.same([...h.shards.keys()].sort(), [...members[i]!.owned().keys()].sort(), 'host and lease agree');
+  });
+  t.equal(seen.size, SHARDS, 'every shard is open somewhere');
+  t.ok([...seen.values()].every((n) => n === 1), 'no shard is open twice');
+}
+
+t.test('join, balance, graceful leave, death: one owner per shard throughout', async (t) => {
+  const db = await createTestDatabase(t);
+  const hosts = [host(), host(), host()];
+  const members = hosts.map((h, i) => member(db, `node-${i}`, h));
+  t.teardown(() => Promise.all(members.map((m) => m.stop())));
+
+  t.equal(await members[0]!.round(), 4, 'one round moves at most maxMovesPerRound shards');
+  await members[0]!.start();
+  t.same(counts(hosts), [SHARDS, 0, 0], 'start() runs rounds until a lone node owns every shard');
+
+  await members[1]!.round();
+  await members[2]!.round();
+  await rounds(members, 6);
+  t.same(counts(hosts), [4, 4, 4], 'three nodes: 4 shards each');
+  assertOneOwnerEach(t, hosts, members);
+  t.ok(hosts[1]!.events.every((e) => !e.startsWith('open') || !e.endsWith('@1')), 'every moved shard was taken at a bumped epoch');
+
+  const snapshot = members[1]!.snapshot;
+  t.equal(snapshot.nodes.length, 3);
+  t.ok(snapshot.nodes.every((n) => n.alive && n.shards.length === 4));
+  t.ok(snapshot.owners.every((o) => o !== null), 'every shard has a routable owner');
+
+  await members[2]!.leave();
+  t.equal(hosts[2]!.shards.size, 0, 'the leaver drained and handed over everything');
+  await rounds(members.slice(0, 2), 4);
+  t.same(counts(hosts.slice(0, 2)), [6, 6], 'the two left take its shards');
+  assertOneOwnerEach(t, hosts.slice(0, 2), members.slice(0, 2));
+
+  // node-1 dies: its lease session is killed. node-0 takes everything at new epochs.
+  const { rows } = await db.pool.query<NodeRow>(listNodesQuery());
+  const victim = rows.find((r) => r.node_id === 'node-1')!;
+  const epochsBefore = new Map(hosts[1]!.shards);
+  await db.pool.query('SELECT pg_terminate_backend($1)', [victim.lease_pid]);
+  const deadline = Date.now() + 5_000;
+  while (hosts[1]!.dropped === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  t.equal(hosts[1]!.dropped, 1, 'the victim dropped all its shards at once');
+  t.equal(hosts[1]!.shards.size, 0);
+
+  // node-1's process lives and would rejoin on its next round; only node-0 runs here.
+  await rounds([members[0]!], 4);
+  t.equal(hosts[0]!.shards.size, SHARDS, 'the survivor took every shard');
+  for (const [shard, epoch] of epochsBefore) t.ok(hosts[0]!.shards.get(shard)! > epoch, `shard ${shard}: epoch bumped past the dead owner's`);
+
+  await rounds(members.slice(0, 2), 6);
+  t.same(counts(hosts.slice(0, 2)), [6, 6], 'the victim rejoined with a new lease and got its share back');
+});
+
+t.test('a hung node (heartbeat stale, session open) has its lease ended and its shards taken', async (t) => {
+  const db = await createTestDatabase(t);
+  const hosts = [host(), host()];
+  const members = hosts.map((h, i) => member(db, `node-${i}`, h));
+  t.teardown(() => Promise.all(members.map((m) => m.stop())));
+  await rounds(members, 6);
+  t.same(counts(hosts), [6, 6]);
+
+  // node-1 stops running rounds (a blocked event loop): its heartbeat ages past the lease timeout.
+  await new Promise((r) => setTimeout(r, 1_700));
+  await members[0]!.round(); // sees the stale heartbeat, terminates node-1's lease session
+  const deadline = Date.now() + 5_000;
+  while (hosts[1]!.dropped === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  t.equal(hosts[1]!.dropped, 1, 'the hung node learns it lost its lease');
+  await rounds([members[0]!], 4);
+  t.equal(hosts[0]!.shards.size, SHARDS, 'the survivor owns everything');
+});
