@@ -4,7 +4,7 @@ import type { StockEvent } from '../src/allocator/types.js';
 import { FencedError, isFencedPgError, Lease } from '../src/cluster/lease.js';
 import { fencedInsertQuery, listNodesQuery, proveOwnershipQuery, type NodeRow } from '../src/cluster/sql.js';
 import { insertEventsQuery } from '../src/outbox/event-log.js';
-import { fencedPool } from '../src/cluster/fenced-pool.js';
+import { CommitError, Outbox } from '../src/outbox/outbox.js';
 import { createTestDatabase, testLog } from './helpers/db.js';
 
 const namespace = 4242;
@@ -149,37 +149,45 @@ t.test('heartbeat: a second registration under the same node id fences the first
   t.pass('the newer registration heartbeats');
 });
 
-t.test('fencedPool: the group-commit statement is proven, everything else passes through', async (t) => {
+t.test('the outbox proves ownership in its group commit: a stale epoch or a lost lease is fenced, nothing inserted', async (t) => {
   const db = await createTestDatabase(t);
   const a = await openLease(db.url, 'node-a');
   const b = await openLease(db.url, 'node-b');
   t.teardown(() => Promise.all([a.close(), b.close()]));
   const epoch = (await a.take(5))!;
-  const pool = fencedPool(db.pool, () => {
-    if (a.epochOf(5) !== epoch) throw new FencedError('shard 5 is no longer ours');
-    return a.proof([5]);
-  });
+  const failures: boolean[] = [];
+  const outbox = new Outbox(
+    db.pool,
+    {
+      batchMaxEvents: 100,
+      maxPendingEvents: 100,
+      commitTimeoutMs: 5000,
+      fenceInsert: (insert) =>
+        fencedInsertQuery(insert, (() => {
+          if (a.epochOf(5) !== epoch) throw new FencedError('shard 5 is no longer ours');
+          return a.proof([5]);
+        })()),
+    },
+    testLog,
+    (failure) => failures.push(failure.error.fenced),
+  );
+  const commit = (event: StockEvent) => new Promise<Error | null>((resolve) => outbox.append(event, resolve));
 
-  const client = await pool.connect();
-  t.equal(await pool.connect().then((c) => { c.release(); return c === client; }), false, 'a second checkout while one is held is another connection');
-  await client.query(insertEventsQuery([configured('P', 1)]));
-  client.release();
-  const again = await pool.connect();
-  t.equal(again, client, 'the same pooled connection gets the same facade (callers may key state by client)');
-  again.release();
-  t.equal(await rowCount(db.pool, 'P'), 1, 'the owner commits through the facade');
-  t.equal((await pool.query('SELECT 41 + 1 AS n')).rows[0].n, 42, 'other queries pass through');
+  t.equal(await commit(configured('P', 1)), null, 'the owner commits');
+  t.equal(await rowCount(db.pool, 'P'), 1);
 
   // Another node takes the shard behind A's back (A's lease is still open: a partition).
   await db.pool.query("UPDATE shard_owners SET node_id = 'node-b', epoch = epoch + 1 WHERE shard = 5");
-  const c2 = await pool.connect();
-  const refused = await c2.query(insertEventsQuery([configured('P', 2)])).catch((e: unknown) => e);
-  c2.release();
-  t.ok(isFencedPgError(refused), 'a stale epoch is refused by Postgres in the same statement');
+  const refused = await commit(configured('P', 2));
+  t.type(refused, CommitError);
+  t.ok(isFencedPgError((refused as CommitError).cause), 'a stale epoch is refused by Postgres in the same statement');
+  t.equal((refused as CommitError).fenced, true, 'and the batch fails as fenced');
+
   await a.release(5).catch(() => undefined);
-  const c3 = await pool.connect();
-  const local = await c3.query(insertEventsQuery([configured('P', 2)])).catch((e: unknown) => e);
-  c3.release();
-  t.type(local, FencedError, 'once the lease no longer holds the shard, the commit fails before it is sent');
-  t.equal(await rowCount(db.pool, 'P'), 1);
+  const local = await commit(configured('P', 2));
+  t.type((local as CommitError).cause, FencedError, 'once the lease no longer holds the shard, the commit fails before it is sent');
+  t.equal((local as CommitError).fenced, true);
+  t.same(failures, [true, true], 'the shell is told both batches were fenced');
+  t.equal(await rowCount(db.pool, 'P'), 1, 'nothing was inserted after the shard was lost');
+  await outbox.drained();
 });

@@ -5,7 +5,7 @@ import type { OutboxStats } from '../outbox/outbox.js';
 import type { ShardEndpoint, ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
 import { ShardHost, type ShardHostOptions } from '../shard/shard-host.js';
 import { shardOf } from '../shard/placement.js';
-import { fencedPool } from './fenced-pool.js';
+import { fencedInsertQuery } from './sql.js';
 import { FencedError, type Lease } from './lease.js';
 import type { ShardHost as OwnershipHost } from './membership.js';
 
@@ -64,10 +64,17 @@ export class ClusterShards implements OwnershipHost, ShardEndpoint {
         if (lease === null || lease.epochOf(shard) !== epoch) throw new FencedError(`shard ${shard} at epoch ${epoch} is no longer ours`);
         return lease.proof([shard]);
       };
+      const hostOptions = this.options.hostOptions;
       const host = new ShardHost(
-        fencedPool(this.pool, proof),
+        this.pool,
         this.log.child({ shard, epoch }),
-        { ...this.options.hostOptions, shards: [shard], shardCount: this.options.shardCount },
+        {
+          ...hostOptions,
+          shards: [shard],
+          shardCount: this.options.shardCount,
+          // Every group commit proves, in its own statement, that this node still holds the shard's epoch.
+          outbox: { ...hostOptions.outbox, fenceInsert: (insert) => fencedInsertQuery(insert, proof()) },
+        },
         this.options.notify,
       );
       await host.recover();

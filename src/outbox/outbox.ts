@@ -50,6 +50,22 @@ export interface OutboxOptions {
   commitTimeoutMs: number;
   /** Told about every commit (metrics); called synchronously, must not throw. */
   observer?: OutboxObserver;
+  /**
+   * Cluster fencing: turns the group-commit insert into one that proves, in the
+   * same statement, that this node still holds its shards' current epoch
+   * (src/cluster/sql.ts). It throws (a FencedError) once the lease is lost: the
+   * batch then fails as fenced before anything is sent.
+   */
+  fenceInsert?: (insert: pg.QueryConfig, events: readonly StockEvent[]) => pg.QueryConfig;
+}
+
+/**
+ * A batch refused because this writer no longer owns its shard: SQLSTATE FS001
+ * from the ownership proof inside the insert (migrations/007), or the lease
+ * already known lost before sending.
+ */
+function isFencingRefusal(cause: unknown): boolean {
+  return (cause as { code?: string }).code === 'FS001' || (cause as { name?: string }).name === 'FencedError';
 }
 
 export interface OutboxObserver {
@@ -282,7 +298,7 @@ export class Outbox<A = never> {
     const message = `group commit of ${events.length} events failed`;
     if (attempt.kind === 'failed') {
       const collided = (attempt.cause as { code?: string }).code === '23505';
-      const fenced = collided && (await this.collidedWithAnotherWriter(events));
+      const fenced = isFencingRefusal(attempt.cause) || (collided && (await this.collidedWithAnotherWriter(events)));
       return new CommitError(message, attempt.cause, fenced);
     }
     const learned = await this.learnOutcome(attempt, batch, events);
@@ -315,8 +331,11 @@ export class Outbox<A = never> {
 
   /** One attempt; never throws. `unknown` only once something may have reached the server. */
   private async commit(events: StockEvent[], attachments: A[]): Promise<Attempt> {
+    let insert: pg.QueryConfig;
     let client: pg.PoolClient;
     try {
+      insert = insertEventsQuery(events);
+      if (this.options.fenceInsert !== undefined) insert = this.options.fenceInsert(insert, events);
       client = await this.pool.connect();
     } catch (cause) {
       return { kind: 'failed', cause };
@@ -334,7 +353,6 @@ export class Outbox<A = never> {
     }, timeoutMs);
     try {
       backend ??= await this.identify(client);
-      const insert = insertEventsQuery(events);
       if (attachments.length === 0 || this.writeAttachments === null) {
         // A single statement is its own transaction: one round trip, one fsync.
         await client.query(insert);
