@@ -71,7 +71,10 @@ export async function startProbedService(
   const port = await freePort();
   const logs: Array<Record<string, unknown>> = [];
   const started = performance.now();
-  const child = spawn(process.execPath, ['--expose-gc', ...nodeArgs, '--import', 'tsx', path.join(here, `flashstock-child${ext}`)], {
+  // Compiled (npm run build; node dist/bench/…) the child runs plain JavaScript, as `npm start` does: no tsx,
+  // whose on-the-fly compilation would otherwise dominate a restart.
+  const loader = ext === '.ts' ? ['--import', 'tsx'] : [];
+  const child = spawn(process.execPath, ['--expose-gc', ...nodeArgs, ...loader, path.join(here, `flashstock-child${ext}`)], {
     env: {
       ...process.env,
       BENCH_PROBE: '1',
