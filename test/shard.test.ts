@@ -21,6 +21,7 @@ t.test('placement: fnv1a32 of the name, stable; ids carry their SKU hash', async
   t.equal(skuHash('a'), 0xe40c292c);
   t.equal(skuHash('foobar'), 0xbf9cf968);
   t.equal(shardOf('foobar', 64), 0xbf9cf968 % 64);
+  t.equal(skuHash('é'), (Math.imul((Math.imul(0x811c9dc5 ^ 0xc3, 0x01000193) >>> 0) ^ 0xa9, 0x01000193) >>> 0), 'non-ASCII hashes its UTF-8 bytes');
   fc.assert(
     fc.property(fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/), fc.integer({ min: 1, max: 4096 }), (sku, shardCount) => {
       const id = newReservationId(sku);
