@@ -73,7 +73,8 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
       const endpoint = new PortEndpoint(port1, deps.host, calls, () => deps.host.isReady());
       const data: FrontEndThreadData = {
         index,
-        config: { ...config, port },
+        // WS_MAX_CONNECTIONS bounds the process's sockets: each thread holds its share.
+        config: { ...config, port, wsMaxConnections: Math.ceil(config.wsMaxConnections / config.httpThreads) },
         adminToken: deps.adminToken,
         jwtSecret: deps.jwtSecret,
         webhookSecret: deps.webhookSecret,
