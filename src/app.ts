@@ -141,6 +141,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
             onNotice: (listener) => local!.onNotice(listener),
             payments: payments.payments,
             drops,
+            metrics,
             databaseAlive,
             legacySku: (reservationId) => shards.router.legacySku(reservationId),
             adminToken: storage.adminToken,

@@ -1,4 +1,6 @@
 import { MessageChannel, Worker } from 'node:worker_threads';
+import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import type { Metrics } from '../metrics/metrics.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { DropsApi } from '../http/dependencies.js';
@@ -8,6 +10,9 @@ import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
 import { workerFile } from '../snapshot/workers.js';
 import type { FrontEndThreadData, ThreadCommand, ThreadEvent } from './front-end-worker.js';
 import { PortEndpoint, portMaxInFlightDefault, type PortCalls } from './port-channel.js';
+
+/** A scrape waits this long for each thread's registry. */
+const metricsCollectTimeoutMs = 1000;
 
 const frontEndWorkerFile = workerFile(import.meta.url, 'front-end-worker');
 // A worker does not inherit tsx's module hooks (tests and the bench run the
@@ -25,6 +30,8 @@ export interface FrontEndThreadsDependencies {
   onNotice: (listener: (notice: ShardNotice) => void) => void;
   payments: Payments;
   drops: DropsApi;
+  /** The main thread's registry (commits, inventory, payments, the process); /metrics adds every thread's. */
+  metrics: Metrics;
   databaseAlive: () => Promise<boolean>;
   legacySku: (reservationId: string) => Promise<string | null>;
   adminToken: string;
@@ -62,6 +69,43 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
   const threads: (Thread | null)[] = Array.from({ length: config.httpThreads }, () => null);
   let stopping = false;
   let port = config.port;
+  type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
+  const metricsWaiters = new Map<number, (json: MetricsJson) => void>();
+  /** Each thread's reservation answers already added to the main registry (threads report totals). */
+  const answersReported = new Map<number, { successes: number; refusals: Record<string, number> }>();
+  const addAnswers = (index: number, totals: { successes: number; refusals: Record<string, number> }) => {
+    const last = answersReported.get(index) ?? { successes: 0, refusals: {} };
+    const refusals: Record<string, number> = {};
+    for (const [code, count] of Object.entries(totals.refusals)) refusals[code] = count - (last.refusals[code] ?? 0);
+    deps.metrics.addReservationAnswers(totals.successes - last.successes, refusals);
+    answersReported.set(index, totals);
+  };
+  let nextMetricsId = 1;
+  // One scrape: the main thread's registry and every thread's, summed (a thread
+  // that does not answer within the bound is left out rather than hanging the scrape).
+  const collectMetrics = async (): Promise<string> => {
+    const fromThreads = threads.map((thread) =>
+      thread === null
+        ? Promise.resolve<MetricsJson>([])
+        : new Promise<MetricsJson>((resolve) => {
+            const id = nextMetricsId++;
+            const timer = setTimeout(() => {
+              metricsWaiters.delete(id);
+              resolve([]);
+            }, metricsCollectTimeoutMs);
+            metricsWaiters.set(id, (json) => {
+              clearTimeout(timer);
+              resolve(json);
+            });
+            thread.worker.postMessage({ type: 'collect_metrics', id } satisfies ThreadCommand);
+          }),
+    );
+    const threadJson = await Promise.all(fromThreads);
+    // The main registry last: it now holds every thread's reservation answers.
+    const all = [await deps.metrics.registry.getMetricsAsJSON(), ...threadJson];
+    return AggregatorRegistry.aggregate(all as MetricsJson[]).metrics();
+  };
+  calls.metrics = collectMetrics;
 
   deps.onNotice((notice) => {
     for (const thread of threads) thread?.endpoint.notify(notice);
@@ -93,6 +137,11 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
           resolve(event.port);
         } else if (event.type === 'fatal') {
           deps.onFatal(new Error(`front-end thread ${index}: ${event.error}`));
+        } else if (event.type === 'metrics') {
+          const waiter = metricsWaiters.get(event.id);
+          metricsWaiters.delete(event.id);
+          addAnswers(index, event.answers);
+          waiter?.(event.json);
         } else if (event.type === 'stopped') {
           void worker.terminate();
         }

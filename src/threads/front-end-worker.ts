@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import { createLogger } from '../log.js';
 import { startFrontEnd } from '../services/front-end.js';
 import { Router } from '../shard/router.js';
+import type { MetricObjectWithValues, MetricValue } from 'prom-client';
 import { Metrics } from '../metrics/metrics.js';
 import { DropsClient, PaymentsClient } from './payments-client.js';
 import { PortChannel } from './port-channel.js';
@@ -28,12 +29,18 @@ export interface FrontEndThreadData {
 }
 
 /** Main → thread. */
-export type ThreadCommand = { type: 'stop_listening' } | { type: 'stop' };
+export type ThreadCommand = { type: 'stop_listening' } | { type: 'stop' } | { type: 'collect_metrics'; id: number };
 /** Thread → main. */
 export type ThreadEvent =
   | { type: 'listening'; port: number }
   | { type: 'fatal'; error: string }
-  | { type: 'stopped' };
+  | { type: 'stopped' }
+  | {
+      type: 'metrics';
+      id: number;
+      json: MetricObjectWithValues<MetricValue<string>>[];
+      answers: ReturnType<Metrics['reservationAnswerTotals']>;
+    };
 
 async function run(): Promise<void> {
   const data = workerData as FrontEndThreadData;
@@ -48,8 +55,16 @@ async function run(): Promise<void> {
     legacySku: (reservationId) => channel.call<string | null>('legacySku', [reservationId]),
   });
   const post = (event: ThreadEvent) => control.postMessage(event);
-  // This thread's own registry: its routes, rate limits, WebSocket and event loop (README: Front-end threads).
-  const metrics = new Metrics();
+  // This thread's registry: its routes, rate limits and WebSocket. No default
+  // (process) metrics: the main thread's are the process's, and they would add up.
+  // /metrics answers the main thread's aggregate of every thread's registry.
+  const metrics = new Metrics({ defaultMetrics: false });
+  metrics.serveTextFrom(() => channel.call<string>('metrics', []));
+  // Counted on the main thread instead: reservations (`replayed` is answers
+  // minus commits, and the commits are there) and the breaker (one per process).
+  for (const name of ['flashstock_reservations_total', 'flashstock_payment_breaker_state', 'flashstock_ready']) {
+    metrics.registry.removeSingleMetric(name);
+  }
   const frontEnd = await startFrontEnd({
     config,
     log,
@@ -64,10 +79,15 @@ async function run(): Promise<void> {
     // process.exit here would end this thread only: the main thread decides.
     onFatal: (error) => post({ type: 'fatal', error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
   });
-  metrics.provide({ live: () => frontEnd.live!.stats, ready: () => frontEnd.ready() });
+  // Readiness is the main thread's gauge (summed over threads it would count N + 1).
+  metrics.provide({ live: () => frontEnd.live!.stats });
   control.on('message', (command: ThreadCommand) => {
     if (command.type === 'stop_listening') frontEnd.stopListening();
-    else void stop();
+    else if (command.type === 'collect_metrics') {
+      void metrics.registry
+        .getMetricsAsJSON()
+        .then((json) => post({ type: 'metrics', id: command.id, json, answers: metrics.reservationAnswerTotals() }));
+    } else void stop();
   });
   const stop = async () => {
     frontEnd.stopListening();
