@@ -61,6 +61,10 @@ export interface StartOptions {
  */
 export async function startFlashstock(overrides: Partial<Config> = {}, options: StartOptions = {}): Promise<Flashstock> {
   const config = loadConfig(options.env ?? process.env, overrides);
+  if (config.httpThreads > 1 && config.clusterSecret !== null) {
+    // Not built yet: the threads would need the cluster's forwarding channel as their endpoint.
+    throw new ConfigError('HTTP_THREADS > 1 together with CLUSTER_SECRET is not supported yet: use HTTP_THREADS=1 on cluster nodes');
+  }
   const log = createLogger(config.logLevel);
   for (const warning of configWarnings(options.env ?? process.env)) log.warn(warning);
   const metrics = new Metrics();
@@ -93,10 +97,6 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       outboxObserver: metrics.outboxObserver(),
     };
     // CLUSTER_SECRET set: this node joins the cluster on DATABASE_URL (src/cluster); otherwise it owns every shard.
-    if (config.httpThreads > 1 && config.clusterSecret !== null) {
-      // Not built yet: the threads would need the cluster's forwarding channel as their endpoint.
-      throw new ConfigError('HTTP_THREADS > 1 together with CLUSTER_SECRET is not supported yet: use HTTP_THREADS=1 on cluster nodes');
-    }
     const cluster = config.clusterSecret === null ? null : startClusterNode(config, storage.pool, log, shardsOptions);
     const local = cluster === null ? startShards(config, storage.pool, log, shardsOptions) : null;
     const shards = local ?? clusterShardsService(cluster!);
