@@ -1,6 +1,8 @@
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import t from 'tap';
+import { startFlashstock } from '../src/app.js';
+import { ConfigError, loadConfig } from '../src/config.js';
 import { startTestService, type TestService } from './helpers/service.js';
 import { connectStream } from './helpers/stream-client.js';
 
@@ -98,4 +100,15 @@ t.test('shutdown under load answers what it acknowledged; nothing acknowledged i
   const again = await startTestService(t, {}, {}, api.databaseUrl);
   const view = await again.call('GET', '/v1/skus/DRAIN');
   t.equal(view.body.held, created, 'every acknowledged reservation is durable, and every durable one was answered');
+});
+
+t.test('HTTP_THREADS: 1..64, default 1; not with CLUSTER_SECRET yet', async (t) => {
+  t.equal(loadConfig({}).httpThreads, 1);
+  t.equal(loadConfig({ HTTP_THREADS: '64' }).httpThreads, 64);
+  for (const raw of ['0', '65', 'two', '1.5']) t.throws(() => loadConfig({ HTTP_THREADS: raw }), ConfigError, `HTTP_THREADS=${raw} is refused`);
+  await t.rejects(
+    startFlashstock({ httpThreads: 2, clusterSecret: 'cluster-secret-0123456789abcdef0123', port: 0, host: '127.0.0.1', logLevel: 'silent' }),
+    ConfigError,
+    'threads with a cluster are refused before anything starts',
+  );
 });
