@@ -61,8 +61,8 @@ async function server(): Promise<void> {
   // configure event is the commit of seq n + 1, i.e. of unit n.
   const commitMs: number[] = [];
   let calls = 0;
-  const changed = app.live.changed.bind(app.live);
-  app.live.changed = (sku: string) => {
+  const changed = app.live!.changed.bind(app.live!);
+  app.live!.changed = (sku: string) => {
     calls += 1;
     if (calls > 1) commitMs.push(now());
     changed(sku);
@@ -71,7 +71,7 @@ async function server(): Promise<void> {
   lines(process.stdin, (command) => {
     if (command.dump) {
       writeFileSync(String(command.dump), JSON.stringify(commitMs));
-      process.stdout.write(`${JSON.stringify({ dumped: true, stream: app.live.stats.stream })}\n`);
+      process.stdout.write(`${JSON.stringify({ dumped: true, stream: app.live!.stats.stream })}\n`);
     }
   });
   process.once('SIGTERM', () => void app.stop().then(() => process.exit(0)));

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { loadConfig, configWarnings, type Config } from './config.js';
+import { ConfigError, loadConfig, configWarnings, type Config } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { createOrderWriter } from './payments/orders.js';
 import { finalizeQueue } from './payments/finalizer.js';
@@ -13,7 +13,8 @@ import type uWS from 'uWebSockets.js';
 import { startShards } from './services/shards.js';
 import { clusterShardsService, startClusterNode } from './cluster/node.js';
 import type { ClusterShards } from './cluster/cluster-shards.js';
-import { startFrontEnd } from './services/front-end.js';
+import { databaseProbe, startFrontEnd, type FrontEnd } from './services/front-end.js';
+import { startFrontEndThreads } from './threads/front-end-threads.js';
 import { Metrics } from './metrics/metrics.js';
 import { deadLetterQueue } from './payments/finalizer.js';
 import { Drops, defaultDropsOptions } from './drops/drops.js';
@@ -33,8 +34,8 @@ export interface Flashstock {
   /** This process's shards (single-process mode: all of them). */
   shards: ShardHost | ClusterShards;
   payments: Payments;
-  /** `/v1/stream`, the stock fan-out and the page at `/`. */
-  live: LiveStock;
+  /** `/v1/stream`, the stock fan-out and the page at `/` (null with HTTP_THREADS > 1: each thread has its own). */
+  live: LiveStock | null;
   /** This service's Prometheus registry (`GET /metrics`). */
   metrics: Metrics;
   /** Recurring sale cycles (drops) and their pg-boss scheduler. */
@@ -60,6 +61,10 @@ export interface StartOptions {
  */
 export async function startFlashstock(overrides: Partial<Config> = {}, options: StartOptions = {}): Promise<Flashstock> {
   const config = loadConfig(options.env ?? process.env, overrides);
+  if (config.httpThreads > 1 && config.clusterSecret !== null) {
+    // Not built yet: the threads would need the cluster's forwarding channel as their endpoint.
+    throw new ConfigError('HTTP_THREADS > 1 together with CLUSTER_SECRET is not supported yet: use HTTP_THREADS=1 on cluster nodes');
+  }
   const log = createLogger(config.logLevel);
   for (const warning of configWarnings(options.env ?? process.env)) log.warn(warning);
   const metrics = new Metrics();
@@ -93,7 +98,8 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     };
     // CLUSTER_SECRET set: this node joins the cluster on DATABASE_URL (src/cluster); otherwise it owns every shard.
     const cluster = config.clusterSecret === null ? null : startClusterNode(config, storage.pool, log, shardsOptions);
-    const shards = cluster === null ? startShards(config, storage.pool, log, shardsOptions) : clusterShardsService(cluster);
+    const local = cluster === null ? startShards(config, storage.pool, log, shardsOptions) : null;
+    const shards = local ?? clusterShardsService(cluster!);
     stops.push(() => shards.stop());
     const payments = await preparePayments({
       config,
@@ -112,19 +118,37 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     bossOwned = true;
     const drops = new Drops(storage.pool, boss, shards.router, log, { ...defaultDropsOptions, nowMs: options.nowMs ?? Date.now });
     shards.router.onCheckoutDurable(() => payments.payments.finalizer.wake());
-    const frontEnd = await startFrontEnd({
-      config,
-      log,
-      pool: storage.pool,
-      inventory: shards.router,
-      payments: payments.payments,
-      drops,
-      adminToken: storage.adminToken,
-      jwtSecret: storage.jwtSecret,
-      onFatal,
-      metrics,
-      ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: () => cluster.snapshot() }),
-    });
+    const databaseAlive = databaseProbe(config, storage.pool, log);
+    const frontEnd: FrontEnd =
+      config.httpThreads === 1
+        ? await startFrontEnd({
+            config,
+            log,
+            databaseAlive,
+            inventory: shards.router,
+            payments: payments.payments,
+            drops,
+            metrics,
+            adminToken: storage.adminToken,
+            jwtSecret: storage.jwtSecret,
+            onFatal,
+            ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: () => cluster.snapshot() }),
+          })
+        : await startFrontEndThreads({
+            config,
+            log,
+            host: local!.host,
+            onNotice: (listener) => local!.onNotice(listener),
+            payments: payments.payments,
+            drops,
+            metrics,
+            databaseAlive,
+            legacySku: (reservationId) => shards.router.legacySku(reservationId),
+            adminToken: storage.adminToken,
+            jwtSecret: storage.jwtSecret,
+            webhookSecret: storage.paymentWebhookSecret,
+            onFatal,
+          });
     metrics.provide({
       inventory: () => ({
         pendingEvents: shards.host.pendingEvents,
@@ -137,7 +161,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       queueSize: (queue) => boss.getQueueSize(queue),
       payments: () => payments.payments.finalizer.stats,
       breakerState: () => payments.payments.breaker.state,
-      live: () => frontEnd.live.stats,
+      ...(frontEnd.live === null ? {} : { live: () => frontEnd.live!.stats }),
       ready: () => frontEnd.ready(),
     });
     // Order on the way out: stop accepting; let payment jobs finish (they settle
@@ -151,6 +175,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     log.info({ url: frontEnd.url }, 'listening; recovering shards from the event log');
     if (cluster !== null) await cluster.start(frontEnd.port);
     await shards.recover();
+    frontEnd.shardsRecovered?.();
     await payments.start();
     // Drops (src/drops): they configure cycle SKUs through the router, so they
     // start after recovery and stop before pg-boss and the shards (a stop step

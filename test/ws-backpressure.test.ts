@@ -16,7 +16,7 @@ const api = await startTestService(t, {
   wsMaxSubscriptions: 50,
   wsMaxMessagesPerSecond: 500,
 });
-const live = api.service.live;
+const live = api.service.live!;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Long names make each stock frame ~170 bytes, so buffers fill in seconds.

@@ -52,7 +52,7 @@ async function twoNodes(t: { teardown(fn: () => unknown): void }, redisUrl: stri
   const overrides = { redisUrl, redisStockChannel: `flashstock:test:${randomUUID()}` };
   const a = await startTestService(t, overrides, {}, database.url);
   const b = await startTestService(t, overrides, {}, database.url);
-  await until('both nodes are on Redis', () => a.service.live.stats.feed.redis === 'up' && b.service.live.stats.feed.redis === 'up');
+  await until('both nodes are on Redis', () => a.service.live!.stats.feed.redis === 'up' && b.service.live!.stats.feed.redis === 'up');
   return [a, b];
 }
 
@@ -87,7 +87,7 @@ async function crossNodeTests(redisUrl: string): Promise<void> {
     // Created on A after B started: B knows it only through Redis.
     t.equal((await a.putSku('XN-1', { stock: 20, perShopperLimit: 10 })).status, 201);
     const onB = await connectStream(t, b.url);
-    await until('B has heard of XN-1', () => b.service.live.stats.feed.remoteSkus > 0);
+    await until('B has heard of XN-1', () => b.service.live!.stats.feed.remoteSkus > 0);
     onB.send({ type: 'subscribe', skus: ['XN-1', 'XN-UNKNOWN'] });
     t.match(await onB.take(stockOf('XN-1')), { available: 20, held: 0, seq: 1 }, 'initial state on B from A');
     t.match(await onB.take((m) => m.type === 'error'), { code: 'not_found', sku: 'XN-UNKNOWN' });
@@ -114,7 +114,7 @@ async function crossNodeTests(redisUrl: string): Promise<void> {
     // B's own SKUs go the other way.
     t.equal((await b.putSku('XN-B', { stock: 4 })).status, 201);
     const onA = await connectStream(t, a.url);
-    await until('A has heard of XN-B', () => a.service.live.stats.feed.remoteSkus > 0);
+    await until('A has heard of XN-B', () => a.service.live!.stats.feed.remoteSkus > 0);
     onA.send({ type: 'subscribe', skus: ['XN-B'] });
     t.match(await onA.take(stockOf('XN-B')), { available: 4 });
     await b.reserve('XN-B', 'carol');
@@ -132,14 +132,14 @@ async function crossNodeTests(redisUrl: string): Promise<void> {
     await a.putSku('OUT-1', { stock: 100, perShopperLimit: 100 });
     const onA = await connectStream(t, a.url);
     const onB = await connectStream(t, b.url);
-    await until('B has heard of OUT-1', () => b.service.live.stats.feed.remoteSkus > 0);
+    await until('B has heard of OUT-1', () => b.service.live!.stats.feed.remoteSkus > 0);
     onA.send({ type: 'subscribe', skus: ['OUT-1'] });
     onB.send({ type: 'subscribe', skus: ['OUT-1'] });
     await onA.take(stockOf('OUT-1'));
     await onB.take(stockOf('OUT-1'));
 
     await own.stop();
-    await until('both nodes see Redis down', () => a.service.live.stats.feed.redis === 'down' && b.service.live.stats.feed.redis === 'down');
+    await until('both nodes see Redis down', () => a.service.live!.stats.feed.redis === 'down' && b.service.live!.stats.feed.redis === 'down');
     const started = Date.now();
     const results = await Promise.all(Array.from({ length: 5 }, (_, i) => a.reserve('OUT-1', `during-${i}`)));
     t.same(results.map((r) => r.status), [201, 201, 201, 201, 201], 'HTTP reservations succeed without Redis');
@@ -151,7 +151,7 @@ async function crossNodeTests(redisUrl: string): Promise<void> {
     t.notOk(onB.log.some((l) => l.message.type === 'stock' && l.message.held > 0), 'the other node gets nothing meanwhile');
 
     await own.start();
-    await until('both nodes are back on Redis', () => a.service.live.stats.feed.redis === 'up' && b.service.live.stats.feed.redis === 'up', 15_000);
+    await until('both nodes are back on Redis', () => a.service.live!.stats.feed.redis === 'up' && b.service.live!.stats.feed.redis === 'up', 15_000);
     t.match(await stockUntil(onB, 'OUT-1', (m) => m.held === 6), { available: 94, held: 6 }, 'back: the other node gets the latest state');
     await a.reserve('OUT-1', 'after');
     t.match(await stockUntil(onB, 'OUT-1', (m) => m.held === 7), { available: 93 }, 'and the updates after it');
@@ -161,7 +161,7 @@ async function crossNodeTests(redisUrl: string): Promise<void> {
     const database = await createTestDatabase(t);
     const dead = 'redis://127.0.0.1:1';
     const node = await startTestService(t, { redisUrl: dead }, {}, database.url);
-    t.equal(node.service.live.stats.feed.redis, 'down');
+    t.equal(node.service.live!.stats.feed.redis, 'down');
     await node.putSku('NR-1', { stock: 3 });
     const client = await connectStream(t, node.url, node.token('nr'));
     client.send({ type: 'subscribe', skus: ['NR-1'] });

@@ -171,6 +171,10 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
           const nodeArgs = options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(options.outDir, 'prof')}`] : [];
           const overrides = Object.assign({}, ...options.scenarios.map((n) => scenarios[n]!.serviceOverrides ?? {})) as Record<string, unknown>;
           if (Object.keys(overrides).length > 0) notes.push(`flashstock started with ${JSON.stringify(overrides)} (for ${options.scenarios.filter((n) => scenarios[n]!.serviceOverrides).join(', ')})${process.env.BENCH_OVERRIDES ? `, then BENCH_OVERRIDES=${process.env.BENCH_OVERRIDES}` : ''}`);
+          if (options.httpThreads !== null) {
+            overrides.httpThreads = options.httpThreads;
+            notes.push(`flashstock started with HTTP_THREADS=${options.httpThreads} (--http-threads)`);
+          }
           const f = await startFlashstock({ ...base, ...(databaseUrl !== undefined ? { databaseUrl } : {}), nodeArgs, overrides });
           started.push({ name, stop: f.stop });
           databaseUrl = f.databaseUrl;

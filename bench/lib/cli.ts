@@ -11,6 +11,8 @@ export interface BenchOptions {
   connections: number | null;
   rate: number | null;
   threads: number | null;
+  /** flashstock's HTTP_THREADS (front-end threads); null: the service's default. */
+  httpThreads: number | null;
   warmupSec: number;
   timeoutMs: number;
   url: string | null;
@@ -38,6 +40,7 @@ export const usage = `Usage: node --import tsx bench/run.ts [options]   (npm run
   --threads N              load-generator threads (default half the cores, at least 1)
   --compare                also run the baselines rowlock, redis-lua (not durable) and hello, same load
   --systems LIST           exactly these systems: flashstock,rowlock,redis-lua,hello
+  --http-threads N         flashstock's front-end threads (HTTP_THREADS, 1..64; default the service's)
   --warmup SECONDS         warm-up load on a separate SKU before each run (default 2; 0 = none)
   --timeout MS             per-request timeout (default 10000)
   --url URL                target a running flashstock instead of starting one; needs --admin-token and
@@ -69,6 +72,7 @@ export function parseCli(argv: string[]): BenchOptions {
       connections: { type: 'string' },
       rate: { type: 'string' },
       threads: { type: 'string' },
+      'http-threads': { type: 'string' },
       compare: { type: 'boolean', default: false },
       systems: { type: 'string' },
       warmup: { type: 'string' },
@@ -108,6 +112,7 @@ export function parseCli(argv: string[]): BenchOptions {
     connections: int('connections', values.connections),
     rate: positive('rate', values.rate),
     threads: int('threads', values.threads),
+    httpThreads: int('http-threads', values['http-threads']),
     warmupSec: positive('warmup', values.warmup, true) ?? 2,
     timeoutMs: int('timeout', values.timeout) ?? 10_000,
     url: values.url ?? null,

@@ -8,12 +8,22 @@ import type { RateLimits } from '../ratelimit/rate-limits.js';
 import type { Drops } from '../drops/drops.js';
 import type { ClusterSnapshot } from '../cluster/membership.js';
 
+/**
+ * What the HTTP layer asks of payments. The Payments class implements it on the
+ * main thread; a front-end thread gets a client that forwards each call over
+ * its MessagePort (src/threads/payments-client.ts).
+ */
+export type PaymentsApi = Pick<Payments, 'order' | 'adminOrder' | 'audit' | 'verifyWebhook' | 'webhook'>;
+
+/** What the HTTP layer asks of drops (forwarded the same way from a front-end thread). */
+export type DropsApi = Pick<Drops, 'put' | 'remove' | 'view'>;
+
 /** What the HTTP front end needs, as plain fields (route modules take what they use). */
 export interface HttpDependencies {
   inventory: Inventory;
-  payments: Payments;
+  payments: PaymentsApi;
   /** Recurring sale cycles (src/drops). */
-  drops: Drops;
+  drops: DropsApi;
   log: Logger;
   verifyShopper: ShopperVerifier;
   isAdmin: (authorization: string | undefined) => boolean;

@@ -1,3 +1,4 @@
+import { isMainThread, threadId } from 'node:worker_threads';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import { problem, type ProblemCode } from './problem.js';
@@ -45,6 +46,8 @@ export interface ExchangeContext {
 let requestCounter = 0;
 const requestIdPrefix = `${process.pid.toString(36)}-${Date.now().toString(36)}-`;
 const requestIdPattern = /^[\x21-\x7e]{1,100}$/;
+/** With front-end threads, which one answered (operators and tests see the spread); absent with one thread. */
+const threadHeader: [string, string] | null = isMainThread ? null : ['x-flashstock-thread', String(threadId)];
 
 /** The client's `X-Request-Id` when it is usable, else a new one (every response carries one). */
 export function requestIdFor(given: string): string {
@@ -103,6 +106,7 @@ export class Exchange {
       this.res.writeStatus(statusLines[status] ?? String(status));
       this.res.writeHeader('content-type', contentType);
       this.res.writeHeader('x-request-id', this.requestId);
+      if (threadHeader !== null) this.res.writeHeader(threadHeader[0], threadHeader[1]);
       if (headers !== undefined) for (const [name, value] of headers) this.res.writeHeader(name, value);
       if (this.method !== 'HEAD') {
         this.res.end(payload);

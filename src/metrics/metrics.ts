@@ -149,6 +149,7 @@ function routeCollector(
 export class Metrics {
   readonly registry = new client.Registry();
   private sources: MetricSources = {};
+  private textSource: (() => Promise<string>) | null = null;
   private readonly routes = new Map<string, RouteMetrics>();
 
   readonly commitDuration = new client.Histogram({
@@ -236,6 +237,19 @@ export class Metrics {
     this.reservationAnswers.set(label, (this.reservationAnswers.get(label) ?? 0) + 1);
   }
 
+  /** The reservation answers counted here so far (a front-end thread's, handed to the main thread's registry). */
+  reservationAnswerTotals(): { successes: number; refusals: Record<string, number> } {
+    const refusals: Record<string, number> = {};
+    for (const [code, count] of this.reservationAnswers) if (code !== 'created' && code !== 'replayed') refusals[code] = count;
+    return { successes: this.frontEndSuccesses, refusals };
+  }
+
+  /** Answers a front-end thread counted since its last report (main thread: `replayed` needs them next to the commits). */
+  addReservationAnswers(successes: number, refusals: Record<string, number>): void {
+    this.frontEndSuccesses += successes;
+    for (const [code, count] of Object.entries(refusals)) this.reservationAnswers.set(code, (this.reservationAnswers.get(code) ?? 0) + count);
+  }
+
   /** A group commit succeeded (the outbox's observer). */
   commitSucceeded(events: readonly StockEvent[], seconds: number): void {
     this.commitDuration.observe(seconds);
@@ -262,7 +276,12 @@ export class Metrics {
   }
 
   text(): Promise<string> {
-    return this.registry.metrics();
+    return this.textSource?.() ?? this.registry.metrics();
+  }
+
+  /** Front-end threads: `GET /metrics` answers the main thread's aggregate of every thread (src/threads). */
+  serveTextFrom(source: () => Promise<string>): void {
+    this.textSource = source;
   }
 
   // ------------------------------------------------------------ scrape-time metrics

@@ -5,8 +5,7 @@ import type { Logger } from '../log.js';
 import { createAdminCheck, createShopperVerifier } from '../auth/auth.js';
 import { databaseReadiness } from '../http/readiness.js';
 import { createHttpApp } from '../http/server.js';
-import type { Payments } from '../payments/payments.js';
-import type { Drops } from '../drops/drops.js';
+import type { DropsApi, PaymentsApi } from '../http/dependencies.js';
 import type { Router } from '../shard/router.js';
 import type { ClusterSnapshot } from '../cluster/membership.js';
 import { attachLiveStock, type LiveStock } from '../ws/index.js';
@@ -17,7 +16,10 @@ import { RateLimits } from '../ratelimit/rate-limits.js';
 export interface FrontEnd {
   url: string;
   port: number;
-  live: LiveStock;
+  /** The live stock of this front end; null with front-end threads (each thread has its own). */
+  live: LiveStock | null;
+  /** The shards have recovered: tell front ends on other threads (their /readyz). */
+  shardsRecovered?(): void;
   /** Readiness as /readyz decides it (the metrics' readiness gauge). */
   ready(): Promise<boolean>;
   /** Stop accepting connections (in-flight requests still get their answers). */
@@ -29,10 +31,11 @@ export interface FrontEnd {
 export interface FrontEndDependencies {
   config: Config;
   log: Logger;
-  pool: pg.Pool;
+  /** Postgres answers (/readyz): `databaseProbe` on the main thread, a forwarded call on a front-end thread. */
+  databaseAlive: () => Promise<boolean>;
   inventory: Router;
-  payments: Payments;
-  drops: Drops;
+  payments: PaymentsApi;
+  drops: DropsApi;
   adminToken: string;
   jwtSecret: string;
   onFatal: (error: unknown) => void;
@@ -41,18 +44,30 @@ export interface FrontEndDependencies {
   attach?: (app: uWS.TemplatedApp) => void;
   /** A cluster node's membership view, for the cluster admin routes. */
   cluster?: () => ClusterSnapshot;
+  /** Other front-end threads will listen on this port too (PORT=0 is then resolved to a shareable port). */
+  sharedPort?: boolean;
 }
 
-export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEnd> {
-  const { config, log, pool, inventory } = deps;
-  const { metrics } = deps;
-  const verifyShopper = createShopperVerifier(deps.jwtSecret);
-  const databaseAlive = databaseReadiness(
+function listen(app: uWS.TemplatedApp, host: string, port: number): Promise<uWS.us_listen_socket> {
+  return new Promise((resolve, reject) =>
+    app.listen(host, port, (socket) => (socket ? resolve(socket) : reject(new Error(`cannot listen on ${host}:${port}`)))),
+  );
+}
+
+/** Readiness's Postgres probe (front-end threads forward to the main thread's: one probe, shared). */
+export function databaseProbe(config: Config, pool: pg.Pool, log: Logger): () => Promise<boolean> {
+  return databaseReadiness(
     // pg honours a per-query `query_timeout` its typings do not list.
     () => pool.query({ text: 'SELECT 1', query_timeout: config.readyzDbTimeoutMs } as pg.QueryConfig),
     { failureThreshold: config.readyzFailureThreshold, timeoutMs: config.readyzDbTimeoutMs },
     log,
   );
+}
+
+export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEnd> {
+  const { config, log, inventory, databaseAlive } = deps;
+  const { metrics } = deps;
+  const verifyShopper = createShopperVerifier(deps.jwtSecret);
   const rateLimits = new RateLimits(
     { shopperPerSecond: config.rateLimitShopperPerSecond, ipPerSecond: config.rateLimitIpPerSecond, redisUrl: config.redisUrl },
     log,
@@ -86,11 +101,14 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
   });
   inventory.onStock((state) => live.changed(state.sku));
   deps.attach?.(app);
-  const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
-    app.listen(config.host, config.port, (socket) =>
-      socket ? resolve(socket) : reject(new Error(`cannot listen on ${config.host}:${config.port}`)),
-    ),
-  );
+  let listenSocket = await listen(app, config.host, config.port);
+  if (deps.sharedPort === true && config.port === 0) {
+    // uSockets sets SO_REUSEPORT only on a non-zero port: take the port the
+    // kernel picked, then listen again on it, shareable by the other threads.
+    const picked = uWS.us_socket_local_port(listenSocket);
+    uWS.us_listen_socket_close(listenSocket);
+    listenSocket = await listen(app, config.host, picked);
+  }
   let listening = true;
   const stopListening = () => {
     if (listening) uWS.us_listen_socket_close(listenSocket);

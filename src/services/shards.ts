@@ -5,6 +5,7 @@ import type { OrderAttachment } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
 import type { AttachmentWriter, OutboxObserver } from '../outbox/outbox.js';
 import { InProcessChannel } from '../shard/in-process-channel.js';
+import type { ShardNotice } from '../shard/messages.js';
 import { Router } from '../shard/router.js';
 import { ShardHost } from '../shard/shard-host.js';
 import { loadSkuState } from '../snapshot/load.js';
@@ -21,6 +22,8 @@ export interface Shards {
   host: ShardHost;
   /** Snapshot and audit worker threads (piscina). */
   workers: SnapshotWorkers;
+  /** Every notice of these shards (front-end threads get them over their ports). */
+  onNotice(listener: (notice: ShardNotice) => void): void;
   /** Load every shard from the log; readiness waits for it. */
   recover(): Promise<void>;
   /** Stop taking work, commit the open batch, stop timers and worker threads. */
@@ -86,6 +89,7 @@ export function startShards(config: Config, pool: pg.Pool, log: Logger, options:
     router,
     host,
     workers,
+    onNotice: (listener) => channel.onNotice(listener),
     recover: () => host.recover(),
     stop: async () => {
       await router.close();

@@ -20,7 +20,9 @@ export interface RouterOptions {
   /** Whether every shard behind the channel has recovered (readiness). */
   shardsReady: () => boolean;
   /** Resolves ids minted before shards (no SKU hash inside) through the log. */
-  pool: pg.Pool;
+  pool: pg.Pool | null;
+  /** Instead of `pool`: where a front-end thread asks the main thread for an old id's SKU. */
+  legacySku?: (reservationId: string) => Promise<string | null>;
 }
 
 /**
@@ -84,8 +86,16 @@ export class Router implements Inventory {
   private async shardOfReservation(reservationId: string): Promise<number | null> {
     const fromId = shardOfReservationId(reservationId, this.options.shardCount);
     if (fromId !== null) return fromId;
+    const sku = await this.legacySku(reservationId);
+    return sku === null ? null : this.shard(sku);
+  }
+
+  /** The SKU of an id minted before shards, from the log (null: no such reservation). */
+  async legacySku(reservationId: string): Promise<string | null> {
+    if (this.options.legacySku !== undefined) return this.options.legacySku(reservationId);
+    if (this.options.pool === null) throw new Error('router has neither a pool nor a legacySku lookup');
     const { rows } = await this.options.pool.query<{ sku: string }>(reservationSkuQuery(reservationId));
-    return rows.length === 0 ? null : this.shard(rows[0]!.sku);
+    return rows.length === 0 ? null : rows[0]!.sku;
   }
 
   configureSku(sku: string, config: SkuConfig): Promise<Outcome<{ created: boolean; view: SkuView }>> {

@@ -83,6 +83,12 @@ export function clientFor(url: string): Pick<TestService, 'token' | 'call' | 'pu
   };
 }
 
+/** TEST_HTTP_THREADS=N runs every test service with N front-end threads (the whole contract under threads). */
+function testHttpThreads(): Partial<Config> {
+  const threads = process.env.TEST_HTTP_THREADS;
+  return threads === undefined || threads === '' ? {} : { httpThreads: Number(threads) };
+}
+
 /** A real service on a fresh database, stopped (and the database dropped) at teardown. */
 export async function startTestService(
   t: Teardown,
@@ -92,7 +98,7 @@ export async function startTestService(
 ): Promise<TestService> {
   const url = databaseUrl ?? (await createTestDatabase(t)).url;
   const service = await startFlashstock(
-    { databaseUrl: url, adminToken, jwtSecret, port: 0, host: '127.0.0.1', logLevel: 'silent', ...overrides },
+    { databaseUrl: url, adminToken, jwtSecret, port: 0, host: '127.0.0.1', logLevel: 'silent', ...testHttpThreads(), ...overrides },
     { onFatal: (error) => { throw error; }, cloneMessages: true, ...options },
   );
   t.teardown(() => service.stop());

@@ -1,0 +1,192 @@
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import type { Metrics } from '../metrics/metrics.js';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { DropsApi } from '../http/dependencies.js';
+import type { Payments } from '../payments/payments.js';
+import type { FrontEnd } from '../services/front-end.js';
+import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
+import { workerFile } from '../snapshot/workers.js';
+import type { FrontEndThreadData, ThreadCommand, ThreadEvent } from './front-end-worker.js';
+import { PortEndpoint, portMaxInFlightDefault, type PortCalls } from './port-channel.js';
+
+/** A scrape waits this long for each thread's registry. */
+const metricsCollectTimeoutMs = 1000;
+
+const frontEndWorkerFile = workerFile(import.meta.url, 'front-end-worker');
+// A worker does not inherit tsx's module hooks (tests and the bench run the
+// .ts sources): under tsx the entry registers them in the thread first.
+const frontEndWorkerEntry = frontEndWorkerFile.endsWith('.ts')
+  ? `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(frontEndWorkerFile)}); })`
+  : `import(${JSON.stringify(frontEndWorkerFile)})`;
+
+export interface FrontEndThreadsDependencies {
+  config: Config;
+  log: Logger;
+  /** The shard host (answers every shard of this process). */
+  host: ShardEndpoint & { isReady(): boolean };
+  /** Subscribes to every notice of the shards (broadcast to every thread). */
+  onNotice: (listener: (notice: ShardNotice) => void) => void;
+  payments: Payments;
+  drops: DropsApi;
+  /** The main thread's registry (commits, inventory, payments, the process); /metrics adds every thread's. */
+  metrics: Metrics;
+  databaseAlive: () => Promise<boolean>;
+  legacySku: (reservationId: string) => Promise<string | null>;
+  adminToken: string;
+  jwtSecret: string;
+  webhookSecret: string | null;
+  onFatal: (error: unknown) => void;
+}
+
+interface Thread {
+  index: number;
+  worker: Worker;
+  endpoint: PortEndpoint;
+  stopped: Promise<void>;
+}
+
+/**
+ * `HTTP_THREADS` front-end threads on one port, served from the main thread:
+ * each gets a PortEndpoint over the ShardHost and the named calls below
+ * (payments, readiness, old-id lookups), and every shard notice. The first
+ * thread picks the port (PORT=0); the others listen on that one.
+ */
+export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): Promise<FrontEnd> {
+  const { config, log, payments } = deps;
+  const calls: PortCalls = {
+    order: (orderId: string, shopperId: string | null) => payments.order(orderId, shopperId),
+    adminOrder: (orderId: string) => payments.adminOrder(orderId),
+    audit: () => payments.audit(),
+    webhook: (delivery: Parameters<Payments['webhook']>[0]) => payments.webhook(delivery),
+    dropPut: (name: string, definition: Parameters<DropsApi['put']>[1]) => deps.drops.put(name, definition),
+    dropRemove: (name: string) => deps.drops.remove(name),
+    dropView: (name: string) => deps.drops.view(name),
+    databaseAlive: () => deps.databaseAlive(),
+    legacySku: (reservationId: string) => deps.legacySku(reservationId),
+  };
+  const threads: (Thread | null)[] = Array.from({ length: config.httpThreads }, () => null);
+  let stopping = false;
+  let port = config.port;
+  type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
+  const metricsWaiters = new Map<number, (json: MetricsJson) => void>();
+  /** Each thread's reservation answers already added to the main registry (threads report totals). */
+  const answersReported = new Map<number, { successes: number; refusals: Record<string, number> }>();
+  const addAnswers = (index: number, totals: { successes: number; refusals: Record<string, number> }) => {
+    const last = answersReported.get(index) ?? { successes: 0, refusals: {} };
+    const refusals: Record<string, number> = {};
+    for (const [code, count] of Object.entries(totals.refusals)) refusals[code] = count - (last.refusals[code] ?? 0);
+    deps.metrics.addReservationAnswers(totals.successes - last.successes, refusals);
+    answersReported.set(index, totals);
+  };
+  let nextMetricsId = 1;
+  // One scrape: the main thread's registry and every thread's, summed (a thread
+  // that does not answer within the bound is left out rather than hanging the scrape).
+  const collectMetrics = async (): Promise<string> => {
+    const fromThreads = threads.map((thread) =>
+      thread === null
+        ? Promise.resolve<MetricsJson>([])
+        : new Promise<MetricsJson>((resolve) => {
+            const id = nextMetricsId++;
+            const timer = setTimeout(() => {
+              metricsWaiters.delete(id);
+              resolve([]);
+            }, metricsCollectTimeoutMs);
+            metricsWaiters.set(id, (json) => {
+              clearTimeout(timer);
+              resolve(json);
+            });
+            thread.worker.postMessage({ type: 'collect_metrics', id } satisfies ThreadCommand);
+          }),
+    );
+    const threadJson = await Promise.all(fromThreads);
+    // The main registry last: it now holds every thread's reservation answers.
+    const all = [await deps.metrics.registry.getMetricsAsJSON(), ...threadJson];
+    return AggregatorRegistry.aggregate(all as MetricsJson[]).metrics();
+  };
+  calls.metrics = collectMetrics;
+
+  deps.onNotice((notice) => {
+    for (const thread of threads) thread?.endpoint.notify(notice);
+  });
+
+  const start = (index: number): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const { port1, port2 } = new MessageChannel();
+      const endpoint = new PortEndpoint(port1, deps.host, calls, () => deps.host.isReady());
+      const data: FrontEndThreadData = {
+        index,
+        // WS_MAX_CONNECTIONS bounds the process's sockets: each thread holds its share.
+        config: { ...config, port, wsMaxConnections: Math.ceil(config.wsMaxConnections / config.httpThreads) },
+        adminToken: deps.adminToken,
+        jwtSecret: deps.jwtSecret,
+        webhookSecret: deps.webhookSecret,
+        channelPort: port2,
+        shardsReady: deps.host.isReady(),
+        maxInFlight: portMaxInFlightDefault,
+      };
+      const worker = new Worker(frontEndWorkerEntry, { eval: true, workerData: data, transferList: [port2] });
+      let listening = false;
+      const stopped = new Promise<void>((resolveStopped) => worker.once('exit', () => resolveStopped()));
+      const thread: Thread = { index, worker, endpoint, stopped };
+      worker.on('message', (event: ThreadEvent) => {
+        if (event.type === 'listening') {
+          listening = true;
+          threads[index] = thread;
+          resolve(event.port);
+        } else if (event.type === 'fatal') {
+          deps.onFatal(new Error(`front-end thread ${index}: ${event.error}`));
+        } else if (event.type === 'metrics') {
+          const waiter = metricsWaiters.get(event.id);
+          metricsWaiters.delete(event.id);
+          addAnswers(index, event.answers);
+          waiter?.(event.json);
+        } else if (event.type === 'stopped') {
+          void worker.terminate();
+        }
+      });
+      worker.on('error', (err) => log.error({ err, thread: index }, 'front-end thread failed'));
+      worker.once('exit', (code) => {
+        endpoint.close();
+        if (threads[index] === thread) threads[index] = null;
+        if (!listening) reject(new Error(`front-end thread ${index} exited (code ${code}) before listening`));
+        else if (!stopping) died(index, code);
+      });
+    });
+
+  // A thread that dies is not restarted: the process stops (onFatal: log, exit
+  // 70) and its supervisor restarts it. A thread dies only of a bug, and
+  // uWebSockets.js aborts the whole process when a thread exits with its app
+  // open anyway ("uv_loop_close() while having open handles"), so a restart
+  // could not be relied on. Its requests never hang: the process ends.
+  const died = (index: number, code: number) => {
+    deps.onFatal(new Error(`front-end thread ${index} exited unexpectedly (code ${code})`));
+  };
+
+  port = await start(0);
+  await Promise.all(threads.map((_, index) => (index === 0 ? null : start(index))));
+  const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
+  const command = (message: ThreadCommand) => {
+    for (const thread of threads) thread?.worker.postMessage(message);
+  };
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    live: null,
+    ready: async () => deps.host.isReady() && (await deps.databaseAlive()),
+    stopListening: () => {
+      stopping = true;
+      command({ type: 'stop_listening' });
+    },
+    shardsRecovered: () => {
+      for (const thread of threads) thread?.endpoint.pushReadiness();
+    },
+    stop: async () => {
+      stopping = true;
+      const running = threads.filter((thread): thread is Thread => thread !== null);
+      command({ type: 'stop' });
+      await Promise.all(running.map((thread) => thread.stopped));
+    },
+  };
+}

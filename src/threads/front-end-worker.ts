@@ -1,0 +1,108 @@
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import type { Config } from '../config.js';
+import { createLogger } from '../log.js';
+import { startFrontEnd } from '../services/front-end.js';
+import { Router } from '../shard/router.js';
+import type { MetricObjectWithValues, MetricValue } from 'prom-client';
+import { Metrics } from '../metrics/metrics.js';
+import { DropsClient, PaymentsClient } from './payments-client.js';
+import { PortChannel } from './port-channel.js';
+
+/**
+ * One front-end thread: a uWebSockets.js app on the shared HOST:PORT (the
+ * kernel spreads connections over the threads with SO_REUSEPORT) running all
+ * of src/http and src/ws, with a Router whose channel is a MessagePort to the
+ * shard host on the main thread. Everything it knows came in `workerData` as
+ * plain data.
+ */
+export interface FrontEndThreadData {
+  index: number;
+  /** The process's configuration, `port` already resolved (PORT=0: the port the first thread got). */
+  config: Config;
+  adminToken: string;
+  jwtSecret: string;
+  webhookSecret: string | null;
+  /** The shard channel's port (transferred). */
+  channelPort: MessagePort;
+  shardsReady: boolean;
+  maxInFlight: number;
+}
+
+/** Main → thread. */
+export type ThreadCommand = { type: 'stop_listening' } | { type: 'stop' } | { type: 'collect_metrics'; id: number };
+/** Thread → main. */
+export type ThreadEvent =
+  | { type: 'listening'; port: number }
+  | { type: 'fatal'; error: string }
+  | { type: 'stopped' }
+  | {
+      type: 'metrics';
+      id: number;
+      json: MetricObjectWithValues<MetricValue<string>>[];
+      answers: ReturnType<Metrics['reservationAnswerTotals']>;
+    };
+
+async function run(): Promise<void> {
+  const data = workerData as FrontEndThreadData;
+  const control = parentPort!;
+  const { config } = data;
+  const log = createLogger(config.logLevel).child({ thread: data.index });
+  const channel = new PortChannel(data.channelPort, { maxInFlight: data.maxInFlight, shardsReady: data.shardsReady });
+  const router = new Router(channel, {
+    shardCount: config.shardCount,
+    shardsReady: () => channel.shardsReady,
+    pool: null,
+    legacySku: (reservationId) => channel.call<string | null>('legacySku', [reservationId]),
+  });
+  const post = (event: ThreadEvent) => control.postMessage(event);
+  // This thread's registry: its routes, rate limits and WebSocket. No default
+  // (process) metrics: the main thread's are the process's, and they would add up.
+  // /metrics answers the main thread's aggregate of every thread's registry.
+  const metrics = new Metrics({ defaultMetrics: false });
+  metrics.serveTextFrom(() => channel.call<string>('metrics', []));
+  // Counted on the main thread instead: reservations (`replayed` is answers
+  // minus commits, and the commits are there) and the breaker (one per process).
+  for (const name of ['flashstock_reservations_total', 'flashstock_payment_breaker_state', 'flashstock_ready']) {
+    metrics.registry.removeSingleMetric(name);
+  }
+  const frontEnd = await startFrontEnd({
+    config,
+    log,
+    databaseAlive: () => channel.call<boolean>('databaseAlive', []),
+    inventory: router,
+    payments: new PaymentsClient(channel, data.webhookSecret),
+    drops: new DropsClient(channel),
+    metrics,
+    adminToken: data.adminToken,
+    jwtSecret: data.jwtSecret,
+    sharedPort: true,
+    // process.exit here would end this thread only: the main thread decides.
+    onFatal: (error) => post({ type: 'fatal', error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
+  });
+  // Readiness is the main thread's gauge (summed over threads it would count N + 1).
+  metrics.provide({ live: () => frontEnd.live!.stats });
+  control.on('message', (command: ThreadCommand) => {
+    if (command.type === 'stop_listening') frontEnd.stopListening();
+    else if (command.type === 'collect_metrics') {
+      void metrics.registry
+        .getMetricsAsJSON()
+        .then((json) => post({ type: 'metrics', id: command.id, json, answers: metrics.reservationAnswerTotals() }));
+    } else void stop();
+  });
+  const stop = async () => {
+    frontEnd.stopListening();
+    // The shard host has committed and answered (or refused) everything: wait
+    // for those replies to reach their sockets before closing them.
+    await channel.drained();
+    await router.close();
+    await frontEnd.stop();
+    await channel.close();
+    post({ type: 'stopped' });
+  };
+  post({ type: 'listening', port: frontEnd.port });
+}
+
+run().catch((error: unknown) => {
+  // Reported to the main thread through the worker's 'error' event.
+  throw error;
+});
