@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type uWS from 'uWebSockets.js';
 import { advertiseUrl, type Config } from '../config.js';
 import type { Logger } from '../log.js';
-import { allocatorLimits, type ShardsOptions } from '../services/shards.js';
+import { shardHostSettings, type ShardsOptions } from '../services/shards.js';
 import { loadSkuState } from '../snapshot/load.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
 import { Router } from '../shard/router.js';
@@ -45,7 +45,6 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
   const databaseUrl = options.databaseUrl;
   const secret = config.clusterSecret;
   if (secret === null) throw new Error('startClusterNode needs CLUSTER_SECRET');
-  const limits = allocatorLimits(config);
   const clusterLog = log.child({ component: 'cluster' });
   let membership: Membership | null = null;
   let selfUrl = config.nodeAdvertiseUrl ?? advertiseUrl(config, config.port);
@@ -57,25 +56,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
   let channel: ClusterChannel | null = null;
   const shards = new ClusterShards(pool, clusterLog, {
     shardCount: config.shardCount,
-    hostOptions: {
-      limits,
-      outbox: {
-        batchMaxEvents: config.batchMaxEvents,
-        maxPendingEvents: config.maxPendingEvents,
-        commitTimeoutMs: config.commitTimeoutMs,
-        ...(options.outboxObserver === undefined ? {} : { observer: options.outboxObserver }),
-      },
-      expirySweepIntervalMs: config.expirySweepIntervalMs,
-      rebuildRetryMs: 500,
-      idempotencyKeyTtlMs: config.idempotencyKeyTtlSeconds * 1000,
-      nowMs: options.nowMs,
-      writeOrders: options.writeOrders,
-      loadSku: (sku) => loadSkuState(pool, sku, limits),
-      snapshot: (task) => workers.snapshot({ ...task, databaseUrl, limits }),
-      snapshotEveryEvents: config.snapshotEveryEvents,
-      passivateAfterMs: config.passivateAfterSeconds * 1000,
-      onFatal: options.onFatal,
-    },
+    hostOptions: shardHostSettings(config, pool, workers, options),
     lease: () => membership?.currentLease() ?? null,
     notify: (notice) => channel?.notify(notice),
   });

@@ -7,7 +7,7 @@ import type { AttachmentWriter, OutboxObserver } from '../outbox/outbox.js';
 import { InProcessChannel } from '../shard/in-process-channel.js';
 import type { ShardNotice } from '../shard/messages.js';
 import { Router } from '../shard/router.js';
-import { ShardHost } from '../shard/shard-host.js';
+import { ShardHost, type ShardHostOptions } from '../shard/shard-host.js';
 import { loadSkuState } from '../snapshot/load.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
 
@@ -52,8 +52,36 @@ export function allocatorLimits(config: Config): AllocatorLimits {
   };
 }
 
-export function startShards(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): Shards {
+/** Everything a ShardHost takes but the shards it hosts: the same in single-process and cluster mode. */
+export function shardHostSettings(
+  config: Config,
+  pool: pg.Pool,
+  workers: SnapshotWorkers,
+  options: ShardsOptions,
+): Omit<ShardHostOptions, 'shards' | 'shardCount'> {
   const limits = allocatorLimits(config);
+  return {
+    limits,
+    outbox: {
+      batchMaxEvents: config.batchMaxEvents,
+      maxPendingEvents: config.maxPendingEvents,
+      commitTimeoutMs: config.commitTimeoutMs,
+      ...(options.outboxObserver === undefined ? {} : { observer: options.outboxObserver }),
+    },
+    expirySweepIntervalMs: config.expirySweepIntervalMs,
+    rebuildRetryMs: 500,
+    idempotencyKeyTtlMs: config.idempotencyKeyTtlSeconds * 1000,
+    nowMs: options.nowMs,
+    writeOrders: options.writeOrders,
+    loadSku: (sku) => loadSkuState(pool, sku, limits),
+    snapshot: (task) => workers.snapshot({ ...task, databaseUrl: options.databaseUrl, limits }),
+    snapshotEveryEvents: config.snapshotEveryEvents,
+    passivateAfterMs: config.passivateAfterSeconds * 1000,
+    onFatal: options.onFatal,
+  };
+}
+
+export function startShards(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): Shards {
   const workers = new SnapshotWorkers({ threads: 1 });
   workers.start();
   const channel = new InProcessChannel({ clone: options.cloneMessages ?? false });
@@ -63,23 +91,7 @@ export function startShards(config: Config, pool: pg.Pool, log: Logger, options:
     {
       shards: Array.from({ length: config.shardCount }, (_, shard) => shard),
       shardCount: config.shardCount,
-      limits,
-      outbox: {
-        batchMaxEvents: config.batchMaxEvents,
-        maxPendingEvents: config.maxPendingEvents,
-        commitTimeoutMs: config.commitTimeoutMs,
-        ...(options.outboxObserver === undefined ? {} : { observer: options.outboxObserver }),
-      },
-      expirySweepIntervalMs: config.expirySweepIntervalMs,
-      rebuildRetryMs: 500,
-      idempotencyKeyTtlMs: config.idempotencyKeyTtlSeconds * 1000,
-      nowMs: options.nowMs,
-      writeOrders: options.writeOrders,
-      loadSku: (sku) => loadSkuState(pool, sku, limits),
-      snapshot: (task) => workers.snapshot({ ...task, databaseUrl: options.databaseUrl, limits }),
-      snapshotEveryEvents: config.snapshotEveryEvents,
-      passivateAfterMs: config.passivateAfterSeconds * 1000,
-      onFatal: options.onFatal,
+      ...shardHostSettings(config, pool, workers, options),
     },
     (notice) => channel.notify(notice),
   );
