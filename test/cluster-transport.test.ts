@@ -36,10 +36,15 @@ async function startServer(handle: ForwardHandler, limits: Partial<TransportLimi
     app.listen('127.0.0.1', 0, (s) => (s ? resolve(s) : reject(new Error('listen failed')))),
   );
   url = `http://127.0.0.1:${uWS.us_socket_local_port(socket)}`;
+  let stopped = false;
   return {
     url,
     endpoint,
+    // Idempotent: a test may stop the server itself and teardown stops it again; closing a
+    // uWS listen socket or app twice can crash the process (the plan then never completes).
     stop: () => {
+      if (stopped) return;
+      stopped = true;
       endpoint.close();
       uWS.us_listen_socket_close(socket);
       (app as unknown as { close(): void }).close();
