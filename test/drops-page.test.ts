@@ -1,5 +1,5 @@
 import t from 'tap';
-import { existsSync } from 'node:fs';
+import { browserMissing, launchChromium, skipLoudly } from './helpers/browser.js';
 import { startTestService } from './helpers/service.js';
 import { dropBody, until } from './helpers/drops.js';
 
@@ -9,31 +9,12 @@ import { dropBody, until } from './helpers/drops.js';
  * it, and when the cycle closes it moves to the next one (fresh stock).
  */
 
-const chromiumPath = '/usr/bin/chromium';
-
-async function loadPlaywright(): Promise<typeof import('playwright-core') | null> {
-  try {
-    return await import('playwright-core');
-  } catch {
-    return null;
-  }
-}
-
-const playwright = existsSync(chromiumPath) ? await loadPlaywright() : null;
-if (playwright === null) {
-  const why = existsSync(chromiumPath) ? 'playwright-core is not installed' : `${chromiumPath} is absent (apt-get install chromium)`;
-  const message = `SKIPPED: the drop page test did not run: ${why}`;
-  console.error(`\n*** ${message} ***\n`);
-  t.comment(message);
-  t.pass('skipped: no browser');
+if (browserMissing !== null) {
+  skipLoudly(t, 'the drop page test');
 } else {
   t.test('the page follows a drop from cycle to cycle', async (t) => {
     const api = await startTestService(t);
-    const browser = await playwright.chromium.launch({
-      executablePath: chromiumPath,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    t.teardown(() => browser.close());
+    const browser = await launchChromium(t);
     const page = await browser.newPage();
     const problems: string[] = [];
     page.on('console', (message) => {

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { existsSync } from 'node:fs';
+import { browserMissing, launchChromium, skipLoudly } from './helpers/browser.js';
 import { startTestService } from './helpers/service.js';
 
 /**
@@ -8,42 +8,13 @@ import { startTestService } from './helpers/service.js';
  * works, and the count drops, also when someone else buys.
  */
 
-const chromiumPath = '/usr/bin/chromium';
-
-async function loadPlaywright(): Promise<typeof import('playwright-core') | null> {
-  try {
-    return await import('playwright-core');
-  } catch {
-    return null;
-  }
-}
-
-const playwright = existsSync(chromiumPath) ? await loadPlaywright() : null;
-if (playwright === null) {
-  const why = existsSync(chromiumPath) ? 'playwright-core is not installed' : `${chromiumPath} is absent (apt-get install chromium)`;
-  const message = `SKIPPED: the browser page test did not run: ${why}`;
-  console.error(`\n*** ${message} ***\n`);
-  t.comment(message);
-  t.pass('skipped: no browser');
+if (browserMissing !== null) {
+  skipLoudly(t, 'the browser page test');
 } else {
-  const { chromium } = playwright;
   t.test('the page shows the live count, Reserve works, and the count drops', async (t) => {
     const api = await startTestService(t);
     await api.putSku('PAGE-1', { stock: 5, perShopperLimit: 2 });
-    const browser = await chromium.launch({
-      executablePath: chromiumPath,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
-    t.teardown(() => browser.close());
+    const browser = await launchChromium(t);
     const page = await browser.newPage();
     const problems: string[] = [];
     page.on('console', (message) => {
@@ -77,8 +48,7 @@ if (playwright === null) {
   t.test('without a token the page watches but offers no Reserve', async (t) => {
     const api = await startTestService(t);
     await api.putSku('PAGE-2', { stock: 9 });
-    const browser = await chromium.launch({ executablePath: chromiumPath, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'] });
-    t.teardown(() => browser.close());
+    const browser = await launchChromium(t);
     const page = await browser.newPage();
     await page.goto(`${api.url}/?sku=PAGE-2`);
     await page.locator('#available').filter({ hasText: /^9$/ }).waitFor({ timeout: 10_000 });

@@ -1,0 +1,50 @@
+import { existsSync } from 'node:fs';
+import type { Browser } from 'playwright-core';
+
+/**
+ * Headless Debian Chromium through playwright-core, for the page tests. When
+ * either is missing the caller skips, loudly (`browserMissing` says why).
+ */
+
+const chromiumPath = '/usr/bin/chromium';
+
+const chromiumArgs = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+async function loadPlaywright(): Promise<typeof import('playwright-core') | null> {
+  try {
+    return await import('playwright-core');
+  } catch {
+    return null;
+  }
+}
+
+const playwright = existsSync(chromiumPath) ? await loadPlaywright() : null;
+
+/** Why the browser cannot run here, or null when it can. */
+export const browserMissing: string | null =
+  playwright !== null ? null : existsSync(chromiumPath) ? 'playwright-core is not installed' : `${chromiumPath} is absent (apt-get install chromium)`;
+
+/** Say on stderr and in the TAP stream that a page test did not run, and why. */
+export function skipLoudly(t: { comment(message: string): void; pass(message: string): void }, what: string): void {
+  const message = `SKIPPED: ${what} did not run: ${browserMissing}`;
+  console.error(`\n*** ${message} ***\n`);
+  t.comment(message);
+  t.pass('skipped: no browser');
+}
+
+/** A fresh headless Chromium, closed at the test's teardown. */
+export async function launchChromium(t: { teardown(fn: () => unknown): void }): Promise<Browser> {
+  if (playwright === null) throw new Error(`no browser: ${browserMissing}`);
+  const browser = await playwright.chromium.launch({ executablePath: chromiumPath, args: chromiumArgs });
+  t.teardown(() => browser.close());
+  return browser;
+}
