@@ -5,6 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { startTestService } from './helpers/service.js';
+import { freePort } from './helpers/net.js';
 
 /**
  * Issue 9, finding 10: uWebSockets.js closes a connection with pipelined
@@ -26,13 +27,6 @@ if (haproxy.error !== undefined || haproxy.status !== 0) {
   t.test('the README\'s haproxy settings normalise what uWebSockets.js cannot take', run);
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /**
  * Writes `data` on a fresh connection; returns the statuses answered before the connection closed,

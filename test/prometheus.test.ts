@@ -1,11 +1,11 @@
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { startTestService } from './helpers/service.js';
+import { freePort, commandPath } from './helpers/net.js';
 
 /**
  * A real Prometheus (Debian's `prometheus` package) scrapes a running service;
@@ -14,13 +14,9 @@ import { startTestService } from './helpers/service.js';
  * and every query of the Grafana dashboard must be valid PromQL.
  */
 
-function binary(name: string): string | null {
-  const found = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
-  return found.status === 0 && found.stdout.trim() !== '' ? found.stdout.trim() : null;
-}
 
-const prometheus = binary('prometheus');
-const promtool = binary('promtool');
+const prometheus = commandPath('prometheus');
+const promtool = commandPath('promtool');
 if (prometheus === null || promtool === null) {
   const message = 'SKIPPED LOUDLY: no prometheus/promtool on PATH (apt-get install -y prometheus): the Prometheus test did not run';
   process.stderr.write(`\n*** ${message} ***\n\n`);
@@ -31,16 +27,6 @@ if (prometheus === null || promtool === null) {
   await run(prometheus, promtool);
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
-    });
-  });
-}
 
 async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | null>): Promise<T> {
   const deadline = Date.now() + timeoutMs;

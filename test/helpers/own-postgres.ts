@@ -1,10 +1,10 @@
 import fs from 'node:fs/promises';
 import fsSync from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/db/embedded.js';
 import { testLog } from './db.js';
+import { freePort } from './net.js';
 
 /**
  * A throwaway PostgreSQL cluster of the test's own (the embedded one, as
@@ -33,13 +33,6 @@ interface Teardown {
 
 const settings = { fsync: 'off', full_page_writes: 'off', shared_buffers: '32MB', max_connections: 60 };
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 function alive(pid: number): boolean {
   try {

@@ -2,8 +2,8 @@
  * Redis for tests: REDIS_URL when set, else a throwaway `redis-server` on a
  * free port when one is on PATH; null (and the caller skips, loudly) otherwise.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { freePort, commandPath } from './net.js';
 
 interface Teardown {
   teardown(fn: () => unknown): void;
@@ -20,21 +20,9 @@ export interface TestRedis {
 }
 
 export function redisServerPath(): string | null {
-  const found = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
-  const path = found.stdout.trim();
-  return found.status === 0 && path !== '' ? path : null;
+  return commandPath('redis-server');
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
-    });
-  });
-}
 
 /** A redis-server this process owns, on a free port, without persistence. */
 export async function spawnRedis(t: Teardown): Promise<TestRedis | null> {
