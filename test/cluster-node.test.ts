@@ -55,7 +55,7 @@ async function startNode(databaseUrl: string, name: string): Promise<Child> {
         return;
       }
       if ((entry.level ?? 0) >= 40 && !line.includes('/readyz')) nodeLog.push(`${name}: ${line.slice(0, 600)}`);
-      if (entry.msg === 'ready' && entry.url) resolve({ child, url: entry.url, exited });
+      if (entry.msg === 'ready' && entry.url) resolve({ child, url: entry.url, exited, isReady: () => true });
     });
     void exited.then(() => reject(new Error(`${name} exited before it was ready`)));
   });

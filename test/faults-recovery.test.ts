@@ -1,11 +1,10 @@
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import { SkuAllocator } from '../src/allocator/allocator.js';
 import { readEvents } from '../src/outbox/event-log.js';
 import { createTestDatabase } from './helpers/db.js';
-import { adminToken, clientFor, jwtSecret, startTestService } from './helpers/service.js';
+import { startChild } from './helpers/child.js';
+import { clientFor, startTestService } from './helpers/service.js';
 import { startOwnPostgres } from './helpers/own-postgres.js';
 import { startLoad } from './helpers/fault-load.js';
 
@@ -21,29 +20,9 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const limits = { maxQuantityPerRequest: 100, maxLiveHoldsPerSku: 1_000_000, maxEventsPerBatch: 4096 };
 
 /** src/main.ts in a child process, handed back as soon as its port is open (recovery still running). */
-async function startListening(databaseUrl: string) {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    // The test polls as one shopper as fast as it can: about recovery answers, not the rate limit.
-    env: { ...process.env, DATABASE_URL: databaseUrl, ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', RATE_LIMIT_SHOPPER_PER_SECOND: '100000' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let ready = false;
-  const lines = createInterface({ input: child.stdout! });
-  for await (const line of lines) {
-    let entry: { msg?: string; url?: string };
-    try {
-      entry = JSON.parse(line) as { msg?: string; url?: string };
-    } catch {
-      continue;
-    }
-    if (entry.url && /^listening/.test(entry.msg ?? '')) {
-      lines.on('line', (next) => {
-        if (/"msg":"ready"/.test(next)) ready = true;
-      });
-      return { child, url: entry.url, isReady: () => ready };
-    }
-  }
-  throw new Error('child exited before it listened');
+function startListening(databaseUrl: string) {
+  // The test polls as one shopper as fast as it can: about recovery answers, not the rate limit.
+  return startChild(databaseUrl, { RATE_LIMIT_SHOPPER_PER_SECOND: '100000' }, 'listening');
 }
 
 t.test('finding 4: nothing answers "does not exist" before recovery has finished', async (t) => {

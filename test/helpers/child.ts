@@ -8,10 +8,20 @@ export interface Child {
   url: string;
   /** Resolves with the exit code (null when killed by a signal). */
   exited: Promise<number | null>;
+  /** Whether it has logged "ready" (recovered) yet. */
+  isReady(): boolean;
 }
 
-/** The real entry point (src/main.ts) in its own process, on the given database. */
-export async function startChild(databaseUrl: string, env: Record<string, string> = {}): Promise<Child> {
+/**
+ * The real entry point (src/main.ts) in its own process, on the given database,
+ * handed back once it is ready, or (`until: 'listening'`) as soon as its port
+ * is open while recovery still runs.
+ */
+export async function startChild(
+  databaseUrl: string,
+  env: Record<string, string> = {},
+  until: 'ready' | 'listening' = 'ready',
+): Promise<Child> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     env: {
       ...process.env,
@@ -34,10 +44,15 @@ export async function startChild(databaseUrl: string, env: Record<string, string
     } catch {
       continue;
     }
-    if (entry.msg === 'ready' && entry.url) {
-      lines.on('line', () => undefined); // keep draining the child's log
-      return { child, url: entry.url, exited };
+    const ready = entry.msg === 'ready';
+    if (entry.url && (ready || (until === 'listening' && /^listening/.test(entry.msg ?? '')))) {
+      let readyYet = ready;
+      // Keep draining the child's log, watching for "ready".
+      lines.on('line', (next) => {
+        if (/"msg":"ready"/.test(next)) readyYet = true;
+      });
+      return { child, url: entry.url, exited, isReady: () => readyYet };
     }
   }
-  throw new Error('child exited before it was ready');
+  throw new Error(`child exited before it was ${until}`);
 }
