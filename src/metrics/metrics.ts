@@ -403,28 +403,23 @@ export class Metrics {
       },
     });
 
-    const paymentLast: PaymentStats = { paid: 0, declined: 0, transientFailures: 0, compensated: 0, deferred: 0 };
-    new client.Counter({
-      name: 'flashstock_payment_jobs_total',
-      help: 'Payment jobs by outcome: paid, declined, transient_failure (pg-boss retries), deferred (breaker open), dead_lettered (compensated)',
-      labelNames: ['outcome'] as const,
-      registers: [this.registry],
-      collect() {
+    totalsCounter(
+      this.registry,
+      'flashstock_payment_jobs_total',
+      'Payment jobs by outcome: paid, declined, transient_failure (pg-boss retries), deferred (breaker open), dead_lettered (compensated)',
+      'outcome',
+      () => {
         const stats = self.sources.payments?.();
-        if (stats === undefined) return;
-        const outcomes = [
-          ['paid', 'paid'],
-          ['declined', 'declined'],
-          ['transient_failure', 'transientFailures'],
-          ['dead_lettered', 'compensated'],
-          ['deferred', 'deferred'],
-        ] as const;
-        for (const [outcome, field] of outcomes) {
-          this.inc({ outcome }, Math.max(0, stats[field] - paymentLast[field]));
-          paymentLast[field] = stats[field];
-        }
+        if (stats === undefined) return undefined;
+        return {
+          paid: stats.paid,
+          declined: stats.declined,
+          transient_failure: stats.transientFailures,
+          dead_lettered: stats.compensated,
+          deferred: stats.deferred,
+        };
       },
-    });
+    );
 
     new client.Gauge({
       name: 'flashstock_payment_breaker_state',
@@ -471,21 +466,41 @@ export class Metrics {
       registers: [this.registry],
       collect: live((s) => s.stream.lagging),
     });
-    const closedLast = { slow: 0, policy: 0 };
-    new client.Counter({
-      name: 'flashstock_ws_closed_total',
-      help: 'Stream sockets the server closed: slow (over the backpressure bound too long), policy (1008: flood, invalid messages)',
-      labelNames: ['reason'] as const,
-      registers: [this.registry],
-      collect() {
+    totalsCounter(
+      this.registry,
+      'flashstock_ws_closed_total',
+      'Stream sockets the server closed: slow (over the backpressure bound too long), policy (1008: flood, invalid messages)',
+      'reason',
+      () => {
         const stats = self.sources.live?.();
-        if (stats === undefined) return;
-        const now = { slow: stats.stream.closedSlow, policy: stats.stream.closedPolicy };
-        for (const reason of ['slow', 'policy'] as const) {
-          this.inc({ reason }, Math.max(0, now[reason] - closedLast[reason]));
-          closedLast[reason] = now[reason];
-        }
+        return stats === undefined ? undefined : { slow: stats.stream.closedSlow, policy: stats.stream.closedPolicy };
       },
-    });
+    );
   }
+}
+
+/**
+ * A counter whose values are totals some part of the service already keeps
+ * (payment and socket stats): each scrape exports them as they are, one
+ * series per label value; no sample until the source exists.
+ */
+function totalsCounter(
+  registry: client.Registry,
+  name: string,
+  help: string,
+  label: string,
+  read: () => Record<string, number> | undefined,
+): void {
+  new client.Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect() {
+      const totals = read();
+      if (totals === undefined) return;
+      this.reset();
+      for (const [value, total] of Object.entries(totals)) this.inc({ [label]: value }, total);
+    },
+  });
 }
