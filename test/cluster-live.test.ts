@@ -1,0 +1,107 @@
+import t, { type Test } from 'tap';
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import type { Child } from './helpers/child.js';
+import { createTestDatabase } from './helpers/db.js';
+import { testRedis } from './helpers/redis.js';
+import { clientFor } from './helpers/service.js';
+import { connectStream, type Message, type StreamClient } from './helpers/stream-client.js';
+import { balanced, nodeLog, ownerUrl, startNode, until } from './helpers/cluster.js';
+
+/**
+ * Live stock across a cluster (src/cluster/live.ts): three real node
+ * processes; a WebSocket subscriber on one node follows a SKU owned by
+ * another while reservations go through the third. Once over the cluster
+ * connection (no REDIS_URL), once through Redis (REDIS_URL on every node).
+ */
+
+// Three processes start one after the other on a shared 2-core machine.
+t.setTimeout(300_000);
+
+const stockOf = (sku: string) => (m: Message) => m.type === 'stock' && m.sku === sku;
+
+/** Take `sku`'s stock messages until one matches (updates may be coalesced, so intermediate ones are skipped). */
+async function stockUntil(client: StreamClient, sku: string, match: (m: Message) => boolean, what: string): Promise<Message> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const message = await client.take(stockOf(sku), Math.max(1, deadline - Date.now()), what);
+    if (match(message)) return message;
+  }
+}
+
+/** Subscribe until the node knows the SKU (its first notice may still be on its way from the owner). */
+async function subscribeWhenKnown(client: StreamClient, sku: string): Promise<Message> {
+  return until(`node knows ${sku}`, async () => {
+    client.send({ type: 'subscribe', skus: [sku] });
+    const reply = await client.take((m) => stockOf(sku)(m) || (m.type === 'error' && m.sku === sku), 5_000, `subscribe ${sku}`);
+    return reply.type === 'stock' ? reply : null;
+  });
+}
+
+/** Whether Redis answers a PING (a REDIS_URL that is set but down skips the Redis case, loudly). */
+async function redisAnswers(url: string): Promise<boolean> {
+  const client = new Redis(url, { lazyConnect: true, connectTimeout: 1_000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    return (await client.ping()) === 'PONG';
+  } catch {
+    return false;
+  } finally {
+    client.disconnect();
+  }
+}
+
+async function liveAcrossNodes(t: Test, env: Record<string, string>): Promise<void> {
+  const db = await createTestDatabase(t);
+  const nodes: Child[] = [];
+  t.teardown(async () => {
+    for (const node of nodes) if (node.child.exitCode === null) node.child.kill('SIGKILL');
+    if (t.passing() === false) t.comment(`node warnings and errors:\n${nodeLog.slice(-60).join('\n')}`);
+  });
+  for (let i = 0; i < 3; i++) nodes.push(await startNode(db.url, `live${i}`, env));
+  const urls = nodes.map((n) => n.url);
+  await until('three balanced nodes', () => balanced(urls[0]!, 3));
+
+  // A SKU owned by node B; the subscriber is on A, reservations go through C.
+  const a = urls[0]!;
+  let sku = '';
+  let b = '';
+  for (let i = 0; b === '' || b === a; i++) {
+    sku = `LIVE-${i}`;
+    b = (await ownerUrl(a, sku)) ?? '';
+  }
+  const c = urls.find((url) => url !== a && url !== b)!;
+  t.equal((await clientFor(c).putSku(sku, { stock: 10, perShopperLimit: 5 })).status, 201, 'SKU created through C (owned by B)');
+
+  const watcher = await connectStream(t, a);
+  t.match(await subscribeWhenKnown(watcher, sku), { sku, available: 10, held: 0, sold: 0 }, 'A knows the SKU B owns');
+
+  t.equal((await clientFor(c).reserve(sku, 'shopper-c', 2, randomUUID())).status, 201, 'reserved through C');
+  t.match(await stockUntil(watcher, sku, (m) => m.held === 2, 'the update on A'), { available: 8, held: 2, sold: 0 },
+    "A's subscriber sees the reservation made through C");
+
+  t.equal((await clientFor(b).reserve(sku, 'shopper-b', 3, randomUUID())).status, 201, 'reserved on the owner itself');
+  t.match(await stockUntil(watcher, sku, (m) => m.held === 5, 'the second update on A'), { available: 5, held: 5 },
+    "A's subscriber sees the owner's own reservation");
+
+  const onC = await connectStream(t, c);
+  t.match(await subscribeWhenKnown(onC, sku), { available: 5, held: 5 }, 'a subscriber on C starts from the latest state');
+  t.match((await clientFor(a).call('GET', `/v1/skus/${sku}`)).body, { available: 5, held: 5 }, 'GET through A agrees');
+}
+
+t.test('without Redis: stock of every SKU reaches subscribers on every node over the cluster connection', (t) =>
+  liveAcrossNodes(t, { REDIS_URL: '' }) // empty: unset, even if the test runner has one,
+);
+
+t.test('with REDIS_URL on every node: through Redis', async (t) => {
+  const redis = await testRedis(t);
+  if (redis === null || !(await redisAnswers(redis.url))) {
+    const message = `SKIPPED: Redis unreachable (${redis?.url ?? 'no REDIS_URL and no redis-server on PATH'}): the cluster live-stock test through Redis did not run`;
+    console.error(`\n*** ${message} ***\n`);
+    t.comment(message);
+    t.pass('skipped: no Redis');
+    return;
+  }
+  await liveAcrossNodes(t, { REDIS_URL: redis.url, REDIS_STOCK_CHANNEL: `flashstock:test:${randomUUID()}` });
+});
