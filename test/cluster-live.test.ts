@@ -2,7 +2,12 @@ import t, { type Test } from 'tap';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Child } from './helpers/child.js';
-import { createTestDatabase } from './helpers/db.js';
+import { createTestDatabase, testLog } from './helpers/db.js';
+import { ClusterLive } from '../src/cluster/live.js';
+import type { ClusterSnapshot } from '../src/cluster/membership.js';
+import { defaultTransportLimits, ForwardPool } from '../src/cluster/transport.js';
+import type { ShardNotice } from '../src/shard/messages.js';
+import { shardOf } from '../src/shard/placement.js';
 import { testRedis } from './helpers/redis.js';
 import { clientFor } from './helpers/service.js';
 import { connectStream, type Message, type StreamClient } from './helpers/stream-client.js';
@@ -89,6 +94,48 @@ async function liveAcrossNodes(t: Test, env: Record<string, string>): Promise<vo
   t.match(await subscribeWhenKnown(onC, sku), { available: 5, held: 5 }, 'a subscriber on C starts from the latest state');
   t.match((await clientFor(a).call('GET', `/v1/skus/${sku}`)).body, { available: 5, held: 5 }, 'GET through A agrees');
 }
+
+t.test('a stale notice never overwrites a newer one, across an ownership move', async (t) => {
+  const shardCount = 4;
+  const shard = shardOf('S', shardCount);
+  const other = ['S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'S8'].find((sku) => shardOf(sku, shardCount) === shard)!;
+  const epochs = new Array<number>(shardCount).fill(0);
+  const snapshot = (): ClusterSnapshot => ({ self: 'me', shardCount, nodes: [], owners: [], epochs });
+  const held = new Map<number, number>();
+  const delivered: ShardNotice[] = [];
+  const pool = new ForwardPool({ secret: 'unused', selfNodeId: 'me', limits: defaultTransportLimits, log: testLog });
+  t.teardown(() => pool.close());
+  const live = new ClusterLive({
+    push: false,
+    shardCount,
+    snapshot,
+    pool,
+    epochOf: (s) => held.get(s),
+    deliver: (notice) => delivered.push(notice),
+    peerSyncMs: 1_000,
+    maxTrackedSkus: 100,
+    log: testLog,
+  });
+  const stock = (sku: string, seq: number, e: number) => ({ e, n: { type: 'stock', state: { sku, available: seq, held: 0, sold: 0, seq } } });
+  const seqs = () => delivered.map((n) => (n.type === 'stock' ? n.state.seq : n.type));
+
+  live.received('b', [stock('S', 10, 3), stock('S', 8, 3)]);
+  t.same(seqs(), [10, 8], "one owner's notices in order, even a correction with a lower seq");
+  live.received('a', [stock('S', 20, 2), { e: 2, n: { type: 'passivated', sku: 'S' } }]);
+  t.same(seqs(), [10, 8], "the previous owner's late notices (older epoch, higher seq) are dropped");
+  epochs[shard] = 5;
+  live.received('b', [stock(other, 1, 4)]);
+  t.same(seqs(), [10, 8], 'older than the epoch in the membership view: dropped, even for a SKU never seen');
+  held.set(shard, 6);
+  live.local({ type: 'stock', state: { sku: 'S', available: 1, held: 0, sold: 0, seq: 9 } });
+  live.received('c', [stock('S', 30, 5), stock(other, 2, 5)]);
+  t.same(seqs(), [10, 8], 'this node owns the shard at a newer epoch: peers with older ones are not heard');
+  live.received('d', [stock('S', 31, 7)]);
+  t.same(seqs(), [10, 8, 31], 'a newer owner is heard');
+  live.received('x', [null, { e: -1, n: {} }, { e: 9, n: { type: 'stock', state: { sku: 'bad sku!', available: 1, held: 0, sold: 0, seq: 1 } } },
+    { e: 9, n: { type: 'checkout_durable', orderId: 'o' } }]);
+  t.same(live.stats, { received: 3, stale: 5, malformed: 4 }, 'malformed notices are counted, never delivered');
+});
 
 t.test('without Redis: stock of every SKU reaches subscribers on every node over the cluster connection', (t) =>
   liveAcrossNodes(t, { REDIS_URL: '' }) // empty: unset, even if the test runner has one,
