@@ -272,6 +272,7 @@ export class ForwardClient {
   /** A flush is coming (this turn's, or a retry after backpressure): pushes only add to the map. */
   private noticeFlushScheduled = false;
   private noticeRetry: NodeJS.Timeout | null = null;
+  private warnedDropping = false;
   readonly noticeStats: NoticeStats = { sent: 0, coalesced: 0, dropped: 0, heldBack: 0 };
 
   constructor(private readonly options: ForwardClientOptions) {
@@ -319,6 +320,7 @@ export class ForwardClient {
     if (this.notices.delete(key)) this.noticeStats.coalesced += 1;
     else if (this.notices.size >= this.options.limits.maxPendingNotices) {
       this.noticeStats.dropped += 1;
+      this.warnDropping('too many notices waiting for a backpressured peer');
       return false;
     }
     this.notices.set(key, notice);
@@ -359,6 +361,7 @@ export class ForwardClient {
       return;
     }
     this.noticeFlushScheduled = false;
+    this.warnedDropping = false;
     const notices = [...this.notices.values()];
     this.notices = new Map();
     for (let i = 0; i < notices.length; i += maxBatch) {
@@ -372,8 +375,16 @@ export class ForwardClient {
     if (this.noticeRetry !== null) clearTimeout(this.noticeRetry);
     this.noticeRetry = null;
     this.noticeFlushScheduled = false;
+    if (this.notices.size > 0 && !this.closed) this.warnDropping('no connection to the peer');
     this.noticeStats.dropped += this.notices.size;
     this.notices.clear();
+  }
+
+  /** Once per episode (until notices flow again): the counter has the numbers. */
+  private warnDropping(reason: string): void {
+    if (this.warnedDropping) return;
+    this.warnedDropping = true;
+    this.options.log.warn({ peer: this.options.peerUrl, reason, dropped: this.noticeStats.dropped }, 'dropping live-stock notices to a peer');
   }
 
   private scheduleFlush(): void {
