@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import type { Child } from './helpers/child.js';
 import { createTestDatabase, testLog } from './helpers/db.js';
 import { ClusterLive } from '../src/cluster/live.js';
-import type { ClusterSnapshot } from '../src/cluster/membership.js';
+import type { ClusterSnapshot, NodeInfo } from '../src/cluster/membership.js';
 import { defaultTransportLimits, ForwardPool } from '../src/cluster/transport.js';
 import type { ShardNotice } from '../src/shard/messages.js';
 import { shardOf } from '../src/shard/placement.js';
@@ -12,6 +12,7 @@ import { testRedis } from './helpers/redis.js';
 import { clientFor } from './helpers/service.js';
 import { connectStream, type Message, type StreamClient } from './helpers/stream-client.js';
 import { balanced, nodeLog, ownerUrl, startNode, until } from './helpers/cluster.js';
+import { CLUSTER_TEST_SECRET, startEndpoint } from './helpers/cluster-endpoint.js';
 
 /**
  * Live stock across a cluster (src/cluster/live.ts): three real node
@@ -93,6 +94,16 @@ async function liveAcrossNodes(t: Test, env: Record<string, string>): Promise<vo
   const onC = await connectStream(t, c);
   t.match(await subscribeWhenKnown(onC, sku), { available: 5, held: 5 }, 'a subscriber on C starts from the latest state');
   t.match((await clientFor(a).call('GET', `/v1/skus/${sku}`)).body, { available: 5, held: 5 }, 'GET through A agrees');
+
+  // The owner leaves gracefully: the SKU moves, and A's subscriber follows the new owner's notices.
+  const owner = nodes.find((n) => n.url === b)!;
+  owner.child.kill('SIGTERM');
+  t.equal(await owner.exited, 0, 'the owner handed its shards over and left');
+  await until('two balanced nodes', () => balanced(a, 2));
+  t.equal((await clientFor(c).reserve(sku, 'shopper-after', 1, randomUUID())).status, 201, 'reserved after the move');
+  t.match(await stockUntil(watcher, sku, (m) => m.held === 6, 'the update after the move'), { available: 4, held: 6 },
+    "A's subscriber follows the SKU across the ownership move");
+  t.match((await clientFor(a).call('GET', `/v1/skus/${sku}`)).body, { available: 4, held: 6 }, 'GET through A agrees after the move');
 }
 
 t.test('a stale notice never overwrites a newer one, across an ownership move', async (t) => {
@@ -135,6 +146,69 @@ t.test('a stale notice never overwrites a newer one, across an ownership move', 
   live.received('x', [null, { e: -1, n: {} }, { e: 9, n: { type: 'stock', state: { sku: 'bad sku!', available: 1, held: 0, sold: 0, seq: 1 } } },
     { e: 9, n: { type: 'checkout_durable', orderId: 'o' } }]);
   t.same(live.stats, { received: 3, stale: 5, malformed: 4 }, 'malformed notices are counted, never delivered');
+});
+
+t.test('pushing: to every live peer; a peer whose connection opens gets the latest of every SKU; dead peers are let go', async (t) => {
+  const peers = await Promise.all(
+    ['p0', 'p1'].map(async (nodeId) => {
+      const notices: ShardNotice[] = [];
+      const server = await startEndpoint(async () => ({ ok: false, code: 'unavailable', detail: 'no shards here' }), {}, {
+        onNotices: (_peer, pushed) => notices.push(...pushed.map((p) => (p as { n: ShardNotice }).n)),
+      });
+      t.teardown(server.stop);
+      const info: NodeInfo = { nodeId, url: server.url, alive: true, leaving: false, shards: [] };
+      return { server, notices, info };
+    }),
+  );
+  const [p0, p1] = peers as [(typeof peers)[0], (typeof peers)[0]];
+  const self: NodeInfo = { nodeId: 'me', url: 'http://127.0.0.1:1', alive: true, leaving: false, shards: [0, 1, 2, 3] };
+  let view: ClusterSnapshot = { self: 'me', shardCount: 4, nodes: [self, p0.info], owners: [], epochs: [1, 1, 1, 1] };
+  const pool = new ForwardPool({
+    secret: CLUSTER_TEST_SECRET,
+    selfNodeId: 'me',
+    limits: defaultTransportLimits,
+    log: testLog,
+    onOpen: (url) => live.resync(url),
+  });
+  const live = new ClusterLive({
+    push: true,
+    shardCount: 4,
+    snapshot: () => view,
+    pool,
+    epochOf: () => 1,
+    deliver: () => undefined,
+    peerSyncMs: 50,
+    maxTrackedSkus: 100,
+    log: testLog,
+  });
+  t.teardown(() => {
+    live.close();
+    pool.close();
+  });
+  live.start();
+  const state = (sku: string, seq: number) => ({ sku, available: 10 - seq, held: seq, sold: 0, seq });
+  live.local({ type: 'stock', state: state('A', 1) });
+  live.local({ type: 'stock', state: state('B', 1) });
+  live.local({ type: 'stock', state: state('A', 2) });
+  const latest = (notices: ShardNotice[]) => {
+    const bySku = new Map<string, number>();
+    for (const n of notices) if (n.type === 'stock') bySku.set(n.state.sku, n.state.seq);
+    return Object.fromEntries([...bySku].sort());
+  };
+  await until('p0 has the latest of A and B', async () => (latest(p0.notices)['A'] === 2 && latest(p0.notices)['B'] === 1 ? true : null));
+  t.notOk(p1.notices.length, 'a node not in the view gets nothing');
+
+  view = { ...view, nodes: [self, p0.info, p1.info] };
+  await until('p1 joined and got the latest states', async () => (p1.notices.length >= 2 ? true : null));
+  t.same(p1.notices, [{ type: 'stock', state: state('B', 1) }, { type: 'stock', state: state('A', 2) }],
+    'a peer whose connection opens gets the latest notice of each SKU, once (least recently changed first)');
+
+  view = { ...view, nodes: [self, { ...p0.info, alive: false }, p1.info] };
+  await until('the dead peer is let go', async () => (p0.server.endpoint.connections() === 0 ? true : null));
+  t.notOk(pool.peers().includes(p0.info.url), 'its client is forgotten');
+  live.local({ type: 'passivated', sku: 'B' });
+  await until('p1 hears the passivation', async () => (p1.notices.some((n) => n.type === 'passivated') ? true : null));
+  t.equal(p0.server.endpoint.connections(), 0, 'nothing is pushed to a dead peer');
 });
 
 t.test('without Redis: stock of every SKU reaches subscribers on every node over the cluster connection', (t) =>

@@ -1,64 +1,21 @@
 import t from 'tap';
 import net from 'node:net';
-import uWS from 'uWebSockets.js';
 import WebSocket from 'ws';
 import { AUTH_HEADER, signUpgrade, UpgradeVerifier } from '../src/cluster/auth.js';
 import {
-  attachClusterEndpoint,
   CLUSTER_PATH,
   defaultTransportLimits,
   ForwardClient,
-  type ClusterEndpointOptions,
   type ForwardHandler,
   type ForwardResult,
   type TransportLimits,
 } from '../src/cluster/transport.js';
 import { testLog } from './helpers/db.js';
 import { sleep, until } from './helpers/cluster.js';
+import { CLUSTER_TEST_SECRET, startEndpoint } from './helpers/cluster-endpoint.js';
 
-const SECRET = 'cluster-secret-for-tests';
-
-interface Server {
-  url: string;
-  endpoint: ReturnType<typeof attachClusterEndpoint>;
-  stop(): void;
-}
-
-async function startServer(
-  handle: ForwardHandler,
-  limits: Partial<TransportLimits> = {},
-  more: Partial<Pick<ClusterEndpointOptions, 'onNotices' | 'selfUrl'>> = {},
-): Promise<Server> {
-  const app = uWS.App();
-  let url = '';
-  const endpoint = attachClusterEndpoint(app, {
-    secret: SECRET,
-    selfUrl: () => url,
-    ...more,
-    handle,
-    limits: { ...defaultTransportLimits, ...limits },
-    authWindowMs: 30_000,
-    log: testLog,
-  });
-  const socket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
-    app.listen('127.0.0.1', 0, (s) => (s ? resolve(s) : reject(new Error('listen failed')))),
-  );
-  url = `http://127.0.0.1:${uWS.us_socket_local_port(socket)}`;
-  let stopped = false;
-  return {
-    url,
-    endpoint,
-    // Idempotent: a test may stop the server itself and teardown stops it again; closing a
-    // uWS listen socket or app twice can crash the process (the plan then never completes).
-    stop: () => {
-      if (stopped) return;
-      stopped = true;
-      endpoint.close();
-      uWS.us_listen_socket_close(socket);
-      (app as unknown as { close(): void }).close();
-    },
-  };
-}
+const SECRET = CLUSTER_TEST_SECRET;
+const startServer = startEndpoint;
 
 function client(peerUrl: string, limits: Partial<TransportLimits> = {}, secret = SECRET): ForwardClient {
   return new ForwardClient({ secret, selfNodeId: 'caller', peerUrl, limits: { ...defaultTransportLimits, ...limits }, log: testLog });
