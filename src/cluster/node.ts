@@ -8,6 +8,7 @@ import { SnapshotWorkers } from '../snapshot/workers.js';
 import { Router } from '../shard/router.js';
 import { ClusterChannel, serveForwarded } from './channel.js';
 import { ClusterShards } from './cluster-shards.js';
+import { ClusterLive } from './live.js';
 import { Membership, type ClusterSnapshot } from './membership.js';
 import { attachClusterEndpoint, defaultTransportLimits, ForwardPool, type ClusterEndpoint, type TransportLimits } from './transport.js';
 
@@ -36,6 +37,8 @@ export interface ClusterNode {
 
 /** Seconds a cluster upgrade token is valid around its time (clock skew between nodes must be less). */
 const AUTH_WINDOW_MS = 30_000;
+/** SKUs whose live-stock epoch a node remembers (live.ts); as many as the Redis feed remembers of other nodes. */
+const MAX_TRACKED_SKUS = 100_000;
 
 export function transportLimits(config: Config): TransportLimits {
   return { ...defaultTransportLimits, maxInFlight: config.clusterMaxInFlight, requestTimeoutMs: config.clusterForwardTimeoutMs };
@@ -60,8 +63,26 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     lease: () => membership?.currentLease() ?? null,
     notify: (notice) => channel?.notify(notice),
   });
-  const forwarder = new ForwardPool({ secret, selfNodeId: nodeId, limits: transportLimits(config), log: clusterLog });
-  channel = new ClusterChannel(shards, () => membership?.snapshot ?? emptySnapshot(), forwarder);
+  const forwarder = new ForwardPool({
+    secret,
+    selfNodeId: nodeId,
+    limits: transportLimits(config),
+    log: clusterLog,
+    // A connection opened (the peer joined, restarted, or the link came back): it gets our latest stock again.
+    onOpen: (peerUrl) => live.resync(peerUrl),
+  });
+  const live = new ClusterLive({
+    push: config.redisUrl === null, // with Redis, src/ws/fanout.ts carries stock between nodes
+    shardCount: config.shardCount,
+    snapshot: () => membership?.snapshot ?? emptySnapshot(),
+    pool: forwarder,
+    epochOf: (shard) => membership?.currentLease()?.epochOf(shard),
+    deliver: (notice) => channel?.deliver(notice),
+    peerSyncMs: config.clusterHeartbeatMs,
+    maxTrackedSkus: MAX_TRACKED_SKUS,
+    log: clusterLog,
+  });
+  channel = new ClusterChannel(shards, () => membership?.snapshot ?? emptySnapshot(), forwarder, live);
   let started = false;
   const router = new Router(channel, {
     shardCount: config.shardCount,
@@ -79,6 +100,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
         secret,
         selfUrl: () => selfUrl,
         handle: serveForwarded(shards),
+        onNotices: (peer, notices) => live.received(peer, notices),
         limits: transportLimits(config),
         authWindowMs: AUTH_WINDOW_MS,
         log: clusterLog,
@@ -100,6 +122,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
         log: clusterLog,
       });
       await membership.start();
+      live.start();
       started = true;
       clusterLog.info({ nodeId, url: selfUrl, shards: shards.shards().length }, 'joined the cluster');
     },
@@ -108,6 +131,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
       await router.close();
       // Graceful leave: every owned shard is drained and handed over before the node goes.
       if (membership !== null) await membership.leave();
+      live.close();
       await shards.close();
       await channel!.close();
       forwarder.close();
