@@ -31,6 +31,8 @@ export interface LocalShardHost extends ShardEndpoint {
   readonly reservationsInMemory: number;
   readonly stats: ShardStats;
   readonly outboxStats: OutboxStats;
+  /** Shard threads: fetch the counts now (the getters otherwise show the threads' last report). */
+  refresh?(): Promise<void>;
 }
 
 /**
