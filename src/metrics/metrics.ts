@@ -138,6 +138,8 @@ function reservedCount(events: readonly StockEvent[]): number {
 /** The main thread's observer: commits made here, and tallies from shard threads. */
 export interface OutboxMetrics extends OutboxObserver {
   addTally(tally: CommitTally): void;
+  /** How to fetch the shard threads' tallies now: a scrape does, before it derives `replayed` from them. */
+  tallySource(fetch: () => Promise<void>): void;
 }
 
 /** A request method as a bounded label value. */
@@ -237,6 +239,8 @@ export class Metrics {
   private readonly reservationAnswers = new Map<string, number>();
   private frontEndSuccesses = 0;
   private durableReservations = 0;
+  /** Shard threads: their commits since the last report, fetched at scrape (null: commits are counted here). */
+  private fetchTallies: (() => Promise<unknown>) | null = null;
   private replayedReported = 0;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
@@ -330,6 +334,7 @@ export class Metrics {
       committed: (events, seconds) => this.commitSucceeded(events, seconds),
       failed: (error) => this.commitFailed(commitFailureReason(error)),
       addTally: (tally) => this.addTally(tally),
+      tallySource: (fetch) => (this.fetchTallies = sampled(sampleTimeoutMs, 0, fetch)),
     };
   }
 
@@ -384,7 +389,9 @@ export class Metrics {
       help: 'Reservation requests (HTTP and stream) by outcome: created, replayed, or the refusal code',
       labelNames: ['outcome'] as const,
       registers: [this.registry],
-      collect() {
+      // `replayed` is answers − commits: the commits made on shard threads must be in first.
+      async collect() {
+        await self.fetchTallies?.();
         self.replayedReported = Math.max(self.replayedReported, self.frontEndSuccesses - self.durableReservations);
         self.reservationAnswers.set('created', self.durableReservations);
         self.reservationAnswers.set('replayed', self.replayedReported);

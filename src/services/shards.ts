@@ -158,6 +158,7 @@ function startShardThreads(config: Config, pool: pg.Pool, log: Logger, options: 
     stockState: (sku): StockState | null => router.stockState(sku),
   });
   const router: Router = new Router(threads, { shardCount: config.shardCount, shardsReady: () => threads.isReady(), pool });
+  if (observer !== undefined && 'tallySource' in observer) observer.tallySource(() => threads.refresh());
   const workers = new SnapshotWorkers({ threads: 1 });
   workers.start();
   return {

@@ -150,10 +150,10 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
     return this.options.stockState(sku);
   }
 
-  /** Asks every thread for its counts now (the getters otherwise show the last periodic report). */
+  /** Asks every thread for its counts and commits now (the getters otherwise show the last periodic report). */
   async refresh(): Promise<void> {
-    const stats = await this.callAll<ShardThreadStats>('stats');
-    stats.forEach((value, index) => (this.threads[index]!.stats = value));
+    const reports = await this.callAll<ShardThreadReport>('report');
+    reports.forEach((report, index) => this.apply(this.threads[index]!, report));
   }
 
   private sum(read: (stats: ShardThreadStats) => number): number {

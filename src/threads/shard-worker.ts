@@ -58,7 +58,7 @@ export interface ShardThreadReport {
 export type ShardThreadEvent = { type: 'fatal'; error: string } | { type: 'report'; report: ShardThreadReport };
 
 /** Named calls the main thread makes over the shard port (plain arguments and results). */
-export type ShardThreadCall = 'recover' | 'settled' | 'stats' | 'close';
+export type ShardThreadCall = 'recover' | 'settled' | 'report' | 'close';
 
 function statsOf(host: ShardHost): ShardThreadStats {
   return {
@@ -104,7 +104,7 @@ function run(): void {
   const calls: PortCalls & Record<ShardThreadCall, unknown> = {
     recover: () => host.recover(),
     settled: () => host.settled(),
-    stats: async () => statsOf(host),
+    report: async () => report(),
     // The last report travels as the answer: nothing counted is lost when the thread ends.
     close: async () => {
       clearInterval(timer);
