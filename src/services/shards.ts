@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import type { OutboxMetrics } from '../metrics/metrics.js';
 import type { AttachmentWriter, OutboxObserver, OutboxStats } from '../outbox/outbox.js';
 import { InProcessChannel } from '../shard/in-process-channel.js';
-import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
+import type { ShardChannel, ShardEndpoint, ShardNotice } from '../shard/messages.js';
 import { Router } from '../shard/router.js';
 import { ShardHost, type ShardHostOptions } from '../shard/shard-host.js';
 import type { ShardStats } from '../shard/shard.js';
@@ -126,6 +126,16 @@ function startShardHost(config: Config, pool: pg.Pool, log: Logger, options: Sha
   );
   channel.connect(host);
   const router = new Router(channel, { shardCount: config.shardCount, shardsReady: () => host.isReady(), pool });
+  return assemble(router, host, channel, workers);
+}
+
+/** The service around a router, its shards and the channel between them; stopped in that order. */
+function assemble(
+  router: Router,
+  host: LocalShardHost & { recover(): Promise<void>; close(): Promise<void> },
+  channel: ShardChannel,
+  workers: SnapshotWorkers,
+): Shards {
   return {
     router,
     host,
@@ -161,18 +171,8 @@ function startShardThreads(config: Config, pool: pg.Pool, log: Logger, options: 
   if (observer !== undefined && 'tallySource' in observer) observer.tallySource(() => threads.refresh());
   const workers = new SnapshotWorkers({ threads: 1 });
   workers.start();
-  return {
-    router,
-    host: threads,
-    workers,
-    onNotice: (listener) => threads.onNotice(listener),
-    recover: () => threads.recover(),
-    stop: async () => {
-      await router.close();
-      await threads.close();
-      await workers.stop();
-    },
-  };
+  // ShardThreads is both the shards and their channel (closing it twice is one close).
+  return assemble(router, threads, threads, workers);
 }
 
 /** A thread cannot call another thread's closure: only Date.now or a SharedClock (tests) reach the shard threads. */

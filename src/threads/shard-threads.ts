@@ -76,7 +76,8 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
     const { port1, port2 } = new MessageChannel();
     const data: ShardThreadData = {
       index,
-      config,
+      // MAX_PENDING_EVENTS bounds the process: each thread's outbox holds its share.
+      config: { ...config, maxPendingEvents: Math.ceil(config.maxPendingEvents / config.shardThreads) },
       databaseUrl: this.options.databaseUrl,
       shards: Array.from({ length: config.shardCount }, (_, shard) => shard).filter((shard) => shardThreadOf(shard, config.shardThreads) === index),
       poolMax,
