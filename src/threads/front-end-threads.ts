@@ -7,19 +7,14 @@ import type { DropsApi } from '../http/dependencies.js';
 import type { Payments } from '../payments/payments.js';
 import type { FrontEnd } from '../services/front-end.js';
 import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
-import { workerFile } from '../snapshot/workers.js';
 import type { FrontEndThreadData, ThreadCommand, ThreadEvent } from './front-end-worker.js';
 import { PortEndpoint, portMaxInFlightDefault, type PortCalls } from './port-channel.js';
+import { threadEntry } from './thread-entry.js';
 
 /** A scrape waits this long for each thread's registry. */
 const metricsCollectTimeoutMs = 1000;
 
-const frontEndWorkerFile = workerFile(import.meta.url, 'front-end-worker');
-// A worker does not inherit tsx's module hooks (tests and the bench run the
-// .ts sources): under tsx the entry registers them in the thread first.
-const frontEndWorkerEntry = frontEndWorkerFile.endsWith('.ts')
-  ? `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(frontEndWorkerFile)}); })`
-  : `import(${JSON.stringify(frontEndWorkerFile)})`;
+const frontEndWorkerEntry = threadEntry(import.meta.url, 'front-end-worker');
 
 export interface FrontEndThreadsDependencies {
   config: Config;
