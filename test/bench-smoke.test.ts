@@ -96,6 +96,7 @@ t.test('flashstock --nodes 2: a short many-skus run over a 2-node cluster, forwa
   t.ok(p.local.count > 0 && p.forwarded.count > 0, `${p.local.count} local, ${p.forwarded.count} forwarded`);
   t.equal(p.local.count + p.forwarded.count, r.result.requests, 'every request classified');
   if (existsSync('/proc/stat')) t.ok((r.cpuPer1000?.server ?? 0) > 0, `CPU per 1,000 reservations, summed over the nodes: ${JSON.stringify(r.cpuPer1000)}`);
+  t.ok((r.commits?.commits ?? 0) > 0, `group commits read from both nodes' /metrics: ${JSON.stringify(r.commits)}`);
   t.match(outcome.markdown, /, 2 nodes \| yes \|/);
   t.match(outcome.markdown, new RegExp(`\\| 2 \\| ${(p.forwardedFraction * 100).toFixed(1)}% \\|`));
   const json = JSON.parse(readFileSync(path.join(outDir, 'latest.json'), 'utf8')) as { runs: { nodes: number; result: { placement: { forwardedFraction: number } } }[] };

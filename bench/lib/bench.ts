@@ -1,4 +1,4 @@
-import { startScraper } from './scraper.js';
+import { commitTotals, startScraper, type CommitTotals } from './scraper.js';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -147,6 +147,11 @@ function withChecks(outcome: CheckOutcome, extra: Check[]): CheckOutcome {
   const checks = [...outcome.report.checks, ...extra];
   const ok = checks.every((c) => c.ok);
   return { ...outcome, status: ok ? 'passed' : 'failed', report: { ...outcome.report, ok, checks } };
+}
+
+function commitsDuring(before: CommitTotals | null, after: CommitTotals | null): CommitTotals | null {
+  if (before === null || after === null) return null;
+  return { commits: after.commits - before.commits, events: after.events - before.events };
 }
 
 async function samePlacement(system: RunningSystem, before: Placement): Promise<boolean> {
@@ -307,12 +312,14 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
           log(`${name} ${scenarioName}: ${mode === 'open' ? `open loop ${rate}/s` : 'closed loop'}, ${connections} connections, ${plan.finite ? 'until done' : `${durationSec} s`}`);
           await createSkus(system.url, system.adminToken, plan.skus);
           const placement = system.urls === undefined ? undefined : await readPlacement(system.urls, system.adminToken);
+          const commitsBefore = name === 'flashstock' ? await commitTotals(system.urls ?? [system.url]) : null;
           const cpuBefore = sampleCpu(system.cpuRoots ?? {});
           const wallStart = Date.now();
           const scraper = options.scrapeMetrics && name === 'flashstock' ? startScraper(system.url) : null;
           const result = await runPhase(system, scenarioName, plan, options, runId, { connections, durationMs: durationSec * 1000, mode, rate }, placement);
           const cpuAfter = sampleCpu(system.cpuRoots ?? {});
           const wallMs = Date.now() - wallStart;
+          const commits = commitsDuring(commitsBefore, name === 'flashstock' ? await commitTotals(system.urls ?? [system.url]) : null);
           if (placement !== undefined && !(await samePlacement(system, placement))) {
             notes.push(`${system.label} ${scenarioName}: shards moved during the run: its local/forwarded split is approximate`);
           }
@@ -358,6 +365,7 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
             cpu,
             ...(system.durable && result.acknowledged > 0 ? { cpuPer1000: coreSecondsPerThousand(cpuBefore, cpuAfter, result.acknowledged) } : {}),
             ...(variant !== null ? { nodes: variant.nodes } : {}),
+            ...(commits !== null ? { commits } : {}),
             ...(typeof system.serviceConfig?.httpThreads === 'number' ? { httpThreads: system.serviceConfig.httpThreads } : {}),
           };
           if (scenarioName === 'sellout') {

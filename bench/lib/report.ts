@@ -33,6 +33,8 @@ export interface RunRecord {
   /** flashstock started by the bench: its node processes (1: no cluster) and HTTP_THREADS per process. */
   nodes?: number;
   httpThreads?: number;
+  /** flashstock: successful group commits during the run and the events they carried, every node summed (from /metrics). */
+  commits?: { commits: number; events: number };
 }
 
 function cpuPer1000Cell(r: RunRecord): string {
@@ -213,6 +215,12 @@ export function clusterFigures(run: RunRecord, runs: readonly RunRecord[]): Clus
   return { nodes: run.nodes!, forwardedFraction: p.forwardedFraction, local: p.local.latency, forwarded: p.forwarded.latency, ratio, extraCpuPerForwardedUs: extra };
 }
 
+function commitsCell(r: RunRecord | undefined): string {
+  const c = r?.commits;
+  if (c === undefined || c.commits <= 0) return '—';
+  return `${fmtInt(c.commits)} × ${(c.events / c.commits).toFixed(1)}`;
+}
+
 function clusterSection(runs: readonly RunRecord[]): string[] {
   const rows = runs.flatMap((r) => {
     const f = clusterFigures(r, runs);
@@ -223,8 +231,8 @@ function clusterSection(runs: readonly RunRecord[]): string[] {
     '',
     'Cluster (`--nodes`; connections round robin over the nodes; forwarded = sent to a node that does not own the SKU\'s shard, which forwards it to the owner):',
     '',
-    '| system | nodes | forwarded | rate ÷ single node | local p50 / p99 ms | forwarded p50 / p99 ms | forwarding adds p50 / p99 ms | extra server CPU per forwarded request |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| system | nodes | forwarded | rate ÷ single node | local p50 / p99 ms | forwarded p50 / p99 ms | forwarding adds p50 / p99 ms | extra server CPU per forwarded request | group commits × mean events: cluster / single node |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const { r, f } of rows) {
     out.push(
@@ -237,6 +245,7 @@ function clusterSection(runs: readonly RunRecord[]): string[] {
         `${fmtMs(f.forwarded.p50)} / ${fmtMs(f.forwarded.p99)}`,
         `${fmtMs(f.forwarded.p50 - f.local.p50)} / ${fmtMs(f.forwarded.p99 - f.local.p99)}`,
         f.extraCpuPerForwardedUs === null ? '—' : `${Math.round(f.extraCpuPerForwardedUs)} µs (est.)`,
+        `${commitsCell(r)} / ${commitsCell(singleNodeOf(r, runs))}`,
       ].join(' | ')} |`,
     );
   }
