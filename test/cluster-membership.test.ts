@@ -210,3 +210,32 @@ t.test('real shard hosts: one outbox spans a node’s shards; a joining node tak
   }
   t.ok(nodes[1]!.outboxStats.batches > 0, 'node-1 commits through its own outbox');
 });
+
+t.test('a node that rejoins before anyone took its shards takes them back (none left with a phantom owner)', async (t) => {
+  const db = await createTestDatabase(t);
+  const hosts = [host(), host()];
+  const members = hosts.map((h, i) => member(db, `node-${i}`, h));
+  t.teardown(() => Promise.all(members.map((m) => m.stop())));
+  await rounds(members, 6);
+  t.same(counts(hosts), [6, 6]);
+
+  const { rows } = await db.pool.query<NodeRow>(listNodesQuery());
+  const victim = rows.find((r) => r.node_id === 'node-1')!;
+  const epochsBefore = new Map(hosts[1]!.shards);
+  await db.pool.query('SELECT pg_terminate_backend($1)', [victim.lease_pid]);
+  const deadline = Date.now() + 5_000;
+  while (hosts[1]!.dropped === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  t.equal(hosts[1]!.dropped, 1, 'the zombie dropped its shards');
+
+  // The zombie's next round re-registers it with a new lease before node-0 has seen it gone:
+  // node-0 sees a live node-1 named in shard_owners, so only node-1 can take those shards again.
+  await members[1]!.round();
+  await rounds(members, 4);
+  t.same(counts(hosts), [6, 6], 'every shard is open again');
+  assertOneOwnerEach(t, hosts, members);
+  for (const [shard, epoch] of epochsBefore) {
+    const now = hosts[0]!.shards.get(shard) ?? hosts[1]!.shards.get(shard)!;
+    t.ok(now > epoch, `shard ${shard}: taken again at a bumped epoch`);
+  }
+  t.ok(members[0]!.snapshot.owners.every((o) => o !== null), 'every shard has a routable owner');
+});
