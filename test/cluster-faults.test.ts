@@ -36,6 +36,13 @@ interface Attempt {
   endedAt: number;
 }
 
+/** One reservation of 1 unit, recorded whatever the answer (no answer: status 0). */
+async function reserveOnce(client: Client, via: string, sku: string, shopper: string, key: string): Promise<Attempt> {
+  const startedAt = Date.now();
+  const res = await client.reserve(sku, shopper, 1, key).catch((): CallResult => ({ status: 0, headers: new Headers(), body: null }));
+  return { via, sku, shopper, key, status: res.status, body: res.body, retryAfter: res.headers.get('retry-after'), startedAt, endedAt: Date.now() };
+}
+
 /**
  * Shoppers reserving 1 unit each over `skus`, `concurrency` at a time, spread
  * over whatever `targets()` returns at each request (a load balancer's view).
@@ -57,11 +64,8 @@ function startLoad(t: Test, targets: () => string[], skus: string[], concurrency
       for (let attempt = 0; attempt < MAX_ATTEMPTS_PER_KEY; attempt++) {
         const urls = targets();
         const via = urls[(n + attempt) % urls.length]!;
-        const startedAt = Date.now();
-        const res = await client(via)
-          .reserve(sku, shopper, 1, key)
-          .catch((): CallResult => ({ status: 0, headers: new Headers(), body: null }));
-        attempts.push({ via, sku, shopper, key, status: res.status, body: res.body, retryAfter: res.headers.get('retry-after'), startedAt, endedAt: Date.now() });
+        const res = await reserveOnce(client(via), via, sku, shopper, key);
+        attempts.push(res);
         if (res.status !== 503 && res.status !== 0) break;
         await sleep(100 + 100 * attempt);
       }
@@ -205,16 +209,21 @@ async function moreCreated(attempts: Attempt[], n: number) {
 
 const STOCK = 400;
 
-t.test('zombie owner: its lease session terminated while the process lives and serves', async (t) => {
+/** Three balanced nodes, six SKUs of STOCK units on distinct shards, and node 1 (the victim) with the SKUs it owns. */
+async function clusterWithVictim(t: Test, prefix: string) {
   const { db, nodes } = await startCluster(t, 3);
   const urls = nodes.map((n) => n.url);
-  const skus = skusOverShards('ZOMBIE', 6);
+  const skus = skusOverShards(prefix, 6);
   for (const sku of skus) t.equal((await clientFor(urls[0]!).putSku(sku, { stock: STOCK, perShopperLimit: 1 })).status, 201);
   const victimUrl = urls[1]!;
   const victim = await nodeOf(victimUrl);
   const victimSkus = skus.filter((sku) => victim.shards.includes(shardOf(sku, SHARDS)));
   t.ok(victimSkus.length > 0, `the victim ${victim.nodeId} owns ${victimSkus.join(', ')}`);
-  const before = await epochs(db);
+  return { db, nodes, urls, skus, victimUrl, victim, victimSkus, before: await epochs(db) };
+}
+
+t.test('zombie owner: its lease session terminated while the process lives and serves', async (t) => {
+  const { db, nodes, urls, skus, victimUrl, victim, victimSkus, before } = await clusterWithVictim(t, 'ZOMBIE');
 
   // Shoppers go through every node, the zombie included.
   const load = startLoad(t, () => urls, skus, 24);
@@ -245,16 +254,8 @@ t.test('zombie owner: its lease session terminated while the process lives and s
 });
 
 t.test('frozen owner: SIGSTOP past the lease timeout, shards taken meanwhile, then SIGCONT', async (t) => {
-  const { db, nodes } = await startCluster(t, 3);
-  const urls = nodes.map((n) => n.url);
-  const skus = skusOverShards('FROZEN', 6);
-  for (const sku of skus) t.equal((await clientFor(urls[0]!).putSku(sku, { stock: STOCK, perShopperLimit: 1 })).status, 201);
+  const { db, nodes, urls, skus, victimUrl, victim, victimSkus, before } = await clusterWithVictim(t, 'FROZEN');
   const victimNode = nodes[1]!;
-  const victimUrl = victimNode.url;
-  const victim = await nodeOf(victimUrl);
-  const victimSkus = skus.filter((sku) => victim.shards.includes(shardOf(sku, SHARDS)));
-  t.ok(victimSkus.length > 0, `the victim ${victim.nodeId} owns ${victimSkus.join(', ')}`);
-  const before = await epochs(db);
 
   const leasePid = (await db.pool.query<{ pid: number }>('SELECT lease_pid AS pid FROM cluster_nodes WHERE node_id = $1', [victim.nodeId])).rows[0]!.pid;
   // A load balancer stops sending to a node that stops answering its health checks; the requests
@@ -265,6 +266,10 @@ t.test('frozen owner: SIGSTOP past the lease timeout, shards taken meanwhile, th
   victimNode.child.kill('SIGSTOP');
   frozen = true;
   const frozenAt = Date.now();
+  // Requests for its own SKUs sent straight to the frozen node: it reads them only after it resumes,
+  // when those shards are someone else's.
+  const direct = clientFor(victimUrl);
+  const queued = Promise.all(victimSkus.flatMap((sku) => Array.from({ length: 10 }, (_, i) => reserveOnce(direct, victimUrl, sku, `queued-${i}`, randomUUID()))));
   await resumedThroughOthers(load.attempts, victimSkus, victimUrl, frozenAt);
   const taken = await epochs(db);
   for (const shard of victim.shards) t.not(taken.get(shard)!.nodeId, victim.nodeId, `shard ${shard} was taken from the frozen node`);
@@ -273,6 +278,11 @@ t.test('frozen owner: SIGSTOP past the lease timeout, shards taken meanwhile, th
   const resumedAt = Date.now();
   frozen = false;
 
+  const queuedAnswers = await queued;
+  const answered = new Map<string, number>();
+  for (const a of queuedAnswers) answered.set(`${a.status} ${a.body?.detail ?? ''}`, (answered.get(`${a.status} ${a.body?.detail ?? ''}`) ?? 0) + 1);
+  t.comment(`requests queued at the frozen node for the shards it lost: ${JSON.stringify([...answered])}`);
+  load.attempts.push(...queuedAnswers);
   await until('the cluster balanced again with the resumed node', () => balanced(urls[0]!, 3), 60_000);
   await until('201s through the resumed node', async () => (load.attempts.some((a) => a.status === 201 && a.via === victimUrl && a.startedAt > resumedAt) ? true : null), 60_000);
   await moreCreated(load.attempts, 60);
@@ -285,6 +295,7 @@ t.test('frozen owner: SIGSTOP past the lease timeout, shards taken meanwhile, th
   await checkInvariants(t, db, load.attempts, new Map(skus.map((sku) => [sku, STOCK])), urls, []);
   // Requests the frozen node held and answered after it resumed: any 201 among them is in the log (above) and reads back.
   const heldOver = load.attempts.filter((a) => a.status === 201 && a.via === victimUrl && a.startedAt < resumedAt && a.endedAt >= resumedAt);
+  t.ok(queuedAnswers.every((a) => a.status === 201 || a.status === 503), 'the queued requests were answered 201 (by the new owner) or 503');
   t.comment(`${heldOver.length} × 201 from requests that waited out the freeze in the frozen node`);
   await checkReadable(t, heldOver, urls[0]!, Infinity);
   await checkReadable(t, load.attempts.filter((a) => a.status === 201 && victimSkus.includes(a.sku)), urls[2]!, Infinity);
