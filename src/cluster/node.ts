@@ -54,7 +54,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
   let nodeId = config.nodeId ?? new URL(selfUrl).host;
   const emptySnapshot = (): ClusterSnapshot => ({ self: nodeId, shardCount: config.shardCount, nodes: [], owners: [], epochs: [] });
 
-  const workers = new SnapshotWorkers({ threads: 1 });
+  const workers = new SnapshotWorkers({ threads: 1, warm: true });
   workers.start();
   let channel: ClusterChannel | null = null;
   const shards = new ClusterShards(pool, clusterLog, {

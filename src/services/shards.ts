@@ -111,7 +111,8 @@ export function startShards(config: Config, pool: pg.Pool, log: Logger, options:
 }
 
 function startShardHost(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): Shards {
-  const workers = new SnapshotWorkers({ threads: 1 });
+  // Every snapshot of this process runs here: one thread stays loaded.
+  const workers = new SnapshotWorkers({ threads: 1, warm: true });
   workers.start();
   const channel = new InProcessChannel({ clone: options.cloneMessages ?? false });
   const host = new ShardHost(

@@ -20,6 +20,12 @@ export interface SnapshotWorkersOptions {
   threads?: number;
   /** Tasks waiting for a thread; past it `run` rejects at once. Default 1024. */
   maxQueue?: number;
+  /**
+   * Keep one thread loaded from the start (default: start threads on demand, end them
+   * when idle). A thread's start loads every module again (seconds of CPU under tsx),
+   * which otherwise lands in the middle of the load that triggered the first snapshot.
+   */
+  warm?: boolean;
 }
 
 export class SnapshotWorkers {
@@ -32,7 +38,7 @@ export class SnapshotWorkers {
     const threads = this.options.threads ?? 1;
     this.pool = new Piscina({
       filename: snapshotWorkerFile,
-      minThreads: 0,
+      minThreads: this.options.warm === true ? 1 : 0,
       maxThreads: threads,
       maxQueue: this.options.maxQueue ?? 1024,
       idleTimeout: 30_000,
