@@ -21,15 +21,17 @@ interface Server {
   stop(): void;
 }
 
-async function startServer(handle: ForwardHandler, limits: Partial<TransportLimits> = {}): Promise<Server> {
+/** How the server checks a token, given its verifier (default: at once, as on a node's main thread). */
+type Check = (verifier: UpgradeVerifier, token: string) => ReturnType<UpgradeVerifier['verify']> | Promise<ReturnType<UpgradeVerifier['verify']>>;
+
+async function startServer(handle: ForwardHandler, limits: Partial<TransportLimits> = {}, check?: Check): Promise<Server> {
   const app = uWS.App();
   let url = '';
+  const verifier = new UpgradeVerifier(SECRET, () => url, 30_000, 10_000);
   const endpoint = attachClusterEndpoint(app, {
-    secret: SECRET,
-    selfUrl: () => url,
+    verify: (token) => (check === undefined ? verifier.verify(token, Date.now()) : check(verifier, token)),
     handle,
     limits: { ...defaultTransportLimits, ...limits },
-    authWindowMs: 30_000,
     log: testLog,
   });
   const socket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
@@ -95,6 +97,26 @@ t.test('authentication on the upgrade', async (t) => {
   const refused = await bad.forward(1, 'x');
   t.same(refused.ok, false);
   t.equal((refused as { code: string }).code, 'unavailable', 'a client with the wrong secret gets unavailable, nothing executed');
+});
+
+t.test('an asynchronous token check (a front-end thread asks its main thread): accepted, refused, failed', async (t) => {
+  let failing = false;
+  const server = await startServer(echo, {}, async (verifier, token) => {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    if (failing) throw new Error('the main thread is gone');
+    return verifier.verify(token, Date.now());
+  });
+  t.teardown(server.stop);
+  const token = signUpgrade(SECRET, 'n1', server.url, Date.now());
+  t.equal(await upgradeStatus(server.url, { [AUTH_HEADER]: token }), 101, 'a good token is accepted after the check');
+  t.equal(await upgradeStatus(server.url, { [AUTH_HEADER]: token }), 401, 'replayed: refused');
+  t.equal(await upgradeStatus(server.url, {}), 401, 'no token: refused');
+  failing = true;
+  t.equal(await upgradeStatus(server.url, { [AUTH_HEADER]: signUpgrade(SECRET, 'n1', server.url, Date.now()) }), 503, 'a check that fails: 503, not let in');
+  failing = false;
+  const good = client(server.url);
+  t.teardown(() => good.close());
+  t.same(await good.forward(3, 'x'), { ok: true, payload: { shard: 3, payload: 'x' } }, 'commands flow over a connection let in asynchronously');
 });
 
 t.test('UpgradeVerifier: malformed tokens and the nonce bound', async (t) => {
