@@ -83,10 +83,14 @@ export function clientFor(url: string): Pick<TestService, 'token' | 'call' | 'pu
   };
 }
 
-/** TEST_HTTP_THREADS=N runs every test service with N front-end threads (the whole contract under threads). */
+/**
+ * TEST_HTTP_THREADS=N runs every test service with N front-end threads (the
+ * whole contract under threads). Unset: 1, not the service's default (the
+ * cores): tests read `service.live` and count on the main-thread front end.
+ */
 function testHttpThreads(): Partial<Config> {
   const threads = process.env.TEST_HTTP_THREADS;
-  return threads === undefined || threads === '' ? {} : { httpThreads: Number(threads) };
+  return { httpThreads: threads === undefined || threads === '' ? 1 : Number(threads) };
 }
 
 /** A real service on a fresh database, stopped (and the database dropped) at teardown. */
