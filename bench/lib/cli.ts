@@ -40,7 +40,7 @@ export const usage = `Usage: node --import tsx bench/run.ts [options]   (npm run
   --threads N              load-generator threads (default half the cores, at least 1)
   --compare                also run the baselines rowlock, redis-lua (not durable) and hello, same load
   --systems LIST           exactly these systems: flashstock,rowlock,redis-lua,hello
-  --http-threads N         flashstock's front-end threads (HTTP_THREADS, 1..64; default the service's)
+  --http-threads N         flashstock's front-end threads (HTTP_THREADS, 1..64; default the service's: one per core)
   --warmup SECONDS         warm-up load on a separate SKU before each run (default 2; 0 = none)
   --timeout MS             per-request timeout (default 10000)
   --url URL                target a running flashstock instead of starting one; needs --admin-token and
