@@ -1,13 +1,11 @@
 import http from 'node:http';
 import t from 'tap';
-import WebSocket from 'ws';
 import type { Child } from './helpers/child.js';
 import { createTestDatabase } from './helpers/db.js';
 import { adminToken, clientFor, type CallResult } from './helpers/service.js';
-import { balanced, clusterEnv, nodeLog, ownerUrl, startNode, until } from './helpers/cluster.js';
+import { balanced, clusterEnv, clusterUpgradeStatus, ownerUrl, reapNodes, sleep, startNode, until } from './helpers/cluster.js';
 import { connectStream } from './helpers/stream-client.js';
 import { AUTH_HEADER, signUpgrade } from '../src/cluster/auth.js';
-import { CLUSTER_PATH } from '../src/cluster/transport.js';
 
 /**
  * Front-end threads on cluster nodes: two real node processes (src/main.ts)
@@ -38,29 +36,10 @@ function freshGet(url: string, path: string): Promise<Answer> {
   });
 }
 
-/** The status of a cluster upgrade carrying `token` (101 when let in). */
-function clusterUpgrade(url: string, token: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${url.replace('http', 'ws')}${CLUSTER_PATH}`, { headers: { [AUTH_HEADER]: token } });
-    ws.once('open', () => {
-      ws.close();
-      resolve(101);
-    });
-    ws.once('unexpected-response', (_req, res) => {
-      resolve(res.statusCode ?? 0);
-      ws.terminate();
-    });
-    ws.once('error', reject);
-  });
-}
-
 t.test('two nodes of two front-end threads: forwarding, one SKU never oversold, admin views and readiness on every thread', async (t) => {
   const db = await createTestDatabase(t);
   const nodes: Child[] = [];
-  t.teardown(async () => {
-    for (const node of nodes) if (node.child.exitCode === null) node.child.kill('SIGKILL');
-    if (t.passing() === false) t.comment(`node warnings and errors:\n${nodeLog.slice(-60).join('\n')}`);
-  });
+  reapNodes(t, nodes);
   for (let i = 0; i < 2; i++) nodes.push(await startNode(db.url, `tnode${i}`, { HTTP_THREADS: '2' }));
   const urls = nodes.map((n) => n.url);
   const clients = urls.map((url) => clientFor(url));
@@ -119,18 +98,39 @@ t.test('two nodes of two front-end threads: forwarding, one SKU never oversold, 
   t.same([read.status, read.body.reservationId], [200, results[win]!.body.reservationId], 'and the reservation reads back through it');
 });
 
-t.test('a cluster token is good once per node, whichever front-end thread it reaches', async (t) => {
+t.test('one node of two front-end threads', async (t) => {
   const db = await createTestDatabase(t);
-  const node = await startNode(db.url, 'tokens', { HTTP_THREADS: '2' });
-  t.teardown(() => {
-    if (node.child.exitCode === null) node.child.kill('SIGKILL');
+  // Rounds 10 s apart: a lost lease stays lost long enough to be seen.
+  const node = await startNode(db.url, 'solo', { HTTP_THREADS: '2', CLUSTER_HEARTBEAT_MS: '10000', CLUSTER_LEASE_TIMEOUT_MS: '30000' });
+  reapNodes(t, [node]);
+
+  t.test('a cluster token is good once per node, whichever thread it reaches', async (t) => {
+    // Fresh connections land on either thread; with a verifier per thread a replay
+    // would get through whenever it reached the other one (1 in 2 per round).
+    for (let round = 0; round < 6; round++) {
+      const token = signUpgrade(clusterEnv.CLUSTER_SECRET, 'peer', node.url, Date.now());
+      t.equal(await clusterUpgradeStatus(node.url, { [AUTH_HEADER]: token }), 101, `round ${round}: a good token is let in`);
+      t.equal(await clusterUpgradeStatus(node.url, { [AUTH_HEADER]: token }), 401, `round ${round}: the same token again is refused`);
+    }
+    const wrong = signUpgrade('another-secret-entirely-0123456789', 'peer', node.url, Date.now());
+    t.equal(await clusterUpgradeStatus(node.url, { [AUTH_HEADER]: wrong }), 401, 'a wrong secret is refused');
   });
-  // Fresh connections land on either thread; with a verifier per thread a replay
-  // would get through whenever it reached the other one (1 in 2 per round).
-  for (let round = 0; round < 6; round++) {
-    const token = signUpgrade(clusterEnv.CLUSTER_SECRET, 'peer', node.url, Date.now());
-    t.equal(await clusterUpgrade(node.url, token), 101, `round ${round}: a good token is let in`);
-    t.equal(await clusterUpgrade(node.url, token), 401, `round ${round}: the same token again is refused`);
-  }
-  t.equal(await clusterUpgrade(node.url, signUpgrade('another-secret-entirely-0123456789', 'peer', node.url, Date.now())), 401, 'a wrong secret is refused');
+
+  t.test('readiness follows the lease on every thread, with no traffic to carry it', async (t) => {
+    const lease = async () =>
+      (await db.pool.query<{ at: string; pid: number }>(`SELECT heartbeat_at::text AS at, lease_pid AS pid FROM cluster_nodes WHERE node_id = 'solo'`)).rows[0]!;
+    const before = await lease();
+    // Just after a round, so the next one (which takes a new lease) is ~10 s away.
+    const after = await until('a membership round', async () => {
+      const now = await lease();
+      return now.at !== before.at ? now : null;
+    });
+    await db.pool.query('SELECT pg_terminate_backend($1)', [after.pid]);
+    await sleep(500);
+    // Concurrent first requests: each thread answers from what the main thread told it unasked.
+    const probes = await Promise.all(Array.from({ length: 6 }, () => freshGet(node.url, '/readyz')));
+    t.same(probes.map((p) => p.status), [503, 503, 503, 503, 503, 503], `lease lost: /readyz 503 on threads ${[...new Set(probes.map((p) => p.thread))].join(', ')}`);
+    await until('ready again with a new lease', async () => ((await freshGet(node.url, '/readyz')).status === 200 ? true : null), 30_000);
+    t.pass('ready again after the next round took a new lease');
+  });
 });

@@ -1,10 +1,8 @@
 import t from 'tap';
 import uWS from 'uWebSockets.js';
-import WebSocket from 'ws';
 import { AUTH_HEADER, signUpgrade, UpgradeVerifier } from '../src/cluster/auth.js';
 import {
   attachClusterEndpoint,
-  CLUSTER_PATH,
   defaultTransportLimits,
   ForwardClient,
   type ForwardHandler,
@@ -12,6 +10,7 @@ import {
   type TransportLimits,
 } from '../src/cluster/transport.js';
 import { testLog } from './helpers/db.js';
+import { clusterUpgradeStatus as upgradeStatus } from './helpers/cluster.js';
 
 const SECRET = 'cluster-secret-for-tests';
 
@@ -56,22 +55,6 @@ async function startServer(handle: ForwardHandler, limits: Partial<TransportLimi
 
 function client(peerUrl: string, limits: Partial<TransportLimits> = {}, secret = SECRET): ForwardClient {
   return new ForwardClient({ secret, selfNodeId: 'caller', peerUrl, limits: { ...defaultTransportLimits, ...limits }, log: testLog });
-}
-
-/** The status an upgrade with these headers gets (101 when accepted). */
-function upgradeStatus(url: string, headers: Record<string, string>): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${url.replace('http', 'ws')}${CLUSTER_PATH}`, { headers });
-    ws.once('open', () => {
-      ws.close();
-      resolve(101);
-    });
-    ws.once('unexpected-response', (_req, res) => {
-      resolve(res.statusCode ?? 0);
-      ws.terminate();
-    });
-    ws.once('error', reject);
-  });
 }
 
 const echo: ForwardHandler = async (shard, payload) => ({ ok: true, payload: { shard, payload } });

@@ -3,7 +3,6 @@ import type uWS from 'uWebSockets.js';
 import { advertiseUrl, type Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { shardHostSettings, type ShardsOptions } from '../services/shards.js';
-import { loadSkuState } from '../snapshot/load.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
 import { Router } from '../shard/router.js';
 import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
