@@ -5,12 +5,11 @@ import { createOrderWriter } from './payments/orders.js';
 import { finalizeQueue } from './payments/finalizer.js';
 import type { Payments } from './payments/payments.js';
 import type { Router } from './shard/router.js';
-import type { ShardHost } from './shard/shard-host.js';
 import type { LiveStock } from './ws/index.js';
 import { startStorage } from './services/storage.js';
 import { preparePayments, startBoss } from './services/payments.js';
 import type uWS from 'uWebSockets.js';
-import { startShards } from './services/shards.js';
+import { startShards, type LocalShardHost } from './services/shards.js';
 import { clusterShardsService, startClusterNode } from './cluster/node.js';
 import type { ClusterShards } from './cluster/cluster-shards.js';
 import { databaseProbe, startFrontEnd, type FrontEnd } from './services/front-end.js';
@@ -31,8 +30,8 @@ export interface Flashstock {
   pool: pg.Pool;
   /** The front ends' Inventory: routes every command to its SKU's shard. */
   inventory: Router;
-  /** This process's shards (single-process mode: all of them). */
-  shards: ShardHost | ClusterShards;
+  /** This process's shards (single-process mode: all of them, on the main thread or SHARD_THREADS threads). */
+  shards: LocalShardHost | ClusterShards;
   payments: Payments;
   /** `/v1/stream`, the stock fan-out and the page at `/` (null with HTTP_THREADS > 1: each thread has its own). */
   live: LiveStock | null;

@@ -10,6 +10,8 @@ import { parseTrustProxy, type TrustedProxies } from './ratelimit/client-ip.js';
  */
 /** Front-end threads at most (HTTP_THREADS). */
 export const maxHttpThreads = 64;
+/** Shard threads at most (SHARD_THREADS): each is an event loop with its own pool and outbox. */
+export const maxShardThreads = 16;
 
 /** HTTP_THREADS by default: one front-end thread per core the process may use, within 1..maxHttpThreads. */
 export function defaultHttpThreads(): number {
@@ -67,6 +69,8 @@ export interface Config {
   shardCount: number;
   /** Front-end threads (uWS apps on one port, SO_REUSEPORT; default: the cores); 1 = the front end runs on the main thread. */
   httpThreads: number;
+  /** Threads the shards run on (shard s on thread s mod N); 1 = the shards run on the main thread. */
+  shardThreads: number;
   /** A settled reservation leaves memory this long after it settled (then it is read from the log). */
   reservationMemorySeconds: number;
   /** How long a request's Idempotency-Key is honoured. */
@@ -243,6 +247,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     redisStockChannel: text(env, 'REDIS_STOCK_CHANNEL') ?? 'flashstock:stock:v1',
     shardCount: integer(env, 'SHARD_COUNT', defaultShardCount, 1, maxShardCount),
     httpThreads: integer(env, 'HTTP_THREADS', defaultHttpThreads(), 1, maxHttpThreads),
+    shardThreads: integer(env, 'SHARD_THREADS', 1, 1, maxShardThreads),
     reservationMemorySeconds: integer(env, 'RESERVATION_MEMORY_SECONDS', 300, 0, 7 * 24 * 3600),
     idempotencyKeyTtlSeconds: integer(env, 'IDEMPOTENCY_KEY_TTL_SECONDS', 86_400, 1, 30 * 24 * 3600),
     snapshotEveryEvents: integer(env, 'SNAPSHOT_EVERY_EVENTS', 100_000, 100, 100_000_000),
@@ -275,7 +280,18 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   };
   checkConsistency(config);
   validateCluster(config);
+  validateShardThreads(config);
   return config;
+}
+
+function validateShardThreads(config: Config): void {
+  if (config.shardThreads > config.shardCount) {
+    throw new ConfigError(`SHARD_THREADS (${config.shardThreads}) must not exceed SHARD_COUNT (${config.shardCount}): a thread without a shard would idle`);
+  }
+  if (config.shardThreads > 1 && config.clusterSecret !== null) {
+    // Not built yet: a cluster node's shards move between nodes on one thread (src/cluster).
+    throw new ConfigError('SHARD_THREADS > 1 together with CLUSTER_SECRET is not supported yet: use SHARD_THREADS=1 on cluster nodes');
+  }
 }
 
 function httpUrl(env: Env, name: string): string | null {

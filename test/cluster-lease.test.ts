@@ -1,11 +1,14 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import pg from 'pg';
 import type { StockEvent } from '../src/allocator/types.js';
+import { ClusterShards } from '../src/cluster/cluster-shards.js';
 import { FencedError, isFencedPgError, Lease } from '../src/cluster/lease.js';
 import { fencedInsertQuery, listNodesQuery, proveOwnershipQuery, type NodeRow } from '../src/cluster/sql.js';
 import { insertEventsQuery } from '../src/outbox/event-log.js';
 import { CommitError, Outbox } from '../src/outbox/outbox.js';
+import { shardOf } from '../src/shard/placement.js';
 import { createTestDatabase, testLog } from './helpers/db.js';
+import { testHostOptions } from './helpers/shard-host.js';
 
 const namespace = 4242;
 
@@ -190,4 +193,99 @@ t.test('the outbox proves ownership in its group commit: a stale epoch or a lost
   t.same(failures, [true, true], 'the shell is told both batches were fenced');
   t.equal(await rowCount(db.pool, 'P'), 1, 'nothing was inserted after the shard was lost');
   await outbox.drained();
+});
+
+/** A node's shards over one ShardHost (one outbox), fenced by `lease`, on a 4-shard cluster. */
+function nodeShards(db: { pool: pg.Pool; url: string }, t: Test, lease: Lease): ClusterShards {
+  const shards = new ClusterShards(db.pool, testLog, {
+    shardCount: 4,
+    hostOptions: testHostOptions(db, t),
+    lease: () => (lease.lost ? null : lease),
+    notify: () => undefined,
+  });
+  t.teardown(() => shards.close());
+  return shards;
+}
+
+/** A SKU name that lives in `shard` of 4. */
+function skuIn(shard: number, prefix: string): string {
+  for (let i = 0; ; i++) if (shardOf(`${prefix}-${i}`, 4) === shard) return `${prefix}-${i}`;
+}
+
+const bigSale = { stock: 100, perShopperLimit: 100, holdSeconds: 60, priceCents: 100, currency: 'USD', startsAtMs: null, endsAtMs: null };
+
+function reserve(shards: ClusterShards, sku: string, key: string) {
+  return shards.handle(shardOf(sku, 4), { type: 'reserve', sku, shopperId: `shopper-${key}`, quantity: 1, idempotencyKey: key });
+}
+
+async function reservedRows(pool: pg.Pool, sku: string): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM stock_events WHERE sku = $1 AND kind = 'reserved'", [sku]);
+  return rows[0]!.n;
+}
+
+t.test('one outbox per node: a batch of two shards proves both epochs; one stale epoch fences the whole batch', async (t) => {
+  const db = await createTestDatabase(t);
+  const a = await openLease(db.url, 'node-a');
+  t.teardown(() => a.close());
+  const node = nodeShards(db, t, a);
+  const [x, y] = [skuIn(0, 'X'), skuIn(1, 'Y')];
+  for (const shard of [0, 1]) await node.open(shard, (await a.take(shard))!);
+  t.same(node.shards(), [0, 1]);
+  for (const sku of [x, y]) t.match(await node.handle(shardOf(sku, 4), { type: 'configure', sku, config: bigSale }), { ok: true });
+
+  const batches = node.outboxStats.batches;
+  const both = await Promise.all([reserve(node, x, 'x1'), reserve(node, y, 'y1')]);
+  t.ok(both.every((reply) => reply.ok), 'decided in one turn on two shards: both acknowledged');
+  t.equal(node.outboxStats.batches, batches + 1, 'in one group commit');
+  t.equal(node.outboxStats.lastBatchEvents, 2, 'holding the events of both shards');
+
+  // Shard 1's epoch moves behind the node's back (a partition): a batch holding any of its events proves a stale epoch.
+  await db.pool.query('UPDATE shard_owners SET epoch = epoch + 1 WHERE shard = 1');
+  const failed = node.outboxStats.failedBatches;
+  const fenced = await Promise.all([reserve(node, x, 'x2'), reserve(node, y, 'y2')]);
+  t.match(fenced, [{ ok: false, code: 'unavailable' }, { ok: false, code: 'unavailable' }], 'neither decision is acknowledged');
+  t.equal(node.outboxStats.failedBatches, failed + 1, 'the batch failed whole');
+  t.same([await reservedRows(db.pool, x), await reservedRows(db.pool, y)], [1, 1], 'nothing of it was inserted, not even the shard still held');
+
+  // Once rebuilt, shard 0's batches (no event of shard 1) prove only shard 0 and commit.
+  let retried = await reserve(node, x, 'x3');
+  for (let i = 0; !retried.ok && i < 200; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 25));
+    retried = await reserve(node, x, 'x3');
+  }
+  t.match(retried, { ok: true }, 'a batch of the held shard alone commits');
+  t.equal(await reservedRows(db.pool, x), 2);
+  t.match(await reserve(node, y, 'y3'), { ok: false, code: 'unavailable' }, 'the stale shard never commits again');
+  t.equal(await reservedRows(db.pool, y), 1);
+});
+
+t.test('drain commits the shard’s decisions (its epoch still proven) before the lease is released; dropAll fails what is queued', async (t) => {
+  const db = await createTestDatabase(t);
+  const a = await openLease(db.url, 'node-a');
+  const b = await openLease(db.url, 'node-b');
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+  const node = nodeShards(db, t, a);
+  const [x, y] = [skuIn(0, 'X'), skuIn(1, 'Y')];
+  for (const shard of [0, 1]) await node.open(shard, (await a.take(shard))!);
+  await t.rejects(node.open(0, a.epochOf(0)!), /already open/);
+  for (const sku of [x, y]) t.match(await node.handle(shardOf(sku, 4), { type: 'configure', sku, config: bigSale }), { ok: true });
+
+  // Decided in the same turn as the drain, sharing batches with shard 1's decisions.
+  const decided = Array.from({ length: 10 }, (_, i) => [reserve(node, x, `x${i}`), reserve(node, y, `y${i}`)]).flat();
+  const draining = node.drain(0);
+  t.same(node.shards(), [1], 'a draining shard is no longer served');
+  t.match(await reserve(node, x, 'late'), { ok: false, code: 'unavailable' }, 'new work for it: 503 at once');
+  await draining;
+  t.equal(await reservedRows(db.pool, x), 10, 'everything it decided is in the log when drain resolves');
+  t.ok((await Promise.all(decided)).every((reply) => reply.ok), 'and acknowledged');
+  await a.release(0);
+  t.equal(await b.take(0), 2, 'then the lease is handed over');
+  t.match(await reserve(node, x, 'after'), { ok: false, code: 'unavailable', detail: /not owned/ });
+  t.match(await reserve(node, y, 'y-after'), { ok: true }, 'the other shard keeps committing');
+
+  const queued = Array.from({ length: 5 }, (_, i) => reserve(node, y, `q${i}`));
+  node.dropAll(new Error('test: lease lost'));
+  t.same(node.shards(), []);
+  t.ok((await Promise.all(queued)).every((reply) => !reply.ok), 'decisions queued when the lease went are not acknowledged');
+  t.equal(await reservedRows(db.pool, y), 11, 'and not inserted');
 });

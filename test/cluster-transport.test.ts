@@ -1,8 +1,7 @@
 import t from 'tap';
-import uWS from 'uWebSockets.js';
+import net from 'node:net';
 import { AUTH_HEADER, signUpgrade, UpgradeVerifier } from '../src/cluster/auth.js';
 import {
-  attachClusterEndpoint,
   defaultTransportLimits,
   ForwardClient,
   type ForwardHandler,
@@ -10,48 +9,11 @@ import {
   type TransportLimits,
 } from '../src/cluster/transport.js';
 import { testLog } from './helpers/db.js';
-import { clusterUpgradeStatus as upgradeStatus } from './helpers/cluster.js';
+import { clusterUpgradeStatus as upgradeStatus, sleep, until } from './helpers/cluster.js';
+import { CLUSTER_TEST_SECRET, startEndpoint } from './helpers/cluster-endpoint.js';
 
-const SECRET = 'cluster-secret-for-tests';
-
-interface Server {
-  url: string;
-  endpoint: ReturnType<typeof attachClusterEndpoint>;
-  stop(): void;
-}
-
-/** How the server checks a token, given its verifier (default: at once, as on a node's main thread). */
-type Check = (verifier: UpgradeVerifier, token: string) => ReturnType<UpgradeVerifier['verify']> | Promise<ReturnType<UpgradeVerifier['verify']>>;
-
-async function startServer(handle: ForwardHandler, limits: Partial<TransportLimits> = {}, check?: Check): Promise<Server> {
-  const app = uWS.App();
-  let url = '';
-  const verifier = new UpgradeVerifier(SECRET, () => url, 30_000, 10_000);
-  const endpoint = attachClusterEndpoint(app, {
-    verify: (token) => (check === undefined ? verifier.verify(token, Date.now()) : check(verifier, token)),
-    handle,
-    limits: { ...defaultTransportLimits, ...limits },
-    log: testLog,
-  });
-  const socket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
-    app.listen('127.0.0.1', 0, (s) => (s ? resolve(s) : reject(new Error('listen failed')))),
-  );
-  url = `http://127.0.0.1:${uWS.us_socket_local_port(socket)}`;
-  let stopped = false;
-  return {
-    url,
-    endpoint,
-    // Idempotent: a test may stop the server itself and teardown stops it again; closing a
-    // uWS listen socket or app twice can crash the process (the plan then never completes).
-    stop: () => {
-      if (stopped) return;
-      stopped = true;
-      endpoint.close();
-      uWS.us_listen_socket_close(socket);
-      (app as unknown as { close(): void }).close();
-    },
-  };
-}
+const SECRET = CLUSTER_TEST_SECRET;
+const startServer = startEndpoint;
 
 function client(peerUrl: string, limits: Partial<TransportLimits> = {}, secret = SECRET): ForwardClient {
   return new ForwardClient({ secret, selfNodeId: 'caller', peerUrl, limits: { ...defaultTransportLimits, ...limits }, log: testLog });
@@ -84,10 +46,12 @@ t.test('authentication on the upgrade', async (t) => {
 
 t.test('an asynchronous token check (a front-end thread asks its main thread): accepted, refused, failed', async (t) => {
   let failing = false;
-  const server = await startServer(echo, {}, async (verifier, token) => {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    if (failing) throw new Error('the main thread is gone');
-    return verifier.verify(token, Date.now());
+  const server = await startServer(echo, {}, {
+    check: async (verifier, token) => {
+      await sleep(20);
+      if (failing) throw new Error('the main thread is gone');
+      return verifier.verify(token, Date.now());
+    },
   });
   t.teardown(server.stop);
   const token = signUpgrade(SECRET, 'n1', server.url, Date.now());
@@ -166,4 +130,100 @@ t.test('bounded in flight, timeouts and dropped connections', async (t) => {
   server.stop();
   const unreachable = await c.forward(0, 'z');
   t.equal((unreachable as { code: string }).code, 'unavailable', 'no connection: unavailable, certainly not executed');
+});
+
+/** A TCP relay in front of a server that can stop reading from its clients, so their sockets back up. */
+async function relay(target: string): Promise<{ url: string; pause(): void; resume(): void; close(): void }> {
+  const port = Number(new URL(target).port);
+  const links: { client: net.Socket; upstream: net.Socket }[] = [];
+  let paused = false;
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, '127.0.0.1');
+    upstream.pipe(client);
+    if (!paused) client.pipe(upstream);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.on('close', () => upstream.destroy());
+    links.push({ client, upstream });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    pause: () => {
+      paused = true;
+      for (const { client, upstream } of links) {
+        client.unpipe(upstream);
+        client.pause();
+      }
+    },
+    resume: () => {
+      paused = false;
+      for (const { client, upstream } of links) client.pipe(upstream);
+    },
+    close: () => {
+      for (const { client, upstream } of links) {
+        client.destroy();
+        upstream.destroy();
+      }
+      server.close();
+    },
+  };
+}
+
+t.test('notices: one frame per turn, latest per key while the peer is backpressured, bounded', async (t) => {
+  const received: { k: string; v: number }[] = [];
+  let frames = 0;
+  let relayUrl = '';
+  const server = await startServer(echo, {}, {
+    selfUrl: () => relayUrl,
+    onNotices: (_peer, notices) => {
+      frames += 1;
+      received.push(...(notices as { k: string; v: number }[]));
+    },
+  });
+  t.teardown(server.stop);
+  const proxy = await relay(server.url);
+  relayUrl = proxy.url;
+  t.teardown(proxy.close);
+  const c = client(proxy.url, { maxPendingNotices: 50, maxNoticeBufferedBytes: 256 * 1024, noticeRetryMs: 10 });
+  t.teardown(() => c.close());
+
+  c.push('a', { k: 'a', v: 1 });
+  c.push('b', { k: 'b', v: 1 });
+  c.push('a', { k: 'a', v: 2 });
+  await until('the first frame', async () => (frames >= 1 ? true : null));
+  t.same(received, [{ k: 'b', v: 1 }, { k: 'a', v: 2 }], 'one frame; a key pushed twice in a turn travels once, latest');
+  t.equal(c.noticeStats.coalesced, 1);
+
+  // The peer stops reading: push big notices until the socket's buffer passes the bound.
+  proxy.pause();
+  const big = 'x'.repeat(64 * 1024);
+  for (let round = 0; c.noticeStats.heldBack === 0; round++) {
+    if (round > 2_000) throw new Error('the socket never backed up');
+    for (let k = 0; k < 10; k++) c.push(`k${k}`, { k: `k${k}`, v: round, big });
+    await sleep(5);
+  }
+  const sentBefore = c.noticeStats.sent;
+  for (let v = 1_000; v < 1_100; v++) for (let k = 0; k < 10; k++) c.push(`k${k}`, { k: `k${k}`, v });
+  await sleep(50);
+  t.equal(c.noticeStats.sent, sentBefore, 'nothing more is written to a backpressured socket');
+  t.ok(c.pendingNotices <= 10, `1,000 notices of 10 keys wait as at most 10 (${c.pendingNotices})`);
+  const droppedBefore = c.noticeStats.dropped;
+  for (let n = 0; n < 100; n++) c.push(`new${n}`, { k: `new${n}`, v: n });
+  t.equal(c.pendingNotices, 50, 'at most maxPendingNotices keys wait');
+  t.equal(c.noticeStats.dropped - droppedBefore, 100 - (50 - 10), 'new keys past the bound are dropped and counted');
+
+  proxy.resume();
+  await until('every waiting notice sent', async () => (c.pendingNotices === 0 && received.some((m) => m.k === 'new39') ? true : null));
+  for (let k = 0; k < 10; k++) {
+    const last = received.filter((m) => m.k === `k${k}`).at(-1);
+    t.equal(last?.v, 1_099, `the peer ends on the latest notice of k${k}`);
+  }
+  t.notOk(received.some((m) => m.k === 'new40'), 'a dropped notice never arrives');
+
+  const nowhere = client('http://127.0.0.1:1', { connectTimeoutMs: 500 });
+  t.teardown(() => nowhere.close());
+  nowhere.push('x', 1);
+  await until('the notice to an unreachable peer is dropped', async () => (nowhere.noticeStats.dropped === 1 ? true : null));
+  t.equal(nowhere.pendingNotices, 0, 'no connection: nothing waits');
 });

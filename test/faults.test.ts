@@ -80,6 +80,39 @@ t.test('finding 3: a stalled commit is never reported "not committed" when it co
   t.same(traps.seen(), [], 'no unhandled rejection, exception or error event');
 });
 
+t.test('settledSoFar (a shard handed over) waits out an unknown outcome; it is never told early', async (t) => {
+  const outboxPool = createPool(own.url, 4, testLog);
+  t.teardown(() => outboxPool.end());
+  const outbox = new Outbox(outboxPool, { batchMaxEvents: 4096, maxPendingEvents: 50_000, commitTimeoutMs: 500 }, testLog, () => undefined);
+  const event: StockEvent = {
+    sku: 'HANDOVER',
+    seq: 1,
+    kind: 'configured',
+    atMs: Date.now(),
+    config: { stock: 1, perShopperLimit: 1, holdSeconds: 60, priceCents: 1, currency: 'USD', startsAtMs: null, endsAtMs: null },
+  };
+  // A connection already open and identified, so the stalled commit reaches the server (an unknown outcome, not a failed connect).
+  const warm = await new Promise<Error | null>((resolve) => outbox.append({ ...event, sku: 'HANDOVER-WARM' }, resolve));
+  t.equal(warm, null);
+  own.freeze();
+  let told: CommitError | null | undefined;
+  outbox.append(event, (error) => (told = error as CommitError | null));
+  let settled = false;
+  const settling = outbox.settledSoFar().then(() => (settled = true));
+  for (let i = 0; i < 100 && told === undefined; i++) await sleep(50);
+  t.match(told, { outcome: 'unknown' }, 'the waiter of the stalled commit hears "unknown"');
+  await sleep(500);
+  t.equal(settled, false, 'while the outcome is unknown, settledSoFar has not resolved');
+  own.thaw();
+  await settling;
+  const rows = await pool.query("SELECT count(*)::int AS n FROM stock_events WHERE sku = 'HANDOVER'");
+  const learned = { committed: outbox.stats.committedAfterAll, failed: outbox.stats.failedBatches };
+  t.same(learned, rows.rows[0].n === 1 ? { committed: 1, failed: 0 } : { committed: 0, failed: 1 }, 'it resolved once the outcome was learned, and that matches the log');
+  t.equal(outbox.pendingEvents, 0);
+  await waitUntilServing(api, 'PROBE', 15_000);
+  t.same(traps.seen(), [], 'no unhandled rejection, exception or error event');
+});
+
 t.test('finding 2: a commit slower than COMMIT_TIMEOUT_MS (table lock) is cancelled; the SKU is not fenced', async (t) => {
   await api.putSku('LOCKED', { stock: 500, perShopperLimit: 1 });
   const locker = new pg.Client({ connectionString: own.url });

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { createTestDatabase } from './helpers/db.js';
 import { startTestService, type TestService } from './helpers/service.js';
+import { SharedClock } from '../src/threads/shared-clock.js';
 
 /**
  * Memory bounded by live work (issue 8): settled reservations leave memory and
@@ -9,9 +10,17 @@ import { startTestService, type TestService } from './helpers/service.js';
  * A test clock drives the allocators' time, so nothing here waits for minutes.
  */
 
+// Shared memory, so shard threads (TEST_SHARD_THREADS) read the same time.
 function clock(startMs = Date.parse('2030-01-01T00:00:00Z')) {
-  let now = startMs;
-  return { nowMs: () => now, advance: (ms: number) => (now += ms) };
+  const shared = new SharedClock(startMs);
+  return { nowMs: shared.nowMs, advance: (ms: number) => shared.advance(ms) };
+}
+
+/** The shards' counts now (with shard threads the getters otherwise show their last report). */
+async function counts(api: TestService) {
+  const shards = api.service.shards;
+  if ('refresh' in shards) await shards.refresh?.();
+  return shards;
 }
 
 // Generous: the first snapshot starts a worker thread, which under tsx compiles its modules first.
@@ -38,9 +47,9 @@ t.test('a settled reservation leaves memory and is still readable, releasable an
   const id = made.body.reservationId;
   const released = await api.call('DELETE', `/v1/reservations/${id}`, { shopper: 'alice' });
   t.match(released, { status: 200, body: { status: 'released' } });
-  t.equal(api.service.shards.reservationsInMemory, 1, 'settled, still in memory for RESERVATION_MEMORY_SECONDS');
+  t.equal((await counts(api)).reservationsInMemory, 1, 'settled, still in memory for RESERVATION_MEMORY_SECONDS');
   time.advance(301_000);
-  await until(t, 'the reservation leaves memory', () => api.service.shards.reservationsInMemory === 0);
+  await until(t, 'the reservation leaves memory', async () => (await counts(api)).reservationsInMemory === 0);
 
   const check = async (api: TestService, when: string) => {
     t.same((await api.call('GET', `/v1/reservations/${id}`, { shopper: 'alice' })).body, released.body, `${when}: read from the log, same body`);
@@ -53,7 +62,7 @@ t.test('a settled reservation leaves memory and is still readable, releasable an
     t.match(await api.call('GET', '/v1/skus/EVICT'), { status: 200, body: { available: 5, held: 0 } }, `${when}: counted correctly`);
   };
   await check(api, 'evicted');
-  t.equal(api.service.shards.reservationsInMemory, 0, 'answering from the log brought nothing back into memory');
+  t.equal((await counts(api)).reservationsInMemory, 0, 'answering from the log brought nothing back into memory');
 
   await api.service.stop();
   api = await startTestService(t, memory, { nowMs: time.nowMs }, db.url);
@@ -78,7 +87,7 @@ t.test('a paid reservation leaves memory; its checkout replays from the order', 
   t.equal(started.status, 202);
   await until(t, 'the order is paid', async () => (await api.call('GET', `/v1/orders/${started.body.orderId}`, { shopper: 'alice' })).body.status === 'paid', 15_000);
   time.advance(301_000);
-  await until(t, 'the paid reservation leaves memory', () => api.service.shards.reservationsInMemory === 0);
+  await until(t, 'the paid reservation leaves memory', async () => (await counts(api)).reservationsInMemory === 0);
   t.match(await api.call('GET', `/v1/reservations/${id}`, { shopper: 'alice' }), { status: 200, body: { status: 'paid' } });
   const again = await checkout('c-1');
   t.same({ status: again.status, body: again.body }, { status: 202, body: started.body }, 'the checkout key replays the original 202');
@@ -95,12 +104,12 @@ t.test('an ended sale leaves memory and still answers GET; archive releases hold
   await api.putSku('KEEP', { stock: 5 });
   const hold = await api.reserve('ENDS', 'alice', 1, 'e-1');
   t.equal(hold.status, 201);
-  const before = api.service.shards.allocatorCount;
+  const before = (await counts(api)).allocatorCount;
   time.advance(61_000);
   t.match(await api.reserve('ENDS', 'bob', 1), { status: 409, body: { code: 'sale_not_open' } }, 'ended');
-  t.equal(api.service.shards.allocatorCount, before, 'a live hold keeps it in memory');
+  t.equal((await counts(api)).allocatorCount, before, 'a live hold keeps it in memory');
   time.advance(300_000); // the hold expires
-  await until(t, 'the ended sale is passivated', () => api.service.shards.allocatorCount === before - 1);
+  await until(t, 'the ended sale is passivated', async () => (await counts(api)).allocatorCount === before - 1);
   t.match(await api.call('GET', '/v1/skus/ENDS'), { status: 200, body: { sku: 'ENDS', stock: 5, available: 5, held: 0, endsAt } }, 'GET answers from its last snapshot');
   const snapshots = await db.pool.query(`SELECT count(*)::int AS n FROM sku_snapshots WHERE sku = 'ENDS' AND passivated`);
   t.equal(snapshots.rows[0].n, 1, 'a passivated snapshot was written');
@@ -115,7 +124,7 @@ t.test('an ended sale leaves memory and still answers GET; archive releases hold
   t.match(await api.call('DELETE', '/v1/admin/skus/KEEP', { admin: true }), { status: 200, body: { sku: 'KEEP' } }, 'archiving again answers the view');
   t.match(await api.call('DELETE', '/v1/admin/skus/NOPE', { admin: true }), { status: 404 });
   t.match(await api.call('DELETE', '/v1/admin/skus/KEEP'), { status: 401 });
-  await until(t, 'the archived SKU is passivated', () => api.service.shards.allocatorCount === before - 2);
+  await until(t, 'the archived SKU is passivated', async () => (await counts(api)).allocatorCount === before - 2);
   t.match(await api.putSku('KEEP', { stock: 7 }), { status: 200, body: { stock: 7, available: 7 } }, 'PUT reopens it');
   t.equal((await api.reserve('KEEP', 'dave', 1)).status, 201, 'on sale again');
 });

@@ -1,15 +1,13 @@
 import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import pino from 'pino';
-import { defaultAllocatorLimits } from '../src/allocator/types.js';
-import { loadSkuState } from '../src/snapshot/load.js';
-import { SnapshotWorkers } from '../src/snapshot/workers.js';
 import { InProcessChannel } from '../src/shard/in-process-channel.js';
 import type { ShardEndpoint, ShardNotice, ShardRequest, ShardReply } from '../src/shard/messages.js';
 import { newReservationId, shardOf, shardOfReservationId, skuHash } from '../src/shard/placement.js';
 import { Router } from '../src/shard/router.js';
 import { ShardHost } from '../src/shard/shard-host.js';
 import { createTestDatabase } from './helpers/db.js';
+import { testHostOptions } from './helpers/shard-host.js';
 import { startTestService } from './helpers/service.js';
 
 const silent = pino({ level: 'silent' });
@@ -71,35 +69,15 @@ t.test('router alone: each command goes, as a plain message, to the shard of its
   t.equal(router.stockState('SNEAKER'), null);
 });
 
-function hostFor(db: { pool: import('pg').Pool; url: string }, notices: ShardNotice[], shards: number[], t: Test, shardCount = 4): ShardHost {
-  const limits = { ...defaultAllocatorLimits };
-  const pool = db.pool;
-  const workers = new SnapshotWorkers();
-  workers.start();
-  t.teardown(() => workers.stop());
-  return new ShardHost(
-    pool,
-    silent,
-    {
-      shards,
-      shardCount,
-      limits,
-      outbox: { batchMaxEvents: 100, maxPendingEvents: 1000, commitTimeoutMs: 5000 },
-      expirySweepIntervalMs: 50,
-      rebuildRetryMs: 50,
-      idempotencyKeyTtlMs: 86_400_000,
-      nowMs: Date.now,
-      writeOrders: null,
-      loadSku: (sku) => loadSkuState(pool, sku, limits),
-      snapshot: (task) => workers.snapshot({ ...task, databaseUrl: db.url, limits }),
-      snapshotEveryEvents: 100,
-      passivateAfterMs: 0,
-      onFatal: (error) => {
-        throw error;
-      },
-    },
-    (notice) => notices.push(notice),
-  );
+function hostFor(
+  db: { pool: import('pg').Pool; url: string },
+  notices: ShardNotice[],
+  shards: number[],
+  t: Test,
+  shardCount = 4,
+  overrides: Parameters<typeof testHostOptions>[2] = {},
+): ShardHost {
+  return new ShardHost(db.pool, silent, { shards, shardCount, ...testHostOptions(db, t, overrides) }, (notice) => notices.push(notice));
 }
 
 t.test('shard alone: driven by plain messages, no HTTP, no router', async (t) => {
@@ -135,6 +113,90 @@ t.test('shard alone: driven by plain messages, no HTTP, no router', async (t) =>
   await again.recover();
   t.match(await again.handle(shard, { type: 'get_sku', sku: 'BOOT' }), { ok: true, value: { available: 3, held: 0, sold: 0 } });
   t.match(await again.handle(shard, { type: 'get_reservation', reservationId: id, shopperId: 'alice' }), { ok: true, value: { status: 'released', quantity: 2 } });
+});
+
+/** `count` SKU names that live in `shard` of `shardCount` (prefix-N, first found). */
+function skusIn(shard: number, count: number, prefix: string, shardCount = 4): string[] {
+  const found: string[] = [];
+  for (let i = 0; found.length < count; i++) if (shardOf(`${prefix}-${i}`, shardCount) === shard) found.push(`${prefix}-${i}`);
+  return found;
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+t.test('shard host at run time: addShard recovers a shard (snapshot + tail, passivated sales left out) before it serves', async (t) => {
+  const db = await createTestDatabase(t);
+  const shard = 2;
+  const [sku, ended] = skusIn(shard, 2, 'RUN');
+  const [elsewhere] = skusIn(1, 1, 'RUN');
+  const notices: ShardNotice[] = [];
+  const writer = hostFor(db, notices, [0, 1, 2, 3], t, 4, { snapshotEveryEvents: 2 });
+  await writer.recover();
+  for (const name of [sku!, ended!, elsewhere!]) t.match(await writer.handle(shardOf(name, 4), { type: 'configure', sku: name, config }), { ok: true });
+  const reserve = (host: ShardHost, shopperId: string) =>
+    host.handle(shard, { type: 'reserve', sku: sku!, shopperId, quantity: 1, idempotencyKey: `k-${shopperId}` });
+  t.match(await reserve(writer, 'alice'), { ok: true });
+  t.match(await reserve(writer, 'bob'), { ok: true });
+  const snapshotSeq = async () => (await db.pool.query('SELECT max(seq)::int AS seq FROM sku_snapshots WHERE sku = $1', [sku])).rows[0].seq as number | null;
+  await until('a snapshot of the SKU', async () => (await snapshotSeq()) !== null);
+  t.match(await reserve(writer, 'carol'), { ok: true }, 'a decision after the snapshot: the tail');
+  t.ok((await snapshotSeq())! < 4, 'the log runs past the latest snapshot');
+  t.match(await writer.handle(shard, { type: 'archive', sku: ended! }), { ok: true });
+  await until('the archived sale to leave memory', () => notices.some((n) => n.type === 'passivated' && n.sku === ended));
+  await writer.close();
+
+  let clock = Date.now();
+  const host = hostFor(db, [], [], t, 4, { nowMs: () => clock });
+  t.teardown(() => host.close());
+  t.match(await host.handle(shard, { type: 'get_sku', sku: sku! }), { ok: false, code: 'unavailable', detail: /not served here/ }, 'before it is added');
+  const adding = host.addShard(shard);
+  t.match(await host.handle(shard, { type: 'get_sku', sku: sku! }), { ok: false, code: 'unavailable' }, 'while it recovers: 503, never not_found');
+  await adding;
+  t.equal(host.allocatorCount, 1, 'only the live SKU of that shard is loaded: the passivated sale and other shards stay out');
+  t.same(host.stockState(sku!), { sku, available: 0, held: 3, sold: 0, seq: 4 }, 'snapshot + tail');
+  t.match(await host.handle(shard, { type: 'get_sku', sku: ended! }), { ok: true, value: { sku: ended } }, 'the passivated sale still answers');
+  t.match(await host.handle(1, { type: 'get_sku', sku: elsewhere! }), { ok: false, code: 'unavailable' }, 'a shard not added is not served');
+  t.match(await host.handle(shard, { type: 'reserve', sku: sku!, shopperId: 'carol', quantity: 1, idempotencyKey: 'k-carol' }), { ok: true, value: { status: 'held' } }, 'its keys came back from the log');
+  await t.rejects(host.addShard(shard), /already served/);
+
+  // The sweeper, started by addShard (recover() never ran), covers the added shard.
+  clock += 61_000;
+  await until('the holds to expire', () => host.stockState(sku!)?.held === 0);
+  t.same(host.stockState(sku!), { sku, available: 3, held: 0, sold: 0, seq: 7 });
+});
+
+t.test('shard host at run time: removeShard commits what the shard decided, then refuses; other shards keep serving', async (t) => {
+  const db = await createTestDatabase(t);
+  const [gone] = skusIn(3, 1, 'RM');
+  const [kept] = skusIn(0, 1, 'RM');
+  const host = hostFor(db, [], [0, 1, 2, 3], t);
+  t.teardown(() => host.close());
+  await host.recover();
+  const big = { ...config, stock: 100, perShopperLimit: 100 };
+  t.match(await host.handle(3, { type: 'configure', sku: gone!, config: big }), { ok: true });
+  t.match(await host.handle(0, { type: 'configure', sku: kept!, config: big }), { ok: true });
+  const reserve = (shard: number, sku: string, i: number) =>
+    host.handle(shard, { type: 'reserve', sku, shopperId: `s${i}`, quantity: 1, idempotencyKey: `k${i}` });
+  // Decided in the same turn as the removal, in the same batches as another shard's decisions.
+  const decided = Array.from({ length: 20 }, (_, i) => [reserve(3, gone!, i), reserve(0, kept!, i)]).flat();
+  await host.removeShard(3);
+  const rows = await db.pool.query("SELECT count(*)::int AS n FROM stock_events WHERE sku = $1 AND kind = 'reserved'", [gone]);
+  t.equal(rows.rows[0].n, 20, 'everything the removed shard decided is in the log when removeShard resolves');
+  t.ok((await Promise.all(decided)).every((reply) => reply.ok), 'and every one of those decisions was acknowledged');
+  t.match(await reserve(3, gone!, 99), { ok: false, code: 'unavailable', detail: /not served here/ }, 'then: 503');
+  t.equal(host.stockState(gone!), null);
+  t.match(await reserve(0, kept!, 99), { ok: true }, 'the other shards keep serving');
+  await host.removeShard(3);
+  t.pass('removing a shard that is not here is a no-op');
+
+  await host.addShard(3);
+  t.match(await host.handle(3, { type: 'get_sku', sku: gone! }), { ok: true, value: { held: 20, available: 80 } }, 'added back, it recovers all of it');
 });
 
 t.test('service: every reply and notice crosses the boundary as plain data; ids and keys need no process-wide map', async (t) => {

@@ -1,5 +1,6 @@
 import type { ShardChannel, ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
 import type { ClusterShards } from './cluster-shards.js';
+import type { ClusterLive } from './live.js';
 import type { ClusterSnapshot } from './membership.js';
 import type { ForwardHandler, ForwardPool } from './transport.js';
 
@@ -20,6 +21,8 @@ export class ClusterChannel implements ShardChannel {
     private readonly local: ClusterShards,
     private readonly snapshot: () => ClusterSnapshot,
     private readonly forwarder: ForwardPool,
+    /** Other nodes' stock notices, and ours to them (live.ts); absent: this node's notices only. */
+    private readonly live: ClusterLive | null = null,
   ) {}
 
   async request<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
@@ -36,8 +39,14 @@ export class ClusterChannel implements ShardChannel {
     return unavailable(result.detail);
   }
 
-  /** Notices of this node's shards (other nodes' stock changes arrive through Redis when REDIS_URL is set). */
+  /** Notices of this node's shards: to this node's listeners, and (stock) to the other nodes through `live`. */
   notify(notice: ShardNotice): void {
+    this.deliver(notice);
+    if (notice.type !== 'checkout_durable') this.live?.local(notice);
+  }
+
+  /** To this node's listeners (the Router): its own shards' notices, and the ones peers pushed (live.ts). */
+  deliver(notice: ShardNotice): void {
     for (const listener of this.listeners) listener(notice);
   }
 

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { StockEvent } from '../allocator/types.js';
 import type { StockState } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
 import type { OutboxStats } from '../outbox/outbox.js';
@@ -11,155 +12,164 @@ import type { ShardHost as OwnershipHost } from './membership.js';
 
 /**
  * The shards this node owns right now, opened and closed as membership takes
- * and hands over leases. Each owned shard is one ShardHost (the lead's, from
- * src/shard) of that single shard, recovered from the log (snapshot + tail)
- * after its epoch was bumped, committing through a pool that proves that epoch
- * in every group commit.
+ * and hands over leases. They all live in one ShardHost (src/shard), as in
+ * single-process mode, so one outbox (one group commit) spans every shard the
+ * node owns and batches stay large when load spreads over many SKUs.
  *
- * One ShardHost per shard means one outbox per shard: batches no longer span a
- * node's shards. That costs commits under load spread over many shards; a
- * ShardHost that adds and removes shards at run time (asked of src/shard)
- * would let one outbox serve them all again.
+ * Fencing with one outbox: every group commit proves, in its own statement,
+ * that this node holds the current epoch of every shard with events in that
+ * batch (the shards come from the events' SKUs). A batch holding an event of a
+ * shard this node no longer holds at the epoch it opened it with is refused
+ * whole, before it is sent or by Postgres (FS001): nothing of it commits,
+ * nothing is acknowledged, and its SKUs still here are rebuilt from the log.
+ *
+ * A shard is opened (host.addShard: snapshot + tail) only after its epoch was
+ * bumped, and drained (host.removeShard: 503 for new work, then everything it
+ * decided committed or failed) before membership releases its lease, so a
+ * handed-over shard never leaves an event behind in a shared batch.
  */
 
 export interface ClusterShardsOptions {
   shardCount: number;
-  /** Options of a one-shard host (`shards` and `shardCount` are set here). */
+  /** Options of the node's host (`shards` and `shardCount` are set here). */
   hostOptions: Omit<ShardHostOptions, 'shards' | 'shardCount'>;
   /** The current lease (null: none, or lost). */
   lease: () => Lease | null;
   notify: (notice: ShardNotice) => void;
 }
 
-interface Owned {
-  host: ShardHost;
-  epoch: number;
-}
-
 export class ClusterShards implements OwnershipHost, ShardEndpoint {
-  private readonly owned = new Map<number, Owned>();
-  /** Shards being opened (recovering): their requests get 503 until then. */
-  private readonly opening = new Set<number>();
+  private readonly host: ShardHost;
+  /** Epoch each shard was opened at, from the take until it is drained or dropped: what its commits prove. */
+  private readonly epochs = new Map<number, number>();
+  /** Shards recovered and answering; the others in `epochs` are being opened (503 until then) or drained. */
+  private readonly serving = new Set<number>();
 
   constructor(
-    private readonly pool: pg.Pool,
+    pool: pg.Pool,
     private readonly log: Logger,
     private readonly options: ClusterShardsOptions,
-  ) {}
+  ) {
+    const hostOptions = options.hostOptions;
+    this.host = new ShardHost(
+      pool,
+      log,
+      {
+        ...hostOptions,
+        shards: [],
+        shardCount: options.shardCount,
+        // Every group commit proves, in its own statement, the epochs of the shards its events belong to.
+        outbox: { ...hostOptions.outbox, fenceInsert: (insert, events) => fencedInsertQuery(insert, this.proof(events)) },
+      },
+      options.notify,
+    );
+  }
+
+  /** The fencing token of a batch; throws FencedError (nothing is sent) when one of its shards is not ours at its epoch. */
+  private proof(events: readonly StockEvent[]) {
+    const lease = this.options.lease();
+    if (lease === null) throw new FencedError('no live lease: this node owns no shard');
+    const shards = new Set<number>();
+    for (const event of events) shards.add(shardOf(event.sku, this.options.shardCount));
+    for (const shard of shards) {
+      const epoch = this.epochs.get(shard);
+      if (epoch === undefined || lease.epochOf(shard) !== epoch) {
+        throw new FencedError(`shard ${shard}${epoch === undefined ? '' : ` at epoch ${epoch}`} is no longer ours`);
+      }
+    }
+    return lease.proof(shards);
+  }
 
   serves(shard: number): boolean {
-    return this.owned.has(shard);
+    return this.serving.has(shard);
   }
 
   shards(): number[] {
-    return [...this.owned.keys()].sort((a, b) => a - b);
+    return [...this.serving].sort((a, b) => a - b);
   }
 
   async open(shard: number, epoch: number): Promise<void> {
-    if (this.owned.has(shard) || this.opening.has(shard)) throw new Error(`shard ${shard} is already open`);
-    this.opening.add(shard);
+    if (this.epochs.has(shard)) throw new Error(`shard ${shard} is already open`);
+    this.epochs.set(shard, epoch);
     try {
-      const proof = () => {
-        const lease = this.options.lease();
-        if (lease === null || lease.epochOf(shard) !== epoch) throw new FencedError(`shard ${shard} at epoch ${epoch} is no longer ours`);
-        return lease.proof([shard]);
-      };
-      const hostOptions = this.options.hostOptions;
-      const host = new ShardHost(
-        this.pool,
-        this.log.child({ shard, epoch }),
-        {
-          ...hostOptions,
-          shards: [shard],
-          shardCount: this.options.shardCount,
-          // Every group commit proves, in its own statement, that this node still holds the shard's epoch.
-          outbox: { ...hostOptions.outbox, fenceInsert: (insert) => fencedInsertQuery(insert, proof()) },
-        },
-        this.options.notify,
-      );
-      await host.recover();
-      this.owned.set(shard, { host, epoch });
-    } finally {
-      this.opening.delete(shard);
+      // Recovery's own commits (holds that expired while nobody owned the shard) prove this epoch too.
+      await this.host.addShard(shard);
+    } catch (error) {
+      if (this.epochs.get(shard) === epoch) this.epochs.delete(shard);
+      throw error;
     }
+    if (this.epochs.get(shard) !== epoch || this.options.lease()?.epochOf(shard) !== epoch) {
+      // The lease was lost while it recovered (dropAll ran): serve nothing of it.
+      await this.host.removeShard(shard);
+      if (this.epochs.get(shard) === epoch) this.epochs.delete(shard);
+      throw new FencedError(`shard ${shard} at epoch ${epoch} was lost while it was opened`);
+    }
+    this.serving.add(shard);
   }
 
-  /** Refuse new work for the shard, commit what it decided, forget it. */
+  /** Refuse new work for the shard, commit what it decided (its epoch still proven), forget it. */
   async drain(shard: number): Promise<void> {
-    const owned = this.owned.get(shard);
-    if (owned === undefined) return;
-    this.owned.delete(shard);
-    await owned.host.close();
+    const epoch = this.epochs.get(shard);
+    if (epoch === undefined) return;
+    this.serving.delete(shard);
+    await this.host.removeShard(shard);
+    if (this.epochs.get(shard) === epoch) this.epochs.delete(shard);
   }
 
   dropAll(reason: Error): void {
-    const shards = this.shards();
+    const shards = [...this.epochs.keys()].sort((a, b) => a - b);
+    // Forgotten first: commits still queued for them fail their proof, so nothing more is acknowledged.
+    this.epochs.clear();
+    this.serving.clear();
     for (const shard of shards) {
-      const { host } = this.owned.get(shard)!;
-      this.owned.delete(shard);
-      // Commits still queued fail their proof (the lease is gone): nothing more is acknowledged.
-      host.close().catch((err: unknown) => this.log.error({ err, shard }, 'closing a dropped shard failed'));
+      this.host.removeShard(shard).catch((err: unknown) => this.log.error({ err, shard }, 'removing a dropped shard failed'));
     }
     this.log.error({ err: reason, shards }, 'lease lost: dropped every shard');
   }
 
   handle<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
-    const owned = this.owned.get(shard);
-    if (owned === undefined) {
-      const detail = this.opening.has(shard) ? `shard ${shard} is being taken over; retry shortly` : `shard ${shard} is not owned by this node`;
+    if (!this.serving.has(shard)) {
+      const detail = this.epochs.has(shard) ? `shard ${shard} is being taken over or handed over; retry shortly` : `shard ${shard} is not owned by this node`;
       return Promise.resolve({ ok: false, code: 'unavailable', detail } as ShardReply<R['type']>);
     }
-    return owned.host.handle(shard, request);
+    return this.host.handle(shard, request);
   }
 
-  /** Counters of the owned shards' hosts, summed (the same members a single ShardHost has). */
   get outboxStats(): OutboxStats {
-    const hosts = this.hosts();
-    const total = sumCounters(hosts.map((host) => host.outboxStats as unknown as Record<string, number>)) as unknown as OutboxStats;
-    total.lastBatchEvents = Math.max(0, ...hosts.map((host) => host.outboxStats.lastBatchEvents));
-    total.maxBatchEvents = Math.max(0, ...hosts.map((host) => host.outboxStats.maxBatchEvents));
-    return total;
+    return this.host.outboxStats;
   }
 
   get stats(): ShardHost['stats'] {
-    return sumCounters(this.hosts().map((host) => host.stats as unknown as Record<string, number>)) as unknown as ShardHost['stats'];
+    return this.host.stats;
   }
 
   get pendingEvents(): number {
-    return this.hosts().reduce((n, host) => n + host.pendingEvents, 0);
+    return this.host.pendingEvents;
   }
 
   get allocatorCount(): number {
-    return this.hosts().reduce((n, host) => n + host.allocatorCount, 0);
+    return this.host.allocatorCount;
   }
 
   get reservationsInMemory(): number {
-    return this.hosts().reduce((n, host) => n + host.reservationsInMemory, 0);
+    return this.host.reservationsInMemory;
   }
 
   get liveHolds(): number {
-    return this.hosts().reduce((n, host) => n + host.liveHolds, 0);
-  }
-
-  private hosts(): ShardHost[] {
-    return [...this.owned.values()].map((owned) => owned.host);
+    return this.host.liveHolds;
   }
 
   stockState(sku: string): StockState | null {
-    return this.owned.get(shardOf(sku, this.options.shardCount))?.host.stockState(sku) ?? null;
+    return this.serving.has(shardOf(sku, this.options.shardCount)) ? this.host.stockState(sku) : null;
   }
 
-  async settled(): Promise<void> {
-    await Promise.all([...this.owned.values()].map((owned) => owned.host.settled()));
+  settled(): Promise<void> {
+    return this.host.settled();
   }
 
+  /** Drain every shard still here (membership has normally handed them over already), then stop the host. */
   async close(): Promise<void> {
-    for (const shard of this.shards()) await this.drain(shard);
+    for (const shard of [...this.epochs.keys()]) await this.drain(shard);
+    await this.host.close();
   }
-}
-
-function sumCounters(all: Record<string, number>[]): Record<string, number> {
-  const total: Record<string, number> = {};
-  for (const counters of all) for (const [key, value] of Object.entries(counters)) total[key] = (total[key] ?? 0) + value;
-  return total;
 }

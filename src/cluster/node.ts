@@ -9,12 +9,14 @@ import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
 import { UpgradeVerifier, type VerifyResult } from './auth.js';
 import { ClusterChannel, serveForwarded } from './channel.js';
 import { ClusterShards } from './cluster-shards.js';
+import { ClusterLive } from './live.js';
 import { Membership, type ClusterSnapshot } from './membership.js';
 import {
   attachClusterEndpoint,
   defaultTransportLimits,
   ForwardPool,
   type ClusterEndpoint,
+  type ClusterEndpointOptions,
   type ForwardHandler,
   type TransportLimits,
 } from './transport.js';
@@ -63,21 +65,25 @@ export interface ClusterThreadCalls {
   serveForwarded: ForwardHandler;
   /** One verifier for the process: a token is accepted once, whichever thread it reaches. */
   verifyUpgrade(token: string): VerifyResult;
+  /** Stock notices a peer pushed to a thread's endpoint (live.ts): delivered to this node's listeners, every thread's included. */
+  receivedNotices(peer: string, notices: unknown[]): void;
 }
 
 /** Seconds a cluster upgrade token is valid around its time (clock skew between nodes must be less). */
 const AUTH_WINDOW_MS = 30_000;
 /** Nonces remembered within the window: past it, more upgrades are refused until old ones age out. */
 const AUTH_MAX_NONCES = 10_000;
+/** SKUs whose live-stock epoch a node remembers (live.ts); as many as the Redis feed remembers of other nodes. */
+const MAX_TRACKED_SKUS = 100_000;
 
 /** The cluster endpoint (other nodes forward to it) on a front end's app: the main thread's, or each front-end thread's. */
 export function attachNodeEndpoint(
   app: uWS.TemplatedApp,
   config: Config,
-  calls: { verify: (token: string) => VerifyResult | Promise<VerifyResult>; handle: ForwardHandler },
+  calls: Pick<ClusterEndpointOptions, 'verify' | 'handle' | 'onNotices'>,
   log: Logger,
 ): ClusterEndpoint {
-  return attachClusterEndpoint(app, { verify: calls.verify, handle: calls.handle, limits: transportLimits(config), log });
+  return attachClusterEndpoint(app, { ...calls, limits: transportLimits(config), log });
 }
 
 export function transportLimits(config: Config): TransportLimits {
@@ -103,8 +109,26 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     lease: () => membership?.currentLease() ?? null,
     notify: (notice) => channel?.notify(notice),
   });
-  const forwarder = new ForwardPool({ secret, selfNodeId: nodeId, limits: transportLimits(config), log: clusterLog });
-  channel = new ClusterChannel(shards, () => membership?.snapshot ?? emptySnapshot(), forwarder);
+  const forwarder = new ForwardPool({
+    secret,
+    selfNodeId: nodeId,
+    limits: transportLimits(config),
+    log: clusterLog,
+    // A connection opened (the peer joined, restarted, or the link came back): it gets our latest stock again.
+    onOpen: (peerUrl) => live.resync(peerUrl),
+  });
+  const live = new ClusterLive({
+    push: config.redisUrl === null, // with Redis, src/ws/fanout.ts carries stock between nodes
+    shardCount: config.shardCount,
+    snapshot: () => membership?.snapshot ?? emptySnapshot(),
+    pool: forwarder,
+    epochOf: (shard) => membership?.currentLease()?.epochOf(shard),
+    deliver: (notice) => channel?.deliver(notice),
+    peerSyncMs: config.clusterHeartbeatMs,
+    maxTrackedSkus: MAX_TRACKED_SKUS,
+    log: clusterLog,
+  });
+  channel = new ClusterChannel(shards, () => membership?.snapshot ?? emptySnapshot(), forwarder, live);
   let started = false;
   const isReady = () => started && membership?.currentLease() != null;
   const router = new Router(channel, { shardCount: config.shardCount, shardsReady: isReady, pool });
@@ -113,6 +137,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     snapshot: () => membership?.snapshot ?? emptySnapshot(),
     serveForwarded: serveForwarded(shards),
     verifyUpgrade: (token) => verifier.verify(token, Date.now()),
+    receivedNotices: (peer, notices) => live.received(peer, notices),
   };
   let endpoint: ClusterEndpoint | null = null;
 
@@ -121,7 +146,12 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     shards,
     workers,
     attach: (app) => {
-      endpoint = attachNodeEndpoint(app, config, { verify: threadCalls.verifyUpgrade, handle: threadCalls.serveForwarded }, clusterLog);
+      endpoint = attachNodeEndpoint(
+        app,
+        config,
+        { verify: threadCalls.verifyUpgrade, handle: threadCalls.serveForwarded, onNotices: threadCalls.receivedNotices },
+        clusterLog,
+      );
     },
     start: async (listeningPort) => {
       selfUrl = advertiseUrl(config, listeningPort);
@@ -139,6 +169,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
         log: clusterLog,
       });
       await membership.start();
+      live.start();
       started = true;
       clusterLog.info({ nodeId, url: selfUrl, shards: shards.shards().length }, 'joined the cluster');
     },
@@ -150,6 +181,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
       await router.close();
       // Graceful leave: every owned shard is drained and handed over before the node goes.
       if (membership !== null) await membership.leave();
+      live.close();
       await shards.close();
       await channel!.close();
       forwarder.close();

@@ -13,7 +13,12 @@ import { AUTH_HEADER, signUpgrade, type VerifyResult } from './auth.js';
  * the upgrade; batching is natural (one frame = every envelope of an
  * event-loop turn) and uWS already serves WebSockets on the same port.
  *
- * Frames are JSON text: {"t":"req","m":[envelope…]} and {"t":"res","m":[reply…]}.
+ * Frames are JSON text: {"t":"req","m":[envelope…]} and {"t":"res","m":[reply…]},
+ * and one-way {"t":"note","m":[notice…]}: what a node pushes without being
+ * asked (live stock, src/cluster/live.ts). Notices are keyed (a SKU): while
+ * the peer's socket is backpressured only the latest notice per key waits,
+ * and past `maxPendingNotices` keys new ones are dropped and counted; they
+ * never make the send buffer grow without bound.
  * Payloads must be JSON-safe plain data (the shard messages are).
  *
  * Outcomes: `ok` (the owner's reply, relayed), `unavailable` (certainly not
@@ -45,6 +50,10 @@ interface ReplyFrame {
   t: 'res';
   m: Reply[];
 }
+interface NoticeFrame {
+  t: 'note';
+  m: unknown[];
+}
 
 export interface TransportLimits {
   /** Requests queued or awaiting a reply per connection; past it: `unavailable` at once. */
@@ -56,6 +65,12 @@ export interface TransportLimits {
   /** Largest frame either side accepts. */
   maxFrameBytes: number;
   connectTimeoutMs: number;
+  /** Distinct notice keys waiting per peer (latest per key); a new key past it is dropped. */
+  maxPendingNotices: number;
+  /** Notices wait (coalescing per key) while the peer's socket has more than this unsent. */
+  maxNoticeBufferedBytes: number;
+  /** How soon notices held back by backpressure are tried again. */
+  noticeRetryMs: number;
 }
 
 export const defaultTransportLimits: TransportLimits = {
@@ -64,6 +79,9 @@ export const defaultTransportLimits: TransportLimits = {
   requestTimeoutMs: 5_000,
   maxFrameBytes: 16 * 1024 * 1024,
   connectTimeoutMs: 2_000,
+  maxPendingNotices: 50_000,
+  maxNoticeBufferedBytes: 4 * 1024 * 1024,
+  noticeRetryMs: 20,
 };
 
 // ------------------------------------------------------------------ server
@@ -79,6 +97,8 @@ export interface ClusterEndpointOptions {
    */
   verify: (token: string) => VerifyResult | Promise<VerifyResult>;
   handle: ForwardHandler;
+  /** Notices a peer pushed (one call per frame, outside uWS callbacks); never throws. */
+  onNotices?: (peer: string, notices: unknown[]) => void;
   limits: TransportLimits;
   log: Logger;
 }
@@ -148,19 +168,33 @@ export function attachClusterEndpoint(app: uWS.TemplatedApp, options: ClusterEnd
   });
 
   function onRequestFrame(state: PeerState, data: ArrayBuffer, isBinary: boolean): void {
-    let frame: RequestFrame;
+    let frame: RequestFrame | NoticeFrame;
     try {
-      frame = JSON.parse(Buffer.from(data).toString('utf8')) as RequestFrame;
-      if (isBinary || frame.t !== 'req' || !Array.isArray(frame.m)) throw new Error('not a request frame');
+      frame = JSON.parse(Buffer.from(data).toString('utf8')) as RequestFrame | NoticeFrame;
+      if (isBinary || (frame.t !== 'req' && frame.t !== 'note') || !Array.isArray(frame.m)) throw new Error('not a request frame');
     } catch (err) {
       options.log.warn({ err, peer: state.peer }, 'malformed cluster frame: closing the connection');
       state.ws?.end(1008, 'malformed frame');
       return;
     }
     // Out of the uWS callback: work (and replies it triggers) never runs while uWS has this socket corked.
+    if (frame.t === 'note') {
+      const notices = frame.m;
+      setImmediate(() => receiveNotices(state.peer, notices));
+      return;
+    }
+    const envelopes = frame.m;
     setImmediate(() => {
-      for (const envelope of frame.m) serve(state, envelope);
+      for (const envelope of envelopes) serve(state, envelope);
     });
+  }
+
+  function receiveNotices(peer: string, notices: unknown[]): void {
+    try {
+      options.onNotices?.(peer, notices);
+    } catch (err) {
+      options.log.error({ err, peer }, 'handling pushed notices failed');
+    }
   }
 
   function serve(state: PeerState, envelope: Envelope): void {
@@ -222,6 +256,19 @@ export interface ForwardClientOptions {
   peerUrl: string;
   limits: TransportLimits;
   log: Logger;
+  /** Every time a connection to the peer opens (what the peer missed while there was none can be pushed again). */
+  onOpen?: (peerUrl: string) => void;
+}
+
+export interface NoticeStats {
+  /** Notices written to the socket. */
+  sent: number;
+  /** Notices replaced by a later one of the same key before they were sent. */
+  coalesced: number;
+  /** Notices dropped: too many keys waiting, no connection, or the client closed. */
+  dropped: number;
+  /** Flushes held back because the socket was backpressured. */
+  heldBack: number;
 }
 
 /** One persistent, lazily (re)connected connection to one peer. */
@@ -236,6 +283,13 @@ export class ForwardClient {
   private closed = false;
   private readonly sweepTimer: NodeJS.Timeout;
   readonly stats = { frames: 0, sent: 0, replies: 0, timeouts: 0 };
+  /** Notices waiting, latest per key (insertion order: first changed, first sent). */
+  private notices = new Map<string, unknown>();
+  /** A flush is coming (this turn's, or a retry after backpressure): pushes only add to the map. */
+  private noticeFlushScheduled = false;
+  private noticeRetry: NodeJS.Timeout | null = null;
+  private warnedDropping = false;
+  readonly noticeStats: NoticeStats = { sent: 0, coalesced: 0, dropped: 0, heldBack: 0 };
 
   constructor(private readonly options: ForwardClientOptions) {
     this.sweepTimer = setInterval(() => this.sweep(), Math.max(10, Math.floor(options.limits.requestTimeoutMs / 4)));
@@ -258,11 +312,95 @@ export class ForwardClient {
     });
   }
 
+  /** Open the connection now if there is none (a peer that joined); failures are only logged. */
+  connectNow(): void {
+    if (this.closed) return;
+    this.connection().catch((err: unknown) => this.options.log.debug({ err, peer: this.options.peerUrl }, 'cannot reach the peer'));
+  }
+
+  /** Notices waiting to be sent. */
+  get pendingNotices(): number {
+    return this.notices.size;
+  }
+
+  /**
+   * Push a one-way notice, sent with the others of this event-loop turn; a
+   * waiting notice of the same key is replaced (only the latest matters).
+   * False when it was dropped (bound reached, or closed).
+   */
+  push(key: string, notice: unknown): boolean {
+    if (this.closed) {
+      this.noticeStats.dropped += 1;
+      return false;
+    }
+    if (this.notices.delete(key)) this.noticeStats.coalesced += 1;
+    else if (this.notices.size >= this.options.limits.maxPendingNotices) {
+      this.noticeStats.dropped += 1;
+      this.warnDropping('too many notices waiting for a backpressured peer');
+      return false;
+    }
+    this.notices.set(key, notice);
+    if (!this.noticeFlushScheduled) {
+      this.noticeFlushScheduled = true;
+      setImmediate(() => void this.flushNotices());
+    }
+    return true;
+  }
+
   close(): void {
     this.closed = true;
     clearInterval(this.sweepTimer);
+    this.dropNotices();
     this.ws?.close(1001, 'node shutting down');
     this.failAll('forwarding client closed');
+  }
+
+  private async flushNotices(): Promise<void> {
+    if (this.closed) return;
+    let ws: WebSocket;
+    try {
+      ws = await this.connection();
+    } catch (err) {
+      this.options.log.debug({ err, peer: this.options.peerUrl }, 'cannot reach the peer: notices dropped');
+      this.dropNotices();
+      return;
+    }
+    if (this.closed) return;
+    const { maxBatch, maxNoticeBufferedBytes, noticeRetryMs } = this.options.limits;
+    // The peer reads slower than we write: keep only the latest per key, and look again shortly.
+    if (ws.bufferedAmount > maxNoticeBufferedBytes) {
+      this.noticeStats.heldBack += 1;
+      this.noticeRetry = setTimeout(() => {
+        this.noticeRetry = null;
+        void this.flushNotices();
+      }, noticeRetryMs);
+      return;
+    }
+    this.noticeFlushScheduled = false;
+    this.warnedDropping = false;
+    const notices = [...this.notices.values()];
+    this.notices = new Map();
+    for (let i = 0; i < notices.length; i += maxBatch) {
+      const m = notices.slice(i, i + maxBatch);
+      ws.send(JSON.stringify({ t: 'note', m } satisfies NoticeFrame));
+      this.noticeStats.sent += m.length;
+    }
+  }
+
+  private dropNotices(): void {
+    if (this.noticeRetry !== null) clearTimeout(this.noticeRetry);
+    this.noticeRetry = null;
+    this.noticeFlushScheduled = false;
+    if (this.notices.size > 0 && !this.closed) this.warnDropping('no connection to the peer');
+    this.noticeStats.dropped += this.notices.size;
+    this.notices.clear();
+  }
+
+  /** Once per episode (until notices flow again): the counter has the numbers. */
+  private warnDropping(reason: string): void {
+    if (this.warnedDropping) return;
+    this.warnedDropping = true;
+    this.options.log.warn({ peer: this.options.peerUrl, reason, dropped: this.noticeStats.dropped }, 'dropping live-stock notices to a peer');
   }
 
   private scheduleFlush(): void {
@@ -321,8 +459,15 @@ export class ForwardClient {
     });
     return new Promise<WebSocket>((resolve, reject) => {
       ws.once('open', () => {
+        if (this.closed) {
+          // Closed while connecting: close() could not reach this socket.
+          ws.close(1001, 'node shutting down');
+          reject(new Error('forwarding client closed'));
+          return;
+        }
         this.ws = ws;
         resolve(ws);
+        this.options.onOpen?.(peerUrl);
       });
       ws.once('unexpected-response', (_req, res) => {
         reject(new Error(`cluster upgrade refused: ${res.statusCode}`));
@@ -399,12 +544,28 @@ export class ForwardPool {
   constructor(private readonly base: Omit<ForwardClientOptions, 'peerUrl'>) {}
 
   forward(peerUrl: string, shard: number, payload: unknown): Promise<ForwardResult> {
+    return this.client(peerUrl).forward(shard, payload);
+  }
+
+  /** The client of a peer, created (not yet connected) on first use. */
+  client(peerUrl: string): ForwardClient {
     let client = this.clients.get(peerUrl);
     if (client === undefined) {
       client = new ForwardClient({ ...this.base, peerUrl });
       this.clients.set(peerUrl, client);
     }
-    return client.forward(shard, payload);
+    return client;
+  }
+
+  /** Peers with a client now. */
+  peers(): string[] {
+    return [...this.clients.keys()];
+  }
+
+  /** A peer that left or died: close its connection (a later use starts a new one). */
+  forget(peerUrl: string): void {
+    this.clients.get(peerUrl)?.close();
+    this.clients.delete(peerUrl);
   }
 
   close(): void {

@@ -89,6 +89,59 @@ export function commitFailureReason(error: CommitError): CommitFailureReason {
   return /timeout|timed out|took longer than/i.test(message) ? 'timeout' : 'error';
 }
 
+/**
+ * Commits observed on another thread (a shard thread's outbox), sent to the
+ * main thread's registry in plain numbers: `commits` holds one
+ * [batchEvents, reservedEvents, seconds] triple per commit.
+ */
+export interface CommitTally {
+  commits: number[];
+  failures: Partial<Record<CommitFailureReason, number>>;
+}
+
+/** Commits per tally kept with their durations; past it (a report long overdue) only the counts are kept. */
+export const maxTalliedCommits = 10_000;
+
+/** A shard thread's OutboxObserver: collects commits until `take` hands them to the main thread. */
+export class CommitTallier implements OutboxObserver {
+  private tally: CommitTally = { commits: [], failures: {} };
+  /** Reserved events of commits past `maxTalliedCommits` (still counted, without a duration sample). */
+  private overflowReserved = 0;
+
+  committed(events: readonly StockEvent[], seconds: number): void {
+    const reserved = reservedCount(events);
+    if (this.tally.commits.length < maxTalliedCommits * 3) this.tally.commits.push(events.length, reserved, seconds);
+    else this.overflowReserved += reserved;
+  }
+
+  failed(error: CommitError): void {
+    const reason = commitFailureReason(error);
+    this.tally.failures[reason] = (this.tally.failures[reason] ?? 0) + 1;
+  }
+
+  take(): CommitTally {
+    const tally = this.tally;
+    // The overflow travels as one commit with no duration (NaN: not observed).
+    if (this.overflowReserved > 0) tally.commits.push(0, this.overflowReserved, Number.NaN);
+    this.tally = { commits: [], failures: {} };
+    this.overflowReserved = 0;
+    return tally;
+  }
+}
+
+function reservedCount(events: readonly StockEvent[]): number {
+  let reserved = 0;
+  for (const event of events) if (event.kind === 'reserved') reserved += 1;
+  return reserved;
+}
+
+/** The main thread's observer: commits made here, and tallies from shard threads. */
+export interface OutboxMetrics extends OutboxObserver {
+  addTally(tally: CommitTally): void;
+  /** How to fetch the shard threads' tallies now: a scrape does, before it derives `replayed` from them. */
+  tallySource(fetch: () => Promise<void>): void;
+}
+
 /** A request method as a bounded label value. */
 export function methodLabel(method: string): string {
   const upper = method.toUpperCase();
@@ -186,6 +239,8 @@ export class Metrics {
   private readonly reservationAnswers = new Map<string, number>();
   private frontEndSuccesses = 0;
   private durableReservations = 0;
+  /** Shard threads: their commits since the last report, fetched at scrape (null: commits are counted here). */
+  private fetchTallies: (() => Promise<unknown>) | null = null;
   private replayedReported = 0;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
@@ -252,11 +307,21 @@ export class Metrics {
 
   /** A group commit succeeded (the outbox's observer). */
   commitSucceeded(events: readonly StockEvent[], seconds: number): void {
-    this.commitDuration.observe(seconds);
-    this.commitBatchEvents.observe(events.length);
-    let reserved = 0;
-    for (const event of events) if (event.kind === 'reserved') reserved += 1;
-    this.durableReservations += reserved;
+    this.commitObserved(events.length, reservedCount(events), seconds);
+  }
+
+  private commitObserved(batchEvents: number, reservedEvents: number, seconds: number): void {
+    if (!Number.isNaN(seconds)) {
+      this.commitDuration.observe(seconds);
+      this.commitBatchEvents.observe(batchEvents);
+    }
+    this.durableReservations += reservedEvents;
+  }
+
+  /** Commits a shard thread made since its last report. */
+  addTally(tally: CommitTally): void {
+    for (let i = 0; i + 2 < tally.commits.length; i += 3) this.commitObserved(tally.commits[i]!, tally.commits[i + 1]!, tally.commits[i + 2]!);
+    for (const [reason, count] of Object.entries(tally.failures)) this.commitsFailed.inc({ reason }, count);
   }
 
   commitFailed(reason: CommitFailureReason): void {
@@ -264,10 +329,12 @@ export class Metrics {
   }
 
   /** What the outbox reports each commit to. */
-  outboxObserver(): OutboxObserver {
+  outboxObserver(): OutboxMetrics {
     return {
       committed: (events, seconds) => this.commitSucceeded(events, seconds),
       failed: (error) => this.commitFailed(commitFailureReason(error)),
+      addTally: (tally) => this.addTally(tally),
+      tallySource: (fetch) => (this.fetchTallies = sampled(sampleTimeoutMs, 0, fetch)),
     };
   }
 
@@ -322,7 +389,9 @@ export class Metrics {
       help: 'Reservation requests (HTTP and stream) by outcome: created, replayed, or the refusal code',
       labelNames: ['outcome'] as const,
       registers: [this.registry],
-      collect() {
+      // `replayed` is answers − commits: the commits made on shard threads must be in first.
+      async collect() {
+        await self.fetchTallies?.();
         self.replayedReported = Math.max(self.replayedReported, self.frontEndSuccesses - self.durableReservations);
         self.reservationAnswers.set('created', self.durableReservations);
         self.reservationAnswers.set('replayed', self.replayedReported);

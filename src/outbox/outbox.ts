@@ -94,7 +94,12 @@ interface Entry<A> {
   sku: string;
   durable: Durable;
   attachment: A | undefined;
+  /** A settledSoFar() marker: hears only once the outcome before it is known, never "unknown" early. */
+  marker?: true;
 }
+
+/** The SKU of settledSoFar() markers: no SKU is empty, so no failed batch ever drops one. */
+const markerSku = '';
 
 /** `not_committed`: certainly not in the log. `unknown`: Postgres could not tell in time; a retry will. */
 export type CommitOutcome = 'not_committed' | 'unknown';
@@ -240,6 +245,20 @@ export class Outbox<A = never> {
     }
     this.queue.push({ event: null, sku, durable, attachment: undefined });
     this.schedule();
+  }
+
+  /**
+   * Resolves once everything appended before this call has committed or
+   * failed, with its outcome known (even while an unknown outcome is being
+   * learned): a shard handed over leaves nothing behind that could still land.
+   * Unlike drained(), later appends do not hold it up.
+   */
+  settledSoFar(): Promise<void> {
+    if (this.queue.length === 0 && !this.inFlight) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.queue.push({ event: null, sku: markerSku, durable: () => resolve(), attachment: undefined, marker: true });
+      this.schedule();
+    });
   }
 
   /** Resolves when nothing is queued or in flight (graceful shutdown). */
@@ -411,8 +430,8 @@ export class Outbox<A = never> {
         'group commit outcome unknown (Postgres unreachable); its requests are told so, and nothing is decided until it is known',
       );
       this.unknownAnswered = unknown;
-      for (const entry of batch) this.answer(entry, unknown);
-      for (const entry of this.queue) this.answer(entry, unknown);
+      for (const entry of batch) if (entry.marker !== true) this.answer(entry, unknown);
+      for (const entry of this.queue) if (entry.marker !== true) this.answer(entry, unknown);
       for (let delayMs = relearnDelayMs.first; ; delayMs = Math.min(delayMs * 2, relearnDelayMs.max)) {
         await new Promise((resolve) => setTimeout(resolve, delayMs));
         const learned = await this.tryToLearn(attempt.backend, events, budgetMs);

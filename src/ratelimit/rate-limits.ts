@@ -83,14 +83,13 @@ export class RateLimits {
   }
 
   /** Spend one point of each applicable budget; the first one exhausted, or null. Never rejects. */
-  async check(shopperId: string | null, ip: string | null): Promise<LimitExceeded | null> {
+  check(shopperId: string | null, ip: string | null): Promise<LimitExceeded | null> {
     const ipCheck = this.ip !== null && ip !== null ? this.consume(this.ip, 'ip', ip) : null;
     const shopperCheck = this.shopper !== null && shopperId !== null ? this.consume(this.shopper, 'shopper', shopperId) : null;
-    const ipVerdict = ipCheck === null ? null : await ipCheck;
-    const shopperVerdict = shopperCheck === null ? null : await shopperCheck;
-    const verdict = ipVerdict ?? shopperVerdict;
-    if (verdict !== null) this.observer?.limited(verdict.limit);
-    return verdict;
+    // One check (the default: per shopper only) is returned as is: no extra promise per request.
+    if (ipCheck === null) return shopperCheck === null ? Promise.resolve(null) : shopperCheck;
+    if (shopperCheck === null) return ipCheck;
+    return Promise.all([ipCheck, shopperCheck]).then(([ipVerdict, shopperVerdict]) => ipVerdict ?? shopperVerdict);
   }
 
   async close(): Promise<void> {
@@ -116,18 +115,19 @@ export class RateLimits {
     });
   }
 
-  private async consume(limiter: RateLimiterAbstract, limit: LimitName, key: string): Promise<LimitExceeded | null> {
-    try {
-      await limiter.consume(key);
-      return null;
-    } catch (outcome) {
-      if (outcome instanceof RateLimiterRes) {
-        return { limit, retryAfterSeconds: Math.max(1, Math.ceil(outcome.msBeforeNext / 1000)) };
-      }
-      // Neither store could answer: let the request through rather than block it.
-      this.log.error({ err: outcome, limit }, 'rate limit check failed; allowing the request');
-      return null;
-    }
+  private consume(limiter: RateLimiterAbstract, limit: LimitName, key: string): Promise<LimitExceeded | null> {
+    return limiter.consume(key).then(
+      () => null,
+      (outcome: unknown) => {
+        if (outcome instanceof RateLimiterRes) {
+          this.observer?.limited(limit);
+          return { limit, retryAfterSeconds: Math.max(1, Math.ceil(outcome.msBeforeNext / 1000)) };
+        }
+        // Neither store could answer: let the request through rather than block it.
+        this.log.error({ err: outcome, limit }, 'rate limit check failed; allowing the request');
+        return null;
+      },
+    );
   }
 
   private fellBack(err: Error | null): void {

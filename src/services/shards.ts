@@ -1,25 +1,50 @@
 import type pg from 'pg';
 import type { AllocatorLimits } from '../allocator/types.js';
 import type { Config } from '../config.js';
-import type { OrderAttachment } from '../inventory/inventory.js';
+import { ConfigError } from '../config.js';
+import type { OrderAttachment, StockState } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
-import type { AttachmentWriter, OutboxObserver } from '../outbox/outbox.js';
+import type { OutboxMetrics } from '../metrics/metrics.js';
+import type { AttachmentWriter, OutboxObserver, OutboxStats } from '../outbox/outbox.js';
 import { InProcessChannel } from '../shard/in-process-channel.js';
-import type { ShardNotice } from '../shard/messages.js';
+import type { ShardChannel, ShardEndpoint, ShardNotice } from '../shard/messages.js';
 import { Router } from '../shard/router.js';
 import { ShardHost, type ShardHostOptions } from '../shard/shard-host.js';
+import type { ShardStats } from '../shard/shard.js';
 import { loadSkuState } from '../snapshot/load.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
+import { sharedClockBuffer } from '../threads/shared-clock.js';
+import { ShardThreads } from '../threads/shard-threads.js';
 
 /**
- * The allocators' side in single-process mode: every shard on this thread in
- * one ShardHost, and the Router the front ends use, joined by the in-process
- * channel (the same messages a worker thread or another node would get). The
- * background threads (snapshots, the audit) belong here too.
+ * The shards of this process as the rest of it sees them: a ShardHost on the
+ * main thread (SHARD_THREADS=1), or the ShardThreads that forward to the
+ * shard threads (its counts then come from the threads' reports).
+ */
+export interface LocalShardHost extends ShardEndpoint {
+  isReady(): boolean;
+  stockState(sku: string): StockState | null;
+  settled(): Promise<void>;
+  readonly pendingEvents: number;
+  readonly allocatorCount: number;
+  readonly liveHolds: number;
+  readonly reservationsInMemory: number;
+  readonly stats: ShardStats;
+  readonly outboxStats: OutboxStats;
+  /** Shard threads: fetch the counts now (the getters otherwise show the threads' last report). */
+  refresh?(): Promise<void>;
+}
+
+/**
+ * The allocators' side in single-process mode: the shards in one ShardHost on
+ * this thread (SHARD_THREADS=1) or spread over shard threads, and the Router
+ * the front ends use, joined by a channel (in-process, or the threads' ports:
+ * the same messages either way). The background threads (snapshots, the
+ * audit) belong here too.
  */
 export interface Shards {
   router: Router;
-  host: ShardHost;
+  host: LocalShardHost;
   /** Snapshot and audit worker threads (piscina). */
   workers: SnapshotWorkers;
   /** Every notice of these shards (front-end threads get them over their ports). */
@@ -38,8 +63,8 @@ export interface ShardsOptions {
   writeOrders: AttachmentWriter<OrderAttachment> | null;
   /** Clone every message (tests: proves the boundary carries plain data only). */
   cloneMessages?: boolean;
-  /** Told about every group commit (metrics). */
-  outboxObserver?: OutboxObserver;
+  /** Told about every group commit (metrics); with shard threads, handed their tallies (`addTally`). */
+  outboxObserver?: OutboxObserver | OutboxMetrics;
 }
 
 export function allocatorLimits(config: Config): AllocatorLimits {
@@ -82,6 +107,10 @@ export function shardHostSettings(
 }
 
 export function startShards(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): Shards {
+  return config.shardThreads === 1 ? startShardHost(config, pool, log, options) : startShardThreads(config, pool, log, options);
+}
+
+function startShardHost(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): Shards {
   const workers = new SnapshotWorkers({ threads: 1 });
   workers.start();
   const channel = new InProcessChannel({ clone: options.cloneMessages ?? false });
@@ -97,6 +126,16 @@ export function startShards(config: Config, pool: pg.Pool, log: Logger, options:
   );
   channel.connect(host);
   const router = new Router(channel, { shardCount: config.shardCount, shardsReady: () => host.isReady(), pool });
+  return assemble(router, host, channel, workers);
+}
+
+/** The service around a router, its shards and the channel between them; stopped in that order. */
+function assemble(
+  router: Router,
+  host: LocalShardHost & { recover(): Promise<void>; close(): Promise<void> },
+  channel: ShardChannel,
+  workers: SnapshotWorkers,
+): Shards {
   return {
     router,
     host,
@@ -110,4 +149,38 @@ export function startShards(config: Config, pool: pg.Pool, log: Logger, options:
       await workers.stop();
     },
   };
+}
+
+/**
+ * SHARD_THREADS > 1: the shards on their threads (src/threads/shard-worker.ts),
+ * the router here. The piscina pool on this thread runs the audit only; each
+ * shard thread writes its snapshots with its own.
+ */
+function startShardThreads(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): Shards {
+  const clock = threadClock(options.nowMs);
+  const observer = options.outboxObserver;
+  const threads = new ShardThreads(config, log, {
+    databaseUrl: options.databaseUrl,
+    onFatal: options.onFatal,
+    clock,
+    writeOrders: options.writeOrders !== null,
+    ...(observer !== undefined && 'addTally' in observer ? { onTally: (tally) => observer.addTally(tally) } : {}),
+    stockState: (sku): StockState | null => router.stockState(sku),
+  });
+  const router: Router = new Router(threads, { shardCount: config.shardCount, shardsReady: () => threads.isReady(), pool });
+  if (observer !== undefined && 'tallySource' in observer) observer.tallySource(() => threads.refresh());
+  const workers = new SnapshotWorkers({ threads: 1 });
+  workers.start();
+  // ShardThreads is both the shards and their channel (closing it twice is one close).
+  return assemble(router, threads, threads, workers);
+}
+
+/** A thread cannot call another thread's closure: only Date.now or a SharedClock (tests) reach the shard threads. */
+function threadClock(nowMs: () => number): SharedArrayBuffer | null {
+  if (nowMs === Date.now) return null;
+  const buffer = sharedClockBuffer(nowMs);
+  if (buffer === undefined) {
+    throw new ConfigError('SHARD_THREADS > 1 cannot use an injected clock function: inject a SharedClock (src/threads/shared-clock.ts) or run SHARD_THREADS=1');
+  }
+  return buffer;
 }

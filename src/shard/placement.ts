@@ -51,9 +51,14 @@ export function shardOf(sku: string, shardCount: number): number {
  * is already 10), which draws from a cached entropy pool: one randomBytes call
  * per reservation cost ~5% of the hot path.
  */
-export function newReservationId(sku: string): string {
+export function newReservationId(sku: string, prefix = reservationIdPrefix(sku)): string {
   const random = randomUUID();
-  return `${skuHash(sku).toString(16).padStart(8, '0')}${random.slice(8, 14)}8${random.slice(15)}`;
+  return `${prefix}${random.slice(8, 14)}8${random.slice(15)}`;
+}
+
+/** The first 8 hex digits of every id of `sku` (a shard keeps it per SKU in memory). */
+export function reservationIdPrefix(sku: string): string {
+  return skuHash(sku).toString(16).padStart(8, '0');
 }
 
 /**

@@ -10,7 +10,11 @@ import { Shard, type ShardContext, type ShardStats } from './shard.js';
 import { latestSnapshotMarksQuery, skusInLogQuery } from './sql.js';
 
 export interface ShardHostOptions {
-  /** Shards this host serves (all of them in single-process mode). */
+  /**
+   * Shards served from the start, loaded by recover() (all of them in
+   * single-process mode); a cluster node starts with none and adds and removes
+   * them as it takes and hands over their leases.
+   */
   shards: readonly number[];
   shardCount: number;
   limits: AllocatorLimits;
@@ -33,11 +37,13 @@ export interface ShardHostOptions {
 }
 
 /**
- * The shards of one thread, behind one outbox: group commit across all of a
- * thread's shards is what keeps batches large when load spreads over many
- * SKUs. The host answers requests addressed to its shards (ShardEndpoint),
- * runs the expiry sweeper, recovers its shards at start and routes a failed
- * batch to the shards whose SKUs it held.
+ * The shards of one thread (or of one cluster node), behind one outbox: group
+ * commit across all of them is what keeps batches large when load spreads over
+ * many SKUs. The host answers requests addressed to its shards (ShardEndpoint),
+ * runs the expiry sweeper over whatever shards are present, recovers its
+ * shards at start (recover) or one at a time at run time (addShard, and
+ * removeShard to hand one over), and routes a failed batch to the shards whose
+ * SKUs it held.
  */
 export class ShardHost implements ShardEndpoint {
   private readonly shards = new Map<number, Shard>();
@@ -50,30 +56,30 @@ export class ShardHost implements ShardEndpoint {
     private readonly pool: pg.Pool,
     private readonly log: Logger,
     private readonly options: ShardHostOptions,
-    notify: (notice: ShardNotice) => void,
+    private readonly notify: (notice: ShardNotice) => void,
   ) {
     this.outbox = new Outbox<OrderAttachment>(pool, options.outbox, log, (failure) => this.onBatchFailed(failure), options.writeOrders, options.onFatal);
-    for (const id of options.shards) {
-      this.shards.set(
-        id,
-        new Shard(id, {
-          pool,
-          log: log.child({ shard: id }),
-          limits: options.limits,
-          outbox: this.outbox,
-          nowMs: options.nowMs,
-          notify,
-          loadSku: options.loadSku,
-          rebuildRetryMs: options.rebuildRetryMs,
-          idempotencyKeyTtlMs: options.idempotencyKeyTtlMs,
-          snapshot: options.snapshot,
-          snapshotEveryEvents: options.snapshotEveryEvents,
-          passivateAfterMs: options.passivateAfterMs,
-          stats: this.stats,
-          onFatal: options.onFatal,
-        }),
-      );
-    }
+    for (const id of options.shards) this.shards.set(id, this.newShard(id));
+  }
+
+  private newShard(id: number): Shard {
+    const options = this.options;
+    return new Shard(id, {
+      pool: this.pool,
+      log: this.log.child({ shard: id }),
+      limits: options.limits,
+      outbox: this.outbox,
+      nowMs: options.nowMs,
+      notify: this.notify,
+      loadSku: options.loadSku,
+      rebuildRetryMs: options.rebuildRetryMs,
+      idempotencyKeyTtlMs: options.idempotencyKeyTtlMs,
+      snapshot: options.snapshot,
+      snapshotEveryEvents: options.snapshotEveryEvents,
+      passivateAfterMs: options.passivateAfterMs,
+      stats: this.stats,
+      onFatal: options.onFatal,
+    });
   }
 
   get outboxStats() {
@@ -113,6 +119,58 @@ export class ShardHost implements ShardEndpoint {
   /** Load every SKU of these shards from the log, expire overdue holds, start the sweeper. */
   async recover(): Promise<void> {
     const started = Date.now();
+    const byShard = await this.skusByShard(new Set(this.shards.keys()));
+    let expired = 0;
+    for (const [id, shard] of this.shards) expired += await shard.recover(byShard.get(id) ?? []);
+    this.startSweeper();
+    this.log.info(
+      { shards: this.shards.size, skus: this.allocatorCount, expiredAtRecovery: expired, ms: Date.now() - started },
+      'shards recovered from the event log',
+    );
+  }
+
+  /**
+   * Serve one more shard (a cluster node that took its lease): its SKUs are
+   * loaded from the log (snapshot + tail, passivated sales left out) and its
+   * overdue holds expired before it answers anything but 503. Its decisions
+   * share the one outbox with every other shard here. Throws, serving nothing
+   * of it, if the shard is removed meanwhile or recovery fails.
+   */
+  async addShard(id: number): Promise<void> {
+    if (this.closing) throw new Error(`shard ${id}: the host is closing`);
+    if (this.shards.has(id)) throw new Error(`shard ${id} is already served here`);
+    const started = Date.now();
+    const shard = this.newShard(id);
+    // In the map at once, so its requests hear "still recovering" (503) and its recovery commits are routed back to it.
+    this.shards.set(id, shard);
+    try {
+      const skus = (await this.skusByShard(new Set([id]))).get(id) ?? [];
+      const expired = await shard.recover(skus);
+      if (this.shards.get(id) !== shard) throw new Error(`shard ${id} was removed while it recovered`);
+      this.startSweeper();
+      this.log.info({ shard: id, skus: shard.allocatorCount, expiredAtRecovery: expired, ms: Date.now() - started }, 'shard added from the event log');
+    } catch (error) {
+      if (this.shards.get(id) === shard) await this.removeShard(id);
+      throw error;
+    }
+  }
+
+  /**
+   * Stop serving a shard (a cluster node handing it over): new requests get
+   * 503 at once; resolves once every decision it made before is committed or
+   * failed, its outcome known, so the lease can be released with nothing of
+   * it left to land. Other shards keep committing meanwhile.
+   */
+  async removeShard(id: number): Promise<void> {
+    const shard = this.shards.get(id);
+    if (shard === undefined) return;
+    this.shards.delete(id);
+    shard.close();
+    await this.outbox.settledSoFar();
+  }
+
+  /** The SKUs in the log of `shards`, by shard, but sales that left memory with their latest snapshot. */
+  private async skusByShard(shards: ReadonlySet<number>): Promise<Map<number, string[]>> {
     const { rows } = await this.pool.query<{ sku: string; last_seq: string }>(skusInLogQuery());
     const marks = await this.pool.query<{ sku: string; seq: string; passivated: boolean }>(latestSnapshotMarksQuery());
     // A sale that left memory with its latest snapshot, and has no event after it, stays out.
@@ -121,18 +179,18 @@ export class ShardHost implements ShardEndpoint {
     for (const { sku, last_seq } of rows) {
       if (passivated.has(`${sku}\u0000${last_seq}`)) continue;
       const shard = shardOf(sku, this.options.shardCount);
-      if (!this.shards.has(shard)) continue;
+      if (!shards.has(shard)) continue;
       const list = byShard.get(shard);
       if (list === undefined) byShard.set(shard, [sku]);
       else list.push(sku);
     }
-    let expired = 0;
-    for (const [id, shard] of this.shards) expired += await shard.recover(byShard.get(id) ?? []);
+    return byShard;
+  }
+
+  /** One sweeper for whatever shards are here (started by the first recovery). */
+  private startSweeper(): void {
+    if (this.sweepTimer !== null || this.closing) return;
     this.sweepTimer = setInterval(() => this.sweep(), this.options.expirySweepIntervalMs);
-    this.log.info(
-      { shards: this.shards.size, skus: this.allocatorCount, expiredAtRecovery: expired, ms: Date.now() - started },
-      'shards recovered from the event log',
-    );
   }
 
   private sweep(): void {

@@ -14,7 +14,7 @@ import {
   type StockState,
 } from '../inventory/inventory.js';
 import type { ShardNotice, ShardRequests } from './messages.js';
-import { newReservationId, skuHash } from './placement.js';
+import { newReservationId, reservationIdPrefix, skuHash } from './placement.js';
 import { LogReader } from './log-reader.js';
 
 /** Everything a shard borrows from its host: one outbox, pool and clock for all shards of a thread. */
@@ -50,6 +50,9 @@ export interface ShardStats {
 }
 
 /** What the shell keeps per SKU beside its allocator: snapshot and passivation bookkeeping. */
+/** `reserve` after the shell found no reservation for a remembered key in Postgres. */
+const keyCheckedOptions = { keyChecked: true } as const;
+
 interface SkuShell {
   /** Seq the latest snapshot covers (as far as this process knows). */
   snapshotSeq: number;
@@ -60,6 +63,8 @@ interface SkuShell {
   busy: boolean;
   /** After a failed snapshot, not before this time. */
   retryAtMs: number;
+  /** The SKU's reservation-id prefix (its hash), computed once rather than per reservation. */
+  idPrefix: string;
 }
 
 /** A failed snapshot is retried after this pause (the log is still the truth meanwhile). */
@@ -142,7 +147,14 @@ export class Shard {
     this.remove(allocator.sku);
     this.allocators.set(allocator.sku, allocator);
     const now = this.ctx.nowMs();
-    this.shells.set(allocator.sku, { snapshotSeq: allocator.seq, seenSeq: allocator.seq, seenSinceMs: now, busy: false, retryAtMs: 0 });
+    this.shells.set(allocator.sku, {
+      snapshotSeq: allocator.seq,
+      seenSeq: allocator.seq,
+      seenSinceMs: now,
+      busy: false,
+      retryAtMs: 0,
+      idPrefix: reservationIdPrefix(allocator.sku),
+    });
     const hash = skuHash(allocator.sku);
     const list = this.byHash.get(hash);
     if (list === undefined) this.byHash.set(hash, [allocator]);
@@ -433,14 +445,20 @@ export class Shard {
 
   private reserveIn(allocator: SkuAllocator, request: ShardRequests['reserve'], keyChecked: boolean): Promise<Outcome<ReservationView>> {
     const now = this.ctx.nowMs();
-    const command = { ...request, reservationId: newReservationId(request.sku) };
-    let decision = allocator.reserve(command, now, { keyChecked });
+    // Built field by field: a spread of the request costs more on this path.
+    const command = {
+      reservationId: newReservationId(request.sku, this.shells.get(allocator.sku)?.idPrefix),
+      shopperId: request.shopperId,
+      quantity: request.quantity,
+      idempotencyKey: request.idempotencyKey,
+    };
+    let decision = allocator.reserve(command, now, keyChecked ? keyCheckedOptions : undefined);
     if (!decision.ok && decision.code === 'sold_out') {
       // Holds that ran out but were not swept yet are stock: free them first.
       const next = allocator.nextExpiryMs();
       if (next !== null && next <= now) {
         this.expire(allocator, now);
-        decision = allocator.reserve(command, now, { keyChecked });
+        decision = allocator.reserve(command, now, keyChecked ? keyCheckedOptions : undefined);
       }
     }
     if (!decision.ok) return Promise.resolve(decision);

@@ -12,9 +12,11 @@ import type { PortChannel } from './port-channel.js';
  * to the node's port, and the kernel may hand that connection to any thread,
  * so every thread's app carries the cluster endpoint; each forwarded command
  * goes over the thread's port to the main thread, which serves it from this
- * node's shards only (never forwarded again). The upgrade token is checked on
- * the main thread (one nonce memory per process: a token works once, whichever
- * thread it reaches), and the admin views read the main thread's membership view.
+ * node's shards only (never forwarded again), and so do the stock notices a
+ * peer pushes (the main thread hands them to every thread). The upgrade token
+ * is checked on the main thread (one nonce memory per process: a token works
+ * once, whichever thread it reaches), and the admin views read the main
+ * thread's membership view.
  */
 export class ClusterClient {
   private endpoint: ClusterEndpoint | null = null;
@@ -37,6 +39,10 @@ export class ClusterClient {
       {
         verify: (token) => this.channel.call<VerifyResult>('clusterVerifyUpgrade', [token]),
         handle: (shard, payload) => this.forwarded(shard, payload),
+        // Stock a peer pushed (live.ts): the main thread delivers it to every thread.
+        onNotices: (peer, notices) => {
+          this.channel.call('clusterNotices', [peer, notices]).catch((err: unknown) => this.log.warn({ err, peer }, 'pushed notices not delivered'));
+        },
       },
       this.log,
     );

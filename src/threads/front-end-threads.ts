@@ -8,9 +8,9 @@ import type { Payments } from '../payments/payments.js';
 import type { FrontEnd } from '../services/front-end.js';
 import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
 import type { ClusterThreadCalls } from '../cluster/node.js';
-import { workerFile } from '../snapshot/workers.js';
 import type { FrontEndThreadData, ThreadCommand, ThreadEvent } from './front-end-worker.js';
 import { PortEndpoint, portMaxInFlightDefault, type PortCalls } from './port-channel.js';
+import { threadEntry } from './thread-entry.js';
 
 /** A scrape waits this long for each thread's registry. */
 const metricsCollectTimeoutMs = 1000;
@@ -22,12 +22,7 @@ const metricsCollectTimeoutMs = 1000;
  */
 const readinessWatchIntervalMs = 100;
 
-const frontEndWorkerFile = workerFile(import.meta.url, 'front-end-worker');
-// A worker does not inherit tsx's module hooks (tests and the bench run the
-// .ts sources): under tsx the entry registers them in the thread first.
-const frontEndWorkerEntry = frontEndWorkerFile.endsWith('.ts')
-  ? `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(frontEndWorkerFile)}); })`
-  : `import(${JSON.stringify(frontEndWorkerFile)})`;
+const frontEndWorkerEntry = threadEntry(import.meta.url, 'front-end-worker');
 
 export interface FrontEndThreadsDependencies {
   config: Config;
@@ -84,6 +79,7 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
     calls.clusterSnapshot = async () => cluster.snapshot();
     calls.clusterForwarded = (shard: number, payload: unknown) => cluster.serveForwarded(shard, payload);
     calls.clusterVerifyUpgrade = async (token: string) => cluster.verifyUpgrade(token);
+    calls.clusterNotices = async (peer: string, notices: unknown[]) => cluster.receivedNotices(peer, notices);
   }
   const threads: (Thread | null)[] = Array.from({ length: config.httpThreads }, () => null);
   let stopping = false;

@@ -272,9 +272,19 @@ export function parseEnvelope(text: string): Envelope | null {
   const { o, s, resync } = value as { o?: unknown; s?: unknown; resync?: unknown };
   if (typeof o !== 'string' || o.length === 0 || o.length > 100) return null;
   if (resync === true) return { o, resync: true };
-  if (typeof s !== 'object' || s === null) return null;
-  const { sku, available, held, sold, seq } = s as Record<string, unknown>;
-  if (typeof sku !== 'string' || !skuPattern.test(sku)) return null;
+  const state = parseStockState(s);
+  return state === null ? null : { o, s: state };
+}
+
+/** A StockState from another node (Redis here, the cluster connection in src/cluster/live.ts), or null if malformed. */
+export function parseStockState(value: unknown): StockState | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const { sku, available, held, sold, seq } = value as Record<string, unknown>;
+  if (!isSku(sku)) return null;
   if (!count(available) || !count(held) || !count(sold) || !count(seq)) return null;
-  return { o, s: { sku, available, held, sold, seq } };
+  return { sku, available, held, sold, seq };
+}
+
+export function isSku(value: unknown): value is string {
+  return typeof value === 'string' && skuPattern.test(value);
 }

@@ -11,8 +11,9 @@ import type { RateLimits } from '../ratelimit/rate-limits.js';
 
 /**
  * The live side of flashstock on the HTTP app: `/v1/stream` (StockStream), the
- * fan-out of stock changes (in process, or across nodes through Redis), and the
- * page at `/`. app.ts wires `changed` to LocalInventory's `onSkuChanged`.
+ * fan-out of stock changes (in process, or across nodes through Redis; a
+ * cluster without Redis feeds other nodes' changes to the router instead,
+ * src/cluster/live.ts), and the page at `/`. app.ts wires `changed` to LocalInventory's `onSkuChanged`.
  */
 export interface LiveStock {
   /** A durable change of a SKU this node writes. */

@@ -84,13 +84,18 @@ export function clientFor(url: string): Pick<TestService, 'token' | 'call' | 'pu
 }
 
 /**
- * TEST_HTTP_THREADS=N runs every test service with N front-end threads (the
- * whole contract under threads). Unset: 1, not the service's default (the
- * cores): tests read `service.live` and count on the main-thread front end.
+ * TEST_HTTP_THREADS=N runs every test service with N front-end threads, and
+ * TEST_SHARD_THREADS=N with N shard threads (the whole contract under threads).
+ * HTTP threads unset: 1, not the service's default (the cores): tests read
+ * `service.live` and count on the main-thread front end.
  */
-function testHttpThreads(): Partial<Config> {
-  const threads = process.env.TEST_HTTP_THREADS;
-  return { httpThreads: threads === undefined || threads === '' ? 1 : Number(threads) };
+function testThreads(): Partial<Config> {
+  const threads: Partial<Config> = { httpThreads: 1 };
+  const http = process.env.TEST_HTTP_THREADS;
+  const shards = process.env.TEST_SHARD_THREADS;
+  if (http !== undefined && http !== '') threads.httpThreads = Number(http);
+  if (shards !== undefined && shards !== '') threads.shardThreads = Number(shards);
+  return threads;
 }
 
 /** A real service on a fresh database, stopped (and the database dropped) at teardown. */
@@ -102,7 +107,7 @@ export async function startTestService(
 ): Promise<TestService> {
   const url = databaseUrl ?? (await createTestDatabase(t)).url;
   const service = await startFlashstock(
-    { databaseUrl: url, adminToken, jwtSecret, port: 0, host: '127.0.0.1', logLevel: 'silent', ...testHttpThreads(), ...overrides },
+    { databaseUrl: url, adminToken, jwtSecret, port: 0, host: '127.0.0.1', logLevel: 'silent', ...testThreads(), ...overrides },
     { onFatal: (error) => { throw error; }, cloneMessages: true, ...options },
   );
   t.teardown(() => service.stop());

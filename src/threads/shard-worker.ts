@@ -1,0 +1,120 @@
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import type { Config } from '../config.js';
+import { createPool } from '../db/pool.js';
+import { createLogger } from '../log.js';
+import { CommitTallier, type CommitTally } from '../metrics/metrics.js';
+import type { OutboxStats } from '../outbox/outbox.js';
+import { createBoss, finalizeQueue } from '../payments/finalizer.js';
+import { createOrderWriter } from '../payments/orders.js';
+import { shardHostSettings } from '../services/shards.js';
+import type { ShardNotice } from '../shard/messages.js';
+import { ShardHost } from '../shard/shard-host.js';
+import type { ShardStats } from '../shard/shard.js';
+import { SnapshotWorkers } from '../snapshot/workers.js';
+import { PortEndpoint, type PortCalls } from './port-channel.js';
+import { readSharedClock } from './shared-clock.js';
+
+/**
+ * One shard thread: a ShardHost of the shards s with s mod SHARD_THREADS ==
+ * index, with its own pool, outbox, expiry sweeper, recovery and snapshot
+ * worker, served over a MessagePort (PortEndpoint) to the main thread, whose
+ * router sends it its shards' requests. Everything it knows came in
+ * `workerData` as plain data; what it builds (pool, order writer, clock) it
+ * builds here.
+ */
+export interface ShardThreadData {
+  index: number;
+  config: Config;
+  databaseUrl: string;
+  shards: number[];
+  /** This thread's pool bound (connections). */
+  poolMax: number;
+  /** A test clock's shared memory (src/threads/shared-clock.ts); null: Date.now. */
+  clock: SharedArrayBuffer | null;
+  /** Write orders and their pg-boss jobs with the checkout events (always, in the service). */
+  writeOrders: boolean;
+  /** Counts go to the main thread at least this often (metrics gauges, `shards` getters). */
+  reportIntervalMs: number;
+  /** The shard channel's port (transferred). */
+  channelPort: MessagePort;
+}
+
+/** What a shard thread counts, as the main thread shows it (summed over threads). */
+export interface ShardThreadStats {
+  pendingEvents: number;
+  allocatorCount: number;
+  liveHolds: number;
+  reservationsInMemory: number;
+  stats: ShardStats;
+  outboxStats: OutboxStats;
+}
+
+export interface ShardThreadReport {
+  stats: ShardThreadStats;
+  tally: CommitTally;
+}
+
+/** Thread → main, on the worker's own port (the shard port carries requests, replies and notices). */
+export type ShardThreadEvent = { type: 'fatal'; error: string } | { type: 'report'; report: ShardThreadReport };
+
+/** Named calls the main thread makes over the shard port (plain arguments and results). */
+export type ShardThreadCall = 'recover' | 'settled' | 'report' | 'close';
+
+function statsOf(host: ShardHost): ShardThreadStats {
+  return {
+    pendingEvents: host.pendingEvents,
+    allocatorCount: host.allocatorCount,
+    liveHolds: host.liveHolds,
+    reservationsInMemory: host.reservationsInMemory,
+    stats: { ...host.stats },
+    outboxStats: { ...host.outboxStats },
+  };
+}
+
+function run(): void {
+  const data = workerData as ShardThreadData;
+  const control = parentPort!;
+  const { config } = data;
+  const log = createLogger(config.logLevel).child({ shardThread: data.index });
+  const post = (event: ShardThreadEvent) => control.postMessage(event);
+  // process.exit here would end this thread only: the main thread decides.
+  const onFatal = (error: unknown) => post({ type: 'fatal', error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+  const pool = createPool(data.databaseUrl, data.poolMax, log);
+  // Snapshots off this thread's loop, as on the main thread: this thread's own piscina (no thread until the first snapshot).
+  const workers = new SnapshotWorkers({ threads: 1 });
+  workers.start();
+  const tallier = new CommitTallier();
+  // pg-boss is never started here: its insert only needs its SQL and defaults, and runs on the outbox's client.
+  const writeOrders = data.writeOrders
+    ? createOrderWriter(createBoss(data.databaseUrl, log, config.pgBossMaintenanceIntervalSeconds), finalizeQueue)
+    : null;
+  const settings = shardHostSettings(config, pool, workers, {
+    databaseUrl: data.databaseUrl,
+    onFatal,
+    nowMs: data.clock === null ? Date.now : readSharedClock(data.clock),
+    writeOrders,
+    outboxObserver: tallier,
+  });
+  let endpoint: PortEndpoint | null = null;
+  const host = new ShardHost(pool, log, { shards: data.shards, shardCount: config.shardCount, ...settings }, (notice: ShardNotice) =>
+    endpoint?.notify(notice),
+  );
+  const report = (): ShardThreadReport => ({ stats: statsOf(host), tally: tallier.take() });
+  const timer = setInterval(() => post({ type: 'report', report: report() }), data.reportIntervalMs);
+  const calls: PortCalls & Record<ShardThreadCall, unknown> = {
+    recover: () => host.recover(),
+    settled: () => host.settled(),
+    report: async () => report(),
+    // The last report travels as the answer: nothing counted is lost when the thread ends.
+    close: async () => {
+      clearInterval(timer);
+      await host.close();
+      await workers.stop();
+      await pool.end();
+      return report();
+    },
+  };
+  endpoint = new PortEndpoint(data.channelPort, host, calls, () => host.isReady());
+}
+
+run();

@@ -1,0 +1,228 @@
+import t, { type Test } from 'tap';
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import type { Child } from './helpers/child.js';
+import { createTestDatabase, testLog } from './helpers/db.js';
+import { ClusterLive } from '../src/cluster/live.js';
+import type { ClusterSnapshot, NodeInfo } from '../src/cluster/membership.js';
+import { defaultTransportLimits, ForwardPool } from '../src/cluster/transport.js';
+import type { ShardNotice } from '../src/shard/messages.js';
+import { shardOf } from '../src/shard/placement.js';
+import { testRedis } from './helpers/redis.js';
+import { clientFor } from './helpers/service.js';
+import { connectStream, type Message, type StreamClient } from './helpers/stream-client.js';
+import { balanced, nodeLog, ownerUrl, startNode, until } from './helpers/cluster.js';
+import { CLUSTER_TEST_SECRET, startEndpoint } from './helpers/cluster-endpoint.js';
+
+/**
+ * Live stock across a cluster (src/cluster/live.ts): three real node
+ * processes; a WebSocket subscriber on one node follows a SKU owned by
+ * another while reservations go through the third. Once over the cluster
+ * connection (no REDIS_URL), once through Redis (REDIS_URL on every node).
+ */
+
+// Three processes start one after the other on a shared 2-core machine.
+t.setTimeout(300_000);
+
+const stockOf = (sku: string) => (m: Message) => m.type === 'stock' && m.sku === sku;
+
+/** Take `sku`'s stock messages until one matches (updates may be coalesced, so intermediate ones are skipped). */
+async function stockUntil(client: StreamClient, sku: string, match: (m: Message) => boolean, what: string): Promise<Message> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const message = await client.take(stockOf(sku), Math.max(1, deadline - Date.now()), what);
+    if (match(message)) return message;
+  }
+}
+
+/** Subscribe until the node knows the SKU (its first notice may still be on its way from the owner). */
+async function subscribeWhenKnown(client: StreamClient, sku: string): Promise<Message> {
+  return until(`node knows ${sku}`, async () => {
+    client.send({ type: 'subscribe', skus: [sku] });
+    const reply = await client.take((m) => stockOf(sku)(m) || (m.type === 'error' && m.sku === sku), 5_000, `subscribe ${sku}`);
+    return reply.type === 'stock' ? reply : null;
+  });
+}
+
+/** Whether Redis answers a PING (a REDIS_URL that is set but down skips the Redis case, loudly). */
+async function redisAnswers(url: string): Promise<boolean> {
+  const client = new Redis(url, { lazyConnect: true, connectTimeout: 1_000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    return (await client.ping()) === 'PONG';
+  } catch {
+    return false;
+  } finally {
+    client.disconnect();
+  }
+}
+
+async function liveAcrossNodes(t: Test, env: Record<string, string>): Promise<void> {
+  const db = await createTestDatabase(t);
+  const nodes: Child[] = [];
+  t.teardown(async () => {
+    for (const node of nodes) if (node.child.exitCode === null) node.child.kill('SIGKILL');
+    if (t.passing() === false) t.comment(`node warnings and errors:\n${nodeLog.slice(-60).join('\n')}`);
+  });
+  for (let i = 0; i < 3; i++) nodes.push(await startNode(db.url, `live${i}`, env));
+  const urls = nodes.map((n) => n.url);
+  await until('three balanced nodes', () => balanced(urls[0]!, 3));
+
+  // A SKU owned by node B; the subscriber is on A, reservations go through C.
+  const a = urls[0]!;
+  let sku = '';
+  let b = '';
+  for (let i = 0; b === '' || b === a; i++) {
+    sku = `LIVE-${i}`;
+    b = (await ownerUrl(a, sku)) ?? '';
+  }
+  const c = urls.find((url) => url !== a && url !== b)!;
+  t.equal((await clientFor(c).putSku(sku, { stock: 10, perShopperLimit: 5 })).status, 201, 'SKU created through C (owned by B)');
+
+  const watcher = await connectStream(t, a);
+  t.match(await subscribeWhenKnown(watcher, sku), { sku, available: 10, held: 0, sold: 0 }, 'A knows the SKU B owns');
+
+  t.equal((await clientFor(c).reserve(sku, 'shopper-c', 2, randomUUID())).status, 201, 'reserved through C');
+  t.match(await stockUntil(watcher, sku, (m) => m.held === 2, 'the update on A'), { available: 8, held: 2, sold: 0 },
+    "A's subscriber sees the reservation made through C");
+
+  t.equal((await clientFor(b).reserve(sku, 'shopper-b', 3, randomUUID())).status, 201, 'reserved on the owner itself');
+  t.match(await stockUntil(watcher, sku, (m) => m.held === 5, 'the second update on A'), { available: 5, held: 5 },
+    "A's subscriber sees the owner's own reservation");
+
+  const onC = await connectStream(t, c);
+  t.match(await subscribeWhenKnown(onC, sku), { available: 5, held: 5 }, 'a subscriber on C starts from the latest state');
+  t.match((await clientFor(a).call('GET', `/v1/skus/${sku}`)).body, { available: 5, held: 5 }, 'GET through A agrees');
+
+  // The owner leaves gracefully: the SKU moves, and A's subscriber follows the new owner's notices.
+  const owner = nodes.find((n) => n.url === b)!;
+  owner.child.kill('SIGTERM');
+  t.equal(await owner.exited, 0, 'the owner handed its shards over and left');
+  await until('two balanced nodes', () => balanced(a, 2));
+  t.equal((await clientFor(c).reserve(sku, 'shopper-after', 1, randomUUID())).status, 201, 'reserved after the move');
+  t.match(await stockUntil(watcher, sku, (m) => m.held === 6, 'the update after the move'), { available: 4, held: 6 },
+    "A's subscriber follows the SKU across the ownership move");
+  t.match((await clientFor(a).call('GET', `/v1/skus/${sku}`)).body, { available: 4, held: 6 }, 'GET through A agrees after the move');
+}
+
+t.test('a stale notice never overwrites a newer one, across an ownership move', async (t) => {
+  const shardCount = 4;
+  const shard = shardOf('S', shardCount);
+  const other = ['S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'S8'].find((sku) => shardOf(sku, shardCount) === shard)!;
+  const epochs = new Array<number>(shardCount).fill(0);
+  const snapshot = (): ClusterSnapshot => ({ self: 'me', shardCount, nodes: [], owners: [], epochs });
+  const held = new Map<number, number>();
+  const delivered: ShardNotice[] = [];
+  const pool = new ForwardPool({ secret: 'unused', selfNodeId: 'me', limits: defaultTransportLimits, log: testLog });
+  t.teardown(() => pool.close());
+  const live = new ClusterLive({
+    push: false,
+    shardCount,
+    snapshot,
+    pool,
+    epochOf: (s) => held.get(s),
+    deliver: (notice) => delivered.push(notice),
+    peerSyncMs: 1_000,
+    maxTrackedSkus: 100,
+    log: testLog,
+  });
+  const stock = (sku: string, seq: number, e: number) => ({ e, n: { type: 'stock', state: { sku, available: seq, held: 0, sold: 0, seq } } });
+  const seqs = () => delivered.map((n) => (n.type === 'stock' ? n.state.seq : n.type));
+
+  live.received('b', [stock('S', 10, 3), stock('S', 8, 3)]);
+  t.same(seqs(), [10, 8], "one owner's notices in order, even a correction with a lower seq");
+  live.received('a', [stock('S', 20, 2), { e: 2, n: { type: 'passivated', sku: 'S' } }]);
+  t.same(seqs(), [10, 8], "the previous owner's late notices (older epoch, higher seq) are dropped");
+  epochs[shard] = 5;
+  live.received('b', [stock(other, 1, 4)]);
+  t.same(seqs(), [10, 8], 'older than the epoch in the membership view: dropped, even for a SKU never seen');
+  held.set(shard, 6);
+  live.local({ type: 'stock', state: { sku: 'S', available: 1, held: 0, sold: 0, seq: 9 } });
+  live.received('c', [stock('S', 30, 5), stock(other, 2, 5)]);
+  t.same(seqs(), [10, 8], 'this node owns the shard at a newer epoch: peers with older ones are not heard');
+  live.received('d', [stock('S', 31, 7)]);
+  t.same(seqs(), [10, 8, 31], 'a newer owner is heard');
+  live.received('x', [null, { e: -1, n: {} }, { e: 9, n: { type: 'stock', state: { sku: 'bad sku!', available: 1, held: 0, sold: 0, seq: 1 } } },
+    { e: 9, n: { type: 'checkout_durable', orderId: 'o' } }]);
+  t.same(live.stats, { received: 3, stale: 5, malformed: 4 }, 'malformed notices are counted, never delivered');
+});
+
+t.test('pushing: to every live peer; a peer whose connection opens gets the latest of every SKU; dead peers are let go', async (t) => {
+  const peers = await Promise.all(
+    ['p0', 'p1'].map(async (nodeId) => {
+      const notices: ShardNotice[] = [];
+      const server = await startEndpoint(async () => ({ ok: false, code: 'unavailable', detail: 'no shards here' }), {}, {
+        onNotices: (_peer, pushed) => notices.push(...pushed.map((p) => (p as { n: ShardNotice }).n)),
+      });
+      t.teardown(server.stop);
+      const info: NodeInfo = { nodeId, url: server.url, alive: true, leaving: false, shards: [] };
+      return { server, notices, info };
+    }),
+  );
+  const [p0, p1] = peers as [(typeof peers)[0], (typeof peers)[0]];
+  const self: NodeInfo = { nodeId: 'me', url: 'http://127.0.0.1:1', alive: true, leaving: false, shards: [0, 1, 2, 3] };
+  let view: ClusterSnapshot = { self: 'me', shardCount: 4, nodes: [self, p0.info], owners: [], epochs: [1, 1, 1, 1] };
+  const pool = new ForwardPool({
+    secret: CLUSTER_TEST_SECRET,
+    selfNodeId: 'me',
+    limits: defaultTransportLimits,
+    log: testLog,
+    onOpen: (url) => live.resync(url),
+  });
+  const live = new ClusterLive({
+    push: true,
+    shardCount: 4,
+    snapshot: () => view,
+    pool,
+    epochOf: () => 1,
+    deliver: () => undefined,
+    peerSyncMs: 50,
+    maxTrackedSkus: 100,
+    log: testLog,
+  });
+  t.teardown(() => {
+    live.close();
+    pool.close();
+  });
+  live.start();
+  const state = (sku: string, seq: number) => ({ sku, available: 10 - seq, held: seq, sold: 0, seq });
+  live.local({ type: 'stock', state: state('A', 1) });
+  live.local({ type: 'stock', state: state('B', 1) });
+  live.local({ type: 'stock', state: state('A', 2) });
+  const latest = (notices: ShardNotice[]) => {
+    const bySku = new Map<string, number>();
+    for (const n of notices) if (n.type === 'stock') bySku.set(n.state.sku, n.state.seq);
+    return Object.fromEntries([...bySku].sort());
+  };
+  await until('p0 has the latest of A and B', async () => (latest(p0.notices)['A'] === 2 && latest(p0.notices)['B'] === 1 ? true : null));
+  t.notOk(p1.notices.length, 'a node not in the view gets nothing');
+
+  view = { ...view, nodes: [self, p0.info, p1.info] };
+  await until('p1 joined and got the latest states', async () => (p1.notices.length >= 2 ? true : null));
+  t.same(p1.notices, [{ type: 'stock', state: state('B', 1) }, { type: 'stock', state: state('A', 2) }],
+    'a peer whose connection opens gets the latest notice of each SKU, once (least recently changed first)');
+
+  view = { ...view, nodes: [self, { ...p0.info, alive: false }, p1.info] };
+  await until('the dead peer is let go', async () => (p0.server.endpoint.connections() === 0 ? true : null));
+  t.notOk(pool.peers().includes(p0.info.url), 'its client is forgotten');
+  live.local({ type: 'passivated', sku: 'B' });
+  await until('p1 hears the passivation', async () => (p1.notices.some((n) => n.type === 'passivated') ? true : null));
+  t.equal(p0.server.endpoint.connections(), 0, 'nothing is pushed to a dead peer');
+});
+
+t.test('without Redis: stock of every SKU reaches subscribers on every node over the cluster connection', (t) =>
+  liveAcrossNodes(t, { REDIS_URL: '' }) // empty: unset, even if the test runner has one,
+);
+
+t.test('with REDIS_URL on every node: through Redis', async (t) => {
+  const redis = await testRedis(t);
+  if (redis === null || !(await redisAnswers(redis.url))) {
+    const message = `SKIPPED: Redis unreachable (${redis?.url ?? 'no REDIS_URL and no redis-server on PATH'}): the cluster live-stock test through Redis did not run`;
+    console.error(`\n*** ${message} ***\n`);
+    t.comment(message);
+    t.pass('skipped: no Redis');
+    return;
+  }
+  await liveAcrossNodes(t, { REDIS_URL: redis.url, REDIS_STOCK_CHANNEL: `flashstock:test:${randomUUID()}` });
+});

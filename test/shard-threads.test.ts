@@ -1,0 +1,200 @@
+import http from 'node:http';
+import { once } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import t from 'tap';
+import { startFlashstock } from '../src/app.js';
+import { ConfigError, loadConfig, maxShardThreads } from '../src/config.js';
+import { shardOf } from '../src/shard/placement.js';
+import { ShardThreads, shardThreadOf } from '../src/threads/shard-threads.js';
+import { startChild } from './helpers/child.js';
+import { createTestDatabase } from './helpers/db.js';
+import { adminToken, clientFor, jwtSecret, startTestService, type TestService } from './helpers/service.js';
+
+// Shard threads (SHARD_THREADS=2): every shard decided on its own thread, the
+// router and front ends unchanged. The whole contract under shard threads:
+//   TEST_SHARD_THREADS=2 npx tap test/http.test.ts test/checkout.test.ts test/memory.test.ts test/ws.test.ts
+
+const threads = 2;
+
+function reserve(api: TestService, agent: http.Agent, sku: string, shopper: string): Promise<{ status: number; code?: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      `${api.url}/v1/skus/${sku}/reservations`,
+      { method: 'POST', agent, headers: { authorization: `Bearer ${api.token(shopper)}`, 'idempotency-key': randomUUID(), 'content-type': 'application/json' } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, code: (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { code?: string }).code }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(JSON.stringify({ quantity: 1 }));
+  });
+}
+
+/** SKU names whose shards land on every one of the `threads` shard threads, `perThread` each. */
+function skusOnEveryThread(shardCount: number, perThread: number): string[][] {
+  const byThread: string[][] = Array.from({ length: threads }, () => []);
+  for (let i = 0; byThread.some((skus) => skus.length < perThread); i += 1) {
+    const sku = `MANY-${i}`;
+    const list = byThread[shardThreadOf(shardOf(sku, shardCount), threads)]!;
+    if (list.length < perThread) list.push(sku);
+  }
+  return byThread;
+}
+
+for (const httpThreads of [1, 2]) {
+  t.test(`2,000 reservations for 500 units over ${threads} shard threads (HTTP_THREADS=${httpThreads}): exactly 500 × 201, 1,500 × 409`, async (t) => {
+    const api = await startTestService(t, { shardThreads: threads, httpThreads });
+    t.ok(api.service.shards instanceof ShardThreads, 'the shards run on shard threads');
+    t.equal((await api.putSku('HOT', { stock: 500, perShopperLimit: 1 })).status, 201);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+    t.teardown(() => agent.destroy());
+    const answers = await Promise.all(Array.from({ length: 2000 }, (_, i) => reserve(api, agent, 'HOT', `shopper-${i}`)));
+    t.equal(answers.filter((a) => a.status === 201).length, 500);
+    t.equal(answers.filter((a) => a.status === 409 && a.code === 'sold_out').length, 1500, '1,500 × 409 sold_out');
+    t.match((await api.call('GET', '/v1/skus/HOT')).body, { available: 0, held: 500, sold: 0 });
+  });
+}
+
+t.test('many SKUs spread over both shard threads: each decided by its own thread, counts and notices reach the main thread', async (t) => {
+  const api = await startTestService(t, { shardThreads: threads });
+  const byThread = skusOnEveryThread(api.service.config.shardCount, 10);
+  const skus = byThread.flat();
+  for (const sku of skus) t.equal((await api.putSku(sku, { stock: 20, perShopperLimit: 20 })).status, 201, `${sku} configured`);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+  t.teardown(() => agent.destroy());
+  const answers = await Promise.all(skus.flatMap((sku) => Array.from({ length: 25 }, (_, i) => reserve(api, agent, sku, `s-${i}`))));
+  t.equal(answers.filter((a) => a.status === 201).length, skus.length * 20, '20 per SKU acknowledged');
+  t.equal(answers.filter((a) => a.status === 409).length, skus.length * 5, 'the rest sold out');
+  for (const sku of skus) t.match((await api.call('GET', `/v1/skus/${sku}`)).body, { available: 0, held: 20 }, `${sku}: its thread holds 20`);
+  const shards = api.service.shards as ShardThreads;
+  await shards.refresh();
+  t.equal(shards.allocatorCount, skus.length, 'every SKU in memory on some thread');
+  t.equal(shards.liveHolds, skus.length * 20);
+  t.ok(shards.outboxStats.events >= skus.length * 21, 'the commits of both threads are counted');
+  for (const sku of skus) t.match(api.service.inventory.stockState(sku), { held: 20 }, `${sku}: its thread's stock notice reached the router`);
+  const metrics = await api.call('GET', '/metrics');
+  t.match(metrics.body, new RegExp(`flashstock_reservations_total\\{outcome="created"\\} ${skus.length * 20}\\b`), 'commits on shard threads are counted');
+  t.match(metrics.body, new RegExp(`flashstock_allocators ${skus.length}\\b`));
+  t.match((await api.call('GET', '/v1/admin/audit', { admin: true })).body, { ok: true, violations: [] }, 'the audit agrees with both threads');
+});
+
+t.test('a checkout made on a shard thread is written with its order and job, and paid', async (t) => {
+  const api = await startTestService(t, { shardThreads: threads, simulatedPaymentLatencyMs: 0 });
+  const byThread = skusOnEveryThread(api.service.config.shardCount, 1);
+  for (const [sku] of byThread) {
+    await api.putSku(sku!, { stock: 5 });
+    const made = await api.reserve(sku!, 'alice', 1);
+    const started = await api.call('POST', `/v1/reservations/${made.body.reservationId}/checkout`, { shopper: 'alice', body: { paymentMethod: 'pm_ok' }, headers: { 'idempotency-key': randomUUID() } });
+    t.equal(started.status, 202, `${sku}: checkout accepted`);
+    let status = 'pending';
+    for (let i = 0; i < 300 && status === 'pending'; i += 1) {
+      status = (await api.call('GET', `/v1/orders/${started.body.orderId}`, { shopper: 'alice' })).body.status;
+      if (status === 'pending') await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    t.equal(status, 'paid', `${sku}: the payment worker settled it through the router`);
+    t.match((await api.call('GET', `/v1/skus/${sku}`)).body, { sold: 1, held: 0 });
+  }
+});
+
+t.test('SIGKILL of a SHARD_THREADS=2 process mid-load loses nothing acknowledged', async (t) => {
+  const db = await createTestDatabase(t);
+  const env = { SHARD_THREADS: String(threads), SNAPSHOT_EVERY_EVENTS: '100' };
+  const first = await startChild(db.url, env);
+  const api = clientFor(first.url);
+  const skus = skusOnEveryThread(loadConfig({}).shardCount, 2).flat();
+  for (const sku of skus) t.equal((await api.putSku(sku, { stock: 3000, perShopperLimit: 2 })).status, 201);
+  const acknowledged = new Map<string, { sku: string; key: string; shopper: string; body: unknown }>();
+  let stop = false;
+  const worker = async (w: number) => {
+    for (let i = 0; !stop; i += 1) {
+      const sku = skus[(w + i) % skus.length]!;
+      const shopper = `w${w}-s${i}`;
+      const key = randomUUID();
+      try {
+        const res = await api.reserve(sku, shopper, 1, key);
+        if (res.status === 201) acknowledged.set(res.body.reservationId, { sku, key, shopper, body: res.body });
+      } catch {
+        return; // the connection died with the process: no answer, no promise made
+      }
+    }
+  };
+  const workers = Array.from({ length: 48 }, (_, w) => worker(w));
+  while (acknowledged.size < 600) await new Promise((resolve) => setTimeout(resolve, 5));
+  first.child.kill('SIGKILL');
+  await once(first.child, 'exit');
+  stop = true;
+  await Promise.all(workers);
+  const second = await startChild(db.url, env);
+  t.teardown(() => second.child.kill('SIGTERM'));
+  const after = clientFor(second.url);
+  const log = await db.pool.query<{ id: string; sku: string }>(`SELECT reservation_id::text AS id, sku FROM stock_events WHERE kind = 'reserved'`);
+  const logged = new Set(log.rows.map((row) => row.id));
+  t.same([...acknowledged.keys()].filter((id) => !logged.has(id)), [], `all ${acknowledged.size} acknowledged reservations are in the log`);
+  t.ok(new Set([...acknowledged.values()].map((ack) => shardThreadOf(shardOf(ack.sku, loadConfig({}).shardCount), threads))).size === threads, 'both threads acknowledged');
+  for (const sku of skus) {
+    const view = (await after.call('GET', `/v1/skus/${sku}`)).body;
+    t.equal(view.held, log.rows.filter((row) => row.sku === sku).length, `${sku}: the restarted thread holds exactly what the log says`);
+    t.equal(view.available + view.held + view.sold, 3000, `${sku}: nothing oversold`);
+  }
+  for (const [id, ack] of [...acknowledged].slice(0, 50)) {
+    const replay = await after.call('POST', `/v1/skus/${ack.sku}/reservations`, { shopper: ack.shopper, body: { quantity: 1 }, headers: { 'idempotency-key': ack.key } });
+    t.same({ status: replay.status, id: replay.body.reservationId }, { status: 201, id }, `replay of ${id} answers the original`);
+  }
+});
+
+t.test('SIGTERM of a SHARD_THREADS=2 process under load answers in-flight requests and commits them', async (t) => {
+  const db = await createTestDatabase(t);
+  const child = await startChild(db.url, { SHARD_THREADS: String(threads) });
+  const api = clientFor(child.url);
+  const skus = skusOnEveryThread(loadConfig({}).shardCount, 1).flat();
+  for (const sku of skus) await api.putSku(sku, { stock: 100_000, perShopperLimit: 1 });
+  const created = new Map<string, number>(skus.map((sku) => [sku, 0]));
+  let acked = 0;
+  const statuses: number[] = [];
+  const worker = async (w: number) => {
+    for (let i = 0; ; i += 1) {
+      const sku = skus[(w + i) % skus.length]!;
+      try {
+        const res = await api.reserve(sku, `w${w}-s${i}`, 1);
+        statuses.push(res.status);
+        if (res.status === 201) {
+          created.set(sku, created.get(sku)! + 1);
+          acked += 1;
+        }
+        if (res.status !== 201) return; // the service is stopping
+      } catch {
+        return; // closed after the stop: no answer, no promise made
+      }
+    }
+  };
+  const workers = Array.from({ length: 32 }, (_, w) => worker(w));
+  while (acked < 300) await new Promise((resolve) => setTimeout(resolve, 5));
+  child.child.kill('SIGTERM');
+  t.equal(await child.exited, 0, 'SIGTERM shuts down cleanly with exit code 0');
+  await Promise.all(workers);
+  t.ok(statuses.every((status) => status === 201 || status === 503), 'every answer is 201 or 503 unavailable');
+  const log = await db.pool.query<{ sku: string; n: number }>(`SELECT sku, count(*)::int AS n FROM stock_events WHERE kind = 'reserved' GROUP BY sku`);
+  for (const sku of skus) {
+    t.equal(log.rows.find((row) => row.sku === sku)?.n ?? 0, created.get(sku), `${sku}: exactly the acknowledged reservations were committed`);
+  }
+});
+
+t.test('SHARD_THREADS: 1..16, default 1, at most SHARD_COUNT; not with CLUSTER_SECRET or an injected clock function', async (t) => {
+  t.equal(loadConfig({}).shardThreads, 1);
+  t.equal(loadConfig({ SHARD_THREADS: String(maxShardThreads) }).shardThreads, maxShardThreads);
+  for (const raw of ['0', String(maxShardThreads + 1), 'two', '1.5']) t.throws(() => loadConfig({ SHARD_THREADS: raw }), ConfigError, `SHARD_THREADS=${raw} is refused`);
+  t.throws(() => loadConfig({ SHARD_THREADS: '4', SHARD_COUNT: '2' }), ConfigError, 'more threads than shards is refused');
+  t.throws(() => loadConfig({ SHARD_THREADS: '2', CLUSTER_SECRET: 'cluster-secret-0123456789abcdef0123' }), ConfigError, 'with a cluster is refused');
+  const db = await createTestDatabase(t);
+  await t.rejects(
+    startFlashstock(
+      { databaseUrl: db.url, adminToken, jwtSecret, shardThreads: 2, port: 0, host: '127.0.0.1', logLevel: 'silent' },
+      { nowMs: () => Date.parse('2030-01-01T00:00:00Z') },
+    ),
+    ConfigError,
+    'a clock closure cannot reach a shard thread',
+  );
+});
