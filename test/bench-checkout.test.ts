@@ -72,6 +72,7 @@ function run(mode: 'closed' | 'open', rate: number, checkoutFigures: CheckoutFig
       codes: {},
       badBodies: 0,
       unanswered: 0,
+      unknownOutcomes: 0,
       connectionErrors: 0,
       timeouts: 0,
       unsent: 0,

@@ -55,6 +55,7 @@ function workerResult(index: number, latenciesMs: number[], ids: string[], extra
     acknowledgedQuantity: ids.length,
     badBodies: 0,
     unanswered: 0,
+    unknownOutcomes: 0,
     connectionErrors: 0,
     timeouts: 0,
     unsent: 0,

@@ -70,3 +70,36 @@ t.test('flashstock: a small sellout on the real service, checked against its eve
   t.equal(r.sellout!.unitsTaken, 200);
   if (r.check.status !== 'skipped') t.equal(r.check.report.loggedQuantity, 200);
 });
+
+t.test('flashstock --nodes 2: a short many-skus run over a 2-node cluster, forwarded and local, checked', { skip: flashstockAvailable() ? false : 'src/app.ts does not exist yet' }, async (t) => {
+  const args = ['--scenario', 'many-skus', '--systems', 'flashstock', '--nodes', '2', '--skus', '40', '--shoppers', '400', '--duration', '1', '--connections', '8', '--warmup', '0', '--out', outDir];
+  if (process.env.TEST_DATABASE_URL) {
+    const { createTestDatabase } = await import('./helpers/db.js');
+    const db = await createTestDatabase(t);
+    args.push('--database-url', db.url);
+  }
+  // Faster heartbeats, so the joining node takes its shards in a second or two (SHARD_COUNT stays the default).
+  const previous = process.env.BENCH_OVERRIDES;
+  process.env.BENCH_OVERRIDES = JSON.stringify({ clusterHeartbeatMs: 200, clusterLeaseTimeoutMs: 1000, auditCron: null });
+  t.teardown(() => {
+    if (previous === undefined) delete process.env.BENCH_OVERRIDES;
+    else process.env.BENCH_OVERRIDES = previous;
+  });
+  const outcome = await runBench(parseCli(args), log);
+  const r = outcome.report.runs[0];
+  t.ok(r, logs.join('\n'));
+  if (r === undefined) return;
+  t.equal(r.nodes, 2);
+  t.equal(r.check.status, 'passed', JSON.stringify(r.check));
+  if (r.check.status !== 'skipped') t.ok(r.check.report.checks.find((c) => c.name === 'no SKU oversold')?.ok, 'nothing oversold');
+  const p = r.result.placement!;
+  t.ok(p.local.count > 0 && p.forwarded.count > 0, `${p.local.count} local, ${p.forwarded.count} forwarded`);
+  t.equal(p.local.count + p.forwarded.count, r.result.requests, 'every request classified');
+  if (existsSync('/proc/stat')) t.ok((r.cpuPer1000?.server ?? 0) > 0, `CPU per 1,000 reservations, summed over the nodes: ${JSON.stringify(r.cpuPer1000)}`);
+  t.ok((r.commits?.commits ?? 0) > 0, `group commits read from both nodes' /metrics: ${JSON.stringify(r.commits)}`);
+  t.match(outcome.markdown, /, 2 nodes \| yes \|/);
+  t.match(outcome.markdown, new RegExp(`\\| 2 \\| ${(p.forwardedFraction * 100).toFixed(1)}% \\|`));
+  const json = JSON.parse(readFileSync(path.join(outDir, 'latest.json'), 'utf8')) as { runs: { nodes: number; result: { placement: { forwardedFraction: number } } }[] };
+  t.equal(json.runs[0]!.nodes, 2);
+  t.equal(json.runs[0]!.result.placement.forwardedFraction, p.forwardedFraction);
+});

@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type pg from 'pg';
 import { ClusterShards } from '../src/cluster/cluster-shards.js';
 import { Membership, type ShardHost } from '../src/cluster/membership.js';
@@ -64,6 +64,23 @@ function counts(hosts: { shards: Map<number, number> }[]): number[] {
   return hosts.map((h) => h.shards.size);
 }
 
+/** Two membership loops on a fresh database, balanced 6/6. */
+async function twoBalanced(t: Test) {
+  const db = await createTestDatabase(t);
+  const hosts = [host(), host()];
+  const members = hosts.map((h, i) => member(db, `node-${i}`, h));
+  t.teardown(() => Promise.all(members.map((m) => m.stop())));
+  await rounds(members, 6);
+  t.same(counts(hosts), [6, 6]);
+  return { db, hosts, members };
+}
+
+/** Until the host was told its lease is gone (the lease connection's error arrives asynchronously), 5 s at most. */
+async function untilDropped(h: { dropped: number }): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (h.dropped === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+}
+
 function assertOneOwnerEach(t: Tap, hosts: { shards: Map<number, number> }[], members: Membership[]): void {
   const seen = new Map<number, number>();
   hosts.forEach((h, i) => {
@@ -107,8 +124,7 @@ t.test('join, balance, graceful leave, death: one owner per shard throughout', a
   const victim = rows.find((r) => r.node_id === 'node-1')!;
   const epochsBefore = new Map(hosts[1]!.shards);
   await db.pool.query('SELECT pg_terminate_backend($1)', [victim.lease_pid]);
-  const deadline = Date.now() + 5_000;
-  while (hosts[1]!.dropped === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  await untilDropped(hosts[1]!);
   t.equal(hosts[1]!.dropped, 1, 'the victim dropped all its shards at once');
   t.equal(hosts[1]!.shards.size, 0);
 
@@ -122,18 +138,12 @@ t.test('join, balance, graceful leave, death: one owner per shard throughout', a
 });
 
 t.test('a hung node (heartbeat stale, session open) has its lease ended and its shards taken', async (t) => {
-  const db = await createTestDatabase(t);
-  const hosts = [host(), host()];
-  const members = hosts.map((h, i) => member(db, `node-${i}`, h));
-  t.teardown(() => Promise.all(members.map((m) => m.stop())));
-  await rounds(members, 6);
-  t.same(counts(hosts), [6, 6]);
+  const { db, hosts, members } = await twoBalanced(t);
 
   // node-1 stops running rounds (a blocked event loop): its heartbeat ages past the lease timeout.
   await new Promise((r) => setTimeout(r, 1_700));
   await members[0]!.round(); // sees the stale heartbeat, terminates node-1's lease session
-  const deadline = Date.now() + 5_000;
-  while (hosts[1]!.dropped === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  await untilDropped(hosts[1]!);
   t.equal(hosts[1]!.dropped, 1, 'the hung node learns it lost its lease');
   await rounds([members[0]!], 4);
   t.equal(hosts[0]!.shards.size, SHARDS, 'the survivor owns everything');
@@ -209,4 +219,27 @@ t.test('real shard hosts: one outbox spans a node’s shards; a joining node tak
     t.equal(held, acknowledged.get(sku), `${sku}: its owner's memory agrees`);
   }
   t.ok(nodes[1]!.outboxStats.batches > 0, 'node-1 commits through its own outbox');
+});
+
+t.test('a node that rejoins before anyone took its shards takes them back (none left with a phantom owner)', async (t) => {
+  const { db, hosts, members } = await twoBalanced(t);
+
+  const { rows } = await db.pool.query<NodeRow>(listNodesQuery());
+  const victim = rows.find((r) => r.node_id === 'node-1')!;
+  const epochsBefore = new Map(hosts[1]!.shards);
+  await db.pool.query('SELECT pg_terminate_backend($1)', [victim.lease_pid]);
+  await untilDropped(hosts[1]!);
+  t.equal(hosts[1]!.dropped, 1, 'the zombie dropped its shards');
+
+  // The zombie's next round re-registers it with a new lease before node-0 has seen it gone:
+  // node-0 sees a live node-1 named in shard_owners, so only node-1 can take those shards again.
+  await members[1]!.round();
+  await rounds(members, 4);
+  t.same(counts(hosts), [6, 6], 'every shard is open again');
+  assertOneOwnerEach(t, hosts, members);
+  for (const [shard, epoch] of epochsBefore) {
+    const now = hosts[0]!.shards.get(shard) ?? hosts[1]!.shards.get(shard)!;
+    t.ok(now > epoch, `shard ${shard}: taken again at a bumped epoch`);
+  }
+  t.ok(members[0]!.snapshot.owners.every((o) => o !== null), 'every shard has a routable owner');
 });

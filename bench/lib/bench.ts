@@ -1,4 +1,4 @@
-import { startScraper } from './scraper.js';
+import { commitTotals, startScraper, type CommitTotals } from './scraper.js';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -23,7 +23,9 @@ import {
   type RunningSystem,
   type SystemName,
 } from './systems.js';
-import { coresUsed, sampleCpu } from './cpu.js';
+import { coreSecondsPerThousand, coresUsed, sampleCpu } from './cpu.js';
+import { readPlacement, startFlashstockCluster } from './cluster.js';
+import type { Placement } from './types.js';
 import { runWrk } from './wrk.js';
 import { scenarios } from '../scenarios/index.js';
 import type { ScenarioPlan, SkuSpec } from '../scenarios/common.js';
@@ -53,9 +55,12 @@ async function runPhase(
   options: BenchOptions,
   runId: string,
   shape: { connections: number; durationMs: number; mode: 'open' | 'closed'; rate: number },
+  placement?: Placement,
 ): Promise<LoadResult> {
   return runLoad({
     url: system.url,
+    ...(system.urls !== undefined ? { urls: system.urls } : {}),
+    ...(placement !== undefined ? { placement } : {}),
     scenario: scenarioName,
     params: plan.params,
     finite: plan.finite,
@@ -82,7 +87,8 @@ async function check(system: RunningSystem, phases: Phase[]): Promise<CheckOutco
     acknowledgedCount: sum((r) => r.acknowledged),
     acknowledgedQuantity: sum((r) => r.acknowledgedQuantity),
     badBodies: sum((r) => r.badBodies),
-    unanswered: sum((r) => r.unanswered),
+    // A 503 saying the outcome is unknown (a forwarded command's reply lost) may have reserved, as an unanswered request may.
+    unanswered: sum((r) => r.unanswered + r.unknownOutcomes),
     views: await readViews(system.url, skus.map((s) => s.sku)),
     configuredStock: Object.fromEntries(skus.map((s) => [s.sku, s.stock])),
   };
@@ -92,12 +98,68 @@ async function check(system: RunningSystem, phases: Phase[]): Promise<CheckOutco
   return { status: report.ok ? 'passed' : 'failed', report, skuCount: Object.keys(perSku).length };
 }
 
+/** One way of running flashstock: its node count and front-end threads (--nodes × --http-threads). */
+interface Variant {
+  nodes: number;
+  httpThreads: number | null;
+  /** Part of the run ids (so SKU names differ); '' when there is one variant. */
+  tag: string;
+}
+
+function variantsOf(options: BenchOptions): Variant[] {
+  const list = options.nodes.flatMap((nodes) => options.httpThreads.map((httpThreads) => ({ nodes, httpThreads })));
+  return list.map((v) => ({ ...v, tag: list.length === 1 ? '' : `n${v.nodes}t${v.httpThreads ?? 'd'}` }));
+}
+
+/** flashstock as one process or a local cluster, on its embedded Postgres unless --database-url / DATABASE_URL. */
+async function startFlashstockVariant(
+  options: BenchOptions,
+  variant: Variant,
+  base: { verbose: boolean; adminToken: string; jwtSecret: string },
+  notes: string[],
+  log: Log,
+): Promise<RunningSystem & { databaseUrl: string }> {
+  log(`starting flashstock${variant.nodes > 1 ? ` as ${variant.nodes} cluster nodes` : ''} (embedded Postgres unless --database-url)…`);
+  const nodeArgs = options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(options.outDir, 'prof')}`] : [];
+  const overrides = Object.assign({}, ...options.scenarios.map((n) => scenarios[n]!.serviceOverrides ?? {})) as Record<string, unknown>;
+  const note = (text: string): void => {
+    if (!notes.includes(text)) notes.push(text);
+  };
+  if (Object.keys(overrides).length > 0) note(`flashstock started with ${JSON.stringify(overrides)} (for ${options.scenarios.filter((n) => scenarios[n]!.serviceOverrides).join(', ')})${process.env.BENCH_OVERRIDES ? `, then BENCH_OVERRIDES=${process.env.BENCH_OVERRIDES}` : ''}`);
+  if (variant.httpThreads !== null) {
+    overrides.httpThreads = variant.httpThreads;
+    note(`flashstock started with HTTP_THREADS=${variant.httpThreads} (--http-threads)`);
+  }
+  // Each variant on the user's database or a fresh embedded one: the previous variant's is gone with it.
+  const databaseUrl = options.databaseUrl ?? process.env.DATABASE_URL ?? undefined;
+  const start = { ...base, ...(databaseUrl !== undefined ? { databaseUrl } : {}), nodeArgs, overrides };
+  const f = variant.nodes > 1 ? await startFlashstockCluster({ ...start, nodes: variant.nodes, log }) : await startFlashstock(start);
+  if (variant.nodes > 1) note('--nodes: the generator spreads its connections round robin over the node URLs (no load balancer process; see bench/README.md)');
+  const labels = [f.label];
+  if (variant.nodes === 1 && options.nodes.some((n) => n > 1)) labels.push('1 node');
+  if (variant.httpThreads !== null) labels.push(`HTTP_THREADS=${variant.httpThreads}`);
+  return { ...f, label: labels.join(', ') };
+}
+
 /** Adds a scenario's own checks to the log check (a skipped log check stays skipped). */
 function withChecks(outcome: CheckOutcome, extra: Check[]): CheckOutcome {
   if (outcome.status === 'skipped' || extra.length === 0) return outcome;
   const checks = [...outcome.report.checks, ...extra];
   const ok = checks.every((c) => c.ok);
   return { ...outcome, status: ok ? 'passed' : 'failed', report: { ...outcome.report, ok, checks } };
+}
+
+function commitsDuring(before: CommitTotals | null, after: CommitTotals | null): CommitTotals | null {
+  if (before === null || after === null) return null;
+  return { commits: after.commits - before.commits, events: after.events - before.events };
+}
+
+async function samePlacement(system: RunningSystem, before: Placement): Promise<boolean> {
+  try {
+    return JSON.stringify(await readPlacement(system.urls!, system.adminToken)) === JSON.stringify(before);
+  } catch {
+    return false;
+  }
 }
 
 export async function runBench(options: BenchOptions, log: Log = (l) => process.stderr.write(`${l}\n`)): Promise<BenchOutcome> {
@@ -136,7 +198,10 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
   process.once('SIGINT', onSignal);
 
   try {
-    for (const name of options.systems) {
+    const variants = variantsOf(options);
+    type Entry = { name: SystemName; variant: Variant | null };
+    const entries = options.systems.flatMap((name): Entry[] => (name === 'flashstock' ? variants.map((variant) => ({ name, variant })) : [{ name, variant: null }]));
+    for (const [entryIndex, { name, variant }] of entries.entries()) {
       if (options.scenarios.every((n) => scenarios[n]!.systems?.includes(name) === false)) {
         const text = `${name}: SKIPPED — ${options.scenarios.join(', ')} run(s) on ${[...new Set(options.scenarios.flatMap((n) => scenarios[n]!.systems ?? []))].join(', ')} only: no baseline comparison`;
         log(text);
@@ -167,20 +232,15 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
           notes.push(text);
           continue;
         } else {
-          log('starting flashstock (embedded Postgres unless --database-url)…');
-          const nodeArgs = options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(options.outDir, 'prof')}`] : [];
-          const overrides = Object.assign({}, ...options.scenarios.map((n) => scenarios[n]!.serviceOverrides ?? {})) as Record<string, unknown>;
-          if (Object.keys(overrides).length > 0) notes.push(`flashstock started with ${JSON.stringify(overrides)} (for ${options.scenarios.filter((n) => scenarios[n]!.serviceOverrides).join(', ')})${process.env.BENCH_OVERRIDES ? `, then BENCH_OVERRIDES=${process.env.BENCH_OVERRIDES}` : ''}`);
-          if (options.httpThreads !== null) {
-            overrides.httpThreads = options.httpThreads;
-            notes.push(`flashstock started with HTTP_THREADS=${options.httpThreads} (--http-threads)`);
-          }
-          const f = await startFlashstock({ ...base, ...(databaseUrl !== undefined ? { databaseUrl } : {}), nodeArgs, overrides });
-          started.push({ name, stop: f.stop });
+          const f = await startFlashstockVariant(options, variant!, base, notes, log);
           databaseUrl = f.databaseUrl;
           embeddedPostgresUnder = f.cpuRoots?.postgresUnder;
           system = f;
-          stopAfter = false; // its Postgres serves rowlock too: stopped at the end
+          // The last variant's Postgres serves rowlock too: stopped at the end.
+          if (!entries.slice(entryIndex + 1).some((e) => e.name === 'flashstock')) {
+            started.push({ name, stop: f.stop });
+            stopAfter = false;
+          }
         }
       } else if (name === 'rowlock') {
         if (databaseUrl === undefined) {
@@ -231,7 +291,7 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
         const shapes = scenario.shapes?.(options.rate) ?? [options.rate !== null ? { mode: 'open' as const, rate: options.rate } : { mode: 'closed' as const, rate: 0 }];
         for (const [shapeIndex, shape] of shapes.entries()) {
           // Unique per system, scenario and load: SKU names, shopper ids and Idempotency-Keys derive from it.
-          const runId = `${baseRunId}${short[name]}${index}${shapeIndex > 0 ? `s${shapeIndex}` : ''}`;
+          const runId = `${baseRunId}${short[name]}${variant?.tag ?? ''}${index}${shapeIndex > 0 ? `s${shapeIndex}` : ''}`;
           const connections = options.connections ?? scenario.defaults.connections ?? 256;
           const durationSec = options.durationSec ?? scenario.defaults.durationSec ?? 10;
           const { mode, rate } = shape;
@@ -251,17 +311,25 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
           }
           log(`${name} ${scenarioName}: ${mode === 'open' ? `open loop ${rate}/s` : 'closed loop'}, ${connections} connections, ${plan.finite ? 'until done' : `${durationSec} s`}`);
           await createSkus(system.url, system.adminToken, plan.skus);
+          const placement = system.urls === undefined ? undefined : await readPlacement(system.urls, system.adminToken);
+          const commitsBefore = name === 'flashstock' ? await commitTotals(system.urls ?? [system.url]) : null;
           const cpuBefore = sampleCpu(system.cpuRoots ?? {});
           const wallStart = Date.now();
           const scraper = options.scrapeMetrics && name === 'flashstock' ? startScraper(system.url) : null;
-          const result = await runPhase(system, scenarioName, plan, options, runId, { connections, durationMs: durationSec * 1000, mode, rate });
+          const result = await runPhase(system, scenarioName, plan, options, runId, { connections, durationMs: durationSec * 1000, mode, rate }, placement);
+          const cpuAfter = sampleCpu(system.cpuRoots ?? {});
+          const wallMs = Date.now() - wallStart;
+          const commits = commitsDuring(commitsBefore, name === 'flashstock' ? await commitTotals(system.urls ?? [system.url]) : null);
+          if (placement !== undefined && !(await samePlacement(system, placement))) {
+            notes.push(`${system.label} ${scenarioName}: shards moved during the run: its local/forwarded split is approximate`);
+          }
           const scraped = scraper?.stop();
           if (scraped !== undefined) {
             const text = `${name} ${scenarioName}: /metrics scraped every 1 s during the run: ${scraped.scrapes} scrapes (${scraped.failures} failed), mean ${scraped.meanMs} ms, ${scraped.bytes} bytes`;
             log(text);
             notes.push(text);
           }
-          const cpu = coresUsed(cpuBefore, sampleCpu(system.cpuRoots ?? {}), Date.now() - wallStart);
+          const cpu = coresUsed(cpuBefore, cpuAfter, wallMs);
           phases.push({ plan, result });
           log(`${name} ${scenarioName}: ${Math.round(result.throughput)} req/s, ${Math.round(result.reservationsPerSec)} reservations/s, p99 ${result.latency.p99} ms; checking…`);
           const after =
@@ -295,6 +363,10 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
             result: stripIds(result),
             check: outcome,
             cpu,
+            ...(system.durable && result.acknowledged > 0 ? { cpuPer1000: coreSecondsPerThousand(cpuBefore, cpuAfter, result.acknowledged) } : {}),
+            ...(variant !== null ? { nodes: variant.nodes } : {}),
+            ...(commits !== null ? { commits } : {}),
+            ...(typeof system.serviceConfig?.httpThreads === 'number' ? { httpThreads: system.serviceConfig.httpThreads } : {}),
           };
           if (scenarioName === 'sellout') {
             const stock = plan.skus[0]!.stock;

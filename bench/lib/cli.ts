@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { maxHttpThreads } from '../../src/config.js';
 import { scenarios } from '../scenarios/index.js';
 import { allSystems, type SystemName } from './systems.js';
 
@@ -11,8 +12,10 @@ export interface BenchOptions {
   connections: number | null;
   rate: number | null;
   threads: number | null;
-  /** flashstock's HTTP_THREADS (front-end threads); null: the service's default. */
-  httpThreads: number | null;
+  /** flashstock's HTTP_THREADS (front-end threads), one flashstock run each; [null]: the service's default. */
+  httpThreads: (number | null)[];
+  /** flashstock as a local cluster of N node processes on one database, one flashstock run each; 1 = one process, no cluster. */
+  nodes: number[];
   warmupSec: number;
   timeoutMs: number;
   url: string | null;
@@ -40,7 +43,11 @@ export const usage = `Usage: node --import tsx bench/run.ts [options]   (npm run
   --threads N              load-generator threads (default half the cores, at least 1)
   --compare                also run the baselines rowlock, redis-lua (not durable) and hello, same load
   --systems LIST           exactly these systems: flashstock,rowlock,redis-lua,hello
-  --http-threads N         flashstock's front-end threads (HTTP_THREADS, 1..64; default the service's: one per core)
+  --http-threads N[,N]     flashstock's front-end threads (HTTP_THREADS, 1..${maxHttpThreads}; default the service's: one per core);
+                           a list runs flashstock once per value (e.g. 1,2: CPU per 1,000 reservations for each)
+  --nodes N[,N]            flashstock as a local cluster of N node processes on one database (CLUSTER_SECRET,
+                           default SHARD_COUNT), the load spread round robin over the nodes' URLs (default 1:
+                           one process, no cluster); a list runs each in turn (e.g. 1,3: single node vs 3 nodes)
   --warmup SECONDS         warm-up load on a separate SKU before each run (default 2; 0 = none)
   --timeout MS             per-request timeout (default 10000)
   --url URL                target a running flashstock instead of starting one; needs --admin-token and
@@ -62,6 +69,17 @@ function positive(name: string, raw: string | undefined, allowZero = false): num
   return n;
 }
 
+/** Most node processes `--nodes` starts (each a full service on this machine). */
+export const maxBenchNodes = 16;
+
+/** A comma-separated list of distinct integers in 1..max, in the order given. */
+function intList(name: string, raw: string, max: number): number[] {
+  const values = raw.split(',').map((s) => Number(s.trim()));
+  for (const n of values) if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`--${name} takes integers 1..${max} (comma-separated), got ${raw}`);
+  if (new Set(values).size !== values.length) throw new Error(`--${name} lists a value twice: ${raw}`);
+  return values;
+}
+
 export function parseCli(argv: string[]): BenchOptions {
   const { values } = parseArgs({
     args: argv,
@@ -73,6 +91,7 @@ export function parseCli(argv: string[]): BenchOptions {
       rate: { type: 'string' },
       threads: { type: 'string' },
       'http-threads': { type: 'string' },
+      nodes: { type: 'string' },
       compare: { type: 'boolean', default: false },
       systems: { type: 'string' },
       warmup: { type: 'string' },
@@ -105,6 +124,11 @@ export function parseCli(argv: string[]): BenchOptions {
     if (n !== null && !Number.isInteger(n)) throw new Error(`--${name} must be an integer`);
     return n;
   };
+  const nodes = values.nodes === undefined ? [1] : intList('nodes', values.nodes, maxBenchNodes);
+  if (nodes.some((n) => n > 1)) {
+    if (values.url !== undefined) throw new Error('--nodes starts a local cluster; it cannot be combined with --url');
+    if (!systems.includes('flashstock')) throw new Error('--nodes applies to flashstock: add it to --systems');
+  }
   return {
     scenarios: scenarioNames,
     systems,
@@ -112,7 +136,8 @@ export function parseCli(argv: string[]): BenchOptions {
     connections: int('connections', values.connections),
     rate: positive('rate', values.rate),
     threads: int('threads', values.threads),
-    httpThreads: int('http-threads', values['http-threads']),
+    httpThreads: values['http-threads'] === undefined ? [null] : intList('http-threads', values['http-threads'], maxHttpThreads),
+    nodes,
     warmupSec: positive('warmup', values.warmup, true) ?? 2,
     timeoutMs: int('timeout', values.timeout) ?? 10_000,
     url: values.url ?? null,

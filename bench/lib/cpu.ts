@@ -56,8 +56,8 @@ function descendants(procs: Map<number, Proc>, root: number): number[] {
 }
 
 export interface CpuRoots {
-  /** The server under test. */
-  server?: number;
+  /** The server under test: its process, or every node process of a cluster (summed). */
+  server?: number | readonly number[];
   /** Processes whose descendants named "postgres" are the Postgres in use. */
   postgresUnder?: number;
   redis?: number;
@@ -71,7 +71,10 @@ export function sampleCpu(roots: CpuRoots): CpuSample {
   const sample: CpuSample = {};
   const own = process.cpuUsage();
   sample.generator = (own.user + own.system) / 1e6;
-  if (roots.server !== undefined) sample.server = (procs.get(roots.server)?.ticks ?? 0) / ticksPerSecond;
+  if (roots.server !== undefined) {
+    const pids = typeof roots.server === 'number' ? [roots.server] : roots.server;
+    sample.server = pids.reduce((ticks, pid) => ticks + (procs.get(pid)?.ticks ?? 0), 0) / ticksPerSecond;
+  }
   if (roots.postgresUnder !== undefined) {
     let ticks = 0;
     for (const pid of descendants(procs, roots.postgresUnder)) {
@@ -105,5 +108,20 @@ export function coresUsed(before: CpuSample, after: CpuSample, elapsedMs: number
     if (key !== 'machine') accounted += cores;
   }
   if (out.machine !== undefined) out.other = Math.max(0, Math.round((out.machine - accounted) * 100) / 100);
+  return out;
+}
+
+/**
+ * CPU seconds per 1,000 of `count` (e.g. durable reservations) between two
+ * samples, for the server and its Postgres: what a unit of work costs,
+ * whatever the machine's other load did to the rate.
+ */
+export function coreSecondsPerThousand(before: CpuSample, after: CpuSample, count: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  if (count <= 0) return out;
+  for (const key of ['server', 'postgres']) {
+    if (before[key] === undefined || after[key] === undefined) continue;
+    out[key] = Number((((after[key]! - before[key]!) * 1000) / count).toPrecision(3));
+  }
   return out;
 }

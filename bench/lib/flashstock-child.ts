@@ -25,7 +25,7 @@ probe?.attach(app.shards);
 
 /** The effective settings a benchmark's figures depend on (for the report). */
 function reported(config: Record<string, unknown>): Record<string, unknown> {
-  const keys = ['pgPoolMax', 'batchMaxEvents', 'simulatedPaymentLatencyMs', 'paymentWorkerBatchSize', 'paymentWorkers', 'paymentJobExpireSeconds', 'pgBossMaintenanceIntervalSeconds', 'auditCron'];
+  const keys = ['httpThreads', 'shardCount', 'pgPoolMax', 'batchMaxEvents', 'simulatedPaymentLatencyMs', 'paymentWorkerBatchSize', 'paymentWorkers', 'paymentJobExpireSeconds', 'pgBossMaintenanceIntervalSeconds', 'auditCron'];
   return Object.fromEntries(keys.filter((k) => k in config).map((k) => [k, config[k]]));
 }
 process.stdout.write(

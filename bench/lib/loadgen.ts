@@ -2,12 +2,16 @@ import os from 'node:os';
 import { Piscina } from 'piscina';
 import { encodeHistogram, mergeEncoded, summarize, type LatencySummary } from './histogram.js';
 import { IdList } from './ids.js';
-import type { LoadMode, Op, WorkerResult, WorkerTask } from './types.js';
+import type { LoadMode, Op, Placement, Target, WorkerResult, WorkerTask } from './types.js';
 
 /** Main-thread side of the load generator: fans a run out to piscina threads and merges what they saw. */
 
 export interface LoadOptions {
   url: string;
+  /** A cluster: every node's URL; connections go round robin over them (as a load balancer would). Default [url]. */
+  urls?: readonly string[];
+  /** A cluster's shard owners (indexes into urls), to split latencies by local vs forwarded. */
+  placement?: Placement;
   scenario: string;
   params: unknown;
   /** Finite scenarios ignore durationMs and run until their work is done. */
@@ -30,6 +34,14 @@ export interface OpResult {
   codes: Record<string, number>;
   /** Merged encoded histogram (base64), for the JSON report. */
   histogram: string;
+}
+
+/** A cluster run's requests by whether the node that received them owned their SKU's shard. */
+export interface PlacementResult {
+  local: { count: number; latency: LatencySummary };
+  forwarded: { count: number; latency: LatencySummary };
+  /** forwarded ÷ (local + forwarded). */
+  forwardedFraction: number;
 }
 
 export interface LoadResult {
@@ -55,9 +67,13 @@ export interface LoadResult {
   codes: Record<string, number>;
   badBodies: number;
   unanswered: number;
+  /** 503s whose outcome is unknown (a forwarded command's reply lost): they may have run. */
+  unknownOutcomes: number;
   connectionErrors: number;
   timeouts: number;
   unsent: number;
+  /** Set when the load went to a cluster with a known placement. */
+  placement?: PlacementResult;
   /** Mean event-loop utilization of the generator threads (near 1 = the generator is saturated). */
   generatorUtilization: number;
   metrics: Record<string, number>;
@@ -74,6 +90,19 @@ export function defaultThreads(): number {
 
 function addInto(target: Record<string, number>, source: Record<string, number>): void {
   for (const [k, v] of Object.entries(source)) target[k] = (target[k] ?? 0) + v;
+}
+
+function mergePlacement(results: readonly WorkerResult[]): PlacementResult | null {
+  const parts = results.flatMap((r) => (r.placement !== undefined ? [r.placement] : []));
+  if (parts.length === 0) return null;
+  const side = (pick: (p: (typeof parts)[number]) => { histogram: string; count: number }) => ({
+    count: parts.reduce((n, p) => n + pick(p).count, 0),
+    latency: summarize(mergeEncoded(parts.map((p) => pick(p).histogram))),
+  });
+  const local = side((p) => p.local);
+  const forwarded = side((p) => p.forwarded);
+  const total = local.count + forwarded.count;
+  return { local, forwarded, forwardedFraction: total === 0 ? 0 : forwarded.count / total };
 }
 
 /** Merges per-thread results (pure; exported for tests). */
@@ -122,6 +151,7 @@ export function mergeResults(results: readonly WorkerResult[], options: Pick<Loa
   for (const r of results) addInto(metrics, r.metrics);
   const sum = (f: (r: WorkerResult) => number): number => results.reduce((n, r) => n + f(r), 0);
   const acknowledged = sum((r) => r.acknowledged);
+  const placement = mergePlacement(results);
   return {
     mode: options.mode,
     connections: options.connections,
@@ -141,9 +171,11 @@ export function mergeResults(results: readonly WorkerResult[], options: Pick<Loa
     codes,
     badBodies: sum((r) => r.badBodies),
     unanswered: sum((r) => r.unanswered),
+    unknownOutcomes: sum((r) => r.unknownOutcomes),
     connectionErrors: sum((r) => r.connectionErrors),
     timeouts: sum((r) => r.timeouts),
     unsent: sum((r) => r.unsent),
+    ...(placement !== null ? { placement } : {}),
     generatorUtilization: results.length === 0 ? 0 : sum((r) => r.utilization) / results.length,
     metrics,
     errorSamples: results.flatMap((r) => r.errorSamples).slice(0, 10),
@@ -155,20 +187,28 @@ export function mergeResults(results: readonly WorkerResult[], options: Pick<Loa
 
 const workerFile = new URL(`./worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url).href;
 
+function targetOf(url: string): Target {
+  const u = new URL(url);
+  return { host: u.hostname === 'localhost' ? '127.0.0.1' : u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || (u.protocol === 'https:' ? 443 : 80)) };
+}
+
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
-  const target = new URL(options.url);
+  const targets = (options.urls ?? [options.url]).map(targetOf);
   const threads = Math.max(1, Math.min(options.threads, options.connections));
   const pool = new Piscina({ filename: workerFile, minThreads: threads, maxThreads: threads, idleTimeout: 60_000 });
   const sync = new SharedArrayBuffer(8);
   const flags = new Int32Array(sync);
   try {
     const tasks: Promise<WorkerResult>[] = [];
+    let firstConnection = 0;
     for (let i = 0; i < threads; i++) {
       const connections = Math.floor(options.connections / threads) + (i < options.connections % threads ? 1 : 0);
       const task: WorkerTask = {
-        host: target.hostname === 'localhost' ? '127.0.0.1' : target.hostname.replace(/^\[|\]$/g, ''),
-        port: Number(target.port || (target.protocol === 'https:' ? 443 : 80)),
-        hostHeader: target.host,
+        targets,
+        firstConnection,
+        // One Host header for every node: the service does not route on it.
+        hostHeader: new URL(options.url).host,
+        ...(options.placement !== undefined ? { placement: options.placement } : {}),
         connections,
         mode: options.mode,
         rate: (options.rate * connections) / options.connections,
@@ -183,6 +223,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         sync,
       };
       tasks.push(pool.run(task) as Promise<WorkerResult>);
+      firstConnection += connections;
     }
     // Start every thread's clock together, once all have connected and minted their tokens.
     const failed = Promise.race(tasks.map((t) => t.then(() => undefined, (e: unknown) => e)));

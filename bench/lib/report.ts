@@ -28,6 +28,19 @@ export interface RunRecord {
   checkout?: CheckoutFigures;
   /** Cores used during the run: generator, server, postgres, redis, other (the rest of the machine), machine (all busy). */
   cpu?: Record<string, number>;
+  /** Durable systems: CPU seconds per 1,000 acknowledged reservations, server (every node process summed) and postgres. */
+  cpuPer1000?: Record<string, number>;
+  /** flashstock started by the bench: its node processes (1: no cluster) and HTTP_THREADS per process. */
+  nodes?: number;
+  httpThreads?: number;
+  /** flashstock: successful group commits during the run and the events they carried, every node summed (from /metrics). */
+  commits?: { commits: number; events: number };
+}
+
+function cpuPer1000Cell(r: RunRecord): string {
+  const c = r.cpuPer1000;
+  if (c?.server === undefined) return '—';
+  return `${c.server.toFixed(3)}${c.postgres !== undefined ? ` (+pg ${c.postgres.toFixed(3)})` : ''}`;
 }
 
 function cpuCell(cpu: Record<string, number> | undefined): string {
@@ -173,6 +186,73 @@ function latencyOf(run: RunRecord): LatencySummary {
   return run.result.ops.reserve?.latency ?? run.result.latency;
 }
 
+/** The single-node flashstock run of the same scenario and load, same HTTP_THREADS when there is one. */
+function singleNodeOf(run: RunRecord, runs: readonly RunRecord[]): RunRecord | undefined {
+  const singles = runs.filter((r) => r.system === 'flashstock' && (r.nodes ?? 1) === 1 && r.scenario === run.scenario && r.mode === run.mode && r.rate === run.rate);
+  return singles.find((r) => r.httpThreads === run.httpThreads) ?? singles[0];
+}
+
+/** What a cluster run cost beyond the single node of the same run. */
+export interface ClusterFigures {
+  nodes: number;
+  forwardedFraction: number;
+  local: LatencySummary;
+  forwarded: LatencySummary;
+  /** Cluster rate ÷ single-node rate; null without a single-node run. */
+  ratio: number | null;
+  /** Extra server CPU per forwarded request, µs: (cluster − single) CPU per reservation ÷ forwarded fraction. */
+  extraCpuPerForwardedUs: number | null;
+}
+
+export function clusterFigures(run: RunRecord, runs: readonly RunRecord[]): ClusterFigures | null {
+  const p = run.result.placement;
+  if ((run.nodes ?? 1) < 2 || p === undefined) return null;
+  const single = singleNodeOf(run, runs);
+  const ratio = single !== undefined && primaryRate(single) > 0 ? primaryRate(run) / primaryRate(single) : null;
+  const mine = run.cpuPer1000?.server;
+  const theirs = single?.cpuPer1000?.server;
+  const extra = mine !== undefined && theirs !== undefined && p.forwardedFraction > 0 ? ((mine - theirs) / 1000 / p.forwardedFraction) * 1e6 : null;
+  return { nodes: run.nodes!, forwardedFraction: p.forwardedFraction, local: p.local.latency, forwarded: p.forwarded.latency, ratio, extraCpuPerForwardedUs: extra };
+}
+
+function commitsCell(r: RunRecord | undefined): string {
+  const c = r?.commits;
+  if (c === undefined || c.commits <= 0) return '—';
+  return `${fmtInt(c.commits)} × ${(c.events / c.commits).toFixed(1)}`;
+}
+
+function clusterSection(runs: readonly RunRecord[]): string[] {
+  const rows = runs.flatMap((r) => {
+    const f = clusterFigures(r, runs);
+    return f === null ? [] : [{ r, f }];
+  });
+  if (rows.length === 0) return [];
+  const out = [
+    '',
+    'Cluster (`--nodes`; connections round robin over the nodes; forwarded = sent to a node that does not own the SKU\'s shard, which forwards it to the owner):',
+    '',
+    '| system | nodes | forwarded | rate ÷ single node | local p50 / p99 ms | forwarded p50 / p99 ms | forwarding adds p50 / p99 ms | extra server CPU per forwarded request | group commits × mean events: cluster / single node |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const { r, f } of rows) {
+    out.push(
+      `| ${[
+        r.label,
+        String(f.nodes),
+        `${(f.forwardedFraction * 100).toFixed(1)}%`,
+        f.ratio === null ? '— (no single-node run)' : fmtRatio(f.ratio),
+        `${fmtMs(f.local.p50)} / ${fmtMs(f.local.p99)}`,
+        `${fmtMs(f.forwarded.p50)} / ${fmtMs(f.forwarded.p99)}`,
+        `${fmtMs(f.forwarded.p50 - f.local.p50)} / ${fmtMs(f.forwarded.p99 - f.local.p99)}`,
+        f.extraCpuPerForwardedUs === null ? '—' : `${Math.round(f.extraCpuPerForwardedUs)} µs (est.)`,
+        `${commitsCell(r)} / ${commitsCell(singleNodeOf(r, runs))}`,
+      ].join(' | ')} |`,
+    );
+  }
+  out.push('', 'Extra CPU per forwarded request: (cluster − single node) server core-seconds per reservation ÷ the forwarded fraction; it includes each extra process\'s own overhead.');
+  return out;
+}
+
 export function markdownReport(report: BenchReport): string {
   const out: string[] = [];
   const m = report.machine;
@@ -196,7 +276,7 @@ export function markdownReport(report: BenchReport): string {
     const sell = scenario === 'sellout';
     const head = ['system', 'durable', 'req/s', '201/s'];
     if (sell) head.push('sold / stock', 'time to sell out');
-    head.push('p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'gen. load', 'cores used', 'responses', 'check');
+    head.push('p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'gen. load', 'cores used', 'srv core-s / 1k res.', 'responses', 'check');
     out.push(`| ${head.join(' | ')} |`);
     out.push(`|${head.map((h) => (h === 'system' || h === 'responses' || h === 'check' || h === 'cores used' ? ' --- ' : ' ---: ')).join('|')}|`);
     for (const r of runs) {
@@ -206,7 +286,7 @@ export function markdownReport(report: BenchReport): string {
         cells.push(r.sellout ? `${fmtInt(r.sellout.unitsTaken)} / ${fmtInt(r.sellout.stock)}` : '—');
         cells.push(r.sellout ? `${r.sellout.soldOut ? '' : 'not sold out; last 201 at '}${fmtInt(r.sellout.timeToSellOutMs)} ms` : '—');
       }
-      cells.push(fmtMs(l.p50), fmtMs(l.p90), fmtMs(l.p99), fmtMs(l.p999), fmtMs(l.max), `${Math.round(r.result.generatorUtilization * 100)}%`, cpuCell(r.cpu), statusSummary(r.result), checkCell(r.check));
+      cells.push(fmtMs(l.p50), fmtMs(l.p90), fmtMs(l.p99), fmtMs(l.p999), fmtMs(l.max), `${Math.round(r.result.generatorUtilization * 100)}%`, cpuCell(r.cpu), cpuPer1000Cell(r), statusSummary(r.result), checkCell(r.check));
       out.push(`| ${cells.join(' | ')} |`);
     }
     const fs = runs.find((r) => r.system === 'flashstock');
@@ -224,6 +304,7 @@ export function markdownReport(report: BenchReport): string {
         out.push(`| ${cells.join(' | ')} |`);
       }
     }
+    out.push(...clusterSection(runs));
     out.push(...checkoutSection(runs));
     for (const r of runs) {
       if (r.check.status === 'skipped' || r.checkout !== undefined) continue;
@@ -275,6 +356,17 @@ export function evaluateTargets(runs: readonly RunRecord[]): TargetResult[] {
       const ratio = rate / hello.result.reservationsPerSec;
       targets.push({ name: 'hot-sku vs hello', target: '≥ 0.5×', measured: fmtRatio(ratio), met: ratio >= 0.5, gap: ratio >= 0.5 ? null : gap(ratio, 0.5, true) });
     }
+  }
+  for (const r of runs.filter((x) => x.scenario === 'many-skus' && x.system === 'flashstock' && (x.nodes ?? 1) > 1)) {
+    const f = clusterFigures(r, runs);
+    if (f === null || f.ratio === null) continue;
+    targets.push({
+      name: `many-skus over ${f.nodes} nodes (${(f.forwardedFraction * 100).toFixed(0)}% forwarded) vs single node`,
+      target: '≥ 0.8×',
+      measured: fmtRatio(f.ratio),
+      met: f.ratio >= 0.8,
+      gap: f.ratio >= 0.8 ? null : gap(f.ratio, 0.8, true),
+    });
   }
   const sell = find('sellout', 'flashstock');
   if (sell?.sellout !== undefined) {

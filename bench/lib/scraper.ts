@@ -33,3 +33,31 @@ export function startScraper(url: string, intervalMs = 1000): Scraper {
     },
   };
 }
+
+/** Successful group commits and the events they carried, summed over every node (`flashstock_commit_batch_events`). */
+export interface CommitTotals {
+  commits: number;
+  events: number;
+}
+
+const commitCountPattern = /^flashstock_commit_batch_events_count(?:\{\})? (\S+)$/m;
+const commitSumPattern = /^flashstock_commit_batch_events_sum(?:\{\})? (\S+)$/m;
+
+/** Reads `/metrics` of every URL; null when one cannot be read (the figure is then left out, never guessed). */
+export async function commitTotals(urls: readonly string[]): Promise<CommitTotals | null> {
+  try {
+    const totals = await Promise.all(
+      urls.map(async (url) => {
+        const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) });
+        const text = await res.text();
+        const commits = commitCountPattern.exec(text)?.[1];
+        const events = commitSumPattern.exec(text)?.[1];
+        if (!res.ok || commits === undefined || events === undefined) throw new Error(`${url}/metrics: no commit histogram`);
+        return { commits: Number(commits), events: Number(events) };
+      }),
+    );
+    return totals.reduce((a, b) => ({ commits: a.commits + b.commits, events: a.events + b.events }));
+  } catch {
+    return null;
+  }
+}

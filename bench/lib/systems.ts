@@ -27,6 +27,8 @@ export interface RunningSystem {
   label: string;
   durable: boolean;
   url: string;
+  /** A cluster: every node's URL (url is the first); the load is spread round robin over them. */
+  urls?: readonly string[];
   adminToken: string;
   jwtSecret: string;
   /** Source of event rows for the post-run check; null = this system cannot be checked. */
@@ -157,17 +159,21 @@ export interface StartOptions {
   keepData?: boolean;
   /** flashstock config overrides the scenarios need (BENCH_OVERRIDES from the environment still wins). */
   overrides?: Record<string, unknown>;
+  /** Extra environment of the flashstock process (a cluster node's CLUSTER_SECRET, NODE_ID). */
+  env?: Record<string, string>;
+  /** Names the process in errors and --verbose output (default flashstock). */
+  processLabel?: string;
 }
 
 export async function startFlashstock(options: StartOptions): Promise<RunningSystem & { databaseUrl: string }> {
   const dataDir = options.databaseUrl === undefined ? mkdtempSync(path.join(os.tmpdir(), 'flashstock-bench-')) : undefined;
   // The embedded server runs as OS user "postgres" when we are root: it must be able to enter the directory.
   if (dataDir !== undefined) chmodSync(dataDir, 0o755);
-  const env: Record<string, string | undefined> = { BENCH_DATA_DIR: dataDir, ADMIN_TOKEN: options.adminToken, JWT_SECRET: options.jwtSecret };
+  const env: Record<string, string | undefined> = { ...options.env, BENCH_DATA_DIR: dataDir, ADMIN_TOKEN: options.adminToken, JWT_SECRET: options.jwtSecret };
   if (options.databaseUrl !== undefined) env.DATABASE_URL = options.databaseUrl;
   if (options.overrides !== undefined && Object.keys(options.overrides).length > 0) env.BENCH_SCENARIO_OVERRIDES = JSON.stringify(options.overrides);
   const child = await startChild(path.join(here, `flashstock-child${ext}`), {
-    label: 'flashstock',
+    label: options.processLabel ?? 'flashstock',
     env,
     verbose: options.verbose,
     timeoutMs: 180_000,

@@ -47,10 +47,30 @@ export interface WorkloadContext<P = unknown> {
 
 export type LoadMode = 'closed' | 'open';
 
-export interface WorkerTask {
+/** Where a load-generator connection goes. */
+export interface Target {
   host: string;
   port: number;
+}
+
+/**
+ * Which target owns each shard (a cluster's placement, read before the run):
+ * a request for a SKU whose shard another target owns is forwarded by the
+ * node that receives it.
+ */
+export interface Placement {
+  shardCount: number;
+  /** ownerTarget[shard]: index into WorkerTask.targets, -1 when no node owned it. */
+  ownerTarget: number[];
+}
+
+export interface WorkerTask {
+  /** Connection i of this thread goes to targets[(firstConnection + i) mod targets.length] (round robin over all threads). */
+  targets: Target[];
+  firstConnection: number;
   hostHeader: string;
+  /** Set for a cluster: latencies are also split by local vs forwarded. */
+  placement?: Placement;
   connections: number;
   mode: LoadMode;
   /** Open loop: this thread's share of the arrival rate (requests/s). */
@@ -75,6 +95,12 @@ export interface OpStats {
   codes: Record<string, number>;
 }
 
+/** Latencies of requests for a SKU, split by whether the receiving node owned its shard. */
+export interface PlacementStats {
+  local: { histogram: string; count: number };
+  forwarded: { histogram: string; count: number };
+}
+
 export interface WorkerResult {
   workerIndex: number;
   ops: Partial<Record<Op, OpStats>>;
@@ -86,6 +112,8 @@ export interface WorkerResult {
   badBodies: number;
   /** Requests sent whose outcome is unknown (timeout, connection lost). */
   unanswered: number;
+  /** 503s saying the outcome is unknown (a forwarded command whose reply was lost): it may have run. */
+  unknownOutcomes: number;
   connectionErrors: number;
   timeouts: number;
   /** Open loop: arrivals that were due but never sent before the end. */
@@ -99,5 +127,6 @@ export interface WorkerResult {
   metrics: Record<string, number>;
   /** Workload.transfer(), when the workload has one. */
   transfer?: Record<string, ArrayBuffer>;
+  placement?: PlacementStats;
   errorSamples: string[];
 }

@@ -2,7 +2,8 @@ import { performance } from 'node:perf_hooks';
 import { Http1Connection, type ParsedResponse } from './http1.js';
 import { encodeHistogram, newHistogram, recordMs, type Histogram } from './histogram.js';
 import { IdList } from './ids.js';
-import type { Op, OpStats, RequestSpec, WorkerResult, WorkerTask, Workload } from './types.js';
+import { isForwarded, skuOfRequest } from './placement.js';
+import type { Op, OpStats, PlacementStats, RequestSpec, WorkerResult, WorkerTask, Workload } from './types.js';
 import { scenarios } from '../scenarios/index.js';
 
 /**
@@ -17,6 +18,8 @@ const epochNow = (): number => performance.timeOrigin + performance.now();
 
 const reservationIdPattern = /"reservationId"\s*:\s*"/;
 const codePattern = /"code"\s*:\s*"([^"]{1,80})"/;
+/** What a cluster node says when a forwarded command's reply was lost (src/cluster/channel.ts). */
+const unknownOutcomeText = 'outcome is unknown';
 
 interface OpAccumulator {
   histogram: Histogram;
@@ -66,12 +69,17 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
     return acc;
   };
   opStats('reserve');
+  // A cluster: latencies also by whether the receiving node owned the SKU's shard.
+  const placement = task.placement;
+  const split = placement === undefined ? null : { local: newHistogram(), forwarded: newHistogram(), localCount: 0, forwardedCount: 0 };
+  const targetIndex = (connectionId: number): number => (task.firstConnection + connectionId) % task.targets.length;
 
   const ids = new IdList(64 * 1024);
   let acknowledged = 0;
   let acknowledgedQuantity = 0;
   let badBodies = 0;
   let unanswered = 0;
+  let unknownOutcomes = 0;
   let connectionErrors = 0;
   let timeouts = 0;
   let unsent = 0;
@@ -153,10 +161,21 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
     acc.count++;
     bump(acc.statuses, response.status);
     lastResponseAt = now;
+    if (split !== null) {
+      const forwarded = isForwarded(placement!, skuOfRequest(request.data), targetIndex(conn.id));
+      if (forwarded === true) {
+        recordMs(split.forwarded, now - conn.intendedAt);
+        split.forwardedCount++;
+      } else if (forwarded === false) {
+        recordMs(split.local, now - conn.intendedAt);
+        split.localCount++;
+      }
+    }
     let code: string | null = null;
     if (response.status >= 400) {
       code = problemCode(response.body);
       if (code !== null) bump(acc.codes, code);
+      if (response.status === 503 && response.body.includes(unknownOutcomeText)) unknownOutcomes++;
     } else if (request.op === 'reserve' && response.status === 201) {
       acknowledged++;
       acknowledgedQuantity += request.quantity;
@@ -209,10 +228,10 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
     checkDone();
   };
 
-  const url = { host: task.host, port: task.port };
   const connections: Http1Connection[] = [];
   for (let i = 0; i < task.connections; i++) {
-    connections.push(new Http1Connection(i, url.host, url.port, { onResponse, onFailure }));
+    const target = task.targets[targetIndex(i)]!;
+    connections.push(new Http1Connection(i, target.host, target.port, { onResponse, onFailure }));
   }
   // Connect in slices so a few thousand connections do not overrun the listen backlog.
   for (let i = 0; i < connections.length; i += 128) {
@@ -297,6 +316,10 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
     };
   }
   const toEpoch = (t: number): number => (t === 0 ? 0 : performance.timeOrigin + t);
+  const placementStats: PlacementStats | null =
+    split === null
+      ? null
+      : { local: { histogram: encodeHistogram(split.local), count: split.localCount }, forwarded: { histogram: encodeHistogram(split.forwarded), count: split.forwardedCount } };
   return {
     workerIndex: task.workerIndex,
     ops: opsOut,
@@ -305,6 +328,7 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
     acknowledgedQuantity,
     badBodies,
     unanswered,
+    unknownOutcomes,
     connectionErrors,
     timeouts,
     unsent,
@@ -314,6 +338,7 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
     utilization,
     metrics: workload.metrics?.() ?? {},
     ...(workload.transfer !== undefined ? { transfer: workload.transfer() } : {}),
+    ...(placementStats !== null ? { placement: placementStats } : {}),
     errorSamples,
   };
 }

@@ -62,11 +62,20 @@ export function releaseShardQuery(shard: number, nodeId: string, epoch: number):
   };
 }
 
-/** Register (or re-register after a lost lease) with this session as the node's lease. */
+/**
+ * Register (or re-register after a lost lease, or a restart under the same
+ * NODE_ID) with this session as the node's lease. The same statement clears
+ * the shard_owners rows still naming this node id: the new session holds none
+ * of their locks, and a row left naming a node that is alive again would be
+ * taken by nobody (the others see a live owner, this node thinks it owns it),
+ * so those shards would answer 503 for good. Clearing keeps their epochs (the
+ * next taker bumps them) and fences any older session of this id at once.
+ */
 export function registerNodeQuery(nodeId: string, url: string): pg.QueryConfig {
   return {
     name: 'cluster-register-node',
-    text: `INSERT INTO cluster_nodes AS n (node_id, url, lease_pid, lease_backend_start)
+    text: `WITH stale AS (UPDATE shard_owners SET node_id = NULL, url = NULL, updated_at = now() WHERE node_id = $1)
+           INSERT INTO cluster_nodes AS n (node_id, url, lease_pid, lease_backend_start)
            SELECT $1, $2, pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()
            ON CONFLICT (node_id) DO UPDATE SET url = excluded.url, lease_pid = excluded.lease_pid,
              lease_backend_start = excluded.lease_backend_start, started_at = now(), heartbeat_at = now(),

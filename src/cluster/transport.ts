@@ -71,6 +71,8 @@ export interface TransportLimits {
   maxNoticeBufferedBytes: number;
   /** How soon notices held back by backpressure are tried again. */
   noticeRetryMs: number;
+  /** Notices to a peer go out at most this often (the latest per SKU in each window). */
+  noticeIntervalMs: number;
 }
 
 export const defaultTransportLimits: TransportLimits = {
@@ -82,6 +84,7 @@ export const defaultTransportLimits: TransportLimits = {
   maxPendingNotices: 50_000,
   maxNoticeBufferedBytes: 4 * 1024 * 1024,
   noticeRetryMs: 20,
+  noticeIntervalMs: 25,
 };
 
 // ------------------------------------------------------------------ server
@@ -342,7 +345,10 @@ export class ForwardClient {
     this.notices.set(key, notice);
     if (!this.noticeFlushScheduled) {
       this.noticeFlushScheduled = true;
-      setImmediate(() => void this.flushNotices());
+      // A short window rather than the turn: a hot SKU's many changes go as one notice (subscribers
+      // coalesce over WS_COALESCE_MS anyway), and a frame carries more SKUs.
+      const timer = setTimeout(() => void this.flushNotices(), this.options.limits.noticeIntervalMs);
+      timer.unref();
     }
     return true;
   }
