@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { ConfigError, loadConfig, configWarnings, type Config } from './config.js';
+import { loadConfig, configWarnings, type Config } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { createOrderWriter } from './payments/orders.js';
 import { finalizeQueue } from './payments/finalizer.js';
@@ -60,10 +60,6 @@ export interface StartOptions {
  */
 export async function startFlashstock(overrides: Partial<Config> = {}, options: StartOptions = {}): Promise<Flashstock> {
   const config = loadConfig(options.env ?? process.env, overrides);
-  if (config.httpThreads > 1 && config.clusterSecret !== null) {
-    // Not built yet: the threads would need the cluster's forwarding channel as their endpoint.
-    throw new ConfigError('HTTP_THREADS > 1 together with CLUSTER_SECRET is not supported yet: use HTTP_THREADS=1 on cluster nodes');
-  }
   const log = createLogger(config.logLevel);
   for (const warning of configWarnings(options.env ?? process.env)) log.warn(warning);
   const metrics = new Metrics();
@@ -131,13 +127,15 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
             adminToken: storage.adminToken,
             jwtSecret: storage.jwtSecret,
             onFatal,
-            ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: () => cluster.snapshot() }),
+            ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: async () => cluster.snapshot() }),
           })
         : await startFrontEndThreads({
             config,
             log,
-            host: local!.host,
-            onNotice: (listener) => local!.onNotice(listener),
+            // A cluster node's threads are served through its channel (its shards, or forwarded to their owner).
+            host: cluster?.endpoint ?? local!.host,
+            onNotice: (listener) => (cluster ?? local!).onNotice(listener),
+            ...(cluster === null ? {} : { cluster: cluster.threadCalls }),
             payments: payments.payments,
             drops,
             metrics,

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { defaultShardCount, maxShardCount } from './shard/placement.js';
 import { parseTrustProxy, type TrustedProxies } from './ratelimit/client-ip.js';
@@ -11,6 +12,11 @@ import { parseTrustProxy, type TrustedProxies } from './ratelimit/client-ip.js';
 export const maxHttpThreads = 64;
 /** Shard threads at most (SHARD_THREADS): each is an event loop with its own pool and outbox. */
 export const maxShardThreads = 16;
+
+/** HTTP_THREADS by default: one front-end thread per core the process may use, within 1..maxHttpThreads. */
+export function defaultHttpThreads(): number {
+  return Math.min(maxHttpThreads, Math.max(1, availableParallelism()));
+}
 
 export interface Config {
   port: number;
@@ -61,7 +67,7 @@ export interface Config {
   redisStockChannel: string;
   /** Shards SKUs are spread over (by fnv1a32 of the name); the unit that moves between threads and nodes. */
   shardCount: number;
-  /** Front-end threads (uWS apps on one port, SO_REUSEPORT); 1 = the front end runs on the main thread. */
+  /** Front-end threads (uWS apps on one port, SO_REUSEPORT; default: the cores); 1 = the front end runs on the main thread. */
   httpThreads: number;
   /** Threads the shards run on (shard s on thread s mod N); 1 = the shards run on the main thread. */
   shardThreads: number;
@@ -240,7 +246,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     wsCoalesceMs: integer(env, 'WS_COALESCE_MS', 100, 10, 10_000),
     redisStockChannel: text(env, 'REDIS_STOCK_CHANNEL') ?? 'flashstock:stock:v1',
     shardCount: integer(env, 'SHARD_COUNT', defaultShardCount, 1, maxShardCount),
-    httpThreads: integer(env, 'HTTP_THREADS', 1, 1, maxHttpThreads),
+    httpThreads: integer(env, 'HTTP_THREADS', defaultHttpThreads(), 1, maxHttpThreads),
     shardThreads: integer(env, 'SHARD_THREADS', 1, 1, maxShardThreads),
     reservationMemorySeconds: integer(env, 'RESERVATION_MEMORY_SECONDS', 300, 0, 7 * 24 * 3600),
     idempotencyKeyTtlSeconds: integer(env, 'IDEMPOTENCY_KEY_TTL_SECONDS', 86_400, 1, 30 * 24 * 3600),

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Child } from './helpers/child.js';
 import { createTestDatabase } from './helpers/db.js';
 import { clientFor, type CallResult } from './helpers/service.js';
-import { balanced, nodeLog, ownerUrl, SHARDS, sleep, startNode, until } from './helpers/cluster.js';
+import { balanced, ownerUrl, reapNodes, SHARDS, sleep, startNode, until } from './helpers/cluster.js';
 
 /**
  * Three real node processes (src/main.ts) on one database with CLUSTER_SECRET:
@@ -16,10 +16,7 @@ t.setTimeout(300_000);
 t.test('three nodes: balance, forwarding, one SKU oversold never, failover, graceful leave', async (t) => {
   const db = await createTestDatabase(t);
   const nodes: Child[] = [];
-  t.teardown(async () => {
-    for (const node of nodes) if (node.child.exitCode === null) node.child.kill('SIGKILL');
-    if (t.passing() === false) t.comment(`node warnings and errors:\n${nodeLog.slice(-60).join('\n')}`);
-  });
+  reapNodes(t, nodes);
   for (let i = 0; i < 3; i++) nodes.push(await startNode(db.url, `node${i}`));
   const urls = nodes.map((n) => n.url);
   const clients = urls.map((url) => clientFor(url));

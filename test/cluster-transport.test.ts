@@ -1,9 +1,7 @@
 import t from 'tap';
 import net from 'node:net';
-import WebSocket from 'ws';
 import { AUTH_HEADER, signUpgrade, UpgradeVerifier } from '../src/cluster/auth.js';
 import {
-  CLUSTER_PATH,
   defaultTransportLimits,
   ForwardClient,
   type ForwardHandler,
@@ -11,7 +9,7 @@ import {
   type TransportLimits,
 } from '../src/cluster/transport.js';
 import { testLog } from './helpers/db.js';
-import { sleep, until } from './helpers/cluster.js';
+import { clusterUpgradeStatus as upgradeStatus, sleep, until } from './helpers/cluster.js';
 import { CLUSTER_TEST_SECRET, startEndpoint } from './helpers/cluster-endpoint.js';
 
 const SECRET = CLUSTER_TEST_SECRET;
@@ -19,22 +17,6 @@ const startServer = startEndpoint;
 
 function client(peerUrl: string, limits: Partial<TransportLimits> = {}, secret = SECRET): ForwardClient {
   return new ForwardClient({ secret, selfNodeId: 'caller', peerUrl, limits: { ...defaultTransportLimits, ...limits }, log: testLog });
-}
-
-/** The status an upgrade with these headers gets (101 when accepted). */
-function upgradeStatus(url: string, headers: Record<string, string>): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${url.replace('http', 'ws')}${CLUSTER_PATH}`, { headers });
-    ws.once('open', () => {
-      ws.close();
-      resolve(101);
-    });
-    ws.once('unexpected-response', (_req, res) => {
-      resolve(res.statusCode ?? 0);
-      ws.terminate();
-    });
-    ws.once('error', reject);
-  });
 }
 
 const echo: ForwardHandler = async (shard, payload) => ({ ok: true, payload: { shard, payload } });
@@ -60,6 +42,28 @@ t.test('authentication on the upgrade', async (t) => {
   const refused = await bad.forward(1, 'x');
   t.same(refused.ok, false);
   t.equal((refused as { code: string }).code, 'unavailable', 'a client with the wrong secret gets unavailable, nothing executed');
+});
+
+t.test('an asynchronous token check (a front-end thread asks its main thread): accepted, refused, failed', async (t) => {
+  let failing = false;
+  const server = await startServer(echo, {}, {
+    check: async (verifier, token) => {
+      await sleep(20);
+      if (failing) throw new Error('the main thread is gone');
+      return verifier.verify(token, Date.now());
+    },
+  });
+  t.teardown(server.stop);
+  const token = signUpgrade(SECRET, 'n1', server.url, Date.now());
+  t.equal(await upgradeStatus(server.url, { [AUTH_HEADER]: token }), 101, 'a good token is accepted after the check');
+  t.equal(await upgradeStatus(server.url, { [AUTH_HEADER]: token }), 401, 'replayed: refused');
+  t.equal(await upgradeStatus(server.url, {}), 401, 'no token: refused');
+  failing = true;
+  t.equal(await upgradeStatus(server.url, { [AUTH_HEADER]: signUpgrade(SECRET, 'n1', server.url, Date.now()) }), 503, 'a check that fails: 503, not let in');
+  failing = false;
+  const good = client(server.url);
+  t.teardown(() => good.close());
+  t.same(await good.forward(3, 'x'), { ok: true, payload: { shard: 3, payload: 'x' } }, 'commands flow over a connection let in asynchronously');
 });
 
 t.test('UpgradeVerifier: malformed tokens and the nonce bound', async (t) => {

@@ -3,14 +3,23 @@ import type uWS from 'uWebSockets.js';
 import { advertiseUrl, type Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { shardHostSettings, type ShardsOptions } from '../services/shards.js';
-import { loadSkuState } from '../snapshot/load.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
 import { Router } from '../shard/router.js';
+import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
+import { UpgradeVerifier, type VerifyResult } from './auth.js';
 import { ClusterChannel, serveForwarded } from './channel.js';
 import { ClusterShards } from './cluster-shards.js';
 import { ClusterLive } from './live.js';
 import { Membership, type ClusterSnapshot } from './membership.js';
-import { attachClusterEndpoint, defaultTransportLimits, ForwardPool, type ClusterEndpoint, type TransportLimits } from './transport.js';
+import {
+  attachClusterEndpoint,
+  defaultTransportLimits,
+  ForwardPool,
+  type ClusterEndpoint,
+  type ClusterEndpointOptions,
+  type ForwardHandler,
+  type TransportLimits,
+} from './transport.js';
 
 /**
  * The shards service of a cluster node (CLUSTER_SECRET set): the same Router
@@ -32,13 +41,50 @@ export interface ClusterNode {
   attach(app: uWS.TemplatedApp): void;
   start(listeningPort: number): Promise<void>;
   snapshot(): ClusterSnapshot;
+  /**
+   * What front-end threads' requests are served through: the cluster channel
+   * (this node's shards, or forwarded to the owner). Ready: joined (membership
+   * started) and holding a lease, as the router's readiness.
+   */
+  endpoint: ShardEndpoint & { isReady(): boolean };
+  /** Notices of this node's shards (front-end threads get them over their ports). */
+  onNotice(listener: (notice: ShardNotice) => void): void;
+  /** What a front-end thread's cluster endpoint and admin views ask the main thread. */
+  threadCalls: ClusterThreadCalls;
   stop(): Promise<void>;
+}
+
+/**
+ * With front-end threads every thread's app carries the cluster endpoint and
+ * the admin views; these run on the main thread for them (port calls, plain
+ * arguments and results).
+ */
+export interface ClusterThreadCalls {
+  snapshot(): ClusterSnapshot;
+  /** A command another node forwarded to a thread: served only if this node owns the shard, never forwarded again. */
+  serveForwarded: ForwardHandler;
+  /** One verifier for the process: a token is accepted once, whichever thread it reaches. */
+  verifyUpgrade(token: string): VerifyResult;
+  /** Stock notices a peer pushed to a thread's endpoint (live.ts): delivered to this node's listeners, every thread's included. */
+  receivedNotices(peer: string, notices: unknown[]): void;
 }
 
 /** Seconds a cluster upgrade token is valid around its time (clock skew between nodes must be less). */
 const AUTH_WINDOW_MS = 30_000;
+/** Nonces remembered within the window: past it, more upgrades are refused until old ones age out. */
+const AUTH_MAX_NONCES = 10_000;
 /** SKUs whose live-stock epoch a node remembers (live.ts); as many as the Redis feed remembers of other nodes. */
 const MAX_TRACKED_SKUS = 100_000;
+
+/** The cluster endpoint (other nodes forward to it) on a front end's app: the main thread's, or each front-end thread's. */
+export function attachNodeEndpoint(
+  app: uWS.TemplatedApp,
+  config: Config,
+  calls: Pick<ClusterEndpointOptions, 'verify' | 'handle' | 'onNotices'>,
+  log: Logger,
+): ClusterEndpoint {
+  return attachClusterEndpoint(app, { ...calls, limits: transportLimits(config), log });
+}
 
 export function transportLimits(config: Config): TransportLimits {
   return { ...defaultTransportLimits, maxInFlight: config.clusterMaxInFlight, requestTimeoutMs: config.clusterForwardTimeoutMs };
@@ -84,11 +130,15 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
   });
   channel = new ClusterChannel(shards, () => membership?.snapshot ?? emptySnapshot(), forwarder, live);
   let started = false;
-  const router = new Router(channel, {
-    shardCount: config.shardCount,
-    shardsReady: () => started && membership?.currentLease() != null,
-    pool,
-  });
+  const isReady = () => started && membership?.currentLease() != null;
+  const router = new Router(channel, { shardCount: config.shardCount, shardsReady: isReady, pool });
+  const verifier = new UpgradeVerifier(secret, () => selfUrl, AUTH_WINDOW_MS, AUTH_MAX_NONCES);
+  const threadCalls: ClusterThreadCalls = {
+    snapshot: () => membership?.snapshot ?? emptySnapshot(),
+    serveForwarded: serveForwarded(shards),
+    verifyUpgrade: (token) => verifier.verify(token, Date.now()),
+    receivedNotices: (peer, notices) => live.received(peer, notices),
+  };
   let endpoint: ClusterEndpoint | null = null;
 
   return {
@@ -96,15 +146,12 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     shards,
     workers,
     attach: (app) => {
-      endpoint = attachClusterEndpoint(app, {
-        secret,
-        selfUrl: () => selfUrl,
-        handle: serveForwarded(shards),
-        onNotices: (peer, notices) => live.received(peer, notices),
-        limits: transportLimits(config),
-        authWindowMs: AUTH_WINDOW_MS,
-        log: clusterLog,
-      });
+      endpoint = attachNodeEndpoint(
+        app,
+        config,
+        { verify: threadCalls.verifyUpgrade, handle: threadCalls.serveForwarded, onNotices: threadCalls.receivedNotices },
+        clusterLog,
+      );
     },
     start: async (listeningPort) => {
       selfUrl = advertiseUrl(config, listeningPort);
@@ -126,7 +173,10 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
       started = true;
       clusterLog.info({ nodeId, url: selfUrl, shards: shards.shards().length }, 'joined the cluster');
     },
-    snapshot: () => membership?.snapshot ?? emptySnapshot(),
+    snapshot: threadCalls.snapshot,
+    endpoint: { handle: (shard, request) => channel!.request(shard, request), isReady },
+    onNotice: (listener) => channel!.onNotice(listener),
+    threadCalls,
     stop: async () => {
       await router.close();
       // Graceful leave: every owned shard is drained and handed over before the node goes.

@@ -1,7 +1,7 @@
 import uWS from 'uWebSockets.js';
 import WebSocket from 'ws';
 import type { Logger } from '../log.js';
-import { AUTH_HEADER, signUpgrade, UpgradeVerifier } from './auth.js';
+import { AUTH_HEADER, signUpgrade, type VerifyResult } from './auth.js';
 
 /**
  * Forwarding between nodes: one persistent WebSocket per peer, client `ws`,
@@ -93,16 +93,17 @@ export const defaultTransportLimits: TransportLimits = {
 export type ForwardHandler = (shard: number, payload: unknown) => Promise<ForwardResult>;
 
 export interface ClusterEndpointOptions {
-  secret: string;
-  /** This node's advertised URL: tokens must be signed for it. */
-  selfUrl: string | (() => string);
+  /**
+   * Checks an upgrade's token (the AUTH_HEADER value): an UpgradeVerifier for
+   * this node's URL. Async when the verifier lives on another thread (front-end
+   * threads share the main thread's, so a token is good once per process).
+   */
+  verify: (token: string) => VerifyResult | Promise<VerifyResult>;
   handle: ForwardHandler;
   /** Notices a peer pushed (one call per frame, outside uWS callbacks); never throws. */
   onNotices?: (peer: string, notices: unknown[]) => void;
   limits: TransportLimits;
-  authWindowMs: number;
   log: Logger;
-  nowMs?: () => number;
 }
 
 interface PeerState {
@@ -119,8 +120,6 @@ export interface ClusterEndpoint {
 }
 
 export function attachClusterEndpoint(app: uWS.TemplatedApp, options: ClusterEndpointOptions): ClusterEndpoint {
-  const now = options.nowMs ?? Date.now;
-  const verifier = new UpgradeVerifier(options.secret, options.selfUrl, options.authWindowMs, 10_000);
   const peers = new Set<PeerState>();
   let closing = false;
 
@@ -131,15 +130,32 @@ export function attachClusterEndpoint(app: uWS.TemplatedApp, options: ClusterEnd
     sendPingsAutomatically: true,
     compression: uWS.DISABLED,
     upgrade: (res, req, context) => {
-      const verdict = closing ? { ok: false as const, reason: 'shutting down' } : verifier.verify(req.getHeader(AUTH_HEADER), now());
-      if (!verdict.ok) {
-        options.log.warn({ reason: verdict.reason }, 'cluster connection refused');
-        res.cork(() => res.writeStatus(closing ? '503 Service Unavailable' : '401 Unauthorized').end());
-        return;
-      }
-      const state: PeerState = { peer: verdict.nodeId, ws: null, inFlight: 0, replies: [], flushScheduled: false };
-      res.upgrade(state, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'),
-        req.getHeader('sec-websocket-extensions'), context);
+      // The check may be async: read the request now (uWS invalidates it on return) and watch for an abort.
+      const token = req.getHeader(AUTH_HEADER);
+      const key = req.getHeader('sec-websocket-key');
+      const protocol = req.getHeader('sec-websocket-protocol');
+      const extensions = req.getHeader('sec-websocket-extensions');
+      let aborted = false;
+      res.onAborted(() => {
+        aborted = true;
+      });
+      const refuse = (status: string, reason: string) => {
+        options.log.warn({ reason }, 'cluster connection refused');
+        res.cork(() => res.writeStatus(status).end());
+      };
+      const answer = (verdict: VerifyResult) => {
+        if (aborted) return;
+        if (closing) return refuse('503 Service Unavailable', 'shutting down');
+        if (!verdict.ok) return refuse('401 Unauthorized', verdict.reason);
+        const state: PeerState = { peer: verdict.nodeId, ws: null, inFlight: 0, replies: [], flushScheduled: false };
+        res.cork(() => res.upgrade(state, key, protocol, extensions, context));
+      };
+      if (closing) return refuse('503 Service Unavailable', 'shutting down');
+      Promise.resolve()
+        .then(() => options.verify(token))
+        .then(answer, (err: unknown) => {
+          if (!aborted) refuse('503 Service Unavailable', `the token could not be checked: ${String(err)}`);
+        });
     },
     open: (ws) => {
       const state = ws.getUserData();

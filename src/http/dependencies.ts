@@ -39,6 +39,6 @@ export interface HttpDependencies {
   rateLimits?: RateLimits;
   /** Whom to believe in X-Forwarded-For (null: nobody). */
   trustProxy?: TrustedProxies;
-  /** A cluster node's membership view (absent: a node alone; no cluster routes). */
-  cluster?: () => ClusterSnapshot;
+  /** A cluster node's membership view (absent: a node alone; no cluster routes); a port call on a front-end thread. */
+  cluster?: () => Promise<ClusterSnapshot>;
 }

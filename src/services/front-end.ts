@@ -43,7 +43,7 @@ export interface FrontEndDependencies {
   /** More routes on the app before it listens (the cluster endpoint). */
   attach?: (app: uWS.TemplatedApp) => void;
   /** A cluster node's membership view, for the cluster admin routes. */
-  cluster?: () => ClusterSnapshot;
+  cluster?: () => Promise<ClusterSnapshot>;
   /** Other front-end threads will listen on this port too (PORT=0 is then resolved to a shareable port). */
   sharedPort?: boolean;
 }

@@ -7,20 +7,30 @@ import type { DropsApi } from '../http/dependencies.js';
 import type { Payments } from '../payments/payments.js';
 import type { FrontEnd } from '../services/front-end.js';
 import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
+import type { ClusterThreadCalls } from '../cluster/node.js';
 import type { FrontEndThreadData, ThreadCommand, ThreadEvent } from './front-end-worker.js';
 import { PortEndpoint, portMaxInFlightDefault, type PortCalls } from './port-channel.js';
 import { threadEntry } from './thread-entry.js';
 
 /** A scrape waits this long for each thread's registry. */
 const metricsCollectTimeoutMs = 1000;
+/**
+ * How often the main thread compares the shards' readiness with what it last
+ * told the threads, and tells them of a change (readiness otherwise rides on
+ * replies, and an idle thread would keep a stale one: a cluster node loses
+ * and regains its lease on its own).
+ */
+const readinessWatchIntervalMs = 100;
 
 const frontEndWorkerEntry = threadEntry(import.meta.url, 'front-end-worker');
 
 export interface FrontEndThreadsDependencies {
   config: Config;
   log: Logger;
-  /** The shard host (answers every shard of this process). */
+  /** Where shard requests go: the shard host (every shard of this process), or a cluster node's channel (its shards, or forwarded). */
   host: ShardEndpoint & { isReady(): boolean };
+  /** A cluster node: what each thread's cluster endpoint and admin views ask the main thread (absent: a node alone). */
+  cluster?: ClusterThreadCalls;
   /** Subscribes to every notice of the shards (broadcast to every thread). */
   onNotice: (listener: (notice: ShardNotice) => void) => void;
   payments: Payments;
@@ -44,9 +54,12 @@ interface Thread {
 
 /**
  * `HTTP_THREADS` front-end threads on one port, served from the main thread:
- * each gets a PortEndpoint over the ShardHost and the named calls below
- * (payments, readiness, old-id lookups), and every shard notice. The first
- * thread picks the port (PORT=0); the others listen on that one.
+ * each gets a PortEndpoint over the shard endpoint (the ShardHost alone; on a
+ * cluster node the cluster channel, which forwards what other nodes own), the
+ * named calls below (payments, drops, readiness, old-id lookups, metrics; on a
+ * cluster node the membership view, forwarded commands and upgrade tokens),
+ * and every shard notice. The first thread picks the port (PORT=0); the others
+ * listen on that one.
  */
 export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): Promise<FrontEnd> {
   const { config, log, payments } = deps;
@@ -61,6 +74,13 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
     databaseAlive: () => deps.databaseAlive(),
     legacySku: (reservationId: string) => deps.legacySku(reservationId),
   };
+  const cluster = deps.cluster;
+  if (cluster !== undefined) {
+    calls.clusterSnapshot = async () => cluster.snapshot();
+    calls.clusterForwarded = (shard: number, payload: unknown) => cluster.serveForwarded(shard, payload);
+    calls.clusterVerifyUpgrade = async (token: string) => cluster.verifyUpgrade(token);
+    calls.clusterNotices = async (peer: string, notices: unknown[]) => cluster.receivedNotices(peer, notices);
+  }
   const threads: (Thread | null)[] = Array.from({ length: config.httpThreads }, () => null);
   let stopping = false;
   let port = config.port;
@@ -161,6 +181,14 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
 
   port = await start(0);
   await Promise.all(threads.map((_, index) => (index === 0 ? null : start(index))));
+  let readinessTold = deps.host.isReady();
+  const readinessWatch = setInterval(() => {
+    const ready = deps.host.isReady();
+    if (ready === readinessTold) return;
+    readinessTold = ready;
+    for (const thread of threads) thread?.endpoint.pushReadiness();
+  }, readinessWatchIntervalMs);
+  readinessWatch.unref();
   const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
   const command = (message: ThreadCommand) => {
     for (const thread of threads) thread?.worker.postMessage(message);
@@ -179,6 +207,7 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
     },
     stop: async () => {
       stopping = true;
+      clearInterval(readinessWatch);
       const running = threads.filter((thread): thread is Thread => thread !== null);
       command({ type: 'stop' });
       await Promise.all(running.map((thread) => thread.stopped));

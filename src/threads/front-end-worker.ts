@@ -4,8 +4,10 @@ import { createLogger } from '../log.js';
 import { startFrontEnd } from '../services/front-end.js';
 import { Router } from '../shard/router.js';
 import type { MetricObjectWithValues, MetricValue } from 'prom-client';
+import type uWS from 'uWebSockets.js';
 import { Metrics } from '../metrics/metrics.js';
 import { DropsClient, PaymentsClient } from './payments-client.js';
+import { ClusterClient } from './cluster-client.js';
 import { PortChannel } from './port-channel.js';
 
 /**
@@ -65,6 +67,8 @@ async function run(): Promise<void> {
   for (const name of ['flashstock_reservations_total', 'flashstock_payment_breaker_state', 'flashstock_ready']) {
     metrics.registry.removeSingleMetric(name);
   }
+  // A cluster node (CLUSTER_SECRET): the endpoint other nodes forward to and the admin views, on this thread's app too.
+  const cluster = config.clusterSecret === null ? null : new ClusterClient(channel, config, log.child({ component: 'cluster' }));
   const frontEnd = await startFrontEnd({
     config,
     log,
@@ -76,6 +80,7 @@ async function run(): Promise<void> {
     adminToken: data.adminToken,
     jwtSecret: data.jwtSecret,
     sharedPort: true,
+    ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: () => cluster.snapshot() }),
     // process.exit here would end this thread only: the main thread decides.
     onFatal: (error) => post({ type: 'fatal', error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
   });
@@ -95,6 +100,7 @@ async function run(): Promise<void> {
     // for those replies to reach their sockets before closing them.
     await channel.drained();
     await router.close();
+    cluster?.close();
     await frontEnd.stop();
     await channel.close();
     post({ type: 'stopped' });

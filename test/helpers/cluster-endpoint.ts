@@ -1,4 +1,5 @@
 import uWS from 'uWebSockets.js';
+import { UpgradeVerifier, type VerifyResult } from '../../src/cluster/auth.js';
 import {
   attachClusterEndpoint,
   defaultTransportLimits,
@@ -18,20 +19,23 @@ export interface EndpointServer {
   stop(): void;
 }
 
-export async function startEndpoint(
-  handle: ForwardHandler,
-  limits: Partial<TransportLimits> = {},
-  more: Partial<Pick<ClusterEndpointOptions, 'onNotices' | 'selfUrl'>> = {},
-): Promise<EndpointServer> {
+export interface EndpointExtras extends Partial<Pick<ClusterEndpointOptions, 'onNotices'>> {
+  /** The URL tokens must be signed for (default: the server's own). */
+  selfUrl?: () => string;
+  /** How a token is checked, given the server's verifier (default: at once, as on a node's main thread). */
+  check?: (verifier: UpgradeVerifier, token: string) => VerifyResult | Promise<VerifyResult>;
+}
+
+export async function startEndpoint(handle: ForwardHandler, limits: Partial<TransportLimits> = {}, more: EndpointExtras = {}): Promise<EndpointServer> {
   const app = uWS.App();
   let url = '';
+  const verifier = new UpgradeVerifier(CLUSTER_TEST_SECRET, more.selfUrl ?? (() => url), 30_000, 10_000);
+  const check = more.check ?? ((v: UpgradeVerifier, token: string) => v.verify(token, Date.now()));
   const endpoint = attachClusterEndpoint(app, {
-    secret: CLUSTER_TEST_SECRET,
-    selfUrl: () => url,
-    ...more,
+    verify: (token) => check(verifier, token),
+    ...(more.onNotices === undefined ? {} : { onNotices: more.onNotices }),
     handle,
     limits: { ...defaultTransportLimits, ...limits },
-    authWindowMs: 30_000,
     log: testLog,
   });
   const socket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>

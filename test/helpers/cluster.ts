@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
+import WebSocket from 'ws';
+import { CLUSTER_PATH } from '../../src/cluster/transport.js';
 import type { Child } from './child.js';
 import { adminToken, jwtSecret, clientFor } from './service.js';
 
@@ -52,6 +54,30 @@ export async function startNode(databaseUrl: string, name: string, env: Record<s
       if (entry.msg === 'ready' && entry.url) resolve({ child, url: entry.url, exited, isReady: () => true });
     });
     void exited.then(() => reject(new Error(`${name} exited before it was ready`)));
+  });
+}
+
+/** At teardown: SIGKILL every node still running; when the test failed, print the nodes' warnings. */
+export function reapNodes(t: { teardown(fn: () => unknown): void; passing(): boolean; comment(message: string): void }, nodes: Child[]): void {
+  t.teardown(async () => {
+    for (const node of nodes) if (node.child.exitCode === null) node.child.kill('SIGKILL');
+    if (t.passing() === false) t.comment(`node warnings and errors:\n${nodeLog.slice(-60).join('\n')}`);
+  });
+}
+
+/** The status a cluster upgrade (`/v1/cluster`) with these headers gets: 101 when let in. */
+export function clusterUpgradeStatus(url: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${url.replace('http', 'ws')}${CLUSTER_PATH}`, { headers });
+    ws.once('open', () => {
+      ws.close();
+      resolve(101);
+    });
+    ws.once('unexpected-response', (_req, res) => {
+      resolve(res.statusCode ?? 0);
+      ws.terminate();
+    });
+    ws.once('error', reject);
   });
 }
 

@@ -86,9 +86,11 @@ export function clientFor(url: string): Pick<TestService, 'token' | 'call' | 'pu
 /**
  * TEST_HTTP_THREADS=N runs every test service with N front-end threads, and
  * TEST_SHARD_THREADS=N with N shard threads (the whole contract under threads).
+ * HTTP threads unset: 1, not the service's default (the cores): tests read
+ * `service.live` and count on the main-thread front end.
  */
 function testThreads(): Partial<Config> {
-  const threads: Partial<Config> = {};
+  const threads: Partial<Config> = { httpThreads: 1 };
   const http = process.env.TEST_HTTP_THREADS;
   const shards = process.env.TEST_SHARD_THREADS;
   if (http !== undefined && http !== '') threads.httpThreads = Number(http);

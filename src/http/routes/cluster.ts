@@ -10,7 +10,7 @@ export function registerClusterRoutes(router: Router, deps: Pick<HttpDependencie
 
   router.route('/v1/admin/cluster', {
     get: (exchange, req) => {
-      if (admin(exchange, req, deps.isAdmin)) exchange.send(200, clusterView(snapshot()));
+      if (admin(exchange, req, deps.isAdmin)) exchange.settle(snapshot(), (view) => exchange.send(200, clusterView(view)));
     },
   });
 
@@ -18,7 +18,7 @@ export function registerClusterRoutes(router: Router, deps: Pick<HttpDependencie
     get: (exchange, req) => {
       if (!admin(exchange, req, deps.isAdmin)) return;
       const sku = skuParameter(exchange, req);
-      if (sku !== null) exchange.send(200, placementView(snapshot(), sku));
+      if (sku !== null) exchange.settle(snapshot(), (view) => exchange.send(200, placementView(view, sku)));
     },
   });
 }

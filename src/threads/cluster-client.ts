@@ -1,0 +1,66 @@
+import type uWS from 'uWebSockets.js';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { VerifyResult } from '../cluster/auth.js';
+import type { ClusterSnapshot } from '../cluster/membership.js';
+import { attachNodeEndpoint } from '../cluster/node.js';
+import type { ClusterEndpoint, ForwardResult } from '../cluster/transport.js';
+import type { PortChannel } from './port-channel.js';
+
+/**
+ * A cluster node as one of its front-end threads sees it. Other nodes connect
+ * to the node's port, and the kernel may hand that connection to any thread,
+ * so every thread's app carries the cluster endpoint; each forwarded command
+ * goes over the thread's port to the main thread, which serves it from this
+ * node's shards only (never forwarded again), and so do the stock notices a
+ * peer pushes (the main thread hands them to every thread). The upgrade token
+ * is checked on the main thread (one nonce memory per process: a token works
+ * once, whichever thread it reaches), and the admin views read the main
+ * thread's membership view.
+ */
+export class ClusterClient {
+  private endpoint: ClusterEndpoint | null = null;
+
+  constructor(
+    private readonly channel: PortChannel,
+    private readonly config: Config,
+    private readonly log: Logger,
+  ) {}
+
+  snapshot(): Promise<ClusterSnapshot> {
+    return this.channel.call('clusterSnapshot', []);
+  }
+
+  /** The cluster endpoint on this thread's app (before it listens). */
+  attach(app: uWS.TemplatedApp): void {
+    this.endpoint = attachNodeEndpoint(
+      app,
+      this.config,
+      {
+        verify: (token) => this.channel.call<VerifyResult>('clusterVerifyUpgrade', [token]),
+        handle: (shard, payload) => this.forwarded(shard, payload),
+        // Stock a peer pushed (live.ts): the main thread delivers it to every thread.
+        onNotices: (peer, notices) => {
+          this.channel.call('clusterNotices', [peer, notices]).catch((err: unknown) => this.log.warn({ err, peer }, 'pushed notices not delivered'));
+        },
+      },
+      this.log,
+    );
+  }
+
+  private async forwarded(shard: number, payload: unknown): Promise<ForwardResult> {
+    try {
+      return await this.channel.call<ForwardResult>('clusterForwarded', [shard, payload]);
+    } catch (error) {
+      // The port broke or refused: the command may or may not have reached the
+      // shard, so the caller is told the outcome is unknown (a retry with the same key is safe).
+      const detail = `this node's shard host did not answer: ${error instanceof Error ? error.message : String(error)}`;
+      return { ok: false, code: 'unknown_outcome', detail };
+    }
+  }
+
+  /** Ends the other nodes' connections to this thread (1001). */
+  close(): void {
+    this.endpoint?.close();
+  }
+}

@@ -1,0 +1,136 @@
+import http from 'node:http';
+import t from 'tap';
+import type { Child } from './helpers/child.js';
+import { createTestDatabase } from './helpers/db.js';
+import { adminToken, clientFor, type CallResult } from './helpers/service.js';
+import { balanced, clusterEnv, clusterUpgradeStatus, ownerUrl, reapNodes, sleep, startNode, until } from './helpers/cluster.js';
+import { connectStream } from './helpers/stream-client.js';
+import { AUTH_HEADER, signUpgrade } from '../src/cluster/auth.js';
+
+/**
+ * Front-end threads on cluster nodes: two real node processes (src/main.ts)
+ * with CLUSTER_SECRET and HTTP_THREADS=2 on one database. Every request lands
+ * on a thread, which hands it to its main thread's cluster channel: served
+ * there when the node owns the SKU's shard, forwarded to the owner otherwise,
+ * where it arrives on one of the owner's threads and goes to that node's main
+ * thread (its shards only, never forwarded again).
+ */
+
+// Two processes of three threads each start one after the other on a shared 2-core machine.
+t.setTimeout(240_000);
+
+interface Answer {
+  status: number;
+  thread: string | undefined;
+}
+
+/** GET over a fresh connection (agent: false): the kernel picks the thread anew each time. */
+function freshGet(url: string, path: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url + path, { agent: false, headers: { authorization: `Bearer ${adminToken}` } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, thread: res.headers['x-flashstock-thread'] as string | undefined }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+t.test('two nodes of two front-end threads: forwarding, one SKU never oversold, admin views and readiness on every thread', async (t) => {
+  const db = await createTestDatabase(t);
+  const nodes: Child[] = [];
+  reapNodes(t, nodes);
+  for (let i = 0; i < 2; i++) nodes.push(await startNode(db.url, `tnode${i}`, { HTTP_THREADS: '2' }));
+  const urls = nodes.map((n) => n.url);
+  const clients = urls.map((url) => clientFor(url));
+  await until('two balanced nodes', () => balanced(urls[0]!, 2));
+
+  // The admin views and readiness answer on every node, from both of its threads.
+  for (const url of urls) {
+    const threads = new Set<string>();
+    await until(`${url}: /v1/admin/cluster answered by both threads`, async () => {
+      const answer = await freshGet(url, '/v1/admin/cluster');
+      if (answer.status !== 200) throw new Error(`status ${answer.status}`);
+      threads.add(answer.thread!);
+      return threads.size === 2 ? true : null;
+    });
+    t.pass(`${url}: the cluster view answers 200 on threads ${[...threads].join(', ')}`);
+    const ready = await Promise.all(Array.from({ length: 6 }, () => freshGet(url, '/readyz')));
+    t.ok(ready.every((a) => a.status === 200), `${url}: /readyz 200 on every try (threads ${[...new Set(ready.map((a) => a.thread))].join(', ')})`);
+  }
+  const views = await Promise.all(clients.map((c) => c.call('GET', '/v1/admin/cluster', { admin: true })));
+  t.same(views[0]!.body.nodes, views[1]!.body.nodes, 'both nodes show the same membership');
+  t.same(views.map((v) => v.body.self).sort(), ['tnode0', 'tnode1'], 'each node names itself');
+
+  // One SKU of N units, shoppers spread over both nodes: local on its owner, forwarded through the other.
+  const N = 150;
+  const shoppers = 4 * N;
+  t.equal((await clients[0]!.putSku('TRACE', { stock: N, perShopperLimit: 1 })).status, 201);
+  const owner = (await ownerUrl(urls[1]!, 'TRACE'))!;
+  t.equal(await ownerUrl(urls[0]!, 'TRACE'), owner, 'both nodes agree on the placement');
+  const ownerIndex = urls.indexOf(owner);
+  t.not(ownerIndex, -1, 'the owner is one of the nodes');
+  const watcher = await connectStream(t, owner);
+  watcher.send({ type: 'subscribe', skus: ['TRACE'] });
+  const results: CallResult[] = new Array(shoppers);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 30 }, async () => {
+      for (let i = next++; i < shoppers; i = next++) results[i] = await clients[i % 2]!.reserve('TRACE', `shopper-${i}`, 1, `key-${i}`);
+    }),
+  );
+  const created = results.filter((r) => r.status === 201);
+  t.equal(created.length, N, `exactly ${N} × 201 across two threaded nodes`);
+  t.equal(results.filter((r) => r.status === 409 && r.body.code === 'sold_out').length, shoppers - N, `exactly ${shoppers - N} × 409 sold_out`);
+  const forwardedWins = results.filter((r, i) => r.status === 201 && i % 2 !== ownerIndex).length;
+  t.ok(forwardedWins > 0, `${forwardedWins} of the 201s were forwarded to the owner and served by its threads' main thread`);
+  const logged = await db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM stock_events WHERE sku = 'TRACE' AND kind = 'reserved'`);
+  t.equal(Number(logged.rows[0]!.n), N, 'the log holds exactly the acknowledged');
+  for (const [i, c] of clients.entries()) t.match((await c.call('GET', '/v1/skus/TRACE')).body, { stock: N, available: 0, held: N }, `node ${i} shows the same SKU`);
+  t.match(await watcher.take((m) => m.type === 'stock' && m.sku === 'TRACE' && m.available === 0, 20_000, 'sold out'), { held: N },
+    'a subscriber on the owner hears of reservations made through the other node');
+
+  // A replay through the other node (forwarded one way, local the other) returns the original body.
+  const win = results.findIndex((r) => r.status === 201);
+  const replay = await clients[(win + 1) % 2]!.reserve('TRACE', `shopper-${win}`, 1, `key-${win}`);
+  t.same([replay.status, replay.body], [201, results[win]!.body], 'a replayed key through the other node returns the original body');
+  const read = await clients[(win + 1) % 2]!.call('GET', `/v1/reservations/${results[win]!.body.reservationId}`, { shopper: `shopper-${win}` });
+  t.same([read.status, read.body.reservationId], [200, results[win]!.body.reservationId], 'and the reservation reads back through it');
+});
+
+t.test('one node of two front-end threads', async (t) => {
+  const db = await createTestDatabase(t);
+  // Rounds 10 s apart: a lost lease stays lost long enough to be seen.
+  const node = await startNode(db.url, 'solo', { HTTP_THREADS: '2', CLUSTER_HEARTBEAT_MS: '10000', CLUSTER_LEASE_TIMEOUT_MS: '30000' });
+  reapNodes(t, [node]);
+
+  t.test('a cluster token is good once per node, whichever thread it reaches', async (t) => {
+    // Fresh connections land on either thread; with a verifier per thread a replay
+    // would get through whenever it reached the other one (1 in 2 per round).
+    for (let round = 0; round < 6; round++) {
+      const token = signUpgrade(clusterEnv.CLUSTER_SECRET, 'peer', node.url, Date.now());
+      t.equal(await clusterUpgradeStatus(node.url, { [AUTH_HEADER]: token }), 101, `round ${round}: a good token is let in`);
+      t.equal(await clusterUpgradeStatus(node.url, { [AUTH_HEADER]: token }), 401, `round ${round}: the same token again is refused`);
+    }
+    const wrong = signUpgrade('another-secret-entirely-0123456789', 'peer', node.url, Date.now());
+    t.equal(await clusterUpgradeStatus(node.url, { [AUTH_HEADER]: wrong }), 401, 'a wrong secret is refused');
+  });
+
+  t.test('readiness follows the lease on every thread, with no traffic to carry it', async (t) => {
+    const lease = async () =>
+      (await db.pool.query<{ at: string; pid: number }>(`SELECT heartbeat_at::text AS at, lease_pid AS pid FROM cluster_nodes WHERE node_id = 'solo'`)).rows[0]!;
+    const before = await lease();
+    // Just after a round, so the next one (which takes a new lease) is ~10 s away.
+    const after = await until('a membership round', async () => {
+      const now = await lease();
+      return now.at !== before.at ? now : null;
+    });
+    await db.pool.query('SELECT pg_terminate_backend($1)', [after.pid]);
+    await sleep(500);
+    // Concurrent first requests: each thread answers from what the main thread told it unasked.
+    const probes = await Promise.all(Array.from({ length: 6 }, () => freshGet(node.url, '/readyz')));
+    t.same(probes.map((p) => p.status), [503, 503, 503, 503, 503, 503], `lease lost: /readyz 503 on threads ${[...new Set(probes.map((p) => p.thread))].join(', ')}`);
+    await until('ready again with a new lease', async () => ((await freshGet(node.url, '/readyz')).status === 200 ? true : null), 30_000);
+    t.pass('ready again after the next round took a new lease');
+  });
+});
