@@ -32,6 +32,8 @@ const service = await startFlashstock({
   port: 0,
   logLevel: 'warn',
   auditCron: null,
+  // The core alone: no HTTP is measured, so no front-end threads either.
+  httpThreads: 1,
 });
 try {
   const configured = await service.inventory.configureSku('CORE', {

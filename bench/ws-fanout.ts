@@ -55,6 +55,8 @@ async function server(): Promise<void> {
     adminToken: process.env.ADMIN_TOKEN!,
     jwtSecret: process.env.JWT_SECRET!,
     wsMaxConnections: 50_000,
+    // One front end on this thread: the bench hooks `app.live` (null with front-end threads).
+    httpThreads: 1,
   });
   // Every durable change of the SKU reaches `live.changed` once, in seq order
   // (the outbox runs callbacks in log order): the n-th call after the
