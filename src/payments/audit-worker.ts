@@ -1,6 +1,7 @@
 import { statusAfterEvent, type AllocatorLimits } from '../allocator/types.js';
 import { loadAllSkuStates } from '../snapshot/load.js';
 import { workerPool } from '../snapshot/worker-db.js';
+import { lowerThisThreadsPriority } from '../snapshot/background-thread.js';
 import type { Violation } from './audit.js';
 import {
   chargeWithoutPaidOrderQuery,
@@ -8,6 +9,9 @@ import {
   orderLogMismatchQuery,
   paidWithoutOneChargeQuery,
 } from './audit-sql.js';
+
+// Off the allocators' CPU as well as their loop (see background-thread.ts).
+lowerThisThreadsPriority();
 
 /**
  * Piscina worker: the ledger audit's heavy part, off the allocators' thread,

@@ -3,6 +3,10 @@ import { encodeSnapshot, snapshotFormatVersion } from './codec.js';
 import { foldSku } from './load.js';
 import { insertSnapshotQuery, pruneSnapshotsQuery } from './sql.js';
 import { workerPool } from './worker-db.js';
+import { lowerThisThreadsPriority } from './background-thread.js';
+
+// Off the allocators' CPU as well as their loop (see background-thread.ts).
+lowerThisThreadsPriority();
 
 /**
  * Piscina worker: writes a SKU's next snapshot by folding the durable log since
