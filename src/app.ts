@@ -147,6 +147,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
             onFatal,
           });
     metrics.provide({
+      ...(cluster === null ? {} : { cluster: () => cluster.stats() }),
       inventory: () => ({
         pendingEvents: shards.host.pendingEvents,
         allocators: shards.host.allocatorCount,

@@ -49,6 +49,16 @@ t.test('three nodes: balance, forwarding, one SKU oversold never, failover, grac
   const replay = await clients[(firstWin + 1) % 3]!.reserve('RACE', `shopper-${firstWin}`, 1, `key-${firstWin}`);
   t.same([replay.status, replay.body], [201, results[firstWin]!.body], 'a replayed key through another node returns the original body');
 
+  // Operators see the forwarding and the notices between nodes: the two nodes that do not own RACE's shard forward.
+  const scraped = await Promise.all(clients.map(async (c) => String((await c.call('GET', '/metrics')).body)));
+  const total = (text: string, name: string, outcome: string) =>
+    Number(new RegExp(`${name}\\{outcome="${outcome}"\\} (\\d+)`).exec(text)?.[1] ?? 'NaN');
+  const replied = scraped.map((text) => total(text, 'flashstock_cluster_forwarded_total', 'replied'));
+  t.equal(replied.filter((n) => n > 0).length, 2, `the two other nodes count the commands they forwarded and got replies to (${replied.join(', ')})`);
+  t.ok(replied.reduce((a, b) => a + b, 0) >= 1000, 'about two thirds of the 2,001 requests were forwarded');
+  const received = scraped.map((text) => total(text, 'flashstock_cluster_notices_total', 'received'));
+  t.ok(received.filter((n) => n > 0).length >= 2, `nodes count the stock notices their peers pushed (${received.join(', ')})`);
+
   // Failover: SIGKILL the owner of a SKU under load sent through the other nodes.
   t.equal((await clients[0]!.putSku('KILL', { stock: 300, perShopperLimit: 1 })).status, 201);
   const owner = (await ownerUrl(urls[0]!, 'KILL'))!;

@@ -18,6 +18,7 @@ import {
   type ClusterEndpoint,
   type ClusterEndpointOptions,
   type ForwardHandler,
+  type ForwardTotals,
   type TransportLimits,
 } from './transport.js';
 
@@ -51,7 +52,14 @@ export interface ClusterNode {
   onNotice(listener: (notice: ShardNotice) => void): void;
   /** What a front-end thread's cluster endpoint and admin views ask the main thread. */
   threadCalls: ClusterThreadCalls;
+  /** Totals since start (metrics): commands forwarded to owners, live-stock notices to and from peers. */
+  stats(): ClusterStats;
   stop(): Promise<void>;
+}
+
+export interface ClusterStats {
+  forwarded: ForwardTotals['forwarded'];
+  notices: { sent: number; coalesced: number; dropped: number; received: number; stale: number; malformed: number };
 }
 
 /**
@@ -177,6 +185,11 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     endpoint: { handle: (shard, request) => channel!.request(shard, request), isReady },
     onNotice: (listener) => channel!.onNotice(listener),
     threadCalls,
+    stats: () => {
+      const { forwarded, notices } = forwarder.totals();
+      const { sent, coalesced, dropped } = notices;
+      return { forwarded, notices: { sent, coalesced, dropped, ...live.stats } };
+    },
     stop: async () => {
       await router.close();
       // Graceful leave: every owned shard is drained and handed over before the node goes.

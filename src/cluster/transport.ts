@@ -543,9 +543,21 @@ function unknown(detail: string): ForwardResult {
   return { ok: false, code: 'unknown_outcome', detail };
 }
 
+/** What a node's forwarding clients did, over its life (forgotten peers' included). */
+export interface ForwardTotals {
+  /** Commands sent to owners, replies received, replies that did not come in time. */
+  forwarded: { sent: number; replied: number; timed_out: number };
+  notices: NoticeStats;
+}
+
 /** One ForwardClient per peer URL, created on first use. */
 export class ForwardPool {
   private readonly clients = new Map<string, ForwardClient>();
+  /** Counts of clients already closed, so the totals only ever grow (metrics counters). */
+  private readonly retired: ForwardTotals = {
+    forwarded: { sent: 0, replied: 0, timed_out: 0 },
+    notices: { sent: 0, coalesced: 0, dropped: 0, heldBack: 0 },
+  };
 
   constructor(private readonly base: Omit<ForwardClientOptions, 'peerUrl'>) {}
 
@@ -570,12 +582,31 @@ export class ForwardPool {
 
   /** A peer that left or died: close its connection (a later use starts a new one). */
   forget(peerUrl: string): void {
-    this.clients.get(peerUrl)?.close();
+    const client = this.clients.get(peerUrl);
+    if (client === undefined) return;
+    client.close();
     this.clients.delete(peerUrl);
+    addTotals(this.retired, client);
+  }
+
+  totals(): ForwardTotals {
+    const totals = structuredClone(this.retired);
+    for (const client of this.clients.values()) addTotals(totals, client);
+    return totals;
   }
 
   close(): void {
-    for (const client of this.clients.values()) client.close();
+    for (const client of this.clients.values()) {
+      client.close();
+      addTotals(this.retired, client);
+    }
     this.clients.clear();
   }
+}
+
+function addTotals(totals: ForwardTotals, client: ForwardClient): void {
+  totals.forwarded.sent += client.stats.sent;
+  totals.forwarded.replied += client.stats.replies;
+  totals.forwarded.timed_out += client.stats.timeouts;
+  for (const key of Object.keys(totals.notices) as (keyof NoticeStats)[]) totals.notices[key] += client.noticeStats[key];
 }

@@ -2,6 +2,7 @@ import client from 'prom-client';
 import type { StockEvent } from '../allocator/types.js';
 import type { CommitError, OutboxObserver } from '../outbox/outbox.js';
 import { sampled } from './sampled.js';
+import type { ClusterStats } from '../cluster/node.js';
 
 /**
  * Every Prometheus metric of one flashstock service, named once, in one
@@ -59,6 +60,8 @@ export interface MetricSources {
   live?: () => LiveStats;
   /** Readiness as /readyz decides it (sampled with a timeout). */
   ready?: () => Promise<boolean>;
+  /** Cluster nodes only: forwarding and live-stock notice totals (src/cluster/node.ts). */
+  cluster?: () => ClusterStats;
 }
 
 /** Histogram buckets, in seconds or events. */
@@ -258,6 +261,7 @@ export class Metrics {
     this.defineReservations();
     this.defineInfrastructureGauges();
     this.defineLiveGauges();
+    this.defineCluster();
   }
 
   /**
@@ -512,6 +516,24 @@ export class Metrics {
         if (ready !== null && ready !== undefined) this.set(ready ? 1 : 0);
       },
     });
+  }
+
+  /** Cluster nodes: forwarding and live-stock notices between nodes (no samples on a node running alone). */
+  private defineCluster(): void {
+    totalsCounter(
+      this.registry,
+      'flashstock_cluster_forwarded_total',
+      "Commands this node forwarded to their shard's owner: sent, replied, timed_out (the outcome is then unknown)",
+      'outcome',
+      () => this.sources.cluster?.().forwarded,
+    );
+    totalsCounter(
+      this.registry,
+      'flashstock_cluster_notices_total',
+      'Live-stock notices: to peers sent, coalesced (replaced by a later one), dropped; from peers received, stale, malformed',
+      'outcome',
+      () => this.sources.cluster?.().notices,
+    );
   }
 
   private defineLiveGauges(): void {
