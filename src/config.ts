@@ -6,7 +6,7 @@ import { parseTrustProxy, type TrustedProxies } from './ratelimit/client-ip.js';
 
 /**
  * Every setting, from the environment, with its default and its bounds.
- * README.md's configuration table lists the same names: keep them together.
+ * docs/configuration.md's settings tables list the same names: keep them together.
  */
 /** Front-end threads at most (HTTP_THREADS). */
 export const maxHttpThreads = 64;

@@ -10,21 +10,21 @@ import { freePort } from './helpers/net.js';
 /**
  * Issue 9, finding 10: uWebSockets.js closes a connection with pipelined
  * requests behind an asynchronous answer, hangs on HTTP/1.0 and on many
- * headers, and accepts conflicting Content-Length. The README's haproxy
- * settings (the ```haproxy block of its Reliability section, used here as
- * written apart from the addresses) must normalise each case. Needs `haproxy`
+ * headers, and accepts conflicting Content-Length. The documented haproxy
+ * settings (the ```haproxy block of docs/operations.md, "haproxy in front", used
+ * here as written apart from the addresses) must normalise each case. Needs `haproxy`
  * on PATH (Debian: apt-get install haproxy); skips loudly without it.
  */
 
 const haproxy = spawnSync('haproxy', ['-v'], { encoding: 'utf8' });
 if (haproxy.error !== undefined || haproxy.status !== 0) {
   t.comment('#'.repeat(72));
-  t.comment('SKIPPED: haproxy is not on PATH, so the README\'s haproxy settings are not checked (apt-get install haproxy)');
+  t.comment('SKIPPED: haproxy is not on PATH, so the documented haproxy settings (docs/operations.md) are not checked (apt-get install haproxy)');
   t.comment('#'.repeat(72));
   t.pass('skipped loudly: no haproxy');
 } else {
   t.comment(haproxy.stdout.split('\n')[0]!);
-  t.test('the README\'s haproxy settings normalise what uWebSockets.js cannot take', run);
+  t.test('the documented haproxy settings normalise what uWebSockets.js cannot take', run);
 }
 
 
@@ -55,9 +55,9 @@ function exchange(port: number, data: string, expected = 1, waitMs = 5000): Prom
 async function run(t: Test): Promise<void> {
   const api = await startTestService(t);
   await api.putSku('PIPE', { stock: 100, perShopperLimit: 100 });
-  const readme = await fs.readFile(new URL('../README.md', import.meta.url), 'utf8');
-  const block = /```haproxy\n([\s\S]*?)```/.exec(readme)?.[1];
-  if (block === undefined) throw new Error('README has no ```haproxy block');
+  const doc = await fs.readFile(new URL('../docs/operations.md', import.meta.url), 'utf8');
+  const block = /```haproxy\n([\s\S]*?)```/.exec(doc)?.[1];
+  if (block === undefined) throw new Error('docs/operations.md has no ```haproxy block');
   const port = await freePort();
   const config = block
     .replace(/^(\s*)bind .*$/m, `$1bind 127.0.0.1:${port}`)
@@ -67,7 +67,7 @@ async function run(t: Test): Promise<void> {
   const file = path.join(dir, 'haproxy.cfg');
   await fs.writeFile(file, config);
   const check = spawnSync('haproxy', ['-c', '-f', file], { encoding: 'utf8' });
-  t.equal(check.status, 0, `haproxy -c accepts the README's settings ${check.stderr}`);
+  t.equal(check.status, 0, `haproxy -c accepts the documented settings ${check.stderr}`);
   const proxy = spawn('haproxy', ['-db', '-f', file], { stdio: 'ignore' });
   t.teardown(() => proxy.kill('SIGTERM'));
   // Until haproxy listens, connections are refused at once: wait by the clock, not by tries.

@@ -287,7 +287,7 @@ t.test('limits: message size, subscriptions, message rate, connections', async (
   polite.send({ type: 'subscribe', skus: ['LIM'] });
   t.match(await polite.take(stockOf('LIM')), { sku: 'LIM' }, 'within the rate: fine');
 
-  // One thread: with HTTP_THREADS=N each thread holds its share (README: Front-end threads).
+  // One thread: with HTTP_THREADS=N each thread holds its share (docs/threads.md).
   const capped = await startTestService(t, { wsMaxConnections: 2, httpThreads: 1 });
   const streamUrl = `${capped.url.replace(/^http/, 'ws')}/v1/stream`;
   await connectStream(t, capped.url);

@@ -504,7 +504,7 @@ const paths: Record<string, Json> = {
     responses: { '200': { description: 'the page', content: { 'text/html': { schema: { type: 'string' } } } } },
   }),
   '/v1/stream': readable({
-    summary: 'The live-stock WebSocket (see the README for its messages)',
+    summary: 'The live-stock WebSocket (see docs/api.md for its messages)',
     operationId: 'stream',
     tags: ['stream'],
     security: [],
@@ -727,7 +727,7 @@ const description = `Flash-sale inventory: each SKU's stock in one in-memory all
 Errors are RFC 9457 problem details (\`application/problem+json\`) with a stable \`code\`. Every response carries \`X-Request-Id\`.
 A path that is not in this document answers 404 \`not_found\` (the \`NoRoute\` response); a method a documented path does not list
 answers 405 \`method_not_allowed\` with \`Allow\` listing exactly the methods documented here (the \`MethodNotAllowed\` response).
-Every GET is also served as HEAD. The README's "HTTP API" section is the reference prose.`;
+Every GET is also served as HEAD. docs/api.md is the reference prose.`;
 // (The page at \`/\` is static HTML and carries no X-Request-Id.)
 
 /** The document, built once. */
