@@ -46,6 +46,8 @@ export interface FrontEndDependencies {
   cluster?: () => Promise<ClusterSnapshot>;
   /** Other front-end threads will listen on this port too (PORT=0 is then resolved to a shareable port). */
   sharedPort?: boolean;
+  /** The service's clock (default Date.now): rate-limit buckets refill by it. */
+  nowMs?: () => number;
 }
 
 function listen(app: uWS.TemplatedApp, host: string, port: number): Promise<uWS.us_listen_socket> {
@@ -69,7 +71,12 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
   const { metrics } = deps;
   const verifyShopper = createShopperVerifier(deps.jwtSecret);
   const rateLimits = new RateLimits(
-    { shopperPerSecond: config.rateLimitShopperPerSecond, ipPerSecond: config.rateLimitIpPerSecond, redisUrl: config.redisUrl },
+    {
+      shopperPerSecond: config.rateLimitShopperPerSecond,
+      ipPerSecond: config.rateLimitIpPerSecond,
+      redisUrl: config.redisUrl,
+      ...(deps.nowMs === undefined ? {} : { nowMs: deps.nowMs }),
+    },
     log,
     { limited: (limit) => metrics.rateLimited.inc({ limit }), fellBack: () => metrics.rateLimiterFallbacks.inc() },
   );
