@@ -127,6 +127,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
             adminToken: storage.adminToken,
             jwtSecret: storage.jwtSecret,
             onFatal,
+            nowMs: options.nowMs ?? Date.now,
             ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: async () => cluster.snapshot() }),
           })
         : await startFrontEndThreads({

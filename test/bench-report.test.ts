@@ -145,3 +145,27 @@ t.test('cluster: node count, forwarded fraction, ratio to the single node of the
   t.match(alone, /— \(no single-node run\)/);
   t.notOk(evaluateTargets([cluster]).some((x) => x.name.startsWith('many-skus over')));
 });
+
+t.test('per operation: server and store CPU µs, heap bytes, and the CPU/op ratio against each baseline', async (t) => {
+  const { perOperation } = await import('../bench/lib/cpu.js');
+  const fs = perOperation('reservation', 100_000, { server: 10, postgres: 5 }, { server: 18.8, postgres: 7.9 }, 1_000, 1_000_001_000);
+  t.same(fs.perOp, { unit: 'reservation', count: 100_000, serverUs: 88, postgresUs: 29, redisUs: null, allocatedBytes: 10_000 });
+  t.same(perOperation('request', 0, {}, {}, null, null), {}, 'nothing measured, nothing reported');
+  const hello = perOperation('request', 200_000, { server: 1 }, { server: 3 }, null, null).perOp!;
+  t.equal(hello.serverUs, 10);
+  t.equal(hello.allocatedBytes, null);
+  const durable = perOperation('reservation', 50_000, { server: 0, redis: 0 }, { server: 3.5, redis: 1.5 }, 0, 0).perOp!;
+  const md = markdownReport(
+    report([
+      run('flashstock', 'hot-sku', 10_000, 10, { perOp: fs.perOp! }),
+      run('redis-durable', 'hot-sku', 5_000, 10, { perOp: durable }),
+      run('hello', 'hot-sku', 80_000, 2, { perOp: hello }),
+    ]),
+  );
+  t.match(md, /\| srv 88\.0 · pg 29\.0 \/res \| 10,000 \|/);
+  t.match(md, /\| srv 10\.0 \/req \| — \|/);
+  t.match(md, /\| srv 70\.0 · redis 30\.0 \/res \| 0 \|/);
+  // (88 + 29) ÷ 100 and ÷ 10
+  t.match(md, /\| redis-durable <&> \| 2\.00× \| 1\.00× \| 1\.17× \|/);
+  t.match(md, /\| hello <&> \| 0\.13× \| 0\.20× \| 12× \|/);
+});

@@ -7,7 +7,7 @@ import { createSkus, readViews, waitReady } from './admin.js';
 import { InvariantChecker, type Check, type Observations } from './checker.js';
 import type { BenchOptions } from './cli.js';
 import { IdList, IdSet } from './ids.js';
-import { defaultThreads, runLoad, type LoadResult } from './loadgen.js';
+import { defaultThreads, runLoad, type LoadOptions, type LoadResult } from './loadgen.js';
 import { machineFacts, postgresVersion } from './machine.js';
 import { evaluateTargets, markdownReport, stripIds, svgChart, type BenchReport, type CheckOutcome, type RunRecord } from './report.js';
 import {
@@ -23,7 +23,7 @@ import {
   type RunningSystem,
   type SystemName,
 } from './systems.js';
-import { coreSecondsPerThousand, coresUsed, sampleCpu } from './cpu.js';
+import { coreSecondsPerThousand, coresUsed, perOperation, sampleCpu, type CpuSample } from './cpu.js';
 import { readPlacement, startFlashstockCluster } from './cluster.js';
 import type { Placement } from './types.js';
 import { runWrk } from './wrk.js';
@@ -41,7 +41,7 @@ export interface BenchOutcome {
 
 type Log = (line: string) => void;
 
-const short: Record<SystemName, string> = { flashstock: 'f', rowlock: 'r', 'redis-lua': 'l', hello: 'h' };
+const short: Record<SystemName, string> = { flashstock: 'f', rowlock: 'r', 'redis-lua': 'l', 'redis-durable': 'd', hello: 'h' };
 
 interface Phase {
   plan: ScenarioPlan;
@@ -56,8 +56,10 @@ async function runPhase(
   runId: string,
   shape: { connections: number; durationMs: number; mode: 'open' | 'closed'; rate: number },
   placement?: Placement,
+  window?: LoadOptions['window'],
 ): Promise<LoadResult> {
   return runLoad({
+    ...(window !== undefined ? { window } : {}),
     url: system.url,
     ...(system.urls !== undefined ? { urls: system.urls } : {}),
     ...(placement !== undefined ? { placement } : {}),
@@ -250,22 +252,24 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
           continue;
         }
         system = await startRowlock({ ...base, databaseUrl, ...(embeddedPostgresUnder !== undefined ? { postgresUnder: embeddedPostgresUnder } : {}) });
-      } else if (name === 'redis-lua') {
-        let redisUrl = options.redisUrl ?? process.env.REDIS_URL ?? undefined;
+      } else if (name === 'redis-lua' || name === 'redis-durable') {
+        // redis-durable always runs on its own redis-server: its persistence settings are the point.
+        const durable = name === 'redis-durable';
+        let redisUrl = durable ? undefined : (options.redisUrl ?? process.env.REDIS_URL ?? undefined);
         let redisPid: number | undefined;
         if (redisUrl === undefined) {
-          const redis = await startRedisServer(options.verbose);
+          const redis = await startRedisServer(options.verbose, durable);
           if (redis === null) {
-            const text = 'redis-lua: no REDIS_URL and no redis-server on PATH — SKIPPED';
+            const text = `${name}: ${durable ? '' : 'no REDIS_URL and '}no redis-server on PATH — SKIPPED`;
             log(`\x1b[33mWARNING: ${text}\x1b[0m`);
             notes.push(text);
             continue;
           }
-          started.push({ name: 'redis-server', stop: redis.stop });
+          started.push({ name: durable ? 'redis-server (appendfsync always)' : 'redis-server', stop: redis.stop });
           redisUrl = redis.url;
           redisPid = redis.pid;
         }
-        system = await startRedisLua({ ...base, redisUrl, ...(redisPid !== undefined ? { redisPid } : {}) });
+        system = await startRedisLua({ ...base, redisUrl, durable, ...(redisPid !== undefined ? { redisPid } : {}) });
         try {
           const { Redis } = await import('ioredis');
           const r = new Redis(redisUrl);
@@ -313,12 +317,27 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
           await createSkus(system.url, system.adminToken, plan.skus);
           const placement = system.urls === undefined ? undefined : await readPlacement(system.urls, system.adminToken);
           const commitsBefore = name === 'flashstock' ? await commitTotals(system.urls ?? [system.url]) : null;
-          const cpuBefore = sampleCpu(system.cpuRoots ?? {});
-          const wallStart = Date.now();
+          // The measured window: from the moment every generator thread is ready to the moment all are done.
+          let cpuBefore: CpuSample = {};
+          let cpuAfter: CpuSample = {};
+          let allocBefore: number | null = null;
+          let allocAfter: number | null = null;
+          let wallStart = 0;
+          let wallMs = 0;
+          const window = {
+            start: async () => {
+              allocBefore = (await system.allocated?.()) ?? null;
+              cpuBefore = sampleCpu(system.cpuRoots ?? {});
+              wallStart = Date.now();
+            },
+            end: async () => {
+              cpuAfter = sampleCpu(system.cpuRoots ?? {});
+              wallMs = Date.now() - wallStart;
+              allocAfter = (await system.allocated?.()) ?? null;
+            },
+          };
           const scraper = options.scrapeMetrics && name === 'flashstock' ? startScraper(system.url) : null;
-          const result = await runPhase(system, scenarioName, plan, options, runId, { connections, durationMs: durationSec * 1000, mode, rate }, placement);
-          const cpuAfter = sampleCpu(system.cpuRoots ?? {});
-          const wallMs = Date.now() - wallStart;
+          const result = await runPhase(system, scenarioName, plan, options, runId, { connections, durationMs: durationSec * 1000, mode, rate }, placement, window);
           const commits = commitsDuring(commitsBefore, name === 'flashstock' ? await commitTotals(system.urls ?? [system.url]) : null);
           if (placement !== undefined && !(await samePlacement(system, placement))) {
             notes.push(`${system.label} ${scenarioName}: shards moved during the run: its local/forwarded split is approximate`);
@@ -364,6 +383,7 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
             check: outcome,
             cpu,
             ...(system.durable && result.acknowledged > 0 ? { cpuPer1000: coreSecondsPerThousand(cpuBefore, cpuAfter, result.acknowledged) } : {}),
+            ...perOperation(name === 'hello' ? 'request' : 'reservation', name === 'hello' ? result.requests : result.acknowledged, cpuBefore, cpuAfter, allocBefore, allocAfter),
             ...(variant !== null ? { nodes: variant.nodes } : {}),
             ...(commits !== null ? { commits } : {}),
             ...(typeof system.serviceConfig?.httpThreads === 'number' ? { httpThreads: system.serviceConfig.httpThreads } : {}),

@@ -41,8 +41,8 @@ export const usage = `Usage: node --import tsx bench/run.ts [options]   (npm run
   --connections N          keep-alive connections (default per scenario: 256; sellout 1000)
   --rate N                 open loop at N requests/s (latency from the intended send time); default closed loop
   --threads N              load-generator threads (default half the cores, at least 1)
-  --compare                also run the baselines rowlock, redis-lua (not durable) and hello, same load
-  --systems LIST           exactly these systems: flashstock,rowlock,redis-lua,hello
+  --compare                also run the baselines rowlock, redis-lua (not durable), redis-durable and hello, same load
+  --systems LIST           exactly these systems: flashstock,rowlock,redis-lua,redis-durable,hello
   --http-threads N[,N]     flashstock's front-end threads (HTTP_THREADS, 1..${maxHttpThreads}; default the service's: one per core);
                            a list runs flashstock once per value (e.g. 1,2: CPU per 1,000 reservations for each)
   --nodes N[,N]            flashstock as a local cluster of N node processes on one database (CLUSTER_SECRET,

@@ -85,6 +85,10 @@ export async function startFlashstockCluster(options: StartOptions & { nodes: nu
       label: `${systemLabels.flashstock}, ${options.nodes} nodes`,
       urls,
       cpuRoots: { ...first.cpuRoots, server: pids },
+      allocated: async () => {
+        const each = await Promise.all([first, ...others].map((n) => n.allocated?.() ?? Promise.resolve(null)));
+        return each.some((b) => b === null) ? null : each.reduce((a: number, b) => a + b!, 0);
+      },
       stop,
     };
   } catch (error) {

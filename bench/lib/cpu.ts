@@ -125,3 +125,34 @@ export function coreSecondsPerThousand(before: CpuSample, after: CpuSample, coun
   }
   return out;
 }
+
+/**
+ * What one operation cost the system under test over the measured window:
+ * CPU µs of its server process (all threads), of its store (Postgres: the
+ * postmaster and every backend under it; Redis), and bytes the server
+ * allocated on its V8 heaps (bench/lib/alloc-probe.cjs). `unit`: durable
+ * reservations (201) for the real systems, requests for the constant handler.
+ */
+export interface PerOperation {
+  unit: 'reservation' | 'request';
+  count: number;
+  serverUs: number | null;
+  postgresUs: number | null;
+  redisUs: number | null;
+  allocatedBytes: number | null;
+}
+
+export function perOperation(
+  unit: PerOperation['unit'],
+  count: number,
+  before: CpuSample,
+  after: CpuSample,
+  allocBefore: number | null,
+  allocAfter: number | null,
+): { perOp?: PerOperation } {
+  if (count <= 0) return {};
+  const us = (key: string): number | null =>
+    before[key] === undefined || after[key] === undefined ? null : Number((((after[key]! - before[key]!) * 1e6) / count).toPrecision(3));
+  const allocatedBytes = allocBefore === null || allocAfter === null ? null : Math.round((allocAfter - allocBefore) / count);
+  return { perOp: { unit, count, serverUs: us('server'), postgresUs: us('postgres'), redisUs: us('redis'), allocatedBytes } };
+}

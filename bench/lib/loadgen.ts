@@ -25,6 +25,12 @@ export interface LoadOptions {
   threads: number;
   jwtSecret: string;
   runId: string;
+  /**
+   * Called once every thread has connected and minted its tokens, right before
+   * the clocks start (`start`), and once every thread has returned (`end`): the
+   * measured window, for CPU and allocation samples of the server.
+   */
+  window?: { start(): Promise<void> | void; end(): Promise<void> | void };
 }
 
 export interface OpResult {
@@ -235,9 +241,11 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
       if (failure !== undefined) throw failure;
       await new Promise((r) => setTimeout(r, 5));
     }
+    await options.window?.start();
     Atomics.store(flags, 1, 1);
     Atomics.notify(flags, 1);
     const results = await Promise.all(tasks);
+    await options.window?.end();
     return mergeResults(results, { mode: options.mode, connections: options.connections, threads, rate: options.rate });
   } finally {
     await pool.destroy();

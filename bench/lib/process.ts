@@ -1,5 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 
 /**
  * Servers under test run in their own processes, so they never share an event
@@ -10,10 +14,35 @@ export interface ChildServer {
   child: ChildProcess;
   /** The JSON object the child printed once ready (port, url, tokens...). */
   info: Record<string, unknown>;
+  /** Bytes allocated on the process's V8 heaps since it started, every thread summed (bench/lib/alloc-probe.cjs); null if it did not answer. */
+  allocated(): Promise<number | null>;
   stop(): Promise<void>;
 }
 
 const tsxImport = ['--import', 'tsx'];
+const allocProbe = path.join(path.dirname(fileURLToPath(import.meta.url)), 'alloc-probe.cjs');
+/** How long the bench waits for a server's allocation figure (it answers in ~150 ms). */
+const allocAnswerTimeoutMs = 3_000;
+
+/** Signals the child's alloc probe and waits for the figure it writes (a newer `seq` than the last). */
+async function askAllocated(child: ChildProcess, file: string): Promise<number | null> {
+  const read = (): { seq: number; bytes: number } | null => {
+    try {
+      return JSON.parse(readFileSync(file, 'utf8')) as { seq: number; bytes: number };
+    } catch {
+      return null;
+    }
+  };
+  const before = read()?.seq ?? 0;
+  if (child.exitCode !== null || child.signalCode !== null || !child.kill('SIGUSR2')) return null;
+  const deadline = Date.now() + allocAnswerTimeoutMs;
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+    const now = read();
+    if (now !== null && now.seq > before) return now.bytes;
+  }
+  return null;
+}
 
 /**
  * Starts `node --import tsx <file>` and waits for a JSON line with `"ready": true`
@@ -24,8 +53,10 @@ export function startChild(
   file: string,
   options: { env?: Record<string, string | undefined>; label: string; timeoutMs?: number; verbose?: boolean; nodeArgs?: string[] },
 ): Promise<ChildServer> {
-  const child = spawn(process.execPath, [...tsxImport, ...(options.nodeArgs ?? []), file], {
-    env: { ...process.env, ...options.env },
+  const allocDir = mkdtempSync(path.join(os.tmpdir(), 'flashstock-bench-alloc-'));
+  const allocFile = path.join(allocDir, 'allocated.json');
+  const child = spawn(process.execPath, [...tsxImport, '--require', allocProbe, ...(options.nodeArgs ?? []), file], {
+    env: { ...process.env, ...options.env, BENCH_ALLOC_FILE: allocFile },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const tail: string[] = [];
@@ -36,6 +67,8 @@ export function startChild(
   };
   createInterface({ input: child.stderr! }).on('line', keep);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  void exited.then(() => rmSync(allocDir, { recursive: true, force: true }));
+  const allocated = (): Promise<number | null> => askAllocated(child, allocFile);
 
   const stop = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
@@ -58,7 +91,7 @@ export function startChild(
           if (info.ready === true) {
             ready = true;
             clearTimeout(timer);
-            resolve({ child, info, stop });
+            resolve({ child, info, allocated, stop });
             return;
           }
         } catch {

@@ -2,6 +2,7 @@ import type { CheckReport } from './checker.js';
 import type { LatencySummary } from './histogram.js';
 import type { LoadResult } from './loadgen.js';
 import type { MachineFacts } from './machine.js';
+import type { PerOperation } from './cpu.js';
 import type { LoadMode } from './types.js';
 
 /** Turning runs into the Markdown table, the JSON record and the SVG chart. Pure functions. */
@@ -30,6 +31,8 @@ export interface RunRecord {
   cpu?: Record<string, number>;
   /** Durable systems: CPU seconds per 1,000 acknowledged reservations, server (every node process summed) and postgres. */
   cpuPer1000?: Record<string, number>;
+  /** CPU µs and V8 heap bytes per operation over the measured window (durable reservation; hello: request). */
+  perOp?: PerOperation;
   /** flashstock started by the bench: its node processes (1: no cluster) and HTTP_THREADS per process. */
   nodes?: number;
   httpThreads?: number;
@@ -41,6 +44,28 @@ function cpuPer1000Cell(r: RunRecord): string {
   const c = r.cpuPer1000;
   if (c?.server === undefined) return '—';
   return `${c.server.toFixed(3)}${c.postgres !== undefined ? ` (+pg ${c.postgres.toFixed(3)})` : ''}`;
+}
+
+/** Server CPU µs per operation, then its store's (Postgres or Redis). */
+function perOpCpuCell(r: RunRecord): string {
+  const p = r.perOp;
+  if (p === undefined || p.serverUs === null) return '—';
+  const store = p.postgresUs !== null ? ` · pg ${fmtUs(p.postgresUs)}` : p.redisUs !== null ? ` · redis ${fmtUs(p.redisUs)}` : '';
+  return `srv ${fmtUs(p.serverUs)}${store} /${p.unit === 'request' ? 'req' : 'res'}`;
+}
+
+function perOpBytesCell(r: RunRecord): string {
+  const b = r.perOp?.allocatedBytes;
+  return b === null || b === undefined ? '—' : fmtInt(b);
+}
+
+const fmtUs = (us: number): string => (us >= 100 ? us.toFixed(0) : us.toFixed(1));
+
+/** Server + store CPU µs per operation: what one operation costs the machine. */
+export function totalUs(r: RunRecord): number | null {
+  const p = r.perOp;
+  if (p === undefined || p.serverUs === null) return null;
+  return p.serverUs + (p.postgresUs ?? 0) + (p.redisUs ?? 0);
 }
 
 function cpuCell(cpu: Record<string, number> | undefined): string {
@@ -276,7 +301,7 @@ export function markdownReport(report: BenchReport): string {
     const sell = scenario === 'sellout';
     const head = ['system', 'durable', 'req/s', '201/s'];
     if (sell) head.push('sold / stock', 'time to sell out');
-    head.push('p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'gen. load', 'cores used', 'srv core-s / 1k res.', 'responses', 'check');
+    head.push('p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'gen. load', 'cores used', 'srv core-s / 1k res.', 'CPU µs / op', 'heap B / op', 'responses', 'check');
     out.push(`| ${head.join(' | ')} |`);
     out.push(`|${head.map((h) => (h === 'system' || h === 'responses' || h === 'check' || h === 'cores used' ? ' --- ' : ' ---: ')).join('|')}|`);
     for (const r of runs) {
@@ -286,7 +311,7 @@ export function markdownReport(report: BenchReport): string {
         cells.push(r.sellout ? `${fmtInt(r.sellout.unitsTaken)} / ${fmtInt(r.sellout.stock)}` : '—');
         cells.push(r.sellout ? `${r.sellout.soldOut ? '' : 'not sold out; last 201 at '}${fmtInt(r.sellout.timeToSellOutMs)} ms` : '—');
       }
-      cells.push(fmtMs(l.p50), fmtMs(l.p90), fmtMs(l.p99), fmtMs(l.p999), fmtMs(l.max), `${Math.round(r.result.generatorUtilization * 100)}%`, cpuCell(r.cpu), cpuPer1000Cell(r), statusSummary(r.result), checkCell(r.check));
+      cells.push(fmtMs(l.p50), fmtMs(l.p90), fmtMs(l.p99), fmtMs(l.p999), fmtMs(l.max), `${Math.round(r.result.generatorUtilization * 100)}%`, cpuCell(r.cpu), cpuPer1000Cell(r), perOpCpuCell(r), perOpBytesCell(r), statusSummary(r.result), checkCell(r.check));
       out.push(`| ${cells.join(' | ')} |`);
     }
     const fs = runs.find((r) => r.system === 'flashstock');
@@ -294,12 +319,17 @@ export function markdownReport(report: BenchReport): string {
     if (fs !== undefined && baselines.length > 0) {
       out.push('');
       const rateName = scenario === 'mixed' ? 'req/s' : 'reservations/s';
-      out.push(`flashstock vs baselines (${rateName} ratio: flashstock ÷ baseline; p99 ratio: baseline ÷ flashstock, > 1 = flashstock faster):`);
+      out.push(
+        `flashstock vs baselines (${rateName} ratio: flashstock ÷ baseline; p99 ratio: baseline ÷ flashstock, > 1 = flashstock faster; CPU/op ratio: flashstock's server + store CPU µs per reservation ÷ the baseline's per reservation (hello: per request), > 1 = flashstock costs more):`,
+      );
       out.push('');
-      out.push(`| baseline | ${rateName} ratio | p99 ratio${sell ? ' | sell-out time ratio' : ''} |`);
-      out.push(`| --- | ---: | ---:${sell ? ' | ---:' : ''} |`);
+      out.push(`| baseline | ${rateName} ratio | p99 ratio | CPU/op ratio${sell ? ' | sell-out time ratio' : ''} |`);
+      out.push(`| --- | ---: | ---: | ---:${sell ? ' | ---:' : ''} |`);
       for (const b of baselines) {
-        const cells = [b.label, fmtRatio(primaryRate(fs) / primaryRate(b)), fmtRatio(latencyOf(b).p99 / latencyOf(fs).p99)];
+        const mine = totalUs(fs);
+        const theirs = totalUs(b);
+        const cpuRatio = mine !== null && theirs !== null && theirs > 0 ? fmtRatio(mine / theirs) : '—';
+        const cells = [b.label, fmtRatio(primaryRate(fs) / primaryRate(b)), fmtRatio(latencyOf(b).p99 / latencyOf(fs).p99), cpuRatio];
         if (sell) cells.push(fs.sellout && b.sellout ? fmtRatio(b.sellout.timeToSellOutMs / fs.sellout.timeToSellOutMs) : '—');
         out.push(`| ${cells.join(' | ')} |`);
       }
@@ -426,7 +456,7 @@ export function evaluateTargets(runs: readonly RunRecord[]): TargetResult[] {
   return targets;
 }
 
-const palette: Record<string, string> = { flashstock: '#2b6cb0', rowlock: '#c05621', 'redis-lua': '#b7791f', hello: '#718096' };
+const palette: Record<string, string> = { flashstock: '#2b6cb0', rowlock: '#c05621', 'redis-lua': '#b7791f', 'redis-durable': '#2f855a', hello: '#718096' };
 const percentileShades = ['#90cdf4', '#4299e1', '#2b6cb0', '#1a365d'];
 
 function esc(s: string): string {

@@ -12,13 +12,14 @@ import { startChild } from './process.js';
 
 /** The systems a run can measure: the service and the baselines, each behind the same HTTP contract. */
 
-export type SystemName = 'flashstock' | 'rowlock' | 'redis-lua' | 'hello';
-export const allSystems: SystemName[] = ['flashstock', 'rowlock', 'redis-lua', 'hello'];
+export type SystemName = 'flashstock' | 'rowlock' | 'redis-lua' | 'redis-durable' | 'hello';
+export const allSystems: SystemName[] = ['flashstock', 'rowlock', 'redis-lua', 'redis-durable', 'hello'];
 
 export const systemLabels: Record<SystemName, string> = {
   flashstock: 'flashstock (durable, group commit)',
   rowlock: 'rowlock (durable, SELECT … FOR UPDATE)',
   'redis-lua': 'redis-lua (NOT DURABLE)',
+  'redis-durable': 'redis-durable (Lua, appendfsync always)',
   hello: 'hello (constant, HTTP ceiling)',
 };
 
@@ -37,6 +38,8 @@ export interface RunningSystem {
   uncheckedReason?: string;
   /** Processes whose CPU time the report attributes (Linux). */
   cpuRoots?: CpuRoots;
+  /** Bytes the server process(es) allocated on their V8 heaps since start, every thread (bench/lib/alloc-probe.cjs); null: unknown. */
+  allocated?: () => Promise<number | null>;
   /** flashstock started by the bench: its effective settings that figures depend on. */
   serviceConfig?: Record<string, unknown>;
   stop(): Promise<void>;
@@ -191,6 +194,7 @@ export async function startFlashstock(options: StartOptions): Promise<RunningSys
     databaseUrl,
     rows: (skus) => stockEventRows(databaseUrl, skus),
     cpuRoots: { server: child.child.pid, ...(dataDir !== undefined ? { postgresUnder: child.child.pid } : {}) },
+    allocated: child.allocated,
     ...(info.config !== undefined ? { serviceConfig: info.config } : {}),
     async stop() {
       await child.stop();
@@ -199,18 +203,22 @@ export async function startFlashstock(options: StartOptions): Promise<RunningSys
   };
 }
 
-async function startBaselineProcess(name: SystemName, options: StartOptions, env: Record<string, string>): Promise<{ url: string; pid: number | undefined; stop(): Promise<void> }> {
+async function startBaselineProcess(
+  name: 'hello' | 'rowlock' | 'redis-lua',
+  options: StartOptions,
+  env: Record<string, string>,
+): Promise<{ url: string; pid: number | undefined; allocated(): Promise<number | null>; stop(): Promise<void> }> {
   const child = await startChild(path.join(here, '..', 'baselines', `${name}${ext}`), {
     label: name,
     env: { ADMIN_TOKEN: options.adminToken, JWT_SECRET: options.jwtSecret, ...env },
     verbose: options.verbose,
   });
-  return { url: `http://127.0.0.1:${String(child.info.port)}`, pid: child.child.pid, stop: () => child.stop() };
+  return { url: `http://127.0.0.1:${String(child.info.port)}`, pid: child.child.pid, allocated: child.allocated, stop: () => child.stop() };
 }
 
 export async function startHello(options: StartOptions): Promise<RunningSystem> {
   const p = await startBaselineProcess('hello', options, {});
-  return { name: 'hello', label: systemLabels.hello, durable: false, url: p.url, adminToken: options.adminToken, jwtSecret: options.jwtSecret, rows: null, uncheckedReason: 'answers constants', cpuRoots: { server: p.pid }, stop: p.stop };
+  return { name: 'hello', label: systemLabels.hello, durable: false, url: p.url, adminToken: options.adminToken, jwtSecret: options.jwtSecret, rows: null, uncheckedReason: 'answers constants', cpuRoots: { server: p.pid }, allocated: p.allocated, stop: p.stop };
 }
 
 export async function startRowlock(options: StartOptions & { databaseUrl: string; postgresUnder?: number }): Promise<RunningSystem> {
@@ -225,14 +233,22 @@ export async function startRowlock(options: StartOptions & { databaseUrl: string
     jwtSecret: options.jwtSecret,
     rows: (skus) => rowlockRows(databaseUrl, skus),
     cpuRoots: { server: p.pid, ...(options.postgresUnder !== undefined ? { postgresUnder: options.postgresUnder } : {}) },
+    allocated: p.allocated,
     stop: p.stop,
   };
 }
 
-/** Starts redis-server with persistence off on a free port; null when it is not on PATH. */
-export async function startRedisServer(verbose: boolean): Promise<{ url: string; pid: number | undefined; stop(): Promise<void> } | null> {
+/**
+ * Starts redis-server on a free port; null when it is not on PATH. Not durable
+ * (the default): persistence off. Durable: an append-only file fsynced before
+ * every reply (`appendfsync always`), in a fresh temporary directory: what a
+ * user would pick for "durable and fast".
+ */
+export async function startRedisServer(verbose: boolean, durable = false): Promise<{ url: string; pid: number | undefined; stop(): Promise<void> } | null> {
   const port = await freePort();
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+  const dir = durable ? mkdtempSync(path.join(os.tmpdir(), 'flashstock-bench-redis-')) : null;
+  const persistence = dir === null ? ['--save', '', '--appendonly', 'no'] : ['--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir];
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', ...persistence], {
     stdio: ['ignore', verbose ? 'inherit' : 'ignore', verbose ? 'inherit' : 'ignore'],
   });
   const ok = await new Promise<boolean>((resolve) => {
@@ -256,34 +272,43 @@ export async function startRedisServer(verbose: boolean): Promise<{ url: string;
     };
     probe();
   });
+  const removeDir = (): void => {
+    if (dir !== null) rmSync(dir, { recursive: true, force: true });
+  };
   if (!ok) {
     child.kill('SIGKILL');
+    removeDir();
     return null;
   }
   return {
     url: `redis://127.0.0.1:${port}`,
     pid: child.pid,
     stop: async () => {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      removeDir();
     },
   };
 }
 
-export async function startRedisLua(options: StartOptions & { redisUrl: string; redisPid?: number }): Promise<RunningSystem> {
+/** The redis-lua baseline process; `durable`: on a Redis that fsyncs its append-only file before each reply (system redis-durable). */
+export async function startRedisLua(options: StartOptions & { redisUrl: string; redisPid?: number; durable?: boolean }): Promise<RunningSystem> {
   const redisUrl = options.redisUrl;
   const p = await startBaselineProcess('redis-lua', options, { REDIS_URL: redisUrl });
+  const name = options.durable === true ? 'redis-durable' : 'redis-lua';
   return {
-    name: 'redis-lua',
-    label: systemLabels['redis-lua'],
-    durable: false,
+    name,
+    label: systemLabels[name],
+    durable: options.durable === true,
     url: p.url,
     adminToken: options.adminToken,
     jwtSecret: options.jwtSecret,
     rows: (skus) => redisRows(redisUrl, skus),
     cpuRoots: { server: p.pid, ...(options.redisPid !== undefined ? { redis: options.redisPid } : {}) },
+    allocated: p.allocated,
     stop: p.stop,
   };
 }

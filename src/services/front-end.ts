@@ -46,6 +46,8 @@ export interface FrontEndDependencies {
   cluster?: () => Promise<ClusterSnapshot>;
   /** Other front-end threads will listen on this port too (PORT=0 is then resolved to a shareable port). */
   sharedPort?: boolean;
+  /** The service's clock (default Date.now): rate-limit buckets refill by it. */
+  nowMs?: () => number;
 }
 
 function listen(app: uWS.TemplatedApp, host: string, port: number): Promise<uWS.us_listen_socket> {
@@ -64,15 +66,25 @@ export function databaseProbe(config: Config, pool: pg.Pool, log: Logger): () =>
   );
 }
 
+/** The per-shopper and per-IP limits of this front end, counted in its metrics, on the service's clock. */
+function rateLimitsFor({ config, log, metrics, nowMs }: FrontEndDependencies): RateLimits {
+  return new RateLimits(
+    {
+      shopperPerSecond: config.rateLimitShopperPerSecond,
+      ipPerSecond: config.rateLimitIpPerSecond,
+      redisUrl: config.redisUrl,
+      ...(nowMs === undefined ? {} : { nowMs }),
+    },
+    log,
+    { limited: (limit) => metrics.rateLimited.inc({ limit }), fellBack: () => metrics.rateLimiterFallbacks.inc() },
+  );
+}
+
 export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEnd> {
   const { config, log, inventory, databaseAlive } = deps;
   const { metrics } = deps;
   const verifyShopper = createShopperVerifier(deps.jwtSecret);
-  const rateLimits = new RateLimits(
-    { shopperPerSecond: config.rateLimitShopperPerSecond, ipPerSecond: config.rateLimitIpPerSecond, redisUrl: config.redisUrl },
-    log,
-    { limited: (limit) => metrics.rateLimited.inc({ limit }), fellBack: () => metrics.rateLimiterFallbacks.inc() },
-  );
+  const rateLimits = rateLimitsFor(deps);
   const app = createHttpApp({
     inventory,
     payments: deps.payments,
