@@ -11,6 +11,9 @@ import { SharedClock } from '../src/threads/shared-clock.js';
  * all get 201. A test clock drives the allocators' time.
  */
 
+// Two service starts and two waits for payments: generous on a busy machine.
+t.setTimeout(240_000);
+
 function clock(startMs = Date.parse('2030-01-01T00:00:00Z')) {
   const shared = new SharedClock(startMs);
   return { nowMs: shared.nowMs, advance: (ms: number) => shared.advance(ms) };
@@ -42,11 +45,13 @@ const settings = {
   simulatedPaymentLatencyMs: 0,
 };
 
-function checkout(api: TestService, reservationId: string, key: string, shopper = 'mallory') {
+type Client = Pick<TestService, 'call' | 'reserve' | 'putSku'>;
+
+function checkout(api: Client, reservationId: string, key: string, shopper = 'mallory') {
   return api.call('POST', `/v1/reservations/${reservationId}/checkout`, { shopper, body: { paymentMethod: 'pm_ok' }, headers: { 'idempotency-key': key } });
 }
 
-async function paid(t: { fail(message: string): void }, api: TestService, orderId: string, shopper = 'mallory') {
+async function paid(t: { fail(message: string): void }, api: Client, orderId: string, shopper = 'mallory') {
   await until(t, `order ${orderId} is paid`, async () => (await api.call('GET', `/v1/orders/${orderId}`, { shopper })).body.status === 'paid', 15_000);
 }
 
