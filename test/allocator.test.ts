@@ -274,6 +274,33 @@ t.test('property: any command sequence keeps the invariants, never oversells, an
 
 const shortMemory = { ...limits, reservationMemoryMs: 10_000, idempotencyKeyTtlMs: 100_000 };
 
+t.test('a forgotten checkout keeps its key taken: checkout answers key_remembered (the shell checks its order) until the TTL', async (t) => {
+  const { allocator, reserve, apply, log } = harness({ ...baseConfig, holdSeconds: 1000 }, shortMemory);
+  const first = reserve('bob', 1, 'r1', 1000);
+  if (!first.ok || first.kind !== 'new') throw new Error('reserve failed');
+  const checkout = (reservationId: string, key: string, now: number, keyChecked = false) =>
+    allocator.checkout({ reservationId, shopperId: 'bob', orderId: `o-${now}`, idempotencyKey: key, paymentMethod: 'pm' }, now, keyChecked ? { keyChecked } : undefined);
+  const started = checkout(first.event.reservationId, 'c1', 2000);
+  if (!started.ok || started.kind !== 'new') throw new Error('checkout failed');
+  apply(started.event);
+  apply(allocator.settlePayment(first.event.reservationId, 'committed', 3000)!);
+  t.equal(allocator.forgetSettled(13_000), 1, 'the paid reservation leaves memory, and its checkout slot with it');
+  t.equal(allocator.checkoutKeys.size, 0);
+
+  const second = reserve('bob', 1, 'r2', 14_000);
+  if (!second.ok || second.kind !== 'new') throw new Error('reserve failed');
+  const id = second.event.reservationId;
+  t.match(checkout(id, 'c1', 15_000), { ok: true, kind: 'key_remembered' }, 'the reused key is remembered: the shell must look its order up before deciding');
+  t.match(checkout(id, 'c1', 15_000, true), { ok: true, kind: 'new' }, 'no order found (a hash collision): decided as new');
+  t.match(checkout(id, 'c2', 15_000), { ok: true, kind: 'new' }, 'a fresh key is decided from memory alone');
+  const replayed = SkuAllocator.replay('A', shortMemory, log);
+  replayed.forgetSettled(15_000);
+  t.match(replayed.checkout({ reservationId: id, shopperId: 'bob', orderId: 'o', idempotencyKey: 'c1', paymentMethod: 'pm' }, 15_000), { kind: 'key_remembered' }, 'replaying the log remembers it too (a restart)');
+  const restored = SkuAllocator.restore(allocator.exportState(), shortMemory);
+  t.match(restored.checkout({ reservationId: id, shopperId: 'bob', orderId: 'o', idempotencyKey: 'c1', paymentMethod: 'pm' }, 15_000), { kind: 'key_remembered' }, 'and so does a snapshot');
+  t.match(checkout(id, 'c1', 3000 + 100_000 + 1000), { ok: true, kind: 'new' }, 'past the TTL after its order settled, the key is new again');
+});
+
 t.test('settled reservations leave memory reservationMemoryMs after they settled; paid units keep counting', async (t) => {
   const { allocator, reserve, apply } = harness({ ...baseConfig, holdSeconds: 1000 }, shortMemory);
   const a = reserve('alice', 1, 'ka', 1000);
@@ -299,7 +326,7 @@ t.test('settled reservations leave memory reservationMemoryMs after they settled
   t.equal(allocator.shopperQuantity.get('bob'), 2, 'paid units still count toward perShopperLimit');
   t.match(reserve('bob', 2, 'kb2', 15_000), { ok: false, code: 'limit_exceeded' });
   t.equal(allocator.reservations.size, 1, 'only the live hold is left');
-  t.equal(allocator.rememberedKeys.size, 2);
+  t.equal(allocator.rememberedKeys.size, 3, 'alice’s and bob’s reservation keys and bob’s checkout key, as hashes');
   t.equal(allocator.sold, 2);
   allocator.assertInvariants();
 

@@ -29,6 +29,9 @@ import {
  * remembered only as a 32-bit hash (see remembered-keys.ts) until
  * `idempotencyKeyTtlMs` after its request. A reserve whose key hash is
  * remembered answers `key_remembered`: the shell looks the key up in Postgres.
+ * A forgotten checkout's key is remembered the same way until
+ * `idempotencyKeyTtlMs` after its order settled, so a checkout key is refused
+ * for reuse here, never by a constraint in the middle of a group commit.
  */
 
 export class InvariantViolation extends Error {
@@ -55,7 +58,7 @@ export type ReserveDecision =
   | Rejection;
 
 export interface ReserveOptions {
-  /** The shell has checked a remembered key in Postgres and found no reservation for it. */
+  /** The shell has checked a remembered key in Postgres and found no reservation (or order) for it. */
   keyChecked?: boolean;
 }
 
@@ -81,6 +84,12 @@ export type CheckoutDecision =
   | { ok: true; kind: 'new'; event: StockEvent & { kind: 'checkout_started' } }
   /** Same shopper, same key, same request: the order it already started. */
   | { ok: true; kind: 'replay'; orderId: string }
+  /**
+   * The key's hash is remembered from a checkout whose reservation has left memory: the
+   * shell looks its order up in Postgres and refuses the reuse, or (none within the TTL:
+   * a hash collision or an older use) calls `checkout` again with `keyChecked: true`.
+   */
+  | { ok: true; kind: 'key_remembered' }
   | Rejection;
 
 export type ConfigureDecision =
@@ -303,7 +312,7 @@ export class SkuAllocator {
    * Freeze a hold while an order pays for it: it cannot expire meanwhile. One
    * order per reservation: a second key racing the first finds it not held.
    */
-  checkout(cmd: CheckoutCommand, nowMs: number): CheckoutDecision {
+  checkout(cmd: CheckoutCommand, nowMs: number, options?: ReserveOptions): CheckoutDecision {
     const previous = this.checkoutKeys.get(idempotencySlot(cmd.shopperId, cmd.idempotencyKey));
     if (previous !== undefined) {
       if (previous.reservationId !== cmd.reservationId || previous.paymentMethod !== cmd.paymentMethod) {
@@ -322,6 +331,13 @@ export class SkuAllocator {
     if (reservation.status !== 'held' || nowMs >= reservation.expiresAtMs) {
       const status = reservation.status === 'held' ? 'expired' : reservation.status;
       return { ok: false, code: 'reservation_not_held', detail: `reservation is ${status}` };
+    }
+    if (
+      options?.keyChecked !== true &&
+      !this.rememberedKeys.isEmpty &&
+      this.rememberedKeys.has(slotHash(checkoutSlot(cmd.shopperId, cmd.idempotencyKey)), nowMs)
+    ) {
+      return { ok: true, kind: 'key_remembered' };
     }
     return {
       ok: true,
@@ -402,8 +418,10 @@ export class SkuAllocator {
     // Always remembered (the table ignores expired ones), so the result does not depend on when this runs.
     this.rememberedKeys.remember(slotHash(slot), reservation.reservedAtMs, nowMs);
     if (reservation.checkoutIdempotencyKey !== null) {
-      const checkoutSlot = idempotencySlot(shopperId, reservation.checkoutIdempotencyKey);
-      if (this.checkoutKeys.get(checkoutSlot)?.reservationId === reservationId) this.checkoutKeys.delete(checkoutSlot);
+      const slot = idempotencySlot(shopperId, reservation.checkoutIdempotencyKey);
+      if (this.checkoutKeys.get(slot)?.reservationId === reservationId) this.checkoutKeys.delete(slot);
+      // Its order keeps the key taken: remembered from when it settled (after the checkout), so at least the TTL.
+      this.rememberedKeys.remember(slotHash(checkoutSlot(shopperId, reservation.checkoutIdempotencyKey)), reservation.settledAtMs!, nowMs);
     }
   }
 
@@ -688,4 +706,12 @@ export interface AllocatorSnapshot {
 
 export function idempotencySlot(shopperId: string, idempotencyKey: string): string {
   return `${shopperId}\u0000${idempotencyKey}`;
+}
+
+/**
+ * A checkout key's slot among the remembered hashes: apart from reservation keys (a key may guard
+ * both a reservation and its checkout). Keys are visible ASCII, so no reservation slot spells it.
+ */
+export function checkoutSlot(shopperId: string, idempotencyKey: string): string {
+  return `checkout\u0000${shopperId}\u0000${idempotencyKey}`;
 }

@@ -155,6 +155,22 @@ export async function lastSeqs(db: pg.Pool, skus: readonly string[]): Promise<Ma
   return seqs;
 }
 
+// ---------------------------------------------------------------- a refused batch, written again
+// One savepoint at a time: a SKU's rows (or part of them) go in under it, and are rolled back
+// alone if the database refuses one of them (see Outbox, "One bad row never fails the others").
+
+export function savepointQuery(): pg.QueryConfig {
+  return { text: 'SAVEPOINT outbox_part' };
+}
+
+export function releaseSavepointQuery(): pg.QueryConfig {
+  return { text: 'RELEASE SAVEPOINT outbox_part' };
+}
+
+export function rollbackToSavepointQuery(): pg.QueryConfig {
+  return { text: 'ROLLBACK TO SAVEPOINT outbox_part' };
+}
+
 // ---------------------------------------------------------------- outcome of an unanswered commit
 // After a commit timed out or its connection broke, the outbox learns what happened from another
 // connection: which backend ran it, make sure that backend is gone, then read the rows back.

@@ -9,6 +9,9 @@ import {
   fingerprintOfRow,
   insertEventsQuery,
   loggedEventsQuery,
+  releaseSavepointQuery,
+  rollbackToSavepointQuery,
+  savepointQuery,
   signalBackendQuery,
   type BackendIdentity,
   type LoggedEventRow,
@@ -36,6 +39,17 @@ import {
  * `outcome: 'unknown'` and the outbox stays closed (`hasRoom()` false, nothing
  * committed, nothing rebuilt) until it learns the outcome, so a retry with the
  * same key finds the truth.
+ *
+ * One bad row never fails the others. A batch the server refused for a row's
+ * content (an integrity or data exception, SQLSTATE class 23 or 22) that is not
+ * a (sku, seq) collision is written again, once, in one transaction with a
+ * savepoint per SKU: each SKU's decisions go in whole, or, if one of them is
+ * refused, a binary search over savepoints finds it; the decisions before it
+ * are written, it hears the refusal, and the ones its SKU decided after it
+ * (on top of it, so they cannot be written without it) are undone with the
+ * SKU, which is rebuilt from the log. Everything else in the batch commits.
+ * Only a batch whose own (sku, seq) rows are found in the log, written by
+ * someone else, is fencing. Costs nothing until a batch is refused.
  */
 
 export interface OutboxOptions {
@@ -112,6 +126,8 @@ export class CommitError extends Error {
     /** Another writer already holds one of these (sku, seq): we are fenced out. */
     readonly fenced: boolean,
     readonly outcome: CommitOutcome = 'not_committed',
+    /** This decision's own row was refused by the database (the rest of its batch committed). */
+    readonly refused = false,
   ) {
     super(message);
   }
@@ -119,9 +135,23 @@ export class CommitError extends Error {
 
 /** What a client should be told about a decision whose commit failed. */
 export function commitFailureDetail(error: CommitError): string {
+  if (error.refused) return 'the database refused to record this decision, so nothing was done';
   return error.outcome === 'unknown'
     ? 'the database did not confirm the decision in time, so the outcome is unknown; retry with the same Idempotency-Key to learn it'
     : 'the decision could not be made durable; nothing was reserved, retry with the same Idempotency-Key';
+}
+
+/**
+ * The server refused a statement for a row's content: an integrity constraint (class 23: unique,
+ * check, not null, foreign key) or a data exception (class 22: a value out of range, a bad byte).
+ */
+function isRowRefusal(error: unknown): error is pg.DatabaseError {
+  return error instanceof pg.DatabaseError && typeof error.code === 'string' && /^2[23]/.test(error.code);
+}
+
+/** A (sku, seq) already taken: another writer's row, or our own late commit; never one row's fault. */
+function isLogCollision(error: unknown): boolean {
+  return error instanceof pg.DatabaseError && error.code === '23505' && error.table === 'stock_events' && error.constraint === 'stock_events_pkey';
 }
 
 export interface BatchFailure {
@@ -147,6 +177,21 @@ export interface OutboxStats {
   unknownOutcomes: number;
   /** Exceptions thrown by durable callbacks (contained; each is logged). */
   callbackErrors: number;
+  /** Batches refused for a row's content and written again without the refused rows. */
+  isolatedBatches: number;
+  /** Decisions refused alone by the database, and decisions undone with them (their SKU's later ones). */
+  refusedEvents: number;
+  undoneEvents: number;
+}
+
+/** A refused batch written again (see the class comment): what went in, what was refused. */
+interface Isolation<A> {
+  /** Each SKU's event entries, in append order. */
+  groups: Entry<A>[][];
+  /** Events written so far in the transaction: what the log holds if it commits. */
+  written: StockEvent[];
+  /** Per SKU, the entry the database refused and its error. */
+  refused: Map<string, { entry: Entry<A>; cause: pg.DatabaseError }>;
 }
 
 type Attempt =
@@ -165,6 +210,18 @@ const pollIntervalMs = 25;
 const relearnDelayMs = { first: 100, max: 2_000 };
 
 const noop: Durable = () => undefined;
+
+/** A batch's event entries by SKU, each in append order (barriers and markers left out). */
+function groupBySku<A>(batch: Entry<A>[]): Entry<A>[][] {
+  const groups = new Map<string, Entry<A>[]>();
+  for (const entry of batch) {
+    if (entry.event === null) continue;
+    const group = groups.get(entry.sku);
+    if (group === undefined) groups.set(entry.sku, [entry]);
+    else group.push(entry);
+  }
+  return [...groups.values()];
+}
 
 /** Fails every query pending on this connection at once (pg has no public call for it). */
 function destroySocket(client: pg.PoolClient): void {
@@ -204,6 +261,9 @@ export class Outbox<A = never> {
     committedAfterAll: 0,
     unknownOutcomes: 0,
     callbackErrors: 0,
+    isolatedBatches: 0,
+    refusedEvents: 0,
+    undoneEvents: 0,
   };
 
   constructor(
@@ -294,42 +354,131 @@ export class Outbox<A = never> {
     const failure = events.length === 0 ? null : await this.commitBatch(batch, events, attachments);
     if (failure === null) {
       for (const entry of batch) this.answer(entry, null);
-    } else {
+    } else if (failure instanceof CommitError) {
       this.failBatch(batch, events, failure);
+    } else {
+      this.settleIsolated(batch, failure);
     }
     this.inFlight = false;
     if (this.queue.length > 0) this.schedule();
     else this.notifyIdle();
   }
 
-  /** null when the batch is in the log (at once, or learned after a timeout). */
-  private async commitBatch(batch: Entry<A>[], events: StockEvent[], attachments: A[]): Promise<CommitError | null> {
+  /**
+   * null when the batch is in the log (at once, or learned after a timeout); an Isolation when it
+   * is, but for rows the database refused.
+   */
+  private async commitBatch(batch: Entry<A>[], events: StockEvent[], attachments: A[]): Promise<CommitError | Isolation<A> | null> {
     const startedMs = performance.now();
-    const attempt = await this.commit(events, attachments);
+    const attempt = await this.commit(events, attachments, null);
     if (attempt.kind === 'committed') {
-      this.options.observer?.committed(events, (performance.now() - startedMs) / 1000);
-      this.stats.batches += 1;
-      this.stats.events += events.length;
-      this.stats.lastBatchEvents = events.length;
-      if (events.length > this.stats.maxBatchEvents) this.stats.maxBatchEvents = events.length;
+      this.recordCommit(events, startedMs);
       return null;
     }
     const message = `group commit of ${events.length} events failed`;
     if (attempt.kind === 'failed') {
-      const collided = (attempt.cause as { code?: string }).code === '23505';
-      const fenced = isFencingRefusal(attempt.cause) || (collided && (await this.collidedWithAnotherWriter(events)));
-      return new CommitError(message, attempt.cause, fenced);
+      if (isRowRefusal(attempt.cause) && !isLogCollision(attempt.cause)) return this.isolate(batch, events, message);
+      return this.failedAttempt(message, attempt.cause, events);
     }
     const learned = await this.learnOutcome(attempt, batch, events);
     if (learned === 'committed') {
-      this.options.observer?.committed(events, (performance.now() - startedMs) / 1000);
+      this.recordCommit(events, startedMs);
       this.stats.committedAfterAll += 1;
-      this.stats.batches += 1;
-      this.stats.events += events.length;
       this.log.warn({ err: attempt.cause, events: events.length }, 'group commit timed out or lost its connection, but it had committed');
       return null;
     }
     return new CommitError(message, attempt.cause, learned === 'foreign');
+  }
+
+  private recordCommit(events: StockEvent[], startedMs: number): void {
+    this.options.observer?.committed(events, (performance.now() - startedMs) / 1000);
+    this.stats.batches += 1;
+    this.stats.events += events.length;
+    this.stats.lastBatchEvents = events.length;
+    if (events.length > this.stats.maxBatchEvents) this.stats.maxBatchEvents = events.length;
+  }
+
+  /** Fenced only when the ownership proof failed, or rows of another writer hold this batch's (sku, seq). */
+  private async failedAttempt(message: string, cause: unknown, events: StockEvent[]): Promise<CommitError> {
+    const fenced = isFencingRefusal(cause) || (isLogCollision(cause) && (await this.collidedWithAnotherWriter(events)));
+    return new CommitError(message, cause, fenced);
+  }
+
+  /**
+   * The batch was refused for a row's content: write it again, each SKU under its own savepoint,
+   * leaving out the refused rows and what their SKUs decided after them. The whole batch fails only
+   * if that attempt does (fencing, a lost connection, an error that is not about one row).
+   */
+  private async isolate(batch: Entry<A>[], events: StockEvent[], message: string): Promise<CommitError | Isolation<A>> {
+    const startedMs = performance.now();
+    this.stats.isolatedBatches += 1;
+    const isolation: Isolation<A> = { groups: groupBySku(batch), written: [], refused: new Map() };
+    const attempt = await this.commit(events, [], isolation);
+    if (attempt.kind === 'committed') {
+      this.recordCommit(isolation.written, startedMs);
+      return isolation;
+    }
+    if (attempt.kind === 'failed') return this.failedAttempt(message, attempt.cause, events);
+    const learned = await this.learnOutcome(attempt, batch, isolation.written);
+    if (learned === 'committed' && isolation.written.length > 0) {
+      this.recordCommit(isolation.written, startedMs);
+      this.stats.committedAfterAll += 1;
+      return isolation;
+    }
+    return new CommitError(message, attempt.cause, learned === 'foreign');
+  }
+
+  /**
+   * Inside the isolating transaction: each SKU's entries in one go, or, if the database refuses
+   * one, the longest prefix it takes (binary search, a savepoint per try), and that prefix's end
+   * is the refused entry. Throws what is not a row refusal (the transaction then fails whole).
+   */
+  private async writeIsolated(client: pg.PoolClient, isolation: Isolation<A>): Promise<void> {
+    for (const group of isolation.groups) {
+      const whole = await this.writePart(client, group);
+      if (whole === null) {
+        for (const entry of group) isolation.written.push(entry.event!);
+        continue;
+      }
+      let cause = whole;
+      let lo = 0; // group[0, lo) is written
+      let hi = group.length; // group[lo, hi) is refused
+      while (hi - lo > 1) {
+        const mid = (lo + hi) >>> 1;
+        const refusal = await this.writePart(client, group.slice(lo, mid));
+        if (refusal === null) {
+          for (let i = lo; i < mid; i++) isolation.written.push(group[i]!.event!);
+          lo = mid;
+        } else {
+          hi = mid;
+          cause = refusal;
+        }
+      }
+      isolation.refused.set(group[lo]!.sku, { entry: group[lo]!, cause });
+    }
+  }
+
+  /** Entries' events and attachments under a savepoint: null when written, the refusal when rolled back. */
+  private async writePart(client: pg.PoolClient, entries: Entry<A>[]): Promise<pg.DatabaseError | null> {
+    const events: StockEvent[] = [];
+    const attachments: A[] = [];
+    for (const entry of entries) {
+      events.push(entry.event!);
+      if (entry.attachment !== undefined) attachments.push(entry.attachment);
+    }
+    let insert = insertEventsQuery(events);
+    if (this.options.fenceInsert !== undefined) insert = this.options.fenceInsert(insert, events);
+    await client.query(savepointQuery());
+    try {
+      await client.query(insert);
+      if (attachments.length > 0 && this.writeAttachments !== null) await this.writeAttachments(client, attachments);
+      await client.query(releaseSavepointQuery());
+      return null;
+    } catch (error) {
+      if (!isRowRefusal(error) || isLogCollision(error)) throw error;
+      await client.query(rollbackToSavepointQuery());
+      return error;
+    }
   }
 
   private takeBatch(): Entry<A>[] {
@@ -348,8 +497,11 @@ export class Outbox<A = never> {
     return this.queue.splice(0, taken);
   }
 
-  /** One attempt; never throws. `unknown` only once something may have reached the server. */
-  private async commit(events: StockEvent[], attachments: A[]): Promise<Attempt> {
+  /**
+   * One attempt; never throws. `unknown` only once something may have reached the server. With an
+   * isolation, its SKUs are written under savepoints instead (`events` only proves ownership first).
+   */
+  private async commit(events: StockEvent[], attachments: A[], isolation: Isolation<A> | null): Promise<Attempt> {
     let insert: pg.QueryConfig;
     let client: pg.PoolClient;
     try {
@@ -372,25 +524,30 @@ export class Outbox<A = never> {
     }, timeoutMs);
     try {
       backend ??= await this.identify(client);
-      if (attachments.length === 0 || this.writeAttachments === null) {
+      if (isolation === null && (attachments.length === 0 || this.writeAttachments === null)) {
         // A single statement is its own transaction: one round trip, one fsync.
         await client.query(insert);
         return { kind: 'committed' };
       }
       await client.query('BEGIN');
       try {
-        await client.query(insert);
-        await this.writeAttachments(client, attachments);
+        if (isolation !== null) {
+          await this.writeIsolated(client, isolation);
+        } else {
+          await client.query(insert);
+          await this.writeAttachments!(client, attachments);
+        }
         await client.query('COMMIT');
       } catch (error) {
         // Only a connection that answered can roll back; a busy one would queue ROLLBACK behind its statement.
-        if (!timedOut && outcomeKnown(error)) await client.query('ROLLBACK').catch(() => undefined);
+        if (!timedOut && (outcomeKnown(error) || isFencingRefusal(error))) await client.query('ROLLBACK').catch(() => undefined);
         throw error;
       }
       return { kind: 'committed' };
     } catch (error) {
       const cause = timedOut ? new Error(`group commit took longer than ${timeoutMs} ms`, { cause: error }) : error;
-      const known = !timedOut && outcomeKnown(error);
+      // A lease found lost while isolating is known before COMMIT: nothing was written.
+      const known = !timedOut && (outcomeKnown(error) || isFencingRefusal(error));
       // A timed-out or broken connection may still be mid-statement: never reuse it.
       if (!known) broken = cause instanceof Error ? cause : new Error(String(cause));
       if (backend === undefined || known) return { kind: 'failed', cause };
@@ -494,21 +651,20 @@ export class Outbox<A = never> {
   }
 
   /**
-   * A (sku, seq) collision is another writer, unless every row in the way is one this process tried
-   * to write before (an attempt it was told had failed, which committed late): then it is not fenced.
+   * A (sku, seq) collision is another writer only if rows are found at this batch's (sku, seq) and
+   * some are not ones this process tried to write before (an attempt it was told had failed, which
+   * committed late). Nothing found, or nothing readable, proves no other writer: not fenced.
    */
   private async collidedWithAnotherWriter(events: StockEvent[]): Promise<boolean> {
     try {
       const result = await this.pool.query<LoggedEventRow>(loggedEventsQuery(events, this.options.commitTimeoutMs));
       const foreign = result.rows.filter((row) => !this.failedFingerprints.has(fingerprintOfRow(row)));
-      if (foreign.length === 0 && result.rows.length > 0) {
-        this.log.warn({ rows: result.rows.length }, 'collided with an earlier attempt of our own that committed late: not fenced');
-        return false;
-      }
-      return true;
+      if (foreign.length > 0) return true;
+      if (result.rows.length > 0) this.log.warn({ rows: result.rows.length }, 'collided with an earlier attempt of our own that committed late: not fenced');
+      return false;
     } catch (err) {
-      this.log.warn({ err }, 'could not read the colliding rows: assuming another writer');
-      return true;
+      this.log.warn({ err }, 'could not read the colliding rows: not reported as fencing');
+      return false;
     }
   }
 
@@ -527,11 +683,7 @@ export class Outbox<A = never> {
       skus.add(event.sku);
       if (!firstSeqs.has(event.sku)) firstSeqs.set(event.sku, event.seq);
     }
-    // Decisions queued after the failed ones were made on top of them: undo those too.
-    const kept: Entry<A>[] = [];
-    const dropped: Entry<A>[] = [];
-    for (const entry of this.queue) (skus.has(entry.sku) ? dropped : kept).push(entry);
-    this.queue = kept;
+    const dropped = this.dropQueued(skus);
     this.log.error(
       { err: error.cause, skus: [...skus], events: events.length, fenced: error.fenced },
       'group commit failed; rebuilding the affected SKUs from the log',
@@ -543,6 +695,59 @@ export class Outbox<A = never> {
     }
     for (const entry of batch) this.answer(entry, entry.event === null && !skus.has(entry.sku) ? null : error);
     for (const entry of dropped) this.answer(entry, error);
+  }
+
+  /** Decisions queued after failed ones of these SKUs were made on top of them: undo those too. */
+  private dropQueued(skus: Set<string>): Entry<A>[] {
+    const kept: Entry<A>[] = [];
+    const dropped: Entry<A>[] = [];
+    for (const entry of this.queue) (skus.has(entry.sku) ? dropped : kept).push(entry);
+    this.queue = kept;
+    return dropped;
+  }
+
+  /**
+   * A batch committed without its refused rows: each refused decision hears its refusal, its
+   * SKU's later decisions (in the batch, and queued) that they were undone, the rest success;
+   * the refused SKUs are rebuilt from the log, which holds what they committed before it.
+   */
+  private settleIsolated(batch: Entry<A>[], isolation: Isolation<A>): void {
+    const refusedSeq = new Map<string, number>();
+    const details = [];
+    for (const [sku, { entry, cause }] of isolation.refused) {
+      refusedSeq.set(sku, entry.event!.seq);
+      details.push({ sku, seq: entry.event!.seq, kind: entry.event!.kind, code: cause.code, constraint: cause.constraint, detail: cause.detail ?? cause.message });
+    }
+    const first = isolation.refused.values().next().value!.cause;
+    const undone = new CommitError('undone: an earlier decision of its SKU in the same group commit was refused', first, false);
+    const skus = new Set(refusedSeq.keys());
+    const dropped = this.dropQueued(skus);
+    this.log.error({ refused: details, written: isolation.written.length }, 'the database refused rows of a group commit: the rest committed; rebuilding their SKUs from the log');
+    try {
+      this.onBatchFailed({ error: undone, skus, firstSeqs: refusedSeq });
+    } catch (fatal) {
+      this.onFatal(fatal);
+    }
+    const broken = new Set<string>();
+    let undoneCount = dropped.length;
+    for (const entry of batch) {
+      const from = refusedSeq.get(entry.sku);
+      if (entry.event === null) {
+        this.answer(entry, broken.has(entry.sku) ? undone : null);
+      } else if (from === undefined || entry.event.seq < from) {
+        this.answer(entry, null);
+      } else if (entry.event.seq === from) {
+        broken.add(entry.sku);
+        const cause = isolation.refused.get(entry.sku)!.cause;
+        this.answer(entry, new CommitError('the database refused this decision', cause, false, 'not_committed', true));
+      } else {
+        undoneCount += 1;
+        this.answer(entry, undone);
+      }
+    }
+    for (const entry of dropped) this.answer(entry, undone);
+    this.stats.refusedEvents += isolation.refused.size;
+    this.stats.undoneEvents += undoneCount;
   }
 
   /** Each waiter hears exactly once, and one that throws cannot keep the others from hearing. */

@@ -60,9 +60,10 @@ export class LogReader {
     return this.reservation(rows[0]!.reservation_id, Number.NEGATIVE_INFINITY);
   }
 
-  async orderByCheckoutKey(sku: string, shopperId: string, idempotencyKey: string): Promise<LoggedOrder | null> {
+  /** The order a checkout key started on a SKU since `sinceMs` (keys older than the TTL are new again). */
+  async orderByCheckoutKey(sku: string, shopperId: string, idempotencyKey: string, sinceMs: number): Promise<LoggedOrder | null> {
     const { rows } = await this.pool.query<{ order_id: string; reservation_id: string; payment_method: string }>(
-      orderByCheckoutKeyQuery(sku, shopperId, idempotencyKey),
+      orderByCheckoutKeyQuery(sku, shopperId, idempotencyKey, sinceMs),
     );
     const row = rows[0];
     return row === undefined ? null : { orderId: row.order_id, reservationId: row.reservation_id, paymentMethod: row.payment_method };

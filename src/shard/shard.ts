@@ -15,7 +15,7 @@ import {
 } from '../inventory/inventory.js';
 import type { ShardNotice, ShardRequests } from './messages.js';
 import { newReservationId, reservationIdPrefix, skuHash } from './placement.js';
-import { LogReader } from './log-reader.js';
+import { LogReader, type LoggedOrder } from './log-reader.js';
 
 /** Everything a shard borrows from its host: one outbox, pool and clock for all shards of a thread. */
 export interface ShardContext {
@@ -50,7 +50,7 @@ export interface ShardStats {
 }
 
 /** What the shell keeps per SKU beside its allocator: snapshot and passivation bookkeeping. */
-/** `reserve` after the shell found no reservation for a remembered key in Postgres. */
+/** `reserve` / `checkout` after the shell found no reservation (order) for a remembered key in Postgres. */
 const keyCheckedOptions = { keyChecked: true } as const;
 
 interface SkuShell {
@@ -553,14 +553,19 @@ export class Shard {
     return { ok: false, code: 'reservation_not_held', detail: `reservation is ${status}; it can no longer be ${action}` };
   }
 
-  async checkout(request: ShardRequests['checkout']): Promise<Outcome<CheckoutView>> {
+  checkout(request: ShardRequests['checkout']): Promise<Outcome<CheckoutView>> {
+    return this.checkoutIn(request, false);
+  }
+
+  private async checkoutIn(request: ShardRequests['checkout'], keyChecked: boolean): Promise<Outcome<CheckoutView>> {
     const allocator = this.holderOf(request.reservationId);
     if (allocator?.config == null) return this.checkoutFromLog(request);
     const refused = this.refuse(allocator.sku) ?? this.full();
     if (refused) return refused;
     const orderId = newReservationId(allocator.sku);
-    const decision = allocator.checkout({ ...request, orderId }, this.ctx.nowMs());
+    const decision = allocator.checkout({ ...request, orderId }, this.ctx.nowMs(), keyChecked ? keyCheckedOptions : undefined);
     if (!decision.ok) return decision;
+    if (decision.kind === 'key_remembered') return this.checkoutKeyFromLog(allocator.sku, request);
     if (decision.kind === 'replay') {
       return this.afterDurable(allocator.sku, { orderId: decision.orderId, reservationId: request.reservationId, status: 'pending' as const });
     }
@@ -587,17 +592,27 @@ export class Shard {
   private async checkoutFromLog(request: ShardRequests['checkout']): Promise<Outcome<CheckoutView>> {
     const refused = this.refuse(null);
     if (refused) return refused;
-    const logged = await this.reader.reservation(request.reservationId, this.ctx.nowMs());
+    const now = this.ctx.nowMs();
+    const logged = await this.reader.reservation(request.reservationId, now);
     if (logged !== null && logged.shopperId === request.shopperId) {
-      const order = await this.reader.orderByCheckoutKey(logged.view.sku, request.shopperId, request.idempotencyKey);
-      if (order !== null) {
-        if (order.reservationId !== request.reservationId || order.paymentMethod !== request.paymentMethod) {
-          return { ok: false, code: 'idempotency_key_reused', detail: 'this Idempotency-Key was already used for a different checkout' };
-        }
-        return { ok: true, value: { orderId: order.orderId, reservationId: request.reservationId, status: 'pending' } };
-      }
+      const sinceMs = now - this.ctx.idempotencyKeyTtlMs;
+      const order = await this.reader.orderByCheckoutKey(logged.view.sku, request.shopperId, request.idempotencyKey, sinceMs);
+      if (order !== null) return checkoutReplay(order, request);
     }
     return this.settledFromLog(request.reservationId, request.shopperId, 'checkout') as Promise<Outcome<CheckoutView>>;
+  }
+
+  /**
+   * The checkout key's hash is remembered from a checkout that left memory: its order, if started
+   * within the TTL, makes this a reuse (or a repeat); otherwise the key is decided as new. Decided
+   * here, before anything is written, so a reused key is refused alone and never reaches a group commit.
+   */
+  private async checkoutKeyFromLog(sku: string, request: ShardRequests['checkout']): Promise<Outcome<CheckoutView>> {
+    const sinceMs = this.ctx.nowMs() - this.ctx.idempotencyKeyTtlMs;
+    const order = await this.reader.orderByCheckoutKey(sku, request.shopperId, request.idempotencyKey, sinceMs);
+    if (order !== null) return checkoutReplay(order, request);
+    // Memory may have changed while Postgres answered (a rebuild): decide again from what is there now.
+    return this.checkoutIn(request, true);
   }
 
   async settle(request: ShardRequests['settle']): Promise<Outcome<{ changed: boolean }>> {
@@ -659,6 +674,14 @@ export class Shard {
     if (allocator?.config == null || this.rebuilding.has(sku)) return null;
     return { sku, available: allocator.available, held: allocator.held, sold: allocator.sold, seq: allocator.seq };
   }
+}
+
+/** A checkout key found in an order: the same checkout repeated gets its order, anything else is a reuse. */
+function checkoutReplay(order: LoggedOrder, request: ShardRequests['checkout']): Outcome<CheckoutView> {
+  if (order.reservationId !== request.reservationId || order.paymentMethod !== request.paymentMethod) {
+    return { ok: false, code: 'idempotency_key_reused', detail: 'this Idempotency-Key was already used for a different checkout' };
+  }
+  return { ok: true, value: { orderId: order.orderId, reservationId: request.reservationId, status: 'pending' } };
 }
 
 function notFound(reservationId: string): Outcome<never> {

@@ -29,13 +29,19 @@ export function reservedByKeyQuery(sku: string, shopperId: string, idempotencyKe
   };
 }
 
-/** The order a shopper's checkout key started on a SKU (keys are unique per SKU and shopper). */
-export function orderByCheckoutKeyQuery(sku: string, shopperId: string, idempotencyKey: string): pg.QueryConfig {
+/**
+ * The newest order a shopper's checkout key started on a SKU at or after `sinceMs` (its
+ * checkout_started event's time): keys older than the TTL are new again, so one key may
+ * have started several orders over time. Indexes: orders_by_checkout_key, stock_events_reservation.
+ */
+export function orderByCheckoutKeyQuery(sku: string, shopperId: string, idempotencyKey: string, sinceMs: number): pg.QueryConfig {
   return {
     name: 'shard-order-by-checkout-key',
-    text: `SELECT order_id, reservation_id, payment_method FROM orders
-            WHERE sku = $1 AND shopper_id = $2 AND idempotency_key = $3`,
-    values: [sku, shopperId, idempotencyKey],
+    text: `SELECT o.order_id, o.reservation_id, o.payment_method FROM orders o
+             JOIN stock_events e ON e.reservation_id = o.reservation_id AND e.kind = 'checkout_started'
+            WHERE o.sku = $1 AND o.shopper_id = $2 AND o.idempotency_key = $3 AND e.at_ms >= $4
+            ORDER BY e.at_ms DESC LIMIT 1`,
+    values: [sku, shopperId, idempotencyKey, sinceMs],
   };
 }
 

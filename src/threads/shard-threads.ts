@@ -47,7 +47,7 @@ const noStats: ShardThreadStats = {
   liveHolds: 0,
   reservationsInMemory: 0,
   stats: { snapshotsWritten: 0, snapshotsFailed: 0, passivated: 0 },
-  outboxStats: { batches: 0, events: 0, failedBatches: 0, lastBatchEvents: 0, maxBatchEvents: 0, outcomeChecks: 0, committedAfterAll: 0, unknownOutcomes: 0, callbackErrors: 0 },
+  outboxStats: { batches: 0, events: 0, failedBatches: 0, lastBatchEvents: 0, maxBatchEvents: 0, outcomeChecks: 0, committedAfterAll: 0, unknownOutcomes: 0, callbackErrors: 0, isolatedBatches: 0, refusedEvents: 0, undoneEvents: 0 },
 };
 
 /**
