@@ -67,7 +67,7 @@ export function databaseProbe(config: Config, pool: pg.Pool, log: Logger): () =>
 export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEnd> {
   const { config, log, inventory, databaseAlive } = deps;
   const { metrics } = deps;
-  const verifyShopper = createShopperVerifier(deps.jwtSecret);
+  const verifyShopper = createShopperVerifier(deps.jwtSecret, { maxLifetimeSeconds: config.jwtMaxLifetimeSeconds });
   const rateLimits = new RateLimits(
     { shopperPerSecond: config.rateLimitShopperPerSecond, ipPerSecond: config.rateLimitIpPerSecond, redisUrl: config.redisUrl },
     log,
