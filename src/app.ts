@@ -172,8 +172,10 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       await frontEnd.stop();
     });
     log.info({ url: frontEnd.url }, 'listening; recovering shards from the event log');
+    const recoveryStartedMs = Date.now();
     if (cluster !== null) await cluster.start(frontEnd.port);
-    await shards.recover();
+    const recovered = await shards.recover();
+    if (recovered !== null) log.info({ ...recovered, ms: Date.now() - recoveryStartedMs }, 'shards recovered from the event log');
     frontEnd.shardsRecovered?.();
     await payments.start();
     // Drops (src/drops): they configure cycle SKUs through the router, so they

@@ -27,6 +27,8 @@ export interface Config {
   /** Unset in the embedded default: generated once and kept under `dataDir`. */
   adminToken: string | null;
   jwtSecret: string | null;
+  /** A shopper token's `exp` may be at most this far ahead (tokens without `exp` are refused). */
+  jwtMaxLifetimeSeconds: number;
   logLevel: string;
   redisUrl: string | null;
   pgPoolMax: number;
@@ -208,6 +210,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     dataDir: path.resolve(text(env, 'DATA_DIR') ?? '.data'),
     adminToken: secret(env, 'ADMIN_TOKEN'),
     jwtSecret: secret(env, 'JWT_SECRET'),
+    jwtMaxLifetimeSeconds: integer(env, 'JWT_MAX_LIFETIME_SECONDS', 86_400, 60, 31_536_000),
     logLevel: oneOf(env, 'LOG_LEVEL', logLevels, 'info'),
     redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
     pgPoolMax: integer(env, 'PG_POOL_MAX', 8, 2, 100),

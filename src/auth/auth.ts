@@ -44,11 +44,58 @@ export function isShopperId(sub: unknown): sub is string {
 /** Most verified tokens remembered (two generations of half this size each). */
 const verifiedCacheSize = 100_000;
 
-export function createShopperVerifier(jwtSecret: string, nowMs: () => number = Date.now): ShopperVerifier {
-  const verifyFully = createVerifier({ key: jwtSecret, algorithms: ['HS256'], requiredClaims: ['sub'] });
+/** How far ahead of this clock an issuer's clock may be (`iat`, `nbf`, and the lifetime bound). */
+export const jwtClockSkewSeconds = 60;
+/** JWT_MAX_LIFETIME_SECONDS' default: a day. */
+export const defaultJwtMaxLifetimeSeconds = 86_400;
+
+export interface ShopperTokenRules {
+  /** `exp` at most this far ahead of now (plus the skew). */
+  maxLifetimeSeconds: number;
+}
+
+/**
+ * The time claims, checked against the injected clock (fast-jwt reads its own):
+ * `exp` required, in the future and at most the lifetime ahead, so a leaked
+ * token does not work forever; `iat` and `nbf`, when present, not ahead of
+ * now by more than the skew. A refusal's detail names the rule.
+ */
+export function checkTokenTimes(payload: { exp?: unknown; iat?: unknown; nbf?: unknown }, nowMs: number, rules: ShopperTokenRules): string | null {
+  const now = nowMs / 1000;
+  const { exp, iat, nbf } = payload;
+  if (exp === undefined) return 'the token has no exp claim: shopper tokens must expire';
+  if (!isNumericDate(exp)) return 'the token\'s exp must be a NumericDate (seconds since the epoch)';
+  if (exp <= now) return `the token expired at ${isoSeconds(exp)}`;
+  if (exp - now > rules.maxLifetimeSeconds + jwtClockSkewSeconds) {
+    return `the token's exp is ${Math.round(exp - now)} s ahead; at most ${rules.maxLifetimeSeconds} s (JWT_MAX_LIFETIME_SECONDS) is accepted`;
+  }
+  if (iat !== undefined && !isNumericDate(iat)) return 'the token\'s iat must be a NumericDate (seconds since the epoch)';
+  if (iat !== undefined && iat - now > jwtClockSkewSeconds) {
+    return `the token's iat is ${Math.round(iat - now)} s in the future (${jwtClockSkewSeconds} s of clock skew allowed)`;
+  }
+  if (nbf !== undefined && !isNumericDate(nbf)) return 'the token\'s nbf must be a NumericDate (seconds since the epoch)';
+  if (nbf !== undefined && nbf - now > jwtClockSkewSeconds) return `the token is not valid before ${isoSeconds(nbf)}`;
+  return null;
+}
+
+function isNumericDate(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 && value < 1e11;
+}
+
+function isoSeconds(seconds: number): string {
+  return new Date(Math.floor(seconds) * 1000).toISOString();
+}
+
+export function createShopperVerifier(
+  jwtSecret: string,
+  rules: ShopperTokenRules = { maxLifetimeSeconds: defaultJwtMaxLifetimeSeconds },
+  nowMs: () => number = Date.now,
+): ShopperVerifier {
+  // Time claims are checked below, on the injected clock.
+  const verifyFully = createVerifier({ key: jwtSecret, algorithms: ['HS256'], requiredClaims: ['sub'], ignoreExpiration: true, ignoreNotBefore: true });
   // The usual token takes the lean path; anything it does not accept is decided (and explained) by fast-jwt.
-  const verifyUsual = createHs256FastPath(jwtSecret);
-  const verify = (token: string): { sub?: unknown; exp?: unknown } => verifyUsual(token) ?? (verifyFully(token) as { sub?: unknown; exp?: unknown });
+  const verifyUsual = createHs256FastPath(jwtSecret, nowMs);
+  const verify = (token: string): unknown => verifyUsual(token) ?? verifyFully(token);
   // A shopper sends the same token with every request: remember verified ones
   // (keyed by the whole token, so no collisions; never past their `exp`) and
   // skip the HMAC. Two generations bound memory without LRU bookkeeping.
@@ -59,12 +106,14 @@ export function createShopperVerifier(jwtSecret: string, nowMs: () => number = D
     if (token === null) return { ok: false, detail: 'an Authorization: Bearer <JWT> header is required' };
     const cached = current.get(token) ?? previous.get(token);
     if (cached !== undefined && nowMs() < cached.expiresAtMs) return { ok: true, shopperId: cached.shopperId };
-    let payload: { sub?: unknown; exp?: unknown };
+    let payload: { sub?: unknown; exp?: unknown; iat?: unknown; nbf?: unknown };
     try {
-      payload = verify(token);
+      payload = verify(token) as typeof payload;
     } catch (error) {
       return { ok: false, detail: `invalid token: ${(error as Error).message}` };
     }
+    const timeRefusal = checkTokenTimes(payload, nowMs(), rules);
+    if (timeRefusal !== null) return { ok: false, detail: timeRefusal };
     const sub = payload.sub;
     // No control characters: shopper ids go into batch inserts, where one NUL would fail the whole batch.
     // Well-formed UTF-16 only: Postgres stores text as UTF-8, where a lone surrogate becomes U+FFFD, so
@@ -76,14 +125,19 @@ export function createShopperVerifier(jwtSecret: string, nowMs: () => number = D
       previous = current;
       current = new Map();
     }
-    const expiresAtMs = typeof payload.exp === 'number' ? payload.exp * 1000 : Number.POSITIVE_INFINITY;
-    current.set(token, { shopperId: sub, expiresAtMs });
+    current.set(token, { shopperId: sub, expiresAtMs: (payload.exp as number) * 1000 });
     return { ok: true, shopperId: sub };
   };
 }
 
-export function signShopperToken(jwtSecret: string, shopperId: string, expiresInSeconds = 24 * 3600): string {
-  const sign = createSigner({ key: jwtSecret, algorithm: 'HS256', expiresIn: expiresInSeconds * 1000 });
+/** A shopper token with `iat` now and `exp` that far ahead (at most the verifier's JWT_MAX_LIFETIME_SECONDS to pass). */
+export function signShopperToken(
+  jwtSecret: string,
+  shopperId: string,
+  expiresInSeconds = defaultJwtMaxLifetimeSeconds,
+  nowMs: () => number = Date.now,
+): string {
+  const sign = createSigner({ key: jwtSecret, algorithm: 'HS256', expiresIn: expiresInSeconds * 1000, clockTimestamp: nowMs() });
   return sign({ sub: shopperId });
 }
 

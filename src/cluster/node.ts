@@ -211,7 +211,7 @@ export function clusterShardsService(node: ClusterNode) {
     host: node.shards,
     workers: node.workers,
     // Each shard is recovered (snapshot + tail) by membership when it is taken, in start().
-    recover: async (): Promise<void> => undefined,
+    recover: async (): Promise<null> => null,
     stop: () => node.stop(),
   };
 }

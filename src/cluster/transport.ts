@@ -29,6 +29,11 @@ import { AUTH_HEADER, signUpgrade, type VerifyResult } from './auth.js';
  */
 
 export const CLUSTER_PATH = '/v1/cluster';
+/** On a refused upgrade: why (the calling node puts it in its log line). */
+export const REFUSAL_HEADER = 'x-flashstock-refusal';
+/** A peer retrying a refused upgrade on every request would flood the log: one line per reason this often. */
+export const REFUSAL_LOG_INTERVAL_MS = 60_000;
+const REFUSAL_REASON_MAX_CHARS = 300;
 
 export interface Envelope {
   id: number;
@@ -121,6 +126,7 @@ export interface ClusterEndpoint {
 
 export function attachClusterEndpoint(app: uWS.TemplatedApp, options: ClusterEndpointOptions): ClusterEndpoint {
   const peers = new Set<PeerState>();
+  const refusals = new RefusalLog(options.log);
   let closing = false;
 
   app.ws<PeerState>(CLUSTER_PATH, {
@@ -140,8 +146,9 @@ export function attachClusterEndpoint(app: uWS.TemplatedApp, options: ClusterEnd
         aborted = true;
       });
       const refuse = (status: string, reason: string) => {
-        options.log.warn({ reason }, 'cluster connection refused');
-        res.cork(() => res.writeStatus(status).end());
+        refusals.note(reason);
+        // The reason goes back to the caller, which logs it: both ends of a misconfigured pair say why.
+        res.cork(() => res.writeStatus(status).writeHeader(REFUSAL_HEADER, headerSafe(reason)).end());
       };
       const answer = (verdict: VerifyResult) => {
         if (aborted) return;
@@ -244,6 +251,31 @@ export function attachClusterEndpoint(app: uWS.TemplatedApp, options: ClusterEnd
   };
 }
 
+/** Refused upgrades: a warning the first time a reason is seen, then at most once per interval with the count. */
+class RefusalLog {
+  private readonly last = new Map<string, { loggedAtMs: number; since: number }>();
+
+  constructor(private readonly log: Logger) {}
+
+  note(reason: string): void {
+    const nowMs = Date.now();
+    const entry = this.last.get(reason);
+    if (entry !== undefined && nowMs - entry.loggedAtMs < REFUSAL_LOG_INTERVAL_MS) {
+      entry.since += 1;
+      return;
+    }
+    const repeated = entry?.since ?? 0;
+    if (this.last.size >= 100) this.last.clear(); // reasons are few; a bound all the same
+    this.last.set(reason, { loggedAtMs: nowMs, since: 0 });
+    this.log.warn({ reason, repeated }, 'cluster connection refused');
+  }
+}
+
+/** A refusal reason as one printable header line. */
+function headerSafe(reason: string): string {
+  return reason.replace(/[^\x20-\x7e]/g, '?').slice(0, REFUSAL_REASON_MAX_CHARS);
+}
+
 // ------------------------------------------------------------------ client
 
 interface Pending {
@@ -292,6 +324,8 @@ export class ForwardClient {
   private noticeFlushScheduled = false;
   private noticeRetry: NodeJS.Timeout | null = null;
   private warnedDropping = false;
+  /** Why the peer cannot be reached, once logged (null while it can): one warning per episode and reason. */
+  private unreachable: string | null = null;
   readonly noticeStats: NoticeStats = { sent: 0, coalesced: 0, dropped: 0, heldBack: 0 };
 
   constructor(private readonly options: ForwardClientOptions) {
@@ -318,7 +352,7 @@ export class ForwardClient {
   /** Open the connection now if there is none (a peer that joined); failures are only logged. */
   connectNow(): void {
     if (this.closed) return;
-    this.connection().catch((err: unknown) => this.options.log.debug({ err, peer: this.options.peerUrl }, 'cannot reach the peer'));
+    this.connection().catch((err: unknown) => this.noteUnreachable(err));
   }
 
   /** Notices waiting to be sent. */
@@ -367,7 +401,7 @@ export class ForwardClient {
     try {
       ws = await this.connection();
     } catch (err) {
-      this.options.log.debug({ err, peer: this.options.peerUrl }, 'cannot reach the peer: notices dropped');
+      this.noteUnreachable(err);
       this.dropNotices();
       return;
     }
@@ -409,6 +443,14 @@ export class ForwardClient {
     this.options.log.warn({ peer: this.options.peerUrl, reason, dropped: this.noticeStats.dropped }, 'dropping live-stock notices to a peer');
   }
 
+  /** One warning when the peer becomes unreachable (or the reason changes), one info line when it is reached again. */
+  private noteUnreachable(err: unknown): void {
+    const reason = err instanceof Error ? err.message : String(err);
+    if (this.unreachable === reason) return;
+    this.unreachable = reason;
+    this.options.log.warn({ peer: this.options.peerUrl, reason }, `cannot reach the peer ${this.options.peerUrl}: ${reason}`);
+  }
+
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
@@ -423,7 +465,7 @@ export class ForwardClient {
     try {
       ws = await this.connection();
     } catch (err) {
-      this.options.log.warn({ err, peer: this.options.peerUrl }, 'cannot reach the owner');
+      this.noteUnreachable(err);
       this.failAll(`cannot reach the owner at ${this.options.peerUrl}`);
       return;
     }
@@ -472,11 +514,14 @@ export class ForwardClient {
           return;
         }
         this.ws = ws;
+        if (this.unreachable !== null) this.options.log.info({ peer: peerUrl }, 'reached the peer again');
+        this.unreachable = null;
         resolve(ws);
         this.options.onOpen?.(peerUrl);
       });
       ws.once('unexpected-response', (_req, res) => {
-        reject(new Error(`cluster upgrade refused: ${res.statusCode}`));
+        const why = res.headers[REFUSAL_HEADER];
+        reject(new Error(`it refused the cluster connection: ${res.statusCode}${typeof why === 'string' ? ` ${why}` : ''}`));
         ws.terminate();
       });
       ws.on('error', (err) => reject(err));

@@ -3,6 +3,7 @@ import type pg from 'pg';
 import type PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
 import type { SkuConfig } from '../allocator/types.js';
+import { createJobQueue } from '../db/job-queues.js';
 import type { Inventory, SkuView } from '../inventory/inventory.js';
 import {
   claimUnconfiguredQuery,
@@ -126,7 +127,7 @@ export class Drops {
       retryBackoff: true,
       expireInSeconds: this.options.jobExpireSeconds,
     };
-    await this.boss.createQueue(dropQueue, policy);
+    await createJobQueue(this.boss, dropQueue, policy);
     await this.boss.updateQueue(dropQueue, policy);
     this.workerId = await this.boss.work<DropJob>(dropQueue, { batchSize: jobBatchSize, pollingIntervalSeconds }, (jobs) =>
       this.track(this.runBatch(jobs)),

@@ -64,6 +64,8 @@ export class Exchange {
   /** Read now: uWS invalidates `req` when the handler returns. '' unless TRUST_PROXY is on. */
   private readonly forwardedFor: string;
   private ip: string | null = null;
+  /** An answer that is routine even as a 5xx (a readiness poll while not ready): access log at debug. */
+  private routine = false;
 
   constructor(
     readonly res: HttpResponse,
@@ -125,7 +127,7 @@ export class Exchange {
     const seconds = (performance.now() - this.startedMs) / 1000;
     this.route?.done(status, seconds);
     const log = this.ctx.log;
-    const notable = status >= 500 || status === 429;
+    const notable = (status >= 500 || status === 429) && !this.routine;
     if (!notable && !log.isLevelEnabled('debug')) return;
     const line = {
       reqId: this.requestId,
@@ -142,7 +144,10 @@ export class Exchange {
   problem(code: ProblemCode, detail: string, headers: [string, string][] = []): void {
     const body = problem(code, detail, this.url);
     if (body.status === 503) headers.push(['retry-after', String(this.ctx.retryAfterSeconds)]);
-    if (body.status >= 500) this.ctx.log.warn({ reqId: this.requestId, method: this.method, url: this.url, code, detail }, 'request failed');
+    // Not ready is an answer, not a failure: probes ask every few seconds during recovery, and the
+    // readiness state logs its own changes (recovery start and end, PostgreSQL lost and back).
+    this.routine = code === 'not_ready';
+    if (body.status >= 500 && !this.routine) this.ctx.log.warn({ reqId: this.requestId, method: this.method, url: this.url, code, detail }, 'request failed');
     else this.ctx.log.debug({ reqId: this.requestId, method: this.method, url: this.url, code, detail }, 'request refused');
     this.send(body.status, body, 'application/problem+json', headers);
   }

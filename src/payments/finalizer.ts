@@ -3,6 +3,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Inventory } from '../inventory/inventory.js';
 import { BreakerOpenError, PaymentBreaker, type BreakerOptions } from './breaker.js';
+import { createJobQueue } from '../db/job-queues.js';
 import { bossSchema, deferActiveJobs } from './job-deferral.js';
 import { getOrders, type Order } from './orders.js';
 import { TransientPaymentError, type PaymentProvider } from './provider.js';
@@ -75,7 +76,7 @@ export class PaymentFinalizer {
 
   /** Queues with their retry policy; must exist before the first checkout inserts a job. */
   async createQueues(): Promise<void> {
-    await this.boss.createQueue(deadLetterQueue, { name: deadLetterQueue, retryLimit: 10, retryDelay: 1, retryBackoff: true });
+    await createJobQueue(this.boss, deadLetterQueue, { name: deadLetterQueue, retryLimit: 10, retryDelay: 1, retryBackoff: true });
     const policy = {
       name: finalizeQueue,
       retryLimit: this.options.retryLimit,
@@ -84,7 +85,7 @@ export class PaymentFinalizer {
       expireInSeconds: this.options.jobExpireSeconds,
       deadLetter: deadLetterQueue,
     };
-    await this.boss.createQueue(finalizeQueue, policy);
+    await createJobQueue(this.boss, finalizeQueue, policy);
     // createQueue keeps an existing queue as it was: apply today's settings.
     await this.boss.updateQueue(finalizeQueue, policy);
   }

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
+import { createJobQueue } from '../db/job-queues.js';
 import type { Inventory, StockState } from '../inventory/inventory.js';
 import type { SnapshotWorkers } from '../snapshot/workers.js';
 import { runLedgerAudit, type AuditReport } from './audit.js';
@@ -76,7 +77,7 @@ export class Payments {
   /** Before recovery: queues must exist before a checkout can insert a job. */
   async prepare(): Promise<void> {
     await this.finalizer.createQueues();
-    await this.boss.createQueue(auditQueue, { name: auditQueue, retryLimit: 0 });
+    await createJobQueue(this.boss, auditQueue, { name: auditQueue, retryLimit: 0 });
   }
 
   /** After recovery: start working jobs, and schedule the audit. */

@@ -83,7 +83,7 @@ function rateLimitsFor({ config, log, metrics, nowMs }: FrontEndDependencies): R
 export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEnd> {
   const { config, log, inventory, databaseAlive } = deps;
   const { metrics } = deps;
-  const verifyShopper = createShopperVerifier(deps.jwtSecret);
+  const verifyShopper = createShopperVerifier(deps.jwtSecret, { maxLifetimeSeconds: config.jwtMaxLifetimeSeconds });
   const rateLimits = rateLimitsFor(deps);
   const app = createHttpApp({
     inventory,

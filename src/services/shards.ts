@@ -9,7 +9,7 @@ import type { AttachmentWriter, OutboxObserver, OutboxStats } from '../outbox/ou
 import { InProcessChannel } from '../shard/in-process-channel.js';
 import type { ShardChannel, ShardEndpoint, ShardNotice } from '../shard/messages.js';
 import { Router } from '../shard/router.js';
-import { ShardHost, type ShardHostOptions } from '../shard/shard-host.js';
+import { ShardHost, type RecoverySummary, type ShardHostOptions } from '../shard/shard-host.js';
 import type { ShardStats } from '../shard/shard.js';
 import { loadSkuState } from '../snapshot/load.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
@@ -49,8 +49,8 @@ export interface Shards {
   workers: SnapshotWorkers;
   /** Every notice of these shards (front-end threads get them over their ports). */
   onNotice(listener: (notice: ShardNotice) => void): void;
-  /** Load every shard from the log; readiness waits for it. */
-  recover(): Promise<void>;
+  /** Load every shard from the log; readiness waits for it. Null when shards are recovered as they are taken (cluster). */
+  recover(): Promise<RecoverySummary | null>;
   /** Stop taking work, commit the open batch, stop timers and worker threads. */
   stop(): Promise<void>;
 }
@@ -133,7 +133,7 @@ function startShardHost(config: Config, pool: pg.Pool, log: Logger, options: Sha
 /** The service around a router, its shards and the channel between them; stopped in that order. */
 function assemble(
   router: Router,
-  host: LocalShardHost & { recover(): Promise<void>; close(): Promise<void> },
+  host: LocalShardHost & { recover(): Promise<RecoverySummary>; close(): Promise<void> },
   channel: ShardChannel,
   workers: SnapshotWorkers,
 ): Shards {

@@ -9,6 +9,29 @@ import { shardOf } from './placement.js';
 import { Shard, type ShardContext, type ShardStats } from './shard.js';
 import { latestSnapshotMarksQuery, skusInLogQuery } from './sql.js';
 
+/** What a recovery loaded. */
+export interface RecoverySummary {
+  shards: number;
+  /** SKUs in memory after it. */
+  skus: number;
+  /** Events in the log behind their state (a SKU's seq: the ones its snapshot covers included). */
+  events: number;
+  /** Holds that ran out while the service was down, expired at once. */
+  expiredAtRecovery: number;
+}
+
+/** The sum of several hosts' recoveries (shard threads). */
+export function addRecoveries(summaries: readonly RecoverySummary[]): RecoverySummary {
+  const total: RecoverySummary = { shards: 0, skus: 0, events: 0, expiredAtRecovery: 0 };
+  for (const s of summaries) {
+    total.shards += s.shards;
+    total.skus += s.skus;
+    total.events += s.events;
+    total.expiredAtRecovery += s.expiredAtRecovery;
+  }
+  return total;
+}
+
 export interface ShardHostOptions {
   /**
    * Shards served from the start, loaded by recover() (all of them in
@@ -116,17 +139,19 @@ export class ShardHost implements ShardEndpoint {
     return true;
   }
 
-  /** Load every SKU of these shards from the log, expire overdue holds, start the sweeper. */
-  async recover(): Promise<void> {
-    const started = Date.now();
+  /**
+   * Load every SKU of these shards from the log, expire overdue holds, start
+   * the sweeper. The caller logs the summary (one line for the process, however
+   * many shard threads recovered).
+   */
+  async recover(): Promise<RecoverySummary> {
     const byShard = await this.skusByShard(new Set(this.shards.keys()));
     let expired = 0;
     for (const [id, shard] of this.shards) expired += await shard.recover(byShard.get(id) ?? []);
     this.startSweeper();
-    this.log.info(
-      { shards: this.shards.size, skus: this.allocatorCount, expiredAtRecovery: expired, ms: Date.now() - started },
-      'shards recovered from the event log',
-    );
+    let events = 0;
+    for (const shard of this.shards.values()) for (const allocator of shard.allAllocators()) events += allocator.seq;
+    return { shards: this.shards.size, skus: this.allocatorCount, events, expiredAtRecovery: expired };
   }
 
   /**

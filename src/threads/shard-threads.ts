@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import type { CommitTally } from '../metrics/metrics.js';
 import type { OutboxStats } from '../outbox/outbox.js';
 import type { ShardChannel, ShardEndpoint, ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
+import { addRecoveries, type RecoverySummary } from '../shard/shard-host.js';
 import type { ShardStats } from '../shard/shard.js';
 import { PortChannel, portMaxInFlightDefault } from './port-channel.js';
 import type { ShardThreadCall, ShardThreadData, ShardThreadEvent, ShardThreadReport, ShardThreadStats } from './shard-worker.js';
@@ -132,9 +133,10 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
   }
 
   /** Every thread loads its shards from the log; readiness waits for all of them. */
-  async recover(): Promise<void> {
-    await this.callAll('recover');
+  async recover(): Promise<RecoverySummary> {
+    const summaries = await this.callAll<RecoverySummary>('recover');
     await this.refresh();
+    return addRecoveries(summaries);
   }
 
   isReady(): boolean {

@@ -30,10 +30,15 @@ export interface ClusterView {
 /** Warnings and errors of every node, printed when the test fails (the nodes' stdout is otherwise drained). */
 export const nodeLog: string[] = [];
 
-/** src/main.ts in its own process (as test/helpers/child.ts, keeping the node's warnings). */
-export async function startNode(databaseUrl: string, name: string, env: Record<string, string> = {}): Promise<Child> {
+/**
+ * src/main.ts in its own process (as test/helpers/child.ts, keeping the node's warnings).
+ * NODE_ID is `name` unless `env` sets it; `undefined` leaves a variable out.
+ */
+export async function startNode(databaseUrl: string, name: string, env: Record<string, string | undefined> = {}): Promise<Child> {
+  const nodeEnv: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: databaseUrl, ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', NODE_ID: name, ...clusterEnv, ...env };
+  for (const [key, value] of Object.entries(nodeEnv)) if (value === undefined) delete nodeEnv[key];
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: { ...process.env, DATABASE_URL: databaseUrl, ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', NODE_ID: name, ...clusterEnv, ...env },
+    env: nodeEnv,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = once(child, 'exit').then(([code]) => {
