@@ -729,7 +729,8 @@ export class Outbox<A = never> {
       this.onFatal(fatal);
     }
     const broken = new Set<string>();
-    let undoneCount = dropped.length;
+    // Told they failed, like a failed batch's: a later collision with one of them is not another writer.
+    const notWritten: StockEvent[] = [];
     for (const entry of batch) {
       const from = refusedSeq.get(entry.sku);
       if (entry.event === null) {
@@ -738,16 +739,18 @@ export class Outbox<A = never> {
         this.answer(entry, null);
       } else if (entry.event.seq === from) {
         broken.add(entry.sku);
+        notWritten.push(entry.event);
         const cause = isolation.refused.get(entry.sku)!.cause;
         this.answer(entry, new CommitError('the database refused this decision', cause, false, 'not_committed', true));
       } else {
-        undoneCount += 1;
+        notWritten.push(entry.event);
         this.answer(entry, undone);
       }
     }
     for (const entry of dropped) this.answer(entry, undone);
+    this.rememberFailed(notWritten);
     this.stats.refusedEvents += isolation.refused.size;
-    this.stats.undoneEvents += undoneCount;
+    this.stats.undoneEvents += notWritten.length - isolation.refused.size + dropped.length;
   }
 
   /** Each waiter hears exactly once, and one that throws cannot keep the others from hearing. */
