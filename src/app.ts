@@ -147,7 +147,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
             onFatal,
           });
     metrics.provide({
-      ...(cluster === null ? {} : { cluster: () => cluster.stats() }),
+      ...(cluster === null ? {} : { cluster: () => cluster.stats(), frameRefusals: () => cluster.stats().refusals }),
       inventory: () => ({
         pendingEvents: shards.host.pendingEvents,
         allocators: shards.host.allocatorCount,

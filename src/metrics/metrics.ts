@@ -62,6 +62,8 @@ export interface MetricSources {
   ready?: () => Promise<boolean>;
   /** Cluster nodes only: forwarding and live-stock notice totals (src/cluster/node.ts). */
   cluster?: () => ClusterStats;
+  /** Cluster nodes only: frames and messages from peers refused by this thread's decoders, by reason (src/shard/protocol.ts). */
+  frameRefusals?: () => Record<string, number>;
 }
 
 /** Histogram buckets, in seconds or events. */
@@ -530,9 +532,16 @@ export class Metrics {
     totalsCounter(
       this.registry,
       'flashstock_cluster_notices_total',
-      'Live-stock notices: to peers sent, coalesced (replaced by a later one), dropped; from peers received, stale, malformed',
+      'Live-stock notices: to peers sent, coalesced (replaced by a later one), dropped; from peers received, stale',
       'outcome',
       () => this.sources.cluster?.().notices,
+    );
+    totalsCounter(
+      this.registry,
+      'flashstock_cluster_frames_refused_total',
+      'Frames and messages from other nodes refused by the protocol decoder (never executed nor relayed), by reason',
+      'reason',
+      () => this.sources.frameRefusals?.(),
     );
   }
 

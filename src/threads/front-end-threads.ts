@@ -6,7 +6,8 @@ import type { Logger } from '../log.js';
 import type { DropsApi } from '../http/dependencies.js';
 import type { Payments } from '../payments/payments.js';
 import type { FrontEnd } from '../services/front-end.js';
-import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
+import type { ShardEndpoint, ShardNotice, ShardRequest } from '../shard/messages.js';
+import type { PeerNotice } from '../shard/protocol.js';
 import type { ClusterThreadCalls } from '../cluster/node.js';
 import type { FrontEndThreadData, ThreadCommand, ThreadEvent } from './front-end-worker.js';
 import { PortEndpoint, portMaxInFlightDefault, type PortCalls } from './port-channel.js';
@@ -77,9 +78,9 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
   const cluster = deps.cluster;
   if (cluster !== undefined) {
     calls.clusterSnapshot = async () => cluster.snapshot();
-    calls.clusterForwarded = (shard: number, payload: unknown) => cluster.serveForwarded(shard, payload);
+    calls.clusterForwarded = (shard: number, request: ShardRequest) => cluster.serveForwarded(shard, request);
     calls.clusterVerifyUpgrade = async (token: string) => cluster.verifyUpgrade(token);
-    calls.clusterNotices = async (peer: string, notices: unknown[]) => cluster.receivedNotices(peer, notices);
+    calls.clusterNotices = async (peer: string, notices: PeerNotice[]) => cluster.receivedNotices(peer, notices);
   }
   const threads: (Thread | null)[] = Array.from({ length: config.httpThreads }, () => null);
   let stopping = false;

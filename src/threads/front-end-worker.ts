@@ -85,7 +85,7 @@ async function run(): Promise<void> {
     onFatal: (error) => post({ type: 'fatal', error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
   });
   // Readiness is the main thread's gauge (summed over threads it would count N + 1).
-  metrics.provide({ live: () => frontEnd.live!.stats });
+  metrics.provide({ live: () => frontEnd.live!.stats, ...(cluster === null ? {} : { frameRefusals: () => cluster.refusals() }) });
   control.on('message', (command: ThreadCommand) => {
     if (command.type === 'stop_listening') frontEnd.stopListening();
     else if (command.type === 'collect_metrics') {
