@@ -26,6 +26,12 @@ export interface FrontEnd {
   stopListening(): void;
   /** Close the stream sockets with 1001, then every socket. */
   stop(): Promise<void>;
+  /**
+   * The process is about to exit on a fatal error: close every socket now, with
+   * no goodbye (a worker thread whose uWS app is still open when the process
+   * exits makes Node abort natively). Idempotent.
+   */
+  halt(): Promise<void>;
 }
 
 export interface FrontEndDependencies {
@@ -114,6 +120,12 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     if (listening) uWS.us_listen_socket_close(listenSocket);
     listening = false;
   };
+  let closed = false;
+  // Not in the typings of this uWS build, but present: closes every open socket. Twice could crash the process.
+  const closeApp = () => {
+    if (!closed) (app as unknown as { close(): void }).close();
+    closed = true;
+  };
   const port = uWS.us_socket_local_port(listenSocket);
   const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
   return {
@@ -126,8 +138,11 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
       stopListening();
       await live.close();
       await rateLimits.close();
-      // Not in the typings of this uWS build, but present: closes every open socket.
-      (app as unknown as { close(): void }).close();
+      closeApp();
+    },
+    halt: async () => {
+      stopListening();
+      closeApp();
     },
   };
 }
