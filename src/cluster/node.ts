@@ -2,11 +2,12 @@ import type pg from 'pg';
 import type uWS from 'uWebSockets.js';
 import { advertiseUrl, type Config } from '../config.js';
 import type { Logger } from '../log.js';
-import { shardHostSettings, type ShardsOptions } from '../services/shards.js';
+import type { ClusterStats } from '../metrics/metrics.js';
+import { shardHostSettings, type ShardsOptions } from '../services/shard-settings.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
 import { Router } from '../shard/router.js';
 import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
-import { newFrameRefusals, type FrameRefusals, type PeerNotice } from '../shard/protocol.js';
+import { newFrameRefusals, type PeerNotice } from '../shard/protocol.js';
 import { UpgradeVerifier, type VerifyResult } from './auth.js';
 import { ClusterChannel, serveForwarded } from './channel.js';
 import { ClusterShards } from './cluster-shards.js';
@@ -20,7 +21,6 @@ import {
   type ClusterEndpoint,
   type ClusterEndpointOptions,
   type ForwardHandler,
-  type ForwardTotals,
   type TransportLimits,
 } from './transport.js';
 
@@ -57,13 +57,6 @@ export interface ClusterNode {
   /** Totals since start (metrics): commands forwarded to owners, live-stock notices to and from peers. */
   stats(): ClusterStats;
   stop(): Promise<void>;
-}
-
-export interface ClusterStats {
-  forwarded: ForwardTotals['forwarded'];
-  notices: { sent: number; coalesced: number; dropped: number; received: number; stale: number };
-  /** Frames and messages from peers refused (this thread's endpoint and every forwarding client), by reason. */
-  refusals: FrameRefusals;
 }
 
 /**

@@ -2,7 +2,6 @@ import client from 'prom-client';
 import type { StockEvent } from '../allocator/types.js';
 import type { CommitError, OutboxObserver } from '../outbox/outbox.js';
 import { sampled } from './sampled.js';
-import type { ClusterStats } from '../cluster/node.js';
 
 /**
  * Every Prometheus metric of one flashstock service, named once, in one
@@ -46,6 +45,16 @@ export interface PaymentStats {
   compensated: number;
   /** Jobs put off without calling the provider because the breaker was open. */
   deferred: number;
+}
+
+/** What a cluster node counts since start (src/cluster/node.ts keeps it). */
+export interface ClusterStats {
+  /** Commands forwarded to their shard's owner. */
+  forwarded: { sent: number; replied: number; timed_out: number };
+  /** Live-stock notices: to peers, and from them. */
+  notices: { sent: number; coalesced: number; dropped: number; received: number; stale: number };
+  /** Frames and messages from peers refused, by reason (src/shard/protocol.ts). */
+  refusals: Record<string, number>;
 }
 
 /** Where scrape-time numbers come from; app.ts provides them once the parts exist. */
