@@ -216,6 +216,7 @@ function upgrade(
  */
 function frameServer(options: ClusterEndpointOptions, refusals: FrameRefusals) {
   const { limits, shardCount } = options;
+  const reply = replier(limits);
 
   const refuse = (state: PeerState, reason: RefusalReason, id: number | null) => {
     refusals[reason] += 1;
@@ -237,12 +238,7 @@ function frameServer(options: ClusterEndpointOptions, refusals: FrameRefusals) {
     }
     // Out of the uWS callback: work (and replies it triggers) never runs while uWS has this socket corked.
     if (frame.t === 'note') {
-      const notices: PeerNotice[] = [];
-      for (const value of frame.m) {
-        const notice = decodePeerNotice(value);
-        if (isRefusal(notice)) refuse(state, notice, null);
-        else notices.push(notice);
-      }
+      const notices = decodeNotices(frame.m, (reason) => refuse(state, reason, null));
       if (notices.length > 0) setImmediate(() => receiveNotices(state.peer, notices));
       return;
     }
@@ -282,15 +278,22 @@ function frameServer(options: ClusterEndpointOptions, refusals: FrameRefusals) {
     );
   };
 
-  const reply = (state: PeerState, message: Reply, counted = false): void => {
-    if (counted) state.inFlight -= 1;
-    if (state.ws === null) return; // the caller is gone; it reports unknown_outcome itself
-    state.replies.push(message);
-    if (state.flushScheduled) return;
-    state.flushScheduled = true;
-    setImmediate(() => flushReplies(state));
-  };
+  return onFrame;
+}
 
+/** The notices of a frame that decode; each one that does not is handed to `refuse`. */
+function decodeNotices(values: unknown[], refuse: (reason: RefusalReason) => void): PeerNotice[] {
+  const notices: PeerNotice[] = [];
+  for (const value of values) {
+    const notice = decodePeerNotice(value);
+    if (isRefusal(notice)) refuse(notice);
+    else notices.push(notice);
+  }
+  return notices;
+}
+
+/** Replies to a peer: the ones of an event-loop turn go out together, in frames of at most maxBatch. */
+function replier(limits: TransportLimits): (state: PeerState, message: Reply, counted?: boolean) => void {
   const flushReplies = (state: PeerState): void => {
     state.flushScheduled = false;
     const replies = state.replies;
@@ -300,8 +303,14 @@ function frameServer(options: ClusterEndpointOptions, refusals: FrameRefusals) {
       state.ws.send(encodeFrame({ t: 'res', m: replies.slice(i, i + limits.maxBatch) }), false, false);
     }
   };
-
-  return onFrame;
+  return (state, message, counted = false) => {
+    if (counted) state.inFlight -= 1;
+    if (state.ws === null) return; // the caller is gone; it reports unknown_outcome itself
+    state.replies.push(message);
+    if (state.flushScheduled) return;
+    state.flushScheduled = true;
+    setImmediate(() => flushReplies(state));
+  };
 }
 
 // ------------------------------------------------------------------ client
