@@ -57,6 +57,22 @@ interface Thread {
   halted: Promise<void>;
 }
 
+/** A fatal exit's first step: every thread closes its sockets (once; at most haltTimeoutMs). */
+function halter(started: Set<Thread>): () => Promise<void> {
+  let halting: Promise<void> | null = null;
+  return () => {
+    halting ??= new Promise<void>((resolve) => {
+      for (const thread of started) thread.worker.postMessage({ type: 'halt' } satisfies ThreadCommand);
+      const timer = setTimeout(resolve, haltTimeoutMs);
+      void Promise.all([...started].map((thread) => thread.halted)).then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    return halting;
+  };
+}
+
 /**
  * `HTTP_THREADS` front-end threads on one port, served from the main thread:
  * each gets a PortEndpoint over the shard endpoint (the ShardHost alone; on a
@@ -89,18 +105,7 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
   const threads: (Thread | null)[] = Array.from({ length: config.httpThreads }, () => null);
   /** Every thread started, listening or not (a fatal exit halts them all). */
   const started = new Set<Thread>();
-  let halting: Promise<void> | null = null;
-  const halt = (): Promise<void> => {
-    halting ??= new Promise<void>((resolve) => {
-      for (const thread of started) thread.worker.postMessage({ type: 'halt' } satisfies ThreadCommand);
-      const timer = setTimeout(resolve, haltTimeoutMs);
-      void Promise.all([...started].map((thread) => thread.halted)).then(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-    return halting;
-  };
+  const halt = halter(started);
   // A thread that fails: every thread's sockets closed, then the process's fatal path (one log line, exit 70).
   const fatal = (error: Error) => void halt().then(() => deps.onFatal(error));
   let stopping = false;
