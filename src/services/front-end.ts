@@ -120,12 +120,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     if (listening) uWS.us_listen_socket_close(listenSocket);
     listening = false;
   };
-  let closed = false;
-  // Not in the typings of this uWS build, but present: closes every open socket. Twice could crash the process.
-  const closeApp = () => {
-    if (!closed) (app as unknown as { close(): void }).close();
-    closed = true;
-  };
+  const closeApp = appCloser(app);
   const port = uWS.us_socket_local_port(listenSocket);
   const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
   return {
@@ -140,9 +135,15 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
       await rateLimits.close();
       closeApp();
     },
-    halt: async () => {
-      stopListening();
-      closeApp();
-    },
+    halt: async () => void [stopListening(), closeApp()],
+  };
+}
+
+/** Closes every open socket of `app`, once (uWS's close is not in the typings of this build; twice could crash the process). */
+function appCloser(app: uWS.TemplatedApp): () => void {
+  let closed = false;
+  return () => {
+    if (!closed) (app as unknown as { close(): void }).close();
+    closed = true;
   };
 }
