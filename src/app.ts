@@ -64,6 +64,8 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
   for (const warning of configWarnings(options.env ?? process.env)) log.warn(warning);
   const metrics = new Metrics();
   const stops: (() => Promise<void>)[] = [];
+  /** What a fatal exit closes first (the front end, once it exists). */
+  let haltFrontEnd = async (): Promise<void> => undefined;
   const stop = async () => {
     for (const step of stops.reverse()) await step().catch((err: unknown) => log.error({ err }, 'shutdown step failed'));
     stops.length = 0;
@@ -77,12 +79,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     stops.push(async () => {
       if (!bossOwned) await boss.stop({ graceful: true, wait: true, timeout: config.shutdownJobsTimeoutMs });
     });
-    const onFatal =
-      options.onFatal ??
-      ((error: unknown) => {
-        log.fatal({ err: error }, 'invariant violated: stopping rather than selling what is not there');
-        process.exit(70);
-      });
+    const onFatal = options.onFatal ?? fatalExit(log, () => haltFrontEnd());
     const shardsOptions = {
       onFatal,
       databaseUrl: storage.databaseUrl,
@@ -147,8 +144,9 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
             webhookSecret: storage.paymentWebhookSecret,
             onFatal,
           });
+    haltFrontEnd = () => frontEnd.halt();
     metrics.provide({
-      ...(cluster === null ? {} : { cluster: () => cluster.stats() }),
+      ...(cluster === null ? {} : { cluster: () => cluster.stats(), frameRefusals: () => cluster.stats().refusals }),
       inventory: () => ({
         pendingEvents: shards.host.pendingEvents,
         allocators: shards.host.allocatorCount,
@@ -205,4 +203,22 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     await stop();
     throw error;
   }
+}
+
+/**
+ * The process's fatal path (a broken invariant, a thread that failed): one
+ * fatal log line, every socket closed (front-end threads' too: a worker thread
+ * with an open uWS app makes Node abort natively at exit), exit code 70. Later
+ * calls while exiting are ignored.
+ */
+function fatalExit(log: Logger, halt: () => Promise<void>): (error: unknown) => void {
+  let exiting = false;
+  return (error) => {
+    if (exiting) return;
+    exiting = true;
+    log.fatal({ err: error }, 'fatal: stopping rather than serving in a broken state');
+    void halt()
+      .catch(() => undefined)
+      .finally(() => process.exit(70));
+  };
 }

@@ -55,6 +55,8 @@ export interface Config {
   auditCron: string | null;
   /** Fault injection (tests): SIGKILL the process at this point of a payment. */
   faultCrashPoint: 'before_charge' | 'after_charge' | 'after_settle' | null;
+  /** Fault injection (tests): front-end thread 0 throws an uncaught error once it listens (a thread that fails). */
+  faultThreadFailure: boolean;
   /** WebSocket `/v1/stream` (src/ws): every per-socket resource is bounded. */
   wsMaxMessageBytes: number;
   wsMaxSubscriptions: number;
@@ -237,6 +239,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     faultCrashPoint: read(env, 'FAULT_CRASH_POINT')
       ? oneOf(env, 'FAULT_CRASH_POINT', ['before_charge', 'after_charge', 'after_settle'] as const, 'after_charge')
       : null,
+    faultThreadFailure: read(env, 'FAULT_THREAD_FAILURE') === 'front_end',
     wsMaxMessageBytes: integer(env, 'WS_MAX_MESSAGE_BYTES', 4096, 512, 64 * 1024),
     wsMaxSubscriptions: integer(env, 'WS_MAX_SUBSCRIPTIONS', 100, 1, 10_000),
     // uWebSockets.js accepts 0 or 9–960 s; 0 (never) is not offered: dead peers must go.

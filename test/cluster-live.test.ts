@@ -7,6 +7,7 @@ import { ClusterLive } from '../src/cluster/live.js';
 import type { ClusterSnapshot, NodeInfo } from '../src/cluster/membership.js';
 import { defaultTransportLimits, ForwardPool } from '../src/cluster/transport.js';
 import type { ShardNotice } from '../src/shard/messages.js';
+import type { PeerNotice } from '../src/shard/protocol.js';
 import { shardOf } from '../src/shard/placement.js';
 import { testRedis } from './helpers/redis.js';
 import { clientFor } from './helpers/service.js';
@@ -127,25 +128,23 @@ t.test('a stale notice never overwrites a newer one, across an ownership move', 
     maxTrackedSkus: 100,
     log: testLog,
   });
-  const stock = (sku: string, seq: number, e: number) => ({ e, n: { type: 'stock', state: { sku, available: seq, held: 0, sold: 0, seq } } });
+  const stock = (sku: string, seq: number, e: number): PeerNotice => ({ e, n: { type: 'stock', state: { sku, available: seq, held: 0, sold: 0, seq } } });
   const seqs = () => delivered.map((n) => (n.type === 'stock' ? n.state.seq : n.type));
 
-  live.received('b', [stock('S', 10, 3), stock('S', 8, 3)]);
+  live.received([stock('S', 10, 3), stock('S', 8, 3)]);
   t.same(seqs(), [10, 8], "one owner's notices in order, even a correction with a lower seq");
-  live.received('a', [stock('S', 20, 2), { e: 2, n: { type: 'passivated', sku: 'S' } }]);
+  live.received([stock('S', 20, 2), { e: 2, n: { type: 'passivated', sku: 'S' } }]);
   t.same(seqs(), [10, 8], "the previous owner's late notices (older epoch, higher seq) are dropped");
   epochs[shard] = 5;
-  live.received('b', [stock(other, 1, 4)]);
+  live.received([stock(other, 1, 4)]);
   t.same(seqs(), [10, 8], 'older than the epoch in the membership view: dropped, even for a SKU never seen');
   held.set(shard, 6);
   live.local({ type: 'stock', state: { sku: 'S', available: 1, held: 0, sold: 0, seq: 9 } });
-  live.received('c', [stock('S', 30, 5), stock(other, 2, 5)]);
+  live.received([stock('S', 30, 5), stock(other, 2, 5)]);
   t.same(seqs(), [10, 8], 'this node owns the shard at a newer epoch: peers with older ones are not heard');
-  live.received('d', [stock('S', 31, 7)]);
+  live.received([stock('S', 31, 7)]);
   t.same(seqs(), [10, 8, 31], 'a newer owner is heard');
-  live.received('x', [null, { e: -1, n: {} }, { e: 9, n: { type: 'stock', state: { sku: 'bad sku!', available: 1, held: 0, sold: 0, seq: 1 } } },
-    { e: 9, n: { type: 'checkout_durable', orderId: 'o' } }]);
-  t.same(live.stats, { received: 3, stale: 5, malformed: 4 }, 'malformed notices are counted, never delivered');
+  t.same(live.stats, { received: 3, stale: 5 }, 'delivered and stale notices are counted');
 });
 
 t.test('pushing: to every live peer; a peer whose connection opens gets the latest of every SKU; dead peers are let go', async (t) => {
@@ -153,7 +152,7 @@ t.test('pushing: to every live peer; a peer whose connection opens gets the late
     ['p0', 'p1'].map(async (nodeId) => {
       const notices: ShardNotice[] = [];
       const server = await startEndpoint(async () => ({ ok: false, code: 'unavailable', detail: 'no shards here' }), {}, {
-        onNotices: (_peer, pushed) => notices.push(...pushed.map((p) => (p as { n: ShardNotice }).n)),
+        onNotices: (_peer, pushed) => notices.push(...pushed.map((p) => p.n)),
       });
       t.teardown(server.stop);
       const info: NodeInfo = { nodeId, url: server.url, alive: true, leaving: false, shards: [] };

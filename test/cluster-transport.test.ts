@@ -1,15 +1,13 @@
 import t from 'tap';
 import net from 'node:net';
 import { AUTH_HEADER, signUpgrade, UpgradeVerifier } from '../src/cluster/auth.js';
-import {
-  defaultTransportLimits,
-  ForwardClient,
-  type ForwardHandler,
-  type ForwardResult,
-  type TransportLimits,
-} from '../src/cluster/transport.js';
+import { defaultTransportLimits, ForwardClient, type ForwardHandler, type TransportLimits } from '../src/cluster/transport.js';
+import type { SkuView } from '../src/inventory/inventory.js';
+import type { ShardRequest } from '../src/shard/messages.js';
+import { shardOf } from '../src/shard/placement.js';
+import type { ForwardResult, PeerNotice } from '../src/shard/protocol.js';
 import { testLog } from './helpers/db.js';
-import { clusterUpgradeStatus as upgradeStatus, sleep, until } from './helpers/cluster.js';
+import { clusterUpgradeStatus as upgradeStatus, SHARDS, sleep, until } from './helpers/cluster.js';
 import { CLUSTER_TEST_SECRET, startEndpoint } from './helpers/cluster-endpoint.js';
 
 const SECRET = CLUSTER_TEST_SECRET;
@@ -19,7 +17,26 @@ function client(peerUrl: string, limits: Partial<TransportLimits> = {}, secret =
   return new ForwardClient({ secret, selfNodeId: 'caller', peerUrl, limits: { ...defaultTransportLimits, ...limits }, log: testLog });
 }
 
-const echo: ForwardHandler = async (shard, payload) => ({ ok: true, payload: { shard, payload } });
+/** A shard's answer to get_sku: a view of that SKU whose `stock` is `n` (so a test can tell replies apart). */
+function view(sku: string, n = 0): SkuView {
+  return { sku, stock: n, available: n, held: 0, sold: 0, perShopperLimit: 1, holdSeconds: 60, priceCents: 100, currency: 'EUR', startsAt: null, endsAt: null };
+}
+
+/** get_sku of `sku`, to forward to its shard. */
+function getSku(sku: string): [number, ShardRequest] {
+  return [shardOf(sku, SHARDS), { type: 'get_sku', sku }];
+}
+
+/** Every request answered with a view of its SKU; the SKU `n-<number>` gets that number as its stock. */
+const echo: ForwardHandler = async (_shard, request) => {
+  const sku = 'sku' in request ? request.sku : 'none';
+  return { ok: true, payload: { ok: true, value: view(sku, Number(/^n-(\d+)$/.exec(sku)?.[1] ?? 0)) } };
+};
+
+/** A live-stock notice as it travels: `sku` at `v` (epoch and seq). */
+function stockNotice(sku: string, v: number): PeerNotice {
+  return { e: v, n: { type: 'stock', state: { sku, available: v, held: 0, sold: 0, seq: v } } };
+}
 
 t.test('authentication on the upgrade', async (t) => {
   const server = await startServer(echo);
@@ -39,7 +56,7 @@ t.test('authentication on the upgrade', async (t) => {
 
   const bad = client(server.url, {}, 'not-the-secret');
   t.teardown(() => bad.close());
-  const refused = await bad.forward(1, 'x');
+  const refused = await bad.forward(...getSku('x'));
   t.same(refused.ok, false);
   t.equal((refused as { code: string }).code, 'unavailable', 'a client with the wrong secret gets unavailable, nothing executed');
 });
@@ -63,7 +80,7 @@ t.test('an asynchronous token check (a front-end thread asks its main thread): a
   failing = false;
   const good = client(server.url);
   t.teardown(() => good.close());
-  t.same(await good.forward(3, 'x'), { ok: true, payload: { shard: 3, payload: 'x' } }, 'commands flow over a connection let in asynchronously');
+  t.same(await good.forward(...getSku('x')), { ok: true, payload: { ok: true, value: view('x') } }, 'commands flow over a connection let in asynchronously');
 });
 
 t.test('UpgradeVerifier: malformed tokens and the nonce bound', async (t) => {
@@ -78,57 +95,61 @@ t.test('UpgradeVerifier: malformed tokens and the nonce bound', async (t) => {
 });
 
 t.test('batching and reply relay', async (t) => {
-  const server = await startServer(async (shard, payload) =>
-    shard === 13 ? { ok: false, code: 'unavailable', detail: 'not the owner of shard 13' } : { ok: true, payload: { shard, payload } },
+  const refusedShard = shardOf('REFUSED', SHARDS);
+  const server = await startServer(async (shard, request) =>
+    'sku' in request && request.sku === 'REFUSED' ? { ok: false, code: 'unavailable', detail: `not the owner of shard ${shard}` } : echo(shard, request),
   );
   t.teardown(server.stop);
   const c = client(server.url, { maxBatch: 100 });
   t.teardown(() => c.close());
 
-  const results = await Promise.all(Array.from({ length: 500 }, (_, i) => c.forward(i % 13, { n: i, text: 'ünïcødé' })));
-  t.ok(results.every((r, i) => r.ok && JSON.stringify(r.payload) === JSON.stringify({ shard: i % 13, payload: { n: i, text: 'ünïcødé' } })),
+  const results = await Promise.all(Array.from({ length: 500 }, (_, i) => c.forward(...getSku(`n-${i}`))));
+  const bad = results.findIndex((r, i) => !(r.ok && JSON.stringify(r.payload) === JSON.stringify({ ok: true, value: view(`n-${i}`, i) })));
+  if (bad >= 0) t.comment(JSON.stringify(results[bad]), bad);
+  t.ok(bad === -1,
     'every reply went back to its caller');
   t.equal(c.stats.sent, 500);
   t.equal(c.stats.frames, 5, '500 requests of one turn went in 5 frames of 100');
   t.equal(c.inFlight, 0);
 
-  const refused = await c.forward(13, null);
-  t.same(refused, { ok: false, code: 'unavailable', detail: 'not the owner of shard 13' }, "the owner's refusal is relayed as is");
+  const refused = await c.forward(...getSku('REFUSED'));
+  t.same(refused, { ok: false, code: 'unavailable', detail: `not the owner of shard ${refusedShard}` }, "the owner's refusal is relayed as is");
   t.equal(server.endpoint.connections(), 1, 'one persistent connection');
 });
 
 t.test('bounded in flight, timeouts and dropped connections', async (t) => {
   const held: (() => void)[] = [];
   const server = await startServer(
-    (shard, payload) =>
+    (shard, request) =>
       new Promise<ForwardResult>((resolve) => {
-        if (shard === 0) return resolve({ ok: true, payload });
-        if (shard === 1) held.push(() => resolve({ ok: true, payload }));
-        // shard 2: never answers
+        const sku = 'sku' in request ? request.sku : '';
+        if (sku.startsWith('now')) return resolve(echo(shard, request));
+        if (sku.startsWith('held')) held.push(() => resolve(echo(shard, request)));
+        // 'hang…': never answers
       }),
   );
   t.teardown(server.stop);
   const c = client(server.url, { maxInFlight: 4, requestTimeoutMs: 300 });
   t.teardown(() => c.close());
 
-  const slow = [1, 2, 3, 4].map((n) => c.forward(1, n));
-  const over = await c.forward(1, 5);
+  const slow = [1, 2, 3, 4].map((n) => c.forward(...getSku(`held-${n}`)));
+  const over = await c.forward(...getSku('held-5'));
   t.same(over, { ok: false, code: 'unavailable', detail: 'too many forwarded requests in flight' }, 'past the bound: refused at once');
   await new Promise((r) => setTimeout(r, 50));
   for (const release of held.splice(0)) release();
   t.same((await Promise.all(slow)).map((r) => r.ok), [true, true, true, true]);
 
   const started = Date.now();
-  const hung = await c.forward(2, 'x');
+  const hung = await c.forward(...getSku('hang-x'));
   t.equal((hung as { code: string }).code, 'unknown_outcome', 'a sent request past its timeout: outcome unknown');
   t.ok(Date.now() - started >= 300 && Date.now() - started < 2_000, 'answered about the timeout');
 
-  const inFlight = c.forward(2, 'y');
+  const inFlight = c.forward(...getSku('hang-y'));
   await new Promise((r) => setTimeout(r, 50));
   server.endpoint.close();
   t.same(await inFlight, { ok: false, code: 'unknown_outcome', detail: 'connection to the owner closed before it replied' });
   server.stop();
-  const unreachable = await c.forward(0, 'z');
+  const unreachable = await c.forward(...getSku('now-z'));
   t.equal((unreachable as { code: string }).code, 'unavailable', 'no connection: unavailable, certainly not executed');
 });
 
@@ -178,7 +199,7 @@ t.test('notices: one frame per turn, latest per key while the peer is backpressu
     selfUrl: () => relayUrl,
     onNotices: (_peer, notices) => {
       frames += 1;
-      received.push(...(notices as { k: string; v: number }[]));
+      received.push(...notices.map((notice) => ({ k: notice.n.type === 'stock' ? notice.n.state.sku : '?', v: notice.e })));
     },
   });
   t.teardown(server.stop);
@@ -188,9 +209,9 @@ t.test('notices: one frame per turn, latest per key while the peer is backpressu
   const c = client(proxy.url, { maxPendingNotices: 50, maxNoticeBufferedBytes: 256 * 1024, noticeRetryMs: 10 });
   t.teardown(() => c.close());
 
-  c.push('a', { k: 'a', v: 1 });
-  c.push('b', { k: 'b', v: 1 });
-  c.push('a', { k: 'a', v: 2 });
+  c.push('a', stockNotice('a', 1));
+  c.push('b', stockNotice('b', 1));
+  c.push('a', stockNotice('a', 2));
   await until('the first frame', async () => (frames >= 1 ? true : null));
   t.same(received, [{ k: 'b', v: 1 }, { k: 'a', v: 2 }], 'one frame; a key pushed twice in a turn travels once, latest');
   t.equal(c.noticeStats.coalesced, 1);
@@ -200,16 +221,17 @@ t.test('notices: one frame per turn, latest per key while the peer is backpressu
   const big = 'x'.repeat(64 * 1024);
   for (let round = 0; c.noticeStats.heldBack === 0; round++) {
     if (round > 2_000) throw new Error('the socket never backed up');
-    for (let k = 0; k < 10; k++) c.push(`k${k}`, { k: `k${k}`, v: round, big });
+    // `big` is not part of a notice: it fills the socket, and the peer's decoder leaves it out.
+    for (let k = 0; k < 10; k++) c.push(`k${k}`, { ...stockNotice(`k${k}`, round), big } as PeerNotice);
     await sleep(5);
   }
   const sentBefore = c.noticeStats.sent;
-  for (let v = 1_000; v < 1_100; v++) for (let k = 0; k < 10; k++) c.push(`k${k}`, { k: `k${k}`, v });
+  for (let v = 1_000; v < 1_100; v++) for (let k = 0; k < 10; k++) c.push(`k${k}`, stockNotice(`k${k}`, v));
   await sleep(50);
   t.equal(c.noticeStats.sent, sentBefore, 'nothing more is written to a backpressured socket');
   t.ok(c.pendingNotices <= 10, `1,000 notices of 10 keys wait as at most 10 (${c.pendingNotices})`);
   const droppedBefore = c.noticeStats.dropped;
-  for (let n = 0; n < 100; n++) c.push(`new${n}`, { k: `new${n}`, v: n });
+  for (let n = 0; n < 100; n++) c.push(`new${n}`, stockNotice(`new${n}`, n));
   t.equal(c.pendingNotices, 50, 'at most maxPendingNotices keys wait');
   t.equal(c.noticeStats.dropped - droppedBefore, 100 - (50 - 10), 'new keys past the bound are dropped and counted');
 
@@ -223,7 +245,7 @@ t.test('notices: one frame per turn, latest per key while the peer is backpressu
 
   const nowhere = client('http://127.0.0.1:1', { connectTimeoutMs: 500 });
   t.teardown(() => nowhere.close());
-  nowhere.push('x', 1);
+  nowhere.push('x', stockNotice('x', 1));
   await until('the notice to an unreachable peer is dropped', async () => (nowhere.noticeStats.dropped === 1 ? true : null));
   t.equal(nowhere.pendingNotices, 0, 'no connection: nothing waits');
 });

@@ -24,14 +24,14 @@ function capture() {
 async function forwardInTurns(client: ForwardClient, turns: number): Promise<string[]> {
   const details: string[] = [];
   for (let i = 0; i < turns; i++) {
-    const results = await Promise.all([client.forward(0, i), client.forward(1, i)]);
+    const results = await Promise.all([client.forward(0, { type: 'get_sku', sku: `a-${i}` }), client.forward(1, { type: 'get_sku', sku: `b-${i}` })]);
     for (const r of results) details.push(r.ok ? 'ok' : r.detail);
   }
   return details;
 }
 
 t.test('a peer refusing our token: one warning naming the reason the peer gave', async (t) => {
-  const server = await startEndpoint(async (_shard, payload) => ({ ok: true, payload }));
+  const server = await startEndpoint(async () => ({ ok: true, payload: { ok: false, code: 'not_found', detail: 'no such SKU' } }));
   t.teardown(server.stop);
   const { lines, log } = capture();
   const client = new ForwardClient({ secret: 'a-different-cluster-secret', selfNodeId: '10.0.0.7:8080', peerUrl: server.url, limits: defaultTransportLimits, log });

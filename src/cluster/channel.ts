@@ -32,6 +32,7 @@ export class ClusterChannel implements ShardChannel {
     const owner = view.owners[shard] ?? null;
     if (owner === null || owner.nodeId === view.self) return this.local.handle(shard, request);
     const result = await this.forwarder.forward(owner.url, shard, request);
+    // Decoded against this very request (src/shard/protocol.ts): its kind of reply, about its SKU or reservation.
     if (result.ok) return result.payload as ShardReply<R['type']>;
     if (result.code === 'unknown_outcome') {
       return unavailable(`${result.detail}; the outcome is unknown: retry with the same Idempotency-Key`);
@@ -63,7 +64,7 @@ export class ClusterChannel implements ShardChannel {
 export function serveForwarded(local: ClusterShards): ForwardHandler {
   return async (shard, payload) => {
     if (!local.serves(shard)) return { ok: false, code: 'unavailable', detail: `shard ${shard} is not owned by this node (moving)` };
-    return { ok: true, payload: await local.handle(shard, payload as ShardRequest) };
+    return { ok: true, payload: await local.handle(shard, payload) };
   };
 }
 

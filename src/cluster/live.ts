@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import type { ShardNotice } from '../shard/messages.js';
 import { shardOf } from '../shard/placement.js';
-import { isSku, parseStockState } from '../ws/fanout.js';
+import type { PeerNotice, StockNotice } from '../shard/protocol.js';
 import type { ClusterSnapshot } from './membership.js';
 import type { ForwardPool } from './transport.js';
 
@@ -30,15 +30,6 @@ import type { ForwardPool } from './transport.js';
  * connection to it opens, it gets the latest notice of every SKU this node owns.
  */
 
-/** The notices that leave their node. */
-export type StockNotice = Extract<ShardNotice, { type: 'stock' | 'passivated' }>;
-
-/** What travels: the notice, and the epoch of its shard as its sender held it. */
-interface Pushed {
-  e: number;
-  n: StockNotice;
-}
-
 export interface ClusterLiveOptions {
   /** False with REDIS_URL set: Redis carries stock between nodes, this connection does not. */
   push: boolean;
@@ -61,8 +52,6 @@ export interface ClusterLiveStats {
   received: number;
   /** Peers' notices dropped as older than what this node has. */
   stale: number;
-  /** Peers' notices that did not parse (dropped). */
-  malformed: number;
 }
 
 export function skuOfNotice(notice: StockNotice): string {
@@ -90,11 +79,11 @@ export class ClusterLive {
   /** Per SKU, the epoch of the last notice delivered here (own or a peer's). */
   private readonly epochs: BoundedMap<number>;
   /** Latest notice per SKU of the shards this node owns: what a peer gets when a connection to it opens. */
-  private readonly mine: BoundedMap<Pushed>;
+  private readonly mine: BoundedMap<PeerNotice>;
   private peersOf: { view: ClusterSnapshot; urls: string[] } | null = null;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
-  readonly stats: ClusterLiveStats = { received: 0, stale: 0, malformed: 0 };
+  readonly stats: ClusterLiveStats = { received: 0, stale: 0 };
 
   constructor(private readonly options: ClusterLiveOptions) {
     this.epochs = new BoundedMap(options.maxTrackedSkus);
@@ -117,21 +106,15 @@ export class ClusterLive {
     if (epoch === undefined) return;
     this.epochs.set(sku, epoch);
     if (!this.options.push || this.closed) return;
-    const pushed: Pushed = { e: epoch, n: notice };
+    const pushed: PeerNotice = { e: epoch, n: notice };
     this.mine.set(sku, pushed);
     for (const url of this.peerUrls()) this.options.pool.client(url).push(sku, pushed);
   }
 
-  /** Notices a peer pushed (one frame): delivered here unless older than what this node has. */
-  received(peer: string, payloads: unknown[]): void {
+  /** Notices a peer pushed (one frame, decoded by the endpoint: src/shard/protocol.ts): delivered here unless older than what this node has. */
+  received(notices: PeerNotice[]): void {
     const view = this.options.snapshot();
-    for (const payload of payloads) {
-      const pushed = parsePushed(payload);
-      if (pushed === null) {
-        this.stats.malformed += 1;
-        this.options.log.warn({ peer }, 'ignoring a malformed stock notice from a peer');
-        continue;
-      }
+    for (const pushed of notices) {
       const sku = skuOfNotice(pushed.n);
       const shard = shardOf(sku, this.options.shardCount);
       const newest = Math.max(this.epochs.get(sku) ?? 0, view.epochs[shard] ?? 0, this.options.epochOf(shard) ?? 0);
@@ -182,19 +165,4 @@ export class ClusterLive {
     }
     return this.peersOf.urls;
   }
-}
-
-/** A notice from a peer (authenticated, but parsed as untrusted input: a bad one must not reach subscribers). */
-function parsePushed(value: unknown): Pushed | null {
-  if (typeof value !== 'object' || value === null) return null;
-  const { e, n } = value as { e?: unknown; n?: unknown };
-  if (typeof e !== 'number' || !Number.isSafeInteger(e) || e < 0) return null;
-  if (typeof n !== 'object' || n === null) return null;
-  const notice = n as { type?: unknown; state?: unknown; sku?: unknown };
-  if (notice.type === 'stock') {
-    const state = parseStockState(notice.state);
-    return state === null ? null : { e, n: { type: 'stock', state } };
-  }
-  if (notice.type === 'passivated' && isSku(notice.sku)) return { e, n: { type: 'passivated', sku: notice.sku } };
-  return null;
 }

@@ -2,23 +2,25 @@ import type pg from 'pg';
 import type uWS from 'uWebSockets.js';
 import { advertiseUrl, type Config } from '../config.js';
 import type { Logger } from '../log.js';
-import { shardHostSettings, type ShardsOptions } from '../services/shards.js';
+import type { ClusterStats } from '../metrics/metrics.js';
+import { shardHostSettings, type ShardsOptions } from '../services/shard-settings.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
 import { Router } from '../shard/router.js';
 import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
+import { newFrameRefusals, type PeerNotice } from '../shard/protocol.js';
 import { UpgradeVerifier, type VerifyResult } from './auth.js';
 import { ClusterChannel, serveForwarded } from './channel.js';
 import { ClusterShards } from './cluster-shards.js';
 import { ClusterLive } from './live.js';
 import { Membership, type ClusterSnapshot } from './membership.js';
 import {
+  addRefusals,
   attachClusterEndpoint,
   defaultTransportLimits,
   ForwardPool,
   type ClusterEndpoint,
   type ClusterEndpointOptions,
   type ForwardHandler,
-  type ForwardTotals,
   type TransportLimits,
 } from './transport.js';
 
@@ -57,11 +59,6 @@ export interface ClusterNode {
   stop(): Promise<void>;
 }
 
-export interface ClusterStats {
-  forwarded: ForwardTotals['forwarded'];
-  notices: { sent: number; coalesced: number; dropped: number; received: number; stale: number; malformed: number };
-}
-
 /**
  * With front-end threads every thread's app carries the cluster endpoint and
  * the admin views; these run on the main thread for them (port calls, plain
@@ -74,7 +71,7 @@ export interface ClusterThreadCalls {
   /** One verifier for the process: a token is accepted once, whichever thread it reaches. */
   verifyUpgrade(token: string): VerifyResult;
   /** Stock notices a peer pushed to a thread's endpoint (live.ts): delivered to this node's listeners, every thread's included. */
-  receivedNotices(peer: string, notices: unknown[]): void;
+  receivedNotices(peer: string, notices: PeerNotice[]): void;
 }
 
 /** Seconds a cluster upgrade token is valid around its time (clock skew between nodes must be less). */
@@ -91,7 +88,7 @@ export function attachNodeEndpoint(
   calls: Pick<ClusterEndpointOptions, 'verify' | 'handle' | 'onNotices'>,
   log: Logger,
 ): ClusterEndpoint {
-  return attachClusterEndpoint(app, { ...calls, limits: transportLimits(config), log });
+  return attachClusterEndpoint(app, { ...calls, shardCount: config.shardCount, limits: transportLimits(config), log });
 }
 
 export function transportLimits(config: Config): TransportLimits {
@@ -145,7 +142,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     snapshot: () => membership?.snapshot ?? emptySnapshot(),
     serveForwarded: serveForwarded(shards),
     verifyUpgrade: (token) => verifier.verify(token, Date.now()),
-    receivedNotices: (peer, notices) => live.received(peer, notices),
+    receivedNotices: (_peer, notices) => live.received(notices),
   };
   let endpoint: ClusterEndpoint | null = null;
 
@@ -186,9 +183,11 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     onNotice: (listener) => channel!.onNotice(listener),
     threadCalls,
     stats: () => {
-      const { forwarded, notices } = forwarder.totals();
+      const { forwarded, notices, refusals } = forwarder.totals();
       const { sent, coalesced, dropped } = notices;
-      return { forwarded, notices: { sent, coalesced, dropped, ...live.stats } };
+      const fromEndpoint = (endpoint as ClusterEndpoint | null)?.refusals ?? newFrameRefusals();
+      addRefusals(refusals, fromEndpoint);
+      return { forwarded, notices: { sent, coalesced, dropped, ...live.stats }, refusals };
     },
     stop: async () => {
       await router.close();

@@ -1,6 +1,24 @@
 import uWS from 'uWebSockets.js';
 import WebSocket from 'ws';
 import type { Logger } from '../log.js';
+import type { ShardRequest } from '../shard/messages.js';
+import {
+  decodeEnvelope,
+  decodeFrame,
+  decodePeerNotice,
+  decodeReply,
+  encodeFrame,
+  isRefusal,
+  maxMessagesPerFrame,
+  messageId,
+  newFrameRefusals,
+  type Envelope,
+  type ForwardResult,
+  type FrameRefusals,
+  type PeerNotice,
+  type RefusalReason,
+  type Reply,
+} from '../shard/protocol.js';
 import { AUTH_HEADER, signUpgrade, type VerifyResult } from './auth.js';
 
 /**
@@ -15,11 +33,12 @@ import { AUTH_HEADER, signUpgrade, type VerifyResult } from './auth.js';
  *
  * Frames are JSON text: {"t":"req","m":[envelope…]} and {"t":"res","m":[reply…]},
  * and one-way {"t":"note","m":[notice…]}: what a node pushes without being
- * asked (live stock, src/cluster/live.ts). Notices are keyed (a SKU): while
+ * asked (live stock, src/cluster/live.ts). Every frame a peer sends is decoded
+ * by src/shard/protocol.ts before any of it is used: a malformed or lying one
+ * is refused and counted, never executed nor relayed. Notices are keyed (a SKU): while
  * the peer's socket is backpressured only the latest notice per key waits,
  * and past `maxPendingNotices` keys new ones are dropped and counted; they
  * never make the send buffer grow without bound.
- * Payloads must be JSON-safe plain data (the shard messages are).
  *
  * Outcomes: `ok` (the owner's reply, relayed), `unavailable` (certainly not
  * executed: never sent, queue full, no connection), `unknown_outcome` (sent,
@@ -35,35 +54,10 @@ export const REFUSAL_HEADER = 'x-flashstock-refusal';
 export const REFUSAL_LOG_INTERVAL_MS = 60_000;
 const REFUSAL_REASON_MAX_CHARS = 300;
 
-export interface Envelope {
-  id: number;
-  shard: number;
-  payload: unknown;
-}
-
-export type ForwardResult =
-  | { ok: true; payload: unknown }
-  | { ok: false; code: 'unavailable' | 'unknown_outcome'; detail: string };
-
-type Reply = { id: number } & ForwardResult;
-
-interface RequestFrame {
-  t: 'req';
-  m: Envelope[];
-}
-interface ReplyFrame {
-  t: 'res';
-  m: Reply[];
-}
-interface NoticeFrame {
-  t: 'note';
-  m: unknown[];
-}
-
 export interface TransportLimits {
   /** Requests queued or awaiting a reply per connection; past it: `unavailable` at once. */
   maxInFlight: number;
-  /** Envelopes per frame. */
+  /** Envelopes per frame sent (at most protocol.ts's maxMessagesPerFrame, what a receiver accepts). */
   maxBatch: number;
   /** A reply later than this is `unknown_outcome`. */
   requestTimeoutMs: number;
@@ -92,10 +86,17 @@ export const defaultTransportLimits: TransportLimits = {
   noticeIntervalMs: 25,
 };
 
+/** A frame of maxBatch messages must be one every receiver accepts. */
+function assertBatchLimit(limits: TransportLimits): void {
+  if (!(limits.maxBatch >= 1 && limits.maxBatch <= maxMessagesPerFrame)) {
+    throw new Error(`maxBatch must be 1..${maxMessagesPerFrame} (got ${limits.maxBatch})`);
+  }
+}
+
 // ------------------------------------------------------------------ server
 
 /** Executes one forwarded command on this node (the shard host); never throws for a refusal. */
-export type ForwardHandler = (shard: number, payload: unknown) => Promise<ForwardResult>;
+export type ForwardHandler = (shard: number, request: ShardRequest) => Promise<ForwardResult>;
 
 export interface ClusterEndpointOptions {
   /**
@@ -105,8 +106,10 @@ export interface ClusterEndpointOptions {
    */
   verify: (token: string) => VerifyResult | Promise<VerifyResult>;
   handle: ForwardHandler;
-  /** Notices a peer pushed (one call per frame, outside uWS callbacks); never throws. */
-  onNotices?: (peer: string, notices: unknown[]) => void;
+  /** Notices a peer pushed, decoded (one call per frame, outside uWS callbacks); never throws. */
+  onNotices?: (peer: string, notices: PeerNotice[]) => void;
+  /** SHARD_COUNT: a request for any other shard number is refused. */
+  shardCount: number;
   limits: TransportLimits;
   log: Logger;
 }
@@ -117,17 +120,28 @@ interface PeerState {
   inFlight: number;
   replies: Reply[];
   flushScheduled: boolean;
+  /** A refusal on this connection was logged already (the counter has the rest). */
+  warned: boolean;
 }
 
 export interface ClusterEndpoint {
   connections(): number;
+  /** Frames and messages peers sent that were refused, by reason, since start. */
+  refusals: FrameRefusals;
   close(): void;
 }
 
+/** What uWS says when a message passes maxPayloadLength (it closes the socket with 1006). */
+const tooBigMessage = 'Received too big message';
+
 export function attachClusterEndpoint(app: uWS.TemplatedApp, options: ClusterEndpointOptions): ClusterEndpoint {
+  assertBatchLimit(options.limits);
   const peers = new Set<PeerState>();
-  const refusals = new RefusalLog(options.log);
+  const upgradeRefusals = new RefusalLog(options.log);
+  const refusals = newFrameRefusals();
   let closing = false;
+  const isClosing = () => closing;
+  const serve = frameServer(options, refusals);
 
   app.ws<PeerState>(CLUSTER_PATH, {
     maxPayloadLength: options.limits.maxFrameBytes,
@@ -135,80 +149,130 @@ export function attachClusterEndpoint(app: uWS.TemplatedApp, options: ClusterEnd
     idleTimeout: 60,
     sendPingsAutomatically: true,
     compression: uWS.DISABLED,
-    upgrade: (res, req, context) => {
-      // The check may be async: read the request now (uWS invalidates it on return) and watch for an abort.
-      const token = req.getHeader(AUTH_HEADER);
-      const key = req.getHeader('sec-websocket-key');
-      const protocol = req.getHeader('sec-websocket-protocol');
-      const extensions = req.getHeader('sec-websocket-extensions');
-      let aborted = false;
-      res.onAborted(() => {
-        aborted = true;
-      });
-      const refuse = (status: string, reason: string) => {
-        refusals.note(reason);
-        // The reason goes back to the caller, which logs it: both ends of a misconfigured pair say why.
-        res.cork(() => res.writeStatus(status).writeHeader(REFUSAL_HEADER, headerSafe(reason)).end());
-      };
-      const answer = (verdict: VerifyResult) => {
-        if (aborted) return;
-        if (closing) return refuse('503 Service Unavailable', 'shutting down');
-        if (!verdict.ok) return refuse('401 Unauthorized', verdict.reason);
-        const state: PeerState = { peer: verdict.nodeId, ws: null, inFlight: 0, replies: [], flushScheduled: false };
-        res.cork(() => res.upgrade(state, key, protocol, extensions, context));
-      };
-      if (closing) return refuse('503 Service Unavailable', 'shutting down');
-      Promise.resolve()
-        .then(() => options.verify(token))
-        .then(answer, (err: unknown) => {
-          if (!aborted) refuse('503 Service Unavailable', `the token could not be checked: ${String(err)}`);
-        });
-    },
+    upgrade: (res, req, context) => upgrade(res, req, context, options, isClosing, upgradeRefusals),
     open: (ws) => {
       const state = ws.getUserData();
       state.ws = ws;
       peers.add(state);
     },
-    message: (ws, data, isBinary) => onRequestFrame(ws.getUserData(), data, isBinary),
-    close: (ws) => {
+    message: (ws, data, isBinary) => serve(ws.getUserData(), data, isBinary),
+    close: (ws, code, message) => {
       const state = ws.getUserData();
       state.ws = null;
       peers.delete(state);
+      if (code === 1006 && Buffer.from(message).toString('latin1') === tooBigMessage) {
+        refusals.oversized += 1;
+        options.log.warn({ peer: state.peer, maxFrameBytes: options.limits.maxFrameBytes }, 'cluster frame over the size limit: connection closed');
+      }
     },
   });
 
-  function onRequestFrame(state: PeerState, data: ArrayBuffer, isBinary: boolean): void {
-    let frame: RequestFrame | NoticeFrame;
-    try {
-      frame = JSON.parse(Buffer.from(data).toString('utf8')) as RequestFrame | NoticeFrame;
-      if (isBinary || (frame.t !== 'req' && frame.t !== 'note') || !Array.isArray(frame.m)) throw new Error('not a request frame');
-    } catch (err) {
-      options.log.warn({ err, peer: state.peer }, 'malformed cluster frame: closing the connection');
+  return {
+    connections: () => peers.size,
+    refusals,
+    close: () => {
+      closing = true;
+      for (const state of [...peers]) state.ws?.end(1001, 'node shutting down');
+    },
+  };
+}
+
+/** The upgrade of a peer's connection: let in once its token checks out (the check may be async). */
+function upgrade(
+  res: uWS.HttpResponse,
+  req: uWS.HttpRequest,
+  context: uWS.us_socket_context_t,
+  options: ClusterEndpointOptions,
+  closing: () => boolean,
+  refusals: RefusalLog,
+): void {
+  // Read the request now (uWS invalidates it on return) and watch for an abort.
+  const token = req.getHeader(AUTH_HEADER);
+  const key = req.getHeader('sec-websocket-key');
+  const protocol = req.getHeader('sec-websocket-protocol');
+  const extensions = req.getHeader('sec-websocket-extensions');
+  let aborted = false;
+  res.onAborted(() => {
+    aborted = true;
+  });
+  const refuse = (status: string, reason: string) => {
+    refusals.note(reason);
+    // The reason goes back to the caller, which logs it: both ends of a misconfigured pair say why.
+    res.cork(() => res.writeStatus(status).writeHeader(REFUSAL_HEADER, headerSafe(reason)).end());
+  };
+  const answer = (verdict: VerifyResult) => {
+    if (aborted) return;
+    if (closing()) return refuse('503 Service Unavailable', 'shutting down');
+    if (!verdict.ok) return refuse('401 Unauthorized', verdict.reason);
+    const state: PeerState = { peer: verdict.nodeId, ws: null, inFlight: 0, replies: [], flushScheduled: false, warned: false };
+    res.cork(() => res.upgrade(state, key, protocol, extensions, context));
+  };
+  if (closing()) return refuse('503 Service Unavailable', 'shutting down');
+  Promise.resolve()
+    .then(() => options.verify(token))
+    .then(answer, (err: unknown) => {
+      if (!aborted) refuse('503 Service Unavailable', `the token could not be checked: ${String(err)}`);
+    });
+}
+
+/**
+ * What the endpoint does with a peer's frame: decoded (protocol.ts) before
+ * anything runs. A frame that is not one (not JSON, binary, unknown type, a
+ * reply: callers do not answer) closes the connection with 1008; a bad message
+ * in a good frame is refused alone: answered `unavailable` (certainly not
+ * executed) when it has an id, and counted; the others of the frame are served.
+ */
+function frameServer(options: ClusterEndpointOptions, refusals: FrameRefusals) {
+  const { limits, shardCount } = options;
+  const reply = replier(limits);
+
+  const refuse = (state: PeerState, reason: RefusalReason, id: number | null) => {
+    refusals[reason] += 1;
+    if (!state.warned) {
+      state.warned = true;
+      options.log.warn({ peer: state.peer, reason }, 'refused a message from a peer (further refusals on this connection are only counted)');
+    }
+    if (id !== null) reply(state, { id, ok: false, code: 'unavailable', detail: `the owner refused the request (${reason})` });
+  };
+
+  const onFrame = (state: PeerState, data: ArrayBuffer, isBinary: boolean): void => {
+    const frame = isBinary ? 'malformed' : decodeFrame(Buffer.from(data).toString('utf8'));
+    if (isRefusal(frame) || frame.t === 'res') {
+      const reason = isRefusal(frame) ? frame : 'envelope';
+      refusals[reason] += 1;
+      options.log.warn({ peer: state.peer, reason }, 'malformed cluster frame: closing the connection');
       state.ws?.end(1008, 'malformed frame');
       return;
     }
     // Out of the uWS callback: work (and replies it triggers) never runs while uWS has this socket corked.
     if (frame.t === 'note') {
-      const notices = frame.m;
-      setImmediate(() => receiveNotices(state.peer, notices));
+      const notices = decodeNotices(frame.m, (reason) => refuse(state, reason, null));
+      if (notices.length > 0) setImmediate(() => receiveNotices(state.peer, notices));
       return;
     }
-    const envelopes = frame.m;
-    setImmediate(() => {
-      for (const envelope of envelopes) serve(state, envelope);
-    });
-  }
+    const envelopes: Envelope[] = [];
+    for (const value of frame.m) {
+      const envelope = decodeEnvelope(value, shardCount);
+      if (isRefusal(envelope)) refuse(state, envelope, messageId(value));
+      else envelopes.push(envelope);
+    }
+    if (envelopes.length > 0) {
+      setImmediate(() => {
+        for (const envelope of envelopes) execute(state, envelope);
+      });
+    }
+  };
 
-  function receiveNotices(peer: string, notices: unknown[]): void {
+  const receiveNotices = (peer: string, notices: PeerNotice[]): void => {
     try {
       options.onNotices?.(peer, notices);
     } catch (err) {
       options.log.error({ err, peer }, 'handling pushed notices failed');
     }
-  }
+  };
 
-  function serve(state: PeerState, envelope: Envelope): void {
-    if (state.inFlight >= options.limits.maxInFlight) {
+  const execute = (state: PeerState, envelope: Envelope): void => {
+    if (state.inFlight >= limits.maxInFlight) {
       reply(state, { id: envelope.id, ok: false, code: 'unavailable', detail: 'owner overloaded' });
       return;
     }
@@ -220,34 +284,40 @@ export function attachClusterEndpoint(app: uWS.TemplatedApp, options: ClusterEnd
         reply(state, { id: envelope.id, ok: false, code: 'unknown_outcome', detail: 'owner failed while executing' }, true);
       },
     );
-  }
+  };
 
-  function reply(state: PeerState, message: Reply, counted = false): void {
+  return onFrame;
+}
+
+/** The notices of a frame that decode; each one that does not is handed to `refuse`. */
+function decodeNotices(values: unknown[], refuse: (reason: RefusalReason) => void): PeerNotice[] {
+  const notices: PeerNotice[] = [];
+  for (const value of values) {
+    const notice = decodePeerNotice(value);
+    if (isRefusal(notice)) refuse(notice);
+    else notices.push(notice);
+  }
+  return notices;
+}
+
+/** Replies to a peer: the ones of an event-loop turn go out together, in frames of at most maxBatch. */
+function replier(limits: TransportLimits): (state: PeerState, message: Reply, counted?: boolean) => void {
+  const flushReplies = (state: PeerState): void => {
+    state.flushScheduled = false;
+    const replies = state.replies;
+    state.replies = [];
+    if (state.ws === null || replies.length === 0) return;
+    for (let i = 0; i < replies.length; i += limits.maxBatch) {
+      state.ws.send(encodeFrame({ t: 'res', m: replies.slice(i, i + limits.maxBatch) }), false, false);
+    }
+  };
+  return (state, message, counted = false) => {
     if (counted) state.inFlight -= 1;
     if (state.ws === null) return; // the caller is gone; it reports unknown_outcome itself
     state.replies.push(message);
     if (state.flushScheduled) return;
     state.flushScheduled = true;
     setImmediate(() => flushReplies(state));
-  }
-
-  function flushReplies(state: PeerState): void {
-    state.flushScheduled = false;
-    const replies = state.replies;
-    state.replies = [];
-    if (state.ws === null || replies.length === 0) return;
-    for (let i = 0; i < replies.length; i += options.limits.maxBatch) {
-      const frame: ReplyFrame = { t: 'res', m: replies.slice(i, i + options.limits.maxBatch) };
-      state.ws.send(JSON.stringify(frame), false, false);
-    }
-  }
-
-  return {
-    connections: () => peers.size,
-    close: () => {
-      closing = true;
-      for (const state of [...peers]) state.ws?.end(1001, 'node shutting down');
-    },
   };
 }
 
@@ -282,6 +352,8 @@ interface Pending {
   resolve: (result: ForwardResult) => void;
   deadlineMs: number;
   sent: boolean;
+  /** What was asked: the reply is decoded against it (the same SKU or reservation, the kind of value it gets). */
+  request: ShardRequest;
 }
 
 export interface ForwardClientOptions {
@@ -319,7 +391,7 @@ export class ForwardClient {
   private readonly sweepTimer: NodeJS.Timeout;
   readonly stats = { frames: 0, sent: 0, replies: 0, timeouts: 0 };
   /** Notices waiting, latest per key (insertion order: first changed, first sent). */
-  private notices = new Map<string, unknown>();
+  private notices = new Map<string, PeerNotice>();
   /** A flush is coming (this turn's, or a retry after backpressure): pushes only add to the map. */
   private noticeFlushScheduled = false;
   private noticeRetry: NodeJS.Timeout | null = null;
@@ -327,8 +399,13 @@ export class ForwardClient {
   /** Why the peer cannot be reached, once logged (null while it can): one warning per episode and reason. */
   private unreachable: string | null = null;
   readonly noticeStats: NoticeStats = { sent: 0, coalesced: 0, dropped: 0, heldBack: 0 };
+  /** Frames and replies from the peer that were refused, by reason. */
+  readonly refusals: FrameRefusals = newFrameRefusals();
+  /** A refused reply was logged on the current connection (the counter has the rest). */
+  private warnedRefusal = false;
 
   constructor(private readonly options: ForwardClientOptions) {
+    assertBatchLimit(options.limits);
     this.sweepTimer = setInterval(() => this.sweep(), Math.max(10, Math.floor(options.limits.requestTimeoutMs / 4)));
     this.sweepTimer.unref();
   }
@@ -338,13 +415,13 @@ export class ForwardClient {
   }
 
   /** Send a command to the peer; resolves with its reply, `unavailable` or `unknown_outcome`, never rejects. */
-  forward(shard: number, payload: unknown): Promise<ForwardResult> {
+  forward(shard: number, request: ShardRequest): Promise<ForwardResult> {
     if (this.closed) return Promise.resolve(unavailable('forwarding client closed'));
     if (this.pending.size >= this.options.limits.maxInFlight) return Promise.resolve(unavailable('too many forwarded requests in flight'));
     const id = this.nextId++;
     return new Promise<ForwardResult>((resolve) => {
-      this.pending.set(id, { resolve, deadlineMs: Date.now() + this.options.limits.requestTimeoutMs, sent: false });
-      this.queue.push({ id, shard, payload });
+      this.pending.set(id, { resolve, deadlineMs: Date.now() + this.options.limits.requestTimeoutMs, sent: false, request });
+      this.queue.push({ id, shard, payload: request });
       this.scheduleFlush();
     });
   }
@@ -365,7 +442,7 @@ export class ForwardClient {
    * waiting notice of the same key is replaced (only the latest matters).
    * False when it was dropped (bound reached, or closed).
    */
-  push(key: string, notice: unknown): boolean {
+  push(key: string, notice: PeerNotice): boolean {
     if (this.closed) {
       this.noticeStats.dropped += 1;
       return false;
@@ -422,7 +499,7 @@ export class ForwardClient {
     this.notices = new Map();
     for (let i = 0; i < notices.length; i += maxBatch) {
       const m = notices.slice(i, i + maxBatch);
-      ws.send(JSON.stringify({ t: 'note', m } satisfies NoticeFrame));
+      ws.send(encodeFrame({ t: 'note', m }));
       this.noticeStats.sent += m.length;
     }
   }
@@ -474,7 +551,7 @@ export class ForwardClient {
     for (let i = 0; i < batch.length; i += this.options.limits.maxBatch) {
       const envelopes = batch.slice(i, i + this.options.limits.maxBatch).filter((e) => this.markSent(e.id));
       if (envelopes.length === 0) continue;
-      ws.send(JSON.stringify({ t: 'req', m: envelopes } satisfies RequestFrame));
+      ws.send(encodeFrame({ t: 'req', m: envelopes }));
       this.stats.frames += 1;
       this.stats.sent += envelopes.length;
     }
@@ -516,6 +593,7 @@ export class ForwardClient {
         this.ws = ws;
         if (this.unreachable !== null) this.options.log.info({ peer: peerUrl }, 'reached the peer again');
         this.unreachable = null;
+        this.warnedRefusal = false;
         resolve(ws);
         this.options.onOpen?.(peerUrl);
       });
@@ -524,7 +602,11 @@ export class ForwardClient {
         reject(new Error(`it refused the cluster connection: ${res.statusCode}${typeof why === 'string' ? ` ${why}` : ''}`));
         ws.terminate();
       });
-      ws.on('error', (err) => reject(err));
+      ws.on('error', (err: Error & { code?: string }) => {
+        // Past maxPayload ws closes the socket (1009) and says so here.
+        if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') this.refused('oversized', null, 'the frame is over the size limit');
+        reject(err);
+      });
       ws.on('message', (data, isBinary) => this.onReplyFrame(data as Buffer, isBinary));
       ws.on('close', () => {
         if (this.ws === ws) this.ws = null;
@@ -533,24 +615,50 @@ export class ForwardClient {
     });
   }
 
+  /**
+   * A frame from the owner: only replies, each to a request this client sent
+   * and still waits for, of the kind that request gets. A frame that is not one
+   * drops the connection (what was sent becomes `unknown_outcome`); a reply that
+   * is refused makes its request's outcome unknown at once (the owner may have
+   * executed it), never a shopper's answer.
+   */
   private onReplyFrame(data: Buffer, isBinary: boolean): void {
-    let frame: ReplyFrame;
-    try {
-      frame = JSON.parse(data.toString('utf8')) as ReplyFrame;
-      if (isBinary || frame.t !== 'res' || !Array.isArray(frame.m)) throw new Error('not a reply frame');
-    } catch (err) {
-      this.options.log.error({ err, peer: this.options.peerUrl }, 'malformed reply frame: dropping the connection');
+    const frame = isBinary ? 'malformed' : decodeFrame(data.toString('utf8'));
+    if (isRefusal(frame) || frame.t !== 'res') {
+      const reason = isRefusal(frame) ? frame : 'envelope';
+      this.refusals[reason] += 1;
+      this.options.log.error({ peer: this.options.peerUrl, reason }, 'malformed reply frame: dropping the connection');
       this.ws?.terminate();
       return;
     }
-    for (const reply of frame.m) {
-      const entry = this.pending.get(reply.id);
-      if (entry === undefined) continue; // timed out already
-      this.pending.delete(reply.id);
+    for (const value of frame.m) {
+      const id = messageId(value);
+      const entry = id === null ? undefined : this.pending.get(id);
+      if (id === null || entry === undefined) {
+        // Ids are handed out in order: one below nextId was sent and answered already (or timed out).
+        this.refused(id === null ? 'envelope' : id < this.nextId ? 'late_reply' : 'unsent_reply', null, 'a reply to no waiting request');
+        continue;
+      }
+      this.pending.delete(id);
+      const reply = decodeReply(value, id, entry.request);
+      if (isRefusal(reply)) {
+        this.refused(reply, entry, "the owner's reply was refused");
+        continue;
+      }
       this.stats.replies += 1;
       const { id: _id, ...result } = reply;
       entry.resolve(result);
     }
+  }
+
+  /** Counts a refusal, logs the first of a connection, and makes a refused reply's request `unknown_outcome`. */
+  private refused(reason: RefusalReason, entry: Pending | null, what: string): void {
+    this.refusals[reason] += 1;
+    if (!this.warnedRefusal && reason !== 'late_reply') {
+      this.warnedRefusal = true;
+      this.options.log.warn({ peer: this.options.peerUrl, reason }, `${what} (further refusals on this connection are only counted)`);
+    }
+    entry?.resolve(unknown(`${what} (${reason}): the outcome is unknown`));
   }
 
   private sweep(): void {
@@ -593,6 +701,8 @@ export interface ForwardTotals {
   /** Commands sent to owners, replies received, replies that did not come in time. */
   forwarded: { sent: number; replied: number; timed_out: number };
   notices: NoticeStats;
+  /** Owners' frames and replies refused, by reason. */
+  refusals: FrameRefusals;
 }
 
 /** One ForwardClient per peer URL, created on first use. */
@@ -602,12 +712,13 @@ export class ForwardPool {
   private readonly retired: ForwardTotals = {
     forwarded: { sent: 0, replied: 0, timed_out: 0 },
     notices: { sent: 0, coalesced: 0, dropped: 0, heldBack: 0 },
+    refusals: newFrameRefusals(),
   };
 
   constructor(private readonly base: Omit<ForwardClientOptions, 'peerUrl'>) {}
 
-  forward(peerUrl: string, shard: number, payload: unknown): Promise<ForwardResult> {
-    return this.client(peerUrl).forward(shard, payload);
+  forward(peerUrl: string, shard: number, request: ShardRequest): Promise<ForwardResult> {
+    return this.client(peerUrl).forward(shard, request);
   }
 
   /** The client of a peer, created (not yet connected) on first use. */
@@ -654,4 +765,10 @@ function addTotals(totals: ForwardTotals, client: ForwardClient): void {
   totals.forwarded.replied += client.stats.replies;
   totals.forwarded.timed_out += client.stats.timeouts;
   for (const key of Object.keys(totals.notices) as (keyof NoticeStats)[]) totals.notices[key] += client.noticeStats[key];
+  addRefusals(totals.refusals, client.refusals);
+}
+
+/** Adds refusal counts (metrics sum the endpoint's and the clients'). */
+export function addRefusals(into: FrameRefusals, from: FrameRefusals): void {
+  for (const key of Object.keys(into) as (keyof FrameRefusals)[]) into[key] += from[key];
 }

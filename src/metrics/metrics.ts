@@ -2,7 +2,6 @@ import client from 'prom-client';
 import type { StockEvent } from '../allocator/types.js';
 import type { CommitError, OutboxObserver } from '../outbox/outbox.js';
 import { sampled } from './sampled.js';
-import type { ClusterStats } from '../cluster/node.js';
 
 /**
  * Every Prometheus metric of one flashstock service, named once, in one
@@ -48,6 +47,16 @@ export interface PaymentStats {
   deferred: number;
 }
 
+/** What a cluster node counts since start (src/cluster/node.ts keeps it). */
+export interface ClusterStats {
+  /** Commands forwarded to their shard's owner. */
+  forwarded: { sent: number; replied: number; timed_out: number };
+  /** Live-stock notices: to peers, and from them. */
+  notices: { sent: number; coalesced: number; dropped: number; received: number; stale: number };
+  /** Frames and messages from peers refused, by reason (src/shard/protocol.ts). */
+  refusals: Record<string, number>;
+}
+
 /** Where scrape-time numbers come from; app.ts provides them once the parts exist. */
 export interface MetricSources {
   inventory?: () => InventoryStats;
@@ -62,6 +71,8 @@ export interface MetricSources {
   ready?: () => Promise<boolean>;
   /** Cluster nodes only: forwarding and live-stock notice totals (src/cluster/node.ts). */
   cluster?: () => ClusterStats;
+  /** Cluster nodes only: frames and messages from peers refused by this thread's decoders, by reason (src/shard/protocol.ts). */
+  frameRefusals?: () => Record<string, number>;
 }
 
 /** Histogram buckets, in seconds or events. */
@@ -530,9 +541,16 @@ export class Metrics {
     totalsCounter(
       this.registry,
       'flashstock_cluster_notices_total',
-      'Live-stock notices: to peers sent, coalesced (replaced by a later one), dropped; from peers received, stale, malformed',
+      'Live-stock notices: to peers sent, coalesced (replaced by a later one), dropped; from peers received, stale',
       'outcome',
       () => this.sources.cluster?.().notices,
+    );
+    totalsCounter(
+      this.registry,
+      'flashstock_cluster_frames_refused_total',
+      'Frames and messages from other nodes refused by the protocol decoder (never executed nor relayed), by reason',
+      'reason',
+      () => this.sources.frameRefusals?.(),
     );
   }
 

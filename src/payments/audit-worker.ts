@@ -2,7 +2,6 @@ import { statusAfterEvent, type AllocatorLimits } from '../allocator/types.js';
 import { loadAllSkuStates } from '../snapshot/load.js';
 import { workerPool } from '../snapshot/worker-db.js';
 import { lowerThisThreadsPriority } from '../snapshot/background-thread.js';
-import type { Violation } from './audit.js';
 import {
   chargeWithoutPaidOrderQuery,
   countOrdersQuery,
@@ -20,6 +19,19 @@ lowerThisThreadsPriority();
  * held + sold on every event; orders, charges and the log are matched in SQL.
  * Returns plain data.
  */
+
+/** Something the audit found that does not tell one story (the live-state comparison is audit.ts's). */
+export interface Violation {
+  kind:
+    | 'ledger_invariant'
+    | 'live_state_mismatch'
+    | 'paid_order_without_one_charge'
+    | 'charge_without_paid_order'
+    | 'order_log_mismatch';
+  detail: string;
+  sku?: string;
+  orderId?: string;
+}
 
 export interface AuditTask {
   databaseUrl: string;

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { workerFile, type SnapshotWorkers } from '../snapshot/workers.js';
-import type { AuditTask, AuditWorkerResult } from './audit-worker.js';
+import type { AuditTask, AuditWorkerResult, Violation } from './audit-worker.js';
 import type { PaymentProvider } from './provider.js';
 
 /**
@@ -13,18 +13,6 @@ import type { PaymentProvider } from './provider.js';
  * with their reservations' last events in SQL. This thread only compares the
  * rebuilt totals with the live ones, so the allocators keep answering.
  */
-
-export interface Violation {
-  kind:
-    | 'ledger_invariant'
-    | 'live_state_mismatch'
-    | 'paid_order_without_one_charge'
-    | 'charge_without_paid_order'
-    | 'order_log_mismatch';
-  detail: string;
-  sku?: string;
-  orderId?: string;
-}
 
 export interface AuditReport {
   ok: boolean;

@@ -26,6 +26,12 @@ export interface FrontEnd {
   stopListening(): void;
   /** Close the stream sockets with 1001, then every socket. */
   stop(): Promise<void>;
+  /**
+   * The process is about to exit on a fatal error: close every socket now, with
+   * no goodbye (a worker thread whose uWS app is still open when the process
+   * exits makes Node abort natively). Idempotent.
+   */
+  halt(): Promise<void>;
 }
 
 export interface FrontEndDependencies {
@@ -126,6 +132,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     if (listening) uWS.us_listen_socket_close(listenSocket);
     listening = false;
   };
+  const closeApp = appCloser(app);
   const port = uWS.us_socket_local_port(listenSocket);
   const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
   return {
@@ -138,8 +145,17 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
       stopListening();
       await live.close();
       await rateLimits.close();
-      // Not in the typings of this uWS build, but present: closes every open socket.
-      (app as unknown as { close(): void }).close();
+      closeApp();
     },
+    halt: async () => void [stopListening(), closeApp()],
+  };
+}
+
+/** Closes every open socket of `app`, once (uWS's close is not in the typings of this build; twice could crash the process). */
+function appCloser(app: uWS.TemplatedApp): () => void {
+  let closed = false;
+  return () => {
+    if (!closed) (app as unknown as { close(): void }).close();
+    closed = true;
   };
 }

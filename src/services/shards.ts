@@ -1,17 +1,15 @@
 import type pg from 'pg';
-import type { AllocatorLimits } from '../allocator/types.js';
 import type { Config } from '../config.js';
 import { ConfigError } from '../config.js';
-import type { OrderAttachment, StockState } from '../inventory/inventory.js';
+import type { StockState } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
-import type { OutboxMetrics } from '../metrics/metrics.js';
-import type { AttachmentWriter, OutboxObserver, OutboxStats } from '../outbox/outbox.js';
+import type { OutboxStats } from '../outbox/outbox.js';
 import { InProcessChannel } from '../shard/in-process-channel.js';
 import type { ShardChannel, ShardEndpoint, ShardNotice } from '../shard/messages.js';
 import { Router } from '../shard/router.js';
-import { ShardHost, type RecoverySummary, type ShardHostOptions } from '../shard/shard-host.js';
+import { ShardHost, type RecoverySummary } from '../shard/shard-host.js';
+import { shardHostSettings, type ShardsOptions } from './shard-settings.js';
 import type { ShardStats } from '../shard/shard.js';
-import { loadSkuState } from '../snapshot/load.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
 import { sharedClockBuffer } from '../threads/shared-clock.js';
 import { ShardThreads } from '../threads/shard-threads.js';
@@ -53,57 +51,6 @@ export interface Shards {
   recover(): Promise<RecoverySummary | null>;
   /** Stop taking work, commit the open batch, stop timers and worker threads. */
   stop(): Promise<void>;
-}
-
-export interface ShardsOptions {
-  databaseUrl: string;
-  /** A broken invariant anywhere in the shards: stop rather than sell what is not there. */
-  onFatal: (error: unknown) => void;
-  nowMs: () => number;
-  writeOrders: AttachmentWriter<OrderAttachment> | null;
-  /** Clone every message (tests: proves the boundary carries plain data only). */
-  cloneMessages?: boolean;
-  /** Told about every group commit (metrics); with shard threads, handed their tallies (`addTally`). */
-  outboxObserver?: OutboxObserver | OutboxMetrics;
-}
-
-export function allocatorLimits(config: Config): AllocatorLimits {
-  return {
-    maxQuantityPerRequest: config.maxQuantityPerRequest,
-    maxLiveHoldsPerSku: config.maxLiveHoldsPerSku,
-    maxEventsPerBatch: config.batchMaxEvents,
-    reservationMemoryMs: config.reservationMemorySeconds * 1000,
-    idempotencyKeyTtlMs: config.idempotencyKeyTtlSeconds * 1000,
-  };
-}
-
-/** Everything a ShardHost takes but the shards it hosts: the same in single-process and cluster mode. */
-export function shardHostSettings(
-  config: Config,
-  pool: pg.Pool,
-  workers: SnapshotWorkers,
-  options: ShardsOptions,
-): Omit<ShardHostOptions, 'shards' | 'shardCount'> {
-  const limits = allocatorLimits(config);
-  return {
-    limits,
-    outbox: {
-      batchMaxEvents: config.batchMaxEvents,
-      maxPendingEvents: config.maxPendingEvents,
-      commitTimeoutMs: config.commitTimeoutMs,
-      ...(options.outboxObserver === undefined ? {} : { observer: options.outboxObserver }),
-    },
-    expirySweepIntervalMs: config.expirySweepIntervalMs,
-    rebuildRetryMs: 500,
-    idempotencyKeyTtlMs: config.idempotencyKeyTtlSeconds * 1000,
-    nowMs: options.nowMs,
-    writeOrders: options.writeOrders,
-    loadSku: (sku) => loadSkuState(pool, sku, limits),
-    snapshot: (task) => workers.snapshot({ ...task, databaseUrl: options.databaseUrl, limits }),
-    snapshotEveryEvents: config.snapshotEveryEvents,
-    passivateAfterMs: config.passivateAfterSeconds * 1000,
-    onFatal: options.onFatal,
-  };
 }
 
 export function startShards(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): Shards {

@@ -4,7 +4,9 @@ import type { Logger } from '../log.js';
 import type { VerifyResult } from '../cluster/auth.js';
 import type { ClusterSnapshot } from '../cluster/membership.js';
 import { attachNodeEndpoint } from '../cluster/node.js';
-import type { ClusterEndpoint, ForwardResult } from '../cluster/transport.js';
+import type { ClusterEndpoint } from '../cluster/transport.js';
+import type { ShardRequest } from '../shard/messages.js';
+import { newFrameRefusals, type ForwardResult, type FrameRefusals } from '../shard/protocol.js';
 import type { PortChannel } from './port-channel.js';
 
 /**
@@ -48,7 +50,12 @@ export class ClusterClient {
     );
   }
 
-  private async forwarded(shard: number, payload: unknown): Promise<ForwardResult> {
+  /** What peers sent this thread's endpoint that was refused, by reason (the main thread's metrics add every thread's). */
+  refusals(): FrameRefusals {
+    return this.endpoint?.refusals ?? newFrameRefusals();
+  }
+
+  private async forwarded(shard: number, payload: ShardRequest): Promise<ForwardResult> {
     try {
       return await this.channel.call<ForwardResult>('clusterForwarded', [shard, payload]);
     } catch (error) {

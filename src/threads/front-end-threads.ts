@@ -6,7 +6,8 @@ import type { Logger } from '../log.js';
 import type { DropsApi } from '../http/dependencies.js';
 import type { Payments } from '../payments/payments.js';
 import type { FrontEnd } from '../services/front-end.js';
-import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
+import type { ShardEndpoint, ShardNotice, ShardRequest } from '../shard/messages.js';
+import type { PeerNotice } from '../shard/protocol.js';
 import type { ClusterThreadCalls } from '../cluster/node.js';
 import type { FrontEndThreadData, ThreadCommand, ThreadEvent } from './front-end-worker.js';
 import { PortEndpoint, portMaxInFlightDefault, type PortCalls } from './port-channel.js';
@@ -21,6 +22,8 @@ const metricsCollectTimeoutMs = 1000;
  * and regains its lease on its own).
  */
 const readinessWatchIntervalMs = 100;
+/** A fatal exit waits this long for every thread to close its sockets (a thread stuck in a loop cannot). */
+const haltTimeoutMs = 2_000;
 
 const frontEndWorkerEntry = threadEntry(import.meta.url, 'front-end-worker');
 
@@ -50,6 +53,24 @@ interface Thread {
   worker: Worker;
   endpoint: PortEndpoint;
   stopped: Promise<void>;
+  /** Resolves once the thread closed its sockets for a fatal exit (or exited). */
+  halted: Promise<void>;
+}
+
+/** A fatal exit's first step: every thread closes its sockets (once; at most haltTimeoutMs). */
+function halter(started: Set<Thread>): () => Promise<void> {
+  let halting: Promise<void> | null = null;
+  return () => {
+    halting ??= new Promise<void>((resolve) => {
+      for (const thread of started) thread.worker.postMessage({ type: 'halt' } satisfies ThreadCommand);
+      const timer = setTimeout(resolve, haltTimeoutMs);
+      void Promise.all([...started].map((thread) => thread.halted)).then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    return halting;
+  };
 }
 
 /**
@@ -62,7 +83,7 @@ interface Thread {
  * listen on that one.
  */
 export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): Promise<FrontEnd> {
-  const { config, log, payments } = deps;
+  const { config, payments } = deps;
   const calls: PortCalls = {
     order: (orderId: string, shopperId: string | null) => payments.order(orderId, shopperId),
     adminOrder: (orderId: string) => payments.adminOrder(orderId),
@@ -77,11 +98,16 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
   const cluster = deps.cluster;
   if (cluster !== undefined) {
     calls.clusterSnapshot = async () => cluster.snapshot();
-    calls.clusterForwarded = (shard: number, payload: unknown) => cluster.serveForwarded(shard, payload);
+    calls.clusterForwarded = (shard: number, request: ShardRequest) => cluster.serveForwarded(shard, request);
     calls.clusterVerifyUpgrade = async (token: string) => cluster.verifyUpgrade(token);
-    calls.clusterNotices = async (peer: string, notices: unknown[]) => cluster.receivedNotices(peer, notices);
+    calls.clusterNotices = async (peer: string, notices: PeerNotice[]) => cluster.receivedNotices(peer, notices);
   }
   const threads: (Thread | null)[] = Array.from({ length: config.httpThreads }, () => null);
+  /** Every thread started, listening or not (a fatal exit halts them all). */
+  const started = new Set<Thread>();
+  const halt = halter(started);
+  // A thread that fails: every thread's sockets closed, then the process's fatal path (one log line, exit 70).
+  const fatal = (error: Error) => void halt().then(() => deps.onFatal(error));
   let stopping = false;
   let port = config.port;
   type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
@@ -144,14 +170,20 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
       const worker = new Worker(frontEndWorkerEntry, { eval: true, workerData: data, transferList: [port2] });
       let listening = false;
       const stopped = new Promise<void>((resolveStopped) => worker.once('exit', () => resolveStopped()));
-      const thread: Thread = { index, worker, endpoint, stopped };
+      let markHalted = () => {};
+      const halted = new Promise<void>((resolveHalted) => (markHalted = resolveHalted));
+      void stopped.then(markHalted);
+      const thread: Thread = { index, worker, endpoint, stopped, halted };
+      started.add(thread);
       worker.on('message', (event: ThreadEvent) => {
         if (event.type === 'listening') {
           listening = true;
           threads[index] = thread;
           resolve(event.port);
         } else if (event.type === 'fatal') {
-          deps.onFatal(new Error(`front-end thread ${index}: ${event.error}`));
+          fatal(new Error(`front-end thread ${index}: ${event.error}`));
+        } else if (event.type === 'halted') {
+          markHalted();
         } else if (event.type === 'metrics') {
           const waiter = metricsWaiters.get(event.id);
           metricsWaiters.delete(event.id);
@@ -161,8 +193,10 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
           void worker.terminate();
         }
       });
-      worker.on('error', (err) => log.error({ err, thread: index }, 'front-end thread failed'));
+      // The thread reports its own failures as `fatal` (front-end-worker.ts); an error that still gets here ends the process too.
+      worker.on('error', (err) => fatal(new Error(`front-end thread ${index} failed: ${err.stack ?? err.message}`)));
       worker.once('exit', (code) => {
+        started.delete(thread);
         endpoint.close();
         if (threads[index] === thread) threads[index] = null;
         if (!listening) reject(new Error(`front-end thread ${index} exited (code ${code}) before listening`));
@@ -176,7 +210,7 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
   // open anyway ("uv_loop_close() while having open handles"), so a restart
   // could not be relied on. Its requests never hang: the process ends.
   const died = (index: number, code: number) => {
-    deps.onFatal(new Error(`front-end thread ${index} exited unexpectedly (code ${code})`));
+    fatal(new Error(`front-end thread ${index} exited unexpectedly (code ${code})`));
   };
 
   port = await start(0);
@@ -205,6 +239,7 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
     shardsRecovered: () => {
       for (const thread of threads) thread?.endpoint.pushReadiness();
     },
+    halt,
     stop: async () => {
       stopping = true;
       clearInterval(readinessWatch);

@@ -30,13 +30,14 @@ export interface FrontEndThreadData {
   maxInFlight: number;
 }
 
-/** Main → thread. */
-export type ThreadCommand = { type: 'stop_listening' } | { type: 'stop' } | { type: 'collect_metrics'; id: number };
+/** Main → thread. `halt`: the process exits on a fatal error, close every socket now. */
+export type ThreadCommand = { type: 'stop_listening' } | { type: 'stop' } | { type: 'halt' } | { type: 'collect_metrics'; id: number };
 /** Thread → main. */
 export type ThreadEvent =
   | { type: 'listening'; port: number }
   | { type: 'fatal'; error: string }
   | { type: 'stopped' }
+  | { type: 'halted' }
   | {
       type: 'metrics';
       id: number;
@@ -85,14 +86,14 @@ async function run(): Promise<void> {
     onFatal: (error) => post({ type: 'fatal', error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
   });
   // Readiness is the main thread's gauge (summed over threads it would count N + 1).
-  metrics.provide({ live: () => frontEnd.live!.stats });
+  metrics.provide({ live: () => frontEnd.live!.stats, ...(cluster === null ? {} : { frameRefusals: () => cluster.refusals() }) });
   control.on('message', (command: ThreadCommand) => {
     if (command.type === 'stop_listening') frontEnd.stopListening();
     else if (command.type === 'collect_metrics') {
       void metrics.registry
         .getMetricsAsJSON()
         .then((json) => post({ type: 'metrics', id: command.id, json, answers: metrics.reservationAnswerTotals() }));
-    } else void stop();
+    } else if (command.type === 'stop') void stop();
   });
   const stop = async () => {
     frontEnd.stopListening();
@@ -105,10 +106,34 @@ async function run(): Promise<void> {
     await channel.close();
     post({ type: 'stopped' });
   };
+  haltFrontEnd = () => frontEnd.halt();
   post({ type: 'listening', port: frontEnd.port });
+  if (config.faultThreadFailure && data.index === 0) {
+    setImmediate(() => {
+      throw new Error('FAULT_THREAD_FAILURE: front-end thread 0 fails');
+    });
+  }
 }
 
-run().catch((error: unknown) => {
-  // Reported to the main thread through the worker's 'error' event.
-  throw error;
+/**
+ * A thread that fails must not end by itself: a worker thread that exits with
+ * its uWS app open makes Node abort the whole process natively ("uv_loop_close()
+ * while having open handles"), with no log line and no exit code worth the name.
+ * So whatever fails here (an uncaught error or rejection, or starting) is
+ * reported to the main thread as `fatal`, and this thread stays as it is until
+ * the main thread ends the process: one fatal log line, exit code 70.
+ */
+function failed(error: unknown): void {
+  parentPort!.postMessage({ type: 'fatal', error: error instanceof Error ? (error.stack ?? error.message) : String(error) } satisfies ThreadEvent);
+}
+process.on('uncaughtException', failed);
+process.on('unhandledRejection', failed);
+
+/** This thread's part of a fatal exit: its app closed (from the start, even before it listens). */
+let haltFrontEnd: () => Promise<void> = async () => undefined;
+parentPort!.on('message', (command: ThreadCommand) => {
+  if (command.type !== 'halt') return;
+  void haltFrontEnd().finally(() => parentPort!.postMessage({ type: 'halted' } satisfies ThreadEvent));
 });
+
+run().catch(failed);

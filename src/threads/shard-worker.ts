@@ -6,7 +6,7 @@ import { CommitTallier, type CommitTally } from '../metrics/metrics.js';
 import type { OutboxStats } from '../outbox/outbox.js';
 import { createBoss, finalizeQueue } from '../payments/finalizer.js';
 import { createOrderWriter } from '../payments/orders.js';
-import { shardHostSettings } from '../services/shards.js';
+import { shardHostSettings } from '../services/shard-settings.js';
 import type { ShardNotice } from '../shard/messages.js';
 import { ShardHost } from '../shard/shard-host.js';
 import type { ShardStats } from '../shard/shard.js';

@@ -8,6 +8,7 @@ import {
   type TransportLimits,
 } from '../../src/cluster/transport.js';
 import { testLog } from './db.js';
+import { SHARDS } from './cluster.js';
 
 /** The cluster endpoint (src/cluster/transport.ts) on its own uWS app, for the transport and live-stock tests. */
 
@@ -24,6 +25,8 @@ export interface EndpointExtras extends Partial<Pick<ClusterEndpointOptions, 'on
   selfUrl?: () => string;
   /** How a token is checked, given the server's verifier (default: at once, as on a node's main thread). */
   check?: (verifier: UpgradeVerifier, token: string) => VerifyResult | Promise<VerifyResult>;
+  /** SHARD_COUNT of the endpoint (default: the cluster tests' SHARDS). */
+  shardCount?: number;
 }
 
 export async function startEndpoint(handle: ForwardHandler, limits: Partial<TransportLimits> = {}, more: EndpointExtras = {}): Promise<EndpointServer> {
@@ -35,6 +38,7 @@ export async function startEndpoint(handle: ForwardHandler, limits: Partial<Tran
     verify: (token) => check(verifier, token),
     ...(more.onNotices === undefined ? {} : { onNotices: more.onNotices }),
     handle,
+    shardCount: more.shardCount ?? SHARDS,
     limits: { ...defaultTransportLimits, ...limits },
     log: testLog,
   });
