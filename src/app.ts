@@ -47,6 +47,8 @@ export interface StartOptions {
   env?: Record<string, string | undefined>;
   /** Test hook: the clock the allocators are handed (default Date.now). */
   nowMs?: () => number;
+  /** Test hook: the clock the rate limits' memory windows are counted by (default Date.now; front end on the main thread only). */
+  rateLimitNowMs?: () => number;
   /** What to do when an invariant breaks (default: log and exit the process). */
   onFatal?: (error: unknown) => void;
   /** Clone every router↔shard message (tests: the boundary carries plain data only). */
@@ -127,6 +129,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
             adminToken: storage.adminToken,
             jwtSecret: storage.jwtSecret,
             onFatal,
+            ...(options.rateLimitNowMs === undefined ? {} : { rateLimitNowMs: options.rateLimitNowMs }),
             ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: async () => cluster.snapshot() }),
           })
         : await startFrontEndThreads({

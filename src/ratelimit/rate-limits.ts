@@ -1,16 +1,17 @@
 import { Redis } from 'ioredis';
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Logger } from 'pino';
+import { WindowBudget } from './window-budget.js';
 
 /**
  * Per-shopper and per-client-IP rate limits (rate-limiter-flexible) on the
  * routes and stream messages that change stock: reserve, checkout, release.
  *
  * A limit of N per second is a budget of 2·N per 2-second window, so a shopper
- * can burst to twice the rate and averages N. One node: an in-memory store.
- * With REDIS_URL: a Redis store, so the budget is shared by every node; if
- * Redis is unreachable each node falls back to its own memory store (the
- * `insuranceLimiter`), logs that once per outage, and never waits for Redis:
+ * can burst to twice the rate and averages N. One node: an in-memory store
+ * (WindowBudget, on the clock it is handed). With REDIS_URL: a Redis store, so
+ * the budget is shared by every node; if Redis is unreachable each node falls
+ * back to its own memory store, logs that once per outage, and never waits for Redis:
  * the client does not queue commands while disconnected, so a check fails over
  * at once instead of holding a reservation.
  */
@@ -23,6 +24,8 @@ export interface RateLimitSettings {
   redisUrl: string | null;
   /** Redis key prefix (deployments sharing a Redis, tests). */
   keyPrefix?: string;
+  /** The clock the memory store's windows are counted by (default Date.now; tests hand in their own). */
+  nowMs?: () => number;
 }
 
 export type LimitName = 'shopper' | 'ip';
@@ -43,9 +46,16 @@ export const windowSeconds = 2;
 /** A Redis check slower than this is answered by the memory store instead (never hold a reservation). */
 const redisTimeoutMs = 250;
 
+/** One limit: its memory budget, and the Redis store in front of it when REDIS_URL is set. */
+interface Limiter {
+  name: LimitName;
+  memory: WindowBudget;
+  redis: RateLimiterRedis | null;
+}
+
 export class RateLimits {
-  private readonly shopper: RateLimiterAbstract | null;
-  private readonly ip: RateLimiterAbstract | null;
+  private readonly shopper: Limiter | null;
+  private readonly ip: Limiter | null;
   private readonly redis: Redis | null = null;
   private fallbackLogged = false;
 
@@ -70,8 +80,9 @@ export class RateLimits {
         this.fallbackLogged = false;
       });
     }
-    this.shopper = this.limiter(`${prefix}:shopper`, settings.shopperPerSecond);
-    this.ip = this.limiter(`${prefix}:ip`, settings.ipPerSecond);
+    const nowMs = settings.nowMs ?? Date.now;
+    this.shopper = this.limiter('shopper', `${prefix}:shopper`, settings.shopperPerSecond, nowMs);
+    this.ip = this.limiter('ip', `${prefix}:ip`, settings.ipPerSecond, nowMs);
   }
 
   get enabled(): boolean {
@@ -84,8 +95,8 @@ export class RateLimits {
 
   /** Spend one point of each applicable budget; the first one exhausted, or null. Never rejects. */
   check(shopperId: string | null, ip: string | null): Promise<LimitExceeded | null> {
-    const ipCheck = this.ip !== null && ip !== null ? this.consume(this.ip, 'ip', ip) : null;
-    const shopperCheck = this.shopper !== null && shopperId !== null ? this.consume(this.shopper, 'shopper', shopperId) : null;
+    const ipCheck = this.ip !== null && ip !== null ? this.consume(this.ip, ip) : null;
+    const shopperCheck = this.shopper !== null && shopperId !== null ? this.consume(this.shopper, shopperId) : null;
     // One check (the default: per shopper only) is returned as is: no extra promise per request.
     if (ipCheck === null) return shopperCheck === null ? Promise.resolve(null) : shopperCheck;
     if (shopperCheck === null) return ipCheck;
@@ -96,42 +107,44 @@ export class RateLimits {
     this.redis?.disconnect();
   }
 
-  private limiter(keyPrefix: string, perSecond: number): RateLimiterAbstract | null {
+  private limiter(name: LimitName, keyPrefix: string, perSecond: number, nowMs: () => number): Limiter | null {
     if (perSecond <= 0) return null;
-    const options = { keyPrefix, points: perSecond * windowSeconds, duration: windowSeconds };
-    if (this.redis === null) return new RateLimiterMemory(options);
-    const insurance = new RateLimiterMemory(options);
-    const consume = insurance.consume.bind(insurance);
-    // Every answer of the insurance limiter is a fallback: count it, log the first one.
-    insurance.consume = (key, points, opts) => {
-      this.fellBack(null);
-      return consume(key, points, opts);
-    };
-    return new RateLimiterRedis({
-      ...options,
-      storeClient: this.redis,
-      rejectIfRedisNotReady: true,
-      insuranceLimiter: insurance,
-    });
+    const points = perSecond * windowSeconds;
+    const memory = new WindowBudget(points, windowSeconds * 1000, nowMs);
+    // Without an insurance limiter the Redis store rejects with the error; consume() then asks the memory budget.
+    const redis =
+      this.redis === null
+        ? null
+        : new RateLimiterRedis({ keyPrefix, points, duration: windowSeconds, storeClient: this.redis, rejectIfRedisNotReady: true });
+    return { name, memory, redis };
   }
 
-  private consume(limiter: RateLimiterAbstract, limit: LimitName, key: string): Promise<LimitExceeded | null> {
-    return limiter.consume(key).then(
+  private consume(limiter: Limiter, key: string): Promise<LimitExceeded | null> {
+    if (limiter.redis === null) return Promise.resolve(this.spendInMemory(limiter, key));
+    return limiter.redis.consume(key).then(
       () => null,
       (outcome: unknown) => {
-        if (outcome instanceof RateLimiterRes) {
-          this.observer?.limited(limit);
-          return { limit, retryAfterSeconds: Math.max(1, Math.ceil(outcome.msBeforeNext / 1000)) };
-        }
-        // Neither store could answer: let the request through rather than block it.
-        this.log.error({ err: outcome, limit }, 'rate limit check failed; allowing the request');
-        return null;
+        if (outcome instanceof RateLimiterRes) return this.exceeded(limiter.name, outcome.msBeforeNext);
+        // Redis could not answer: this node's memory budget does, and the fallback is counted.
+        this.observer?.fellBack();
+        this.fellBack(outcome instanceof Error ? outcome : null);
+        return this.spendInMemory(limiter, key);
       },
     );
   }
 
+  private spendInMemory(limiter: Limiter, key: string): LimitExceeded | null {
+    const msBeforeNext = limiter.memory.spend(key);
+    return msBeforeNext === null ? null : this.exceeded(limiter.name, msBeforeNext);
+  }
+
+  private exceeded(limit: LimitName, msBeforeNext: number): LimitExceeded {
+    this.observer?.limited(limit);
+    return { limit, retryAfterSeconds: Math.max(1, Math.ceil(msBeforeNext / 1000)) };
+  }
+
+  /** Log the first fallback of an outage. */
   private fellBack(err: Error | null): void {
-    if (err === null) this.observer?.fellBack();
     if (this.fallbackLogged) return;
     this.fallbackLogged = true;
     this.log.warn(

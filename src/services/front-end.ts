@@ -44,6 +44,8 @@ export interface FrontEndDependencies {
   attach?: (app: uWS.TemplatedApp) => void;
   /** A cluster node's membership view, for the cluster admin routes. */
   cluster?: () => Promise<ClusterSnapshot>;
+  /** The clock the rate limits' memory windows are counted by (default Date.now). */
+  rateLimitNowMs?: () => number;
   /** Other front-end threads will listen on this port too (PORT=0 is then resolved to a shareable port). */
   sharedPort?: boolean;
 }
@@ -69,7 +71,12 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
   const { metrics } = deps;
   const verifyShopper = createShopperVerifier(deps.jwtSecret);
   const rateLimits = new RateLimits(
-    { shopperPerSecond: config.rateLimitShopperPerSecond, ipPerSecond: config.rateLimitIpPerSecond, redisUrl: config.redisUrl },
+    {
+      shopperPerSecond: config.rateLimitShopperPerSecond,
+      ipPerSecond: config.rateLimitIpPerSecond,
+      redisUrl: config.redisUrl,
+      ...(deps.rateLimitNowMs === undefined ? {} : { nowMs: deps.rateLimitNowMs }),
+    },
     log,
     { limited: (limit) => metrics.rateLimited.inc({ limit }), fellBack: () => metrics.rateLimiterFallbacks.inc() },
   );
