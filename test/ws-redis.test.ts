@@ -10,6 +10,7 @@ import { createStockFeed } from '../src/ws/fanout.js';
 import { startChild } from './helpers/child.js';
 import { clientFor } from './helpers/service.js';
 import type { StockState } from '../src/inventory/inventory.js';
+import { skipBecause } from './helpers/skip.js';
 
 /**
  * Across nodes: two services on one Postgres and one Redis. Only node A writes
@@ -38,10 +39,7 @@ async function stockUntil(client: StreamClient, sku: string, match: (m: Message)
 
 const redis = await testRedis(t);
 if (redis === null) {
-  const message = 'SKIPPED: no REDIS_URL and no redis-server on PATH: the cross-node (Redis) WebSocket tests did not run';
-  console.error(`\n*** ${message} ***\n`);
-  t.comment(message);
-  t.pass('skipped: no Redis');
+  skipBecause(t, 'no REDIS_URL and no redis-server on PATH: the cross-node (Redis) WebSocket tests did not run');
 } else {
   await crossNodeTests(redis.url);
 }
@@ -125,7 +123,7 @@ async function crossNodeTests(redisUrl: string): Promise<void> {
     // An outage needs a server we may stop: our own, even when REDIS_URL is set.
     const own = redis!.controllable ? redis! : await spawnRedis(t);
     if (own === null) {
-      t.comment('SKIPPED: REDIS_URL is external and no redis-server is on PATH to simulate an outage');
+      skipBecause(t, 'REDIS_URL is external and no redis-server is on PATH to simulate an outage');
       return;
     }
     const [a, b] = await twoNodes(t, own.url);
@@ -172,7 +170,7 @@ async function crossNodeTests(redisUrl: string): Promise<void> {
 
   t.test('the feed logs one warning per outage and a line when Redis is back', async (t) => {
     if (redisServerPath() === null) {
-      t.comment('SKIPPED: no redis-server on PATH to simulate an outage');
+      skipBecause(t, 'no redis-server on PATH to simulate an outage');
       return;
     }
     const own = (await spawnRedis(t))!;
