@@ -14,7 +14,7 @@ import { WindowBudget } from '../src/ratelimit/window-budget.js';
  * (off by default), X-Forwarded-For only with TRUST_PROXY, shared across nodes
  * through Redis, and a memory fallback when Redis is away.
  *
- * The memory store's windows run on a clock the test moves (rateLimitNowMs): a
+ * The memory store's windows run on a clock the test moves (frontEndNowMs): a
  * burst lands in one window however slow the machine. The Redis store's windows
  * run on Redis's own clock; those checks keep a margin (see `withinOneWindow`).
  */
@@ -70,7 +70,7 @@ t.test('window budget: points per window, refusals say how long until it closes,
 
 t.test('per shopper: burst of twice the rate, then 429 with Retry-After; other shoppers unaffected', async (t) => {
   const clock = manualClock();
-  const api = await startTestService(t, { rateLimitShopperPerSecond: 3 }, { rateLimitNowMs: clock.nowMs });
+  const api = await startTestService(t, { rateLimitShopperPerSecond: 3 }, { frontEndNowMs: clock.nowMs });
   await api.putSku('RL-1', { stock: 100, perShopperLimit: 100 });
   const results = await burst(api, 'RL-1', 'rl-alice', 8);
   t.same(
@@ -109,7 +109,7 @@ t.test('per IP: off by default, on when set; X-Forwarded-For counts only with TR
   const ipOnly = await startTestService(
     t,
     { rateLimitShopperPerSecond: 1000, rateLimitIpPerSecond: 2 },
-    { rateLimitNowMs: clock.nowMs },
+    { frontEndNowMs: clock.nowMs },
     (await createTestDatabase(t)).url,
   );
   await ipOnly.putSku('RL-IP', { stock: 1000, perShopperLimit: 1000 });
@@ -122,7 +122,7 @@ t.test('per IP: off by default, on when set; X-Forwarded-For counts only with TR
   const proxied = await startTestService(
     t,
     { rateLimitShopperPerSecond: 1000, rateLimitIpPerSecond: 2, trustProxy: parseTrustProxy('on') },
-    { rateLimitNowMs: clock.nowMs },
+    { frontEndNowMs: clock.nowMs },
     (await createTestDatabase(t)).url,
   );
   await proxied.putSku('RL-IP', { stock: 1000, perShopperLimit: 1000 });
@@ -138,7 +138,7 @@ t.test('per IP: off by default, on when set; X-Forwarded-For counts only with TR
 
 t.test('stream: reserve/release past the limit get a 429 error message; the socket stays open', async (t) => {
   const clock = manualClock();
-  const api = await startTestService(t, { rateLimitShopperPerSecond: 2, wsMaxMessagesPerSecond: 100 }, { rateLimitNowMs: clock.nowMs });
+  const api = await startTestService(t, { rateLimitShopperPerSecond: 2, wsMaxMessagesPerSecond: 100 }, { frontEndNowMs: clock.nowMs });
   await api.putSku('RL-WS', { stock: 100, perShopperLimit: 100 });
   const client = await connectStream(t, api.url, api.token('rl-ws'));
   const replies = [];
@@ -184,10 +184,10 @@ t.test('Redis store: the budget is shared by two nodes; Redis down: memory fallb
   const db = await createTestDatabase(t);
   const clock = manualClock();
   const overrides = { redisUrl: redis.url, redisStockChannel: `rl-${randomUUID()}`, rateLimitShopperPerSecond: 2 };
-  const a = await startTestService(t, overrides, { rateLimitNowMs: clock.nowMs }, db.url);
+  const a = await startTestService(t, overrides, { frontEndNowMs: clock.nowMs }, db.url);
   await a.putSku('RL-R', { stock: 1000, perShopperLimit: 1000 });
   // Node b serves a SKU of its own: two writers of one SKU would fence each other.
-  const b = await startTestService(t, overrides, { rateLimitNowMs: clock.nowMs }, db.url);
+  const b = await startTestService(t, overrides, { frontEndNowMs: clock.nowMs }, db.url);
   await b.putSku('RL-R2', { stock: 1000, perShopperLimit: 1000 });
   const [onA, onB] = await withinOneWindow(t, 'two nodes, one shopper', async (shopper) => [
     await burst(a, 'RL-R', shopper, 2),

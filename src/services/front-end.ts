@@ -44,8 +44,8 @@ export interface FrontEndDependencies {
   attach?: (app: uWS.TemplatedApp) => void;
   /** A cluster node's membership view, for the cluster admin routes. */
   cluster?: () => Promise<ClusterSnapshot>;
-  /** The clock the rate limits' memory windows are counted by (default Date.now). */
-  rateLimitNowMs?: () => number;
+  /** The clock rate-limit windows, stream message rates and the slow-consumer timeout are measured by (default Date.now). */
+  nowMs?: () => number;
   /** Other front-end threads will listen on this port too (PORT=0 is then resolved to a shareable port). */
   sharedPort?: boolean;
 }
@@ -75,7 +75,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
       shopperPerSecond: config.rateLimitShopperPerSecond,
       ipPerSecond: config.rateLimitIpPerSecond,
       redisUrl: config.redisUrl,
-      ...(deps.rateLimitNowMs === undefined ? {} : { nowMs: deps.rateLimitNowMs }),
+      ...(deps.nowMs === undefined ? {} : { nowMs: deps.nowMs }),
     },
     log,
     { limited: (limit) => metrics.rateLimited.inc({ limit }), fellBack: () => metrics.rateLimiterFallbacks.inc() },
@@ -104,6 +104,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     onFatal: deps.onFatal,
     rateLimits,
     trustProxy: config.trustProxy,
+    ...(deps.nowMs === undefined ? {} : { nowMs: deps.nowMs }),
     onReservationAnswer: (ok, code) => metrics.reservationAnswered(ok, code),
   });
   inventory.onStock((state) => live.changed(state.sku));

@@ -1,5 +1,5 @@
 /**
- * A clock a test moves by hand (StartOptions.nowMs, StartOptions.rateLimitNowMs,
+ * A clock a test moves by hand (StartOptions.nowMs, StartOptions.frontEndNowMs,
  * Drops' nowMs): what the service measures against it cannot depend on how fast
  * the machine is.
  */
