@@ -23,6 +23,6 @@ const sbinDirectories = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
 export function commandPath(name: string): string | null {
   const search = [process.env.PATH ?? '', ...sbinDirectories].filter((p) => p !== '').join(':');
   const found = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8', env: { ...process.env, PATH: search } });
-  const path = found.stdout.trim();
-  return found.status === 0 && path !== '' ? path : null;
+  const path = found.status === 0 && typeof found.stdout === 'string' ? found.stdout.trim() : '';
+  return path !== '' ? path : null;
 }
