@@ -66,20 +66,25 @@ export function databaseProbe(config: Config, pool: pg.Pool, log: Logger): () =>
   );
 }
 
-export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEnd> {
-  const { config, log, inventory, databaseAlive } = deps;
-  const { metrics } = deps;
-  const verifyShopper = createShopperVerifier(deps.jwtSecret);
-  const rateLimits = new RateLimits(
+/** The per-shopper and per-IP limits of this front end, counted in its metrics. */
+function rateLimitsOf({ config, log, metrics, nowMs }: FrontEndDependencies): RateLimits {
+  return new RateLimits(
     {
       shopperPerSecond: config.rateLimitShopperPerSecond,
       ipPerSecond: config.rateLimitIpPerSecond,
       redisUrl: config.redisUrl,
-      ...(deps.nowMs === undefined ? {} : { nowMs: deps.nowMs }),
+      ...(nowMs === undefined ? {} : { nowMs }),
     },
     log,
     { limited: (limit) => metrics.rateLimited.inc({ limit }), fellBack: () => metrics.rateLimiterFallbacks.inc() },
   );
+}
+
+export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEnd> {
+  const { config, log, inventory, databaseAlive } = deps;
+  const { metrics } = deps;
+  const verifyShopper = createShopperVerifier(deps.jwtSecret);
+  const rateLimits = rateLimitsOf(deps);
   const app = createHttpApp({
     inventory,
     payments: deps.payments,
