@@ -47,6 +47,11 @@ export interface StartOptions {
   env?: Record<string, string | undefined>;
   /** Test hook: the clock the allocators are handed (default Date.now). */
   nowMs?: () => number;
+  /**
+   * Test hook: the clock the front end measures by — rate-limit windows (memory store), stream message
+   * rates and the slow-consumer timeout (default Date.now; a front end on the main thread only).
+   */
+  frontEndNowMs?: () => number;
   /** What to do when an invariant breaks (default: log and exit the process). */
   onFatal?: (error: unknown) => void;
   /** Clone every router↔shard message (tests: the boundary carries plain data only). */
@@ -124,7 +129,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
             adminToken: storage.adminToken,
             jwtSecret: storage.jwtSecret,
             onFatal,
-            nowMs: options.nowMs ?? Date.now,
+            ...(options.frontEndNowMs === undefined ? {} : { nowMs: options.frontEndNowMs }),
             ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: async () => cluster.snapshot() }),
           })
         : await startFrontEndThreads({

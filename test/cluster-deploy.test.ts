@@ -5,12 +5,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { renderLocalHaproxyConfig } from '../src/cluster/haproxy-config.js';
+import { commandPath } from './helpers/net.js';
+import { skipBecause } from './helpers/skip.js';
 
 /** The deployment files: parsed and checked here, and run through the real validators when installed. */
 
 const repo = path.resolve(import.meta.dirname, '..');
 const read = (file: string) => fs.readFileSync(path.join(repo, file), 'utf8');
-const onPath = (command: string, args: string[]) => spawnSync(command, args, { stdio: 'ignore' }).status === 0;
+/** The program's path when it is installed and runs (`args`: a harmless invocation), else null. */
+const runnable = (command: string, args: string[]) => {
+  const found = commandPath(command);
+  return found !== null && spawnSync(found, args, { stdio: 'ignore' }).status === 0 ? found : null;
+};
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Doc = any;
@@ -49,15 +55,16 @@ t.test('deploy/haproxy: haproxy -c accepts the compose config and the local rend
   const local = renderLocalHaproxyConfig(template, 18080, 18097, [18081, 18082, 18083]);
   t.match(local, /server node3 127\.0\.0\.1:18083 check/);
   t.notMatch(local, /resolvers|node1:8080/);
-  if (!onPath('haproxy', ['-v'])) {
-    t.comment('SKIPPED LOUDLY: haproxy is not on PATH (apt-get install haproxy): config not validated by haproxy');
+  const haproxy = runnable('haproxy', ['-v']);
+  if (haproxy === null) {
+    skipBecause(t, 'haproxy is not on PATH (apt-get install haproxy): the configs were not validated by haproxy');
     return;
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flashstock-haproxy-test-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   fs.writeFileSync(path.join(dir, 'local.cfg'), local);
   for (const file of [path.join(repo, 'deploy/haproxy/haproxy.cfg'), path.join(dir, 'local.cfg')]) {
-    const check = spawnSync('haproxy', ['-c', '-f', file], { encoding: 'utf8' });
+    const check = spawnSync(haproxy, ['-c', '-f', file], { encoding: 'utf8' });
     t.equal(check.status, 0, `haproxy -c ${path.basename(file)}: ${check.stderr.split('\n').filter((l) => l.includes('ALERT')).join(' ')}`);
   }
 });
@@ -66,8 +73,9 @@ t.test('deploy/compose: docker-compose config accepts it', async (t) => {
   const compose = parseAllDocuments(read('deploy/compose/docker-compose.yml'))[0]!.toJS() as Doc;
   t.same(Object.keys(compose.services).sort(), ['haproxy', 'node1', 'node2', 'node3', 'postgres', 'prometheus', 'redis']);
   t.equal(compose.services.node2.environment.NODE_ADVERTISE_URL, 'http://node2:8080');
-  if (!onPath('docker-compose', ['version'])) {
-    t.comment('SKIPPED LOUDLY: docker-compose is not on PATH (apt-get install docker-compose): compose file not validated');
+  const dockerCompose = runnable('docker-compose', ['version']);
+  if (dockerCompose === null) {
+    skipBecause(t, 'docker-compose is not on PATH (apt-get install docker-compose): the compose file was not validated');
     return;
   }
   const dir = path.join(repo, 'deploy/compose');
@@ -76,7 +84,7 @@ t.test('deploy/compose: docker-compose config accepts it', async (t) => {
   if (created) fs.writeFileSync(secretFile, 'validation-only\n');
   t.teardown(() => created && fs.rmSync(secretFile, { force: true }));
   const env = { ...process.env, ADMIN_TOKEN: 'a', JWT_SECRET: 'b', PAYMENT_WEBHOOK_SECRET: 'c', POSTGRES_PASSWORD: 'd' };
-  const check = spawnSync('docker-compose', ['-f', 'docker-compose.yml', 'config', '-q'], { cwd: dir, env, encoding: 'utf8' });
+  const check = spawnSync(dockerCompose, ['-f', 'docker-compose.yml', 'config', '-q'], { cwd: dir, env, encoding: 'utf8' });
   t.equal(check.status, 0, `docker-compose config: ${check.stderr}`);
   const missing = spawnSync('docker-compose', ['-f', 'docker-compose.yml', 'config', '-q'], {
     cwd: dir,

@@ -14,6 +14,7 @@ import { clientFor } from './helpers/service.js';
 import { connectStream, type Message, type StreamClient } from './helpers/stream-client.js';
 import { balanced, nodeLog, ownerUrl, startNode, until } from './helpers/cluster.js';
 import { CLUSTER_TEST_SECRET, startEndpoint } from './helpers/cluster-endpoint.js';
+import { skipBecause } from './helpers/skip.js';
 
 /**
  * Live stock across a cluster (src/cluster/live.ts): three real node
@@ -217,10 +218,7 @@ t.test('without Redis: stock of every SKU reaches subscribers on every node over
 t.test('with REDIS_URL on every node: through Redis', async (t) => {
   const redis = await testRedis(t);
   if (redis === null || !(await redisAnswers(redis.url))) {
-    const message = `SKIPPED: Redis unreachable (${redis?.url ?? 'no REDIS_URL and no redis-server on PATH'}): the cluster live-stock test through Redis did not run`;
-    console.error(`\n*** ${message} ***\n`);
-    t.comment(message);
-    t.pass('skipped: no Redis');
+    skipBecause(t, `Redis unreachable (${redis?.url ?? 'no REDIS_URL and no redis-server on PATH'}): the cluster live-stock test through Redis did not run`);
     return;
   }
   await liveAcrossNodes(t, { REDIS_URL: redis.url, REDIS_STOCK_CHANNEL: `flashstock:test:${randomUUID()}` });

@@ -5,7 +5,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { startTestService } from './helpers/service.js';
-import { freePort } from './helpers/net.js';
+import { freePort, commandPath } from './helpers/net.js';
+import { skipBecause } from './helpers/skip.js';
 
 /**
  * Issue 9, finding 10: uWebSockets.js closes a connection with pipelined
@@ -16,12 +17,10 @@ import { freePort } from './helpers/net.js';
  * on PATH (Debian: apt-get install haproxy); skips loudly without it.
  */
 
-const haproxy = spawnSync('haproxy', ['-v'], { encoding: 'utf8' });
-if (haproxy.error !== undefined || haproxy.status !== 0) {
-  t.comment('#'.repeat(72));
-  t.comment('SKIPPED: haproxy is not on PATH, so the documented haproxy settings (docs/operations.md) are not checked (apt-get install haproxy)');
-  t.comment('#'.repeat(72));
-  t.pass('skipped loudly: no haproxy');
+const haproxyPath = commandPath('haproxy');
+const haproxy = haproxyPath === null ? null : spawnSync(haproxyPath, ['-v'], { encoding: 'utf8' });
+if (haproxyPath === null || haproxy === null || haproxy.error !== undefined || haproxy.status !== 0) {
+  skipBecause(t, `haproxy ${haproxyPath === null ? 'is not on PATH' : 'does not run'} (apt-get install haproxy): the haproxy settings were not checked`);
 } else {
   t.comment(haproxy.stdout.split('\n')[0]!);
   t.test('the documented haproxy settings normalise what uWebSockets.js cannot take', run);
@@ -66,9 +65,9 @@ async function run(t: Test): Promise<void> {
   t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'haproxy.cfg');
   await fs.writeFile(file, config);
-  const check = spawnSync('haproxy', ['-c', '-f', file], { encoding: 'utf8' });
+  const check = spawnSync(haproxyPath!, ['-c', '-f', file], { encoding: 'utf8' });
   t.equal(check.status, 0, `haproxy -c accepts the documented settings ${check.stderr}`);
-  const proxy = spawn('haproxy', ['-db', '-f', file], { stdio: 'ignore' });
+  const proxy = spawn(haproxyPath!, ['-db', '-f', file], { stdio: 'ignore' });
   t.teardown(() => proxy.kill('SIGTERM'));
   // Until haproxy listens, connections are refused at once: wait by the clock, not by tries.
   const startedMs = Date.now();

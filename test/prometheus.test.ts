@@ -6,6 +6,7 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { startTestService } from './helpers/service.js';
 import { freePort, commandPath } from './helpers/net.js';
+import { skipBecause } from './helpers/skip.js';
 
 /**
  * A real Prometheus (Debian's `prometheus` package) scrapes a running service;
@@ -18,11 +19,7 @@ import { freePort, commandPath } from './helpers/net.js';
 const prometheus = commandPath('prometheus');
 const promtool = commandPath('promtool');
 if (prometheus === null || promtool === null) {
-  const message = 'SKIPPED LOUDLY: no prometheus/promtool on PATH (apt-get install -y prometheus): the Prometheus test did not run';
-  process.stderr.write(`\n*** ${message} ***\n\n`);
-  t.comment(message);
-  t.pass('skipped: prometheus is not installed');
-  t.end();
+  skipBecause(t, 'no prometheus/promtool on PATH (apt-get install prometheus): the Prometheus test did not run');
 } else {
   await run(prometheus, promtool);
 }

@@ -10,6 +10,7 @@ import { createStockFeed } from '../src/ws/fanout.js';
 import { startChild } from './helpers/child.js';
 import { clientFor } from './helpers/service.js';
 import type { StockState } from '../src/inventory/inventory.js';
+import { skipBecause } from './helpers/skip.js';
 
 /**
  * Across nodes: two services on one Postgres and one Redis. Only node A writes
@@ -38,10 +39,7 @@ async function stockUntil(client: StreamClient, sku: string, match: (m: Message)
 
 const redis = await testRedis(t);
 if (redis === null) {
-  const message = 'SKIPPED: no REDIS_URL and no redis-server on PATH: the cross-node (Redis) WebSocket tests did not run';
-  console.error(`\n*** ${message} ***\n`);
-  t.comment(message);
-  t.pass('skipped: no Redis');
+  skipBecause(t, 'no REDIS_URL and no redis-server on PATH: the cross-node (Redis) WebSocket tests did not run');
 } else {
   await crossNodeTests(redis.url);
 }
@@ -101,15 +99,20 @@ async function crossNodeTests(redisUrl: string): Promise<void> {
     t.match(await stockUntil(onB, 'XN-1', (m) => m.held === 5), { available: 15, seq: 3 }, 'a WebSocket reservation on A, seen on B');
 
     // A burst on A: B ends on A's latest state, coalesced.
+    const burstStarted = Date.now();
     await Promise.all(Array.from({ length: 10 }, (_, i) => a.reserve('XN-1', `burst-${i}`)));
     const view = (await a.call('GET', '/v1/skus/XN-1')).body;
     t.match(await stockUntil(onB, 'XN-1', (m) => m.held === view.held), { available: view.available, held: 15 }, 'B ends on the latest state');
+    const burstMs = Date.now() - burstStarted;
     await sleep(300);
-    // (The first is the subscribe reply, not a published update.)
-    const onBUpdates = onB.log.filter((l) => l.message.type === 'stock').slice(1);
+    const onBUpdates = onB.log.filter((l) => l.message.type === 'stock' && l.message.sku === 'XN-1');
     t.same(onBUpdates.at(-1)!.message.held, 15, 'nothing after it');
-    const gaps = onBUpdates.slice(1).map((u, i) => u.at - onBUpdates[i]!.at).sort((a, b) => a - b);
-    t.ok(gaps[0]! >= 30, `B's socket gets at most about one update per 100 ms (gaps ${JSON.stringify(gaps)})`);
+    // At most one per 100 ms, counted over the burst (arrival gaps say little: the client shares the
+    // nodes' event loop). States held > 5 exist only after the burst began; every such message but the
+    // last was published before B's socket saw the final one, ≥ 99 ms apart (a timer may fire 1 ms early).
+    const burstUpdates = onBUpdates.filter((l) => l.message.held > 5).length;
+    t.ok(burstUpdates < 10, `coalesced: ${burstUpdates} messages for 10 changes`);
+    t.ok(burstUpdates <= Math.floor(burstMs / 99) + 2, `B's socket gets at most one update per 100 ms (${burstUpdates} in ${burstMs} ms)`);
 
     // B's own SKUs go the other way.
     t.equal((await b.putSku('XN-B', { stock: 4 })).status, 201);
@@ -125,7 +128,7 @@ async function crossNodeTests(redisUrl: string): Promise<void> {
     // An outage needs a server we may stop: our own, even when REDIS_URL is set.
     const own = redis!.controllable ? redis! : await spawnRedis(t);
     if (own === null) {
-      t.comment('SKIPPED: REDIS_URL is external and no redis-server is on PATH to simulate an outage');
+      skipBecause(t, 'REDIS_URL is external and no redis-server is on PATH to simulate an outage');
       return;
     }
     const [a, b] = await twoNodes(t, own.url);
@@ -145,7 +148,8 @@ async function crossNodeTests(redisUrl: string): Promise<void> {
     t.same(results.map((r) => r.status), [201, 201, 201, 201, 201], 'HTTP reservations succeed without Redis');
     const ws = await connectStream(t, a.url, a.token('ws-during'));
     t.equal((await ws.request({ type: 'reserve', id: 'd', sku: 'OUT-1', quantity: 1, idempotencyKey: 'd' })).type, 'reservation', 'so do WebSocket ones');
-    t.ok(Date.now() - started < 2000, `and promptly (${Date.now() - started} ms)`);
+    // Waiting for Redis would mean waiting until the test restarts it; 10 s is a margin any machine meets.
+    t.ok(Date.now() - started < 10_000, `and promptly (${Date.now() - started} ms)`);
     t.match(await stockUntil(onA, 'OUT-1', (m) => m.held === 6), { available: 94 }, 'local subscribers still get updates');
     await sleep(500);
     t.notOk(onB.log.some((l) => l.message.type === 'stock' && l.message.held > 0), 'the other node gets nothing meanwhile');
@@ -172,7 +176,7 @@ async function crossNodeTests(redisUrl: string): Promise<void> {
 
   t.test('the feed logs one warning per outage and a line when Redis is back', async (t) => {
     if (redisServerPath() === null) {
-      t.comment('SKIPPED: no redis-server on PATH to simulate an outage');
+      skipBecause(t, 'no redis-server on PATH to simulate an outage');
       return;
     }
     const own = (await spawnRedis(t))!;

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Logger } from 'pino';
 import { RateWindows } from './windows.js';
 
@@ -8,13 +8,11 @@ import { RateWindows } from './windows.js';
  * routes and stream messages that change stock: reserve, checkout, release.
  *
  * A limit of N per second is a budget of 2·N per 2-second window, so a shopper
- * can burst to twice the rate and averages N. One node: the windows in memory
- * (windows.ts: one small integer per key, no timer, no promise, bounded by
- * `maxTrackedKeys`), checked synchronously.
- * With REDIS_URL: a Redis store (rate-limiter-flexible, the same windows), so
- * the budget is shared by every node; if
- * Redis is unreachable each node falls back to its own memory store (the
- * `insuranceLimiter`), logs that once per outage, and never waits for Redis:
+ * can burst to twice the rate and averages N. One node: an in-memory store
+ * (windows.ts: one small integer per key, no timer, no promise, no object per
+ * check, bounded by `maxTrackedKeys`; on the clock it is handed). With REDIS_URL: a Redis store, so
+ * the budget is shared by every node; if Redis is unreachable each node falls
+ * back to its own memory store, logs that once per outage, and never waits for Redis:
  * the client does not queue commands while disconnected, so a check fails over
  * at once instead of holding a reservation.
  */
@@ -27,7 +25,7 @@ export interface RateLimitSettings {
   redisUrl: string | null;
   /** Redis key prefix (deployments sharing a Redis, tests). */
   keyPrefix?: string;
-  /** The service's clock (default Date.now): the memory windows open and end by it. */
+  /** The clock the memory store's windows are counted by (default Date.now; tests hand in their own). */
   nowMs?: () => number;
 }
 
@@ -46,26 +44,24 @@ export interface RateLimitObserver {
 
 /** Window length: a budget of `windowSeconds · rate` points per window gives a burst of twice the rate. */
 export const windowSeconds = 2;
-/**
- * Keys (shoppers or addresses) one generation of the memory windows holds; at
- * most twice this many are kept (~100 B each: the key string and a Map entry).
- * Past it within one window, the least recent keys are forgotten (their next
- * request opens a fresh window).
- */
-export const maxTrackedKeys = 262_144;
 /** A Redis check slower than this is answered by the memory store instead (never hold a reservation). */
 const redisTimeoutMs = 250;
+/** Keys one generation of the memory windows holds before it rotates early: at most twice this many are held per limit. */
+export const maxTrackedKeys = 262_144;
+
+/** One limit: its memory budget, and the Redis store in front of it when REDIS_URL is set. */
+interface Limiter {
+  name: LimitName;
+  memory: RateWindows;
+  redis: RateLimiterRedis | null;
+}
 
 export class RateLimits {
-  /** Redis mode only (shared budgets); null without REDIS_URL or with the limit off. */
-  private readonly shopper: RateLimiterAbstract | null;
-  private readonly ip: RateLimiterAbstract | null;
-  /** Memory mode only (no REDIS_URL); null in Redis mode or with the limit off. */
-  private readonly shopperWindows: RateWindows | null;
-  private readonly ipWindows: RateWindows | null;
-  private readonly nowMs: () => number;
+  private readonly shopper: Limiter | null;
+  private readonly ip: Limiter | null;
   private readonly redis: Redis | null = null;
   private fallbackLogged = false;
+  private readonly nowMs: () => number;
 
   constructor(
     settings: RateLimitSettings,
@@ -89,22 +85,19 @@ export class RateLimits {
       });
     }
     this.nowMs = settings.nowMs ?? Date.now;
-    const shared = this.redis !== null;
-    this.shopper = shared ? this.limiter(`${prefix}:shopper`, settings.shopperPerSecond) : null;
-    this.ip = shared ? this.limiter(`${prefix}:ip`, settings.ipPerSecond) : null;
-    this.shopperWindows = shared ? null : windows(settings.shopperPerSecond, this.nowMs());
-    this.ipWindows = shared ? null : windows(settings.ipPerSecond, this.nowMs());
+    this.shopper = this.limiter('shopper', `${prefix}:shopper`, settings.shopperPerSecond);
+    this.ip = this.limiter('ip', `${prefix}:ip`, settings.ipPerSecond);
   }
 
   get enabled(): boolean {
-    return this.shopper !== null || this.ip !== null || this.shopperWindows !== null || this.ipWindows !== null;
+    return this.shopper !== null || this.ip !== null;
   }
 
   get ipEnabled(): boolean {
-    return this.ip !== null || this.ipWindows !== null;
+    return this.ip !== null;
   }
 
-  /** True when `checkNow` answers (memory mode): no promise needed. */
+  /** True when `checkNow` answers (memory mode, no REDIS_URL): no promise needed. */
   get synchronous(): boolean {
     return this.redis === null;
   }
@@ -115,23 +108,17 @@ export class RateLimits {
    * spends nothing of the shopper's. Redis mode: use `check`.
    */
   checkNow(shopperId: string | null, ip: string | null): LimitExceeded | null {
-    const now = this.nowMs();
-    if (this.ipWindows !== null && ip !== null) {
-      const waitMs = this.ipWindows.take(ip, now);
-      if (waitMs > 0) return this.exceeded('ip', waitMs);
+    if (this.ip !== null && ip !== null) {
+      const exceeded = this.spendInMemory(this.ip, ip);
+      if (exceeded !== null) return exceeded;
     }
-    if (this.shopperWindows !== null && shopperId !== null) {
-      const waitMs = this.shopperWindows.take(shopperId, now);
-      if (waitMs > 0) return this.exceeded('shopper', waitMs);
-    }
-    return null;
+    return this.shopper !== null && shopperId !== null ? this.spendInMemory(this.shopper, shopperId) : null;
   }
 
   /** Spend one point of each applicable budget; the first one exhausted, or null. Never rejects. */
   check(shopperId: string | null, ip: string | null): Promise<LimitExceeded | null> {
-    if (this.redis === null) return Promise.resolve(this.checkNow(shopperId, ip));
-    const ipCheck = this.ip !== null && ip !== null ? this.consume(this.ip, 'ip', ip) : null;
-    const shopperCheck = this.shopper !== null && shopperId !== null ? this.consume(this.shopper, 'shopper', shopperId) : null;
+    const ipCheck = this.ip !== null && ip !== null ? this.consume(this.ip, ip) : null;
+    const shopperCheck = this.shopper !== null && shopperId !== null ? this.consume(this.shopper, shopperId) : null;
     // One check (the default: per shopper only) is returned as is: no extra promise per request.
     if (ipCheck === null) return shopperCheck === null ? Promise.resolve(null) : shopperCheck;
     if (shopperCheck === null) return ipCheck;
@@ -142,44 +129,44 @@ export class RateLimits {
     this.redis?.disconnect();
   }
 
-  private limiter(keyPrefix: string, perSecond: number): RateLimiterAbstract | null {
+  private limiter(name: LimitName, keyPrefix: string, perSecond: number): Limiter | null {
     if (perSecond <= 0) return null;
-    const options = { keyPrefix, points: perSecond * windowSeconds, duration: windowSeconds };
-    if (this.redis === null) return new RateLimiterMemory(options);
-    const insurance = new RateLimiterMemory(options);
-    const consume = insurance.consume.bind(insurance);
-    // Every answer of the insurance limiter is a fallback: count it, log the first one.
-    insurance.consume = (key, points, opts) => {
-      this.fellBack(null);
-      return consume(key, points, opts);
-    };
-    return new RateLimiterRedis({
-      ...options,
-      storeClient: this.redis,
-      rejectIfRedisNotReady: true,
-      insuranceLimiter: insurance,
-    });
+    const points = perSecond * windowSeconds;
+    const memory = new RateWindows({ points, windowMs: windowSeconds * 1000, maxKeys: maxTrackedKeys }, this.nowMs());
+    // Without an insurance limiter the Redis store rejects with the error; consume() then asks the memory budget.
+    const redis =
+      this.redis === null
+        ? null
+        : new RateLimiterRedis({ keyPrefix, points, duration: windowSeconds, storeClient: this.redis, rejectIfRedisNotReady: true });
+    return { name, memory, redis };
   }
 
-  private consume(limiter: RateLimiterAbstract, limit: LimitName, key: string): Promise<LimitExceeded | null> {
-    return limiter.consume(key).then(
+  private consume(limiter: Limiter, key: string): Promise<LimitExceeded | null> {
+    if (limiter.redis === null) return Promise.resolve(this.spendInMemory(limiter, key));
+    return limiter.redis.consume(key).then(
       () => null,
       (outcome: unknown) => {
-        if (outcome instanceof RateLimiterRes) return this.exceeded(limit, outcome.msBeforeNext);
-        // Neither store could answer: let the request through rather than block it.
-        this.log.error({ err: outcome, limit }, 'rate limit check failed; allowing the request');
-        return null;
+        if (outcome instanceof RateLimiterRes) return this.exceeded(limiter.name, outcome.msBeforeNext);
+        // Redis could not answer: this node's memory budget does, and the fallback is counted.
+        this.observer?.fellBack();
+        this.fellBack(outcome instanceof Error ? outcome : null);
+        return this.spendInMemory(limiter, key);
       },
     );
   }
 
-  private exceeded(limit: LimitName, waitMs: number): LimitExceeded {
-    this.observer?.limited(limit);
-    return { limit, retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)) };
+  private spendInMemory(limiter: Limiter, key: string): LimitExceeded | null {
+    const msBeforeNext = limiter.memory.take(key, this.nowMs());
+    return msBeforeNext === 0 ? null : this.exceeded(limiter.name, msBeforeNext);
   }
 
+  private exceeded(limit: LimitName, msBeforeNext: number): LimitExceeded {
+    this.observer?.limited(limit);
+    return { limit, retryAfterSeconds: Math.max(1, Math.ceil(msBeforeNext / 1000)) };
+  }
+
+  /** Log the first fallback of an outage. */
   private fellBack(err: Error | null): void {
-    if (err === null) this.observer?.fellBack();
     if (this.fallbackLogged) return;
     this.fallbackLogged = true;
     this.log.warn(
@@ -187,8 +174,4 @@ export class RateLimits {
       'rate limits: Redis unreachable; each node limits on its own (memory) until it is back',
     );
   }
-}
-
-function windows(perSecond: number, nowMs: number): RateWindows | null {
-  return perSecond > 0 ? new RateWindows({ points: perSecond * windowSeconds, windowMs: windowSeconds * 1000, maxKeys: maxTrackedKeys }, nowMs) : null;
 }

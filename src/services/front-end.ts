@@ -50,10 +50,10 @@ export interface FrontEndDependencies {
   attach?: (app: uWS.TemplatedApp) => void;
   /** A cluster node's membership view, for the cluster admin routes. */
   cluster?: () => Promise<ClusterSnapshot>;
+  /** The clock rate-limit windows, stream message rates and the slow-consumer timeout are measured by (default Date.now). */
+  nowMs?: () => number;
   /** Other front-end threads will listen on this port too (PORT=0 is then resolved to a shareable port). */
   sharedPort?: boolean;
-  /** The service's clock (default Date.now): rate-limit buckets refill by it. */
-  nowMs?: () => number;
 }
 
 function listen(app: uWS.TemplatedApp, host: string, port: number): Promise<uWS.us_listen_socket> {
@@ -72,8 +72,8 @@ export function databaseProbe(config: Config, pool: pg.Pool, log: Logger): () =>
   );
 }
 
-/** The per-shopper and per-IP limits of this front end, counted in its metrics, on the service's clock. */
-function rateLimitsFor({ config, log, metrics, nowMs }: FrontEndDependencies): RateLimits {
+/** The per-shopper and per-IP limits of this front end, counted in its metrics. */
+function rateLimitsOf({ config, log, metrics, nowMs }: FrontEndDependencies): RateLimits {
   return new RateLimits(
     {
       shopperPerSecond: config.rateLimitShopperPerSecond,
@@ -90,7 +90,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
   const { config, log, inventory, databaseAlive } = deps;
   const { metrics } = deps;
   const verifyShopper = createShopperVerifier(deps.jwtSecret, { maxLifetimeSeconds: config.jwtMaxLifetimeSeconds });
-  const rateLimits = rateLimitsFor(deps);
+  const rateLimits = rateLimitsOf(deps);
   const app = createHttpApp({
     inventory,
     payments: deps.payments,
@@ -115,6 +115,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     onFatal: deps.onFatal,
     rateLimits,
     trustProxy: config.trustProxy,
+    ...(deps.nowMs === undefined ? {} : { nowMs: deps.nowMs }),
     onReservationAnswer: (ok, code) => metrics.reservationAnswered(ok, code),
   });
   inventory.onStock((state) => live.changed(state.sku));

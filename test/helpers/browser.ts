@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import type { Browser } from 'playwright-core';
+import { skipBecause } from './skip.js';
 
 /**
  * Headless Debian Chromium through playwright-core, for the page tests. When
@@ -33,12 +34,9 @@ const playwright = existsSync(chromiumPath) ? await loadPlaywright() : null;
 export const browserMissing: string | null =
   playwright !== null ? null : existsSync(chromiumPath) ? 'playwright-core is not installed' : `${chromiumPath} is absent (apt-get install chromium)`;
 
-/** Say on stderr and in the TAP stream that a page test did not run, and why. */
-export function skipLoudly(t: { comment(message: string): void; pass(message: string): void }, what: string): void {
-  const message = `SKIPPED: ${what} did not run: ${browserMissing}`;
-  console.error(`\n*** ${message} ***\n`);
-  t.comment(message);
-  t.pass('skipped: no browser');
+/** A TAP skip (and a line on stderr) saying that a page test did not run, and why. */
+export function skipLoudly(t: { skip(name: string, cb: () => void): unknown }, what: string): void {
+  skipBecause(t, `${what} did not run: ${browserMissing}`);
 }
 
 /** A fresh headless Chromium, closed at the test's teardown. */

@@ -13,9 +13,16 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** The path of a command on PATH, or null (a test then skips loudly). */
+/**
+ * Where programs the tests need are looked for besides PATH: Debian puts haproxy in /usr/sbin, which a
+ * non-root PATH lacks. .ci/install-tools looks in the same places (keep the two lists equal).
+ */
+const sbinDirectories = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
+
+/** The path of a command on PATH or in the sbin directories, or null (a test then skips, saying why). */
 export function commandPath(name: string): string | null {
-  const found = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
-  const path = found.stdout.trim();
-  return found.status === 0 && path !== '' ? path : null;
+  const search = [process.env.PATH ?? '', ...sbinDirectories].filter((p) => p !== '').join(':');
+  const found = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8', env: { ...process.env, PATH: search } });
+  const path = found.status === 0 && typeof found.stdout === 'string' ? found.stdout.trim() : '';
+  return path !== '' ? path : null;
 }
