@@ -58,7 +58,7 @@ t.test('per shopper: burst of twice the rate, then 429 with Retry-After; other s
   t.equal(release.status, 429);
   await new Promise((resolve) => setTimeout(resolve, retryAfter * 1000 + 50));
   t.equal((await burst(api, 'RL-1', 'rl-alice', 1))[0]!.status, 201, 'after Retry-After the shopper may go on');
-  const text = await (await fetch(`${api.url}/metrics`)).text();
+  const text = await (await fetch(`${api.metricsUrl}/metrics`)).text();
   t.match(text, /flashstock_rate_limited_total\{limit="shopper"\} [1-9]/);
   t.match(text, /flashstock_http_requests_total\{route="\/v1\/skus\/:sku\/reservations",method="POST",status="429"\} 2/);
 });
@@ -151,7 +151,7 @@ t.test('Redis store: the budget is shared by two nodes; Redis down: memory fallb
   const down = await burst(a, 'RL-R', fresh, 5);
   t.same(down.map((r) => r.status), [201, 201, 201, 201, 429], 'Redis down: the memory store limits this node');
   t.ok(Date.now() - started < 3000, 'no reservation waited for Redis');
-  const text = await (await fetch(`${a.url}/metrics`)).text();
+  const text = await (await fetch(`${a.metricsUrl}/metrics`)).text();
   t.match(text, /flashstock_rate_limiter_fallbacks_total [1-9]/);
   await redis.start();
 });

@@ -479,16 +479,21 @@ const paths: Record<string, Json> = {
     security: [],
     responses: { '200': ok('Ready', 'ready'), ...problems([503, ['not_ready']]) },
   }),
-  '/metrics': readable({
-    summary: 'Prometheus metrics (text exposition format)',
-    operationId: 'metrics',
-    tags: ['ops'],
-    security: [],
-    responses: {
-      '200': { description: 'the metrics', headers: requestIdHeader, content: { 'text/plain': { schema: { type: 'string' } } } },
-      ...problems(),
-    },
-  }),
+  '/metrics': {
+    // Not on the API port: the metrics listener (src/metrics/listener.ts) serves this path alone.
+    servers: [{ url: 'http://127.0.0.1:9464', description: 'the metrics listener, METRICS_HOST:METRICS_PORT (default 127.0.0.1:9464); the API port answers 404' }],
+    ...readable({
+      summary: 'Prometheus metrics (text exposition format), on the metrics listener only',
+      operationId: 'metrics',
+      tags: ['ops'],
+      security: [],
+      responses: {
+        '200': { description: 'the metrics', content: { 'text/plain': { schema: { type: 'string' } } } },
+        '404': { description: 'any other path on the metrics listener', content: { 'text/plain': { schema: { type: 'string' } } } },
+        '405': { description: 'a method other than GET or HEAD', content: { 'text/plain': { schema: { type: 'string' } } } },
+      },
+    }),
+  },
   '/openapi.json': readable({
     summary: 'This document',
     operationId: 'openApi',

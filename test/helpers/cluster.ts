@@ -33,7 +33,7 @@ export const nodeLog: string[] = [];
 /** src/main.ts in its own process (as test/helpers/child.ts, keeping the node's warnings). */
 export async function startNode(databaseUrl: string, name: string, env: Record<string, string> = {}): Promise<Child> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: { ...process.env, DATABASE_URL: databaseUrl, ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', NODE_ID: name, ...clusterEnv, ...env },
+    env: { ...process.env, DATABASE_URL: databaseUrl, ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, PORT: '0', METRICS_PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', NODE_ID: name, ...clusterEnv, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = once(child, 'exit').then(([code]) => {
@@ -44,14 +44,14 @@ export async function startNode(databaseUrl: string, name: string, env: Record<s
   const lines = createInterface({ input: child.stdout! });
   return new Promise((resolve, reject) => {
     lines.on('line', (line) => {
-      let entry: { level?: number; msg?: string; url?: string };
+      let entry: { level?: number; msg?: string; url?: string; metricsUrl?: string };
       try {
         entry = JSON.parse(line) as typeof entry;
       } catch {
         return;
       }
       if ((entry.level ?? 0) >= 40 && !line.includes('/readyz')) nodeLog.push(`${name}: ${line.slice(0, 600)}`);
-      if (entry.msg === 'ready' && entry.url) resolve({ child, url: entry.url, exited, isReady: () => true });
+      if (entry.msg === 'ready' && entry.url) resolve({ child, url: entry.url, metricsUrl: entry.metricsUrl ?? '', exited, isReady: () => true });
     });
     void exited.then(() => reject(new Error(`${name} exited before it was ready`)));
   });
