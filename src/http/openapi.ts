@@ -1,5 +1,6 @@
 import { problemTypes, type ProblemCode } from './problem.js';
 import { checkoutBodySchema, reserveBodySchema, skuBodySchema, skuPatternSource, webhookBodySchema } from './validation.js';
+import { saleStates } from '../inventory/inventory.js';
 
 /**
  * The OpenAPI 3.1 document of the whole HTTP API, built here and served at
@@ -54,12 +55,19 @@ const schemas: Record<string, Json> = {
     additionalProperties: false,
   },
   SkuBody: withoutPrivateKeywords(skuBodySchema),
+  SaleState: {
+    type: 'string',
+    enum: [...saleStates],
+    description:
+      'on_sale: reservations are taken (also when sold out); not_started: before startsAt; ended: at or after endsAt; archived: an admin archived the SKU (available reads 0; PUT reopens it). Reservations outside on_sale get 409 sale_not_open.',
+  },
   SkuView: {
     type: 'object',
     properties: {
       sku: { type: 'string', pattern: skuPatternSource },
+      state: { $ref: '#/components/schemas/SaleState' },
       stock: count,
-      available: count,
+      available: { ...count, description: 'what can be reserved now; 0 when archived' },
       held: count,
       sold: count,
       perShopperLimit: { type: 'integer', minimum: 1 },
@@ -69,7 +77,25 @@ const schemas: Record<string, Json> = {
       startsAt: { type: ['string', 'null'], format: 'date-time' },
       endsAt: { type: ['string', 'null'], format: 'date-time' },
     },
-    required: ['sku', 'stock', 'available', 'held', 'sold', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency', 'startsAt', 'endsAt'],
+    required: ['sku', 'state', 'stock', 'available', 'held', 'sold', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency', 'startsAt', 'endsAt'],
+    additionalProperties: false,
+  },
+  StockMessage: {
+    type: 'object',
+    description:
+      '/v1/stream `stock` frame. `state` is as of the moment the frame is sent: crossing startsAt or endsAt sends no frame by itself, so a client compares them with its clock.',
+    properties: {
+      type: { const: 'stock' },
+      sku: { type: 'string', pattern: skuPatternSource },
+      state: { $ref: '#/components/schemas/SaleState' },
+      available: count,
+      held: count,
+      sold: count,
+      seq: count,
+      startsAt: { type: ['string', 'null'], format: 'date-time' },
+      endsAt: { type: ['string', 'null'], format: 'date-time' },
+    },
+    required: ['type', 'sku', 'state', 'available', 'held', 'sold', 'seq', 'startsAt', 'endsAt'],
     additionalProperties: false,
   },
   ReserveBody: withoutPrivateKeywords(reserveBodySchema),
@@ -509,7 +535,7 @@ const paths: Record<string, Json> = {
     responses: { '200': { description: 'the page', content: { 'text/html': { schema: { type: 'string' } } } } },
   }),
   '/v1/stream': readable({
-    summary: 'The live-stock WebSocket (see the README for its messages)',
+    summary: 'The live-stock WebSocket (see the README for its messages; `stock` frames: the StockMessage schema)',
     operationId: 'stream',
     tags: ['stream'],
     security: [],

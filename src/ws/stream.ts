@@ -155,7 +155,7 @@ export class StockStream {
   /** One publish per SKU update: uWS copies it to every subscriber of the topic. */
   publish(state: StockState): void {
     if (this.closing) return;
-    this.app.publish(topicOf(state.sku), stockMessage(state), false, false);
+    this.app.publish(topicOf(state.sku), stockMessage(state, this.now()), false, false);
   }
 
   get stats(): StreamStats {
@@ -350,7 +350,7 @@ export class StockStream {
       // A lagging socket gets its states when it has drained (resync), not now.
       if (state.lagging) continue;
       state.ws?.subscribe(topicOf(sku));
-      texts.push(stockMessage(current));
+      texts.push(stockMessage(current, this.now()));
     }
     this.sendAll(state, texts);
   }
@@ -454,7 +454,7 @@ export class StockStream {
     for (const sku of state.skus) {
       ws.subscribe(topicOf(sku));
       const current = this.deps.latest(sku);
-      if (current !== null) texts.push(stockMessage(current));
+      if (current !== null) texts.push(stockMessage(current, this.now()));
     }
     this.sendAll(state, texts);
   }
