@@ -345,6 +345,7 @@ const problemWhen: Record<ProblemCode, string> = {
   payload_too_large: 'body over MAX_BODY_BYTES',
   unsupported_media_type: 'body is not application/json',
   idempotency_key_reused: 'same shopper and key, different request',
+  drop_never_runs: 'a drop whose schedule can never produce a cycle: its last cycle (`cycles`, else cycle 999999999) has already closed',
   upgrade_required: '/v1/stream without a WebSocket upgrade',
   rate_limited: 'over RATE_LIMIT_SHOPPER_PER_SECOND or RATE_LIMIT_IP_PER_SECOND',
   internal: 'a bug; nothing was acknowledged',
@@ -723,7 +724,7 @@ const paths: Record<string, Json> = {
       responses: {
         '200': ok('DropView', 'updated'),
         '201': ok('DropView', 'created'),
-        ...problems([400, ['invalid_request']], 401, ...bodyProblems, [503, ['unavailable']]),
+        ...problems([400, ['invalid_request']], 401, [422, ['drop_never_runs']], ...bodyProblems, [503, ['unavailable']]),
       },
     },
     ...readable({
