@@ -54,6 +54,8 @@ export interface StartOptions {
   onFatal?: (error: unknown) => void;
   /** Clone every router↔shard message (tests: the boundary carries plain data only). */
   cloneMessages?: boolean;
+  /** Test hook: the clock of `/v1/stream`'s slow-consumer bound (default Date.now; HTTP_THREADS=1 only). */
+  streamNowMs?: () => number;
 }
 
 /**
@@ -130,6 +132,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
             adminToken: storage.adminToken,
             jwtSecret: storage.jwtSecret,
             onFatal,
+            ...(options.streamNowMs === undefined ? {} : { streamNowMs: options.streamNowMs }),
             ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: async () => cluster.snapshot() }),
           })
         : await startFrontEndThreads({

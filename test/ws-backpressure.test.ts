@@ -1,6 +1,7 @@
 import t from 'tap';
 import { startTestService } from './helpers/service.js';
 import { connectStream, type Message, type StreamClient } from './helpers/stream-client.js';
+import { probeTimings } from '../src/ws/stream.js';
 
 /**
  * Slow consumers: a socket that stops reading must not grow the server's
@@ -10,14 +11,25 @@ import { connectStream, type Message, type StreamClient } from './helpers/stream
 
 const boundBytes = 16 * 1024;
 const timeoutMs = 2500;
-const api = await startTestService(t, {
-  wsMaxBackpressureBytes: boundBytes,
-  wsBackpressureTimeoutMs: timeoutMs,
-  wsMaxSubscriptions: 50,
-  wsMaxMessagesPerSecond: 500,
-});
+// The stream's clock (its slow-consumer bound): it moves only when a test moves it.
+let streamNowMs = Date.parse('2031-01-01T00:00:00Z');
+const api = await startTestService(
+  t,
+  { wsMaxBackpressureBytes: boundBytes, wsBackpressureTimeoutMs: timeoutMs, wsMaxSubscriptions: 50, wsMaxMessagesPerSecond: 500 },
+  { streamNowMs: () => streamNowMs },
+);
 const live = api.service.live!;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Resolves once `n` more sweeps have run (each reads the clock once, at its start). */
+async function sweeps(n: number): Promise<void> {
+  const target = live.stats.stream.sweeps + n;
+  const started = Date.now();
+  while (live.stats.stream.sweeps < target) {
+    if (Date.now() - started > 20_000) throw new Error('the sweep did not run');
+    await sleep(10);
+  }
+}
 
 // Long names make each stock frame ~170 bytes, so buffers fill in seconds.
 const skus = Array.from({ length: 50 }, (_, i) => `SLOW-${String(i).padStart(2, '0')}-${'x'.repeat(52)}`);
@@ -65,20 +77,21 @@ t.test('a consumer that never reads stays bounded and is closed; others are unaf
   const fillMs = await stopReadingUntilLagging(dead, 1);
   t.comment(`the dead reader went over ${boundBytes} bytes after ${fillMs} ms of traffic`);
   const closedBefore = live.stats.stream.closedSlow;
-  const laggingAt = Date.now();
 
   // It keeps asking; the server keeps refusing to buffer for it, and the healthy socket keeps working.
-  let reserved = 0;
-  while (live.stats.stream.closedSlow === closedBefore && Date.now() - laggingAt < timeoutMs + 3000) {
+  for (let reserved = 0; reserved < 5; reserved++) {
     dead.send({ type: 'subscribe', skus });
     const reply = await healthy.request({ type: 'reserve', id: `h${reserved}`, sku: skus[0]!, quantity: 1, idempotencyKey: `h${reserved}` }, 1000);
     t.equal(reply.type, 'reservation', 'the healthy socket reserves meanwhile');
-    reserved += 1;
-    await sleep(100);
+    await sleep(50);
   }
-  const closedAfterMs = Date.now() - laggingAt;
-  t.equal(live.stats.stream.closedSlow, closedBefore + 1, `closed after ${closedAfterMs} ms over the bound`);
-  t.ok(closedAfterMs >= timeoutMs - 300 && closedAfterMs <= timeoutMs + 1500, 'after WS_BACKPRESSURE_TIMEOUT_MS');
+  // Over the bound for one millisecond less than WS_BACKPRESSURE_TIMEOUT_MS on the stream's clock: still open.
+  streamNowMs += timeoutMs - 1;
+  await sweeps(2);
+  t.equal(live.stats.stream.closedSlow, closedBefore, 'not closed before WS_BACKPRESSURE_TIMEOUT_MS');
+  streamNowMs += 1;
+  await sweeps(2);
+  t.equal(live.stats.stream.closedSlow, closedBefore + 1, 'closed at WS_BACKPRESSURE_TIMEOUT_MS over the bound');
   const stats = live.stats.stream;
   t.ok(stats.maxBufferedBytesSeen <= stats.hardBackpressureCapBytes, `largest send buffer ${stats.maxBufferedBytesSeen} B ≤ cap ${stats.hardBackpressureCapBytes} B`);
   t.ok(stats.hardBackpressureCapBytes < 1024 * 1024, 'and the cap is small');
@@ -132,4 +145,34 @@ t.test('a consumer that falls behind and catches up gets only the latest state p
     t.equal(between.length, 0, `${sku.slice(0, 8)}: none of the intermediate states were sent`);
   }
   t.equal(live.stats.stream.lagging, 0, 'no socket lagging any more');
+});
+
+t.test('a consumer that stops reading is closed within WS_BACKPRESSURE_TIMEOUT_MS, long before the kernel buffers fill', async (t) => {
+  const healthy = await connectStream(t, api.url, api.token('healthy-2'));
+  healthy.send({ type: 'subscribe', skus: skus.slice(0, 10) });
+  for (const sku of skus.slice(0, 10)) await healthy.take(stockOf(sku));
+  const dead = await connectStream(t, api.url);
+  dead.send({ type: 'subscribe', skus: skus.slice(0, 10) });
+  for (const sku of skus.slice(0, 10)) await dead.take(stockOf(sku));
+  const closedBefore = live.stats.stream.closedSlow;
+  dead.raw.pause();
+  const stoppedAtMs = streamNowMs;
+  const { sweepMs } = probeTimings({ backpressureTimeoutMs: timeoutMs });
+  // One sweep period of the stream's clock per sweep, a few updates each: kilobytes, nowhere near the kernel's buffers.
+  let step = 0;
+  while (live.stats.stream.closedSlow === closedBefore && streamNowMs - stoppedAtMs <= 3 * timeoutMs) {
+    t.equal((await api.reserve(skus[step % 10]!, `reader-${step % 40}`)).status, 201);
+    streamNowMs += sweepMs;
+    await sweeps(1);
+    step += 1;
+  }
+  const closedAfterMs = streamNowMs - stoppedAtMs;
+  t.equal(live.stats.stream.closedSlow, closedBefore + 1, `the reader that stopped was closed after ${closedAfterMs} ms on the stream's clock`);
+  t.ok(closedAfterMs <= timeoutMs, `within WS_BACKPRESSURE_TIMEOUT_MS (${timeoutMs} ms) of its last read`);
+  t.equal(live.stats.stream.lagging, 0, 'closed without ever passing the buffer bound: the kernel buffers did not matter');
+  t.notOk(healthy.isClosed(), 'the socket that reads (and so answers the probes) is still open');
+  const reply = await healthy.request({ type: 'reserve', id: 'after', sku: skus[1]!, quantity: 1, idempotencyKey: 'after-probe' }, 2000);
+  t.equal(reply.type, 'reservation', 'and still served');
+  dead.raw.resume();
+  t.match(await dead.closed, { code: 1006 }, 'the reader that stopped finds its socket closed');
 });

@@ -46,6 +46,8 @@ export interface FrontEndDependencies {
   cluster?: () => Promise<ClusterSnapshot>;
   /** Other front-end threads will listen on this port too (PORT=0 is then resolved to a shareable port). */
   sharedPort?: boolean;
+  /** Test hook: the stream's clock (its slow-consumer bound). */
+  streamNowMs?: () => number;
 }
 
 function listen(app: uWS.TemplatedApp, host: string, port: number): Promise<uWS.us_listen_socket> {
@@ -98,6 +100,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     rateLimits,
     trustProxy: config.trustProxy,
     onReservationAnswer: (ok, code) => metrics.reservationAnswered(ok, code),
+    ...(deps.streamNowMs === undefined ? {} : { nowMs: deps.streamNowMs }),
   });
   inventory.onStock((state) => live.changed(state.sku));
   deps.attach?.(app);

@@ -45,6 +45,8 @@ export interface LiveStockDependencies {
   rateLimits?: RateLimits;
   trustProxy?: TrustedProxies;
   onReservationAnswer?: (ok: boolean, code?: string) => void;
+  /** The clock the slow-consumer bound is measured on (default Date.now; tests inject one). */
+  nowMs?: () => number;
 }
 
 export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependencies): LiveStock {
@@ -70,6 +72,7 @@ export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependenci
       ...(deps.rateLimits === undefined ? {} : { rateLimits: deps.rateLimits }),
       ...(deps.trustProxy === undefined ? {} : { trustProxy: deps.trustProxy }),
       ...(deps.onReservationAnswer === undefined ? {} : { onReservationAnswer: deps.onReservationAnswer }),
+      ...(deps.nowMs === undefined ? {} : { nowMs: deps.nowMs }),
     },
     {
       maxMessageBytes: config.wsMaxMessageBytes,
