@@ -30,6 +30,7 @@ const service = await startFlashstock({
   adminToken: randomBytes(32).toString('base64url'),
   jwtSecret: randomBytes(32).toString('base64url'),
   port: 0,
+  metricsPort: 0,
   logLevel: 'warn',
   auditCron: null,
   // The core alone: no HTTP is measured, so no front-end threads either.

@@ -49,6 +49,7 @@ async function server(): Promise<void> {
   const { startFlashstock } = await import('../src/app.js');
   const app = await startFlashstock({
     port: 0,
+    metricsPort: 0,
     host: '127.0.0.1',
     logLevel: 'warn',
     databaseUrl: process.env.DATABASE_URL!,

@@ -20,6 +20,8 @@ import { loadOrCreateSecrets } from '../src/secrets.js';
 import { renderLocalHaproxyConfig } from '../src/cluster/haproxy-config.js';
 
 const MAX_NODES = 16;
+/** Node i's metrics listener is METRICS_PORT + i (127.0.0.1 only). */
+const metricsBase = Number(process.env.METRICS_PORT ?? '9464');
 const NODE_READY_TIMEOUT_MS = 120_000;
 const NODE_STOP_TIMEOUT_MS = 30_000;
 
@@ -88,6 +90,8 @@ async function main(): Promise<void> {
         NODE_ID: `node${i + 1}`,
         HOST: '127.0.0.1',
         PORT: String(nodePort),
+        METRICS_PORT: String(metricsBase + i),
+        METRICS_HOST: '127.0.0.1',
       },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
@@ -102,7 +106,7 @@ async function main(): Promise<void> {
   if (spawnSync('haproxy', ['-v'], { stdio: 'ignore' }).status === 0) {
     const cfg = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'flashstock-haproxy-')), 'haproxy.cfg');
     const template = fs.readFileSync(path.join(repo, 'deploy/haproxy/haproxy.cfg'), 'utf8');
-    fs.writeFileSync(cfg, renderLocalHaproxyConfig(template, port, port + MAX_NODES + 1, nodePorts));
+    fs.writeFileSync(cfg, renderLocalHaproxyConfig(template, port, port + MAX_NODES + 1, nodePorts, port + MAX_NODES + 2));
     const check = spawnSync('haproxy', ['-c', '-q', '-f', cfg], { encoding: 'utf8' });
     if (check.status !== 0) throw new Error(`haproxy rejected ${cfg}: ${check.stderr}`);
     haproxy = spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'inherit', 'inherit'] });
@@ -115,7 +119,8 @@ async function main(): Promise<void> {
     `flashstock cluster: ${nodeCount} nodes on one PostgreSQL (${embedded.dataDir})`,
     haproxy === null ? null : `  load balancer   http://127.0.0.1:${port}   (haproxy, /readyz health checks)`,
     haproxy === null ? null : `  haproxy stats   http://127.0.0.1:${port + MAX_NODES + 1}/stats`,
-    ...nodePorts.map((p, i) => `  node${i + 1}           http://127.0.0.1:${p}`),
+    haproxy === null ? null : `  admin API       http://127.0.0.1:${port + MAX_NODES + 2}/v1/admin/…   (haproxy's admin frontend; not on the public one)`,
+    ...nodePorts.map((p, i) => `  node${i + 1}           http://127.0.0.1:${p}   metrics http://127.0.0.1:${metricsBase + i}/metrics`),
     `  admin token     in ${path.join(dataDir, 'secrets.json')} (adminToken)`,
     `  cluster view    curl -H "authorization: Bearer $ADMIN" http://127.0.0.1:${nodePorts[0]}/v1/admin/cluster`,
     'Ctrl-C stops everything.',

@@ -15,6 +15,7 @@ import type { ClusterShards } from './cluster/cluster-shards.js';
 import { databaseProbe, startFrontEnd, type FrontEnd } from './services/front-end.js';
 import { startFrontEndThreads } from './threads/front-end-threads.js';
 import { Metrics } from './metrics/metrics.js';
+import { listenMetrics } from './metrics/listener.js';
 import { deadLetterQueue } from './payments/finalizer.js';
 import { Drops, defaultDropsOptions } from './drops/drops.js';
 
@@ -35,8 +36,10 @@ export interface Flashstock {
   payments: Payments;
   /** `/v1/stream`, the stock fan-out and the page at `/` (null with HTTP_THREADS > 1: each thread has its own). */
   live: LiveStock | null;
-  /** This service's Prometheus registry (`GET /metrics`). */
+  /** This service's Prometheus registry (`GET /metrics` on `metricsUrl`). */
   metrics: Metrics;
+  /** The metrics listener (METRICS_HOST:METRICS_PORT), never the public port: scrape `${metricsUrl}/metrics`. */
+  metricsUrl: string;
   /** Recurring sale cycles (drops) and their pg-boss scheduler. */
   drops: Drops;
   /** Graceful: stop accepting, commit the open batch, answer in-flight requests, close everything. */
@@ -166,6 +169,8 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       ...(frontEnd.live === null ? {} : { live: () => frontEnd.live!.stats }),
       ready: () => frontEnd.ready(),
     });
+    const metricsListener = await listenMetrics(config.metricsHost, config.metricsPort, metrics, log);
+    stops.push(() => metricsListener.close());
     // Order on the way out: stop accepting; let payment jobs finish (they settle
     // through the shards); commit and answer what is in flight; close sockets.
     stops.push(async () => {
@@ -174,7 +179,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       await shards.stop();
       await frontEnd.stop();
     });
-    log.info({ url: frontEnd.url }, 'listening; recovering shards from the event log');
+    log.info({ url: frontEnd.url, metricsUrl: metricsListener.url }, 'listening; recovering shards from the event log');
     const recoveryStartedMs = Date.now();
     if (cluster !== null) await cluster.start(frontEnd.port);
     const recovered = await shards.recover();
@@ -186,7 +191,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     // pushed last runs first).
     await drops.start();
     stops.push(() => drops.stop());
-    log.info({ url: frontEnd.url }, 'ready');
+    log.info({ url: frontEnd.url, metricsUrl: metricsListener.url }, 'ready');
     return {
       config,
       url: frontEnd.url,
@@ -201,6 +206,7 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       payments: payments.payments,
       live: frontEnd.live,
       metrics,
+      metricsUrl: metricsListener.url,
       drops,
       stop,
     };

@@ -10,6 +10,8 @@ import { parseTrustProxy, type TrustedProxies } from './ratelimit/client-ip.js';
  */
 /** Front-end threads at most (HTTP_THREADS). */
 export const maxHttpThreads = 64;
+/** METRICS_PORT by default (the port Prometheus' own exporters conventionally leave to applications). */
+export const defaultMetricsPort = 9464;
 /** Shard threads at most (SHARD_THREADS): each is an event loop with its own pool and outbox. */
 export const maxShardThreads = 16;
 
@@ -21,6 +23,10 @@ export function defaultHttpThreads(): number {
 export interface Config {
   port: number;
   host: string;
+  /** `GET /metrics` listens here, never on PORT: the numbers are for the operator's Prometheus, not the public. 0: any free port. */
+  metricsPort: number;
+  /** Default 127.0.0.1 (only this machine); a Prometheus in another container or pod needs 0.0.0.0 on a private network. */
+  metricsHost: string;
   /** Unset: start an embedded PostgreSQL under `dataDir`. */
   databaseUrl: string | null;
   dataDir: string;
@@ -208,6 +214,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   const config: Config = {
     port: integer(env, 'PORT', 8080, 0, 65535),
     host: text(env, 'HOST') ?? '0.0.0.0',
+    metricsPort: integer(env, 'METRICS_PORT', defaultMetricsPort, 0, 65535),
+    metricsHost: text(env, 'METRICS_HOST') ?? '127.0.0.1',
     databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
     dataDir: path.resolve(text(env, 'DATA_DIR') ?? '.data'),
     adminToken: secret(env, 'ADMIN_TOKEN'),
@@ -285,6 +293,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     ...overrides,
   };
   checkConsistency(config);
+  if (config.metricsPort !== 0 && config.metricsPort === config.port) {
+    throw new ConfigError(`METRICS_PORT must differ from PORT (${config.port}): /metrics is never served on the public port`);
+  }
   validateCluster(config);
   validateShardThreads(config);
   return config;

@@ -20,6 +20,7 @@ async function startLogged(t: { teardown(fn: () => unknown): void }, logLevel: s
       ADMIN_TOKEN: adminToken,
       JWT_SECRET: jwtSecret,
       PORT: '0',
+      METRICS_PORT: '0',
       HOST: '127.0.0.1',
       LOG_LEVEL: logLevel,
       RATE_LIMIT_SHOPPER_PER_SECOND: '1',

@@ -46,6 +46,12 @@ t.test('deploy/k8s: three replicas, headless Service, PDB, rolling updates, no p
   t.equal(container.startupProbe.httpGet.path, '/readyz');
   t.equal(container.readinessProbe.httpGet.path, '/readyz');
   t.equal(container.livenessProbe.httpGet.path, '/healthz');
+  t.match(container.ports, [{ name: 'http', containerPort: 8080 }, { name: 'metrics', containerPort: 9464 }], '/metrics on its own port');
+  t.equal(env.get('METRICS_PORT'), '9464');
+  const services: Doc[] = byKind('Service');
+  t.notOk(services.some((svc) => svc.spec.ports.some((p: Doc) => p.targetPort === 'metrics' || p.port === 9464)), 'no Service exposes the metrics port');
+  const [policy] = byKind('NetworkPolicy');
+  t.match(policy?.spec.ingress, [{ ports: [{ port: 'http' }] }, { from: [{ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } } }], ports: [{ port: 'metrics' }] }], 'only Prometheus reaches the metrics port');
   const shutdownMs = Number(env.get('SHUTDOWN_TIMEOUT_MS'));
   t.ok(sts.spec.template.spec.terminationGracePeriodSeconds * 1000 > shutdownMs, 'grace period outlasts the handover');
 });
@@ -73,6 +79,9 @@ t.test('deploy/compose: docker-compose config accepts it', async (t) => {
   const compose = parseAllDocuments(read('deploy/compose/docker-compose.yml'))[0]!.toJS() as Doc;
   t.same(Object.keys(compose.services).sort(), ['haproxy', 'node1', 'node2', 'node3', 'postgres', 'prometheus', 'redis']);
   t.equal(compose.services.node2.environment.NODE_ADVERTISE_URL, 'http://node2:8080');
+  t.equal(compose['x-node'].environment.METRICS_PORT, '9464', 'every node (the x-node anchor): metrics on 9464');
+  t.same(compose.services.haproxy.ports, ['8080:8080', '8404:8404'], 'the admin frontend (8081) is not published');
+  t.match(read('deploy/compose/prometheus.yml'), /targets: \["node1:9464", "node2:9464", "node3:9464"\]/, 'Prometheus scrapes the metrics port');
   const dockerCompose = runnable('docker-compose', ['version']);
   if (dockerCompose === null) {
     skipBecause(t, 'docker-compose is not on PATH (apt-get install docker-compose): the compose file was not validated');

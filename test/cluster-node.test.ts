@@ -50,7 +50,7 @@ t.test('three nodes: balance, forwarding, one SKU oversold never, failover, grac
   t.same([replay.status, replay.body], [201, results[firstWin]!.body], 'a replayed key through another node returns the original body');
 
   // Operators see the forwarding and the notices between nodes: the two nodes that do not own RACE's shard forward.
-  const scraped = await Promise.all(clients.map(async (c) => String((await c.call('GET', '/metrics')).body)));
+  const scraped = await Promise.all(nodes.map(async (n) => (await fetch(`${n.metricsUrl}/metrics`)).text()));
   const total = (text: string, name: string, outcome: string) =>
     Number(new RegExp(`${name}\\{outcome="${outcome}"\\} (\\d+)`).exec(text)?.[1] ?? 'NaN');
   const replied = scraped.map((text) => total(text, 'flashstock_cluster_forwarded_total', 'replied'));

@@ -39,7 +39,7 @@ const requests: ShardRequest[] = [
 ];
 
 function skuView(sku: string): SkuView {
-  return { sku, stock: 10, available: 7, held: 3, sold: 0, perShopperLimit: 2, holdSeconds: 60, priceCents: 500, currency: 'EUR', startsAt: null, endsAt: '2001-09-09T01:46:40.000Z' };
+  return { sku, state: 'ended', stock: 10, available: 7, held: 3, sold: 0, perShopperLimit: 2, holdSeconds: 60, priceCents: 500, currency: 'EUR', startsAt: null, endsAt: '2001-09-09T01:46:40.000Z' };
 }
 
 function reservationView(sku: string, quantity: number, id = newReservationId(sku)): ReservationView {

@@ -19,7 +19,7 @@ function client(peerUrl: string, limits: Partial<TransportLimits> = {}, secret =
 
 /** A shard's answer to get_sku: a view of that SKU whose `stock` is `n` (so a test can tell replies apart). */
 function view(sku: string, n = 0): SkuView {
-  return { sku, stock: n, available: n, held: 0, sold: 0, perShopperLimit: 1, holdSeconds: 60, priceCents: 100, currency: 'EUR', startsAt: null, endsAt: null };
+  return { sku, state: 'on_sale', stock: n, available: n, held: 0, sold: 0, perShopperLimit: 1, holdSeconds: 60, priceCents: 100, currency: 'EUR', startsAt: null, endsAt: null };
 }
 
 /** get_sku of `sku`, to forward to its shard. */

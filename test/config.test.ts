@@ -150,3 +150,12 @@ t.test('the real entry point exits 2 with one line on any configuration error', 
     t.match(lines[0], expected);
   }
 });
+
+t.test('METRICS_PORT: 9464 on 127.0.0.1 by default, never the public port', async (t) => {
+  const config = loadConfig({});
+  t.equal(config.metricsPort, 9464);
+  t.equal(config.metricsHost, '127.0.0.1');
+  t.equal(loadConfig({ METRICS_PORT: '0', METRICS_HOST: '0.0.0.0' }).metricsHost, '0.0.0.0');
+  t.throws(() => loadConfig({ PORT: '9000', METRICS_PORT: '9000' }), /METRICS_PORT must differ from PORT/);
+  t.doesNotThrow(() => loadConfig({ PORT: '0', METRICS_PORT: '0' }), 'both 0: two different free ports');
+});

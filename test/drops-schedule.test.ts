@@ -5,6 +5,8 @@ import {
   creationMarginMs,
   currentAndNext,
   cycleSku,
+  definitionEverRuns,
+  firstPendingCycle,
   cycleStartsAtMs,
   dropNameMaxChars,
   maxCycleNumber,
@@ -190,4 +192,21 @@ t.test('the admin body', async (t) => {
   for (const patch of bad) t.notOk(parseDropBody({ ...body, ...patch }).ok, `refused ${JSON.stringify(patch)}`);
   const { currency: _, ...missing } = body;
   t.notOk(parseDropBody(missing).ok, 'required fields');
+});
+
+t.test('definitionEverRuns says exactly whether the scheduler would ever find a cycle to create', async (t) => {
+  fc.assert(
+    fc.property(definitionArb, fc.integer({ min: -400 * 86_400_000, max: 400 * 86_400_000 }), (definition, offsetMs) => {
+      const nowMs = definition.firstStartsAtMs + offsetMs;
+      return definitionEverRuns(definition, nowMs) === (firstPendingCycle(fresh(definition), null, nowMs) !== null);
+    }),
+    { numRuns: 2000 },
+  );
+  const now = Date.UTC(2026, 11, 6);
+  const base = { openSeconds: 1, stockPerCycle: 1, perShopperLimit: 1, holdSeconds: 60, priceCents: 1, currency: 'USD' };
+  t.notOk(definitionEverRuns({ ...base, firstStartsAtMs: 0, everySeconds: 1, cycles: null }, now), '1970, every second, no limit: ran out in 2001');
+  t.equal(firstPendingCycle(fresh({ ...base, firstStartsAtMs: 0, everySeconds: 1, cycles: null }), null, now), null, 'as the scheduler sees it');
+  t.ok(definitionEverRuns({ ...base, firstStartsAtMs: 0, everySeconds: 3600, cycles: null }, now), '1970, hourly, no limit: runs for ages');
+  t.notOk(definitionEverRuns({ ...base, firstStartsAtMs: now - 86_400_000, everySeconds: 60, cycles: 3 }, now), 'three cycles, all yesterday');
+  t.ok(definitionEverRuns({ ...base, firstStartsAtMs: now - 1500, everySeconds: 60, openSeconds: 2, cycles: 1 }, now), 'one cycle, still open');
 });

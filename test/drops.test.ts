@@ -181,3 +181,14 @@ t.test('a cycle created but never configured (its creator died) is repaired at s
   t.same([...(await configuredEvents(db.pool, 'CRASHED'))], [['CRASHED.1', 1]]);
   t.equal(restarted.service.drops.stats.repaired, 1);
 });
+
+t.test('a drop whose schedule can never produce a cycle is 422 drop_never_runs, and nothing is stored', async (t) => {
+  const never = await putDrop('NEVER', dropBody(Date.UTC(1970, 0, 1), 1, 1));
+  t.match(never, { status: 422, body: { code: 'drop_never_runs', detail: /never produces a cycle/ } }, '1970, every second, no cycle limit');
+  t.equal((await getDrop('NEVER')).status, 404, 'not stored');
+  const past = await putDrop('PAST', dropBody(Date.now() - 86_400_000, 60, 30, { cycles: 3 }));
+  t.match(past, { status: 422, body: { code: 'drop_never_runs' } }, 'every cycle of a limited drop in the past');
+  const old = await putDrop('OLD-HOURLY', dropBody(Date.UTC(1970, 0, 1), 3600, 60));
+  t.equal(old.status, 201, 'an old start is fine while cycles are still to come (hourly since 1970)');
+  t.not(old.body.next, null, 'and it has a next cycle');
+});

@@ -18,6 +18,7 @@ t.test('admin: PUT /v1/admin/skus/{sku}', async (t) => {
   t.equal(created.status, 201);
   t.same(created.body, {
     sku: 'ADM-1',
+    state: 'on_sale',
     stock: 7,
     available: 7,
     held: 0,
@@ -78,7 +79,7 @@ t.test('public: GET /v1/skus/{sku}', async (t) => {
   await putSku('VIEW', { stock: 4, endsAt: '2999-01-01T00:00:00Z' });
   t.match(await call('GET', '/v1/skus/VIEW'), {
     status: 200,
-    body: { sku: 'VIEW', stock: 4, available: 4, held: 0, sold: 0, startsAt: null, endsAt: '2999-01-01T00:00:00.000Z' },
+    body: { sku: 'VIEW', state: 'on_sale', stock: 4, available: 4, held: 0, sold: 0, startsAt: null, endsAt: '2999-01-01T00:00:00.000Z' },
   });
   const missing = await call('GET', '/v1/skus/NOPE');
   t.match(missing, { status: 404, body: { code: 'not_found', status: 404, title: String, detail: String } });

@@ -21,7 +21,7 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
 }
 
 async function scrape(): Promise<string> {
-  const res = await fetch(`${api.url}/metrics`);
+  const res = await fetch(`${api.metricsUrl}/metrics`);
   t.equal(res.status, 200);
   t.match(res.headers.get('content-type'), /^text\/plain; version=0\.0\.4/);
   return res.text();
@@ -115,4 +115,30 @@ t.test('payment jobs by outcome', async (t) => {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   t.equal(sample(await scrape(), 'flashstock_payment_jobs_total', { outcome: 'paid' }), 1);
+});
+
+t.test('/metrics has its own listener (METRICS_HOST, default 127.0.0.1), never the public port', async (t) => {
+  t.match(api.metricsUrl, /^http:\/\/127\.0\.0\.1:\d+$/, 'bound to 127.0.0.1');
+  t.not(new URL(api.metricsUrl).port, new URL(api.url).port);
+  const publicAnswer = await fetch(`${api.url}/metrics`);
+  t.equal(publicAnswer.status, 404, 'the public port has no /metrics');
+  t.notMatch(await publicAnswer.text(), /flashstock_/, 'and shows no sample');
+  t.equal((await fetch(`${api.metricsUrl}/v1/skus/MET-1`)).status, 404, 'the metrics listener serves /metrics only');
+  t.equal((await fetch(`${api.metricsUrl}/metrics`, { method: 'POST' })).status, 405);
+  const head = await fetch(`${api.metricsUrl}/metrics`, { method: 'HEAD' });
+  t.equal(head.status, 200, 'HEAD /metrics');
+});
+
+t.test('with front-end threads: one listener in the process, every thread summed', async (t) => {
+  const threaded = await startTestService(t, { httpThreads: 2, rateLimitShopperPerSecond: 1000 });
+  t.equal((await threaded.putSku('MET-T', { stock: 10, perShopperLimit: 10 })).status, 201);
+  for (let i = 0; i < 6; i++) t.equal((await threaded.reserve('MET-T', `met-t-${i}`, 1)).status, 201);
+  t.equal((await fetch(`${threaded.url}/metrics`)).status, 404, 'no thread serves /metrics on the public port');
+  const text = await (await fetch(`${threaded.metricsUrl}/metrics`)).text();
+  t.equal(sample(text, 'flashstock_reservations_total', { outcome: 'created' }), 6, 'reservations answered on either thread');
+  t.equal(
+    sample(text, 'flashstock_http_requests_total', { route: '/v1/skus/:sku/reservations', method: 'POST', status: '201' }),
+    6,
+    'both threads\' route counters, summed',
+  );
 });

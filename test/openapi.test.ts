@@ -129,7 +129,7 @@ t.test('the contract check fails what departs from the document', async (t) => {
   const headers = (h: Record<string, string>) => ({ get: (name: string) => h[name] ?? null });
   const problem = (status: number, code: string) =>
     JSON.stringify({ type: `https://flashstock.dev/problems/${code}`, title: 'x', status, detail: 'x', code, instance: '/x' });
-  const sku = { sku: 'A', stock: 1, available: 1, held: 0, sold: 0, perShopperLimit: 1, holdSeconds: 1, priceCents: 0, currency: 'USD', startsAt: null, endsAt: null };
+  const sku = { sku: 'A', state: 'on_sale', stock: 1, available: 1, held: 0, sold: 0, perShopperLimit: 1, holdSeconds: 1, priceCents: 0, currency: 'USD', startsAt: null, endsAt: null };
   const base = { 'x-request-id': 'r1', 'content-type': 'application/json' };
   const conforming: ObservedResponse = { method: 'GET', path: '/v1/skus/A', status: 200, headers: headers(base), text: JSON.stringify(sku) };
   t.same(contractViolations(conforming), [], 'a conforming response passes');

@@ -40,7 +40,8 @@ async function run(prometheusPath: string, promtoolPath: string): Promise<void> 
   const dir = mkdtempSync(path.join(tmpdir(), 'flashstock-prometheus-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const port = await freePort();
-  const target = new URL(api.url).host;
+  // The metrics listener (METRICS_PORT), not the API port.
+  const target = new URL(api.metricsUrl).host;
   writeFileSync(
     path.join(dir, 'prometheus.yml'),
     [
@@ -115,7 +116,7 @@ async function run(prometheusPath: string, promtoolPath: string): Promise<void> 
   });
 
   t.test('promtool: /metrics passes `check metrics`, alerts.yml passes `check rules`', async (t) => {
-    const text = await (await fetch(`${api.url}/metrics`)).text();
+    const text = await (await fetch(`${api.metricsUrl}/metrics`)).text();
     const metrics = spawnSync(promtoolPath, ['check', 'metrics'], { input: text, encoding: 'utf8' });
     t.equal(metrics.status, 0, `promtool check metrics: ${metrics.stdout}${metrics.stderr}`);
     const rules = spawnSync(promtoolPath, ['check', 'rules', 'deploy/prometheus/alerts.yml'], { encoding: 'utf8' });

@@ -72,7 +72,7 @@ t.test('per shopper: burst of twice the rate, then 429 with Retry-After; other s
   t.equal((await burst(api, 'RL-1', 'rl-alice', 1))[0]!.status, 429, '1 ms before the window closes: still limited');
   clock.advance(1);
   t.equal((await burst(api, 'RL-1', 'rl-alice', 1))[0]!.status, 201, 'after Retry-After the shopper may go on');
-  const text = await (await fetch(`${api.url}/metrics`)).text();
+  const text = await (await fetch(`${api.metricsUrl}/metrics`)).text();
   t.match(text, /flashstock_rate_limited_total\{limit="shopper"\} 4\n/);
   t.match(text, /flashstock_http_requests_total\{route="\/v1\/skus\/:sku\/reservations",method="POST",status="429"\} 3\n/);
 });

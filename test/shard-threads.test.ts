@@ -75,7 +75,7 @@ t.test('many SKUs spread over both shard threads: each decided by its own thread
   t.equal(shards.liveHolds, skus.length * 20);
   t.ok(shards.outboxStats.events >= skus.length * 21, 'the commits of both threads are counted');
   for (const sku of skus) t.match(api.service.inventory.stockState(sku), { held: 20 }, `${sku}: its thread's stock notice reached the router`);
-  const metrics = await api.call('GET', '/metrics');
+  const metrics = { body: await (await fetch(`${api.metricsUrl}/metrics`)).text() };
   t.match(metrics.body, new RegExp(`flashstock_reservations_total\\{outcome="created"\\} ${skus.length * 20}\\b`), 'commits on shard threads are counted');
   t.match(metrics.body, new RegExp(`flashstock_allocators ${skus.length}\\b`));
   t.match((await api.call('GET', '/v1/admin/audit', { admin: true })).body, { ok: true, violations: [] }, 'the audit agrees with both threads');
@@ -191,7 +191,7 @@ t.test('SHARD_THREADS: 1..16, default 1, at most SHARD_COUNT; not with CLUSTER_S
   const db = await createTestDatabase(t);
   await t.rejects(
     startFlashstock(
-      { databaseUrl: db.url, adminToken, jwtSecret, shardThreads: 2, port: 0, host: '127.0.0.1', logLevel: 'silent' },
+      { databaseUrl: db.url, adminToken, jwtSecret, shardThreads: 2, port: 0, metricsPort: 0, host: '127.0.0.1', logLevel: 'silent' },
       { nowMs: () => Date.parse('2030-01-01T00:00:00Z') },
     ),
     ConfigError,

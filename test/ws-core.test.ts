@@ -97,9 +97,27 @@ t.test('status codes come from the HTTP problem table', async (t) => {
 });
 
 t.test('stock frames fit the computed worst case', async (t) => {
-  const message = stockMessage({ sku: 'S'.repeat(64), available: 999_999_999, held: 1, sold: 0, seq: 123_456_789 });
+  const message = stockMessage({ sku: 'S'.repeat(64), available: 999_999_999, held: 1, sold: 0, seq: 123_456_789 }, 0);
   t.ok(message.length + 4 <= maxStockFrameBytes);
-  t.same(JSON.parse(message), { type: 'stock', sku: 'S'.repeat(64), available: 999_999_999, held: 1, sold: 0, seq: 123_456_789 });
+  t.same(JSON.parse(message), {
+    type: 'stock', sku: 'S'.repeat(64), state: 'on_sale', available: 999_999_999, held: 1, sold: 0, seq: 123_456_789, startsAt: null, endsAt: null,
+  });
+  const widest = stockMessage(
+    { sku: 'S'.repeat(64), available: 1e9, held: 1e9, sold: 1e9, seq: Number.MAX_SAFE_INTEGER, archived: false, startsAtMs: 8.64e15, endsAtMs: 8.64e15 },
+    -8.64e15,
+  );
+  t.ok(widest.length + 4 <= maxStockFrameBytes, 'not_started with the widest dates');
+});
+
+t.test('stock frames say the sale state as of the moment they are sent; archived shows nothing available', async (t) => {
+  const base = { sku: 'S', available: 7, held: 2, sold: 1, seq: 10 };
+  const window = { startsAtMs: Date.parse('2030-01-01T00:00:00Z'), endsAtMs: Date.parse('2030-01-02T00:00:00Z') };
+  const at = (state: object, iso: string) => JSON.parse(stockMessage({ ...base, ...state }, Date.parse(iso))) as Record<string, unknown>;
+  t.match(at(window, '2029-12-31T23:59:59.999Z'), { state: 'not_started', available: 7, startsAt: '2030-01-01T00:00:00.000Z', endsAt: '2030-01-02T00:00:00.000Z' });
+  t.match(at(window, '2030-01-01T00:00:00Z'), { state: 'on_sale', available: 7 });
+  t.match(at(window, '2030-01-02T00:00:00Z'), { state: 'ended', available: 7 });
+  t.match(at({ ...window, archived: true }, '2030-01-01T12:00:00Z'), { state: 'archived', available: 0, held: 2, sold: 1 });
+  t.match(at({}, '2030-01-01T12:00:00Z'), { state: 'on_sale', startsAt: null, endsAt: null }, 'a state without the fields (an older node): on sale');
 });
 
 t.test('token bucket: a burst of `capacity`, then `perSecond`', async (t) => {

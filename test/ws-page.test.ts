@@ -56,3 +56,32 @@ if (browserMissing !== null) {
     t.match(await page.locator('#who').textContent(), /watching only/);
   });
 }
+
+if (browserMissing === null) {
+  t.test('the page says the sale state: on sale, then archived with nothing available', async (t) => {
+    const api = await startTestService(t);
+    await api.putSku('PAGE-3', { stock: 4 });
+    const browser = await launchChromium(t);
+    const page = await browser.newPage();
+    await page.goto(`${api.url}/?sku=PAGE-3&token=${encodeURIComponent(api.token('state-shopper'))}`);
+    await page.locator('#available').filter({ hasText: /^4$/ }).waitFor({ timeout: 10_000 });
+    t.equal(await page.locator('#state').getAttribute('data-state'), 'on_sale');
+    t.equal(await page.locator('#state').textContent(), 'on sale');
+    t.notOk(await page.locator('#reserve').isDisabled(), 'Reserve is offered');
+    t.equal((await api.call('DELETE', '/v1/admin/skus/PAGE-3', { admin: true })).status, 200);
+    await page.locator('#state[data-state="archived"]').waitFor({ timeout: 10_000 });
+    t.equal(await page.locator('#available').textContent(), '0', 'archived: 0 available');
+    t.ok(await page.locator('#reserve').isDisabled(), 'and no Reserve');
+  });
+
+  t.test('a sale that has not started says so, with its opening time', async (t) => {
+    const api = await startTestService(t);
+    await api.putSku('PAGE-4', { stock: 4, startsAt: '2099-01-01T00:00:00Z' });
+    const browser = await launchChromium(t);
+    const page = await browser.newPage();
+    await page.goto(`${api.url}/?sku=PAGE-4&token=${encodeURIComponent(api.token('state-shopper'))}`);
+    await page.locator('#state[data-state="not_started"]').waitFor({ timeout: 10_000 });
+    t.match(await page.locator('#state').textContent(), /^not started · opens /);
+    t.ok(await page.locator('#reserve').isDisabled(), 'no Reserve before the sale opens');
+  });
+}

@@ -316,7 +316,7 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
           log(`${name} ${scenarioName}: ${mode === 'open' ? `open loop ${rate}/s` : 'closed loop'}, ${connections} connections, ${plan.finite ? 'until done' : `${durationSec} s`}`);
           await createSkus(system.url, system.adminToken, plan.skus);
           const placement = system.urls === undefined ? undefined : await readPlacement(system.urls, system.adminToken);
-          const commitsBefore = name === 'flashstock' ? await commitTotals(system.urls ?? [system.url]) : null;
+          const commitsBefore = name === 'flashstock' ? await commitTotals(system.metricsUrls ?? []) : null;
           // The measured window: from the moment every generator thread is ready to the moment all are done.
           let cpuBefore: CpuSample = {};
           let cpuAfter: CpuSample = {};
@@ -336,9 +336,9 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
               allocAfter = (await system.allocated?.()) ?? null;
             },
           };
-          const scraper = options.scrapeMetrics && name === 'flashstock' ? startScraper(system.url) : null;
+          const scraper = options.scrapeMetrics && name === 'flashstock' ? startScraper(system.metricsUrls![0]!) : null;
           const result = await runPhase(system, scenarioName, plan, options, runId, { connections, durationMs: durationSec * 1000, mode, rate }, placement, window);
-          const commits = commitsDuring(commitsBefore, name === 'flashstock' ? await commitTotals(system.urls ?? [system.url]) : null);
+          const commits = commitsDuring(commitsBefore, name === 'flashstock' ? await commitTotals(system.metricsUrls ?? []) : null);
           if (placement !== undefined && !(await samePlacement(system, placement))) {
             notes.push(`${system.label} ${scenarioName}: shards moved during the run: its local/forwarded split is approximate`);
           }

@@ -84,6 +84,7 @@ export async function startFlashstockCluster(options: StartOptions & { nodes: nu
       ...first,
       label: `${systemLabels.flashstock}, ${options.nodes} nodes`,
       urls,
+      metricsUrls: [first, ...others].flatMap((n) => n.metricsUrls ?? []),
       cpuRoots: { ...first.cpuRoots, server: pids },
       allocated: async () => {
         const each = await Promise.all([first, ...others].map((n) => n.allocated?.() ?? Promise.resolve(null)));

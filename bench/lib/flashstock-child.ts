@@ -5,12 +5,12 @@
  */
 import { startProbe } from './probe.js';
 
-type Started = { url: string; port: number; databaseUrl: string; adminToken: string; jwtSecret: string; config: Record<string, unknown>; shards?: unknown; stop(): Promise<void> };
+type Started = { url: string; metricsUrl: string; port: number; databaseUrl: string; adminToken: string; jwtSecret: string; config: Record<string, unknown>; shards?: unknown; stop(): Promise<void> };
 
 const appModule = '../../src/app.js';
 const { startFlashstock } = (await import(appModule)) as { startFlashstock(overrides?: Record<string, unknown>): Promise<Started> };
 
-const overrides: Record<string, unknown> = { port: 0, host: '127.0.0.1', logLevel: process.env.LOG_LEVEL ?? 'warn' };
+const overrides: Record<string, unknown> = { port: 0, metricsPort: 0, host: '127.0.0.1', logLevel: process.env.LOG_LEVEL ?? 'warn' };
 if (process.env.BENCH_DATA_DIR) overrides.dataDir = process.env.BENCH_DATA_DIR;
 if (process.env.DATABASE_URL) overrides.databaseUrl = process.env.DATABASE_URL;
 // The scenarios' overrides (e.g. checkout: simulated payments at zero latency), then the user's on top.
@@ -29,7 +29,7 @@ function reported(config: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(keys.filter((k) => k in config).map((k) => [k, config[k]]));
 }
 process.stdout.write(
-  `${JSON.stringify({ ready: true, url: app.url, port: app.port, databaseUrl: app.databaseUrl, adminToken: app.adminToken, jwtSecret: app.jwtSecret, config: reported(app.config), ...(probe !== null ? { probePort: probe.port } : {}) })}\n`,
+  `${JSON.stringify({ ready: true, url: app.url, metricsUrl: app.metricsUrl, port: app.port, databaseUrl: app.databaseUrl, adminToken: app.adminToken, jwtSecret: app.jwtSecret, config: reported(app.config), ...(probe !== null ? { probePort: probe.port } : {}) })}\n`,
 );
 
 let stopping = false;

@@ -30,6 +30,8 @@ export interface RunningSystem {
   url: string;
   /** A cluster: every node's URL (url is the first); the load is spread round robin over them. */
   urls?: readonly string[];
+  /** flashstock: every node's metrics listener (METRICS_PORT, never the public port), scraped at `${url}/metrics`. */
+  metricsUrls?: readonly string[];
   adminToken: string;
   jwtSecret: string;
   /** Source of event rows for the post-run check; null = this system cannot be checked. */
@@ -182,13 +184,14 @@ export async function startFlashstock(options: StartOptions): Promise<RunningSys
     timeoutMs: 180_000,
     nodeArgs: options.nodeArgs ?? [],
   });
-  const info = child.info as { url: string; databaseUrl: string; adminToken: string; jwtSecret: string; port: number; config?: Record<string, unknown> };
+  const info = child.info as { url: string; metricsUrl: string; databaseUrl: string; adminToken: string; jwtSecret: string; port: number; config?: Record<string, unknown> };
   const databaseUrl = info.databaseUrl;
   return {
     name: 'flashstock',
     label: systemLabels.flashstock,
     durable: true,
     url: info.url.replace('0.0.0.0', '127.0.0.1').replace('localhost', '127.0.0.1'),
+    metricsUrls: [info.metricsUrl],
     adminToken: info.adminToken,
     jwtSecret: info.jwtSecret,
     databaseUrl,

@@ -24,7 +24,18 @@ import {
   type CycleRow,
   type DropRow,
 } from './sql.js';
-import { currentAndNext, reanchor, schedulerRun, type CyclePlan, type DropDefinition, type DropState, type ViewCycle } from './schedule.js';
+import {
+  currentAndNext,
+  definitionEverRuns,
+  lastCycleEndsAtMs,
+  maxCycleNumber,
+  reanchor,
+  schedulerRun,
+  type CyclePlan,
+  type DropDefinition,
+  type DropState,
+  type ViewCycle,
+} from './schedule.js';
 
 /**
  * Drops: recurring sales whose cycles create themselves.
@@ -68,7 +79,7 @@ export const defaultDropsOptions: DropsOptions = {
   rearmPageSize: 500,
 };
 
-export type DropOutcome<T> = { ok: true; value: T } | { ok: false; code: 'unavailable'; detail: string };
+export type DropOutcome<T> = { ok: true; value: T } | { ok: false; code: 'unavailable' | 'drop_never_runs'; detail: string };
 
 export interface DropJob {
   name: string;
@@ -147,6 +158,14 @@ export class Drops {
 
   /** PUT: create or replace the definition; the update applies from the first cycle neither created nor started. */
   put(name: string, definition: DropDefinition): Promise<DropOutcome<{ created: boolean; view: DropView }>> {
+    if (!definitionEverRuns(definition, this.options.nowMs())) {
+      const lastEnds = new Date(lastCycleEndsAtMs(definition)).toISOString();
+      return Promise.resolve({
+        ok: false,
+        code: 'drop_never_runs',
+        detail: `this schedule never produces a cycle: its last cycle (${definition.cycles ?? maxCycleNumber}) closes at ${lastEnds}, which has passed; move firstStartsAt forward`,
+      });
+    }
     return this.answer('define', name, () => this.define(name, definition));
   }
 

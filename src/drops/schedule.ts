@@ -74,6 +74,26 @@ export function lastCycle(drop: DropState): number {
   return Math.min(drop.cycles ?? maxCycleNumber, drop.stoppedAfterCycle ?? maxCycleNumber, maxCycleNumber);
 }
 
+/**
+ * When the last cycle a definition allows (its `cycles`, else the highest cycle
+ * number) closes, counted from cycle 1 at `firstStartsAt`.
+ */
+export function lastCycleEndsAtMs(definition: DropDefinition): number {
+  const last = Math.min(definition.cycles ?? maxCycleNumber, maxCycleNumber);
+  return definition.firstStartsAtMs + ((last - 1) * definition.everySeconds + definition.openSeconds) * 1000;
+}
+
+/**
+ * Whether a definition can ever produce a cycle at `nowMs`: the scheduler
+ * creates only cycles whose window has not ended (`firstPendingCycle`), so a
+ * schedule whose last cycle has already closed (all `cycles` in the past, or,
+ * with no limit, past the highest cycle number: starting in 1970 every second
+ * runs out in 2001) would be stored and then never show a current or next cycle.
+ */
+export function definitionEverRuns(definition: DropDefinition, nowMs: number): boolean {
+  return lastCycleEndsAtMs(definition) > nowMs;
+}
+
 export function cycleStartsAtMs(drop: DropState, cycle: number): number {
   return drop.anchorStartsAtMs + (cycle - drop.anchorCycle) * drop.everySeconds * 1000;
 }

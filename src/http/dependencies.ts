@@ -33,7 +33,7 @@ export interface HttpDependencies {
   retryAfterSeconds: number;
   /** A fault no request should cause (an invariant broke): log and crash. */
   onFatal: (error: unknown) => void;
-  /** Per-route metrics and `GET /metrics`. */
+  /** Per-route metrics (`GET /metrics` is served by the metrics listener, src/metrics/listener.ts). */
   metrics: Metrics;
   /** 429 `rate_limited` on reserve, release and checkout (absent: no limits). */
   rateLimits?: RateLimits;

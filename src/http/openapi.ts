@@ -1,5 +1,6 @@
 import { problemTypes, type ProblemCode } from './problem.js';
 import { checkoutBodySchema, reserveBodySchema, skuBodySchema, skuPatternSource, webhookBodySchema } from './validation.js';
+import { saleStates } from '../inventory/inventory.js';
 
 /**
  * The OpenAPI 3.1 document of the whole HTTP API, built here and served at
@@ -54,12 +55,19 @@ const schemas: Record<string, Json> = {
     additionalProperties: false,
   },
   SkuBody: withoutPrivateKeywords(skuBodySchema),
+  SaleState: {
+    type: 'string',
+    enum: [...saleStates],
+    description:
+      'on_sale: reservations are taken (also when sold out); not_started: before startsAt; ended: at or after endsAt; archived: an admin archived the SKU (available reads 0; PUT reopens it). Reservations outside on_sale get 409 sale_not_open.',
+  },
   SkuView: {
     type: 'object',
     properties: {
       sku: { type: 'string', pattern: skuPatternSource },
+      state: { $ref: '#/components/schemas/SaleState' },
       stock: count,
-      available: count,
+      available: { ...count, description: 'what can be reserved now; 0 when archived' },
       held: count,
       sold: count,
       perShopperLimit: { type: 'integer', minimum: 1 },
@@ -69,7 +77,25 @@ const schemas: Record<string, Json> = {
       startsAt: { type: ['string', 'null'], format: 'date-time' },
       endsAt: { type: ['string', 'null'], format: 'date-time' },
     },
-    required: ['sku', 'stock', 'available', 'held', 'sold', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency', 'startsAt', 'endsAt'],
+    required: ['sku', 'state', 'stock', 'available', 'held', 'sold', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency', 'startsAt', 'endsAt'],
+    additionalProperties: false,
+  },
+  StockMessage: {
+    type: 'object',
+    description:
+      '/v1/stream `stock` frame. `state` is as of the moment the frame is sent: crossing startsAt or endsAt sends no frame by itself, so a client compares them with its clock.',
+    properties: {
+      type: { const: 'stock' },
+      sku: { type: 'string', pattern: skuPatternSource },
+      state: { $ref: '#/components/schemas/SaleState' },
+      available: count,
+      held: count,
+      sold: count,
+      seq: count,
+      startsAt: { type: ['string', 'null'], format: 'date-time' },
+      endsAt: { type: ['string', 'null'], format: 'date-time' },
+    },
+    required: ['type', 'sku', 'state', 'available', 'held', 'sold', 'seq', 'startsAt', 'endsAt'],
     additionalProperties: false,
   },
   ReserveBody: withoutPrivateKeywords(reserveBodySchema),
@@ -319,6 +345,7 @@ const problemWhen: Record<ProblemCode, string> = {
   payload_too_large: 'body over MAX_BODY_BYTES',
   unsupported_media_type: 'body is not application/json',
   idempotency_key_reused: 'same shopper and key, different request',
+  drop_never_runs: 'a drop whose schedule can never produce a cycle: its last cycle (`cycles`, else cycle 999999999) has already closed',
   upgrade_required: '/v1/stream without a WebSocket upgrade',
   rate_limited: 'over RATE_LIMIT_SHOPPER_PER_SECOND or RATE_LIMIT_IP_PER_SECOND',
   internal: 'a bug; nothing was acknowledged',
@@ -479,16 +506,21 @@ const paths: Record<string, Json> = {
     security: [],
     responses: { '200': ok('Ready', 'ready'), ...problems([503, ['not_ready']]) },
   }),
-  '/metrics': readable({
-    summary: 'Prometheus metrics (text exposition format)',
-    operationId: 'metrics',
-    tags: ['ops'],
-    security: [],
-    responses: {
-      '200': { description: 'the metrics', headers: requestIdHeader, content: { 'text/plain': { schema: { type: 'string' } } } },
-      ...problems(),
-    },
-  }),
+  '/metrics': {
+    // Not on the API port: the metrics listener (src/metrics/listener.ts) serves this path alone.
+    servers: [{ url: 'http://127.0.0.1:9464', description: 'the metrics listener, METRICS_HOST:METRICS_PORT (default 127.0.0.1:9464); the API port answers 404' }],
+    ...readable({
+      summary: 'Prometheus metrics (text exposition format), on the metrics listener only',
+      operationId: 'metrics',
+      tags: ['ops'],
+      security: [],
+      responses: {
+        '200': { description: 'the metrics', content: { 'text/plain': { schema: { type: 'string' } } } },
+        '404': { description: 'any other path on the metrics listener', content: { 'text/plain': { schema: { type: 'string' } } } },
+        '405': { description: 'a method other than GET or HEAD', content: { 'text/plain': { schema: { type: 'string' } } } },
+      },
+    }),
+  },
   '/openapi.json': readable({
     summary: 'This document',
     operationId: 'openApi',
@@ -504,7 +536,7 @@ const paths: Record<string, Json> = {
     responses: { '200': { description: 'the page', content: { 'text/html': { schema: { type: 'string' } } } } },
   }),
   '/v1/stream': readable({
-    summary: 'The live-stock WebSocket (see docs/api.md for its messages)',
+    summary: 'The live-stock WebSocket (see docs/api.md for its messages; `stock` frames: the StockMessage schema)',
     operationId: 'stream',
     tags: ['stream'],
     security: [],
@@ -692,7 +724,7 @@ const paths: Record<string, Json> = {
       responses: {
         '200': ok('DropView', 'updated'),
         '201': ok('DropView', 'created'),
-        ...problems([400, ['invalid_request']], 401, ...bodyProblems, [503, ['unavailable']]),
+        ...problems([400, ['invalid_request']], 401, [422, ['drop_never_runs']], ...bodyProblems, [503, ['unavailable']]),
       },
     },
     ...readable({

@@ -15,6 +15,7 @@ export type ProblemCode =
   | 'method_not_allowed'
   | 'not_ready'
   | 'provider_mismatch'
+  | 'drop_never_runs'
   | 'rate_limited'
   | 'internal';
 
@@ -40,6 +41,7 @@ export const problemTypes: Record<ProblemCode, ProblemType> = {
   payload_too_large: { status: 413, title: 'Payload too large' },
   unsupported_media_type: { status: 415, title: 'Unsupported media type' },
   idempotency_key_reused: { status: 422, title: 'Idempotency key reused' },
+  drop_never_runs: { status: 422, title: 'Drop never runs' },
   rate_limited: { status: 429, title: 'Too many requests' },
   internal: { status: 500, title: 'Internal error' },
   unavailable: { status: 503, title: 'Service unavailable' },

@@ -9,7 +9,6 @@ import { registerPaymentRoutes } from './routes/payments.js';
 import { registerReservationRoutes } from './routes/reservations.js';
 import { registerSkuRoutes } from './routes/skus.js';
 import { registerStreamRoutes } from './routes/stream.js';
-import { registerMetricsRoutes } from './routes/metrics.js';
 import { registerClusterRoutes } from './routes/cluster.js';
 import { unmatchedRoute } from '../metrics/metrics.js';
 import { registerDropRoutes } from './routes/drops.js';
@@ -43,7 +42,7 @@ export function registerRoutes(router: Router, deps: HttpDependencies): void {
   registerPaymentRoutes(router, deps);
   registerDropRoutes(router, deps);
   registerStreamRoutes(router);
-  registerMetricsRoutes(router, deps);
+  // No /metrics here: it has its own listener (src/metrics/listener.ts), off the public port.
   registerClusterRoutes(router, deps);
 }
 

@@ -80,9 +80,26 @@ export type FailureCode = RejectionCode | 'unavailable';
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; code: FailureCode; detail: string };
 
+/**
+ * Where a SKU's sale stands at a moment: `archived` (an admin ended it for
+ * good; PUT reopens it), `ended` (past `endsAt`), `not_started` (before
+ * `startsAt`), else `on_sale` (sold out is still on sale: holds may expire).
+ */
+export type SaleState = 'on_sale' | 'not_started' | 'ended' | 'archived';
+export const saleStates: readonly SaleState[] = ['on_sale', 'not_started', 'ended', 'archived'];
+
+export function saleState(archived: boolean, startsAtMs: number | null, endsAtMs: number | null, nowMs: number): SaleState {
+  if (archived) return 'archived';
+  if (endsAtMs !== null && nowMs >= endsAtMs) return 'ended';
+  if (startsAtMs !== null && nowMs < startsAtMs) return 'not_started';
+  return 'on_sale';
+}
+
 export interface SkuView {
   sku: string;
+  state: SaleState;
   stock: number;
+  /** 0 once archived: nothing can be reserved until the SKU is configured again. */
   available: number;
   held: number;
   sold: number;
@@ -94,13 +111,36 @@ export interface SkuView {
   endsAt: string | null;
 }
 
-/** A SKU's live counts and its log position (`seq`), for the live stock stream. */
+/**
+ * A SKU's live counts and its log position (`seq`), for the live stock stream;
+ * with what the sale state is derived from at the moment a message is sent
+ * (`saleState`): `available` is the allocator's count, shown as 0 when archived.
+ */
 export interface StockState {
   sku: string;
   available: number;
   held: number;
   sold: number;
   seq: number;
+  /** Absent (a node that does not send it): not archived, no window, so `on_sale`. */
+  archived?: boolean;
+  startsAtMs?: number | null;
+  endsAtMs?: number | null;
+}
+
+/** The StockState of a configured allocator. */
+export function stockStateOf(allocator: SkuAllocator): StockState {
+  const config = allocator.config!;
+  return {
+    sku: allocator.sku,
+    available: allocator.available,
+    held: allocator.held,
+    sold: allocator.sold,
+    seq: allocator.seq,
+    archived: allocator.archived,
+    startsAtMs: config.startsAtMs,
+    endsAtMs: config.endsAtMs,
+  };
 }
 
 export interface ReservationView {
@@ -115,12 +155,13 @@ function isoOrNull(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
 }
 
-export function skuView(allocator: SkuAllocator): SkuView {
+export function skuView(allocator: SkuAllocator, nowMs: number): SkuView {
   const config = allocator.config!;
   return {
     sku: allocator.sku,
+    state: saleState(allocator.archived, config.startsAtMs, config.endsAtMs, nowMs),
     stock: config.stock,
-    available: allocator.available,
+    available: allocator.archived ? 0 : allocator.available,
     held: allocator.held,
     sold: allocator.sold,
     perShopperLimit: config.perShopperLimit,

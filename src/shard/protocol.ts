@@ -1,7 +1,7 @@
 import type { ReservationStatus, SkuConfig } from '../allocator/types.js';
 import { isShopperId, isWellFormedText } from '../auth/auth.js';
 import { idempotencyKeyPattern, isSkuName, isUuid } from '../http/validation.js';
-import type { CheckoutView, FailureCode, ReservationView, SkuView, StockState } from '../inventory/inventory.js';
+import { saleStates, type CheckoutView, type FailureCode, type ReservationView, type SaleState, type SkuView, type StockState } from '../inventory/inventory.js';
 import type { ShardNotice, ShardReply, ShardRequest } from './messages.js';
 import { shardOf, shardOfReservationId } from './placement.js';
 
@@ -333,9 +333,11 @@ function decodeSkuView(value: unknown, sku: string): Decoded<SkuView> {
   if (!isCount(v.perShopperLimit) || !isCount(v.holdSeconds) || !isCount(v.priceCents)) return 'bad_field';
   if (typeof v.currency !== 'string' || !currencyPattern.test(v.currency)) return 'bad_field';
   if (!isIsoOrNull(v.startsAt) || !isIsoOrNull(v.endsAt)) return 'bad_field';
+  if (typeof v.state !== 'string' || !saleStates.includes(v.state as SaleState)) return 'bad_field';
   if (v.sku !== sku) return 'mismatch';
   return {
     sku: v.sku,
+    state: v.state as SaleState,
     stock: v.stock,
     available: v.available,
     held: v.held,
@@ -369,7 +371,15 @@ function decodeStockState(value: unknown): Decoded<StockState> {
   if (!isObject(value)) return 'bad_field';
   const s = value as Record<string, unknown>;
   if (!isSkuText(s.sku) || !isCount(s.available) || !isCount(s.held) || !isCount(s.sold) || !isCount(s.seq)) return 'bad_field';
-  return { sku: s.sku, available: s.available, held: s.held, sold: s.sold, seq: s.seq };
+  if (s.archived !== undefined && typeof s.archived !== 'boolean') return 'bad_field';
+  if (s.startsAtMs !== undefined && !isInstantOrNull(s.startsAtMs)) return 'bad_field';
+  if (s.endsAtMs !== undefined && !isInstantOrNull(s.endsAtMs)) return 'bad_field';
+  const state: StockState = { sku: s.sku, available: s.available, held: s.held, sold: s.sold, seq: s.seq };
+  // Absent on a node that does not send them (an older version): on sale, no window.
+  if (s.archived !== undefined) state.archived = s.archived as boolean;
+  if (s.startsAtMs !== undefined) state.startsAtMs = s.startsAtMs as number | null;
+  if (s.endsAtMs !== undefined) state.endsAtMs = s.endsAtMs as number | null;
+  return state;
 }
 
 // ------------------------------------------------------------------ fields

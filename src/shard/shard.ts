@@ -6,6 +6,7 @@ import { CommitError, commitFailureDetail, type BatchFailure, type Outbox } from
 import {
   reservationView,
   skuView,
+  stockStateOf,
   type CheckoutView,
   type OrderAttachment,
   type Outcome,
@@ -299,14 +300,7 @@ export class Shard {
   }
 
   private publish(allocator: SkuAllocator): void {
-    const state: StockState = {
-      sku: allocator.sku,
-      available: allocator.available,
-      held: allocator.held,
-      sold: allocator.sold,
-      seq: allocator.seq,
-    };
-    this.ctx.notify({ type: 'stock', state });
+    this.ctx.notify({ type: 'stock', state: stockStateOf(allocator) });
   }
 
   // ------------------------------------------------------------ failures
@@ -435,7 +429,7 @@ export class Shard {
     const decision = allocator.configure(config, this.ctx.nowMs());
     if (!decision.ok) return Promise.resolve(decision);
     const created = decision.created;
-    return this.commit(allocator, decision.event, () => ({ created, view: skuView(allocator) }));
+    return this.commit(allocator, decision.event, () => ({ created, view: skuView(allocator, this.ctx.nowMs()) }));
   }
 
   async getSku(request: ShardRequests['get_sku']): Promise<Outcome<SkuView>> {
@@ -443,7 +437,7 @@ export class Shard {
     if (refused) return refused;
     const allocator = await this.allocatorFor(request.sku);
     if (allocator?.config == null) return { ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` };
-    return { ok: true, value: skuView(allocator) };
+    return { ok: true, value: skuView(allocator, this.ctx.nowMs()) };
   }
 
   // Not `async` on the hot path: the commit's own promise is returned as is.
@@ -655,7 +649,7 @@ export class Shard {
     if (allocator === null) return { ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` };
     const decision = allocator.archive(this.ctx.nowMs());
     if (!Array.isArray(decision)) return decision;
-    if (decision.length === 0) return this.afterDurable(request.sku, skuView(allocator));
+    if (decision.length === 0) return this.afterDurable(request.sku, skuView(allocator, this.ctx.nowMs()));
     if (!this.ctx.outbox.hasRoom(decision.length)) {
       return { ok: false, code: 'unavailable', detail: 'too many decisions are waiting for the database; retry shortly' };
     }
@@ -665,14 +659,14 @@ export class Shard {
       this.ctx.outbox.append(event, () => undefined);
     }
     // One batch is serial and in order: when the last is durable, all are (a failure fails it too).
-    return this.commit(allocator, last, () => skuView(allocator));
+    return this.commit(allocator, last, () => skuView(allocator, this.ctx.nowMs()));
   }
 
   /** Counts of a SKU in memory, synchronously (audit); null when not in memory. */
   stockState(sku: string): StockState | null {
     const allocator = this.allocators.get(sku);
     if (allocator?.config == null || this.rebuilding.has(sku)) return null;
-    return { sku, available: allocator.available, held: allocator.held, sold: allocator.sold, seq: allocator.seq };
+    return stockStateOf(allocator);
   }
 }
 

@@ -77,7 +77,7 @@ function halter(started: Set<Thread>): () => Promise<void> {
  * `HTTP_THREADS` front-end threads on one port, served from the main thread:
  * each gets a PortEndpoint over the shard endpoint (the ShardHost alone; on a
  * cluster node the cluster channel, which forwards what other nodes own), the
- * named calls below (payments, drops, readiness, old-id lookups, metrics; on a
+ * named calls below (payments, drops, readiness, old-id lookups; on a
  * cluster node the membership view, forwarded commands and upgrade tokens),
  * and every shard notice. The first thread picks the port (PORT=0); the others
  * listen on that one.
@@ -146,7 +146,8 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
     const all = [await deps.metrics.registry.getMetricsAsJSON(), ...threadJson];
     return AggregatorRegistry.aggregate(all as MetricsJson[]).metrics();
   };
-  calls.metrics = collectMetrics;
+  // The main registry's text is the aggregate: the process's one metrics listener (src/metrics/listener.ts) serves it.
+  deps.metrics.serveTextFrom(collectMetrics);
 
   deps.onNotice((notice) => {
     for (const thread of threads) thread?.endpoint.notify(notice);

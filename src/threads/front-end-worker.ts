@@ -60,9 +60,8 @@ async function run(): Promise<void> {
   const post = (event: ThreadEvent) => control.postMessage(event);
   // This thread's registry: its routes, rate limits and WebSocket. No default
   // (process) metrics: the main thread's are the process's, and they would add up.
-  // /metrics answers the main thread's aggregate of every thread's registry.
+  // The main thread's metrics listener serves the aggregate of every thread's registry.
   const metrics = new Metrics({ defaultMetrics: false });
-  metrics.serveTextFrom(() => channel.call<string>('metrics', []));
   // Counted on the main thread instead: reservations (`replayed` is answers
   // minus commits, and the commits are there) and the breaker (one per process).
   for (const name of ['flashstock_reservations_total', 'flashstock_payment_breaker_state', 'flashstock_ready']) {

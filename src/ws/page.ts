@@ -46,8 +46,27 @@ if (!sku && !drop) {
   let counter = 0;
   let lastReservation = null;
   let available = null;
-  const canReserve = () => token && sku && socket && socket.readyState === 1 && available !== null && available > 0;
+  // The latest stock frame: its sale state is as of when it was sent, so the
+  // crossing of startsAt/endsAt is followed here by the clock, between frames.
+  let stock = null;
+  const saleState = () => {
+    if (stock === null) return null;
+    if (stock.state === 'archived') return 'archived';
+    const now = Date.now();
+    if (stock.endsAt && now >= Date.parse(stock.endsAt)) return 'ended';
+    if (stock.startsAt && now < Date.parse(stock.startsAt)) return 'not_started';
+    return 'on_sale';
+  };
+  const stateWords = { on_sale: 'on sale', not_started: 'not started', ended: 'ended', archived: 'archived' };
+  const showState = () => {
+    const state = saleState();
+    $('state').textContent = state === null ? '' : stateWords[state] +
+      (state === 'not_started' ? ' · opens ' + new Date(stock.startsAt).toLocaleString() : '');
+    $('state').dataset.state = state || '';
+  };
+  const canReserve = () => token && sku && socket && socket.readyState === 1 && available !== null && available > 0 && saleState() === 'on_sale';
   const refresh = () => {
+    showState();
     $('reserve').disabled = !canReserve();
     $('release').disabled = !(lastReservation && lastReservation.status === 'held' && socket && socket.readyState === 1);
   };
@@ -74,6 +93,7 @@ if (!sku && !drop) {
           ? 'signed in as ' + message.shopperId
           : 'watching only' + (message.tokenError ? ' (' + message.tokenError + ')' : ' (add &token=<shopper JWT> to reserve)');
       } else if (message.type === 'stock' && message.sku === sku) {
+        stock = message;
         available = message.available;
         $('available').textContent = String(message.available);
         $('counts').textContent = 'held ' + message.held + ' · sold ' + message.sold + ' · seq ' + message.seq;
@@ -106,6 +126,7 @@ if (!sku && !drop) {
     const previous = sku;
     sku = next;
     available = null;
+    stock = null;
     $('sku').textContent = sku || '–';
     $('available').textContent = '–';
     $('counts').textContent = '';
@@ -152,6 +173,8 @@ if (!sku && !drop) {
     socket.send(JSON.stringify({ type: 'release', id: 'r' + ++counter, reservationId: lastReservation.reservationId }));
   };
   connect();
+  // The sale opens or ends on the clock, with no frame of its own.
+  setInterval(refresh, 1000);
 }
 `;
 
@@ -178,6 +201,7 @@ export const pageHtml = `<!doctype html>
 <section id="watch">
   <h1><span id="what">SKU</span> <span id="sku"></span></h1>
   <div id="cycle" class="muted"></div>
+  <div id="state" data-state=""></div>
   <div class="muted">available</div>
   <div id="available">–</div>
   <div id="counts" class="muted"></div>

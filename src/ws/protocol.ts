@@ -1,7 +1,7 @@
 import { Ajv } from 'ajv';
 import { problemTypes, type ProblemCode } from '../http/problem.js';
 import { skuPatternSource } from '../http/validation.js';
-import type { ReservationView, StockState } from '../inventory/inventory.js';
+import { saleState, type ReservationView, type StockState } from '../inventory/inventory.js';
 
 /**
  * The `/v1/stream` protocol, pure: parsing client messages and building server
@@ -111,14 +111,25 @@ function withId(parsed: { ok: false; detail: string }, id: string | undefined): 
 
 // ------------------------------------------------------------ server messages
 
-export function stockMessage(state: StockState): string {
+/**
+ * The sale state is as of `nowMs` (the moment the message is sent): the
+ * crossing of `startsAt` or `endsAt` sends nothing by itself, so a client
+ * compares the two with its clock to flip the state between messages.
+ */
+export function stockMessage(state: StockState, nowMs: number): string {
+  const archived = state.archived ?? false;
+  const startsAtMs = state.startsAtMs ?? null;
+  const endsAtMs = state.endsAtMs ?? null;
   return JSON.stringify({
     type: 'stock',
     sku: state.sku,
-    available: state.available,
+    state: saleState(archived, startsAtMs, endsAtMs, nowMs),
+    available: archived ? 0 : state.available,
     held: state.held,
     sold: state.sold,
     seq: state.seq,
+    startsAt: startsAtMs === null ? null : new Date(startsAtMs).toISOString(),
+    endsAt: endsAtMs === null ? null : new Date(endsAtMs).toISOString(),
   });
 }
 
@@ -156,14 +167,21 @@ export function helloMessage(fields: HelloFields): string {
   return JSON.stringify({ type: 'hello', ...fields });
 }
 
-/** Worst-case size of one `stock` frame: a 64-character SKU, 10-digit counts, a 16-digit seq, plus the frame header. */
-export const maxStockFrameBytes = 4 + stockMessage({
-  sku: 'x'.repeat(64),
-  available: 1_000_000_000,
-  held: 1_000_000_000,
-  sold: 1_000_000_000,
-  seq: Number.MAX_SAFE_INTEGER,
-}).length;
+/** Worst-case size of one `stock` frame: a 64-character SKU, 10-digit counts, a 16-digit seq, the longest dates and state, plus the frame header. */
+export const maxStockFrameBytes = 4 + stockMessage(
+  {
+    sku: 'x'.repeat(64),
+    available: 1_000_000_000,
+    held: 1_000_000_000,
+    sold: 1_000_000_000,
+    seq: Number.MAX_SAFE_INTEGER,
+    archived: false,
+    // Six-digit years are the longest ISO strings a Date makes.
+    startsAtMs: -8.64e15,
+    endsAtMs: 8.64e15,
+  },
+  0,
+).length + 'not_started'.length;
 
 // ------------------------------------------------------------ rate limit
 

@@ -38,6 +38,17 @@ import {
  * direct replies are checked as they are sent. uWS's own `maxBackpressure` is
  * set above our bound by the most the topics can add between two sweeps, so it
  * never drops an update we have not accounted for; it is the hard memory cap.
+ *
+ * Reading, whatever the kernel buffers. uWS's buffer only fills once the
+ * kernel's send and receive buffers are full (megabytes per socket), so a
+ * client that stops reading can go unnoticed by the bound above for tens of
+ * seconds. The sweep therefore also probes: a socket with no probe out gets a
+ * WebSocket ping every `probeEveryMs`; the ping queues behind everything sent
+ * before it, so its pong comes back only once the client has read all that.
+ * A probe unanswered for `probeGraceMs` closes the socket. A client that stops
+ * reading at T is sent its next probe by T + probeEveryMs + sweep and closed
+ * by that + probeGraceMs + sweep: `backpressureTimeoutMs` in all (see
+ * `probeTimings`). Pongs are sent by every RFC 6455 client (browsers, `ws`).
  */
 
 export interface StreamOptions {
@@ -82,6 +93,10 @@ interface SocketState {
   /** Over the backpressure bound: off its topics until drained. */
   lagging: boolean;
   overBoundSinceMs: number | null;
+  /** When the probe (ping) now out was sent; null: none out (its pong came back). */
+  probeSentAtMs: number | null;
+  /** When the last probe was sent (the next goes out `probeEveryMs` later). */
+  lastProbeAtMs: number;
 }
 
 type Socket = uWS.WebSocket<SocketState>;
@@ -96,6 +111,8 @@ export interface StreamStats {
   closedSlow: number;
   closedPolicy: number;
   resyncs: number;
+  /** Sweeps run so far (tests wait on it: the sweep is where the clock is read). */
+  sweeps: number;
 }
 
 export const streamPath = '/v1/stream';
@@ -109,13 +126,26 @@ function sweepIntervalMs(options: StreamOptions): number {
   return Math.max(50, Math.min(250, Math.floor(options.backpressureTimeoutMs / 4)));
 }
 
+/**
+ * The probe's timings within `backpressureTimeoutMs`: a ping every quarter of
+ * it, and the grace for its pong is what is left after one probe period and two
+ * sweeps, so a socket that stops reading is closed within backpressureTimeoutMs.
+ */
+export function probeTimings(options: Pick<StreamOptions, 'backpressureTimeoutMs'>): { sweepMs: number; probeEveryMs: number; probeGraceMs: number } {
+  const sweepMs = sweepIntervalMs(options as StreamOptions);
+  const probeEveryMs = Math.floor(options.backpressureTimeoutMs / 4);
+  // Under ~1 s (tests) the sweep's own period no longer fits: at least one sweep of grace.
+  return { sweepMs, probeEveryMs, probeGraceMs: Math.max(sweepMs, options.backpressureTimeoutMs - probeEveryMs - 2 * sweepMs) };
+}
+
 export class StockStream {
   /** Open sockets' states (the sweep's list). */
   private readonly states = new Set<SocketState>();
   private readonly sweepTimer: NodeJS.Timeout;
   private readonly now: () => number;
   private readonly hardCapBytes: number;
-  private readonly counters = { maxBufferedBytesSeen: 0, closedSlow: 0, closedPolicy: 0, resyncs: 0 };
+  private readonly probe: ReturnType<typeof probeTimings>;
+  private readonly counters = { maxBufferedBytesSeen: 0, closedSlow: 0, closedPolicy: 0, resyncs: 0, sweeps: 0 };
   private closing = false;
 
   constructor(
@@ -124,7 +154,8 @@ export class StockStream {
     private readonly options: StreamOptions,
   ) {
     this.now = deps.nowMs ?? Date.now;
-    const sweepMs = sweepIntervalMs(options);
+    this.probe = probeTimings(options);
+    const sweepMs = this.probe.sweepMs;
     // Between two sweeps a non-lagging socket can gain at most one update per
     // SKU per coalescing window from the topics (+1 for a window edge, +1 for
     // a subscribe reply that crossed the bound).
@@ -142,6 +173,10 @@ export class StockStream {
       open: (ws) => this.open(ws),
       message: (ws, data, isBinary) => this.message(ws.getUserData(), data, isBinary),
       drain: (ws) => this.checkBackpressure(ws.getUserData()),
+      // A pong: the client has read everything sent before the probe.
+      pong: (ws) => {
+        ws.getUserData().probeSentAtMs = null;
+      },
       close: (ws) => {
         const state = ws.getUserData();
         state.ws = null;
@@ -155,7 +190,7 @@ export class StockStream {
   /** One publish per SKU update: uWS copies it to every subscriber of the topic. */
   publish(state: StockState): void {
     if (this.closing) return;
-    this.app.publish(topicOf(state.sku), stockMessage(state), false, false);
+    this.app.publish(topicOf(state.sku), stockMessage(state, this.now()), false, false);
   }
 
   get stats(): StreamStats {
@@ -205,6 +240,8 @@ export class StockStream {
       invalidMessages: 0,
       lagging: false,
       overBoundSinceMs: null,
+      probeSentAtMs: null,
+      lastProbeAtMs: this.now(),
     };
     const headers = [
       req.getHeader('sec-websocket-key'),
@@ -350,7 +387,7 @@ export class StockStream {
       // A lagging socket gets its states when it has drained (resync), not now.
       if (state.lagging) continue;
       state.ws?.subscribe(topicOf(sku));
-      texts.push(stockMessage(current));
+      texts.push(stockMessage(current, this.now()));
     }
     this.sendAll(state, texts);
   }
@@ -454,22 +491,32 @@ export class StockStream {
     for (const sku of state.skus) {
       ws.subscribe(topicOf(sku));
       const current = this.deps.latest(sku);
-      if (current !== null) texts.push(stockMessage(current));
+      if (current !== null) texts.push(stockMessage(current, this.now()));
     }
     this.sendAll(state, texts);
   }
 
   private sweep(): void {
+    this.counters.sweeps += 1;
     const now = this.now();
     for (const state of this.states) {
       this.checkBackpressure(state);
       const ws = state.ws;
-      if (ws === null || state.overBoundSinceMs === null) continue;
-      if (now - state.overBoundSinceMs >= this.options.backpressureTimeoutMs) {
+      if (ws === null) continue;
+      const overBoundTooLong = state.overBoundSinceMs !== null && now - state.overBoundSinceMs >= this.options.backpressureTimeoutMs;
+      const probeUnanswered = state.probeSentAtMs !== null && now - state.probeSentAtMs >= this.probe.probeGraceMs;
+      if (overBoundTooLong || probeUnanswered) {
         this.counters.closedSlow += 1;
-        this.deps.log.info({ bufferedBytes: ws.getBufferedAmount() }, 'stream consumer too slow for too long: closing it');
+        this.deps.log.info(
+          { bufferedBytes: ws.getBufferedAmount(), unansweredProbeMs: state.probeSentAtMs === null ? null : now - state.probeSentAtMs },
+          'stream consumer too slow for too long: closing it',
+        );
         // Forceful: a close frame would queue behind the full buffer it never reads.
         ws.close();
+      } else if (state.probeSentAtMs === null && now - state.lastProbeAtMs >= this.probe.probeEveryMs) {
+        state.probeSentAtMs = now;
+        state.lastProbeAtMs = now;
+        ws.ping();
       }
     }
   }

@@ -6,6 +6,8 @@ import { adminToken, jwtSecret } from './service.js';
 export interface Child {
   child: ChildProcess;
   url: string;
+  /** The metrics listener (METRICS_PORT=0: a free port): `${metricsUrl}/metrics`. */
+  metricsUrl: string;
   /** Resolves with the exit code (null when killed by a signal). */
   exited: Promise<number | null>;
   /** Whether it has logged "ready" (recovered) yet. */
@@ -29,6 +31,7 @@ export async function startChild(
       ADMIN_TOKEN: adminToken,
       JWT_SECRET: jwtSecret,
       PORT: '0',
+      METRICS_PORT: '0',
       HOST: '127.0.0.1',
       LOG_LEVEL: 'info',
       ...env,
@@ -38,9 +41,9 @@ export async function startChild(
   const exited = once(child, 'exit').then(([code]) => code as number | null);
   const lines = createInterface({ input: child.stdout! });
   for await (const line of lines) {
-    let entry: { msg?: string; url?: string };
+    let entry: { msg?: string; url?: string; metricsUrl?: string };
     try {
-      entry = JSON.parse(line) as { msg?: string; url?: string };
+      entry = JSON.parse(line) as typeof entry;
     } catch {
       continue;
     }
@@ -51,7 +54,7 @@ export async function startChild(
       lines.on('line', (next) => {
         if (/"msg":"ready"/.test(next)) readyYet = true;
       });
-      return { child, url: entry.url, exited, isReady: () => readyYet };
+      return { child, url: entry.url, metricsUrl: entry.metricsUrl ?? '', exited, isReady: () => readyYet };
     }
   }
   throw new Error(`child exited before it was ${until}`);

@@ -35,7 +35,7 @@ export const nodeLog: string[] = [];
  * NODE_ID is `name` unless `env` sets it; `undefined` leaves a variable out.
  */
 export async function startNode(databaseUrl: string, name: string, env: Record<string, string | undefined> = {}): Promise<Child> {
-  const nodeEnv: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: databaseUrl, ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', NODE_ID: name, ...clusterEnv, ...env };
+  const nodeEnv: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: databaseUrl, ADMIN_TOKEN: adminToken, JWT_SECRET: jwtSecret, PORT: '0', METRICS_PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', NODE_ID: name, ...clusterEnv, ...env };
   for (const [key, value] of Object.entries(nodeEnv)) if (value === undefined) delete nodeEnv[key];
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     env: nodeEnv,
@@ -49,14 +49,14 @@ export async function startNode(databaseUrl: string, name: string, env: Record<s
   const lines = createInterface({ input: child.stdout! });
   return new Promise((resolve, reject) => {
     lines.on('line', (line) => {
-      let entry: { level?: number; msg?: string; url?: string };
+      let entry: { level?: number; msg?: string; url?: string; metricsUrl?: string };
       try {
         entry = JSON.parse(line) as typeof entry;
       } catch {
         return;
       }
       if ((entry.level ?? 0) >= 40 && !line.includes('/readyz')) nodeLog.push(`${name}: ${line.slice(0, 600)}`);
-      if (entry.msg === 'ready' && entry.url) resolve({ child, url: entry.url, exited, isReady: () => true });
+      if (entry.msg === 'ready' && entry.url) resolve({ child, url: entry.url, metricsUrl: entry.metricsUrl ?? '', exited, isReady: () => true });
     });
     void exited.then(() => reject(new Error(`${name} exited before it was ready`)));
   });

@@ -3,7 +3,8 @@ import net from 'node:net';
 /**
  * One HTTP/1.1 request written byte for byte over TCP, for what fetch cannot
  * show or send: a HEAD response's (absent) body, paths that URL-normalising
- * clients rewrite (`/v1/skus/..`), raw upgrade handshakes. The request asks for
+ * clients rewrite (`/v1/skus/..`), raw upgrade handshakes, header values of
+ * any bytes (a Buffer value is written as it is). The request asks for
  * `Connection: close`; the response ends at the end of its header block (HEAD,
  * 101), after `Content-Length` bytes of body, when the server closes, or after
  * `quietMs` without data, whichever comes first.
@@ -21,15 +22,19 @@ export async function rawRequest(
   baseUrl: string,
   method: string,
   path: string,
-  headers: Record<string, string> = {},
+  headers: Record<string, string | Buffer> = {},
   body = '',
   quietMs = 10_000,
 ): Promise<RawResponse> {
   const { hostname, port } = new URL(baseUrl);
-  const lines = [`${method} ${path} HTTP/1.1`, `Host: ${hostname}:${port}`];
-  const all: Record<string, string> = { connection: 'close', ...headers };
+  const lines: Buffer[] = [Buffer.from(`${method} ${path} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n`)];
+  const all: Record<string, string | Buffer> = { connection: 'close', ...headers };
   if (body !== '') all['content-length'] = String(Buffer.byteLength(body));
-  for (const [name, value] of Object.entries(all)) lines.push(`${name}: ${value}`);
+  for (const [name, value] of Object.entries(all)) {
+    // A string gets the usual `name: value`; a Buffer is every byte after the colon, as given.
+    lines.push(typeof value === 'string' ? Buffer.from(`${name}: ${value}\r\n`) : Buffer.concat([Buffer.from(`${name}:`), value, Buffer.from('\r\n')]));
+  }
+  const head = Buffer.concat(lines);
   const raw = await new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];
     const socket = net.connect(Number(port), hostname);
@@ -44,7 +49,7 @@ export async function rawRequest(
       timer = setTimeout(finish, quietMs);
     };
     socket.on('connect', () => {
-      socket.write(`${lines.join('\r\n')}\r\n\r\n${body}`);
+      socket.write(Buffer.concat([head, Buffer.from(`\r\n${body}`)]));
       quiet();
     });
     socket.on('data', (chunk) => {

@@ -12,6 +12,8 @@ export const jwtSecret = 'test-jwt-secret-0123456789abcdef';
 export interface TestService {
   service: Flashstock;
   url: string;
+  /** The metrics listener: `${metricsUrl}/metrics` (never on `url`). */
+  metricsUrl: string;
   databaseUrl: string;
   token(shopperId: string): string;
   call(method: string, path: string, options?: CallOptions): Promise<CallResult>;
@@ -107,9 +109,9 @@ export async function startTestService(
 ): Promise<TestService> {
   const url = databaseUrl ?? (await createTestDatabase(t)).url;
   const service = await startFlashstock(
-    { databaseUrl: url, adminToken, jwtSecret, port: 0, host: '127.0.0.1', logLevel: 'silent', ...testThreads(), ...overrides },
+    { databaseUrl: url, adminToken, jwtSecret, port: 0, metricsPort: 0, host: '127.0.0.1', logLevel: 'silent', ...testThreads(), ...overrides },
     { onFatal: (error) => { throw error; }, cloneMessages: true, ...options },
   );
   t.teardown(() => service.stop());
-  return { service, url: service.url, databaseUrl: url, ...clientFor(service.url) };
+  return { service, url: service.url, metricsUrl: service.metricsUrl, databaseUrl: url, ...clientFor(service.url) };
 }
