@@ -68,8 +68,8 @@ t.test('a settled reservation leaves memory and is still readable, releasable an
   api = await startTestService(t, memory, { nowMs: time.nowMs }, db.url);
   await check(api, 'after a restart');
 
+  // The key's TTL is judged when the request is decided, against the injected clock: nothing to wait for.
   time.advance(3600_000);
-  await until(t, 'the key leaves memory too', () => true);
   const fresh = await api.reserve('EVICT', 'alice', 2, 'key-1');
   t.equal(fresh.status, 201, 'a key older than IDEMPOTENCY_KEY_TTL_SECONDS is a new request');
   t.not(fresh.body.reservationId, id, 'a new reservation');

@@ -1,6 +1,32 @@
 import t from 'tap';
 import { createTestDatabase } from './helpers/db.js';
-import { startTestService } from './helpers/service.js';
+import pg from 'pg';
+import { startTestService, type TestService } from './helpers/service.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Until a commit of this database waits on a lock (the batch in flight is stuck behind the test's lock). */
+async function untilCommitWaits(api: TestService): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    const waiting = await api.service.pool.query(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%INSERT INTO stock_events%'",
+    );
+    if (waiting.rows[0].n > 0) return;
+    await sleep(10);
+  }
+  throw new Error('no commit ever waited on the lock');
+}
+
+/** Until `n` decisions are queued behind the commit in flight. */
+async function untilQueued(api: TestService, n: number): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    const shards = api.service.shards;
+    if ('refresh' in shards) await shards.refresh?.();
+    if (shards.pendingEvents >= n) return;
+    await sleep(10);
+  }
+  throw new Error(`fewer than ${n} decisions ever queued`);
+}
 
 /** What happens when a group commit fails, and when a second writer appears for a SKU. */
 
@@ -10,14 +36,28 @@ t.test('a failed commit undoes its decisions and answers 503; a retry with the s
   t.equal((await api.reserve('FAIL', 'alice', 1)).status, 201);
   // A real Postgres refusal, not a mock: the log will not take a quantity of 7.
   await api.service.pool.query('ALTER TABLE stock_events ADD CONSTRAINT no_sevens CHECK (quantity IS DISTINCT FROM 7)');
-  const [bad, neighbour] = await Promise.all([api.reserve('FAIL', 'bob', 7, 'bob-key'), api.reserve('FAIL', 'carol', 1, 'carol-key')]);
+  // One commit in flight at a time: while dave's batch waits on a table lock, bob's and carol's
+  // decisions queue and go together in the next batch, which the constraint refuses.
+  const locker = new pg.Client({ connectionString: api.databaseUrl });
+  locker.on('error', () => undefined);
+  await locker.connect();
+  t.teardown(() => locker.end());
+  await locker.query('BEGIN');
+  await locker.query('LOCK TABLE stock_events IN SHARE MODE');
+  const dave = api.reserve('FAIL', 'dave', 1, 'dave-key');
+  await untilCommitWaits(api);
+  const both = Promise.all([api.reserve('FAIL', 'bob', 7, 'bob-key'), api.reserve('FAIL', 'carol', 1, 'carol-key')]);
+  await untilQueued(api, 2);
+  await locker.query('COMMIT');
+  t.equal((await dave).status, 201, 'the batch before commits');
+  const [bad, neighbour] = await both;
   t.match(bad, { status: 503, body: { code: 'unavailable' } });
   t.equal(bad.headers.get('retry-after'), '1');
-  t.ok(neighbour.status === 503 || neighbour.status === 201, 'a decision in the same batch is undone too (or landed in another batch)');
+  t.match(neighbour, { status: 503, body: { code: 'unavailable' } }, 'a decision in the same batch is undone too');
 
   let view = await api.call('GET', '/v1/skus/FAIL');
   for (let i = 0; i < 50 && view.status !== 200; i++) view = await api.call('GET', '/v1/skus/FAIL');
-  const expectedHeld = 1 + (neighbour.status === 201 ? 1 : 0);
+  const expectedHeld = 2; // alice and dave
   // Wait for the rebuild to finish (reservations get 503 meanwhile).
   let probe = await api.reserve('FAIL', 'probe', 1, 'probe-key');
   for (let i = 0; i < 100 && probe.status === 503; i++) {

@@ -193,7 +193,10 @@ t.test('shard host at run time: removeShard commits what the shard decided, then
   t.equal(host.stockState(gone!), null);
   t.match(await reserve(0, kept!, 99), { ok: true }, 'the other shards keep serving');
   await host.removeShard(3);
-  t.pass('removing a shard that is not here is a no-op');
+  t.match(await reserve(3, gone!, 100), { ok: false, code: 'unavailable', detail: /not served here/ }, 'removing a shard that is not here changes nothing: still 503');
+  t.match(await reserve(0, kept!, 100), { ok: true }, 'and the other shards still serve');
+  const after = await db.pool.query("SELECT count(*)::int AS n FROM stock_events WHERE sku = $1 AND kind = 'reserved'", [gone]);
+  t.equal(after.rows[0].n, 20, 'and nothing was written for the removed shard');
 
   await host.addShard(3);
   t.match(await host.handle(3, { type: 'get_sku', sku: gone! }), { ok: true, value: { held: 20, available: 80 } }, 'added back, it recovers all of it');

@@ -12,6 +12,8 @@ export interface Child {
   exited: Promise<number | null>;
   /** Whether it has logged "ready" (recovered) yet. */
   isReady(): boolean;
+  /** Its last log lines (stdout), for a failure message. */
+  logTail?: () => string[];
 }
 
 /**
@@ -50,11 +52,14 @@ export async function startChild(
     const ready = entry.msg === 'ready';
     if (entry.url && (ready || (until === 'listening' && /^listening/.test(entry.msg ?? '')))) {
       let readyYet = ready;
-      // Keep draining the child's log, watching for "ready".
+      const tail: string[] = [];
+      // Keep draining the child's log, watching for "ready", keeping the last lines.
       lines.on('line', (next) => {
         if (/"msg":"ready"/.test(next)) readyYet = true;
+        tail.push(next);
+        if (tail.length > 200) tail.shift();
       });
-      return { child, url: entry.url, metricsUrl: entry.metricsUrl ?? '', exited, isReady: () => readyYet };
+      return { child, url: entry.url, metricsUrl: entry.metricsUrl ?? '', exited, isReady: () => readyYet, logTail: () => [...tail] };
     }
   }
   throw new Error(`child exited before it was ${until}`);

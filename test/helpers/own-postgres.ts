@@ -23,6 +23,8 @@ export interface OwnPostgres {
   thaw(): void;
   /** Immediate shutdown (no checkpoint; crash recovery at the next start); resolves once the postmaster is gone. */
   crash(): Promise<void>;
+  /** SIGKILL of the postmaster and every backend at once (a machine or OOM kill: no shutdown of any kind); resolves once all are gone. */
+  kill(): Promise<void>;
   /** Start again on the same port and data. */
   restart(): Promise<void>;
 }
@@ -38,6 +40,16 @@ function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Alive and not a zombie (an orphaned backend waits as one until init reaps it). */
+function running(pid: number): boolean {
+  try {
+    const stat = fsSync.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
   } catch {
     return false;
   }
@@ -93,6 +105,13 @@ export async function startOwnPostgres(t: Teardown): Promise<OwnPostgres> {
       process.kill(postmaster, 'SIGQUIT');
       for (let i = 0; i < 400 && alive(postmaster); i++) await new Promise((resolve) => setTimeout(resolve, 25));
       if (alive(postmaster)) throw new Error('postmaster did not exit after SIGQUIT');
+    },
+    async kill() {
+      const pids = postgresProcesses(clusterDir);
+      if (pids.length === 0) throw new Error('no postgres to kill');
+      for (const pid of pids) process.kill(pid, 'SIGKILL');
+      for (let i = 0; i < 400 && pids.some(running); i++) await new Promise((resolve) => setTimeout(resolve, 25));
+      if (pids.some(running)) throw new Error('postgres processes survived SIGKILL');
     },
     async restart() {
       server = await start();
