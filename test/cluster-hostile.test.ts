@@ -177,7 +177,7 @@ t.test('hostile frames from a peer: refused, counted, never executed; the node k
   const logged = await db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM stock_events WHERE sku = $1 AND kind = 'reserved'`, [SKU]);
   t.equal(Number(logged.rows[0]!.n), 1, 'no hostile request was executed: only the shopper reserved');
 
-  const text = String((await client.call('GET', '/metrics')).body);
+  const text = await (await fetch(`${node.metricsUrl}/metrics`)).text();
   const refused: Record<string, number> = {};
   for (const match of text.matchAll(/^flashstock_cluster_frames_refused_total\{reason="(\w+)"\} (\d+)$/gm)) {
     if (Number(match[2]) > 0) refused[match[1]!] = Number(match[2]);

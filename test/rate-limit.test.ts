@@ -171,7 +171,7 @@ t.test('Redis store: the budget is shared by two nodes; Redis down: memory fallb
     skipBecause(t, 'REDIS_URL is external and cannot be stopped: the Redis-down fallback was not tested');
     return;
   }
-  const fallbacks = async () => Number(/flashstock_rate_limiter_fallbacks_total (\d+)/.exec(await (await fetch(`${a.url}/metrics`)).text())![1]);
+  const fallbacks = async () => Number(/flashstock_rate_limiter_fallbacks_total (\d+)/.exec(await (await fetch(`${a.metricsUrl}/metrics`)).text())![1]);
   const before = await fallbacks();
   await redis.stop();
   const fresh = `rl-down-${randomUUID()}`;
