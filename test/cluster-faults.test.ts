@@ -5,6 +5,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/db.js';
 import { clientFor, type CallResult } from './helpers/service.js';
 import { balanced, nodeLog, SHARDS, sleep, startNode, until, view } from './helpers/cluster.js';
 import { shardOf } from '../src/shard/placement.js';
+import { isConnectionLost } from './helpers/fault-load.js';
 
 /**
  * Cluster faults with real node processes on one database: a zombie owner
@@ -28,7 +29,7 @@ interface Attempt {
   sku: string;
   shopper: string;
   key: string;
-  /** 0: no HTTP answer (connection refused or reset). */
+  /** 0: no HTTP answer (connection refused or reset); -1: another failure (the body holds it). */
   status: number;
   body: CallResult['body'];
   retryAfter: string | null;
@@ -39,7 +40,12 @@ interface Attempt {
 /** One reservation of 1 unit, recorded whatever the answer (no answer: status 0). */
 async function reserveOnce(client: Client, via: string, sku: string, shopper: string, key: string): Promise<Attempt> {
   const startedAt = Date.now();
-  const res = await client.reserve(sku, shopper, 1, key).catch((): CallResult => ({ status: 0, headers: new Headers(), body: null }));
+  // Only a connection refused or reset is "no answer"; any other failure (a contract error) is kept as status -1 and fails the invariants.
+  const res = await client.reserve(sku, shopper, 1, key).catch((error: unknown): CallResult => ({
+    status: isConnectionLost(error) ? 0 : -1,
+    headers: new Headers(),
+    body: isConnectionLost(error) ? null : String(error),
+  }));
   return { via, sku, shopper, key, status: res.status, body: res.body, retryAfter: res.headers.get('retry-after'), startedAt, endedAt: Date.now() };
 }
 
@@ -109,10 +115,9 @@ async function reservedInLog(db: TestDatabase): Promise<Map<string, { sku: strin
  * going away, no answer); every node shows each SKU as the log has it
  * (held = reserved events, available + held + sold = stock, never oversold).
  */
-async function checkInvariants(t: Test, db: TestDatabase, attempts: Attempt[], stockOf: Map<string, number>, liveUrls: string[], goneUrls: string[]) {
+async function checkInvariants(t: Test, db: TestDatabase, attempts: Attempt[], stockOf: Map<string, number>, liveUrls: string[], goneUrls: string[], soldOut: string[]) {
   const logged = await reservedInLog(db);
   const created = attempts.filter((a) => a.status === 201);
-  t.ok(created.length > 0, `${created.length} reservations acknowledged`);
   const missing = created.filter((a) => logged.get(a.body.reservationId)?.sku !== a.sku);
   t.same(missing.slice(0, 5), [], `every one of ${created.length} acknowledged reservations is in the log`);
 
@@ -136,6 +141,10 @@ async function checkInvariants(t: Test, db: TestDatabase, attempts: Attempt[], s
   for (const [sku, stock] of stockOf) {
     const inLog = [...logged.values()].filter((row) => row.sku === sku).length;
     t.ok(inLog <= stock, `${sku}: ${inLog} reserved events, stock ${stock}: not oversold`);
+    if (soldOut.includes(sku)) {
+      t.ok(attempts.some((a) => a.sku === sku && a.status === 409 && a.body?.code === 'sold_out'), `${sku}: the load ran it to sell-out`);
+      t.equal(inLog, stock, `${sku}: sold out, every unit held exactly once in the log`);
+    }
     for (const url of liveUrls) {
       const res = await clientFor(url).call('GET', `/v1/skus/${sku}`);
       const v = res.body as { stock: number; available: number; held: number; sold: number };
@@ -201,6 +210,11 @@ async function resumedThroughOthers(attempts: Attempt[], victimSkus: string[], v
   );
 }
 
+/** Until `sku` has answered 409 sold_out (the load runs it to sell-out). */
+async function soldOutBy(attempts: Attempt[], sku: string) {
+  await until(`${sku} sold out`, async () => (attempts.some((a) => a.sku === sku && a.status === 409 && a.body?.code === 'sold_out') ? true : null), 90_000);
+}
+
 /** Ask for ~`n` more 201s, whichever node answers. */
 async function moreCreated(attempts: Attempt[], n: number) {
   const target = attempts.filter((a) => a.status === 201).length + n;
@@ -208,6 +222,8 @@ async function moreCreated(attempts: Attempt[], n: number) {
 }
 
 const STOCK = 400;
+/** The stock of the victim's first SKU: it sells out after the fault, under the new owner. */
+const SMALL_STOCK = 40;
 
 /** Three balanced nodes, six SKUs of STOCK units on distinct shards, and node 1 (the victim) with the SKUs it owns. */
 async function clusterWithVictim(t: Test, prefix: string) {
@@ -219,11 +235,14 @@ async function clusterWithVictim(t: Test, prefix: string) {
   const victim = await nodeOf(victimUrl);
   const victimSkus = skus.filter((sku) => victim.shards.includes(shardOf(sku, SHARDS)));
   t.ok(victimSkus.length > 0, `the victim ${victim.nodeId} owns ${victimSkus.join(', ')}`);
-  return { db, nodes, urls, skus, victimUrl, victim, victimSkus, before: await epochs(db) };
+  const small = victimSkus[0]!;
+  t.equal((await clientFor(urls[0]!).putSku(small, { stock: SMALL_STOCK, perShopperLimit: 1 })).status, 200, `${small} lowered to ${SMALL_STOCK}: it sells out after the fault`);
+  const stockOf = new Map(skus.map((sku) => [sku, sku === small ? SMALL_STOCK : STOCK]));
+  return { db, nodes, urls, skus, victimUrl, victim, victimSkus, small, stockOf, before: await epochs(db) };
 }
 
 t.test('zombie owner: its lease session terminated while the process lives and serves', async (t) => {
-  const { db, nodes, urls, skus, victimUrl, victim, victimSkus, before } = await clusterWithVictim(t, 'ZOMBIE');
+  const { db, urls, skus, victimUrl, victim, victimSkus, small, stockOf, before } = await clusterWithVictim(t, 'ZOMBIE');
 
   // Shoppers go through every node, the zombie included.
   const load = startLoad(t, () => urls, skus, 24);
@@ -238,6 +257,7 @@ t.test('zombie owner: its lease session terminated while the process lives and s
   await resumedThroughOthers(load.attempts, victimSkus, victimUrl, terminatedAt);
   await until('the cluster balanced again', () => balanced(urls[0]!, 3), 60_000);
   await moreCreated(load.attempts, 60);
+  await soldOutBy(load.attempts, small);
   await load.stop();
 
   const after = await epochs(db);
@@ -246,7 +266,7 @@ t.test('zombie owner: its lease session terminated while the process lives and s
   }
   const rejoined = await db.pool.query<{ pid: number }>('SELECT lease_pid AS pid FROM cluster_nodes WHERE node_id = $1', [victim.nodeId]);
   t.not(rejoined.rows[0]?.pid, killed.rows[0]!.pid, 'the zombie noticed it lost its lease and rejoined with a new lease session');
-  await checkInvariants(t, db, load.attempts, new Map(skus.map((sku) => [sku, STOCK])), urls, []);
+  await checkInvariants(t, db, load.attempts, stockOf, urls, [], [small]);
   const fromZombie = load.attempts.filter((a) => a.status === 201 && a.via === victimUrl && a.endedAt > terminatedAt);
   t.comment(`${fromZombie.length} × 201 through the zombie after its lease was terminated (each in the log, above)`);
   await checkReadable(t, fromZombie, urls[0]!, Infinity);
@@ -254,7 +274,7 @@ t.test('zombie owner: its lease session terminated while the process lives and s
 });
 
 t.test('frozen owner: SIGSTOP past the lease timeout, shards taken meanwhile, then SIGCONT', async (t) => {
-  const { db, nodes, urls, skus, victimUrl, victim, victimSkus, before } = await clusterWithVictim(t, 'FROZEN');
+  const { db, nodes, urls, skus, victimUrl, victim, victimSkus, small, stockOf, before } = await clusterWithVictim(t, 'FROZEN');
   const victimNode = nodes[1]!;
 
   const leasePid = (await db.pool.query<{ pid: number }>('SELECT lease_pid AS pid FROM cluster_nodes WHERE node_id = $1', [victim.nodeId])).rows[0]!.pid;
@@ -286,16 +306,17 @@ t.test('frozen owner: SIGSTOP past the lease timeout, shards taken meanwhile, th
   await until('the cluster balanced again with the resumed node', () => balanced(urls[0]!, 3), 60_000);
   await until('201s through the resumed node', async () => (load.attempts.some((a) => a.status === 201 && a.via === victimUrl && a.startedAt > resumedAt) ? true : null), 60_000);
   await moreCreated(load.attempts, 60);
+  await soldOutBy(load.attempts, small);
   await load.stop();
 
   const after = await epochs(db);
   for (const shard of victim.shards) t.ok(after.get(shard)!.epoch > before.get(shard)!.epoch, `shard ${shard} was taken at a new epoch`);
   const rejoined = await db.pool.query<{ pid: number }>('SELECT lease_pid AS pid FROM cluster_nodes WHERE node_id = $1', [victim.nodeId]);
   t.not(rejoined.rows[0]?.pid, leasePid, 'the resumed node learned it had lost its lease and rejoined with a new lease session');
-  await checkInvariants(t, db, load.attempts, new Map(skus.map((sku) => [sku, STOCK])), urls, []);
+  await checkInvariants(t, db, load.attempts, stockOf, urls, [], [small]);
   // Requests the frozen node held and answered after it resumed: any 201 among them is in the log (above) and reads back.
   const heldOver = load.attempts.filter((a) => a.status === 201 && a.via === victimUrl && a.startedAt < resumedAt && a.endedAt >= resumedAt);
-  t.ok(queuedAnswers.every((a) => a.status === 201 || a.status === 503), 'the queued requests were answered 201 (by the new owner) or 503');
+  t.same(queuedAnswers.filter((a) => a.status !== 201 && a.status !== 503 && !(a.status === 409 && a.body?.code === 'sold_out')).map((a) => [a.status, a.body]), [], 'the queued requests were answered 201 (by the new owner), 409 sold_out or 503');
   t.comment(`${heldOver.length} × 201 from requests that waited out the freeze in the frozen node`);
   await checkReadable(t, heldOver, urls[0]!, Infinity);
   await checkReadable(t, load.attempts.filter((a) => a.status === 201 && victimSkus.includes(a.sku)), urls[2]!, Infinity);
@@ -325,10 +346,11 @@ t.test('join and graceful leave under load: shards move, nothing lost or doubled
   t.equal(await leaver.exited, 0, 'the leaving node exits 0 after handing its shards over');
   await until('two balanced nodes after the leave', () => balanced(nodes[1]!.url, 2), 60_000);
   await moreCreated(load.attempts, 100);
+  await soldOutBy(load.attempts, skus[0]!);
   await load.stop();
 
   const live = nodes.slice(1).map((n) => n.url);
-  await checkInvariants(t, db, load.attempts, stockOf, live, [leaver.url]);
+  await checkInvariants(t, db, load.attempts, stockOf, live, [leaver.url], [skus[0]!]);
   const created = load.attempts.filter((a) => a.status === 201);
   await checkReadable(t, created.filter((a) => a.via === leaver.url), joiner.url, 300);
   await checkReadable(t, created.filter((a) => a.via !== leaver.url), live[0]!, 300);
