@@ -9,8 +9,8 @@ import type { LiveStock } from './ws/index.js';
 import { startStorage } from './services/storage.js';
 import { preparePayments, startBoss } from './services/payments.js';
 import type uWS from 'uWebSockets.js';
-import { startShards, type LocalShardHost } from './services/shards.js';
-import { clusterShardsService, startClusterNode } from './cluster/node.js';
+import { startShards, type LocalShardHost, type Shards } from './services/shards.js';
+import { clusterShardsService, startClusterNode, type ClusterNode } from './cluster/node.js';
 import type { ClusterShards } from './cluster/cluster-shards.js';
 import { databaseProbe, startFrontEnd, type FrontEnd } from './services/front-end.js';
 import { startFrontEndThreads } from './threads/front-end-threads.js';
@@ -88,103 +88,21 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
       if (!bossOwned) await boss.stop({ graceful: true, wait: true, timeout: config.shutdownJobsTimeoutMs });
     });
     const onFatal = options.onFatal ?? fatalExit(log, () => haltFrontEnd());
-    const shardsOptions = {
-      onFatal,
-      databaseUrl: storage.databaseUrl,
-      nowMs: options.nowMs ?? Date.now,
-      writeOrders: createOrderWriter(boss, finalizeQueue),
-      cloneMessages: options.cloneMessages ?? false,
-      outboxObserver: metrics.outboxObserver(),
-    };
-    // CLUSTER_SECRET set: this node joins the cluster on DATABASE_URL (src/cluster); otherwise it owns every shard.
-    const cluster = config.clusterSecret === null ? null : startClusterNode(config, storage.pool, log, shardsOptions);
-    const local = cluster === null ? startShards(config, storage.pool, log, shardsOptions) : null;
-    const shards = local ?? clusterShardsService(cluster!);
+    const { cluster, local, shards } = startShardsService(config, storage, boss, metrics, options, onFatal, log);
     stops.push(() => shards.stop());
-    const payments = await preparePayments({
-      config,
-      log,
-      pool: storage.pool,
-      boss,
-      inventory: shards.router,
-      ledger: {
-        stockState: (sku) => shards.host.stockState(sku),
-        settled: () => shards.host.settled(),
-        databaseUrl: storage.databaseUrl,
-        workers: shards.workers,
-      },
-      webhookSecret: storage.paymentWebhookSecret,
-    });
+    const payments = await preparePaymentsFor(config, log, storage, boss, shards);
     bossOwned = true;
     const drops = new Drops(storage.pool, boss, shards.router, log, { ...defaultDropsOptions, nowMs: options.nowMs ?? Date.now });
     shards.router.onCheckoutDurable(() => payments.payments.finalizer.wake());
     const databaseAlive = databaseProbe(config, storage.pool, log);
-    const frontEnd: FrontEnd =
-      config.httpThreads === 1
-        ? await startFrontEnd({
-            config,
-            log,
-            databaseAlive,
-            inventory: shards.router,
-            payments: payments.payments,
-            drops,
-            metrics,
-            adminToken: storage.adminToken,
-            jwtSecret: storage.jwtSecret,
-            onFatal,
-            ...(options.frontEndNowMs === undefined ? {} : { nowMs: options.frontEndNowMs }),
-            ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: async () => cluster.snapshot() }),
-          })
-        : await startFrontEndThreads({
-            config,
-            log,
-            // A cluster node's threads are served through its channel (its shards, or forwarded to their owner).
-            host: cluster?.endpoint ?? local!.host,
-            onNotice: (listener) => (cluster ?? local!).onNotice(listener),
-            ...(cluster === null ? {} : { cluster: cluster.threadCalls }),
-            payments: payments.payments,
-            drops,
-            metrics,
-            databaseAlive,
-            legacySku: (reservationId) => shards.router.legacySku(reservationId),
-            adminToken: storage.adminToken,
-            jwtSecret: storage.jwtSecret,
-            webhookSecret: storage.paymentWebhookSecret,
-            onFatal,
-          });
+    const frontEnd = await openFrontEnd({ config, log, options, storage, cluster, local, shards, payments, drops, metrics, databaseAlive, onFatal });
     haltFrontEnd = () => frontEnd.halt();
-    metrics.provide({
-      ...(cluster === null ? {} : { cluster: () => cluster.stats(), frameRefusals: () => cluster.stats().refusals }),
-      inventory: () => ({
-        pendingEvents: shards.host.pendingEvents,
-        allocators: shards.host.allocatorCount,
-        liveHolds: shards.host.liveHolds,
-        snapshotsWritten: shards.host.stats.snapshotsWritten,
-      }),
-      pool: storage.pool,
-      queues: [finalizeQueue, deadLetterQueue],
-      queueSize: (queue) => boss.getQueueSize(queue),
-      payments: () => payments.payments.finalizer.stats,
-      breakerState: () => payments.payments.breaker.state,
-      ...(frontEnd.live === null ? {} : { live: () => frontEnd.live!.stats }),
-      ready: () => frontEnd.ready(),
-    });
+    provideMetrics(metrics, { cluster, shards, storage, boss, payments, frontEnd });
     const metricsListener = await listenMetrics(config.metricsHost, config.metricsPort, metrics, log);
     stops.push(() => metricsListener.close());
-    // Order on the way out: stop accepting; let payment jobs finish (they settle
-    // through the shards); commit and answer what is in flight; close sockets.
-    stops.push(async () => {
-      frontEnd.stopListening();
-      await payments.stop();
-      await shards.stop();
-      await frontEnd.stop();
-    });
+    stops.push(() => stopServing(frontEnd, payments, shards));
     log.info({ url: frontEnd.url, metricsUrl: metricsListener.url }, 'listening; recovering shards from the event log');
-    const recoveryStartedMs = Date.now();
-    if (cluster !== null) await cluster.start(frontEnd.port);
-    const recovered = await shards.recover();
-    if (recovered !== null) log.info({ ...recovered, ms: Date.now() - recoveryStartedMs }, 'shards recovered from the event log');
-    frontEnd.shardsRecovered?.();
+    await recoverShards(cluster, shards, frontEnd, log);
     await payments.start();
     // Drops (src/drops): they configure cycle SKUs through the router, so they
     // start after recovery and stop before pg-boss and the shards (a stop step
@@ -214,6 +132,147 @@ export async function startFlashstock(overrides: Partial<Config> = {}, options: 
     await stop();
     throw error;
   }
+}
+
+type Storage = Awaited<ReturnType<typeof startStorage>>;
+type Boss = Awaited<ReturnType<typeof startBoss>>;
+type ShardsService = Shards | ReturnType<typeof clusterShardsService>;
+type PreparedPayments = Awaited<ReturnType<typeof preparePayments>>;
+
+/** CLUSTER_SECRET set: this node joins the cluster on DATABASE_URL (src/cluster); otherwise it owns every shard. */
+function startShardsService(
+  config: Config,
+  storage: Storage,
+  boss: Boss,
+  metrics: Metrics,
+  options: StartOptions,
+  onFatal: (error: unknown) => void,
+  log: Logger,
+): { cluster: ClusterNode | null; local: Shards | null; shards: ShardsService } {
+  const shardsOptions = {
+    onFatal,
+    databaseUrl: storage.databaseUrl,
+    nowMs: options.nowMs ?? Date.now,
+    writeOrders: createOrderWriter(boss, finalizeQueue),
+    cloneMessages: options.cloneMessages ?? false,
+    outboxObserver: metrics.outboxObserver(),
+  };
+  const cluster = config.clusterSecret === null ? null : startClusterNode(config, storage.pool, log, shardsOptions);
+  const local = cluster === null ? startShards(config, storage.pool, log, shardsOptions) : null;
+  const shards = local ?? clusterShardsService(cluster!);
+  return { cluster, local, shards };
+}
+
+function preparePaymentsFor(config: Config, log: Logger, storage: Storage, boss: Boss, shards: ShardsService): Promise<PreparedPayments> {
+  return preparePayments({
+    config,
+    log,
+    pool: storage.pool,
+    boss,
+    inventory: shards.router,
+    ledger: {
+      stockState: (sku) => shards.host.stockState(sku),
+      settled: () => shards.host.settled(),
+      databaseUrl: storage.databaseUrl,
+      workers: shards.workers,
+    },
+    webhookSecret: storage.paymentWebhookSecret,
+  });
+}
+
+/** What a front end is built from. */
+interface FrontEndParts {
+  config: Config;
+  log: Logger;
+  options: StartOptions;
+  storage: Storage;
+  cluster: ClusterNode | null;
+  local: Shards | null;
+  shards: ShardsService;
+  payments: PreparedPayments;
+  drops: Drops;
+  metrics: Metrics;
+  databaseAlive: ReturnType<typeof databaseProbe>;
+  onFatal: (error: unknown) => void;
+}
+
+/** One front end on the main thread (HTTP_THREADS=1), or HTTP_THREADS front-end threads. */
+async function openFrontEnd(parts: FrontEndParts): Promise<FrontEnd> {
+  const { config, log, options, storage, cluster, local, shards, payments, drops, metrics, databaseAlive, onFatal } = parts;
+  return config.httpThreads === 1
+    ? await startFrontEnd({
+        config,
+        log,
+        databaseAlive,
+        inventory: shards.router,
+        payments: payments.payments,
+        drops,
+        metrics,
+        adminToken: storage.adminToken,
+        jwtSecret: storage.jwtSecret,
+        onFatal,
+        ...(options.frontEndNowMs === undefined ? {} : { nowMs: options.frontEndNowMs }),
+        ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: async () => cluster.snapshot() }),
+      })
+    : await startFrontEndThreads({
+        config,
+        log,
+        // A cluster node's threads are served through its channel (its shards, or forwarded to their owner).
+        host: cluster?.endpoint ?? local!.host,
+        onNotice: (listener) => (cluster ?? local!).onNotice(listener),
+        ...(cluster === null ? {} : { cluster: cluster.threadCalls }),
+        payments: payments.payments,
+        drops,
+        metrics,
+        databaseAlive,
+        legacySku: (reservationId) => shards.router.legacySku(reservationId),
+        adminToken: storage.adminToken,
+        jwtSecret: storage.jwtSecret,
+        webhookSecret: storage.paymentWebhookSecret,
+        onFatal,
+      });
+}
+
+function provideMetrics(
+  metrics: Metrics,
+  parts: { cluster: ClusterNode | null; shards: ShardsService; storage: Storage; boss: Boss; payments: PreparedPayments; frontEnd: FrontEnd },
+): void {
+  const { cluster, shards, storage, boss, payments, frontEnd } = parts;
+  metrics.provide({
+    ...(cluster === null ? {} : { cluster: () => cluster.stats(), frameRefusals: () => cluster.stats().refusals }),
+    inventory: () => ({
+      pendingEvents: shards.host.pendingEvents,
+      allocators: shards.host.allocatorCount,
+      liveHolds: shards.host.liveHolds,
+      snapshotsWritten: shards.host.stats.snapshotsWritten,
+    }),
+    pool: storage.pool,
+    queues: [finalizeQueue, deadLetterQueue],
+    queueSize: (queue) => boss.getQueueSize(queue),
+    payments: () => payments.payments.finalizer.stats,
+    breakerState: () => payments.payments.breaker.state,
+    ...(frontEnd.live === null ? {} : { live: () => frontEnd.live!.stats }),
+    ready: () => frontEnd.ready(),
+  });
+}
+
+/**
+ * Order on the way out: stop accepting; let payment jobs finish (they settle
+ * through the shards); commit and answer what is in flight; close sockets.
+ */
+async function stopServing(frontEnd: FrontEnd, payments: PreparedPayments, shards: ShardsService): Promise<void> {
+  frontEnd.stopListening();
+  await payments.stop();
+  await shards.stop();
+  await frontEnd.stop();
+}
+
+async function recoverShards(cluster: ClusterNode | null, shards: ShardsService, frontEnd: FrontEnd, log: Logger): Promise<void> {
+  const recoveryStartedMs = Date.now();
+  if (cluster !== null) await cluster.start(frontEnd.port);
+  const recovered = await shards.recover();
+  if (recovered !== null) log.info({ ...recovered, ms: Date.now() - recoveryStartedMs }, 'shards recovered from the event log');
+  frontEnd.shardsRecovered?.();
 }
 
 /**

@@ -212,6 +212,30 @@ function trustProxy(env: Env): TrustedProxies {
 
 export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
   const config: Config = {
+    ...serverSettings(env),
+    ...paymentSettings(env),
+    ...faultSettings(env),
+    ...liveStockSettings(env),
+    ...shardSettings(env),
+    ...secretPolicySettings(env),
+    ...paymentBreakerSettings(env),
+    ...healthSettings(env),
+    ...clientTrustSettings(env),
+    ...clusterSettings(env),
+    ...overrides,
+  };
+  checkConsistency(config);
+  if (config.metricsPort !== 0 && config.metricsPort === config.port) {
+    throw new ConfigError(`METRICS_PORT must differ from PORT (${config.port}): /metrics is never served on the public port`);
+  }
+  validateCluster(config);
+  validateShardThreads(config);
+  return config;
+}
+
+/** Listening, storage, secrets, logging and the limits of the request path. */
+function serverSettings(env: Env) {
+  return {
     port: integer(env, 'PORT', 8080, 0, 65535),
     host: text(env, 'HOST') ?? '0.0.0.0',
     metricsPort: integer(env, 'METRICS_PORT', defaultMetricsPort, 0, 65535),
@@ -233,6 +257,12 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     expirySweepIntervalMs: integer(env, 'EXPIRY_SWEEP_INTERVAL_MS', 100, 5, 10_000),
     retryAfterSeconds: integer(env, 'RETRY_AFTER_SECONDS', 1, 1, 3600),
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 100, 120_000),
+  };
+}
+
+/** Payments: provider, pg-boss workers and the audit schedule. */
+function paymentSettings(env: Env) {
+  return {
     paymentWebhookSecret: secret(env, 'PAYMENT_WEBHOOK_SECRET'),
     paymentProvider: oneOf(env, 'PAYMENT_PROVIDER', ['simulated'] as const, 'simulated'),
     simulatedPaymentLatencyMs: integer(env, 'SIMULATED_PAYMENT_LATENCY_MS', 3, 0, 60_000),
@@ -244,10 +274,22 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     paymentWorkers: integer(env, 'PAYMENT_WORKERS', 2, 1, 32),
     pgBossMaintenanceIntervalSeconds: integer(env, 'PGBOSS_MAINTENANCE_INTERVAL_SECONDS', 10, 1, 3600),
     auditCron: cron(env, 'AUDIT_CRON', '*/5 * * * *'),
+  };
+}
+
+/** Fault injection points used by the crash tests. */
+function faultSettings(env: Env) {
+  return {
     faultCrashPoint: read(env, 'FAULT_CRASH_POINT')
       ? oneOf(env, 'FAULT_CRASH_POINT', ['before_charge', 'after_charge', 'after_settle'] as const, 'after_charge')
       : null,
     faultThreadFailure: read(env, 'FAULT_THREAD_FAILURE') === 'front_end',
+  };
+}
+
+/** Live stock over WebSocket and its cross-node fan-out. */
+function liveStockSettings(env: Env) {
+  return {
     wsMaxMessageBytes: integer(env, 'WS_MAX_MESSAGE_BYTES', 4096, 512, 64 * 1024),
     wsMaxSubscriptions: integer(env, 'WS_MAX_SUBSCRIPTIONS', 100, 1, 10_000),
     // uWebSockets.js accepts 0 or 9–960 s; 0 (never) is not offered: dead peers must go.
@@ -259,6 +301,12 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     wsMaxConnections: integer(env, 'WS_MAX_CONNECTIONS', 100_000, 1, 1_000_000),
     wsCoalesceMs: integer(env, 'WS_COALESCE_MS', 100, 10, 10_000),
     redisStockChannel: text(env, 'REDIS_STOCK_CHANNEL') ?? 'flashstock:stock:v1',
+  };
+}
+
+/** Shards, threads and what the allocators remember. */
+function shardSettings(env: Env) {
+  return {
     shardCount: integer(env, 'SHARD_COUNT', defaultShardCount, 1, maxShardCount),
     httpThreads: integer(env, 'HTTP_THREADS', defaultHttpThreads(), 1, maxHttpThreads),
     shardThreads: integer(env, 'SHARD_THREADS', 1, 1, maxShardThreads),
@@ -266,8 +314,20 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     idempotencyKeyTtlSeconds: integer(env, 'IDEMPOTENCY_KEY_TTL_SECONDS', 86_400, 1, 30 * 24 * 3600),
     snapshotEveryEvents: integer(env, 'SNAPSHOT_EVERY_EVENTS', 100_000, 100, 100_000_000),
     passivateAfterSeconds: integer(env, 'PASSIVATE_AFTER_SECONDS', 60, 0, 86_400),
+  };
+}
+
+/** The cluster secret and whether weak secrets are allowed. */
+function secretPolicySettings(env: Env) {
+  return {
     clusterSecret: secret(env, 'CLUSTER_SECRET'),
     allowWeakSecrets: oneOf(env, 'ALLOW_WEAK_SECRETS', ['0', '1'] as const, '0') === '1',
+  };
+}
+
+/** The payment provider circuit breaker and its timeout. */
+function paymentBreakerSettings(env: Env) {
+  return {
     // Opens when, within the window, at least VOLUME calls were made and more than PERCENT % failed transiently.
     paymentBreakerVolumeThreshold: integer(env, 'PAYMENT_BREAKER_VOLUME_THRESHOLD', 20, 1, 100_000),
     paymentBreakerErrorPercent: integer(env, 'PAYMENT_BREAKER_ERROR_PERCENT', 50, 1, 99),
@@ -275,13 +335,31 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     paymentBreakerResetSeconds: integer(env, 'PAYMENT_BREAKER_RESET_SECONDS', 10, 1, 3600),
     paymentBreakerMaxDeferSeconds: integer(env, 'PAYMENT_BREAKER_MAX_DEFER_SECONDS', 3600, 1, 7 * 24 * 3600),
     paymentProviderTimeoutMs: integer(env, 'PAYMENT_PROVIDER_TIMEOUT_MS', 10_000, 10, 600_000),
+  };
+}
+
+/** Readiness and shutdown. */
+function healthSettings(env: Env) {
+  return {
     readyzFailureThreshold: integer(env, 'READYZ_FAILURE_THRESHOLD', 2, 1, 100),
     readyzDbTimeoutMs: integer(env, 'READYZ_DB_TIMEOUT_MS', 2_000, 10, 60_000),
     shutdownPaymentsTimeoutMs: integer(env, 'SHUTDOWN_PAYMENTS_TIMEOUT_MS', 2_000, 0, 120_000),
     shutdownJobsTimeoutMs: integer(env, 'SHUTDOWN_JOBS_TIMEOUT_MS', 1_000, 1_000, 120_000),
+  };
+}
+
+/** Rate limits and which proxies are trusted for client addresses. */
+function clientTrustSettings(env: Env) {
+  return {
     rateLimitShopperPerSecond: integer(env, 'RATE_LIMIT_SHOPPER_PER_SECOND', 10, 0, 1_000_000),
     rateLimitIpPerSecond: integer(env, 'RATE_LIMIT_IP_PER_SECOND', 0, 0, 1_000_000),
     trustProxy: trustProxy(env),
+  };
+}
+
+/** Cluster membership and forwarding. */
+function clusterSettings(env: Env) {
+  return {
     nodeAdvertiseUrl: httpUrl(env, 'NODE_ADVERTISE_URL'),
     nodeId: text(env, 'NODE_ID'),
     clusterHeartbeatMs: integer(env, 'CLUSTER_HEARTBEAT_MS', 1_000, 50, 60_000),
@@ -290,15 +368,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     clusterLockNamespace: integer(env, 'CLUSTER_LOCK_NAMESPACE', 0x46_53_48_44, 1, 2 ** 31 - 1),
     clusterForwardTimeoutMs: integer(env, 'CLUSTER_FORWARD_TIMEOUT_MS', 5_000, 100, 60_000),
     clusterMaxInFlight: integer(env, 'CLUSTER_MAX_IN_FLIGHT', 10_000, 1, 1_000_000),
-    ...overrides,
   };
-  checkConsistency(config);
-  if (config.metricsPort !== 0 && config.metricsPort === config.port) {
-    throw new ConfigError(`METRICS_PORT must differ from PORT (${config.port}): /metrics is never served on the public port`);
-  }
-  validateCluster(config);
-  validateShardThreads(config);
-  return config;
 }
 
 function validateShardThreads(config: Config): void {

@@ -4,8 +4,11 @@ import {
   defaultIdempotencyKeyTtlMs,
   defaultReservationMemoryMs,
   type AllocatorLimits,
+  type CheckoutStartedEvent,
+  type ConfiguredEvent,
   type Rejection,
   type Reservation,
+  type ReservedEvent,
   type SkuConfig,
   type StockEvent,
 } from './types.js';
@@ -183,6 +186,29 @@ export class SkuAllocator {
     const config = this.config;
     if (config === null) return { ok: false, code: 'not_found', detail: `SKU ${this.sku} does not exist` };
 
+    const known = this.knownKey(cmd, nowMs, options);
+    if (known !== null) return known;
+    const refusal = this.reserveRefusal(cmd, config, nowMs);
+    if (refusal !== null) return refusal;
+    return {
+      ok: true,
+      kind: 'new',
+      event: {
+        kind: 'reserved',
+        sku: this.sku,
+        seq: this.seq + 1,
+        atMs: nowMs,
+        reservationId: cmd.reservationId,
+        shopperId: cmd.shopperId,
+        quantity: cmd.quantity,
+        expiresAtMs: nowMs + config.holdSeconds * 1000,
+        idempotencyKey: cmd.idempotencyKey,
+      },
+    };
+  }
+
+  /** A repeat of a live request (replay or refusal), a remembered key for the shell to look up, or null: the key is new. */
+  private knownKey(cmd: ReserveCommand, nowMs: number, options: ReserveOptions | undefined): ReserveDecision | null {
     const slot = idempotencySlot(cmd.shopperId, cmd.idempotencyKey);
     const previousId = this.idempotencyKeys.get(slot);
     const previous = previousId === undefined ? undefined : this.reservations.get(previousId)!;
@@ -205,7 +231,11 @@ export class SkuAllocator {
     ) {
       return { ok: true, kind: 'key_remembered' };
     }
+    return null;
+  }
 
+  /** Why this new reservation cannot be granted, or null when it can. */
+  private reserveRefusal(cmd: ReserveCommand, config: SkuConfig, nowMs: number): Rejection | null {
     if (this.archived) return { ok: false, code: 'sale_not_open', detail: 'the sale is archived' };
 
     if (config.startsAtMs !== null && nowMs < config.startsAtMs) {
@@ -235,21 +265,7 @@ export class SkuAllocator {
     if (this.liveHolds >= this.limits.maxLiveHoldsPerSku) {
       return { ok: false, code: 'too_many_holds', detail: 'this SKU has as many live holds as it may keep' };
     }
-    return {
-      ok: true,
-      kind: 'new',
-      event: {
-        kind: 'reserved',
-        sku: this.sku,
-        seq: this.seq + 1,
-        atMs: nowMs,
-        reservationId: cmd.reservationId,
-        shopperId: cmd.shopperId,
-        quantity: cmd.quantity,
-        expiresAtMs: nowMs + config.holdSeconds * 1000,
-        idempotencyKey: cmd.idempotencyKey,
-      },
-    };
+    return null;
   }
 
   /**
@@ -439,51 +455,17 @@ export class SkuAllocator {
       throw new InvariantViolation(`${this.sku}: event seq ${event.seq} after ${this.seq}`);
     }
     switch (event.kind) {
-      case 'configured': {
-        const committed = this.held + this.sold;
-        if (event.config.stock < committed) {
-          throw new InvariantViolation(`${this.sku}: stock ${event.config.stock} below committed ${committed}`);
-        }
-        this.config = { ...event.config };
-        this.available = event.config.stock - committed;
-        this.archived = false;
+      case 'configured':
+        this.applyConfigured(event);
         break;
-      }
       case 'archived': {
         if (this.config === null) throw new InvariantViolation(`${this.sku}: archived before configured`);
         this.archived = true;
         break;
       }
-      case 'reserved': {
-        const config = this.config;
-        if (config === null) throw new InvariantViolation(`${this.sku}: reserved before configured`);
-        if (this.reservations.has(event.reservationId)) {
-          throw new InvariantViolation(`${this.sku}: duplicate reservation ${event.reservationId}`);
-        }
-        if (event.quantity < 1 || event.quantity > this.available) {
-          throw new InvariantViolation(`${this.sku}: reserving ${event.quantity} with ${this.available} available`);
-        }
-        this.reservations.set(event.reservationId, {
-          reservationId: event.reservationId,
-          sku: this.sku,
-          shopperId: event.shopperId,
-          quantity: event.quantity,
-          idempotencyKey: event.idempotencyKey,
-          expiresAtMs: event.expiresAtMs,
-          status: 'held',
-          orderId: null,
-          reservedAtMs: event.atMs,
-          settledAtMs: null,
-          checkoutIdempotencyKey: null,
-        });
-        this.idempotencyKeys.set(idempotencySlot(event.shopperId, event.idempotencyKey), event.reservationId);
-        this.shopperQuantity.set(event.shopperId, (this.shopperQuantity.get(event.shopperId) ?? 0) + event.quantity);
-        this.available -= event.quantity;
-        this.held += event.quantity;
-        this.liveHolds += 1;
-        this.expiryQueue.push({ expiresAtMs: event.expiresAtMs, reservationId: event.reservationId });
+      case 'reserved':
+        this.applyReserved(event);
         break;
-      }
       case 'released':
       case 'expired': {
         const reservation = this.requireReservation(event.reservationId, 'held');
@@ -492,18 +474,9 @@ export class SkuAllocator {
         this.settle(reservation, event.atMs);
         break;
       }
-      case 'checkout_started': {
-        const reservation = this.requireReservation(event.reservationId, 'held');
-        reservation.status = 'checking_out';
-        reservation.orderId = event.orderId;
-        reservation.checkoutIdempotencyKey = event.idempotencyKey;
-        this.checkoutKeys.set(idempotencySlot(reservation.shopperId, event.idempotencyKey), {
-          orderId: event.orderId,
-          reservationId: event.reservationId,
-          paymentMethod: event.paymentMethod,
-        });
+      case 'checkout_started':
+        this.applyCheckoutStarted(event);
         break;
-      }
       case 'committed': {
         const reservation = this.requireReservation(event.reservationId, 'checking_out');
         reservation.status = 'paid';
@@ -528,6 +501,58 @@ export class SkuAllocator {
     this.seq = event.seq;
     this.forgetSettled(event.atMs);
     this.assertInvariants();
+  }
+
+  private applyConfigured(event: ConfiguredEvent): void {
+    const committed = this.held + this.sold;
+    if (event.config.stock < committed) {
+      throw new InvariantViolation(`${this.sku}: stock ${event.config.stock} below committed ${committed}`);
+    }
+    this.config = { ...event.config };
+    this.available = event.config.stock - committed;
+    this.archived = false;
+  }
+
+  private applyReserved(event: ReservedEvent): void {
+    const config = this.config;
+    if (config === null) throw new InvariantViolation(`${this.sku}: reserved before configured`);
+    if (this.reservations.has(event.reservationId)) {
+      throw new InvariantViolation(`${this.sku}: duplicate reservation ${event.reservationId}`);
+    }
+    if (event.quantity < 1 || event.quantity > this.available) {
+      throw new InvariantViolation(`${this.sku}: reserving ${event.quantity} with ${this.available} available`);
+    }
+    this.reservations.set(event.reservationId, {
+      reservationId: event.reservationId,
+      sku: this.sku,
+      shopperId: event.shopperId,
+      quantity: event.quantity,
+      idempotencyKey: event.idempotencyKey,
+      expiresAtMs: event.expiresAtMs,
+      status: 'held',
+      orderId: null,
+      reservedAtMs: event.atMs,
+      settledAtMs: null,
+      checkoutIdempotencyKey: null,
+    });
+    this.idempotencyKeys.set(idempotencySlot(event.shopperId, event.idempotencyKey), event.reservationId);
+    this.shopperQuantity.set(event.shopperId, (this.shopperQuantity.get(event.shopperId) ?? 0) + event.quantity);
+    this.available -= event.quantity;
+    this.held += event.quantity;
+    this.liveHolds += 1;
+    this.expiryQueue.push({ expiresAtMs: event.expiresAtMs, reservationId: event.reservationId });
+  }
+
+  private applyCheckoutStarted(event: CheckoutStartedEvent): void {
+    const reservation = this.requireReservation(event.reservationId, 'held');
+    reservation.status = 'checking_out';
+    reservation.orderId = event.orderId;
+    reservation.checkoutIdempotencyKey = event.idempotencyKey;
+    this.checkoutKeys.set(idempotencySlot(reservation.shopperId, event.idempotencyKey), {
+      orderId: event.orderId,
+      reservationId: event.reservationId,
+      paymentMethod: event.paymentMethod,
+    });
   }
 
   private settle(reservation: Reservation, atMs: number): void {

@@ -95,28 +95,100 @@ export function transportLimits(config: Config): TransportLimits {
   return { ...defaultTransportLimits, maxInFlight: config.clusterMaxInFlight, requestTimeoutMs: config.clusterForwardTimeoutMs };
 }
 
+/** What a node learns after it is built: its address once listening, its membership once joined, its channel and endpoint. */
+interface NodeState {
+  selfUrl: string;
+  nodeId: string;
+  membership: Membership | null;
+  channel: ClusterChannel | null;
+  endpoint: ClusterEndpoint | null;
+  started: boolean;
+}
+
 export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): ClusterNode {
   const databaseUrl = options.databaseUrl;
   const secret = config.clusterSecret;
   if (secret === null) throw new Error('startClusterNode needs CLUSTER_SECRET');
   const clusterLog = log.child({ component: 'cluster' });
-  let membership: Membership | null = null;
-  let selfUrl = config.nodeAdvertiseUrl ?? advertiseUrl(config, config.port);
-  let nodeId = config.nodeId ?? new URL(selfUrl).host;
-  const emptySnapshot = (): ClusterSnapshot => ({ self: nodeId, shardCount: config.shardCount, nodes: [], owners: [], epochs: [] });
+  const selfUrl = config.nodeAdvertiseUrl ?? advertiseUrl(config, config.port);
+  const state: NodeState = {
+    selfUrl,
+    nodeId: config.nodeId ?? new URL(selfUrl).host,
+    membership: null,
+    channel: null,
+    endpoint: null,
+    started: false,
+  };
+  const snapshot = (): ClusterSnapshot => state.membership?.snapshot ?? emptySnapshot(state, config);
 
   const workers = new SnapshotWorkers({ threads: 1, warm: true });
   workers.start();
-  let channel: ClusterChannel | null = null;
   const shards = new ClusterShards(pool, clusterLog, {
     shardCount: config.shardCount,
     hostOptions: shardHostSettings(config, pool, workers, options),
-    lease: () => membership?.currentLease() ?? null,
-    notify: (notice) => channel?.notify(notice),
+    lease: () => state.membership?.currentLease() ?? null,
+    notify: (notice) => state.channel?.notify(notice),
   });
+  const { forwarder, live } = peerLinks(config, secret, state, snapshot, clusterLog);
+  const channel = new ClusterChannel(shards, snapshot, forwarder, live);
+  state.channel = channel;
+  const isReady = () => state.started && state.membership?.currentLease() != null;
+  const router = new Router(channel, { shardCount: config.shardCount, shardsReady: isReady, pool });
+  const verifier = new UpgradeVerifier(secret, () => state.selfUrl, AUTH_WINDOW_MS, AUTH_MAX_NONCES);
+  const threadCalls: ClusterThreadCalls = {
+    snapshot,
+    serveForwarded: serveForwarded(shards),
+    verifyUpgrade: (token) => verifier.verify(token, Date.now()),
+    receivedNotices: (_peer, notices) => live.received(notices),
+  };
+
+  return {
+    router,
+    shards,
+    workers,
+    attach: (app) => {
+      state.endpoint = attachNodeEndpoint(
+        app,
+        config,
+        { verify: threadCalls.verifyUpgrade, handle: threadCalls.serveForwarded, onNotices: threadCalls.receivedNotices },
+        clusterLog,
+      );
+    },
+    start: (listeningPort) => joinCluster(listeningPort, state, config, pool, shards, live, databaseUrl, clusterLog),
+    snapshot: threadCalls.snapshot,
+    endpoint: { handle: (shard, request) => channel.request(shard, request), isReady },
+    onNotice: (listener) => channel.onNotice(listener),
+    threadCalls,
+    stats: () => clusterStats(forwarder, live, state.endpoint),
+    stop: async () => {
+      await router.close();
+      // Graceful leave: every owned shard is drained and handed over before the node goes.
+      if (state.membership !== null) await state.membership.leave();
+      live.close();
+      await shards.close();
+      await channel.close();
+      forwarder.close();
+      state.endpoint?.close();
+      await workers.stop();
+    },
+  };
+}
+
+function emptySnapshot(state: NodeState, config: Config): ClusterSnapshot {
+  return { self: state.nodeId, shardCount: config.shardCount, nodes: [], owners: [], epochs: [] };
+}
+
+/** Connections to the other nodes (forwarding) and the live-stock notices sent over them. */
+function peerLinks(
+  config: Config,
+  secret: string,
+  state: NodeState,
+  snapshot: () => ClusterSnapshot,
+  clusterLog: Logger,
+): { forwarder: ForwardPool; live: ClusterLive } {
   const forwarder = new ForwardPool({
     secret,
-    selfNodeId: nodeId,
+    selfNodeId: state.nodeId,
     limits: transportLimits(config),
     log: clusterLog,
     // A connection opened (the peer joined, restarted, or the link came back): it gets our latest stock again.
@@ -125,82 +197,55 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
   const live = new ClusterLive({
     push: config.redisUrl === null, // with Redis, src/ws/fanout.ts carries stock between nodes
     shardCount: config.shardCount,
-    snapshot: () => membership?.snapshot ?? emptySnapshot(),
+    snapshot,
     pool: forwarder,
-    epochOf: (shard) => membership?.currentLease()?.epochOf(shard),
-    deliver: (notice) => channel?.deliver(notice),
+    epochOf: (shard) => state.membership?.currentLease()?.epochOf(shard),
+    deliver: (notice) => state.channel?.deliver(notice),
     peerSyncMs: config.clusterHeartbeatMs,
     maxTrackedSkus: MAX_TRACKED_SKUS,
     log: clusterLog,
   });
-  channel = new ClusterChannel(shards, () => membership?.snapshot ?? emptySnapshot(), forwarder, live);
-  let started = false;
-  const isReady = () => started && membership?.currentLease() != null;
-  const router = new Router(channel, { shardCount: config.shardCount, shardsReady: isReady, pool });
-  const verifier = new UpgradeVerifier(secret, () => selfUrl, AUTH_WINDOW_MS, AUTH_MAX_NONCES);
-  const threadCalls: ClusterThreadCalls = {
-    snapshot: () => membership?.snapshot ?? emptySnapshot(),
-    serveForwarded: serveForwarded(shards),
-    verifyUpgrade: (token) => verifier.verify(token, Date.now()),
-    receivedNotices: (_peer, notices) => live.received(notices),
-  };
-  let endpoint: ClusterEndpoint | null = null;
+  return { forwarder, live };
+}
 
-  return {
-    router,
-    shards,
-    workers,
-    attach: (app) => {
-      endpoint = attachNodeEndpoint(
-        app,
-        config,
-        { verify: threadCalls.verifyUpgrade, handle: threadCalls.serveForwarded, onNotices: threadCalls.receivedNotices },
-        clusterLog,
-      );
-    },
-    start: async (listeningPort) => {
-      selfUrl = advertiseUrl(config, listeningPort);
-      nodeId = config.nodeId ?? new URL(selfUrl).host;
-      membership = new Membership(pool, shards, {
-        databaseUrl,
-        nodeId,
-        url: selfUrl,
-        shardCount: config.shardCount,
-        lockNamespace: config.clusterLockNamespace,
-        heartbeatMs: config.clusterHeartbeatMs,
-        leaseTimeoutMs: config.clusterLeaseTimeoutMs,
-        maxMovesPerRound: config.clusterMaxMovesPerRound,
-        statementTimeoutMs: Math.max(1_000, config.clusterHeartbeatMs * 2),
-        log: clusterLog,
-      });
-      await membership.start();
-      live.start();
-      started = true;
-      clusterLog.info({ nodeId, url: selfUrl, shards: shards.shards().length }, 'joined the cluster');
-    },
-    snapshot: threadCalls.snapshot,
-    endpoint: { handle: (shard, request) => channel!.request(shard, request), isReady },
-    onNotice: (listener) => channel!.onNotice(listener),
-    threadCalls,
-    stats: () => {
-      const { forwarded, notices, refusals } = forwarder.totals();
-      const { sent, coalesced, dropped } = notices;
-      const fromEndpoint = (endpoint as ClusterEndpoint | null)?.refusals ?? newFrameRefusals();
-      addRefusals(refusals, fromEndpoint);
-      return { forwarded, notices: { sent, coalesced, dropped, ...live.stats }, refusals };
-    },
-    stop: async () => {
-      await router.close();
-      // Graceful leave: every owned shard is drained and handed over before the node goes.
-      if (membership !== null) await membership.leave();
-      live.close();
-      await shards.close();
-      await channel!.close();
-      forwarder.close();
-      (endpoint as ClusterEndpoint | null)?.close();
-      await workers.stop();
-    },
-  };
+/** Join once the port, and so the advertised URL, is known: membership takes this node's share of the shards. */
+async function joinCluster(
+  listeningPort: number,
+  state: NodeState,
+  config: Config,
+  pool: pg.Pool,
+  shards: ClusterShards,
+  live: ClusterLive,
+  databaseUrl: string,
+  clusterLog: Logger,
+): Promise<void> {
+  state.selfUrl = advertiseUrl(config, listeningPort);
+  state.nodeId = config.nodeId ?? new URL(state.selfUrl).host;
+  const membership = new Membership(pool, shards, {
+    databaseUrl,
+    nodeId: state.nodeId,
+    url: state.selfUrl,
+    shardCount: config.shardCount,
+    lockNamespace: config.clusterLockNamespace,
+    heartbeatMs: config.clusterHeartbeatMs,
+    leaseTimeoutMs: config.clusterLeaseTimeoutMs,
+    maxMovesPerRound: config.clusterMaxMovesPerRound,
+    statementTimeoutMs: Math.max(1_000, config.clusterHeartbeatMs * 2),
+    log: clusterLog,
+  });
+  state.membership = membership;
+  await membership.start();
+  live.start();
+  state.started = true;
+  clusterLog.info({ nodeId: state.nodeId, url: state.selfUrl, shards: shards.shards().length }, 'joined the cluster');
+}
+
+function clusterStats(forwarder: ForwardPool, live: ClusterLive, endpoint: ClusterEndpoint | null): ClusterStats {
+  const { forwarded, notices, refusals } = forwarder.totals();
+  const { sent, coalesced, dropped } = notices;
+  const fromEndpoint = endpoint?.refusals ?? newFrameRefusals();
+  addRefusals(refusals, fromEndpoint);
+  return { forwarded, notices: { sent, coalesced, dropped, ...live.stats }, refusals };
 }
 
 /** The node in the shape of the single-process shards service (src/services/shards.ts) that startFlashstock uses. */

