@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { createTestDatabase } from './helpers/db.js';
 import { startChild } from './helpers/child.js';
 import { clientFor, type TestService } from './helpers/service.js';
+import { waitUntil as until } from './helpers/waits.js';
 
 /**
  * The checkout-key reuse (see checkout-key-reuse.test.ts) against the real
@@ -21,16 +22,6 @@ function checkout(api: Client, reservationId: string, key: string) {
   return api.call('POST', `/v1/reservations/${reservationId}/checkout`, { shopper: 'mallory', body: { paymentMethod: 'pm_ok' }, headers: { 'idempotency-key': key } });
 }
 
-async function until(t: { fail(message: string): void }, what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) {
-      t.fail(`timed out waiting: ${what}`);
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 /** The reuse and honest reservations fired in one tick against a real process; every honest one must be 201. */
 async function raceProcess(t: Test, api: Client, reservationId: string, key: string, label: string, rounds = 4, honestPerRound = 16) {

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap';
 import { createTestDatabase } from './helpers/db.js';
 import { startTestService, type TestService } from './helpers/service.js';
-import { SharedClock } from '../src/threads/shared-clock.js';
+import { sharedTestClock as clock, shardCounts as counts, waitUntil as until } from './helpers/waits.js';
 
 /**
  * One shopper cannot take a SKU offline by reusing a checkout Idempotency-Key
@@ -14,27 +14,8 @@ import { SharedClock } from '../src/threads/shared-clock.js';
 // Two service starts and two waits for payments: generous on a busy machine.
 t.setTimeout(240_000);
 
-function clock(startMs = Date.parse('2030-01-01T00:00:00Z')) {
-  const shared = new SharedClock(startMs);
-  return { nowMs: shared.nowMs, advance: (ms: number) => shared.advance(ms) };
-}
 
-async function counts(api: TestService) {
-  const shards = api.service.shards;
-  if ('refresh' in shards) await shards.refresh?.();
-  return shards;
-}
 
-async function until(t: { fail(message: string): void }, what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) {
-      t.fail(`timed out waiting: ${what}`);
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 const settings = {
   logLevel: process.env.REUSE_LOG ?? 'silent',

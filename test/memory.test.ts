@@ -1,7 +1,7 @@
 import t from 'tap';
 import { createTestDatabase } from './helpers/db.js';
 import { startTestService, type TestService } from './helpers/service.js';
-import { SharedClock } from '../src/threads/shared-clock.js';
+import { sharedTestClock as clock, shardCounts as counts, waitUntil as until } from './helpers/waits.js';
 
 /**
  * Memory bounded by live work (issue 8): settled reservations leave memory and
@@ -10,30 +10,9 @@ import { SharedClock } from '../src/threads/shared-clock.js';
  * A test clock drives the allocators' time, so nothing here waits for minutes.
  */
 
-// Shared memory, so shard threads (TEST_SHARD_THREADS) read the same time.
-function clock(startMs = Date.parse('2030-01-01T00:00:00Z')) {
-  const shared = new SharedClock(startMs);
-  return { nowMs: shared.nowMs, advance: (ms: number) => shared.advance(ms) };
-}
 
-/** The shards' counts now (with shard threads the getters otherwise show their last report). */
-async function counts(api: TestService) {
-  const shards = api.service.shards;
-  if ('refresh' in shards) await shards.refresh?.();
-  return shards;
-}
 
 // Generous: the first snapshot starts a worker thread, which under tsx compiles its modules first.
-async function until(t: { fail(message: string): void }, what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) {
-      t.fail(`timed out waiting: ${what}`);
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 const memory = { logLevel: process.env.MEMORY_LOG ?? 'silent', reservationMemorySeconds: 300, idempotencyKeyTtlSeconds: 3600, passivateAfterSeconds: 0, expirySweepIntervalMs: 20 };
 
