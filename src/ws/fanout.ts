@@ -99,15 +99,15 @@ class Feed implements StockFeed {
       // Publishing never queues while disconnected: the queue would grow without
       // bound during an outage, and the resync on reconnect replaces it.
       this.pub = new Redis(options.redisUrl, { ...common, enableOfflineQueue: false, maxRetriesPerRequest: 0 });
-      // The subscriber queues only its one SUBSCRIBE until the first connect; ioredis re-subscribes after reconnects.
-      this.sub = new Redis(options.redisUrl, { ...common, maxRetriesPerRequest: null });
+      // The subscriber subscribes on every 'ready' itself: ioredis 5's own re-subscribe after a
+      // reconnect is fire-and-forget, and its rejection (the connection dropping again, or
+      // closing) is an unhandled rejection that would end the process (redis/ioredis#2187).
+      this.sub = new Redis(options.redisUrl, { ...common, maxRetriesPerRequest: null, autoResubscribe: false });
       this.watch(this.pub, (ready) => (this.pubReady = ready));
       this.watch(this.sub, (ready) => (this.subReady = ready));
+      this.sub.on('ready', () => this.subscribe());
       this.sub.on('message', (channel: string, text: string) => {
         if (channel === this.channel) this.received(text);
-      });
-      this.sub.subscribe(this.channel).catch((error: unknown) => {
-        if (!this.closed) options.log.warn({ err: error }, 'Redis SUBSCRIBE failed; ioredis retries on reconnect');
       });
     }
   }
@@ -165,6 +165,12 @@ class Feed implements StockFeed {
   }
 
   // ------------------------------------------------------------ Redis
+
+  private subscribe(): void {
+    this.sub?.subscribe(this.channel).catch((error: unknown) => {
+      if (!this.closed) this.options.log.warn({ err: error }, 'Redis SUBSCRIBE failed; retried on the next reconnect');
+    });
+  }
 
   private watch(client: Redis, setReady: (ready: boolean) => void): void {
     client.on('ready', () => {
