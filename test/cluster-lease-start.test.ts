@@ -1,0 +1,71 @@
+import t from 'tap';
+import { createTestDatabase } from './helpers/db.js';
+import { nodeLog, reapNodes, SHARDS, startNode, until, view } from './helpers/cluster.js';
+import type { Child } from './helpers/child.js';
+import { clientFor } from './helpers/service.js';
+
+/**
+ * A node whose lease connection is ended during its first membership round
+ * (pg_terminate_backend on the lease session while it waits to claim a shard):
+ * it takes a new lease and joins, and never dies of the lost one.
+ *
+ * The round is held at a known point: the test locks shard 0's owner row, so
+ * the node's claim of shard 0 waits on it; the lease session is terminated
+ * while it waits, and only then is the row let go.
+ */
+
+t.setTimeout(120_000);
+
+t.test('the lease connection ended during the first round: the node retries, joins and serves', async (t) => {
+  const db = await createTestDatabase(t);
+  const nodes: Child[] = [];
+  reapNodes(t, nodes);
+  await db.pool.query(`INSERT INTO shard_owners (shard, node_id, url, epoch) VALUES (0, NULL, NULL, 0)`);
+  const holder = await db.pool.connect();
+  t.teardown(() => holder.release());
+  await holder.query('BEGIN');
+  await holder.query('SELECT shard FROM shard_owners WHERE shard = 0 FOR UPDATE');
+
+  const logStart = nodeLog.length;
+  const starting = startNode(db.url, 'lease-cut');
+  // Keep a failed start from being an unhandled rejection before the test looks at it.
+  const started = starting.then(
+    (node) => ({ node, error: null }),
+    (error: unknown) => ({ node: null, error }),
+  );
+  const waiting = await until('the lease session waiting to claim shard 0', async () => {
+    const { rows } = await db.pool.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity
+       WHERE datname = current_database() AND application_name = 'flashstock-lease:lease-cut' AND wait_event_type = 'Lock'`,
+    );
+    return rows[0] ?? null;
+  }, 60_000);
+  const { rows } = await db.pool.query<{ ok: boolean }>('SELECT pg_terminate_backend($1) AS ok', [waiting.pid]);
+  t.equal(rows[0]!.ok, true, 'the lease session was terminated in the middle of the first round');
+  await holder.query('ROLLBACK');
+
+  const { node, error } = await started;
+  t.equal(error, null, `the node started (${String(error)})`);
+  if (node === null) return;
+  nodes.push(node);
+  const joined = await until('the node owns every shard', async () => {
+    const v = await view(node.url);
+    const mine = v.nodes.find((n) => n.nodeId === 'lease-cut');
+    return mine !== undefined && mine.shards.length === SHARDS ? v : null;
+  });
+  t.equal(joined.nodes.length, 1, 'one node');
+  const { rows: leases } = await db.pool.query<{ pid: number }>(
+    `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'flashstock-lease:lease-cut'`,
+  );
+  t.equal(leases.length, 1, 'on one lease session');
+  t.not(leases[0]!.pid, waiting.pid, 'a new one');
+  const client = clientFor(node.url);
+  t.equal((await client.putSku('AFTER-CUT', { stock: 2 })).status, 201, 'it configures a SKU');
+  t.equal((await client.reserve('AFTER-CUT', 'alice')).status, 201, 'and sells');
+  t.equal(node.child.exitCode, null, 'still running');
+  const lines = nodeLog.slice(logStart);
+  // Warnings are kept to their first 600 characters: the count comes before the error.
+  t.equal(lines.filter((line) => line.includes('"leasesLost":1,')).length, 1, 'one warning: joined again on a new lease');
+  const crashes = lines.filter((line) => line.includes('"level":60') || line.includes(' stderr: ') || /unhandled|exited with/i.test(line));
+  t.same(crashes, [], 'no fatal line, nothing on stderr, no exit');
+});
