@@ -156,7 +156,7 @@ export class Lease {
     } catch (error) {
       // A heartbeat that fails or hangs means the session cannot be trusted: drop it (Postgres frees the locks).
       this.markLost(error as Error);
-      throw new FencedError(`lease lost: ${(error as Error).message}`);
+      throw error instanceof FencedError ? error : new FencedError(`lease lost: ${(error as Error).message}`);
     }
     if (result.rowCount === 0) this.markLost(new Error(`node ${this.options.nodeId} was registered by another session`));
     this.assertLive();
