@@ -1,5 +1,7 @@
 import t from 'tap';
-import { createTestDatabase } from './helpers/db.js';
+import { FencedError } from '../src/cluster/lease.js';
+import { Membership, type ShardHost } from '../src/cluster/membership.js';
+import { createTestDatabase, testLog } from './helpers/db.js';
 import { nodeLog, reapNodes, SHARDS, startNode, until, view } from './helpers/cluster.js';
 import type { Child } from './helpers/child.js';
 import { clientFor } from './helpers/service.js';
@@ -11,7 +13,9 @@ import { clientFor } from './helpers/service.js';
  *
  * The round is held at a known point: the test locks shard 0's owner row, so
  * the node's claim of shard 0 waits on it; the lease session is terminated
- * while it waits, and only then is the row let go.
+ * while it waits, and only then is the row let go. In-process, the lease is
+ * also lost between two statements (while a taken shard opens, which then
+ * fails), so handing that shard back meets the lost lease (FencedError).
  */
 
 t.setTimeout(120_000);
@@ -68,4 +72,63 @@ t.test('the lease connection ended during the first round: the node retries, joi
   t.equal(lines.filter((line) => line.includes('"leasesLost":1,')).length, 1, 'one warning: joined again on a new lease');
   const crashes = lines.filter((line) => line.includes('"level":60') || line.includes(' stderr: ') || /unhandled|exited with/i.test(line));
   t.same(crashes, [], 'no fatal line, nothing on stderr, no exit');
+});
+
+t.test('membership start: the lease lost while a taken shard opens, its hand-back fenced; start joins again', async (t) => {
+  const db = await createTestDatabase(t);
+  const shardCount = 6;
+  const opened = new Map<number, number>();
+  let dropped = 0;
+  let cut: number | null = null;
+  const host: ShardHost = {
+    async open(shard, epoch) {
+      if (cut === null) {
+        // The first shard taken: end the lease session while it opens. The node drops every shard, so
+        // this open fails as a real one does, and the node hands the shard back on the lost lease.
+        const { rows } = await db.pool.query<{ pid: number }>(
+          `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'flashstock-lease:joining'`,
+        );
+        cut = rows[0]!.pid;
+        await db.pool.query('SELECT pg_terminate_backend($1)', [cut]);
+        for (const deadline = Date.now() + 30_000; dropped === 0 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
+        throw new Error(`shard ${shard} was dropped while it opened`);
+      }
+      opened.set(shard, epoch);
+    },
+    async drain(shard) {
+      opened.delete(shard);
+    },
+    dropAll() {
+      dropped += 1;
+      opened.clear();
+    },
+  };
+  const errors: unknown[] = [];
+  const log = Object.assign(Object.create(testLog) as typeof testLog, {
+    warn: (object: { err?: unknown }) => errors.push(object.err),
+  });
+  const membership = new Membership(db.pool, host, {
+    databaseUrl: db.url,
+    nodeId: 'joining',
+    url: 'http://127.0.0.1:1/joining',
+    shardCount,
+    lockNamespace: 78,
+    heartbeatMs: 100,
+    leaseTimeoutMs: 1_500,
+    maxMovesPerRound: 2,
+    statementTimeoutMs: 5_000,
+    log,
+  });
+  t.teardown(() => membership.stop());
+  await membership.start();
+  t.not(cut, null, 'the lease session was terminated during the first round');
+  t.equal(dropped, 1, 'the node dropped its shards once, when the lease was lost');
+  t.ok(errors.length === 1 && errors[0] instanceof FencedError, `the round failed with a FencedError, logged once as a warning (${String(errors[0])})`);
+  t.same([...opened.keys()].sort(), [0, 1, 2, 3, 4, 5], 'then it took every shard on a new lease');
+  t.same([...membership.owned().keys()].sort(), [0, 1, 2, 3, 4, 5], 'the lease agrees');
+  const { rows } = await db.pool.query<{ pid: number }>(
+    `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'flashstock-lease:joining'`,
+  );
+  t.equal(rows.length, 1, 'one lease session');
+  t.not(rows[0]!.pid, cut, 'a new one');
 });
