@@ -156,7 +156,7 @@ export class Lease {
     } catch (error) {
       // A heartbeat that fails or hangs means the session cannot be trusted: drop it (Postgres frees the locks).
       this.markLost(error as Error);
-      throw new FencedError(`lease lost: ${(error as Error).message}`);
+      throw error instanceof FencedError ? error : new FencedError(`lease lost: ${(error as Error).message}`);
     }
     if (result.rowCount === 0) this.markLost(new Error(`node ${this.options.nodeId} was registered by another session`));
     this.assertLive();
@@ -205,8 +205,24 @@ export class Lease {
     if (this.lostReason !== null) throw new FencedError(`lease lost: ${this.lostReason.message}`);
   }
 
-  private query<R extends pg.QueryResultRow = pg.QueryResultRow>(config: pg.QueryConfig): Promise<pg.QueryResult<R>> {
-    // pg honours a per-query `query_timeout` its typings do not list.
-    return this.client.query<R>({ ...config, query_timeout: this.options.statementTimeoutMs } as pg.QueryConfig);
+  /**
+   * A statement on the lease session. One that fails because the session ended or hung (no SQLSTATE:
+   * connection lost or client timeout; class 08 connection exception; 57P operator intervention such as
+   * pg_terminate_backend) loses the lease at once, before the caller hears of it: a FencedError.
+   */
+  private async query<R extends pg.QueryResultRow = pg.QueryResultRow>(config: pg.QueryConfig): Promise<pg.QueryResult<R>> {
+    try {
+      // pg honours a per-query `query_timeout` its typings do not list.
+      return await this.client.query<R>({ ...config, query_timeout: this.options.statementTimeoutMs } as pg.QueryConfig);
+    } catch (error) {
+      if (!sessionEnded(error)) throw error;
+      this.markLost(error as Error);
+      throw new FencedError(`lease lost: ${(error as Error).message}`);
+    }
   }
+}
+
+function sessionEnded(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code !== 'string' || code.startsWith('08') || code.startsWith('57P');
 }

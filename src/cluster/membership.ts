@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Logger } from '../log.js';
-import { Lease } from './lease.js';
+import { FencedError, Lease } from './lease.js';
 import { isAlive, planFor, type ClusterView } from './plan.js';
 import {
   listNodesQuery,
@@ -69,6 +69,9 @@ export interface ClusterSnapshot {
   epochs: number[];
 }
 
+/** Lease sessions a starting node may lose (each joins again on a new one) before its start fails. */
+const maxLeasesLostWhileJoining = 3;
+
 export class Membership {
   private lease: Lease | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -111,8 +114,30 @@ export class Membership {
    */
   async start(): Promise<void> {
     const most = Math.ceil(this.options.shardCount / this.options.maxMovesPerRound) + 2;
-    for (let i = 0; i < most; i++) if ((await this.round()) === 0) break;
+    let leasesLost = 0;
+    for (let i = 0; i < most; ) {
+      let moved: number;
+      try {
+        moved = await this.round();
+      } catch (err) {
+        // The lease session ended mid-round (Postgres restarted, an operator or a peer's hung-node check
+        // terminated it): the node has dropped every shard and joins again on a new lease, as a running
+        // node does at its next round. Anything else, or a lease lost again and again, fails the start.
+        if (!this.leaseLostIn(err) || leasesLost === maxLeasesLostWhileJoining) throw err;
+        leasesLost += 1;
+        this.options.log.warn({ leasesLost, err }, 'lease lost while joining; joining again on a new lease');
+        await new Promise((resolve) => setTimeout(resolve, this.options.heartbeatMs));
+        continue;
+      }
+      if (moved === 0) break;
+      i += 1;
+    }
     this.schedule();
+  }
+
+  /** Whether a round failed because its lease session ended (the error, or the lease, says so). */
+  private leaseLostIn(error: unknown): boolean {
+    return error instanceof FencedError || this.lease?.lost === true;
   }
 
   /** One round now (tests; also what the timer runs); resolves with the shards it moved. Rounds never overlap. */

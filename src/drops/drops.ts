@@ -200,7 +200,7 @@ export class Drops {
       const drop: DropState = { ...definition, name, ...anchor, stoppedAfterCycle: null };
       const { rows } = await client.query<{ inserted: boolean }>(upsertDropQuery(drop, token, nowMs));
       // The job runs at once and schedules the rest itself.
-      await this.sendJob(client, { name, token }, nowMs);
+      await this.sendJob(client, { name, token }, nowMs, nowMs);
       return rows[0]!.inserted;
     });
     this.wakeAt(nowMs);
@@ -288,7 +288,7 @@ export class Drops {
       }
       const nextToken = plan.nextRunAtMs === null ? null : randomUUID();
       await client.query(setJobTokenQuery(job.name, nextToken));
-      if (nextToken !== null) await this.sendJob(client, { name: job.name, token: nextToken }, plan.nextRunAtMs!);
+      if (nextToken !== null) await this.sendJob(client, { name: job.name, token: nextToken }, plan.nextRunAtMs!, nowMs);
       return { created: plan.create.filter((c) => inserted.has(c.cycle)), nextRunAtMs: plan.nextRunAtMs };
     });
     this.stats.cyclesCreated += created.length;
@@ -340,7 +340,7 @@ export class Drops {
           if ((await selectDrop(client, name)) === null) return;
           const token = randomUUID();
           await client.query(setJobTokenQuery(name, token));
-          await this.sendJob(client, { name, token }, nowMs);
+          await this.sendJob(client, { name, token }, nowMs, nowMs);
         });
         this.wakeAt(nowMs);
       }
@@ -349,9 +349,16 @@ export class Drops {
     }
   }
 
-  private async sendJob(client: pg.PoolClient, job: DropJob, startAfterMs: number): Promise<void> {
+  /**
+   * The job starts `startAfterMs − nowMs` from now, a delay pg-boss adds to
+   * PostgreSQL's now(): the same instant as `startAfterMs` on the real clock,
+   * and on an injected clock (tests) a run after that wait, which creates what
+   * is due by that clock then (or nothing, and hands on the schedule).
+   */
+  private async sendJob(client: pg.PoolClient, job: DropJob, startAfterMs: number, nowMs: number): Promise<void> {
+    // pg-boss: a positive number is a delay in seconds (an interval); anything else starts at once.
     await this.boss.send(dropQueue, job, {
-      startAfter: new Date(startAfterMs),
+      startAfter: Math.max(0, startAfterMs - nowMs) / 1000,
       db: { executeSql: (text: string, values: unknown[]) => client.query(text, values) },
     });
   }

@@ -14,7 +14,7 @@ export function sleepUntil(atMs: number): Promise<void> {
 }
 
 /** Polls `probe` every 25 ms until it returns a value (not null/undefined/false); fails after `timeoutMs`. */
-export async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 10_000): Promise<T> {
+export async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
