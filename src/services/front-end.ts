@@ -103,6 +103,8 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     rateLimits,
     trustProxy: config.trustProxy,
     maxBodyBytes: config.maxBodyBytes,
+    carts: inventory.carts,
+    cartMaxLines: config.cartMaxLines,
     retryAfterSeconds: config.retryAfterSeconds,
     onFatal: deps.onFatal,
     ...(deps.cluster === undefined ? {} : { cluster: deps.cluster }),
