@@ -12,8 +12,9 @@ export const defaultCartMaxLines = 20;
 
 /** Carts: several SKUs held all-or-nothing (docs/carts.md). */
 export function registerCartRoutes(router: Router, deps: Pick<HttpDependencies, 'carts' | 'cartMaxLines' | 'verifyShopper' | 'rateLimits' | 'metrics'>): void {
-  const { carts, verifyShopper, rateLimits } = deps;
-  if (carts === undefined) return;
+  const { verifyShopper, rateLimits } = deps;
+  // Always registered (the route table is the same everywhere); a front end built without carts has none to find.
+  const carts = deps.carts ?? noCarts;
   const maxLines = deps.cartMaxLines ?? defaultCartMaxLines;
 
   router.route('/v1/carts', {
@@ -58,6 +59,9 @@ export function registerCartRoutes(router: Router, deps: Pick<HttpDependencies, 
     },
   });
 }
+
+const noCart = async () => ({ ok: false as const, code: 'not_found' as const, detail: 'carts are not served here' });
+const noCarts: NonNullable<HttpDependencies['carts']> = { create: noCart, get: noCart, release: noCart };
 
 /** The cart, or its problem naming the failing line (`line`, `sku`) when one failed. */
 function cartOutcome<T>(exchange: Exchange, outcome: CartOutcome<T> | { ok: false; code: 'invalid_request'; detail: string; line?: number; sku?: string }, status: number): void {
