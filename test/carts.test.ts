@@ -2,6 +2,9 @@ import t from 'tap';
 import { randomUUID } from 'node:crypto';
 import { startTestService, type TestService } from './helpers/service.js';
 import { sharedTestClock, waitUntil } from './helpers/waits.js';
+import type { ShardChannel } from '../src/shard/messages.js';
+import { shardOf, shardOfReservationId } from '../src/shard/placement.js';
+import { cartIdFor, lineIdFor, requestHashOf } from '../src/carts/ids.js';
 
 /** Carts over HTTP on one node: all-or-nothing, GET/DELETE, expiry as one, idempotency, bad input, races. */
 
@@ -175,4 +178,32 @@ t.test('a cart and single reservations racing for the last unit: exactly one win
     t.same(await counts(last), { available: 0, held: 1, sold: 0 });
     t.equal((await counts(`PLENTY${round}`)).held, answers[0]!.status === 201 ? 1 : 0, 'the cart holds its other line only if it won');
   }
+});
+
+t.test('a line whose cart never decides is aborted by its shard after CART_DECISION_TIMEOUT_MS; the cart stays aborted', async (t) => {
+  await api.putSku('LATE1', { stock: 2 });
+  await api.putSku('LATE2', { stock: 2 });
+  // A coordinator that prepares one line and dies before deciding: driven by hand over the shard channel.
+  const channel = (api.service.inventory as unknown as { channel: ShardChannel }).channel;
+  const shardCount = 64;
+  const key = randomUUID();
+  const items = [{ sku: 'LATE1', quantity: 2 }, { sku: 'LATE2', quantity: 1 }];
+  const cartId = cartIdFor('hank', key);
+  const lines = items.map((item) => ({ ...item, reservationId: lineIdFor(cartId, item.sku) }));
+  const home = shardOfReservationId(cartId, shardCount)!;
+  t.match(await channel.request(home, { type: 'cart_begin', cartId, shopperId: 'hank', idempotencyKey: key, requestHash: requestHashOf(items), lines }), { ok: true });
+  const line = lines[0]!;
+  const prepared = await channel.request(shardOf('LATE1', shardCount), { type: 'cart_prepare', sku: 'LATE1', cartId, reservationId: line.reservationId, shopperId: 'hank', quantity: 2 });
+  t.match(prepared, { ok: true, value: { status: 'tentative' } });
+  t.same(await counts('LATE1'), { available: 0, held: 2, sold: 0 });
+  t.match(await api.reserve('LATE1', 'ivy'), { status: 409, body: { code: 'sold_out' } }, 'a tentative line holds its units');
+  clock.advance(1_000);
+  await waitUntil(t, 'the late line aborted', async () => (await counts('LATE1')).held === 0);
+  t.match(await api.call('GET', `/v1/reservations/${line.reservationId}`, { shopper: 'hank' }), { body: { status: 'released' } });
+  // The shopper's retry finds the decision the shard made: nothing held, a new key starts a new cart.
+  const retry = await cart(api, 'hank', items, key);
+  t.match(retry, { status: 409, body: { code: 'cart_aborted' } });
+  t.same(await counts('LATE1'), { available: 2, held: 0, sold: 0 });
+  t.same(await counts('LATE2'), { available: 2, held: 0, sold: 0 });
+  t.match(await cart(api, 'hank', items), { status: 201 });
 });
