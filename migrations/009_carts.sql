@@ -36,3 +36,9 @@ CREATE TABLE cart_decisions (
   decided_at    timestamptz NOT NULL DEFAULT now(),
   CHECK ((decision = 'committed') = (expires_at_ms IS NOT NULL))
 );
+
+-- A cart's order: one order, one payment for every line (reservation_id and
+-- sku are its first line's, quantity every line's units). Its lines are the
+-- cart's (carts.lines); the payment worker freezes and settles each of them.
+ALTER TABLE orders ADD COLUMN cart_id uuid REFERENCES carts (cart_id);
+CREATE UNIQUE INDEX orders_one_per_cart ON orders (cart_id) WHERE cart_id IS NOT NULL;

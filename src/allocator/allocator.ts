@@ -446,6 +446,27 @@ export class SkuAllocator {
   }
 
   /**
+   * Checkout of a cart, for one line: freeze it (`checkout_started`) for the cart's order. Its
+   * checkout key is the line's own key (the cart's), so it never meets a shopper's checkout keys.
+   * A line frozen for this order already answers `replay`.
+   */
+  freezeLine(reservationId: string, cartId: string, orderId: string, paymentMethod: string, nowMs: number): CheckoutDecision {
+    const line = this.reservations.get(reservationId);
+    const key = cartLineKey(cartId);
+    if (line === undefined || line.idempotencyKey !== key) return notInCart(reservationId);
+    // Frozen for this order already (or settled by it): the same checkout again.
+    if (line.orderId === orderId) return { ok: true, kind: 'replay', orderId };
+    if (line.status !== 'held' || nowMs >= line.expiresAtMs) {
+      return { ok: false, code: 'reservation_not_held', detail: `the cart's line ${reservationId} is ${line.status === 'held' ? 'expired' : line.status}` };
+    }
+    return {
+      ok: true,
+      kind: 'new',
+      event: { kind: 'checkout_started', sku: this.sku, seq: this.seq + 1, atMs: nowMs, reservationId, orderId, idempotencyKey: key, paymentMethod },
+    };
+  }
+
+  /**
    * End the sale: every held reservation is released (expired if its time is
    * up), then `archived`. Holds in checkout stay and settle later. Archiving an
    * archived SKU decides nothing ([]).

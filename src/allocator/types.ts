@@ -193,7 +193,9 @@ export type RejectionCode =
   /** A cart line asked for alone (release, checkout): the cart decides it. */
   | 'reservation_in_cart'
   /** The cart was aborted by a shard whose line waited too long for its decision: nothing is held. */
-  | 'cart_aborted';
+  | 'cart_aborted'
+  /** A cart's lines are priced in different currencies: one payment cannot pay for them. */
+  | 'mixed_currencies';
 
 export interface Rejection {
   ok: false;

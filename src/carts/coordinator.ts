@@ -2,7 +2,8 @@ import type { ReservationStatus } from '../allocator/types.js';
 import type { Outcome } from '../inventory/inventory.js';
 import type { ShardChannel } from '../shard/messages.js';
 import { shardOf, shardOfReservationId } from '../shard/placement.js';
-import { cartIdFor, lineIdFor, requestHashOf } from './ids.js';
+import { cartIdFor, lineIdFor, orderIdFor, requestHashOf } from './ids.js';
+import { CartCheckout, type CartCheckoutView } from './checkout.js';
 import type { CartDecision, CartFailure, CartLine, CartOutcome, CartRecord, CartStatus, CartView } from './types.js';
 
 /** A cart item as the shopper sent it. */
@@ -12,7 +13,7 @@ export interface CartItem {
 }
 
 /** What the front end asks of carts (HTTP, WebSocket). */
-export type CartsApi = Pick<CartCoordinator, 'create' | 'get' | 'release'>;
+export type CartsApi = Pick<CartCoordinator, 'create' | 'get' | 'release' | 'checkout'>;
 
 /** Phase 1's result: every line tentatively held (with the cart's expiry), one line refused, or an unknown outcome. */
 type Prepared =
@@ -30,10 +31,20 @@ type Prepared =
  * retry re-drives the same cart from its rows.
  */
 export class CartCoordinator {
+  /** Checkout and the payment worker's side of cart orders. */
+  readonly payments: CartCheckout;
+
   constructor(
     private readonly channel: ShardChannel,
     private readonly shardCount: number,
-  ) {}
+  ) {
+    this.payments = new CartCheckout(channel, shardCount, (cartId, shopperId) => this.committed(cartId, shopperId));
+  }
+
+  /** One order and one payment for every line of a held cart (202 pending). */
+  checkout(cartId: string, shopperId: string, idempotencyKey: string, paymentMethod: string): Promise<Outcome<CartCheckoutView>> {
+    return this.payments.checkout(cartId, shopperId, idempotencyKey, paymentMethod);
+  }
 
   private home(cartId: string): number {
     return shardOfReservationId(cartId, this.shardCount)!;
@@ -127,6 +138,7 @@ export class CartCoordinator {
       expiresAt: new Date(record.value.expiresAtMs!).toISOString(),
       items,
     };
+    if (view.status === 'pending' || view.status === 'paid' || view.status === 'payment_failed') view.orderId = orderIdFor(cartId, lines[0]!.sku);
     return { ok: true, value: view };
   }
 

@@ -35,6 +35,12 @@ export function lineIdFor(cartId: string, sku: string): string {
   return v8(reservationIdPrefix(sku), digest);
 }
 
+/** A cart's one order: derived from the cart, so a repeated checkout finds the same order. Starts with its first line's SKU hash, like any order id. */
+export function orderIdFor(cartId: string, firstSku: string): string {
+  const digest = sha256Hex(`order\u0000${cartId}`);
+  return v8(reservationIdPrefix(firstSku), digest);
+}
+
 /** The body's fingerprint: a retry with the same key and another body is refused. */
 export function requestHashOf(items: readonly { sku: string; quantity: number }[]): string {
   return sha256Hex(items.map((item) => `${item.sku}\u0000${item.quantity}`).join('\u0001'));

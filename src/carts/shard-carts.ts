@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import type { SkuAllocator } from '../allocator/allocator.js';
 import { cartOfKey, type StockEvent } from '../allocator/types.js';
-import { reservationView, type Outcome, type ReservationView } from '../inventory/inventory.js';
-import type { ShardRequests } from '../shard/messages.js';
+import { reservationView, type OrderAttachment, type Outcome, type ReservationView } from '../inventory/inventory.js';
+import type { ShardNotice, ShardRequests } from '../shard/messages.js';
 import type { LogReader } from '../shard/log-reader.js';
 import { CartStore } from './store.js';
 import type { CartLineState, CartRecord } from './types.js';
@@ -18,7 +18,8 @@ export interface CartShardOps {
   allocatorFor(sku: string): SkuAllocator | null | Promise<SkuAllocator | null>;
   /** The allocator in memory now (not loading it), if any and not being rebuilt. */
   loaded(sku: string): SkuAllocator | null;
-  commit<T>(allocator: SkuAllocator, event: StockEvent, value: () => T): Promise<Outcome<T>>;
+  commit<T>(allocator: SkuAllocator, event: StockEvent, value: () => T, attachment?: OrderAttachment): Promise<Outcome<T>>;
+  notify: (notice: ShardNotice) => void;
   afterDurable<T>(sku: string, value: T): Promise<Outcome<T>>;
   /** Expire the SKU's holds that ran out (stock a prepare may use). */
   expire(allocator: SkuAllocator, nowMs: number): void;
@@ -125,6 +126,25 @@ export class ShardCarts {
     const event = allocator.resolveLine(reservationId, cartId, decision, request.expiresAtMs, this.ops.nowMs());
     if (event === null) return line === undefined ? this.fromLog(reservationId) : this.ops.afterDurable(request.sku, state());
     return this.ops.commit(allocator, event, state);
+  }
+
+  /**
+   * Checkout, for one line: freeze it for the cart's order. The first line's freeze carries the
+   * order (and its payment job, in the same transaction): a line is never frozen without an order
+   * whose job will settle it (src/carts/checkout.ts re-drives the other lines' freezes).
+   */
+  async freeze(request: ShardRequests['cart_freeze']): Promise<Outcome<CartLineState>> {
+    const allocator = await this.loadedFor(request.sku);
+    if (!('seq' in allocator)) return allocator;
+    const { reservationId, cartId, orderId, paymentMethod } = request;
+    const decision = allocator.freezeLine(reservationId, cartId, orderId, paymentMethod, this.ops.nowMs());
+    if (!decision.ok) return decision;
+    const state = (): CartLineState => ({ reservationId, status: allocator.reservations.get(reservationId)?.status ?? null });
+    if (decision.kind !== 'new') return this.ops.afterDurable(request.sku, state());
+    const attachment: OrderAttachment | undefined = request.order === null ? undefined : { kind: 'order_created', order: request.order };
+    const outcome = await this.ops.commit(allocator, decision.event, state, attachment);
+    if (outcome.ok && attachment !== undefined) this.ops.notify({ type: 'checkout_durable', orderId });
+    return outcome;
   }
 
   /** A line not in memory: settled long ago (its status from the log), or never prepared here (null). */

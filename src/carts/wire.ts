@@ -1,7 +1,7 @@
 import type { ReservationStatus } from '../allocator/types.js';
 import { isShopperId, isWellFormedText } from '../auth/auth.js';
 import { idempotencyKeyPattern, isSkuName, isUuid } from '../http/validation.js';
-import type { FailureCode } from '../inventory/inventory.js';
+import type { FailureCode, NewOrder } from '../inventory/inventory.js';
 import type { ShardRequests } from '../shard/messages.js';
 import type { CartFailure, CartLine, CartLineState, CartRecord } from './types.js';
 
@@ -11,7 +11,7 @@ import type { CartFailure, CartLine, CartLineState, CartRecord } from './types.j
  * A refusal is the protocol's reason name.
  */
 
-type CartRequest = ShardRequests['cart_begin' | 'cart_decide' | 'cart_get' | 'cart_prepare' | 'cart_resolve'];
+type CartRequest = ShardRequests['cart_begin' | 'cart_decide' | 'cart_get' | 'cart_prepare' | 'cart_resolve' | 'cart_freeze'];
 type Refusal = 'bad_field' | 'oversized' | 'mismatch';
 
 /** Most lines a cart message may carry (the receiver's bound; CART_MAX_LINES is the shopper's, at most this). */
@@ -28,7 +28,7 @@ const isInstant = (v: unknown): v is number => typeof v === 'number' && Number.i
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 export function isCartRequestType(type: unknown): type is CartRequest['type'] {
-  return type === 'cart_begin' || type === 'cart_decide' || type === 'cart_get' || type === 'cart_prepare' || type === 'cart_resolve';
+  return type === 'cart_begin' || type === 'cart_decide' || type === 'cart_get' || type === 'cart_prepare' || type === 'cart_resolve' || type === 'cart_freeze';
 }
 
 export function decodeCartRequest(r: Record<string, unknown>): CartRequest | Refusal {
@@ -51,6 +51,8 @@ export function decodeCartRequest(r: Record<string, unknown>): CartRequest | Ref
     }
     case 'cart_get':
       return { type: 'cart_get', cartId, shopperId };
+    case 'cart_freeze':
+      return decodeFreeze(r, cartId, shopperId);
     case 'cart_prepare':
       if (!isSku(r.sku) || !isUuidText(r.reservationId) || !isQuantity(r.quantity)) return 'bad_field';
       return { type: 'cart_prepare', sku: r.sku, cartId, reservationId: r.reservationId, shopperId, quantity: r.quantity };
@@ -59,6 +61,28 @@ export function decodeCartRequest(r: Record<string, unknown>): CartRequest | Ref
       if (r.action !== 'commit' && r.action !== 'abort' && r.action !== 'release') return 'bad_field';
       return { type: 'cart_resolve', sku: r.sku, cartId, reservationId: r.reservationId, shopperId, action: r.action, expiresAtMs: r.expiresAtMs };
   }
+}
+
+const paymentMethodPattern = /^[\x21-\x7e]{1,64}$/;
+const isPaymentMethod = (v: unknown): v is string => typeof v === 'string' && paymentMethodPattern.test(v);
+
+function decodeFreeze(r: Record<string, unknown>, cartId: string, shopperId: string): CartRequest | Refusal {
+  if (!isSku(r.sku) || !isUuidText(r.reservationId) || !isUuidText(r.orderId) || !isPaymentMethod(r.paymentMethod)) return 'bad_field';
+  const order = r.order === null ? null : decodeOrder(r.order);
+  if (typeof order === 'string') return order;
+  if (order !== null && (order.orderId !== r.orderId || order.reservationId !== r.reservationId || order.cartId !== cartId)) return 'mismatch';
+  return { type: 'cart_freeze', sku: r.sku, cartId, reservationId: r.reservationId, shopperId, orderId: r.orderId, paymentMethod: r.paymentMethod, order };
+}
+
+function decodeOrder(value: unknown): NewOrder | Refusal {
+  if (!isObject(value) || !isUuidText(value.orderId) || !isUuidText(value.reservationId) || !isUuidText(value.cartId)) return 'bad_field';
+  if (!isSku(value.sku) || !isShopperId(value.shopperId) || !isQuantity(value.quantity) || !isPaymentMethod(value.paymentMethod)) return 'bad_field';
+  const amount = value.amountCents;
+  if (typeof amount !== 'number' || !Number.isSafeInteger(amount) || amount < 0) return 'bad_field';
+  if (typeof value.currency !== 'string' || !/^[A-Z]{3}$/.test(value.currency)) return 'bad_field';
+  if (typeof value.idempotencyKey !== 'string' || !idempotencyKeyPattern.test(value.idempotencyKey)) return 'bad_field';
+  const { orderId, reservationId, cartId, sku, shopperId, quantity, paymentMethod, currency, idempotencyKey } = value;
+  return { orderId, reservationId, cartId, sku, shopperId, quantity, amountCents: amount, currency, paymentMethod, idempotencyKey };
 }
 
 function decodeLines(value: unknown): CartLine[] | Refusal {

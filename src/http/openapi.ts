@@ -328,6 +328,12 @@ const schemas: Record<string, Json> = {
     required: ['cartId', 'status', 'expiresAt', 'items'],
     additionalProperties: false,
   },
+  CartCheckoutView: {
+    type: 'object',
+    properties: { orderId: { type: 'string', pattern: uuid }, cartId: { type: 'string', pattern: uuid }, status: { const: 'pending' } },
+    required: ['orderId', 'cartId', 'status'],
+    additionalProperties: false,
+  },
   OpenApiDocument: {
     type: 'object',
     properties: { openapi: { const: '3.1.0' }, info: { type: 'object' }, paths: { type: 'object' } },
@@ -402,6 +408,7 @@ const problemWhen: Record<ProblemCode, string> = {
   too_many_holds: 'the SKU has MAX_LIVE_HOLDS_PER_SKU live holds',
   not_ready: 'before recovery finished or while PostgreSQL is down',
   reservation_in_cart: 'releasing or checking out one line of a cart alone (the cart decides its lines)',
+  mixed_currencies: "checkout of a cart whose lines' SKUs are priced in different currencies",
   cart_aborted: 'the cart waited too long for its decision and a shard aborted it: nothing is held; a new Idempotency-Key starts a new cart',
 };
 
@@ -762,6 +769,30 @@ const paths: Record<string, Json> = {
       responses: {
         '200': ok('CartView', 'released (or expired, if its time was up)'),
         ...problems(401, [404, ['not_found']], [409, ['reservation_not_held']], [429, ['rate_limited']], [503, ['unavailable']]),
+      },
+    },
+  },
+  '/v1/carts/{id}/checkout': {
+    parameters: [param('CartId')],
+    post: {
+      summary: 'Start paying for a held cart: one order, one payment for the sum of its lines',
+      operationId: 'checkoutCart',
+      tags: ['shopper', 'payments'],
+      security: shopperAuth,
+      parameters: [param('IdempotencyKey')],
+      requestBody: body('CheckoutBody'),
+      responses: {
+        '202': ok('CartCheckoutView', 'the order, pending its payment (a repeated checkout answers the same order)'),
+        ...problems(
+          [400, ['invalid_request']],
+          401,
+          [404, ['not_found']],
+          [409, ['reservation_not_held', 'mixed_currencies']],
+          ...bodyProblems,
+          [422, ['idempotency_key_reused']],
+          [429, ['rate_limited']],
+          [503, ['unavailable']],
+        ),
       },
     },
   },

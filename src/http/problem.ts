@@ -49,6 +49,7 @@ export const problemTypes: Record<ProblemCode, ProblemType> = {
   not_ready: { status: 503, title: 'Not ready' },
   reservation_in_cart: { status: 409, title: 'Reservation is a cart line' },
   cart_aborted: { status: 409, title: 'Cart aborted' },
+  mixed_currencies: { status: 409, title: 'Lines in different currencies' },
 };
 
 export interface Problem {

@@ -2,6 +2,7 @@ import type { SkuConfig } from '../allocator/types.js';
 import type { CartDecision, CartFailure, CartLine, CartLineState, CartRecord } from '../carts/types.js';
 import type {
   CheckoutView,
+  NewOrder,
   Outcome,
   ReservationView,
   SkuView,
@@ -45,6 +46,17 @@ export interface ShardRequests {
   cart_get: { type: 'cart_get'; cartId: string; shopperId: string };
   /** Phase 1 on a line's shard: a tentative hold, or the line's refusal at once (never waits). */
   cart_prepare: { type: 'cart_prepare'; sku: string; cartId: string; reservationId: string; shopperId: string; quantity: number };
+  /** Checkout of a held cart, per line: freeze it for the cart's order; the first line's freeze writes the order and its job. */
+  cart_freeze: {
+    type: 'cart_freeze';
+    sku: string;
+    cartId: string;
+    reservationId: string;
+    shopperId: string;
+    orderId: string;
+    paymentMethod: string;
+    order: NewOrder | null;
+  };
   /** Phase 2 on a line's shard (commit, abort), or the shopper letting go of a held cart (release). */
   cart_resolve: {
     type: 'cart_resolve';
@@ -71,6 +83,7 @@ export interface ShardReplies {
   cart_get: Outcome<CartRecord>;
   cart_prepare: Outcome<ReservationView>;
   cart_resolve: Outcome<CartLineState>;
+  cart_freeze: Outcome<CartLineState>;
 }
 
 export type ShardRequestType = keyof ShardRequests;

@@ -274,6 +274,7 @@ const failureCodes: Readonly<Record<FailureCode, true>> = {
   unavailable: true,
   reservation_in_cart: true,
   cart_aborted: true,
+  mixed_currencies: true,
 };
 
 const reservationStatuses: Readonly<Record<ReservationStatus, true>> = {
@@ -334,6 +335,7 @@ function decodeReplyValue(request: ShardRequest, value: unknown): Decoded<ReplyV
     case 'cart_get':
       return decodeCartRecord(value, request);
     case 'cart_resolve':
+    case 'cart_freeze':
       return decodeLineState(value, request.reservationId, reservationStatuses);
   }
 }

@@ -299,6 +299,8 @@ function dispatch(shard: Shard, request: ShardRequests[ShardRequestType]): Promi
       return shard.carts.prepare(request);
     case 'cart_resolve':
       return shard.carts.resolve(request);
+    case 'cart_freeze':
+      return shard.carts.freeze(request);
     default: {
       const unknown: never = request;
       return Promise.resolve({ ok: false, code: 'unavailable', detail: `unknown request ${JSON.stringify(unknown)}` });

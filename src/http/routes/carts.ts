@@ -2,7 +2,8 @@ import { parseCartBody } from '../../carts/body.js';
 import type { CartOutcome } from '../../carts/types.js';
 import type { HttpDependencies } from '../dependencies.js';
 import type { Exchange } from '../exchange.js';
-import { idempotencyKey, shopper, uuidParameter } from '../guards.js';
+import { idempotencyKey, jsonBody, shopper, uuidParameter } from '../guards.js';
+import { validateCheckoutBody } from '../validation.js';
 import { problem } from '../problem.js';
 import type { Router } from '../router.js';
 import { withinRateLimit } from '../rate-limit.js';
@@ -58,10 +59,26 @@ export function registerCartRoutes(router: Router, deps: Pick<HttpDependencies, 
       );
     },
   });
+
+  router.route('/v1/carts/:id/checkout', {
+    post: (exchange, req) => {
+      const shopperId = shopper(exchange, req, verifyShopper);
+      if (shopperId === null) return;
+      const id = uuidParameter(exchange, req, 'cart');
+      if (id === null) return;
+      const key = idempotencyKey(exchange, req);
+      if (key === null) return;
+      jsonBody(exchange, req, validateCheckoutBody, ({ paymentMethod }) =>
+        withinRateLimit(exchange, rateLimits, shopperId, () =>
+          exchange.settle(carts.checkout(id, shopperId, key, paymentMethod), (outcome) => exchange.outcome(outcome, 202)),
+        ),
+      );
+    },
+  });
 }
 
 const noCart = async () => ({ ok: false as const, code: 'not_found' as const, detail: 'carts are not served here' });
-const noCarts: NonNullable<HttpDependencies['carts']> = { create: noCart, get: noCart, release: noCart };
+const noCarts: NonNullable<HttpDependencies['carts']> = { create: noCart, get: noCart, release: noCart, checkout: noCart };
 
 /** The cart, or its problem naming the failing line (`line`, `sku`) when one failed. */
 function cartOutcome<T>(exchange: Exchange, outcome: CartOutcome<T> | { ok: false; code: 'invalid_request'; detail: string; line?: number; sku?: string }, status: number): void {
