@@ -5,6 +5,7 @@ import { sharedTestClock, waitUntil } from './helpers/waits.js';
 import type { ShardChannel } from '../src/shard/messages.js';
 import { shardOf, shardOfReservationId } from '../src/shard/placement.js';
 import { cartIdFor, lineIdFor, requestHashOf } from '../src/carts/ids.js';
+import { connectStream } from './helpers/stream-client.js';
 
 /** Carts over HTTP on one node: all-or-nothing, GET/DELETE, expiry as one, idempotency, bad input, races. */
 
@@ -206,4 +207,29 @@ t.test('a line whose cart never decides is aborted by its shard after CART_DECIS
   t.same(await counts('LATE1'), { available: 2, held: 0, sold: 0 });
   t.same(await counts('LATE2'), { available: 2, held: 0, sold: 0 });
   t.match(await cart(api, 'hank', items), { status: 201 });
+});
+
+t.test('the WebSocket `cart` command: the same carts, the same refusals naming the line; counted in flashstock_carts_total', async (t) => {
+  await api.putSku('WS1', { stock: 2 });
+  await api.putSku('WS2', { stock: 1 });
+  const ws = await connectStream(t, api.url, api.token('wendy'));
+  const ask = (socket: typeof ws, message: Record<string, unknown> & { id: string }) => {
+    socket.send(message);
+    return socket.take((m) => m.id === message.id && (m.type === 'cart' || m.type === 'error'), 10_000, `reply to ${message.id}`);
+  };
+  const key = randomUUID();
+  const held = await ask(ws, { type: 'cart', id: 'c1', idempotencyKey: key, items: [{ sku: 'WS1', quantity: 1 }, { sku: 'WS2', quantity: 1 }] });
+  t.match(held, { type: 'cart', id: 'c1', cart: { status: 'held', items: [{ sku: 'WS1' }, { sku: 'WS2' }] } });
+  const http = await cart(api, 'wendy', [{ sku: 'WS1', quantity: 1 }, { sku: 'WS2', quantity: 1 }], key);
+  t.same(http.body, held.cart, 'the same key over HTTP: the same cart');
+  const refused = await ask(ws, { type: 'cart', id: 'c2', idempotencyKey: randomUUID(), items: [{ sku: 'WS1', quantity: 1 }, { sku: 'WS2', quantity: 1 }] });
+  t.match(refused, { type: 'error', id: 'c2', status: 409, code: 'sold_out', line: 1, sku: 'WS2' });
+  t.same(await counts('WS1'), { available: 1, held: 1, sold: 0 }, 'the refused cart holds nothing');
+  const bad = await ask(ws, { type: 'cart', id: 'c3', idempotencyKey: randomUUID(), items: [{ sku: 'WS1', quantity: 1 }, { sku: 'WS1', quantity: 1 }] });
+  t.match(bad, { type: 'error', id: 'c3', code: 'invalid_message', line: 1, sku: 'WS1' });
+  const anonymous = await connectStream(t, api.url);
+  t.match(await ask(anonymous, { type: 'cart', id: 'c4', idempotencyKey: 'k', items: [{ sku: 'WS1', quantity: 1 }] }), { type: 'error', code: 'unauthorized' });
+  const metrics = await (await fetch(`${api.metricsUrl}/metrics`)).text();
+  t.match(metrics, /flashstock_carts_total\{outcome="held"\} [1-9]/);
+  t.match(metrics, /flashstock_carts_total\{outcome="sold_out"\} [1-9]/);
 });

@@ -119,6 +119,9 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     trustProxy: config.trustProxy,
     ...(deps.nowMs === undefined ? {} : { nowMs: deps.nowMs }),
     onReservationAnswer: (ok, code) => metrics.reservationAnswered(ok, code),
+    carts: inventory.carts,
+    cartMaxLines: config.cartMaxLines,
+    onCartAnswer: (outcome) => metrics.carts.inc({ outcome }),
   });
   inventory.onStock((state) => live.changed(state.sku));
   deps.attach?.(app);
