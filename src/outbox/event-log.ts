@@ -114,7 +114,8 @@ export function rowToEvent(row: EventRow): StockEvent {
         paymentMethod: row.payment_method!,
       };
     default:
-      return { ...base, kind: row.kind as 'released', reservationId: row.reservation_id! };
+      // The kinds that carry nothing but their reservation.
+      return { ...base, kind: row.kind as 'released' | 'expired' | 'committed' | 'payment_failed' | 'cart_aborted', reservationId: row.reservation_id! };
   }
 }
 
