@@ -44,6 +44,10 @@ export interface Config {
   maxQuantityPerRequest: number;
   maxLiveHoldsPerSku: number;
   maxBodyBytes: number;
+  /** Most lines one cart may hold (CART_MAX_LINES). */
+  cartMaxLines: number;
+  /** A tentative cart line whose cart has not decided for this long is aborted by its shard (CART_DECISION_TIMEOUT_MS). */
+  cartDecisionTimeoutMs: number;
   expirySweepIntervalMs: number;
   retryAfterSeconds: number;
   shutdownTimeoutMs: number;
@@ -254,6 +258,8 @@ function serverSettings(env: Env) {
     maxQuantityPerRequest: integer(env, 'MAX_QUANTITY_PER_REQUEST', 100, 1, 1_000_000),
     maxLiveHoldsPerSku: integer(env, 'MAX_LIVE_HOLDS_PER_SKU', 1_000_000, 1, 100_000_000),
     maxBodyBytes: integer(env, 'MAX_BODY_BYTES', 16 * 1024, 256, 1024 * 1024),
+    cartMaxLines: integer(env, 'CART_MAX_LINES', 20, 1, 1000),
+    cartDecisionTimeoutMs: integer(env, 'CART_DECISION_TIMEOUT_MS', 10_000, 100, 600_000),
     expirySweepIntervalMs: integer(env, 'EXPIRY_SWEEP_INTERVAL_MS', 100, 5, 10_000),
     retryAfterSeconds: integer(env, 'RETRY_AFTER_SECONDS', 1, 1, 3600),
     shutdownTimeoutMs: integer(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 100, 120_000),

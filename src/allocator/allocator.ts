@@ -3,7 +3,10 @@ import { RememberedKeys, slotHash, type PackedGeneration } from './remembered-ke
 import {
   defaultIdempotencyKeyTtlMs,
   defaultReservationMemoryMs,
+  cartLineKey,
+  cartOfKey,
   type AllocatorLimits,
+  type CartPreparedEvent,
   type CheckoutStartedEvent,
   type ConfiguredEvent,
   type Rejection,
@@ -95,6 +98,20 @@ export type CheckoutDecision =
   | { ok: true; kind: 'key_remembered' }
   | Rejection;
 
+/** One line of a cart, prepared on the shard of its SKU (src/carts). */
+export interface CartLineCommand {
+  reservationId: string;
+  cartId: string;
+  shopperId: string;
+  quantity: number;
+}
+
+export type PrepareDecision =
+  | { ok: true; kind: 'new'; event: CartPreparedEvent }
+  /** The line exists already (a coordinator re-driving its cart): its current state. */
+  | { ok: true; kind: 'replay'; reservation: Reservation }
+  | Rejection;
+
 export type ConfigureDecision =
   | { ok: true; created: boolean; event: StockEvent }
   | Rejection;
@@ -106,8 +123,14 @@ interface ExpiryEntry {
 
 /** Units a reservation in this status still takes out of `available`. */
 function isLive(status: Reservation['status']): boolean {
-  return status === 'held' || status === 'checking_out';
+  return status === 'held' || status === 'checking_out' || status === 'tentative';
 }
+
+const inCart: Rejection = {
+  ok: false,
+  code: 'reservation_in_cart',
+  detail: 'this reservation is a line of a cart: release or check out the cart',
+};
 
 export class SkuAllocator {
   readonly sku: string;
@@ -132,6 +155,8 @@ export class SkuAllocator {
   readonly checkoutKeys = new Map<string, CheckoutRecord>();
   /** Keys of forgotten reservations, as hashes, until their TTL ends. */
   readonly rememberedKeys: RememberedKeys;
+  /** Tentative cart lines → when they were prepared, oldest first: the shard resolves the ones whose cart is late. */
+  readonly tentative = new Map<string, number>();
   /** Settled reservation ids in settle order (from `settledHead`): forgetting pops from the front. */
   private settledIds: string[] = [];
   /** settledAtMs of `settledIds`, side by side, so the check on every apply needs no Map lookup. */
@@ -272,11 +297,12 @@ export class SkuAllocator {
    * The shopper lets go of a hold. Repeating it is harmless (no event), and a
    * hold whose time is up is recorded as expired, not released.
    */
-  release(reservationId: string, shopperId: string, nowMs: number): ReleaseDecision {
+  release(reservationId: string, shopperId: string, nowMs: number, cartId: string | null = null): ReleaseDecision {
     const reservation = this.reservations.get(reservationId);
     if (reservation === undefined || reservation.shopperId !== shopperId) {
       return { ok: false, code: 'not_found', detail: `reservation ${reservationId} does not exist` };
     }
+    if (cartOfKey(reservation.idempotencyKey) !== cartId) return cartId === null ? inCart : notInCart(reservationId);
     if (reservation.status === 'held') {
       const kind = nowMs >= reservation.expiresAtMs ? 'expired' : 'released';
       return {
@@ -344,6 +370,7 @@ export class SkuAllocator {
     if (reservation === undefined || reservation.shopperId !== cmd.shopperId) {
       return { ok: false, code: 'not_found', detail: `reservation ${cmd.reservationId} does not exist` };
     }
+    if (cartOfKey(reservation.idempotencyKey) !== null) return inCart;
     if (reservation.status !== 'held' || nowMs >= reservation.expiresAtMs) {
       const status = reservation.status === 'held' ? 'expired' : reservation.status;
       return { ok: false, code: 'reservation_not_held', detail: `reservation is ${status}` };
@@ -380,6 +407,63 @@ export class SkuAllocator {
     const reservation = this.reservations.get(reservationId);
     if (reservation === undefined || reservation.status !== 'checking_out') return null;
     return { kind: outcome, sku: this.sku, seq: this.seq + 1, atMs: nowMs, reservationId };
+  }
+
+  /**
+   * Phase 1 of a cart: a tentative hold for one line, refused exactly as a reservation would be.
+   * Never waits for anything, so carts cannot deadlock. A line that exists is answered as it is.
+   */
+  prepareLine(cmd: CartLineCommand, nowMs: number): PrepareDecision {
+    const config = this.config;
+    if (config === null) return { ok: false, code: 'not_found', detail: `SKU ${this.sku} does not exist` };
+    const idempotencyKey = cartLineKey(cmd.cartId);
+    const existing = this.reservations.get(cmd.reservationId);
+    if (existing !== undefined) {
+      if (existing.shopperId !== cmd.shopperId || existing.idempotencyKey !== idempotencyKey || existing.quantity !== cmd.quantity) {
+        return { ok: false, code: 'idempotency_key_reused', detail: 'this cart line was prepared for another request' };
+      }
+      return { ok: true, kind: 'replay', reservation: existing };
+    }
+    const command = { reservationId: cmd.reservationId, shopperId: cmd.shopperId, quantity: cmd.quantity, idempotencyKey };
+    const refusal = this.reserveRefusal(command, config, nowMs);
+    if (refusal !== null) return refusal;
+    return {
+      ok: true,
+      kind: 'new',
+      event: { kind: 'cart_prepared', sku: this.sku, seq: this.seq + 1, atMs: nowMs, ...command, expiresAtMs: nowMs + config.holdSeconds * 1000 },
+    };
+  }
+
+  /**
+   * Phase 2 for one line: the cart's decision. Null when there is nothing to do (the line is
+   * resolved already, or was never prepared here): resolving is idempotent.
+   */
+  resolveLine(reservationId: string, cartId: string, decision: 'committed' | 'aborted', expiresAtMs: number, nowMs: number): StockEvent | null {
+    const line = this.reservations.get(reservationId);
+    if (line === undefined || line.status !== 'tentative' || line.idempotencyKey !== cartLineKey(cartId)) return null;
+    const base = { sku: this.sku, seq: this.seq + 1, atMs: nowMs, reservationId };
+    return decision === 'committed' ? { ...base, kind: 'cart_committed', expiresAtMs } : { ...base, kind: 'cart_aborted' };
+  }
+
+  /**
+   * Checkout of a cart, for one line: freeze it (`checkout_started`) for the cart's order. Its
+   * checkout key is the line's own key (the cart's), so it never meets a shopper's checkout keys.
+   * A line frozen for this order already answers `replay`.
+   */
+  freezeLine(reservationId: string, cartId: string, orderId: string, paymentMethod: string, nowMs: number): CheckoutDecision {
+    const line = this.reservations.get(reservationId);
+    const key = cartLineKey(cartId);
+    if (line === undefined || line.idempotencyKey !== key) return notInCart(reservationId);
+    // Frozen for this order already (or settled by it): the same checkout again.
+    if (line.orderId === orderId) return { ok: true, kind: 'replay', orderId };
+    if (line.status !== 'held' || nowMs >= line.expiresAtMs) {
+      return { ok: false, code: 'reservation_not_held', detail: `the cart's line ${reservationId} is ${line.status === 'held' ? 'expired' : line.status}` };
+    }
+    return {
+      ok: true,
+      kind: 'new',
+      event: { kind: 'checkout_started', sku: this.sku, seq: this.seq + 1, atMs: nowMs, reservationId, orderId, idempotencyKey: key, paymentMethod },
+    };
   }
 
   /**
@@ -464,8 +548,25 @@ export class SkuAllocator {
         break;
       }
       case 'reserved':
+      case 'cart_prepared':
         this.applyReserved(event);
         break;
+      case 'cart_committed': {
+        const line = this.requireReservation(event.reservationId, 'tentative');
+        line.status = 'held';
+        line.expiresAtMs = event.expiresAtMs;
+        this.tentative.delete(line.reservationId);
+        this.expiryQueue.push({ expiresAtMs: event.expiresAtMs, reservationId: line.reservationId });
+        break;
+      }
+      case 'cart_aborted': {
+        const line = this.requireReservation(event.reservationId, 'tentative');
+        line.status = 'released';
+        this.tentative.delete(line.reservationId);
+        this.returnToSale(line);
+        this.settle(line, event.atMs);
+        break;
+      }
       case 'released':
       case 'expired': {
         const reservation = this.requireReservation(event.reservationId, 'held');
@@ -513,7 +614,7 @@ export class SkuAllocator {
     this.archived = false;
   }
 
-  private applyReserved(event: ReservedEvent): void {
+  private applyReserved(event: ReservedEvent | CartPreparedEvent): void {
     const config = this.config;
     if (config === null) throw new InvariantViolation(`${this.sku}: reserved before configured`);
     if (this.reservations.has(event.reservationId)) {
@@ -529,7 +630,7 @@ export class SkuAllocator {
       quantity: event.quantity,
       idempotencyKey: event.idempotencyKey,
       expiresAtMs: event.expiresAtMs,
-      status: 'held',
+      status: event.kind === 'reserved' ? 'held' : 'tentative',
       orderId: null,
       reservedAtMs: event.atMs,
       settledAtMs: null,
@@ -540,7 +641,8 @@ export class SkuAllocator {
     this.available -= event.quantity;
     this.held += event.quantity;
     this.liveHolds += 1;
-    this.expiryQueue.push({ expiresAtMs: event.expiresAtMs, reservationId: event.reservationId });
+    if (event.kind === 'reserved') this.expiryQueue.push({ expiresAtMs: event.expiresAtMs, reservationId: event.reservationId });
+    else this.tentative.set(event.reservationId, event.atMs);
   }
 
   private applyCheckoutStarted(event: CheckoutStartedEvent): void {
@@ -673,6 +775,7 @@ export class SkuAllocator {
         live += 1;
       }
       if (r.status === 'held') a.expiryQueue.push({ expiresAtMs: r.expiresAtMs, reservationId: r.reservationId });
+      if (r.status === 'tentative') a.tentative.set(r.reservationId, r.reservedAtMs);
     });
     if (held !== a.held || live !== a.liveHolds) {
       throw new InvariantViolation(`${state.sku}: restored held ${a.held}/${a.liveHolds} but reservations hold ${held}/${live}`);
@@ -727,6 +830,10 @@ export interface AllocatorSnapshot {
   settledOrder: string[];
   /** [generation, hash, second] of every remembered key. */
   rememberedKeys: [number, number, number][];
+}
+
+function notInCart(reservationId: string): Rejection {
+  return { ok: false, code: 'not_found', detail: `reservation ${reservationId} is not a line of this cart` };
 }
 
 export function idempotencySlot(shopperId: string, idempotencyKey: string): string {

@@ -26,7 +26,9 @@ export type ReservationStatus =
   | 'expired'
   | 'checking_out'
   | 'paid'
-  | 'payment_failed';
+  | 'payment_failed'
+  /** A cart line prepared but not yet decided (src/carts): units out of `available`, no shopper's hold yet. */
+  | 'tentative';
 
 /** A reservation's status after each kind of event about it (reads of the log: what left memory, the audit). */
 export const statusAfterEvent: Readonly<Record<string, ReservationStatus>> = {
@@ -36,6 +38,9 @@ export const statusAfterEvent: Readonly<Record<string, ReservationStatus>> = {
   checkout_started: 'checking_out',
   committed: 'paid',
   payment_failed: 'payment_failed',
+  cart_prepared: 'tentative',
+  cart_committed: 'held',
+  cart_aborted: 'released',
 };
 
 export interface Reservation {
@@ -44,7 +49,8 @@ export interface Reservation {
   readonly shopperId: string;
   readonly quantity: number;
   readonly idempotencyKey: string;
-  readonly expiresAtMs: number;
+  /** A cart line's is set again when its cart commits: the cart expires as one, at its earliest line's expiry. */
+  expiresAtMs: number;
   status: ReservationStatus;
   /** Set once checkout starts: the order paying for this hold. */
   orderId: string | null;
@@ -105,7 +111,37 @@ export interface ArchivedEvent extends EventBase {
   kind: 'archived';
 }
 
+/**
+ * A cart line held tentatively (phase 1 of a cart, src/carts): like `reserved`, but not the shopper's
+ * hold until `cart_committed`; `cart_aborted` gives the units back. Its `idempotencyKey` is the cart's
+ * line key (cartLineKey: the cart id after a space, which no request's key may contain).
+ */
+export interface CartPreparedEvent extends EventBase {
+  kind: 'cart_prepared';
+  reservationId: string;
+  shopperId: string;
+  quantity: number;
+  expiresAtMs: number;
+  idempotencyKey: string;
+}
+
+/** The cart's decision reached this line: it becomes a hold expiring with the whole cart. */
+export interface CartCommittedEvent extends EventBase {
+  kind: 'cart_committed';
+  reservationId: string;
+  expiresAtMs: number;
+}
+
+/** The cart was aborted: the tentative line's units go back on sale. */
+export interface CartAbortedEvent extends EventBase {
+  kind: 'cart_aborted';
+  reservationId: string;
+}
+
 export type StockEvent =
+  | CartPreparedEvent
+  | CartCommittedEvent
+  | CartAbortedEvent
   | ArchivedEvent
   | ConfiguredEvent
   | ReservedEvent
@@ -153,10 +189,26 @@ export type RejectionCode =
   | 'too_many_holds'
   | 'stock_below_committed'
   | 'not_found'
-  | 'reservation_not_held';
+  | 'reservation_not_held'
+  /** A cart line asked for alone (release, checkout): the cart decides it. */
+  | 'reservation_in_cart'
+  /** The cart was aborted by a shard whose line waited too long for its decision: nothing is held. */
+  | 'cart_aborted'
+  /** A cart's lines are priced in different currencies: one payment cannot pay for them. */
+  | 'mixed_currencies';
 
 export interface Rejection {
   ok: false;
   code: RejectionCode;
   detail: string;
+}
+
+/** A cart line's idempotency key: the cart id after a space (request keys are visible ASCII, so never one of these). */
+export function cartLineKey(cartId: string): string {
+  return `cart ${cartId}`;
+}
+
+/** The cart of a line (its idempotency key), or null for an ordinary reservation. */
+export function cartOfKey(idempotencyKey: string): string | null {
+  return idempotencyKey.startsWith('cart ') ? idempotencyKey.slice(5) : null;
 }

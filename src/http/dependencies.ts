@@ -7,6 +7,7 @@ import type { TrustedProxies } from '../ratelimit/client-ip.js';
 import type { RateLimits } from '../ratelimit/rate-limits.js';
 import type { Drops } from '../drops/drops.js';
 import type { ClusterSnapshot } from '../cluster/membership.js';
+import type { CartsApi } from '../carts/coordinator.js';
 
 /**
  * What the HTTP layer asks of payments. The Payments class implements it on the
@@ -41,4 +42,7 @@ export interface HttpDependencies {
   trustProxy?: TrustedProxies;
   /** A cluster node's membership view (absent: a node alone; no cluster routes); a port call on a front-end thread. */
   cluster?: () => Promise<ClusterSnapshot>;
+  /** Carts (absent: no cart routes), and CART_MAX_LINES. */
+  carts?: CartsApi;
+  cartMaxLines?: number;
 }

@@ -38,6 +38,8 @@ const schemas: Record<string, Json> = {
       detail: { type: 'string' },
       instance: { type: 'string', description: 'the request path' },
       code: { type: 'string', enum: Object.keys(problemTypes).sort() },
+      line: { type: 'integer', minimum: 0, description: "a cart's refusal: the index in `items` of the line that failed" },
+      sku: { type: 'string', pattern: skuPatternSource, description: "a cart's refusal: the SKU of the line that failed" },
     },
     required: ['type', 'title', 'status', 'detail', 'code'],
     additionalProperties: false,
@@ -105,7 +107,11 @@ const schemas: Record<string, Json> = {
       reservationId: { type: 'string', pattern: uuid },
       sku: { type: 'string', pattern: skuPatternSource },
       quantity: { type: 'integer', minimum: 1 },
-      status: { type: 'string', enum: ['held', 'released', 'expired', 'checking_out', 'paid', 'payment_failed'] },
+      status: {
+        type: 'string',
+        enum: ['held', 'released', 'expired', 'checking_out', 'paid', 'payment_failed', 'tentative'],
+        description: '`tentative`: a cart line whose cart is being decided (for a moment; never answered to the cart request)',
+      },
       expiresAt: isoInstant,
     },
     required: ['reservationId', 'sku', 'quantity', 'status', 'expiresAt'],
@@ -279,6 +285,55 @@ const schemas: Record<string, Json> = {
     required: ['sku', 'shard', 'owner', 'epoch'],
     additionalProperties: false,
   },
+  CartBody: {
+    type: 'object',
+    properties: {
+      items: {
+        type: 'array',
+        minItems: 1,
+        description: 'at most CART_MAX_LINES (default 20) lines, each SKU once',
+        items: {
+          type: 'object',
+          properties: { sku: { type: 'string', pattern: skuPatternSource }, quantity: { type: 'integer', minimum: 1, maximum: 1_000_000_000 } },
+          required: ['sku', 'quantity'],
+          additionalProperties: false,
+        },
+      },
+    },
+    required: ['items'],
+    additionalProperties: false,
+  },
+  CartView: {
+    type: 'object',
+    properties: {
+      cartId: { type: 'string', pattern: uuid },
+      status: { type: 'string', enum: ['held', 'released', 'expired', 'pending', 'paid', 'payment_failed'] },
+      expiresAt: { ...isoInstant, description: 'the whole cart expires at once, at its earliest line’s expiry' },
+      items: {
+        type: 'array',
+        items: {
+          type: 'object',
+          properties: {
+            sku: { type: 'string', pattern: skuPatternSource },
+            quantity: { type: 'integer', minimum: 1 },
+            reservationId: { type: 'string', pattern: uuid, description: 'the line is an ordinary reservation: GET /v1/reservations/{id}' },
+            status: { type: 'string', enum: ['held', 'released', 'expired', 'checking_out', 'paid', 'payment_failed', 'tentative'] },
+          },
+          required: ['sku', 'quantity', 'reservationId'],
+          additionalProperties: false,
+        },
+      },
+      orderId: { type: 'string', pattern: uuid },
+    },
+    required: ['cartId', 'status', 'expiresAt', 'items'],
+    additionalProperties: false,
+  },
+  CartCheckoutView: {
+    type: 'object',
+    properties: { orderId: { type: 'string', pattern: uuid }, cartId: { type: 'string', pattern: uuid }, status: { const: 'pending' } },
+    required: ['orderId', 'cartId', 'status'],
+    additionalProperties: false,
+  },
   OpenApiDocument: {
     type: 'object',
     properties: { openapi: { const: '3.1.0' }, info: { type: 'object' }, paths: { type: 'object' } },
@@ -352,6 +407,9 @@ const problemWhen: Record<ProblemCode, string> = {
   unavailable: 'recovering, SKU being rebuilt or owned by another node, too much waiting for the database, or the commit failed',
   too_many_holds: 'the SKU has MAX_LIVE_HOLDS_PER_SKU live holds',
   not_ready: 'before recovery finished or while PostgreSQL is down',
+  reservation_in_cart: 'releasing or checking out one line of a cart alone (the cart decides its lines)',
+  mixed_currencies: "checkout of a cart whose lines' SKUs are priced in different currencies",
+  cart_aborted: 'the cart waited too long for its decision and a shard aborted it: nothing is held; a new Idempotency-Key starts a new cart',
 };
 
 /**
@@ -422,6 +480,7 @@ const parameters: Record<string, Json> = {
     description: 'a reservation id (a UUID; anything else is 404)',
     schema: { type: 'string' },
   },
+  CartId: { name: 'id', in: 'path', required: true, description: 'a cart id (a UUID; anything else is 404)', schema: { type: 'string' } },
   OrderId: { name: 'id', in: 'path', required: true, description: 'an order id (a UUID; anything else is 404)', schema: { type: 'string' } },
   DropName: {
     name: 'name',
@@ -642,7 +701,7 @@ const paths: Record<string, Json> = {
       security: shopperAuth,
       responses: {
         '200': ok('ReservationView', 'released (or expired, if its time was up)'),
-        ...problems(401, [404, ['not_found']], [409, ['reservation_not_held']], [429, ['rate_limited']], [503, ['unavailable']]),
+        ...problems(401, [404, ['not_found']], [409, ['reservation_not_held', 'reservation_in_cart']], [429, ['rate_limited']], [503, ['unavailable']]),
       },
     },
   },
@@ -661,7 +720,74 @@ const paths: Record<string, Json> = {
           [400, ['invalid_request']],
           401,
           [404, ['not_found']],
-          [409, ['reservation_not_held']],
+          [409, ['reservation_not_held', 'reservation_in_cart']],
+          ...bodyProblems,
+          [422, ['idempotency_key_reused']],
+          [429, ['rate_limited']],
+          [503, ['unavailable']],
+        ),
+      },
+    },
+  },
+  '/v1/carts': {
+    post: {
+      summary: 'Hold several SKUs all-or-nothing: every line held, or nothing held anywhere',
+      operationId: 'createCart',
+      tags: ['shopper'],
+      security: shopperAuth,
+      parameters: [param('IdempotencyKey')],
+      requestBody: body('CartBody'),
+      responses: {
+        '201': ok('CartView', 'every line held; the same key and body answer the same cart again'),
+        ...problems(
+          [400, ['invalid_request', 'quantity_too_large']],
+          401,
+          [404, ['not_found']],
+          [409, ['sold_out', 'limit_exceeded', 'sale_not_open', 'cart_aborted']],
+          ...bodyProblems,
+          [422, ['idempotency_key_reused']],
+          [429, ['rate_limited']],
+          [503, ['unavailable', 'too_many_holds']],
+        ),
+      },
+    },
+  },
+  '/v1/carts/{id}': {
+    parameters: [param('CartId')],
+    ...readable({
+      summary: "One of the shopper's carts, with its lines",
+      operationId: 'getCart',
+      tags: ['shopper'],
+      security: shopperAuth,
+      responses: { '200': ok('CartView', 'the cart'), ...problems(401, [404, ['not_found']], [503, ['unavailable']]) },
+    }),
+    delete: {
+      summary: 'Release every line of a held cart (idempotent)',
+      operationId: 'releaseCart',
+      tags: ['shopper'],
+      security: shopperAuth,
+      responses: {
+        '200': ok('CartView', 'released (or expired, if its time was up)'),
+        ...problems(401, [404, ['not_found']], [409, ['reservation_not_held']], [429, ['rate_limited']], [503, ['unavailable']]),
+      },
+    },
+  },
+  '/v1/carts/{id}/checkout': {
+    parameters: [param('CartId')],
+    post: {
+      summary: 'Start paying for a held cart: one order, one payment for the sum of its lines',
+      operationId: 'checkoutCart',
+      tags: ['shopper', 'payments'],
+      security: shopperAuth,
+      parameters: [param('IdempotencyKey')],
+      requestBody: body('CheckoutBody'),
+      responses: {
+        '202': ok('CartCheckoutView', 'the order, pending its payment (a repeated checkout answers the same order)'),
+        ...problems(
+          [400, ['invalid_request']],
+          401,
+          [404, ['not_found']],
+          [409, ['reservation_not_held', 'mixed_currencies']],
           ...bodyProblems,
           [422, ['idempotency_key_reused']],
           [429, ['rate_limited']],

@@ -47,6 +47,9 @@ export const problemTypes: Record<ProblemCode, ProblemType> = {
   unavailable: { status: 503, title: 'Service unavailable' },
   too_many_holds: { status: 503, title: 'Too many live holds' },
   not_ready: { status: 503, title: 'Not ready' },
+  reservation_in_cart: { status: 409, title: 'Reservation is a cart line' },
+  cart_aborted: { status: 409, title: 'Cart aborted' },
+  mixed_currencies: { status: 409, title: 'Lines in different currencies' },
 };
 
 export interface Problem {

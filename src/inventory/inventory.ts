@@ -68,6 +68,8 @@ export interface NewOrder {
   currency: string;
   paymentMethod: string;
   idempotencyKey: string;
+  /** A cart's order (src/carts): one order for every line; reservationId and sku are its first line's, quantity all lines' units. */
+  cartId?: string | null;
 }
 
 /** Rows that commit with the allocator's events (see Outbox attachments). */

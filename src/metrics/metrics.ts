@@ -243,6 +243,12 @@ export class Metrics {
     labelNames: ['limit'] as const,
     registers: [this.registry],
   });
+  readonly carts = new client.Counter({
+    name: 'flashstock_carts_total',
+    help: 'Cart requests answered, by outcome: held (every line held), or the problem code of the refusal (the first failing line)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
   readonly rateLimiterFallbacks = new client.Counter({
     name: 'flashstock_rate_limiter_fallbacks_total',
     help: 'Rate-limit checks answered by the in-memory insurance limiter because Redis was unreachable',

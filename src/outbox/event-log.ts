@@ -37,10 +37,11 @@ export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig
     kind[i] = e.kind;
     atMs[i] = e.atMs;
     reservationId[i] = 'reservationId' in e ? e.reservationId : null;
-    shopperId[i] = e.kind === 'reserved' ? e.shopperId : null;
-    quantity[i] = e.kind === 'reserved' ? e.quantity : null;
-    expiresAtMs[i] = e.kind === 'reserved' ? e.expiresAtMs : null;
-    idempotencyKey[i] = e.kind === 'reserved' || e.kind === 'checkout_started' ? e.idempotencyKey : null;
+    const held = e.kind === 'reserved' || e.kind === 'cart_prepared';
+    shopperId[i] = held ? e.shopperId : null;
+    quantity[i] = held ? e.quantity : null;
+    expiresAtMs[i] = held || e.kind === 'cart_committed' ? e.expiresAtMs : null;
+    idempotencyKey[i] = held || e.kind === 'checkout_started' ? e.idempotencyKey : null;
     orderId[i] = e.kind === 'checkout_started' ? e.orderId : null;
     config[i] = e.kind === 'configured' ? JSON.stringify(e.config) : null;
     paymentMethod[i] = e.kind === 'checkout_started' ? e.paymentMethod : null;
@@ -90,7 +91,10 @@ export function rowToEvent(row: EventRow): StockEvent {
       return { ...base, kind: row.kind, config: row.config! };
     case 'archived':
       return { ...base, kind: row.kind };
+    case 'cart_committed':
+      return { ...base, kind: row.kind, reservationId: row.reservation_id!, expiresAtMs: Number(row.expires_at_ms) };
     case 'reserved':
+    case 'cart_prepared':
       return {
         ...base,
         kind: row.kind,
@@ -110,7 +114,8 @@ export function rowToEvent(row: EventRow): StockEvent {
         paymentMethod: row.payment_method!,
       };
     default:
-      return { ...base, kind: row.kind, reservationId: row.reservation_id! };
+      // The kinds that carry nothing but their reservation.
+      return { ...base, kind: row.kind as 'released' | 'expired' | 'committed' | 'payment_failed' | 'cart_aborted', reservationId: row.reservation_id! };
   }
 }
 

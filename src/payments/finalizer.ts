@@ -7,6 +7,7 @@ import { createJobQueue } from '../db/job-queues.js';
 import { bossSchema, deferActiveJobs } from './job-deferral.js';
 import { getOrders, type Order } from './orders.js';
 import { TransientPaymentError, type PaymentProvider } from './provider.js';
+import type { CartPayments } from '../carts/checkout.js';
 
 /**
  * Finalizes every payment exactly once, through pg-boss.
@@ -199,7 +200,13 @@ export class PaymentFinalizer {
     }
   }
 
+  /** The cart side of the inventory (a Router has it): a cart's order has lines on many shards. */
+  private get carts(): CartPayments | undefined {
+    return (this.inventory as { carts?: { payments: CartPayments } }).carts?.payments;
+  }
+
   async finalize(order: Order): Promise<void> {
+    if (order.cartId != null) return this.finalizeCart(order, this.carts!);
     if (order.status !== 'pending') return;
     this.crash('before_charge');
     const charge = await this.breaker.charge({
@@ -216,11 +223,39 @@ export class PaymentFinalizer {
     else this.stats.declined += 1;
   }
 
+  /**
+   * A cart's order: every line frozen first (a line that cannot be fails the order uncharged), then
+   * one charge for all, then every line settled. A retried job of a settled order settles every
+   * line again as the order says (a crash between lines leaves none frozen).
+   */
+  private async finalizeCart(order: Order, carts: CartPayments): Promise<void> {
+    if (order.status !== 'pending') return carts.settleOrder(order, order.status === 'paid' ? 'committed' : 'payment_failed', order.failureReason);
+    if (!(await carts.freezeOrder(order))) return carts.settleOrder(order, 'payment_failed', 'cart_expired');
+    this.crash('before_charge');
+    const charge = await this.breaker.charge({
+      idempotencyKey: order.orderId,
+      amountCents: order.amountCents,
+      currency: order.currency,
+      paymentMethod: order.paymentMethod,
+    });
+    this.crash('after_charge');
+    await carts.settleOrder(order, charge.status === 'succeeded' ? 'committed' : 'payment_failed', charge.status === 'declined' ? charge.reason : null);
+    this.stats.finalized += 1;
+    if (charge.status === 'succeeded') this.stats.paid += 1;
+    else this.stats.declined += 1;
+  }
+
   /** Dead letter: the provider never answered. Give the stock back, unless it did charge. */
   async compensate(order: Order): Promise<void> {
-    if (order.status !== 'pending') return;
+    if (order.status !== 'pending' && order.cartId == null) return;
     const charges = await this.provider.chargesFor(order.orderId);
     const charged = charges.some((c) => c.status === 'succeeded');
+    if (order.cartId != null) {
+      const outcome = order.status === 'pending' ? (charged ? 'committed' : 'payment_failed') : order.status === 'paid' ? 'committed' : 'payment_failed';
+      await this.carts!.settleOrder(order, outcome, outcome === 'committed' ? null : 'payment_unavailable');
+      this.stats.compensated += 1;
+      return;
+    }
     await this.record(order, charged ? 'committed' : 'payment_failed', charged ? null : 'payment_unavailable');
     this.stats.compensated += 1;
     this.log.warn({ orderId: order.orderId, charged }, 'payment dead-lettered: compensated');

@@ -25,6 +25,7 @@ interface OrderRow {
   payment_method: string;
   status: Order['status'];
   failure_reason: string | null;
+  cart_id: string | null;
 }
 
 function toOrder(row: OrderRow): Order {
@@ -39,11 +40,12 @@ function toOrder(row: OrderRow): Order {
     paymentMethod: row.payment_method,
     status: row.status,
     failureReason: row.failure_reason,
+    cartId: row.cart_id,
   };
 }
 
 const orderColumns =
-  'order_id, reservation_id, sku, shopper_id, quantity, amount_cents, currency, payment_method, status, failure_reason';
+  'order_id, reservation_id, sku, shopper_id, quantity, amount_cents, currency, payment_method, status, failure_reason, cart_id';
 
 export async function getOrder(db: pg.Pool | pg.PoolClient, orderId: string): Promise<Order | null> {
   const result = await db.query<OrderRow>({
@@ -86,8 +88,8 @@ export function createOrderWriter(boss: PgBoss, finalizeQueue: string) {
     if (orders.length > 0) {
       await client.query({
         name: 'orders-insert',
-        text: `INSERT INTO orders (order_id, reservation_id, sku, shopper_id, quantity, amount_cents, currency, payment_method, idempotency_key)
-               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::text[], $8::text[], $9::text[])`,
+        text: `INSERT INTO orders (order_id, reservation_id, sku, shopper_id, quantity, amount_cents, currency, payment_method, idempotency_key, cart_id)
+               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::uuid[])`,
         values: [
           orders.map((o) => o.orderId),
           orders.map((o) => o.reservationId),
@@ -98,6 +100,7 @@ export function createOrderWriter(boss: PgBoss, finalizeQueue: string) {
           orders.map((o) => o.currency),
           orders.map((o) => o.paymentMethod),
           orders.map((o) => o.idempotencyKey),
+          orders.map((o) => o.cartId ?? null),
         ],
       });
       await boss.insert(

@@ -103,6 +103,8 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     rateLimits,
     trustProxy: config.trustProxy,
     maxBodyBytes: config.maxBodyBytes,
+    carts: inventory.carts,
+    cartMaxLines: config.cartMaxLines,
     retryAfterSeconds: config.retryAfterSeconds,
     onFatal: deps.onFatal,
     ...(deps.cluster === undefined ? {} : { cluster: deps.cluster }),
@@ -117,6 +119,9 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     trustProxy: config.trustProxy,
     ...(deps.nowMs === undefined ? {} : { nowMs: deps.nowMs }),
     onReservationAnswer: (ok, code) => metrics.reservationAnswered(ok, code),
+    carts: inventory.carts,
+    cartMaxLines: config.cartMaxLines,
+    onCartAnswer: (outcome) => metrics.carts.inc({ outcome }),
   });
   inventory.onStock((state) => live.changed(state.sku));
   deps.attach?.(app);

@@ -61,5 +61,6 @@ export function shardHostSettings(
     snapshotEveryEvents: config.snapshotEveryEvents,
     passivateAfterMs: config.passivateAfterSeconds * 1000,
     onFatal: options.onFatal,
+    cartDecisionTimeoutMs: config.cartDecisionTimeoutMs,
   };
 }

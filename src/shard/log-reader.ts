@@ -36,8 +36,10 @@ export class LogReader {
   async reservation(reservationId: string, nowMs: number): Promise<LoggedReservation | null> {
     const { rows } = await this.pool.query<EventRow>(reservationEventsQuery(reservationId));
     const reserved = rows[0];
-    if (reserved === undefined || reserved.kind !== 'reserved') return null;
-    const expiresAtMs = Number(reserved.expires_at_ms);
+    if (reserved === undefined || (reserved.kind !== 'reserved' && reserved.kind !== 'cart_prepared')) return null;
+    // A cart line expires with its cart: the commit carries the cart's expiry.
+    const committed = rows.find((row) => row.kind === 'cart_committed');
+    const expiresAtMs = Number((committed ?? reserved).expires_at_ms);
     let status = statusAfterEvent[rows[rows.length - 1]!.kind]!;
     if (status === 'held' && nowMs >= expiresAtMs) status = 'expired';
     return {

@@ -1,6 +1,8 @@
 import type { SkuConfig } from '../allocator/types.js';
+import type { CartDecision, CartFailure, CartLine, CartLineState, CartRecord } from '../carts/types.js';
 import type {
   CheckoutView,
+  NewOrder,
   Outcome,
   ReservationView,
   SkuView,
@@ -31,6 +33,40 @@ export interface ShardRequests {
     outcome: 'committed' | 'payment_failed';
     failureReason: string | null;
   };
+  // Carts (src/carts, docs/carts.md). The cart's own rows live on its home shard (by the hash in cartId).
+  cart_begin: { type: 'cart_begin'; cartId: string; shopperId: string; idempotencyKey: string; requestHash: string; lines: CartLine[] };
+  cart_decide: {
+    type: 'cart_decide';
+    cartId: string;
+    shopperId: string;
+    decision: CartDecision;
+    expiresAtMs: number | null;
+    failure: CartFailure | null;
+  };
+  cart_get: { type: 'cart_get'; cartId: string; shopperId: string };
+  /** Phase 1 on a line's shard: a tentative hold, or the line's refusal at once (never waits). */
+  cart_prepare: { type: 'cart_prepare'; sku: string; cartId: string; reservationId: string; shopperId: string; quantity: number };
+  /** Checkout of a held cart, per line: freeze it for the cart's order; the first line's freeze writes the order and its job. */
+  cart_freeze: {
+    type: 'cart_freeze';
+    sku: string;
+    cartId: string;
+    reservationId: string;
+    shopperId: string;
+    orderId: string;
+    paymentMethod: string;
+    order: NewOrder | null;
+  };
+  /** Phase 2 on a line's shard (commit, abort), or the shopper letting go of a held cart (release). */
+  cart_resolve: {
+    type: 'cart_resolve';
+    sku: string;
+    cartId: string;
+    reservationId: string;
+    shopperId: string;
+    action: 'commit' | 'abort' | 'release';
+    expiresAtMs: number;
+  };
 }
 
 export interface ShardReplies {
@@ -42,6 +78,12 @@ export interface ShardReplies {
   release: Outcome<ReservationView>;
   checkout: Outcome<CheckoutView>;
   settle: Outcome<{ changed: boolean }>;
+  cart_begin: Outcome<CartRecord>;
+  cart_decide: Outcome<CartRecord>;
+  cart_get: Outcome<CartRecord>;
+  cart_prepare: Outcome<ReservationView>;
+  cart_resolve: Outcome<CartLineState>;
+  cart_freeze: Outcome<CartLineState>;
 }
 
 export type ShardRequestType = keyof ShardRequests;

@@ -4,6 +4,7 @@ import { idempotencyKeyPattern, isSkuName, isUuid } from '../http/validation.js'
 import { saleStates, type CheckoutView, type FailureCode, type ReservationView, type SaleState, type SkuView, type StockState } from '../inventory/inventory.js';
 import type { ShardNotice, ShardReply, ShardRequest } from './messages.js';
 import { shardOf, shardOfReservationId } from './placement.js';
+import { decodeCartRecord, decodeCartRequest, decodeLineState, isCartRequestType } from '../carts/wire.js';
 
 /**
  * The shard protocol on the wire between nodes: frames, and the one decoder of
@@ -201,7 +202,8 @@ export function decodeShardRequest(value: unknown, shard: number, shardCount: nu
   const decoded = decodeRequestFields(request);
   if (isRefusal(decoded)) return decoded;
   if ('sku' in decoded) return shardOf(decoded.sku, shardCount) === shard ? decoded : 'wrong_shard';
-  const fromId = shardOfReservationId(decoded.reservationId, shardCount);
+  // A cart's own messages go to its home shard, by the hash in its id.
+  const fromId = shardOfReservationId('reservationId' in decoded ? decoded.reservationId : decoded.cartId, shardCount);
   // Ids minted before shards carry no SKU hash: the caller resolved their shard through the log.
   return fromId === null || fromId === shard ? decoded : 'wrong_shard';
 }
@@ -231,6 +233,7 @@ function decodeRequestFields(r: Record<string, unknown>): Decoded<ShardRequest> 
     case 'settle':
       return decodeSettle(r);
     default:
+      if (isCartRequestType(r.type)) return decodeCartRequest(r);
       return typeof r.type === 'string' ? 'unknown_kind' : 'bad_field';
   }
 }
@@ -269,6 +272,9 @@ const failureCodes: Readonly<Record<FailureCode, true>> = {
   not_found: true,
   reservation_not_held: true,
   unavailable: true,
+  reservation_in_cart: true,
+  cart_aborted: true,
+  mixed_currencies: true,
 };
 
 const reservationStatuses: Readonly<Record<ReservationStatus, true>> = {
@@ -278,6 +284,7 @@ const reservationStatuses: Readonly<Record<ReservationStatus, true>> = {
   checking_out: true,
   paid: true,
   payment_failed: true,
+  tentative: true,
 };
 
 /** The owner's answer to `request`: an Outcome whose value is the kind that request gets, about the same SKU or reservation. */
@@ -312,6 +319,7 @@ function decodeReplyValue(request: ShardRequest, value: unknown): Decoded<ReplyV
       return view.sku === request.sku && view.quantity === request.quantity ? view : 'mismatch';
     }
     case 'get_reservation':
+    case 'cart_prepare':
     case 'release': {
       const view = decodeReservationView(value);
       return isRefusal(view) || view.reservationId === request.reservationId ? view : 'mismatch';
@@ -322,6 +330,13 @@ function decodeReplyValue(request: ShardRequest, value: unknown): Decoded<ReplyV
       return isObject(value) && typeof (value as { changed?: unknown }).changed === 'boolean'
         ? { changed: (value as { changed: boolean }).changed }
         : 'bad_field';
+    case 'cart_begin':
+    case 'cart_decide':
+    case 'cart_get':
+      return decodeCartRecord(value, request);
+    case 'cart_resolve':
+    case 'cart_freeze':
+      return decodeLineState(value, request.reservationId, reservationStatuses);
   }
 }
 

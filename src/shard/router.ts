@@ -14,6 +14,7 @@ import type {
 import type { ShardChannel, ShardNotice } from './messages.js';
 import { shardOf, shardOfReservationId } from './placement.js';
 import { reservationSkuQuery } from './sql.js';
+import { CartCoordinator } from '../carts/coordinator.js';
 
 export interface RouterOptions {
   shardCount: number;
@@ -37,11 +38,14 @@ export class Router implements Inventory {
   private readonly stockListeners: ((state: StockState) => void)[] = [];
   private readonly checkoutListeners: ((orderId: string) => void)[] = [];
   private closing = false;
+  /** Carts over the same channel: lines on any shard, thread or node (src/carts). */
+  readonly carts: CartCoordinator;
 
   constructor(
     private readonly channel: ShardChannel,
     private readonly options: RouterOptions,
   ) {
+    this.carts = new CartCoordinator(channel, options.shardCount);
     channel.onNotice((notice) => this.onNotice(notice));
   }
 

@@ -57,6 +57,8 @@ export interface ShardHostOptions {
   passivateAfterMs: number;
   /** A broken invariant (in a rebuild, a commit callback): one fatal path. */
   onFatal: (error: unknown) => void;
+  /** A tentative cart line whose cart has not decided for this long is aborted by its shard. */
+  cartDecisionTimeoutMs?: number;
 }
 
 /**
@@ -102,6 +104,7 @@ export class ShardHost implements ShardEndpoint {
       passivateAfterMs: options.passivateAfterMs,
       stats: this.stats,
       onFatal: options.onFatal,
+      ...(options.cartDecisionTimeoutMs === undefined ? {} : { cartDecisionTimeoutMs: options.cartDecisionTimeoutMs }),
     });
   }
 
@@ -286,6 +289,18 @@ function dispatch(shard: Shard, request: ShardRequests[ShardRequestType]): Promi
       return shard.settle(request);
     case 'archive':
       return shard.archive(request);
+    case 'cart_begin':
+      return shard.carts.begin(request);
+    case 'cart_decide':
+      return shard.carts.decide(request);
+    case 'cart_get':
+      return shard.carts.get(request);
+    case 'cart_prepare':
+      return shard.carts.prepare(request);
+    case 'cart_resolve':
+      return shard.carts.resolve(request);
+    case 'cart_freeze':
+      return shard.carts.freeze(request);
     default: {
       const unknown: never = request;
       return Promise.resolve({ ok: false, code: 'unavailable', detail: `unknown request ${JSON.stringify(unknown)}` });

@@ -17,6 +17,7 @@ import {
 import type { ShardNotice, ShardRequests } from './messages.js';
 import { newReservationId, reservationIdPrefix, skuHash } from './placement.js';
 import { LogReader, type LoggedOrder } from './log-reader.js';
+import { defaultCartDecisionTimeoutMs, ShardCarts } from '../carts/shard-carts.js';
 
 /** Everything a shard borrows from its host: one outbox, pool and clock for all shards of a thread. */
 export interface ShardContext {
@@ -42,6 +43,8 @@ export interface ShardContext {
   stats: ShardStats;
   /** A broken invariant while rebuilding: one fatal path. */
   onFatal: (error: unknown) => void;
+  /** A tentative cart line whose cart has not decided for this long is aborted (default 10 s). */
+  cartDecisionTimeoutMs?: number;
 }
 
 export interface ShardStats {
@@ -107,12 +110,28 @@ export class Shard {
   private readonly reader: LogReader;
   private recovered = false;
   private closing = false;
+  /** Carts' requests to this shard (src/carts). */
+  readonly carts: ShardCarts;
 
   constructor(
     readonly id: number,
     private readonly ctx: ShardContext,
   ) {
     this.reader = new LogReader(ctx.pool);
+    this.carts = new ShardCarts({
+      refuse: (sku) => this.refuse(sku) ?? (sku === null ? null : this.full()),
+      allocatorFor: (sku) => this.allocatorFor(sku),
+      loaded: (sku) => (this.rebuilding.has(sku) ? null : (this.allocators.get(sku) ?? null)),
+      commit: (allocator, event, value, attachment) => this.commit(allocator, event, value, attachment),
+      notify: ctx.notify,
+      afterDurable: (sku, value) => this.afterDurable(sku, value),
+      expire: (allocator, nowMs) => this.expire(allocator, nowMs),
+      nowMs: ctx.nowMs,
+      pool: ctx.pool,
+      reader: this.reader,
+      log: ctx.log,
+      cartDecisionTimeoutMs: ctx.cartDecisionTimeoutMs ?? defaultCartDecisionTimeoutMs,
+    });
   }
 
   get isRecovered(): boolean {
@@ -211,6 +230,7 @@ export class Shard {
       if (this.rebuilding.has(allocator.sku)) continue;
       const next = allocator.nextExpiryMs();
       if (next !== null && next <= now) this.expire(allocator, now);
+      this.carts.sweep(allocator, now);
       allocator.forgetSettled(now);
       this.maintain(allocator, this.shells.get(allocator.sku)!, now);
     }

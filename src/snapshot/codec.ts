@@ -20,7 +20,8 @@ export class SnapshotFormatError extends Error {
   override name = 'SnapshotFormatError';
 }
 
-const statuses: readonly ReservationStatus[] = ['held', 'released', 'expired', 'checking_out', 'paid', 'payment_failed'];
+// Appended to, never reordered: the index is the encoding.
+const statuses: readonly ReservationStatus[] = ['held', 'released', 'expired', 'checking_out', 'paid', 'payment_failed', 'tentative'];
 
 class Writer {
   private buffer = Buffer.allocUnsafe(4096);

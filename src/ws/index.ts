@@ -5,7 +5,7 @@ import type { ShopperVerifier } from '../auth/auth.js';
 import type { Inventory, StockState } from '../inventory/inventory.js';
 import { createStockFeed, type FeedStats } from './fanout.js';
 import { servePage } from './page.js';
-import { StockStream, type StreamStats } from './stream.js';
+import { StockStream, type StreamDependencies, type StreamStats } from './stream.js';
 import type { TrustedProxies } from '../ratelimit/client-ip.js';
 import type { RateLimits } from '../ratelimit/rate-limits.js';
 
@@ -45,6 +45,10 @@ export interface LiveStockDependencies {
   rateLimits?: RateLimits;
   trustProxy?: TrustedProxies;
   onReservationAnswer?: (ok: boolean, code?: string) => void;
+  /** The `cart` command (absent: refused). */
+  carts?: StreamDependencies['carts'];
+  cartMaxLines?: number;
+  onCartAnswer?: (outcome: string) => void;
   /** The stream's clock: message rates and the slow-consumer timeout (default Date.now). */
   nowMs?: () => number;
 }
@@ -72,6 +76,8 @@ export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependenci
       ...(deps.rateLimits === undefined ? {} : { rateLimits: deps.rateLimits }),
       ...(deps.trustProxy === undefined ? {} : { trustProxy: deps.trustProxy }),
       ...(deps.onReservationAnswer === undefined ? {} : { onReservationAnswer: deps.onReservationAnswer }),
+      ...(deps.carts === undefined ? {} : { carts: deps.carts, cartMaxLines: deps.cartMaxLines ?? 20 }),
+      ...(deps.onCartAnswer === undefined ? {} : { onCartAnswer: deps.onCartAnswer }),
       ...(deps.nowMs === undefined ? {} : { nowMs: deps.nowMs }),
     },
     {

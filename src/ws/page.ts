@@ -4,7 +4,8 @@ import type uWS from 'uWebSockets.js';
 /**
  * The watch-a-drop page served at `/`: static HTML and one inline script, no
  * build step. `/?sku=SNEAKER-42&token=<shopper JWT>` shows the SKU's live count
- * over `/v1/stream` and a Reserve button (the token is needed only to reserve).
+ * over `/v1/stream` and a Reserve button (the token is needed only to reserve);
+ * `&cart=A,B` adds a button holding one of each as a cart (all or nothing).
  * `/?drop=NAME` follows a drop: it reads `GET /v1/drops/NAME`, watches the
  * current cycle's SKU (or the next one's), and moves to the next cycle when
  * the current one closes.
@@ -28,6 +29,8 @@ const params = new URLSearchParams(location.search);
 const drop = params.get('drop');
 let sku = drop ? null : params.get('sku');
 const token = params.get('token');
+// &cart=A,B,C: a cart of one unit of each (held all-or-nothing), beside the SKU watched.
+const cartSkus = (params.get('cart') || '').split(',').filter((s) => s !== '').slice(0, 20);
 const $ = (id) => document.getElementById(id);
 
 function newKey() {
@@ -69,6 +72,8 @@ if (!sku && !drop) {
     showState();
     $('reserve').disabled = !canReserve();
     $('release').disabled = !(lastReservation && lastReservation.status === 'held' && socket && socket.readyState === 1);
+    $('cart').hidden = cartSkus.length === 0;
+    $('cart').disabled = !(token && socket && socket.readyState === 1);
   };
   const show = (text, isError) => {
     $('result').textContent = text;
@@ -101,6 +106,11 @@ if (!sku && !drop) {
         lastReservation = message.reservation;
         show('reservation ' + lastReservation.reservationId.slice(0, 8) + '… ' + lastReservation.status +
           (lastReservation.status === 'held' ? ' until ' + new Date(lastReservation.expiresAt).toLocaleTimeString() : ''), false);
+      } else if (message.type === 'cart') {
+        show('cart ' + message.cart.cartId.slice(0, 8) + '… held: ' + message.cart.items.map((i) => i.sku).join(', ') +
+          ' until ' + new Date(message.cart.expiresAt).toLocaleTimeString(), false);
+      } else if (message.type === 'error' && message.line !== undefined) {
+        show(message.status + ' ' + message.code + ' (line ' + message.line + ', ' + message.sku + '): ' + message.detail + ' · nothing held', true);
       } else if (message.type === 'error' && drop && message.sku && message.sku === sku && message.code === 'not_found') {
         // The next cycle is announced but its SKU not created yet: ask again shortly.
         setTimeout(() => {
@@ -168,6 +178,11 @@ if (!sku && !drop) {
     if (!canReserve()) return;
     socket.send(JSON.stringify({ type: 'reserve', id: 'r' + ++counter, sku, quantity: 1, idempotencyKey: newKey() }));
   };
+  $('cart').textContent = 'Hold cart: ' + cartSkus.join(' + ');
+  $('cart').onclick = () => {
+    if (!socket || cartSkus.length === 0) return;
+    socket.send(JSON.stringify({ type: 'cart', id: 'c' + ++counter, idempotencyKey: newKey(), items: cartSkus.map((s) => ({ sku: s, quantity: 1 })) }));
+  };
   $('release').onclick = () => {
     if (!lastReservation || !socket) return;
     socket.send(JSON.stringify({ type: 'release', id: 'r' + ++counter, reservationId: lastReservation.reservationId }));
@@ -205,7 +220,7 @@ export const pageHtml = `<!doctype html>
   <div class="muted">available</div>
   <div id="available">–</div>
   <div id="counts" class="muted"></div>
-  <p><button id="reserve" disabled>Reserve 1</button><button id="release" disabled>Release</button></p>
+  <p><button id="reserve" disabled>Reserve 1</button><button id="release" disabled>Release</button><button id="cart" hidden disabled>Hold cart</button></p>
   <p id="result"></p>
   <p class="muted"><span id="status">connecting</span> · <span id="who"></span></p>
 </section>

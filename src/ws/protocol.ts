@@ -12,7 +12,9 @@ export type ClientMessage =
   | { type: 'subscribe'; skus: string[] }
   | { type: 'unsubscribe'; skus: string[] }
   | { type: 'reserve'; id: string; sku: string; quantity: number; idempotencyKey: string }
-  | { type: 'release'; id: string; reservationId: string };
+  | { type: 'release'; id: string; reservationId: string }
+  /** A cart (docs/carts.md): every line held, or nothing; `items` as in POST /v1/carts. */
+  | { type: 'cart'; id: string; items: unknown[]; idempotencyKey: string };
 
 /**
  * Codes a stream client can see: the HTTP problem codes (same meaning, same
@@ -69,6 +71,18 @@ const validators: Record<ClientMessage['type'], ReturnType<typeof ajv.compile>> 
     required: ['type', 'id', 'reservationId'],
     additionalProperties: false,
   }),
+  // The lines are checked like the HTTP body (src/carts/body.ts), so a refusal names its line.
+  cart: ajv.compile({
+    type: 'object',
+    properties: {
+      type: { type: 'string' },
+      id,
+      items: { type: 'array', maxItems: 1000 },
+      idempotencyKey: { type: 'string', pattern: '^[\\x21-\\x7e]{1,200}$' },
+    },
+    required: ['type', 'id', 'items', 'idempotencyKey'],
+    additionalProperties: false,
+  }),
 };
 
 export type Parsed =
@@ -90,7 +104,7 @@ export function parseClientMessage(data: ArrayBuffer, isBinary: boolean): Parsed
   const given = typeof record.id === 'string' && record.id.length >= 1 && record.id.length <= 100 ? record.id : undefined;
   const type = record.type;
   if (typeof type !== 'string' || !Object.hasOwn(validators, type)) {
-    return withId({ ok: false, detail: 'type must be one of subscribe, unsubscribe, reserve, release' }, given);
+    return withId({ ok: false, detail: 'type must be one of subscribe, unsubscribe, reserve, release, cart' }, given);
   }
   const validate = validators[type as ClientMessage['type']];
   if (!validate(value)) {
@@ -138,6 +152,8 @@ export interface ErrorFields {
   detail: string;
   id?: string;
   sku?: string;
+  /** A cart's refusal: the index of the line that failed. */
+  line?: number;
 }
 
 export function errorMessage(fields: ErrorFields): string {
@@ -145,6 +161,7 @@ export function errorMessage(fields: ErrorFields): string {
   if (fields.id !== undefined) body.id = fields.id;
   body.status = statusOf(fields.code);
   body.code = fields.code;
+  if (fields.line !== undefined) body.line = fields.line;
   if (fields.sku !== undefined) body.sku = fields.sku;
   body.detail = fields.detail;
   return JSON.stringify(body);
@@ -152,6 +169,10 @@ export function errorMessage(fields: ErrorFields): string {
 
 export function reservationMessage(id: string, reservation: ReservationView): string {
   return JSON.stringify({ type: 'reservation', id, reservation });
+}
+
+export function cartMessage(id: string, cart: unknown): string {
+  return JSON.stringify({ type: 'cart', id, cart });
 }
 
 export interface HelloFields {

@@ -7,7 +7,10 @@ import { problem } from '../http/problem.js';
 import { clientIp, type TrustedProxies } from '../ratelimit/client-ip.js';
 import type { LimitExceeded, RateLimits } from '../ratelimit/rate-limits.js';
 import { requestIdFor } from '../http/exchange.js';
+import { parseCartBody } from '../carts/body.js';
+import type { CartsApi } from '../carts/coordinator.js';
 import {
+  cartMessage,
   errorMessage,
   helloMessage,
   maxStockFrameBytes,
@@ -77,6 +80,10 @@ export interface StreamDependencies {
   trustProxy?: TrustedProxies;
   /** A reserve was answered: ok, or refused with a code (metrics). */
   onReservationAnswer?: (ok: boolean, code?: string) => void;
+  /** Carts (the `cart` command; absent: refused), CART_MAX_LINES, and each answer's outcome (metrics). */
+  carts?: Pick<CartsApi, 'create'>;
+  cartMaxLines?: number;
+  onCartAnswer?: (outcome: string) => void;
 }
 
 interface SocketState {
@@ -346,6 +353,9 @@ export class StockStream {
         );
         return;
       }
+      case 'cart':
+        this.cart(state, message);
+        return;
       case 'release': {
         const auth = this.auth(state);
         if (!auth.ok) {
@@ -364,6 +374,33 @@ export class StockStream {
         return;
       }
     }
+  }
+
+  /** A cart, as POST /v1/carts: every line held or nothing; a refusal names its line. */
+  private cart(state: SocketState, message: Extract<ClientMessage, { type: 'cart' }>): void {
+    const auth = this.auth(state);
+    const carts = this.deps.carts;
+    if (!auth.ok || carts === undefined) {
+      this.error(state, { code: auth.ok ? 'not_found' : 'unauthorized', detail: auth.ok ? 'carts are not served here' : auth.detail, id: message.id });
+      return;
+    }
+    const { id, idempotencyKey } = message;
+    const items = parseCartBody({ items: message.items }, this.deps.cartMaxLines ?? 20);
+    if (!Array.isArray(items)) {
+      this.deps.onCartAnswer?.('invalid_request');
+      this.error(state, { code: 'invalid_message', id, ...items });
+      return;
+    }
+    this.withinRateLimit(state, auth.shopperId, id, () =>
+      carts.create(auth.shopperId, idempotencyKey, items).then(
+        (outcome) => {
+          this.deps.onCartAnswer?.(outcome.ok ? 'held' : outcome.code);
+          if (outcome.ok) this.send(state, cartMessage(id, outcome.value));
+          else this.error(state, { code: outcome.code, detail: outcome.detail, id, ...(outcome.line === undefined ? {} : { line: outcome.line, sku: outcome.sku! }) });
+        },
+        (error: unknown) => this.unexpected(state, error, id),
+      ),
+    );
   }
 
   private subscribe(state: SocketState, requested: string[]): void {
