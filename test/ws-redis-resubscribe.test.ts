@@ -2,7 +2,7 @@ import t from 'tap';
 import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import pino from 'pino';
-import Redis from 'ioredis';
+import { Redis } from 'ioredis';
 import { spawnRedis } from './helpers/redis.js';
 import { freePort } from './helpers/net.js';
 import { skipBecause } from './helpers/skip.js';
