@@ -1,7 +1,9 @@
 import TinyQueue from 'tinyqueue';
+import { keepSeed, waitingRoomChangeRefusal, WaitingRoom, type JoinDecision, type QueueState } from './waiting-room.js';
 import { RememberedKeys, slotHash, type PackedGeneration } from './remembered-keys.js';
 import {
   defaultIdempotencyKeyTtlMs,
+  defaultMaxQueueTicketsPerSku,
   defaultReservationMemoryMs,
   type AllocatorLimits,
   type CheckoutStartedEvent,
@@ -137,6 +139,8 @@ export class SkuAllocator {
   /** settledAtMs of `settledIds`, side by side, so the check on every apply needs no Map lookup. */
   private settledTimes: number[] = [];
   private settledHead = 0;
+  /** The SKU's waiting room (empty unless its config has one). */
+  queue = new WaitingRoom();
   readonly reservationMemoryMs: number;
   readonly idempotencyKeyTtlMs: number;
   /** Held reservations by expiry; entries that stopped being held are skipped lazily. */
@@ -168,6 +172,8 @@ export class SkuAllocator {
 
   configure(config: SkuConfig, nowMs: number): ConfigureDecision {
     const committed = this.held + this.sold;
+    const roomRefusal = waitingRoomChangeRefusal(this.config, config, this.queue.size);
+    if (roomRefusal !== null) return roomRefusal;
     if (config.stock < committed) {
       return {
         ok: false,
@@ -178,8 +184,15 @@ export class SkuAllocator {
     return {
       ok: true,
       created: this.config === null,
-      event: { kind: 'configured', sku: this.sku, seq: this.seq + 1, atMs: nowMs, config: { ...config } },
+      event: { kind: 'configured', sku: this.sku, seq: this.seq + 1, atMs: nowMs, config: keepSeed(this.config, config) },
     };
+  }
+
+  /** A ticket in the waiting room: the shopper's existing one, or the event of `ticketId`. */
+  joinQueue(shopperId: string, ticketId: string, nowMs: number): JoinDecision {
+    if (this.config === null) return { ok: false, code: 'not_found', detail: `SKU ${this.sku} does not exist` };
+    const max = this.limits.maxQueueTicketsPerSku ?? defaultMaxQueueTicketsPerSku;
+    return this.queue.join(this.sku, this.seq + 1, shopperId, ticketId, this.config, max, nowMs);
   }
 
   reserve(cmd: ReserveCommand, nowMs: number, options?: ReserveOptions): ReserveDecision {
@@ -477,6 +490,10 @@ export class SkuAllocator {
       case 'checkout_started':
         this.applyCheckoutStarted(event);
         break;
+      case 'queue_joined':
+        if (this.config === null) throw new InvariantViolation(`${this.sku}: queue_joined before configured`);
+        this.queue.apply(event, this.config);
+        break;
       case 'committed': {
         const reservation = this.requireReservation(event.reservationId, 'checking_out');
         reservation.status = 'paid';
@@ -614,6 +631,7 @@ export class SkuAllocator {
       checkoutKeys: [...this.checkoutKeys.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.entries(),
+      queue: structuredClone(this.queue.exportState()),
     };
   }
 
@@ -643,6 +661,7 @@ export class SkuAllocator {
       checkoutKeys: [...this.checkoutKeys.entries()],
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.pack(),
+      queue: this.queue.exportState(),
     };
   }
 
@@ -686,6 +705,13 @@ export class SkuAllocator {
     }
     a.settledIds = [...state.settledOrder];
     a.rememberedKeys.load(state.rememberedKeys);
+    if (state.queue !== undefined) {
+      try {
+        a.queue = WaitingRoom.restore(state.queue, state.sku, a.config);
+      } catch (error) {
+        throw new InvariantViolation((error as Error).message);
+      }
+    }
     a.assertInvariants();
     return a;
   }
@@ -709,6 +735,8 @@ export interface AllocatorState {
   checkoutKeys: [string, CheckoutRecord][];
   settledOrder: string[];
   rememberedKeys: PackedGeneration[];
+  /** The waiting room's joins (absent in states written before waiting rooms: none). */
+  queue?: QueueState;
 }
 
 export interface AllocatorSnapshot {
@@ -727,6 +755,7 @@ export interface AllocatorSnapshot {
   settledOrder: string[];
   /** [generation, hash, second] of every remembered key. */
   rememberedKeys: [number, number, number][];
+  queue: QueueState;
 }
 
 export function idempotencySlot(shopperId: string, idempotencyKey: string): string {

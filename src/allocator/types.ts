@@ -13,6 +13,18 @@ export interface SkuConfig {
   /** Sale window; null means open on that side. Epoch milliseconds. */
   startsAtMs: number | null;
   endsAtMs: number | null;
+  /** Opt-in waiting room (src/allocator/waiting-room.ts); absent or null: none. */
+  waitingRoom?: WaitingRoomConfig | null;
+}
+
+export interface WaitingRoomConfig {
+  /** Tickets admitted per second, from the start of the sale. */
+  admitPerSecond: number;
+  /**
+   * The pre-queue shuffle's seed: 32 hex digits drawn by the shard when the waiting room is first
+   * configured, kept by later configurations, logged with the config and never shown to shoppers.
+   */
+  seed: string;
 }
 
 /**
@@ -105,7 +117,15 @@ export interface ArchivedEvent extends EventBase {
   kind: 'archived';
 }
 
+/** A shopper took a ticket in the SKU's waiting room. */
+export interface QueueJoinedEvent extends EventBase {
+  kind: 'queue_joined';
+  ticketId: string;
+  shopperId: string;
+}
+
 export type StockEvent =
+  | QueueJoinedEvent
   | ArchivedEvent
   | ConfiguredEvent
   | ReservedEvent
@@ -130,7 +150,11 @@ export interface AllocatorLimits {
   reservationMemoryMs?: number;
   /** How long an idempotency key is honoured after its request (default 86,400,000 ms = 24 h). */
   idempotencyKeyTtlMs?: number;
+  /** Tickets one SKU's waiting room holds at most (QUEUE_MAX_TICKETS; default 250,000). */
+  maxQueueTicketsPerSku?: number;
 }
+
+export const defaultMaxQueueTicketsPerSku = 250_000;
 
 export const defaultReservationMemoryMs = 300_000;
 export const defaultIdempotencyKeyTtlMs = 86_400_000;
@@ -153,7 +177,11 @@ export type RejectionCode =
   | 'too_many_holds'
   | 'stock_below_committed'
   | 'not_found'
-  | 'reservation_not_held';
+  | 'reservation_not_held'
+  | 'queue_full'
+  | 'no_waiting_room'
+  | 'waiting_room_in_use'
+  | 'admission_required';
 
 export interface Rejection {
   ok: false;

@@ -7,6 +7,7 @@ import type { TrustedProxies } from '../ratelimit/client-ip.js';
 import type { RateLimits } from '../ratelimit/rate-limits.js';
 import type { Drops } from '../drops/drops.js';
 import type { ClusterSnapshot } from '../cluster/membership.js';
+import type { AdmissionTokens } from '../queue/admission.js';
 
 /**
  * What the HTTP layer asks of payments. The Payments class implements it on the
@@ -37,6 +38,8 @@ export interface HttpDependencies {
   metrics: Metrics;
   /** 429 `rate_limited` on reserve, release and checkout (absent: no limits). */
   rateLimits?: RateLimits;
+  /** Signs and checks waiting-room admission tokens (absent: no waiting-room routes; SKUs with one refuse reservations). */
+  admission?: AdmissionTokens;
   /** Whom to believe in X-Forwarded-For (null: nobody). */
   trustProxy?: TrustedProxies;
   /** A cluster node's membership view (absent: a node alone; no cluster routes); a port call on a front-end thread. */

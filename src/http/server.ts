@@ -12,6 +12,7 @@ import { registerStreamRoutes } from './routes/stream.js';
 import { registerClusterRoutes } from './routes/cluster.js';
 import { unmatchedRoute } from '../metrics/metrics.js';
 import { registerDropRoutes } from './routes/drops.js';
+import { registerQueueRoutes } from './routes/queue.js';
 
 export type { HttpDependencies } from './dependencies.js';
 
@@ -41,6 +42,7 @@ export function registerRoutes(router: Router, deps: HttpDependencies): void {
   registerOrderRoutes(router, deps);
   registerPaymentRoutes(router, deps);
   registerDropRoutes(router, deps);
+  registerQueueRoutes(router, deps);
   registerStreamRoutes(router);
   // No /metrics here: it has its own listener (src/metrics/listener.ts), off the public port.
   registerClusterRoutes(router, deps);

@@ -297,6 +297,18 @@ export class Metrics {
     return metrics;
   }
 
+  /** Waiting-room answers (joins and polls) by the ticket's status. */
+  readonly queueAnswers = new client.Counter({
+    name: 'flashstock_queue_polls_total',
+    help: 'Waiting-room tickets answered (joins and polls), by the status answered: waiting or admitted',
+    labelNames: ['status'] as const,
+    registers: [this.registry],
+  });
+
+  queueAnswered(status: 'waiting' | 'admitted'): void {
+    this.queueAnswers.inc({ status });
+  }
+
   /** A reservation request (HTTP or stream) was answered: ok, or refused with `code`. */
   reservationAnswered(ok: boolean, code?: string): void {
     if (ok) {

@@ -36,8 +36,8 @@ export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig
     seq[i] = e.seq;
     kind[i] = e.kind;
     atMs[i] = e.atMs;
-    reservationId[i] = 'reservationId' in e ? e.reservationId : null;
-    shopperId[i] = e.kind === 'reserved' ? e.shopperId : null;
+    reservationId[i] = eventUuid(e);
+    shopperId[i] = e.kind === 'reserved' || e.kind === 'queue_joined' ? e.shopperId : null;
     quantity[i] = e.kind === 'reserved' ? e.quantity : null;
     expiresAtMs[i] = e.kind === 'reserved' ? e.expiresAtMs : null;
     idempotencyKey[i] = e.kind === 'reserved' || e.kind === 'checkout_started' ? e.idempotencyKey : null;
@@ -90,6 +90,8 @@ export function rowToEvent(row: EventRow): StockEvent {
       return { ...base, kind: row.kind, config: row.config! };
     case 'archived':
       return { ...base, kind: row.kind };
+    case 'queue_joined':
+      return { ...base, kind: row.kind, ticketId: row.reservation_id!, shopperId: row.shopper_id! };
     case 'reserved':
       return {
         ...base,
@@ -110,7 +112,7 @@ export function rowToEvent(row: EventRow): StockEvent {
         paymentMethod: row.payment_method!,
       };
     default:
-      return { ...base, kind: row.kind, reservationId: row.reservation_id! };
+      return { ...base, kind: row.kind as 'released', reservationId: row.reservation_id! };
   }
 }
 
@@ -227,7 +229,13 @@ export function loggedEventsQuery(events: readonly StockEvent[], timeoutMs: numb
 
 /** What makes a logged row a given event: same place, kind, reservation and decision time. */
 export function fingerprintOfEvent(e: StockEvent): string {
-  return `${e.sku}\u0000${e.seq}\u0000${e.kind}\u0000${e.atMs}\u0000${'reservationId' in e ? e.reservationId : ''}`;
+  return `${e.sku}\u0000${e.seq}\u0000${e.kind}\u0000${e.atMs}\u0000${eventUuid(e) ?? ''}`;
+}
+
+/** The uuid column of an event: its reservation's id, or a waiting-room ticket's. */
+function eventUuid(e: StockEvent): string | null {
+  if ('reservationId' in e) return e.reservationId;
+  return e.kind === 'queue_joined' ? e.ticketId : null;
 }
 
 export function fingerprintOfRow(row: LoggedEventRow): string {

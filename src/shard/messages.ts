@@ -6,6 +6,7 @@ import type {
   SkuView,
   StockState,
 } from '../inventory/inventory.js';
+import type { QueueView } from '../queue/view.js';
 
 /**
  * Every message between the router (front ends) and the shards, in one
@@ -19,7 +20,8 @@ export interface ShardRequests {
   configure: { type: 'configure'; sku: string; config: SkuConfig };
   archive: { type: 'archive'; sku: string };
   get_sku: { type: 'get_sku'; sku: string };
-  reserve: { type: 'reserve'; sku: string; shopperId: string; quantity: number; idempotencyKey: string };
+  /** `admitted`: the front end verified an Admission-Token for this shopper and SKU (needed where the SKU has a waiting room). */
+  reserve: { type: 'reserve'; sku: string; shopperId: string; quantity: number; idempotencyKey: string; admitted?: boolean };
   get_reservation: { type: 'get_reservation'; reservationId: string; shopperId: string };
   release: { type: 'release'; reservationId: string; shopperId: string };
   checkout: { type: 'checkout'; reservationId: string; shopperId: string; idempotencyKey: string; paymentMethod: string };
@@ -31,6 +33,9 @@ export interface ShardRequests {
     outcome: 'committed' | 'payment_failed';
     failureReason: string | null;
   };
+  queue_join: { type: 'queue_join'; sku: string; shopperId: string };
+  /** `ticket` carries its SKU's hash (like a reservation id), so it routes without a lookup. */
+  queue_poll: { type: 'queue_poll'; ticket: string; shopperId: string };
 }
 
 export interface ShardReplies {
@@ -42,6 +47,8 @@ export interface ShardReplies {
   release: Outcome<ReservationView>;
   checkout: Outcome<CheckoutView>;
   settle: Outcome<{ changed: boolean }>;
+  queue_join: Outcome<QueueView>;
+  queue_poll: Outcome<QueueView>;
 }
 
 export type ShardRequestType = keyof ShardRequests;

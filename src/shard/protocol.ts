@@ -4,6 +4,8 @@ import { idempotencyKeyPattern, isSkuName, isUuid } from '../http/validation.js'
 import { saleStates, type CheckoutView, type FailureCode, type ReservationView, type SaleState, type SkuView, type StockState } from '../inventory/inventory.js';
 import type { ShardNotice, ShardReply, ShardRequest } from './messages.js';
 import { shardOf, shardOfReservationId } from './placement.js';
+import { isWaitingRoomConfig } from '../allocator/waiting-room.js';
+import type { QueueView } from '../queue/view.js';
 
 /**
  * The shard protocol on the wire between nodes: frames, and the one decoder of
@@ -201,7 +203,9 @@ export function decodeShardRequest(value: unknown, shard: number, shardCount: nu
   const decoded = decodeRequestFields(request);
   if (isRefusal(decoded)) return decoded;
   if ('sku' in decoded) return shardOf(decoded.sku, shardCount) === shard ? decoded : 'wrong_shard';
-  const fromId = shardOfReservationId(decoded.reservationId, shardCount);
+  const fromId = shardOfReservationId(decoded.type === 'queue_poll' ? decoded.ticket : decoded.reservationId, shardCount);
+  // A ticket always carries its SKU's hash.
+  if (decoded.type === 'queue_poll') return fromId === shard ? decoded : 'wrong_shard';
   // Ids minted before shards carry no SKU hash: the caller resolved their shard through the log.
   return fromId === null || fromId === shard ? decoded : 'wrong_shard';
 }
@@ -219,7 +223,12 @@ function decodeRequestFields(r: Record<string, unknown>): Decoded<ShardRequest> 
     case 'reserve':
       if (!isSkuText(r.sku) || !isShopperId(r.shopperId) || !isIdempotencyKey(r.idempotencyKey)) return 'bad_field';
       if (!isIntIn(r.quantity, 1, maxConfigInt)) return 'bad_field';
-      return { type: 'reserve', sku: r.sku, shopperId: r.shopperId, quantity: r.quantity, idempotencyKey: r.idempotencyKey };
+      if (r.admitted !== undefined && typeof r.admitted !== 'boolean') return 'bad_field';
+      return { type: 'reserve', sku: r.sku, shopperId: r.shopperId, quantity: r.quantity, idempotencyKey: r.idempotencyKey, admitted: r.admitted === true };
+    case 'queue_join':
+      return isSkuText(r.sku) && isShopperId(r.shopperId) ? { type: 'queue_join', sku: r.sku, shopperId: r.shopperId } : 'bad_field';
+    case 'queue_poll':
+      return isUuidText(r.ticket) && isShopperId(r.shopperId) ? { type: 'queue_poll', ticket: r.ticket, shopperId: r.shopperId } : 'bad_field';
     case 'get_reservation':
     case 'release':
       if (!isUuidText(r.reservationId) || !isShopperId(r.shopperId)) return 'bad_field';
@@ -252,7 +261,12 @@ function decodeSkuConfig(value: unknown): Decoded<SkuConfig> {
   const { startsAtMs, endsAtMs } = c;
   if (!isInstantOrNull(startsAtMs) || !isInstantOrNull(endsAtMs)) return 'bad_field';
   if (startsAtMs !== null && endsAtMs !== null && endsAtMs <= startsAtMs) return 'bad_field';
-  return { stock: c.stock, perShopperLimit: c.perShopperLimit, holdSeconds: c.holdSeconds, priceCents: c.priceCents, currency: c.currency, startsAtMs, endsAtMs };
+  const config: SkuConfig = { stock: c.stock, perShopperLimit: c.perShopperLimit, holdSeconds: c.holdSeconds, priceCents: c.priceCents, currency: c.currency, startsAtMs, endsAtMs };
+  if (c.waitingRoom !== undefined && c.waitingRoom !== null) {
+    if (!isWaitingRoomConfig(c.waitingRoom)) return 'bad_field';
+    config.waitingRoom = { admitPerSecond: c.waitingRoom.admitPerSecond, seed: c.waitingRoom.seed };
+  }
+  return config;
 }
 
 // ------------------------------------------------------------------ replies
@@ -269,6 +283,10 @@ const failureCodes: Readonly<Record<FailureCode, true>> = {
   not_found: true,
   reservation_not_held: true,
   unavailable: true,
+  queue_full: true,
+  no_waiting_room: true,
+  waiting_room_in_use: true,
+  admission_required: true,
 };
 
 const reservationStatuses: Readonly<Record<ReservationStatus, true>> = {
@@ -322,6 +340,13 @@ function decodeReplyValue(request: ShardRequest, value: unknown): Decoded<ReplyV
       return isObject(value) && typeof (value as { changed?: unknown }).changed === 'boolean'
         ? { changed: (value as { changed: boolean }).changed }
         : 'bad_field';
+    case 'queue_join':
+    case 'queue_poll': {
+      const view = decodeQueueView(value);
+      if (isRefusal(view)) return view;
+      const same = request.type === 'queue_join' ? view.sku === request.sku : view.ticket === request.ticket;
+      return same ? view : 'mismatch';
+    }
   }
 }
 
@@ -365,6 +390,14 @@ function decodeCheckoutView(value: unknown, reservationId: string): Decoded<Chec
   const v = value as Record<string, unknown>;
   if (!isUuidText(v.orderId) || !isUuidText(v.reservationId) || v.status !== 'pending') return 'bad_field';
   return v.reservationId === reservationId ? { orderId: v.orderId, reservationId: v.reservationId, status: 'pending' } : 'mismatch';
+}
+
+function decodeQueueView(value: unknown): Decoded<QueueView> {
+  if (!isObject(value)) return 'bad_field';
+  const v = value as Record<string, unknown>;
+  if (!isUuidText(v.ticket) || !isSkuText(v.sku) || (v.status !== 'waiting' && v.status !== 'admitted')) return 'bad_field';
+  if ((v.position !== null && !isCount(v.position)) || !isCount(v.estimatedWaitSeconds)) return 'bad_field';
+  return { ticket: v.ticket, sku: v.sku, status: v.status, position: v.position as number | null, estimatedWaitSeconds: v.estimatedWaitSeconds };
 }
 
 function decodeStockState(value: unknown): Decoded<StockState> {

@@ -286,6 +286,10 @@ function dispatch(shard: Shard, request: ShardRequests[ShardRequestType]): Promi
       return shard.settle(request);
     case 'archive':
       return shard.archive(request);
+    case 'queue_join':
+      return shard.queueJoin(request);
+    case 'queue_poll':
+      return shard.queuePoll(request);
     default: {
       const unknown: never = request;
       return Promise.resolve({ ok: false, code: 'unavailable', detail: `unknown request ${JSON.stringify(unknown)}` });

@@ -1,3 +1,4 @@
+import type { AdmissionTokens } from '../queue/admission.js';
 import type uWS from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -45,6 +46,7 @@ export interface LiveStockDependencies {
   rateLimits?: RateLimits;
   trustProxy?: TrustedProxies;
   onReservationAnswer?: (ok: boolean, code?: string) => void;
+  admission?: AdmissionTokens;
   /** The stream's clock: message rates and the slow-consumer timeout (default Date.now). */
   nowMs?: () => number;
 }
@@ -73,6 +75,7 @@ export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependenci
       ...(deps.trustProxy === undefined ? {} : { trustProxy: deps.trustProxy }),
       ...(deps.onReservationAnswer === undefined ? {} : { onReservationAnswer: deps.onReservationAnswer }),
       ...(deps.nowMs === undefined ? {} : { nowMs: deps.nowMs }),
+      ...(deps.admission === undefined ? {} : { admission: deps.admission }),
     },
     {
       maxMessageBytes: config.wsMaxMessageBytes,
