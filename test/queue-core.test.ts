@@ -5,6 +5,8 @@ import { preQueueRanks } from '../src/allocator/waiting-room.js';
 import { decodeSnapshot, encodeSnapshot } from '../src/snapshot/codec.js';
 import { queueView } from '../src/queue/view.js';
 import { spearman } from './helpers/rank.js';
+import { decodeShardReply, decodeShardRequest } from '../src/shard/protocol.js';
+import { newReservationId, shardOf } from '../src/shard/placement.js';
 
 // The waiting room's pure core: the pre-queue draw, admission times, limits, replay and snapshots.
 
@@ -125,4 +127,24 @@ t.test('replaying the log and decoding a snapshot give the same positions', asyn
     t.same(Array.from({ length: 80 }, (_, i) => queueView(replayed, i, now)), want, `replayed, at ${now - startsAtMs} ms`);
     t.same(Array.from({ length: 80 }, (_, i) => queueView(decoded, i, now)), want, `decoded, at ${now - startsAtMs} ms`);
   }
+});
+
+t.test('the shard protocol carries waiting-room messages and refuses lies about them', async (t) => {
+  const shards = 16;
+  const shard = shardOf('Q', shards);
+  const ticket = newReservationId('Q');
+  const join = { type: 'queue_join', sku: 'Q', shopperId: 's1' } as const;
+  const poll = { type: 'queue_poll', ticket, shopperId: 's1' } as const;
+  t.same(decodeShardRequest(join, shard, shards), join);
+  t.same(decodeShardRequest(poll, shard, shards), poll);
+  t.equal(decodeShardRequest(poll, (shard + 1) % shards, shards), 'wrong_shard', "a ticket names its SKU's shard");
+  t.equal(decodeShardRequest({ ...poll, ticket: 'nope' }, shard, shards), 'bad_field');
+  const configure = { type: 'configure', sku: 'Q', config };
+  t.same(decodeShardRequest(configure, shard, shards), configure, 'a waiting room travels with its config');
+  t.equal(decodeShardRequest({ ...configure, config: { ...config, waitingRoom: { admitPerSecond: 0, seed: 'x' } } }, shard, shards), 'bad_field');
+  const view = { ticket, sku: 'Q', status: 'waiting', position: 3, estimatedWaitSeconds: 2 };
+  t.same(decodeShardReply(poll, { ok: true, value: view }), { ok: true, value: view });
+  t.equal(decodeShardReply(poll, { ok: true, value: { ...view, ticket: newReservationId('Q') } }), 'mismatch', "another ticket's answer");
+  t.equal(decodeShardReply(join, { ok: true, value: { ...view, position: -1 } }), 'bad_field');
+  t.same(decodeShardReply(join, { ok: false, code: 'queue_full', detail: 'full' }), { ok: false, code: 'queue_full', detail: 'full' });
 });

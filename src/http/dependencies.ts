@@ -38,8 +38,8 @@ export interface HttpDependencies {
   metrics: Metrics;
   /** 429 `rate_limited` on reserve, release and checkout (absent: no limits). */
   rateLimits?: RateLimits;
-  /** Signs and checks waiting-room admission tokens (absent: no waiting-room routes; SKUs with one refuse reservations). */
-  admission?: AdmissionTokens;
+  /** Signs and checks waiting-room admission tokens (src/queue/admission.ts). */
+  admission: AdmissionTokens;
   /** Whom to believe in X-Forwarded-For (null: nobody). */
   trustProxy?: TrustedProxies;
   /** A cluster node's membership view (absent: a node alone; no cluster routes); a port call on a front-end thread. */

@@ -594,7 +594,7 @@ const paths: Record<string, Json> = {
       responses: {
         '200': ok('SkuView', 'updated'),
         '201': ok('SkuView', 'created'),
-        ...problems([400, ['invalid_request']], 401, [409, ['stock_below_committed']], ...bodyProblems, [503, ['unavailable']]),
+        ...problems([400, ['invalid_request']], 401, [409, ['stock_below_committed', 'waiting_room_in_use']], ...bodyProblems, [503, ['unavailable']]),
       },
     },
     delete: {

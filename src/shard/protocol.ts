@@ -224,7 +224,7 @@ function decodeRequestFields(r: Record<string, unknown>): Decoded<ShardRequest> 
       if (!isSkuText(r.sku) || !isShopperId(r.shopperId) || !isIdempotencyKey(r.idempotencyKey)) return 'bad_field';
       if (!isIntIn(r.quantity, 1, maxConfigInt)) return 'bad_field';
       if (r.admitted !== undefined && typeof r.admitted !== 'boolean') return 'bad_field';
-      return { type: 'reserve', sku: r.sku, shopperId: r.shopperId, quantity: r.quantity, idempotencyKey: r.idempotencyKey, admitted: r.admitted === true };
+      return { type: 'reserve', sku: r.sku, shopperId: r.shopperId, quantity: r.quantity, idempotencyKey: r.idempotencyKey, ...(r.admitted === true ? { admitted: true } : {}) };
     case 'queue_join':
       return isSkuText(r.sku) && isShopperId(r.shopperId) ? { type: 'queue_join', sku: r.sku, shopperId: r.shopperId } : 'bad_field';
     case 'queue_poll':

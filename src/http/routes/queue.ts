@@ -18,7 +18,6 @@ export function registerQueueRoutes(
   deps: Pick<HttpDependencies, 'inventory' | 'verifyShopper' | 'rateLimits' | 'admission' | 'metrics'>,
 ): void {
   const { inventory, verifyShopper, rateLimits, admission, metrics } = deps;
-  if (admission === undefined) return;
 
   router.route('/v1/skus/:sku/queue', {
     post: (exchange, req) => {
