@@ -74,6 +74,10 @@ t.test('admission at admitPerSecond, within a second of the setting', async (t) 
     }
   }
   t.ok(Math.abs(admitted - 10 * rate) <= rate, `${admitted} admitted after 10 s at ${rate}/s`);
+  const metrics = await (await fetch(`${api.metricsUrl}/metrics`)).text();
+  t.match(metrics, `flashstock_queue_tickets{state="admitted"} ${admitted}\n`, 'the gauge counts the admitted');
+  t.match(metrics, `flashstock_queue_tickets{state="waiting"} ${shoppers - admitted}\n`, 'and the waiting');
+  t.match(metrics, /flashstock_queue_polls_total\{status="admitted"\} [1-9]/, 'polls are counted');
   const late = await join('Q', 'latecomer');
   t.same([late.body.status, late.body.position], ['waiting', shoppers - admitted + 1], 'a latecomer queues behind everyone');
   t.ok(late.body.estimatedWaitSeconds >= 9 && late.body.estimatedWaitSeconds <= 11, `estimated wait ${late.body.estimatedWaitSeconds} s`);

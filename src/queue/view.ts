@@ -15,6 +15,12 @@ export interface QueueView {
   estimatedWaitSeconds: number;
 }
 
+/** Tickets of the waiting rooms in memory (flashstock_queue_tickets). */
+export interface QueueTicketCounts {
+  waiting: number;
+  admitted: number;
+}
+
 /** Ticket `index` of `allocator`'s waiting room at `nowMs`: one object, O(log n). */
 export function queueView(allocator: SkuAllocator, index: number, nowMs: number): QueueView {
   const queue = allocator.queue;
