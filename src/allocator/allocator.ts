@@ -191,6 +191,7 @@ export class SkuAllocator {
   /** A ticket in the waiting room: the shopper's existing one, or the event of `ticketId`. */
   joinQueue(shopperId: string, ticketId: string, nowMs: number): JoinDecision {
     if (this.config === null) return { ok: false, code: 'not_found', detail: `SKU ${this.sku} does not exist` };
+    if (this.archived) return { ok: false, code: 'sale_not_open', detail: 'the sale is archived' };
     const max = this.limits.maxQueueTicketsPerSku ?? defaultMaxQueueTicketsPerSku;
     return this.queue.join(this.sku, this.seq + 1, shopperId, ticketId, this.config, max, nowMs);
   }
