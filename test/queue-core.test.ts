@@ -1,5 +1,5 @@
 import t from 'tap';
-import { SkuAllocator } from '../src/allocator/allocator.js';
+import { InvariantViolation, SkuAllocator } from '../src/allocator/allocator.js';
 import { defaultAllocatorLimits, type SkuConfig, type StockEvent } from '../src/allocator/types.js';
 import { preQueueRanks } from '../src/allocator/waiting-room.js';
 import { decodeSnapshot, encodeSnapshot } from '../src/snapshot/codec.js';
@@ -119,6 +119,8 @@ t.test('replaying the log and decoding a snapshot give the same positions', asyn
   for (let i = 0; i < 60; i++) join(`s${i}`, startsAtMs - 5000 + i);
   for (let i = 0; i < 20; i++) join(`l${i}`, startsAtMs + 300 * i);
   const replayed = SkuAllocator.replay('Q', defaultAllocatorLimits, log);
+  const twice = { ...log[1]!, seq: allocator.seq + 1 };
+  t.throws(() => SkuAllocator.replay('Q', defaultAllocatorLimits, [...log, twice]), InvariantViolation, 'a ticket joined twice is a broken log');
   const decoded = decodeSnapshot(encodeSnapshot(allocator), defaultAllocatorLimits);
   t.same(replayed.snapshot(), allocator.snapshot(), 'replay rebuilds the same state');
   t.same(decoded.snapshot(), allocator.snapshot(), 'a snapshot round-trips it');

@@ -8,6 +8,7 @@ import {
   type AllocatorLimits,
   type CheckoutStartedEvent,
   type ConfiguredEvent,
+  type QueueJoinedEvent,
   type Rejection,
   type Reservation,
   type ReservedEvent,
@@ -492,8 +493,7 @@ export class SkuAllocator {
         this.applyCheckoutStarted(event);
         break;
       case 'queue_joined':
-        if (this.config === null) throw new InvariantViolation(`${this.sku}: queue_joined before configured`);
-        this.queue.apply(event, this.config);
+        this.applyQueueJoined(event);
         break;
       case 'committed': {
         const reservation = this.requireReservation(event.reservationId, 'checking_out');
@@ -559,6 +559,15 @@ export class SkuAllocator {
     this.held += event.quantity;
     this.liveHolds += 1;
     this.expiryQueue.push({ expiresAtMs: event.expiresAtMs, reservationId: event.reservationId });
+  }
+
+  private applyQueueJoined(event: QueueJoinedEvent): void {
+    if (this.config === null) throw new InvariantViolation(`${this.sku}: queue_joined before configured`);
+    try {
+      this.queue.apply(event, this.config);
+    } catch (error) {
+      throw new InvariantViolation((error as Error).message);
+    }
   }
 
   private applyCheckoutStarted(event: CheckoutStartedEvent): void {
