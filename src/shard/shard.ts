@@ -67,7 +67,7 @@ interface SkuShell {
   retryAtMs: number;
   /** The SKU's reservation-id prefix (its hash), computed once rather than per reservation. */
   idPrefix: string;
-  /** Reservations in memory when the last snapshot was taken (or the SKU loaded): about that snapshot's size. */
+  /** Reservations and waiting-room tickets in memory when the last snapshot was taken (or the SKU loaded): about that snapshot's size. */
   snapshotReservations: number;
 }
 
@@ -158,7 +158,7 @@ export class Shard {
       busy: false,
       retryAtMs: 0,
       idPrefix: reservationIdPrefix(allocator.sku),
-      snapshotReservations: allocator.reservations.size,
+      snapshotReservations: allocator.reservations.size + allocator.queue.size,
     });
     const hash = skuHash(allocator.sku);
     const list = this.byHash.get(hash);
@@ -235,7 +235,7 @@ export class Shard {
       this.passivate(allocator, shell);
     } else if (allocator.seq - shell.snapshotSeq >= Math.max(this.ctx.snapshotEveryEvents, shell.snapshotReservations)) {
       shell.busy = true;
-      const reservations = allocator.reservations.size;
+      const reservations = allocator.reservations.size + allocator.queue.size;
       this.ctx.snapshot({ sku: allocator.sku }).then(
         (written) => {
           // Only a written snapshot spaces the next one (a failed one is retried at the usual distance).
