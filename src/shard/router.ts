@@ -112,14 +112,12 @@ export class Router implements Inventory {
   }
 
   reserve(request: ReserveRequest): Promise<Outcome<ReservationView>> {
-    return this.channel.request(this.shard(request.sku), {
-      type: 'reserve',
-      sku: request.sku,
-      shopperId: request.shopperId,
-      quantity: request.quantity,
-      idempotencyKey: request.idempotencyKey,
-      admitted: request.admitted === true,
-    });
+    const { sku, shopperId, quantity, idempotencyKey } = request;
+    // `admitted` travels only when set (a SKU with a waiting room needs it).
+    const message = request.admitted === true
+      ? { type: 'reserve' as const, sku, shopperId, quantity, idempotencyKey, admitted: true }
+      : { type: 'reserve' as const, sku, shopperId, quantity, idempotencyKey };
+    return this.channel.request(this.shard(sku), message);
   }
 
   /** Take (or get back) the shopper's ticket in the SKU's waiting room. */
