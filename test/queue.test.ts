@@ -31,6 +31,9 @@ t.test('joining before the start: one ticket per shopper, no position until the 
   t.equal((await api.putSku('Q', { stock: 1000, perShopperLimit: 1, startsAt, waitingRoom: { admitPerSecond: rate } })).status, 201);
   t.equal((await api.putSku('R', { stock: 10, startsAt, waitingRoom: { admitPerSecond: 1000 } })).status, 201);
   t.equal((await api.putSku('PLAIN')).status, 201);
+  for (const waitingRoom of [{ admitPerSecond: 0 }, { admitPerSecond: 1.5 }, { admitPerSecond: 5, seed: '00' }, {}]) {
+    t.equal((await api.putSku('BAD', { waitingRoom })).body.code, 'invalid_request', `waitingRoom ${JSON.stringify(waitingRoom)} is refused`);
+  }
   for (let i = 0; i < shoppers; i++) {
     const joined = await join('Q', `shopper-${i}`);
     t.equal(joined.status, 201);
@@ -42,6 +45,9 @@ t.test('joining before the start: one ticket per shopper, no position until the 
   t.equal((await join('PLAIN', 'shopper-1')).body.code, 'no_waiting_room');
   t.equal((await reserveWith('Q', 'shopper-1')).body.code, 'admission_required', 'no token: 403 admission_required');
   t.equal((await reserveWith('PLAIN', 'shopper-1')).status, 201, 'a SKU without a waiting room needs no token');
+  const moved = await api.putSku('Q', { stock: 1000, perShopperLimit: 1, startsAt, waitingRoom: { admitPerSecond: rate + 1 } });
+  t.same([moved.status, moved.body.code], [409, 'waiting_room_in_use'], 'the rate of a waiting room with tickets stays');
+  t.equal((await api.putSku('Q', { stock: 2000, perShopperLimit: 1, startsAt, waitingRoom: { admitPerSecond: rate } })).status, 200, 'other changes are fine');
 });
 
 t.test('at the start: the draw is uncorrelated with join order', async (t) => {
@@ -112,9 +118,12 @@ t.test('tokens: only for their shopper and SKU, not forged, truncated or expired
 t.test('a restart keeps every position and admission', async (t) => {
   const before = await everyPoll();
   await api.service.stop();
-  api = await startTestService(t, {}, options, db.url);
+  api = await startTestService(t, { queueMaxTickets: shoppers + 1 }, options, db.url);
   t.same(await everyPoll(), before, 'the same answers from the log');
   t.equal((await join('Q', 'shopper-3')).body.ticket, tickets[3], 'and the same tickets');
+  const full = await join('Q', 'one-too-many');
+  t.same([full.status, full.body.code], [503, 'queue_full'], 'past QUEUE_MAX_TICKETS: 503 queue_full');
+  t.ok(full.headers.get('retry-after'), 'with Retry-After');
 });
 
 async function everyPoll(): Promise<unknown[]> {
