@@ -45,6 +45,10 @@ t.test('joining before the start: one ticket per shopper, no position until the 
   t.equal((await join('PLAIN', 'shopper-1')).body.code, 'no_waiting_room');
   t.equal((await reserveWith('Q', 'shopper-1')).body.code, 'admission_required', 'no token: 403 admission_required');
   t.equal((await reserveWith('PLAIN', 'shopper-1')).status, 201, 'a SKU without a waiting room needs no token');
+  const view = (await api.call('GET', '/v1/skus/Q')).body;
+  t.same(view.waitingRoom, { admitPerSecond: rate }, 'the SKU view shows the waiting room, never its seed');
+  t.notOk(JSON.stringify(view).includes('seed'));
+  t.notOk('waitingRoom' in (await api.call('GET', '/v1/skus/PLAIN')).body, 'and only where there is one');
   const moved = await api.putSku('Q', { stock: 1000, perShopperLimit: 1, startsAt, waitingRoom: { admitPerSecond: rate + 1 } });
   t.same([moved.status, moved.body.code], [409, 'waiting_room_in_use'], 'the rate of a waiting room with tickets stays');
   t.equal((await api.putSku('Q', { stock: 2000, perShopperLimit: 1, startsAt, waitingRoom: { admitPerSecond: rate } })).status, 200, 'other changes are fine');

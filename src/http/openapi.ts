@@ -92,6 +92,13 @@ const schemas: Record<string, Json> = {
       currency: { type: 'string', pattern: '^[A-Z]{3}$' },
       startsAt: { type: ['string', 'null'], format: 'date-time' },
       endsAt: { type: ['string', 'null'], format: 'date-time' },
+      waitingRoom: {
+        type: 'object',
+        description: 'present when the SKU has a waiting room: reservations need an Admission-Token (POST /v1/skus/{sku}/queue)',
+        properties: { admitPerSecond: { type: 'integer', minimum: 1 } },
+        required: ['admitPerSecond'],
+        additionalProperties: false,
+      },
     },
     required: ['sku', 'state', 'stock', 'available', 'held', 'sold', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency', 'startsAt', 'endsAt'],
     additionalProperties: false,

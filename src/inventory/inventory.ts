@@ -116,6 +116,8 @@ export interface SkuView {
   currency: string;
   startsAt: string | null;
   endsAt: string | null;
+  /** Present when the SKU has a waiting room (its seed is never shown). */
+  waitingRoom?: { admitPerSecond: number };
 }
 
 /**
@@ -177,6 +179,7 @@ export function skuView(allocator: SkuAllocator, nowMs: number): SkuView {
     currency: config.currency,
     startsAt: isoOrNull(config.startsAtMs),
     endsAt: isoOrNull(config.endsAtMs),
+    ...(config.waitingRoom ? { waitingRoom: { admitPerSecond: config.waitingRoom.admitPerSecond } } : {}),
   };
 }
 

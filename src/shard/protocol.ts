@@ -4,7 +4,7 @@ import { idempotencyKeyPattern, isSkuName, isUuid } from '../http/validation.js'
 import { saleStates, type CheckoutView, type FailureCode, type ReservationView, type SaleState, type SkuView, type StockState } from '../inventory/inventory.js';
 import type { ShardNotice, ShardReply, ShardRequest } from './messages.js';
 import { shardOf, shardOfReservationId } from './placement.js';
-import { isWaitingRoomConfig } from '../allocator/waiting-room.js';
+import { isWaitingRoomConfig, maxAdmitPerSecond } from '../allocator/waiting-room.js';
 import type { QueueView } from '../queue/view.js';
 
 /**
@@ -360,7 +360,9 @@ function decodeSkuView(value: unknown, sku: string): Decoded<SkuView> {
   if (!isIsoOrNull(v.startsAt) || !isIsoOrNull(v.endsAt)) return 'bad_field';
   if (typeof v.state !== 'string' || !saleStates.includes(v.state as SaleState)) return 'bad_field';
   if (v.sku !== sku) return 'mismatch';
-  return {
+  const room = v.waitingRoom as { admitPerSecond?: unknown } | undefined;
+  if (room !== undefined && !(isObject(room) && isIntIn(room.admitPerSecond, 1, maxAdmitPerSecond))) return 'bad_field';
+  const view: SkuView = {
     sku: v.sku,
     state: v.state as SaleState,
     stock: v.stock,
@@ -374,6 +376,8 @@ function decodeSkuView(value: unknown, sku: string): Decoded<SkuView> {
     startsAt: v.startsAt,
     endsAt: v.endsAt,
   };
+  if (room !== undefined) view.waitingRoom = { admitPerSecond: room.admitPerSecond as number };
+  return view;
 }
 
 function decodeReservationView(value: unknown): Decoded<ReservationView> {
