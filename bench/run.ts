@@ -3,6 +3,14 @@ import { parseCli, usage } from './lib/cli.js';
 
 /** `npm run bench -- [options]`: see bench/README.md. */
 
+// `--scenario waiting-room` has its own script (it joins and polls tickets): bench/waiting-room.ts.
+const scenarioAt = process.argv.indexOf('--scenario');
+if (scenarioAt > 0 && process.argv[scenarioAt + 1] === 'waiting-room') {
+  const { runWaitingRoomBench } = await import('./waiting-room.js');
+  await runWaitingRoomBench(process.argv.slice(2));
+  process.exit(0);
+}
+
 let options;
 try {
   options = parseCli(process.argv.slice(2));

@@ -244,6 +244,7 @@ function provideMetrics(
       pendingEvents: shards.host.pendingEvents,
       allocators: shards.host.allocatorCount,
       liveHolds: shards.host.liveHolds,
+      ...(shards.host.queueTickets === undefined ? {} : { queueTickets: shards.host.queueTickets }),
       snapshotsWritten: shards.host.stats.snapshotsWritten,
     }),
     pool: storage.pool,

@@ -43,6 +43,10 @@ export interface Config {
   commitTimeoutMs: number;
   maxQuantityPerRequest: number;
   maxLiveHoldsPerSku: number;
+  /** Tickets one SKU's waiting room holds at most (QUEUE_MAX_TICKETS); past it joins get 503 queue_full. */
+  queueMaxTickets: number;
+  /** How long an admission token is good for after it was issued (QUEUE_ADMISSION_TOKEN_SECONDS). */
+  queueAdmissionTokenSeconds: number;
   maxBodyBytes: number;
   /** Most lines one cart may hold (CART_MAX_LINES). */
   cartMaxLines: number;
@@ -257,6 +261,8 @@ function serverSettings(env: Env) {
     commitTimeoutMs: integer(env, 'COMMIT_TIMEOUT_MS', 5_000, 100, 60_000),
     maxQuantityPerRequest: integer(env, 'MAX_QUANTITY_PER_REQUEST', 100, 1, 1_000_000),
     maxLiveHoldsPerSku: integer(env, 'MAX_LIVE_HOLDS_PER_SKU', 1_000_000, 1, 100_000_000),
+    queueMaxTickets: integer(env, 'QUEUE_MAX_TICKETS', 250_000, 1, 10_000_000),
+    queueAdmissionTokenSeconds: integer(env, 'QUEUE_ADMISSION_TOKEN_SECONDS', 300, 10, 86_400),
     maxBodyBytes: integer(env, 'MAX_BODY_BYTES', 16 * 1024, 256, 1024 * 1024),
     cartMaxLines: integer(env, 'CART_MAX_LINES', 20, 1, 1000),
     cartDecisionTimeoutMs: integer(env, 'CART_DECISION_TIMEOUT_MS', 10_000, 100, 600_000),

@@ -74,6 +74,32 @@ if (browserMissing === null) {
     t.ok(await page.locator('#reserve').isDisabled(), 'and no Reserve');
   });
 
+  t.test('a SKU with a waiting room: the page shows the ticket, and Reserve carries the admission token', async (t) => {
+    const api = await startTestService(t);
+    await api.putSku('PAGE-5', { stock: 4, waitingRoom: { admitPerSecond: 1000 } });
+    await api.putSku('PAGE-6', { stock: 4, startsAt: '2099-01-01T00:00:00Z', waitingRoom: { admitPerSecond: 1000 } });
+    const browser = await launchChromium(t);
+    const page = await browser.newPage();
+    const problems: string[] = [];
+    page.on('console', (message) => {
+      if (message.type() === 'error') problems.push(message.text());
+    });
+    await page.goto(`${api.url}/?sku=PAGE-6&token=${encodeURIComponent(api.token('queue-shopper'))}&queue=1`);
+    await page.locator('#queue[data-status="waiting"]').waitFor({ timeout: 10_000 });
+    t.match(await page.locator('#queue').textContent(), /your place is drawn at the start · about \d+ s/, 'before the start: no position yet');
+    t.ok(await page.locator('#reserve').isDisabled(), 'no Reserve while waiting');
+
+    await page.goto(`${api.url}/?sku=PAGE-5&token=${encodeURIComponent(api.token('queue-shopper'))}&queue=1`);
+    await page.locator('#queue[data-status="admitted"]').waitFor({ timeout: 10_000 });
+    t.pass('an empty line admits at once');
+    await page.locator('#available').filter({ hasText: /^4$/ }).waitFor({ timeout: 10_000 });
+    await page.locator('#reserve').click();
+    await page.locator('#available').filter({ hasText: /^3$/ }).waitFor({ timeout: 10_000 });
+    t.match(await page.locator('#result').textContent(), /held/, 'Reserve with the admission token holds a unit');
+    t.equal((await api.reserve('PAGE-5', 'queue-shopper')).body.code, 'admission_required', 'a reserve without the token is refused');
+    t.same(problems, [], 'no console errors (and no CSP violations)');
+  });
+
   t.test('a sale that has not started says so, with its opening time', async (t) => {
     const api = await startTestService(t);
     await api.putSku('PAGE-4', { stock: 4, startsAt: '2099-01-01T00:00:00Z' });

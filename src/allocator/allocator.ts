@@ -1,7 +1,9 @@
 import TinyQueue from 'tinyqueue';
+import { keepSeed, waitingRoomChangeRefusal, WaitingRoom, type JoinDecision, type QueueState } from './waiting-room.js';
 import { RememberedKeys, slotHash, type PackedGeneration } from './remembered-keys.js';
 import {
   defaultIdempotencyKeyTtlMs,
+  defaultMaxQueueTicketsPerSku,
   defaultReservationMemoryMs,
   cartLineKey,
   cartOfKey,
@@ -9,6 +11,7 @@ import {
   type CartPreparedEvent,
   type CheckoutStartedEvent,
   type ConfiguredEvent,
+  type QueueJoinedEvent,
   type Rejection,
   type Reservation,
   type ReservedEvent,
@@ -162,6 +165,8 @@ export class SkuAllocator {
   /** settledAtMs of `settledIds`, side by side, so the check on every apply needs no Map lookup. */
   private settledTimes: number[] = [];
   private settledHead = 0;
+  /** The SKU's waiting room (empty unless its config has one). */
+  queue = new WaitingRoom();
   readonly reservationMemoryMs: number;
   readonly idempotencyKeyTtlMs: number;
   /** Held reservations by expiry; entries that stopped being held are skipped lazily. */
@@ -193,6 +198,8 @@ export class SkuAllocator {
 
   configure(config: SkuConfig, nowMs: number): ConfigureDecision {
     const committed = this.held + this.sold;
+    const roomRefusal = waitingRoomChangeRefusal(this.config, config, this.queue.size);
+    if (roomRefusal !== null) return roomRefusal;
     if (config.stock < committed) {
       return {
         ok: false,
@@ -203,8 +210,16 @@ export class SkuAllocator {
     return {
       ok: true,
       created: this.config === null,
-      event: { kind: 'configured', sku: this.sku, seq: this.seq + 1, atMs: nowMs, config: { ...config } },
+      event: { kind: 'configured', sku: this.sku, seq: this.seq + 1, atMs: nowMs, config: keepSeed(this.config, config) },
     };
+  }
+
+  /** A ticket in the waiting room: the shopper's existing one, or the event of `ticketId`. */
+  joinQueue(shopperId: string, ticketId: string, nowMs: number): JoinDecision {
+    if (this.config === null) return { ok: false, code: 'not_found', detail: `SKU ${this.sku} does not exist` };
+    if (this.archived) return { ok: false, code: 'sale_not_open', detail: 'the sale is archived' };
+    const max = this.limits.maxQueueTicketsPerSku ?? defaultMaxQueueTicketsPerSku;
+    return this.queue.join(this.sku, this.seq + 1, shopperId, ticketId, this.config, max, nowMs);
   }
 
   reserve(cmd: ReserveCommand, nowMs: number, options?: ReserveOptions): ReserveDecision {
@@ -578,6 +593,9 @@ export class SkuAllocator {
       case 'checkout_started':
         this.applyCheckoutStarted(event);
         break;
+      case 'queue_joined':
+        this.applyQueueJoined(event);
+        break;
       case 'committed': {
         const reservation = this.requireReservation(event.reservationId, 'checking_out');
         reservation.status = 'paid';
@@ -643,6 +661,15 @@ export class SkuAllocator {
     this.liveHolds += 1;
     if (event.kind === 'reserved') this.expiryQueue.push({ expiresAtMs: event.expiresAtMs, reservationId: event.reservationId });
     else this.tentative.set(event.reservationId, event.atMs);
+  }
+
+  private applyQueueJoined(event: QueueJoinedEvent): void {
+    if (this.config === null) throw new InvariantViolation(`${this.sku}: queue_joined before configured`);
+    try {
+      this.queue.apply(event, this.config);
+    } catch (error) {
+      throw new InvariantViolation((error as Error).message);
+    }
   }
 
   private applyCheckoutStarted(event: CheckoutStartedEvent): void {
@@ -716,6 +743,7 @@ export class SkuAllocator {
       checkoutKeys: [...this.checkoutKeys.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.entries(),
+      queue: structuredClone(this.queue.exportState()),
     };
   }
 
@@ -745,6 +773,7 @@ export class SkuAllocator {
       checkoutKeys: [...this.checkoutKeys.entries()],
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.pack(),
+      queue: this.queue.exportState(),
     };
   }
 
@@ -789,6 +818,13 @@ export class SkuAllocator {
     }
     a.settledIds = [...state.settledOrder];
     a.rememberedKeys.load(state.rememberedKeys);
+    if (state.queue !== undefined) {
+      try {
+        a.queue = WaitingRoom.restore(state.queue, state.sku, a.config);
+      } catch (error) {
+        throw new InvariantViolation((error as Error).message);
+      }
+    }
     a.assertInvariants();
     return a;
   }
@@ -812,6 +848,8 @@ export interface AllocatorState {
   checkoutKeys: [string, CheckoutRecord][];
   settledOrder: string[];
   rememberedKeys: PackedGeneration[];
+  /** The waiting room's joins (absent in states written before waiting rooms: none). */
+  queue?: QueueState;
 }
 
 export interface AllocatorSnapshot {
@@ -830,6 +868,7 @@ export interface AllocatorSnapshot {
   settledOrder: string[];
   /** [generation, hash, second] of every remembered key. */
   rememberedKeys: [number, number, number][];
+  queue: QueueState;
 }
 
 function notInCart(reservationId: string): Rejection {

@@ -13,6 +13,18 @@ export interface SkuConfig {
   /** Sale window; null means open on that side. Epoch milliseconds. */
   startsAtMs: number | null;
   endsAtMs: number | null;
+  /** Opt-in waiting room (src/allocator/waiting-room.ts); absent or null: none. */
+  waitingRoom?: WaitingRoomConfig | null;
+}
+
+export interface WaitingRoomConfig {
+  /** Tickets admitted per second, from the start of the sale. */
+  admitPerSecond: number;
+  /**
+   * The pre-queue shuffle's seed: 32 hex digits drawn by the shard when the waiting room is first
+   * configured, kept by later configurations, logged with the config and never shown to shoppers.
+   */
+  seed: string;
 }
 
 /**
@@ -138,10 +150,18 @@ export interface CartAbortedEvent extends EventBase {
   reservationId: string;
 }
 
+/** A shopper took a ticket in the SKU's waiting room. */
+export interface QueueJoinedEvent extends EventBase {
+  kind: 'queue_joined';
+  ticketId: string;
+  shopperId: string;
+}
+
 export type StockEvent =
   | CartPreparedEvent
   | CartCommittedEvent
   | CartAbortedEvent
+  | QueueJoinedEvent
   | ArchivedEvent
   | ConfiguredEvent
   | ReservedEvent
@@ -166,7 +186,11 @@ export interface AllocatorLimits {
   reservationMemoryMs?: number;
   /** How long an idempotency key is honoured after its request (default 86,400,000 ms = 24 h). */
   idempotencyKeyTtlMs?: number;
+  /** Tickets one SKU's waiting room holds at most (QUEUE_MAX_TICKETS; default 250,000). */
+  maxQueueTicketsPerSku?: number;
 }
+
+export const defaultMaxQueueTicketsPerSku = 250_000;
 
 export const defaultReservationMemoryMs = 300_000;
 export const defaultIdempotencyKeyTtlMs = 86_400_000;
@@ -195,7 +219,11 @@ export type RejectionCode =
   /** The cart was aborted by a shard whose line waited too long for its decision: nothing is held. */
   | 'cart_aborted'
   /** A cart's lines are priced in different currencies: one payment cannot pay for them. */
-  | 'mixed_currencies';
+  | 'mixed_currencies'
+  | 'queue_full'
+  | 'no_waiting_room'
+  | 'waiting_room_in_use'
+  | 'admission_required';
 
 export interface Rejection {
   ok: false;

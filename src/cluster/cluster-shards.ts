@@ -159,6 +159,10 @@ export class ClusterShards implements OwnershipHost, ShardEndpoint {
     return this.host.liveHolds;
   }
 
+  get queueTickets(): { waiting: number; admitted: number } {
+    return this.host.queueTickets;
+  }
+
   stockState(sku: string): StockState | null {
     return this.serving.has(shardOf(sku, this.options.shardCount)) ? this.host.stockState(sku) : null;
   }

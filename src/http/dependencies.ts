@@ -8,6 +8,7 @@ import type { RateLimits } from '../ratelimit/rate-limits.js';
 import type { Drops } from '../drops/drops.js';
 import type { ClusterSnapshot } from '../cluster/membership.js';
 import type { CartsApi } from '../carts/coordinator.js';
+import type { AdmissionTokens } from '../queue/admission.js';
 
 /**
  * What the HTTP layer asks of payments. The Payments class implements it on the
@@ -38,6 +39,8 @@ export interface HttpDependencies {
   metrics: Metrics;
   /** 429 `rate_limited` on reserve, release and checkout (absent: no limits). */
   rateLimits?: RateLimits;
+  /** Signs and checks waiting-room admission tokens (src/queue/admission.ts). */
+  admission: AdmissionTokens;
   /** Whom to believe in X-Forwarded-For (null: nobody). */
   trustProxy?: TrustedProxies;
   /** A cluster node's membership view (absent: a node alone; no cluster routes); a port call on a front-end thread. */

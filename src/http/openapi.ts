@@ -57,6 +57,22 @@ const schemas: Record<string, Json> = {
     additionalProperties: false,
   },
   SkuBody: withoutPrivateKeywords(skuBodySchema),
+  QueueTicket: {
+    type: 'object',
+    description:
+      "A waiting-room ticket. Before the start `position` is null (everyone who joined before startsAt is shuffled once at the start); `admitted` carries a signed `admissionToken` for the reservation's Admission-Token header, good until `admissionExpiresAt` (poll again for a fresh one).",
+    properties: {
+      ticket: { type: 'string', pattern: uuid },
+      sku: { type: 'string' },
+      status: { enum: ['waiting', 'admitted'] },
+      position: { type: ['integer', 'null'], minimum: 1, description: '1 = next to be admitted; null before the start and once admitted' },
+      estimatedWaitSeconds: { ...count, description: 'seconds until admission at the configured rate (until the start, before it); 0 once admitted' },
+      admissionToken: { type: 'string' },
+      admissionExpiresAt: isoInstant,
+    },
+    required: ['ticket', 'sku', 'status', 'position', 'estimatedWaitSeconds'],
+    additionalProperties: false,
+  },
   SaleState: {
     type: 'string',
     enum: [...saleStates],
@@ -78,6 +94,13 @@ const schemas: Record<string, Json> = {
       currency: { type: 'string', pattern: '^[A-Z]{3}$' },
       startsAt: { type: ['string', 'null'], format: 'date-time' },
       endsAt: { type: ['string', 'null'], format: 'date-time' },
+      waitingRoom: {
+        type: 'object',
+        description: 'present when the SKU has a waiting room: reservations need an Admission-Token (POST /v1/skus/{sku}/queue)',
+        properties: { admitPerSecond: { type: 'integer', minimum: 1 } },
+        required: ['admitPerSecond'],
+        additionalProperties: false,
+      },
     },
     required: ['sku', 'state', 'stock', 'available', 'held', 'sold', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency', 'startsAt', 'endsAt'],
     additionalProperties: false,
@@ -410,6 +433,13 @@ const problemWhen: Record<ProblemCode, string> = {
   reservation_in_cart: 'releasing or checking out one line of a cart alone (the cart decides its lines)',
   mixed_currencies: "checkout of a cart whose lines' SKUs are priced in different currencies",
   cart_aborted: 'the cart waited too long for its decision and a shard aborted it: nothing is held; a new Idempotency-Key starts a new cart',
+  admission_required: 'a reservation on a SKU with a waiting room without an Admission-Token header',
+  admission_invalid: 'an Admission-Token that is malformed, truncated or not signed by this service',
+  admission_expired: 'an Admission-Token past its expiry (poll the ticket again for a fresh one)',
+  admission_mismatch: "an Admission-Token issued to another shopper or for another SKU",
+  no_waiting_room: 'joining the queue of a SKU without a waiting room',
+  waiting_room_in_use: "changing a waiting room's admitPerSecond or the sale's startsAt (or removing it) once it holds tickets",
+  queue_full: 'the waiting room holds QUEUE_MAX_TICKETS tickets',
 };
 
 /**
@@ -501,6 +531,14 @@ const parameters: Record<string, Json> = {
     in: 'header',
     required: false,
     description: 'echoed in the response when it is 1-100 visible ASCII characters',
+    schema: { type: 'string' },
+  },
+  Ticket: { name: 'ticket', in: 'path', required: true, description: 'a waiting-room ticket (a UUID; anything else is 404)', schema: { type: 'string' } },
+  AdmissionToken: {
+    name: 'Admission-Token',
+    in: 'header',
+    required: false,
+    description: "the admissionToken of the shopper's admitted waiting-room ticket for this SKU; required when the SKU has a waiting room",
     schema: { type: 'string' },
   },
   StreamToken: {
@@ -622,7 +660,7 @@ const paths: Record<string, Json> = {
       responses: {
         '200': ok('SkuView', 'updated'),
         '201': ok('SkuView', 'created'),
-        ...problems([400, ['invalid_request']], 401, [409, ['stock_below_committed']], ...bodyProblems, [503, ['unavailable']]),
+        ...problems([400, ['invalid_request']], 401, [409, ['stock_below_committed', 'waiting_room_in_use']], ...bodyProblems, [503, ['unavailable']]),
       },
     },
     delete: {
@@ -668,13 +706,14 @@ const paths: Record<string, Json> = {
       operationId: 'reserve',
       tags: ['shopper'],
       security: shopperAuth,
-      parameters: [param('IdempotencyKey')],
+      parameters: [param('IdempotencyKey'), param('AdmissionToken')],
       requestBody: body('ReserveBody'),
       responses: {
         '201': ok('ReservationView', 'held (or the original answer to a repeated key)'),
         ...problems(
           [400, ['invalid_request', 'quantity_too_large']],
           401,
+          [403, ['admission_required', 'admission_invalid', 'admission_expired', 'admission_mismatch']],
           [404, ['not_found']],
           [409, ['sold_out', 'limit_exceeded', 'sale_not_open']],
           ...bodyProblems,
@@ -684,6 +723,36 @@ const paths: Record<string, Json> = {
         ),
       },
     },
+  },
+  '/v1/skus/{sku}/queue': {
+    parameters: [sku],
+    post: {
+      summary: "Take a ticket in the SKU's waiting room (asking again returns the same ticket)",
+      operationId: 'joinQueue',
+      tags: ['shopper'],
+      security: shopperAuth,
+      responses: {
+        '201': ok('QueueTicket', "the shopper's ticket (the same one on every call)"),
+        ...problems(
+          [400, ['invalid_request']],
+          401,
+          [404, ['not_found']],
+          [409, ['no_waiting_room', 'sale_not_open']],
+          [429, ['rate_limited']],
+          [503, ['unavailable', 'queue_full']],
+        ),
+      },
+    },
+  },
+  '/v1/queue/{ticket}': {
+    parameters: [param('Ticket')],
+    ...readable({
+      summary: "Where the shopper's ticket stands: waiting (position, estimated wait) or admitted (admission token)",
+      operationId: 'pollQueue',
+      tags: ['shopper'],
+      security: shopperAuth,
+      responses: { '200': ok('QueueTicket', 'the ticket'), ...problems(401, [404, ['not_found']], [503, ['unavailable']]) },
+    }),
   },
   '/v1/reservations/{id}': {
     parameters: [param('ReservationId')],

@@ -17,7 +17,10 @@ export type ProblemCode =
   | 'provider_mismatch'
   | 'drop_never_runs'
   | 'rate_limited'
-  | 'internal';
+  | 'internal'
+  | 'admission_invalid'
+  | 'admission_expired'
+  | 'admission_mismatch';
 
 interface ProblemType {
   status: number;
@@ -50,6 +53,13 @@ export const problemTypes: Record<ProblemCode, ProblemType> = {
   reservation_in_cart: { status: 409, title: 'Reservation is a cart line' },
   cart_aborted: { status: 409, title: 'Cart aborted' },
   mixed_currencies: { status: 409, title: 'Lines in different currencies' },
+  admission_required: { status: 403, title: 'Admission token required' },
+  admission_invalid: { status: 403, title: 'Admission token invalid' },
+  admission_expired: { status: 403, title: 'Admission token expired' },
+  admission_mismatch: { status: 403, title: 'Admission token for another shopper or SKU' },
+  no_waiting_room: { status: 409, title: 'No waiting room' },
+  waiting_room_in_use: { status: 409, title: 'Waiting room in use' },
+  queue_full: { status: 503, title: 'Waiting room full' },
 };
 
 export interface Problem {

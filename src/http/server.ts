@@ -13,6 +13,7 @@ import { registerClusterRoutes } from './routes/cluster.js';
 import { unmatchedRoute } from '../metrics/metrics.js';
 import { registerDropRoutes } from './routes/drops.js';
 import { registerCartRoutes } from './routes/carts.js';
+import { registerQueueRoutes } from './routes/queue.js';
 
 export type { HttpDependencies } from './dependencies.js';
 
@@ -43,6 +44,7 @@ export function registerRoutes(router: Router, deps: HttpDependencies): void {
   registerPaymentRoutes(router, deps);
   registerDropRoutes(router, deps);
   registerCartRoutes(router, deps);
+  registerQueueRoutes(router, deps);
   registerStreamRoutes(router);
   // No /metrics here: it has its own listener (src/metrics/listener.ts), off the public port.
   registerClusterRoutes(router, deps);

@@ -1,6 +1,8 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsModule from 'ajv-formats';
+import { randomBytes } from 'node:crypto';
 import type { SkuConfig } from '../allocator/types.js';
+import { maxAdmitPerSecond } from '../allocator/waiting-room.js';
 
 /**
  * Request schemas, compiled once. Strict: unknown fields are refused, so a
@@ -59,6 +61,7 @@ export interface SkuBody {
   currency: string;
   startsAt?: string;
   endsAt?: string;
+  waitingRoom?: { admitPerSecond: number } | null;
 }
 
 export const skuBodySchema = {
@@ -71,6 +74,12 @@ export const skuBodySchema = {
     currency: { type: 'string', pattern: '^[A-Z]{3}$' },
     startsAt: { type: 'string', format: 'date-time', parsableDate: true },
     endsAt: { type: 'string', format: 'date-time', parsableDate: true },
+    waitingRoom: {
+      type: ['object', 'null'],
+      properties: { admitPerSecond: { type: 'integer', minimum: 1, maximum: maxAdmitPerSecond } },
+      required: ['admitPerSecond'],
+      additionalProperties: false,
+    },
   },
   required: ['stock', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency'],
   additionalProperties: false,
@@ -107,6 +116,8 @@ export function toSkuConfig(body: SkuBody): { ok: true; config: SkuConfig } | { 
       currency: body.currency,
       startsAtMs,
       endsAtMs,
+      // A fresh seed for a new waiting room; the allocator keeps the one it already has (keepSeed).
+      ...(body.waitingRoom ? { waitingRoom: { admitPerSecond: body.waitingRoom.admitPerSecond, seed: randomBytes(16).toString('hex') } } : {}),
     },
   };
 }

@@ -1,5 +1,6 @@
 import type { RejectionCode, Reservation, ReservationStatus, SkuConfig } from '../allocator/types.js';
 import type { SkuAllocator } from '../allocator/allocator.js';
+import type { QueueView } from '../queue/view.js';
 
 /**
  * What the front ends (HTTP, WebSocket) may ask of the allocators. The Router
@@ -24,6 +25,10 @@ export interface Inventory {
    * puts them back. Idempotent: settling a settled order changes nothing.
    */
   settle(request: SettleRequest): Promise<Outcome<{ changed: boolean }>>;
+  /** Take (or get back) the shopper's ticket in the SKU's waiting room (src/queue). */
+  joinQueue(sku: string, shopperId: string): Promise<Outcome<QueueView>>;
+  /** Where the shopper's ticket stands; another shopper's ticket is not_found. */
+  pollQueue(ticket: string, shopperId: string): Promise<Outcome<QueueView>>;
   /** Stop taking work, commit what was decided, stop timers. */
   close(): Promise<void>;
 }
@@ -33,6 +38,8 @@ export interface ReserveRequest {
   shopperId: string;
   quantity: number;
   idempotencyKey: string;
+  /** A valid Admission-Token for this shopper and SKU came with the request (src/queue/admission.ts). */
+  admitted?: boolean;
 }
 
 export interface CheckoutRequest {
@@ -111,6 +118,8 @@ export interface SkuView {
   currency: string;
   startsAt: string | null;
   endsAt: string | null;
+  /** Present when the SKU has a waiting room (its seed is never shown). */
+  waitingRoom?: { admitPerSecond: number };
 }
 
 /**
@@ -172,6 +181,7 @@ export function skuView(allocator: SkuAllocator, nowMs: number): SkuView {
     currency: config.currency,
     startsAt: isoOrNull(config.startsAtMs),
     endsAt: isoOrNull(config.endsAtMs),
+    ...(config.waitingRoom ? { waitingRoom: { admitPerSecond: config.waitingRoom.admitPerSecond } } : {}),
   };
 }
 

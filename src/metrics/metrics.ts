@@ -23,6 +23,8 @@ export interface InventoryStats {
   pendingEvents: number;
   /** null: this inventory does not report it yet (the gauge then has no sample). */
   liveHolds: number | null;
+  /** Waiting-room tickets in memory (absent: not reported). */
+  queueTickets?: { waiting: number; admitted: number };
   allocators: number | null;
   snapshotsWritten: number | null;
 }
@@ -279,6 +281,7 @@ export class Metrics {
     this.defineInfrastructureGauges();
     this.defineLiveGauges();
     this.defineCluster();
+    this.defineQueueGauges();
   }
 
   /**
@@ -301,6 +304,38 @@ export class Metrics {
       this.routes.set(key, metrics);
     }
     return metrics;
+  }
+
+  /** Waiting-room answers (joins and polls) by the ticket's status. */
+  readonly queueAnswers = new client.Counter({
+    name: 'flashstock_queue_polls_total',
+    help: 'Waiting-room tickets answered (joins and polls), by the status answered: waiting or admitted',
+    labelNames: ['status'] as const,
+    registers: [this.registry],
+  });
+
+  private readonly queueAnswerCounters = { waiting: this.queueAnswers.labels('waiting'), admitted: this.queueAnswers.labels('admitted') };
+
+  queueAnswered(status: 'waiting' | 'admitted'): void {
+    this.queueAnswerCounters[status].inc();
+  }
+
+  /** flashstock_queue_tickets{state}: tickets in the waiting rooms in memory, waiting and admitted now. */
+  private defineQueueGauges(): void {
+    const self = this;
+    new client.Gauge({
+      name: 'flashstock_queue_tickets',
+      help: 'Waiting-room tickets of the SKUs in memory, by state: waiting, or admitted by now',
+      labelNames: ['state'] as const,
+      registers: [this.registry],
+      collect(this: client.Gauge<'state'>) {
+        this.reset();
+        const tickets = self.sources.inventory?.().queueTickets;
+        if (tickets === undefined) return;
+        this.set({ state: 'waiting' }, tickets.waiting);
+        this.set({ state: 'admitted' }, tickets.admitted);
+      },
+    });
   }
 
   /** A reservation request (HTTP or stream) was answered: ok, or refused with `code`. */

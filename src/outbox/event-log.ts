@@ -36,9 +36,9 @@ export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig
     seq[i] = e.seq;
     kind[i] = e.kind;
     atMs[i] = e.atMs;
-    reservationId[i] = 'reservationId' in e ? e.reservationId : null;
+    reservationId[i] = eventUuid(e);
     const held = e.kind === 'reserved' || e.kind === 'cart_prepared';
-    shopperId[i] = held ? e.shopperId : null;
+    shopperId[i] = held || e.kind === 'queue_joined' ? e.shopperId : null;
     quantity[i] = held ? e.quantity : null;
     expiresAtMs[i] = held || e.kind === 'cart_committed' ? e.expiresAtMs : null;
     idempotencyKey[i] = held || e.kind === 'checkout_started' ? e.idempotencyKey : null;
@@ -93,6 +93,8 @@ export function rowToEvent(row: EventRow): StockEvent {
       return { ...base, kind: row.kind };
     case 'cart_committed':
       return { ...base, kind: row.kind, reservationId: row.reservation_id!, expiresAtMs: Number(row.expires_at_ms) };
+    case 'queue_joined':
+      return { ...base, kind: row.kind, ticketId: row.reservation_id!, shopperId: row.shopper_id! };
     case 'reserved':
     case 'cart_prepared':
       return {
@@ -232,7 +234,13 @@ export function loggedEventsQuery(events: readonly StockEvent[], timeoutMs: numb
 
 /** What makes a logged row a given event: same place, kind, reservation and decision time. */
 export function fingerprintOfEvent(e: StockEvent): string {
-  return `${e.sku}\u0000${e.seq}\u0000${e.kind}\u0000${e.atMs}\u0000${'reservationId' in e ? e.reservationId : ''}`;
+  return `${e.sku}\u0000${e.seq}\u0000${e.kind}\u0000${e.atMs}\u0000${eventUuid(e) ?? ''}`;
+}
+
+/** The uuid column of an event: its reservation's id, or a waiting-room ticket's. */
+function eventUuid(e: StockEvent): string | null {
+  if ('reservationId' in e) return e.reservationId;
+  return e.kind === 'queue_joined' ? e.ticketId : null;
 }
 
 export function fingerprintOfRow(row: LoggedEventRow): string {

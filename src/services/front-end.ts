@@ -11,6 +11,7 @@ import type { ClusterSnapshot } from '../cluster/membership.js';
 import { attachLiveStock, type LiveStock } from '../ws/index.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { RateLimits } from '../ratelimit/rate-limits.js';
+import { createAdmissionTokens } from '../queue/admission.js';
 
 /** The uWebSockets.js app: HTTP routes, `/v1/stream`, the page; listening on HOST:PORT. */
 export interface FrontEnd {
@@ -91,6 +92,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
   const { metrics } = deps;
   const verifyShopper = createShopperVerifier(deps.jwtSecret, { maxLifetimeSeconds: config.jwtMaxLifetimeSeconds });
   const rateLimits = rateLimitsOf(deps);
+  const admission = createAdmissionTokens(deps.jwtSecret, config.queueAdmissionTokenSeconds, deps.nowMs);
   const app = createHttpApp({
     inventory,
     payments: deps.payments,
@@ -101,6 +103,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     databaseAlive,
     metrics,
     rateLimits,
+    admission,
     trustProxy: config.trustProxy,
     maxBodyBytes: config.maxBodyBytes,
     carts: inventory.carts,
@@ -122,6 +125,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     carts: inventory.carts,
     cartMaxLines: config.cartMaxLines,
     onCartAnswer: (outcome) => metrics.carts.inc({ outcome }),
+    admission,
   });
   inventory.onStock((state) => live.changed(state.sku));
   deps.attach?.(app);

@@ -1,3 +1,4 @@
+import type { QueueTicketCounts } from '../queue/view.js';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { ConfigError } from '../config.js';
@@ -26,6 +27,8 @@ export interface LocalShardHost extends ShardEndpoint {
   readonly pendingEvents: number;
   readonly allocatorCount: number;
   readonly liveHolds: number;
+  /** Waiting-room tickets, waiting and admitted (absent: not reported by this host). */
+  readonly queueTickets?: QueueTicketCounts;
   readonly reservationsInMemory: number;
   readonly stats: ShardStats;
   readonly outboxStats: OutboxStats;

@@ -8,6 +8,7 @@ import type {
   SkuView,
   StockState,
 } from '../inventory/inventory.js';
+import type { QueueView } from '../queue/view.js';
 
 /**
  * Every message between the router (front ends) and the shards, in one
@@ -21,7 +22,8 @@ export interface ShardRequests {
   configure: { type: 'configure'; sku: string; config: SkuConfig };
   archive: { type: 'archive'; sku: string };
   get_sku: { type: 'get_sku'; sku: string };
-  reserve: { type: 'reserve'; sku: string; shopperId: string; quantity: number; idempotencyKey: string };
+  /** `admitted`: the front end verified an Admission-Token for this shopper and SKU (needed where the SKU has a waiting room). */
+  reserve: { type: 'reserve'; sku: string; shopperId: string; quantity: number; idempotencyKey: string; admitted?: boolean };
   get_reservation: { type: 'get_reservation'; reservationId: string; shopperId: string };
   release: { type: 'release'; reservationId: string; shopperId: string };
   checkout: { type: 'checkout'; reservationId: string; shopperId: string; idempotencyKey: string; paymentMethod: string };
@@ -67,6 +69,9 @@ export interface ShardRequests {
     action: 'commit' | 'abort' | 'release';
     expiresAtMs: number;
   };
+  queue_join: { type: 'queue_join'; sku: string; shopperId: string };
+  /** `ticket` carries its SKU's hash (like a reservation id), so it routes without a lookup. */
+  queue_poll: { type: 'queue_poll'; ticket: string; shopperId: string };
 }
 
 export interface ShardReplies {
@@ -84,6 +89,8 @@ export interface ShardReplies {
   cart_prepare: Outcome<ReservationView>;
   cart_resolve: Outcome<CartLineState>;
   cart_freeze: Outcome<CartLineState>;
+  queue_join: Outcome<QueueView>;
+  queue_poll: Outcome<QueueView>;
 }
 
 export type ShardRequestType = keyof ShardRequests;

@@ -5,6 +5,8 @@ import { saleStates, type CheckoutView, type FailureCode, type ReservationView, 
 import type { ShardNotice, ShardReply, ShardRequest } from './messages.js';
 import { shardOf, shardOfReservationId } from './placement.js';
 import { decodeCartRecord, decodeCartRequest, decodeLineState, isCartRequestType } from '../carts/wire.js';
+import { isWaitingRoomConfig, maxAdmitPerSecond } from '../allocator/waiting-room.js';
+import type { QueueView } from '../queue/view.js';
 
 /**
  * The shard protocol on the wire between nodes: frames, and the one decoder of
@@ -202,6 +204,10 @@ export function decodeShardRequest(value: unknown, shard: number, shardCount: nu
   const decoded = decodeRequestFields(request);
   if (isRefusal(decoded)) return decoded;
   if ('sku' in decoded) return shardOf(decoded.sku, shardCount) === shard ? decoded : 'wrong_shard';
+  if (decoded.type === 'queue_poll') {
+    // A ticket always carries its SKU's hash.
+    return shardOfReservationId(decoded.ticket, shardCount) === shard ? decoded : 'wrong_shard';
+  }
   // A cart's own messages go to its home shard, by the hash in its id.
   const fromId = shardOfReservationId('reservationId' in decoded ? decoded.reservationId : decoded.cartId, shardCount);
   // Ids minted before shards carry no SKU hash: the caller resolved their shard through the log.
@@ -221,7 +227,12 @@ function decodeRequestFields(r: Record<string, unknown>): Decoded<ShardRequest> 
     case 'reserve':
       if (!isSkuText(r.sku) || !isShopperId(r.shopperId) || !isIdempotencyKey(r.idempotencyKey)) return 'bad_field';
       if (!isIntIn(r.quantity, 1, maxConfigInt)) return 'bad_field';
-      return { type: 'reserve', sku: r.sku, shopperId: r.shopperId, quantity: r.quantity, idempotencyKey: r.idempotencyKey };
+      if (r.admitted !== undefined && typeof r.admitted !== 'boolean') return 'bad_field';
+      return { type: 'reserve', sku: r.sku, shopperId: r.shopperId, quantity: r.quantity, idempotencyKey: r.idempotencyKey, ...(r.admitted === true ? { admitted: true } : {}) };
+    case 'queue_join':
+      return isSkuText(r.sku) && isShopperId(r.shopperId) ? { type: 'queue_join', sku: r.sku, shopperId: r.shopperId } : 'bad_field';
+    case 'queue_poll':
+      return isUuidText(r.ticket) && isShopperId(r.shopperId) ? { type: 'queue_poll', ticket: r.ticket, shopperId: r.shopperId } : 'bad_field';
     case 'get_reservation':
     case 'release':
       if (!isUuidText(r.reservationId) || !isShopperId(r.shopperId)) return 'bad_field';
@@ -255,7 +266,12 @@ function decodeSkuConfig(value: unknown): Decoded<SkuConfig> {
   const { startsAtMs, endsAtMs } = c;
   if (!isInstantOrNull(startsAtMs) || !isInstantOrNull(endsAtMs)) return 'bad_field';
   if (startsAtMs !== null && endsAtMs !== null && endsAtMs <= startsAtMs) return 'bad_field';
-  return { stock: c.stock, perShopperLimit: c.perShopperLimit, holdSeconds: c.holdSeconds, priceCents: c.priceCents, currency: c.currency, startsAtMs, endsAtMs };
+  const config: SkuConfig = { stock: c.stock, perShopperLimit: c.perShopperLimit, holdSeconds: c.holdSeconds, priceCents: c.priceCents, currency: c.currency, startsAtMs, endsAtMs };
+  if (c.waitingRoom !== undefined && c.waitingRoom !== null) {
+    if (!isWaitingRoomConfig(c.waitingRoom)) return 'bad_field';
+    config.waitingRoom = { admitPerSecond: c.waitingRoom.admitPerSecond, seed: c.waitingRoom.seed };
+  }
+  return config;
 }
 
 // ------------------------------------------------------------------ replies
@@ -275,6 +291,10 @@ const failureCodes: Readonly<Record<FailureCode, true>> = {
   reservation_in_cart: true,
   cart_aborted: true,
   mixed_currencies: true,
+  queue_full: true,
+  no_waiting_room: true,
+  waiting_room_in_use: true,
+  admission_required: true,
 };
 
 const reservationStatuses: Readonly<Record<ReservationStatus, true>> = {
@@ -337,6 +357,13 @@ function decodeReplyValue(request: ShardRequest, value: unknown): Decoded<ReplyV
     case 'cart_resolve':
     case 'cart_freeze':
       return decodeLineState(value, request.reservationId, reservationStatuses);
+    case 'queue_join':
+    case 'queue_poll': {
+      const view = decodeQueueView(value);
+      if (isRefusal(view)) return view;
+      const same = request.type === 'queue_join' ? view.sku === request.sku : view.ticket === request.ticket;
+      return same ? view : 'mismatch';
+    }
   }
 }
 
@@ -350,7 +377,9 @@ function decodeSkuView(value: unknown, sku: string): Decoded<SkuView> {
   if (!isIsoOrNull(v.startsAt) || !isIsoOrNull(v.endsAt)) return 'bad_field';
   if (typeof v.state !== 'string' || !saleStates.includes(v.state as SaleState)) return 'bad_field';
   if (v.sku !== sku) return 'mismatch';
-  return {
+  const room = v.waitingRoom as { admitPerSecond?: unknown } | undefined;
+  if (room !== undefined && !(isObject(room) && isIntIn(room.admitPerSecond, 1, maxAdmitPerSecond))) return 'bad_field';
+  const view: SkuView = {
     sku: v.sku,
     state: v.state as SaleState,
     stock: v.stock,
@@ -364,6 +393,8 @@ function decodeSkuView(value: unknown, sku: string): Decoded<SkuView> {
     startsAt: v.startsAt,
     endsAt: v.endsAt,
   };
+  if (room !== undefined) view.waitingRoom = { admitPerSecond: room.admitPerSecond as number };
+  return view;
 }
 
 function decodeReservationView(value: unknown): Decoded<ReservationView> {
@@ -380,6 +411,14 @@ function decodeCheckoutView(value: unknown, reservationId: string): Decoded<Chec
   const v = value as Record<string, unknown>;
   if (!isUuidText(v.orderId) || !isUuidText(v.reservationId) || v.status !== 'pending') return 'bad_field';
   return v.reservationId === reservationId ? { orderId: v.orderId, reservationId: v.reservationId, status: 'pending' } : 'mismatch';
+}
+
+function decodeQueueView(value: unknown): Decoded<QueueView> {
+  if (!isObject(value)) return 'bad_field';
+  const v = value as Record<string, unknown>;
+  if (!isUuidText(v.ticket) || !isSkuText(v.sku) || (v.status !== 'waiting' && v.status !== 'admitted')) return 'bad_field';
+  if ((v.position !== null && !isCount(v.position)) || !isCount(v.estimatedWaitSeconds)) return 'bad_field';
+  return { ticket: v.ticket, sku: v.sku, status: v.status, position: v.position as number | null, estimatedWaitSeconds: v.estimatedWaitSeconds };
 }
 
 function decodeStockState(value: unknown): Decoded<StockState> {

@@ -15,6 +15,7 @@ import type { ShardChannel, ShardNotice } from './messages.js';
 import { shardOf, shardOfReservationId } from './placement.js';
 import { reservationSkuQuery } from './sql.js';
 import { CartCoordinator } from '../carts/coordinator.js';
+import type { QueueView } from '../queue/view.js';
 
 export interface RouterOptions {
   shardCount: number;
@@ -115,13 +116,24 @@ export class Router implements Inventory {
   }
 
   reserve(request: ReserveRequest): Promise<Outcome<ReservationView>> {
-    return this.channel.request(this.shard(request.sku), {
-      type: 'reserve',
-      sku: request.sku,
-      shopperId: request.shopperId,
-      quantity: request.quantity,
-      idempotencyKey: request.idempotencyKey,
-    });
+    const { sku, shopperId, quantity, idempotencyKey } = request;
+    // `admitted` travels only when set (a SKU with a waiting room needs it).
+    const message = request.admitted === true
+      ? { type: 'reserve' as const, sku, shopperId, quantity, idempotencyKey, admitted: true }
+      : { type: 'reserve' as const, sku, shopperId, quantity, idempotencyKey };
+    return this.channel.request(this.shard(sku), message);
+  }
+
+  /** Take (or get back) the shopper's ticket in the SKU's waiting room. */
+  joinQueue(sku: string, shopperId: string): Promise<Outcome<QueueView>> {
+    return this.channel.request(this.shard(sku), { type: 'queue_join', sku, shopperId });
+  }
+
+  /** Where a ticket stands; the ticket's SKU hash names its shard (not_found for any other id). */
+  pollQueue(ticket: string, shopperId: string): Promise<Outcome<QueueView>> {
+    const shard = shardOfReservationId(ticket, this.options.shardCount);
+    if (shard === null) return Promise.resolve({ ok: false, code: 'not_found', detail: `ticket ${ticket} does not exist` });
+    return this.channel.request(shard, { type: 'queue_poll', ticket, shopperId });
   }
 
   async getReservation(reservationId: string, shopperId: string): Promise<Outcome<ReservationView>> {

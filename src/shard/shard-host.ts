@@ -1,3 +1,4 @@
+import type { QueueTicketCounts } from '../queue/view.js';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { SkuAllocator } from '../allocator/allocator.js';
@@ -127,6 +128,21 @@ export class ShardHost implements ShardEndpoint {
     let count = 0;
     for (const shard of this.shards.values()) for (const allocator of shard.allAllocators()) count += allocator.reservations.size;
     return count;
+  }
+
+  /** Waiting-room tickets over every SKU in memory, waiting and admitted now (metrics; O(SKUs · log tickets)). */
+  get queueTickets(): QueueTicketCounts {
+    const counts = { waiting: 0, admitted: 0 };
+    const now = this.options.nowMs();
+    for (const shard of this.shards.values()) {
+      for (const allocator of shard.allAllocators()) {
+        if (!allocator.config?.waitingRoom || allocator.queue.size === 0) continue;
+        const admitted = allocator.queue.admittedBy(now, allocator.config);
+        counts.admitted += admitted;
+        counts.waiting += allocator.queue.size - admitted;
+      }
+    }
+    return counts;
   }
 
   /** Live holds (held or in checkout) over every SKU in memory. */
@@ -301,6 +317,10 @@ function dispatch(shard: Shard, request: ShardRequests[ShardRequestType]): Promi
       return shard.carts.resolve(request);
     case 'cart_freeze':
       return shard.carts.freeze(request);
+    case 'queue_join':
+      return shard.queueJoin(request);
+    case 'queue_poll':
+      return shard.queuePoll(request);
     default: {
       const unknown: never = request;
       return Promise.resolve({ ok: false, code: 'unavailable', detail: `unknown request ${JSON.stringify(unknown)}` });

@@ -18,6 +18,7 @@ import type { ShardNotice, ShardRequests } from './messages.js';
 import { newReservationId, reservationIdPrefix, skuHash } from './placement.js';
 import { LogReader, type LoggedOrder } from './log-reader.js';
 import { defaultCartDecisionTimeoutMs, ShardCarts } from '../carts/shard-carts.js';
+import { queueView, type QueueView } from '../queue/view.js';
 
 /** Everything a shard borrows from its host: one outbox, pool and clock for all shards of a thread. */
 export interface ShardContext {
@@ -69,7 +70,7 @@ interface SkuShell {
   retryAtMs: number;
   /** The SKU's reservation-id prefix (its hash), computed once rather than per reservation. */
   idPrefix: string;
-  /** Reservations in memory when the last snapshot was taken (or the SKU loaded): about that snapshot's size. */
+  /** Reservations and waiting-room tickets in memory when the last snapshot was taken (or the SKU loaded): about that snapshot's size. */
   snapshotReservations: number;
 }
 
@@ -176,7 +177,7 @@ export class Shard {
       busy: false,
       retryAtMs: 0,
       idPrefix: reservationIdPrefix(allocator.sku),
-      snapshotReservations: allocator.reservations.size,
+      snapshotReservations: allocator.reservations.size + allocator.queue.size,
     });
     const hash = skuHash(allocator.sku);
     const list = this.byHash.get(hash);
@@ -254,7 +255,7 @@ export class Shard {
       this.passivate(allocator, shell);
     } else if (allocator.seq - shell.snapshotSeq >= Math.max(this.ctx.snapshotEveryEvents, shell.snapshotReservations)) {
       shell.busy = true;
-      const reservations = allocator.reservations.size;
+      const reservations = allocator.reservations.size + allocator.queue.size;
       this.ctx.snapshot({ sku: allocator.sku }).then(
         (written) => {
           // Only a written snapshot spaces the next one (a failed one is retried at the usual distance).
@@ -473,6 +474,7 @@ export class Shard {
   }
 
   private reserveIn(allocator: SkuAllocator, request: ShardRequests['reserve'], keyChecked: boolean): Promise<Outcome<ReservationView>> {
+    if (request.admitted !== true && allocator.config?.waitingRoom) return Promise.resolve(admissionRequired(allocator.sku));
     const now = this.ctx.nowMs();
     // Built field by field: a spread of the request costs more on this path.
     const command = {
@@ -682,6 +684,39 @@ export class Shard {
     return this.commit(allocator, last, () => skuView(allocator, this.ctx.nowMs()));
   }
 
+  /** A ticket in the SKU's waiting room: the shopper's existing one (once durable) or a new, logged one. */
+  async queueJoin(request: ShardRequests['queue_join']): Promise<Outcome<QueueView>> {
+    const refused = this.refuse(request.sku) ?? this.full();
+    if (refused) return refused;
+    const allocator = await this.allocatorFor(request.sku);
+    const again = this.refuse(request.sku) ?? this.full();
+    if (again) return again;
+    if (allocator === null) return { ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` };
+    const now = this.ctx.nowMs();
+    const ticketId = newReservationId(request.sku, this.shells.get(allocator.sku)?.idPrefix);
+    const decision = allocator.joinQueue(request.shopperId, ticketId, now);
+    if (!decision.ok) return decision;
+    if (decision.kind === 'existing') {
+      return this.afterDurable(request.sku, queueView(allocator, allocator.queue.indexOfTicket(decision.ticketId)!, now));
+    }
+    return this.commit(allocator, decision.event, () => queueView(allocator, allocator.queue.indexOfTicket(ticketId)!, this.ctx.nowMs()));
+  }
+
+  /** Where a ticket stands, from memory: no I/O, O(log n), one reply object. Another shopper's ticket is not_found. */
+  queuePoll(request: ShardRequests['queue_poll']): Promise<Outcome<QueueView>> {
+    const refused = this.refuse(null);
+    if (refused) return Promise.resolve(refused);
+    const hash = Number.parseInt(request.ticket.slice(0, 8), 16);
+    for (const allocator of this.byHash.get(hash) ?? []) {
+      const index = allocator.queue.indexOfTicket(request.ticket);
+      if (index === undefined) continue;
+      if (this.rebuilding.has(allocator.sku)) return Promise.resolve(this.refuse(allocator.sku)!);
+      if (allocator.queue.shopperOf(index) !== request.shopperId) break;
+      return Promise.resolve({ ok: true, value: queueView(allocator, index, this.ctx.nowMs()) });
+    }
+    return Promise.resolve({ ok: false, code: 'not_found', detail: `ticket ${request.ticket} does not exist` });
+  }
+
   /** Counts of a SKU in memory, synchronously (audit); null when not in memory. */
   stockState(sku: string): StockState | null {
     const allocator = this.allocators.get(sku);
@@ -696,6 +731,10 @@ function checkoutReplay(order: LoggedOrder, request: ShardRequests['checkout']):
     return { ok: false, code: 'idempotency_key_reused', detail: 'this Idempotency-Key was already used for a different checkout' };
   }
   return { ok: true, value: { orderId: order.orderId, reservationId: request.reservationId, status: 'pending' } };
+}
+
+function admissionRequired(sku: string): Outcome<never> {
+  return { ok: false, code: 'admission_required', detail: `SKU ${sku} has a waiting room: send the Admission-Token of your admitted ticket` };
 }
 
 function notFound(reservationId: string): Outcome<never> {

@@ -1,6 +1,7 @@
 import { InvariantViolation, SkuAllocator, type AllocatorState } from '../allocator/allocator.js';
 import type { PackedGeneration } from '../allocator/remembered-keys.js';
 import type { AllocatorLimits, Reservation, ReservationStatus, SkuConfig } from '../allocator/types.js';
+import { isWaitingRoomConfig, type QueueState } from '../allocator/waiting-room.js';
 
 /**
  * A SKU allocator's state as bytes, for `sku_snapshots.state`.
@@ -12,7 +13,9 @@ import type { AllocatorLimits, Reservation, ReservationStatus, SkuConfig } from 
  * (totals against reservations) throws SnapshotFormatError: never half-read.
  */
 
-export const snapshotFormatVersion = 1;
+export const snapshotFormatVersion = 2;
+/** Version 1 (before waiting rooms) is still read: it has no waiting-room section. */
+const oldestReadableVersion = 1;
 const magic = 0x504e5346; // "FSNP" read as a little-endian u32
 const headerBytes = 12;
 
@@ -194,6 +197,7 @@ export function encodeSnapshot(allocator: SkuAllocator): Buffer {
     w.uint32s(g.hashes);
     w.uint32s(g.seconds);
   }
+  writeQueue(w, state.queue);
   return w.finish();
 }
 
@@ -204,6 +208,33 @@ function writeConfig(w: Writer, config: SkuConfig | null): void {
   w.string(config.currency);
   w.nullableF64(config.startsAtMs);
   w.nullableF64(config.endsAtMs);
+  const room = config.waitingRoom ?? null;
+  w.u8(room === null ? 0 : 1);
+  if (room !== null) {
+    w.f64(room.admitPerSecond);
+    w.string(room.seed);
+  }
+}
+
+/** Version 2: the waiting room's joins, in join order (positions and admissions are derived from them). */
+function writeQueue(w: Writer, queue: QueueState | undefined): void {
+  const n = queue?.ticketIds.length ?? 0;
+  w.u32(n);
+  for (let i = 0; i < n; i++) {
+    w.string(queue!.ticketIds[i]!);
+    w.string(queue!.shopperIds[i]!);
+    w.f64(queue!.joinedAtMs[i]!);
+  }
+}
+
+function readQueue(r: Reader): QueueState {
+  const queue: QueueState = { ticketIds: [], shopperIds: [], joinedAtMs: [] };
+  for (let i = 0, n = r.count(16); i < n; i++) {
+    queue.ticketIds.push(r.string());
+    queue.shopperIds.push(r.string());
+    queue.joinedAtMs.push(r.f64());
+  }
+  return queue;
 }
 
 function writeReservation(w: Writer, r: Reservation, ownsSlot: boolean): void {
@@ -220,27 +251,28 @@ function writeReservation(w: Writer, r: Reservation, ownsSlot: boolean): void {
   w.u8(ownsSlot ? 1 : 0);
 }
 
-/** Header checks only: magic, known version, exact length. */
-function readHeader(buffer: Buffer): void {
+/** Header checks only: magic, known version, exact length. Returns the version. */
+function readHeader(buffer: Buffer): number {
   if (buffer.length < headerBytes) throw new SnapshotFormatError(`snapshot of ${buffer.length} bytes has no header`);
   if (buffer.readUInt32LE(0) !== magic) throw new SnapshotFormatError('not a flashstock snapshot (bad magic)');
   const version = buffer.readUInt32LE(4);
-  if (version !== snapshotFormatVersion) {
+  if (version < oldestReadableVersion || version > snapshotFormatVersion) {
     throw new SnapshotFormatError(`snapshot format version ${version} is unknown (this code reads ${snapshotFormatVersion})`);
   }
   const body = buffer.readUInt32LE(8);
   if (body !== buffer.length - headerBytes) {
     throw new SnapshotFormatError(`snapshot body is ${buffer.length - headerBytes} bytes, header says ${body}`);
   }
+  return version;
 }
 
 export function decodeSnapshot(buffer: Buffer, limits: AllocatorLimits): SkuAllocator {
-  readHeader(buffer);
+  const version = readHeader(buffer);
   const r = new Reader(buffer);
   const sku = r.string();
   const seq = r.f64();
   const archived = r.flag();
-  const config = readConfig(r);
+  const config = readConfig(r, version);
   const [available, held, sold, liveHolds] = [r.f64(), r.f64(), r.f64(), r.f64()];
   const reservations: Reservation[] = [];
   const slotOwners: boolean[] = [];
@@ -267,11 +299,13 @@ export function decodeSnapshot(buffer: Buffer, limits: AllocatorLimits): SkuAllo
     const count = r.count(8);
     rememberedKeys.push({ index, hashes: r.uint32s(count), seconds: r.uint32s(count) });
   }
+  const queue = version >= 2 ? readQueue(r) : undefined;
   r.end();
   const state: AllocatorState = {
     sku, seq, config, archived, available, held, sold, liveHolds,
     reservations, slotOwners, shopperQuantity, checkoutKeys, settledOrder, rememberedKeys,
   };
+  if (queue !== undefined) state.queue = queue;
   try {
     return SkuAllocator.restore(state, limits);
   } catch (error) {
@@ -282,10 +316,16 @@ export function decodeSnapshot(buffer: Buffer, limits: AllocatorLimits): SkuAllo
   }
 }
 
-function readConfig(r: Reader): SkuConfig | null {
+function readConfig(r: Reader, version: number): SkuConfig | null {
   if (!r.flag()) return null;
   const [stock, perShopperLimit, holdSeconds, priceCents] = [r.f64(), r.f64(), r.f64(), r.f64()];
-  return { stock, perShopperLimit, holdSeconds, priceCents, currency: r.string(), startsAtMs: r.nullableF64(), endsAtMs: r.nullableF64() };
+  const config: SkuConfig = { stock, perShopperLimit, holdSeconds, priceCents, currency: r.string(), startsAtMs: r.nullableF64(), endsAtMs: r.nullableF64() };
+  if (version >= 2 && r.flag()) {
+    const waitingRoom = { admitPerSecond: r.f64(), seed: r.string() };
+    if (!isWaitingRoomConfig(waitingRoom)) throw new SnapshotFormatError(`snapshot waiting room is malformed`);
+    config.waitingRoom = waitingRoom;
+  }
+  return config;
 }
 
 function readReservation(r: Reader, sku: string): [Reservation, boolean] {

@@ -179,6 +179,10 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
     return this.sum((s) => s.reservationsInMemory);
   }
 
+  get queueTickets(): { waiting: number; admitted: number } {
+    return { waiting: this.sum((s) => s.queueTickets?.waiting ?? 0), admitted: this.sum((s) => s.queueTickets?.admitted ?? 0) };
+  }
+
   get stats(): ShardStats {
     return {
       snapshotsWritten: this.sum((s) => s.stats.snapshotsWritten),

@@ -1,3 +1,4 @@
+import type { QueueTicketCounts } from '../queue/view.js';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
@@ -44,6 +45,7 @@ export interface ShardThreadStats {
   pendingEvents: number;
   allocatorCount: number;
   liveHolds: number;
+  queueTickets?: QueueTicketCounts;
   reservationsInMemory: number;
   stats: ShardStats;
   outboxStats: OutboxStats;
@@ -65,6 +67,7 @@ function statsOf(host: ShardHost): ShardThreadStats {
     pendingEvents: host.pendingEvents,
     allocatorCount: host.allocatorCount,
     liveHolds: host.liveHolds,
+    queueTickets: host.queueTickets,
     reservationsInMemory: host.reservationsInMemory,
     stats: { ...host.stats },
     outboxStats: { ...host.outboxStats },

@@ -1,3 +1,4 @@
+import type { AdmissionTokens } from '../queue/admission.js';
 import type uWS from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -49,6 +50,7 @@ export interface LiveStockDependencies {
   carts?: StreamDependencies['carts'];
   cartMaxLines?: number;
   onCartAnswer?: (outcome: string) => void;
+  admission?: AdmissionTokens;
   /** The stream's clock: message rates and the slow-consumer timeout (default Date.now). */
   nowMs?: () => number;
 }
@@ -79,6 +81,7 @@ export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependenci
       ...(deps.carts === undefined ? {} : { carts: deps.carts, cartMaxLines: deps.cartMaxLines ?? 20 }),
       ...(deps.onCartAnswer === undefined ? {} : { onCartAnswer: deps.onCartAnswer }),
       ...(deps.nowMs === undefined ? {} : { nowMs: deps.nowMs }),
+      ...(deps.admission === undefined ? {} : { admission: deps.admission }),
     },
     {
       maxMessageBytes: config.wsMaxMessageBytes,

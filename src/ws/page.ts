@@ -6,6 +6,9 @@ import type uWS from 'uWebSockets.js';
  * build step. `/?sku=SNEAKER-42&token=<shopper JWT>` shows the SKU's live count
  * over `/v1/stream` and a Reserve button (the token is needed only to reserve);
  * `&cart=A,B` adds a button holding one of each as a cart (all or nothing).
+ * With `&queue=1` (or once a reserve is refused with admission_required) the
+ * page takes a ticket in the SKU's waiting room, shows its position, and sends
+ * the admission token with Reserve once admitted.
  * `/?drop=NAME` follows a drop: it reads `GET /v1/drops/NAME`, watches the
  * current cycle's SKU (or the next one's), and moves to the next cycle when
  * the current one closes.
@@ -67,7 +70,10 @@ if (!sku && !drop) {
       (state === 'not_started' ? ' · opens ' + new Date(stock.startsAt).toLocaleString() : '');
     $('state').dataset.state = state || '';
   };
-  const canReserve = () => token && sku && socket && socket.readyState === 1 && available !== null && available > 0 && saleState() === 'on_sale';
+  // Waiting room: the ticket's admission token, once admitted (null: not in a waiting room, or not admitted yet).
+  let queued = false;
+  let admission = null;
+  const canReserve = () => token && sku && socket && socket.readyState === 1 && available !== null && available > 0 && saleState() === 'on_sale' && (!queued || admission);
   const refresh = () => {
     showState();
     $('reserve').disabled = !canReserve();
@@ -78,6 +84,31 @@ if (!sku && !drop) {
   const show = (text, isError) => {
     $('result').textContent = text;
     $('result').className = isError ? 'error' : '';
+  };
+  const showTicket = (view) => {
+    queued = true;
+    const admitted = view.status === 'admitted';
+    admission = admitted ? view.admissionToken : null;
+    $('queue').dataset.status = view.status;
+    $('queue').textContent = admitted ? 'waiting room: admitted, you may reserve'
+      : 'waiting room: ' + (view.position === null ? 'your place is drawn at the start' : 'position ' + view.position) + ' · about ' + view.estimatedWaitSeconds + ' s';
+    // Admitted: fetch a fresh token before this one expires; waiting: look again soon.
+    const againMs = admitted ? Date.parse(view.admissionExpiresAt) - Date.now() - 30000 : view.estimatedWaitSeconds * 500;
+    setTimeout(() => ticketCall('GET', '/v1/queue/' + view.ticket), Math.min(Math.max(againMs, 1000), 5000));
+    refresh();
+  };
+  const ticketCall = async (method, path) => {
+    try {
+      const response = await fetch(path, { method, headers: { authorization: 'Bearer ' + token }, cache: 'no-store' });
+      const view = await response.json();
+      if (response.ok) showTicket(view);
+      else $('queue').textContent = 'waiting room: ' + response.status + ' ' + view.code;
+    } catch (error) {
+      setTimeout(() => ticketCall(method, path), 2000);
+    }
+  };
+  const joinQueue = () => {
+    if (!queued && token && sku) ticketCall('POST', '/v1/skus/' + encodeURIComponent(sku) + '/queue');
   };
   const connect = () => {
     const url = new URL('/v1/stream', location.href);
@@ -118,6 +149,7 @@ if (!sku && !drop) {
         }, 1000);
       } else if (message.type === 'error') {
         show(message.status + ' ' + message.code + ': ' + message.detail, true);
+        if (message.code === 'admission_required') joinQueue();
       }
       refresh();
     };
@@ -176,7 +208,9 @@ if (!sku && !drop) {
   if (drop) loadDrop();
   $('reserve').onclick = () => {
     if (!canReserve()) return;
-    socket.send(JSON.stringify({ type: 'reserve', id: 'r' + ++counter, sku, quantity: 1, idempotencyKey: newKey() }));
+    const reserve = { type: 'reserve', id: 'r' + ++counter, sku, quantity: 1, idempotencyKey: newKey() };
+    if (admission) reserve.admissionToken = admission;
+    socket.send(JSON.stringify(reserve));
   };
   $('cart').textContent = 'Hold cart: ' + cartSkus.join(' + ');
   $('cart').onclick = () => {
@@ -188,6 +222,7 @@ if (!sku && !drop) {
     socket.send(JSON.stringify({ type: 'release', id: 'r' + ++counter, reservationId: lastReservation.reservationId }));
   };
   connect();
+  if (params.get('queue') === '1' && !drop) joinQueue();
   // The sale opens or ends on the clock, with no frame of its own.
   setInterval(refresh, 1000);
 }
@@ -220,6 +255,7 @@ export const pageHtml = `<!doctype html>
   <div class="muted">available</div>
   <div id="available">–</div>
   <div id="counts" class="muted"></div>
+  <div id="queue" data-status=""></div>
   <p><button id="reserve" disabled>Reserve 1</button><button id="release" disabled>Release</button><button id="cart" hidden disabled>Hold cart</button></p>
   <p id="result"></p>
   <p class="muted"><span id="status">connecting</span> · <span id="who"></span></p>

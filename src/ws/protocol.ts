@@ -11,7 +11,7 @@ import { saleState, type ReservationView, type StockState } from '../inventory/i
 export type ClientMessage =
   | { type: 'subscribe'; skus: string[] }
   | { type: 'unsubscribe'; skus: string[] }
-  | { type: 'reserve'; id: string; sku: string; quantity: number; idempotencyKey: string }
+  | { type: 'reserve'; id: string; sku: string; quantity: number; idempotencyKey: string; admissionToken?: string }
   | { type: 'release'; id: string; reservationId: string }
   /** A cart (docs/carts.md): every line held, or nothing; `items` as in POST /v1/carts. */
   | { type: 'cart'; id: string; items: unknown[]; idempotencyKey: string };
@@ -61,6 +61,8 @@ const validators: Record<ClientMessage['type'], ReturnType<typeof ajv.compile>> 
       sku,
       quantity: { type: 'integer', minimum: 1, maximum: 1_000_000_000 },
       idempotencyKey: { type: 'string', pattern: '^[\\x21-\\x7e]{1,200}$' },
+      // The HTTP Admission-Token header's value, for a SKU with a waiting room.
+      admissionToken: { type: 'string', minLength: 1, maxLength: 2048 },
     },
     required: ['type', 'id', 'sku', 'quantity', 'idempotencyKey'],
     additionalProperties: false,

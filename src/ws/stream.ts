@@ -1,3 +1,4 @@
+import type { AdmissionTokens } from '../queue/admission.js';
 import uWS from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { ShopperAuth, ShopperVerifier } from '../auth/auth.js';
@@ -84,6 +85,8 @@ export interface StreamDependencies {
   carts?: Pick<CartsApi, 'create'>;
   cartMaxLines?: number;
   onCartAnswer?: (outcome: string) => void;
+  /** Checks a reserve's `admissionToken` (a SKU with a waiting room); absent: tokens are not checked. */
+  admission?: AdmissionTokens;
 }
 
 interface SocketState {
@@ -348,8 +351,14 @@ export class StockStream {
           return;
         }
         const { id, sku, quantity, idempotencyKey } = message;
+        const refusal = message.admissionToken === undefined ? null : this.deps.admission?.verify(message.admissionToken, auth.shopperId, sku) ?? null;
+        if (refusal !== null) {
+          this.error(state, { code: refusal, detail: 'the admissionToken does not admit this shopper to this SKU now', id });
+          return;
+        }
+        const admitted = message.admissionToken !== undefined && this.deps.admission !== undefined;
         this.withinRateLimit(state, auth.shopperId, id, () =>
-          this.settle(state, id, this.deps.inventory.reserve({ sku, shopperId: auth.shopperId, quantity, idempotencyKey }), true),
+          this.settle(state, id, this.deps.inventory.reserve({ sku, shopperId: auth.shopperId, quantity, idempotencyKey, admitted }), true),
         );
         return;
       }

@@ -1,5 +1,6 @@
 import type { HttpDependencies } from '../dependencies.js';
 import { idempotencyKey, jsonBody, shopper, skuParameter, uuidParameter } from '../guards.js';
+import { admissionToken } from './queue.js';
 import type { Router } from '../router.js';
 import { withinRateLimit } from '../rate-limit.js';
 import { validateCheckoutBody, validateReserveBody } from '../validation.js';
@@ -7,7 +8,7 @@ import { validateCheckoutBody, validateReserveBody } from '../validation.js';
 /** A shopper's holds: reserve, read, release, and check out. */
 export function registerReservationRoutes(
   router: Router,
-  deps: Pick<HttpDependencies, 'inventory' | 'verifyShopper' | 'metrics' | 'rateLimits'>,
+  deps: Pick<HttpDependencies, 'inventory' | 'verifyShopper' | 'metrics' | 'rateLimits' | 'admission'>,
 ): void {
   const { inventory, verifyShopper, metrics, rateLimits } = deps;
 
@@ -19,9 +20,11 @@ export function registerReservationRoutes(
       if (sku === null) return;
       const key = idempotencyKey(exchange, req);
       if (key === null) return;
+      const admitted = admissionToken(exchange, req, deps.admission, shopperId, sku);
+      if (admitted === null) return;
       jsonBody(exchange, req, validateReserveBody, ({ quantity }) =>
         withinRateLimit(exchange, rateLimits, shopperId, () =>
-          exchange.settle(inventory.reserve({ sku, shopperId, quantity, idempotencyKey: key }), (outcome) => {
+          exchange.settle(inventory.reserve({ sku, shopperId, quantity, idempotencyKey: key, admitted }), (outcome) => {
             metrics.reservationAnswered(outcome.ok, outcome.ok ? undefined : outcome.code);
             exchange.outcome(outcome, 201);
           }),
