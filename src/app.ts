@@ -245,6 +245,7 @@ function provideMetrics(
       allocators: shards.host.allocatorCount,
       liveHolds: shards.host.liveHolds,
       snapshotsWritten: shards.host.stats.snapshotsWritten,
+      waitlist: 'waitlist' in shards.host ? (shards.host.waitlist ?? null) : null,
     }),
     pool: storage.pool,
     queues: [finalizeQueue, deadLetterQueue],

@@ -43,6 +43,8 @@ export interface Config {
   commitTimeoutMs: number;
   maxQuantityPerRequest: number;
   maxLiveHoldsPerSku: number;
+  /** Open waitlist entries (waiting or offered) per SKU; past it joins get 409 `waitlist_full`. */
+  waitlistMaxEntries: number;
   maxBodyBytes: number;
   expirySweepIntervalMs: number;
   retryAfterSeconds: number;
@@ -253,6 +255,7 @@ function serverSettings(env: Env) {
     commitTimeoutMs: integer(env, 'COMMIT_TIMEOUT_MS', 5_000, 100, 60_000),
     maxQuantityPerRequest: integer(env, 'MAX_QUANTITY_PER_REQUEST', 100, 1, 1_000_000),
     maxLiveHoldsPerSku: integer(env, 'MAX_LIVE_HOLDS_PER_SKU', 1_000_000, 1, 100_000_000),
+    waitlistMaxEntries: integer(env, 'WAITLIST_MAX_ENTRIES', 10_000, 1, 1_000_000),
     maxBodyBytes: integer(env, 'MAX_BODY_BYTES', 16 * 1024, 256, 1024 * 1024),
     expirySweepIntervalMs: integer(env, 'EXPIRY_SWEEP_INTERVAL_MS', 100, 5, 10_000),
     retryAfterSeconds: integer(env, 'RETRY_AFTER_SECONDS', 1, 1, 3600),

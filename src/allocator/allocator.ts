@@ -1,8 +1,11 @@
 import TinyQueue from 'tinyqueue';
 import { RememberedKeys, slotHash, type PackedGeneration } from './remembered-keys.js';
+import { Waitlist, type WaitlistState } from './waitlist.js';
+import { decideJoin, decideLeave, decideOffers, type JoinCommand, type JoinDecision, type LeaveDecision } from './waitlist-decisions.js';
 import {
   defaultIdempotencyKeyTtlMs,
   defaultReservationMemoryMs,
+  defaultWaitlistMaxEntries,
   type AllocatorLimits,
   type CheckoutStartedEvent,
   type ConfiguredEvent,
@@ -11,6 +14,8 @@ import {
   type ReservedEvent,
   type SkuConfig,
   type StockEvent,
+  type WaitlistEvent,
+  type WaitlistOfferedEvent,
 } from './types.js';
 
 /**
@@ -112,6 +117,8 @@ function isLive(status: Reservation['status']): boolean {
 export class SkuAllocator {
   readonly sku: string;
   private readonly limits: AllocatorLimits;
+  /** Shoppers waiting for returned units (waitlist.ts); empty unless the SKU has `waitlistOfferSeconds`. */
+  waitlist = new Waitlist();
 
   /** Last applied event's seq; the next event gets seq + 1. */
   seq = 0;
@@ -162,6 +169,14 @@ export class SkuAllocator {
 
   get stock(): number {
     return this.config?.stock ?? 0;
+  }
+
+  get maxQuantityPerRequest(): number {
+    return this.limits.maxQuantityPerRequest;
+  }
+
+  get waitlistMaxEntries(): number {
+    return this.limits.waitlistMaxEntries ?? defaultWaitlistMaxEntries;
   }
 
   // ---------------------------------------------------------------- commands
@@ -261,6 +276,9 @@ export class SkuAllocator {
     }
     if (this.available < cmd.quantity) {
       return { ok: false, code: 'sold_out', detail: `${this.available} available, ${cmd.quantity} asked` };
+    }
+    if (this.waitlist.waitingCount !== 0) {
+      return { ok: false, code: 'sold_out', detail: 'units that come back go to the waitlist first' };
     }
     if (this.liveHolds >= this.limits.maxLiveHoldsPerSku) {
       return { ok: false, code: 'too_many_holds', detail: 'this SKU has as many live holds as it may keep' };
@@ -382,6 +400,23 @@ export class SkuAllocator {
     return { kind: outcome, sku: this.sku, seq: this.seq + 1, atMs: nowMs, reservationId };
   }
 
+  /** Join the waitlist (only while sold out): see waitlist-decisions.ts. */
+  joinWaitlist(cmd: JoinCommand, nowMs: number): JoinDecision {
+    return decideJoin(this, cmd, nowMs);
+  }
+
+  /** Leave the waitlist; an offer still held is released with it. */
+  leaveWaitlist(waitlistId: string, shopperId: string, nowMs: number): LeaveDecision {
+    const entry = this.waitlist.entries.get(waitlistId);
+    const offer = entry?.reservationId == null ? undefined : this.reservations.get(entry.reservationId);
+    return decideLeave(this, waitlistId, shopperId, nowMs, offer?.status === 'held');
+  }
+
+  /** Offers of units not held or sold to the waiting line (the shell asks after every event that may return units). */
+  offerToWaitlist(nowMs: number, mintId: () => string): WaitlistOfferedEvent[] {
+    return decideOffers(this, nowMs, this.limits.maxEventsPerBatch, mintId);
+  }
+
   /**
    * End the sale: every held reservation is released (expired if its time is
    * up), then `archived`. Holds in checkout stay and settle later. Archiving an
@@ -422,6 +457,7 @@ export class SkuAllocator {
       this.settledHead = 0;
     }
     this.rememberedKeys.dropExpired(nowMs);
+    this.waitlist.forgetClosed(nowMs, this.reservationMemoryMs);
     return forgotten;
   }
 
@@ -472,10 +508,17 @@ export class SkuAllocator {
         reservation.status = event.kind;
         this.returnToSale(reservation);
         this.settle(reservation, event.atMs);
+        this.closeOffer(event.reservationId, event.kind === 'expired' ? 'expired' : 'declined', event.atMs);
         break;
       }
       case 'checkout_started':
         this.applyCheckoutStarted(event);
+        this.closeOffer(event.reservationId, 'taken', event.atMs);
+        break;
+      case 'waitlist_joined':
+      case 'waitlist_offered':
+      case 'waitlist_left':
+        this.applyWaitlist(event);
         break;
       case 'committed': {
         const reservation = this.requireReservation(event.reservationId, 'checking_out');
@@ -503,6 +546,37 @@ export class SkuAllocator {
     this.assertInvariants();
   }
 
+  private applyWaitlist(event: WaitlistEvent): void {
+    if (this.config?.waitlistOfferSeconds == null) throw new InvariantViolation(`${this.sku}: ${event.kind} without a waitlist`);
+    if (event.kind === 'waitlist_joined') {
+      if (this.waitlist.entries.has(event.waitlistId)) throw new InvariantViolation(`${this.sku}: duplicate waitlist entry ${event.waitlistId}`);
+      const { waitlistId, shopperId, quantity, idempotencyKey } = event;
+      this.waitlist.add({ waitlistId, shopperId, quantity, idempotencyKey, joinedAtMs: event.atMs, status: 'waiting', reservationId: null, closedAtMs: null });
+      return;
+    }
+    const entry = this.waitlist.entries.get(event.waitlistId);
+    const expected = event.kind === 'waitlist_offered' ? entry?.status === 'waiting' : entry?.status === 'waiting' || entry?.status === 'offered';
+    if (entry === undefined || !expected) {
+      throw new InvariantViolation(`${this.sku}: ${event.kind} of waitlist entry ${event.waitlistId} that is ${entry?.status ?? 'missing'}`);
+    }
+    if (event.kind === 'waitlist_left') {
+      this.waitlist.close(entry, 'left', event.atMs);
+      return;
+    }
+    if (event.shopperId !== entry.shopperId || event.quantity !== entry.quantity) {
+      throw new InvariantViolation(`${this.sku}: offer ${event.reservationId} does not match waitlist entry ${entry.waitlistId}`);
+    }
+    this.applyReserved({ ...event, kind: 'reserved', idempotencyKey: entry.idempotencyKey }, false);
+    this.waitlist.offer(entry, event.reservationId);
+  }
+
+  /** An offer's reservation stopped being held: its entry closes (the units go to the next in line). */
+  private closeOffer(reservationId: string, status: 'expired' | 'declined' | 'taken', atMs: number): void {
+    if (this.waitlist.offeredCount === 0) return;
+    const entry = this.waitlist.byReservation.get(reservationId);
+    if (entry !== undefined && entry.status === 'offered') this.waitlist.close(entry, status, atMs);
+  }
+
   private applyConfigured(event: ConfiguredEvent): void {
     const committed = this.held + this.sold;
     if (event.config.stock < committed) {
@@ -513,7 +587,8 @@ export class SkuAllocator {
     this.archived = false;
   }
 
-  private applyReserved(event: ReservedEvent): void {
+  /** `ownsKey` false: an offer, whose key (its waitlist entry's) never answers a reserve. */
+  private applyReserved(event: ReservedEvent, ownsKey = true): void {
     const config = this.config;
     if (config === null) throw new InvariantViolation(`${this.sku}: reserved before configured`);
     if (this.reservations.has(event.reservationId)) {
@@ -535,7 +610,7 @@ export class SkuAllocator {
       settledAtMs: null,
       checkoutIdempotencyKey: null,
     });
-    this.idempotencyKeys.set(idempotencySlot(event.shopperId, event.idempotencyKey), event.reservationId);
+    if (ownsKey) this.idempotencyKeys.set(idempotencySlot(event.shopperId, event.idempotencyKey), event.reservationId);
     this.shopperQuantity.set(event.shopperId, (this.shopperQuantity.get(event.shopperId) ?? 0) + event.quantity);
     this.available -= event.quantity;
     this.held += event.quantity;
@@ -614,7 +689,23 @@ export class SkuAllocator {
       checkoutKeys: [...this.checkoutKeys.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.entries(),
+      waitlist: this.waitlist.exportState().entries.map((e) => ({ ...e })),
     };
+  }
+
+  /** The waitlist from a snapshot: every offer must be a held reservation of its shopper. */
+  private restoreWaitlist(state: WaitlistState): void {
+    try {
+      this.waitlist = Waitlist.restore(state);
+    } catch (error) {
+      throw new InvariantViolation(`${this.sku}: restored waitlist: ${(error as Error).message}`);
+    }
+    for (const entry of this.waitlist.byReservation.values()) {
+      const offer = this.reservations.get(entry.reservationId!);
+      if (offer === undefined || offer.shopperId !== entry.shopperId || !isLive(offer.status)) {
+        throw new InvariantViolation(`${this.sku}: waitlist offer ${entry.reservationId} is not a live hold of its shopper`);
+      }
+    }
   }
 
   /** Rebuild a SKU from its log. */
@@ -643,6 +734,7 @@ export class SkuAllocator {
       checkoutKeys: [...this.checkoutKeys.entries()],
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.pack(),
+      waitlist: this.waitlist.exportState(),
     };
   }
 
@@ -686,6 +778,7 @@ export class SkuAllocator {
     }
     a.settledIds = [...state.settledOrder];
     a.rememberedKeys.load(state.rememberedKeys);
+    if (state.waitlist !== undefined) a.restoreWaitlist(state.waitlist);
     a.assertInvariants();
     return a;
   }
@@ -709,6 +802,8 @@ export interface AllocatorState {
   checkoutKeys: [string, CheckoutRecord][];
   settledOrder: string[];
   rememberedKeys: PackedGeneration[];
+  /** Absent: no waitlist entries (states written before waitlists). */
+  waitlist?: WaitlistState;
 }
 
 export interface AllocatorSnapshot {
@@ -727,6 +822,7 @@ export interface AllocatorSnapshot {
   settledOrder: string[];
   /** [generation, hash, second] of every remembered key. */
   rememberedKeys: [number, number, number][];
+  waitlist: import('./waitlist.js').WaitlistEntry[];
 }
 
 export function idempotencySlot(shopperId: string, idempotencyKey: string): string {

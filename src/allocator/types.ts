@@ -13,6 +13,8 @@ export interface SkuConfig {
   /** Sale window; null means open on that side. Epoch milliseconds. */
   startsAtMs: number | null;
   endsAtMs: number | null;
+  /** Opt-in waitlist: units that come back are offered to the line as holds of this many seconds. Absent or null: no waitlist. */
+  waitlistOfferSeconds?: number | null;
 }
 
 /**
@@ -36,6 +38,7 @@ export const statusAfterEvent: Readonly<Record<string, ReservationStatus>> = {
   checkout_started: 'checking_out',
   committed: 'paid',
   payment_failed: 'payment_failed',
+  waitlist_offered: 'held',
 };
 
 export interface Reservation {
@@ -105,7 +108,35 @@ export interface ArchivedEvent extends EventBase {
   kind: 'archived';
 }
 
+/** A shopper joined the SKU's waitlist (it was sold out). */
+export interface WaitlistJoinedEvent extends EventBase {
+  kind: 'waitlist_joined';
+  waitlistId: string;
+  shopperId: string;
+  quantity: number;
+  idempotencyKey: string;
+}
+
+/** Returned units offered to a waiting entry: a held reservation of the entry's shopper and quantity. */
+export interface WaitlistOfferedEvent extends EventBase {
+  kind: 'waitlist_offered';
+  waitlistId: string;
+  reservationId: string;
+  shopperId: string;
+  quantity: number;
+  expiresAtMs: number;
+}
+
+/** A shopper left the waitlist (an offer they had is released by a `released` event after this one). */
+export interface WaitlistLeftEvent extends EventBase {
+  kind: 'waitlist_left';
+  waitlistId: string;
+}
+
+export type WaitlistEvent = WaitlistJoinedEvent | WaitlistOfferedEvent | WaitlistLeftEvent;
+
 export type StockEvent =
+  | WaitlistEvent
   | ArchivedEvent
   | ConfiguredEvent
   | ReservedEvent
@@ -130,10 +161,13 @@ export interface AllocatorLimits {
   reservationMemoryMs?: number;
   /** How long an idempotency key is honoured after its request (default 86,400,000 ms = 24 h). */
   idempotencyKeyTtlMs?: number;
+  /** Open waitlist entries (waiting or offered) per SKU; past it joins get 409 `waitlist_full` (default 10,000). */
+  waitlistMaxEntries?: number;
 }
 
 export const defaultReservationMemoryMs = 300_000;
 export const defaultIdempotencyKeyTtlMs = 86_400_000;
+export const defaultWaitlistMaxEntries = 10_000;
 
 export const defaultAllocatorLimits: AllocatorLimits = {
   maxQuantityPerRequest: 100,
@@ -153,7 +187,17 @@ export type RejectionCode =
   | 'too_many_holds'
   | 'stock_below_committed'
   | 'not_found'
-  | 'reservation_not_held';
+  | 'reservation_not_held'
+  /** The SKU has no waitlist (no `waitlistOfferSeconds`). */
+  | 'waitlist_not_enabled'
+  /** Joining the waitlist while units are on sale: reserve instead. */
+  | 'not_sold_out'
+  /** The SKU's waitlist has WAITLIST_MAX_ENTRIES open entries. */
+  | 'waitlist_full'
+  /** The shopper already has an open entry on this SKU's waitlist. */
+  | 'already_waitlisted'
+  /** Leaving an entry whose offer was taken, declined or lapsed. */
+  | 'waitlist_entry_closed';
 
 export interface Rejection {
   ok: false;

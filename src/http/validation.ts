@@ -59,6 +59,7 @@ export interface SkuBody {
   currency: string;
   startsAt?: string;
   endsAt?: string;
+  waitlistOfferSeconds?: number;
 }
 
 export const skuBodySchema = {
@@ -71,6 +72,8 @@ export const skuBodySchema = {
     currency: { type: 'string', pattern: '^[A-Z]{3}$' },
     startsAt: { type: 'string', format: 'date-time', parsableDate: true },
     endsAt: { type: 'string', format: 'date-time', parsableDate: true },
+    // Opt-in waitlist: units that come back are offered to the line, each offer held this long.
+    waitlistOfferSeconds: { type: 'integer', minimum: 1, maximum: 7 * 24 * 3600 },
   },
   required: ['stock', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency'],
   additionalProperties: false,
@@ -107,6 +110,7 @@ export function toSkuConfig(body: SkuBody): { ok: true; config: SkuConfig } | { 
       currency: body.currency,
       startsAtMs,
       endsAtMs,
+      ...(body.waitlistOfferSeconds === undefined ? {} : { waitlistOfferSeconds: body.waitlistOfferSeconds }),
     },
   };
 }

@@ -1,5 +1,7 @@
 import type { RejectionCode, Reservation, ReservationStatus, SkuConfig } from '../allocator/types.js';
 import type { SkuAllocator } from '../allocator/allocator.js';
+import { saleableUnits } from '../allocator/waitlist-decisions.js';
+import type { WaitlistJoinRequest, WaitlistView } from './waitlist-view.js';
 
 /**
  * What the front ends (HTTP, WebSocket) may ask of the allocators. The Router
@@ -24,6 +26,10 @@ export interface Inventory {
    * puts them back. Idempotent: settling a settled order changes nothing.
    */
   settle(request: SettleRequest): Promise<Outcome<{ changed: boolean }>>;
+  /** Join a sold-out SKU's waitlist (201 waiting, with its position). */
+  joinWaitlist(request: WaitlistJoinRequest): Promise<Outcome<WaitlistView>>;
+  getWaitlistEntry(waitlistId: string, shopperId: string): Promise<Outcome<WaitlistView>>;
+  leaveWaitlist(waitlistId: string, shopperId: string): Promise<Outcome<WaitlistView>>;
   /** Stop taking work, commit what was decided, stop timers. */
   close(): Promise<void>;
 }
@@ -109,6 +115,8 @@ export interface SkuView {
   currency: string;
   startsAt: string | null;
   endsAt: string | null;
+  /** Present when the SKU has a waitlist: how long an offer to the line is held. */
+  waitlistOfferSeconds?: number;
 }
 
 /**
@@ -133,7 +141,8 @@ export function stockStateOf(allocator: SkuAllocator): StockState {
   const config = allocator.config!;
   return {
     sku: allocator.sku,
-    available: allocator.available,
+    // Units nobody holds while people wait are the line's, not on sale.
+    available: saleableUnits(allocator),
     held: allocator.held,
     sold: allocator.sold,
     seq: allocator.seq,
@@ -161,7 +170,7 @@ export function skuView(allocator: SkuAllocator, nowMs: number): SkuView {
     sku: allocator.sku,
     state: saleState(allocator.archived, config.startsAtMs, config.endsAtMs, nowMs),
     stock: config.stock,
-    available: allocator.archived ? 0 : allocator.available,
+    available: allocator.archived ? 0 : saleableUnits(allocator),
     held: allocator.held,
     sold: allocator.sold,
     perShopperLimit: config.perShopperLimit,
@@ -170,6 +179,7 @@ export function skuView(allocator: SkuAllocator, nowMs: number): SkuView {
     currency: config.currency,
     startsAt: isoOrNull(config.startsAtMs),
     endsAt: isoOrNull(config.endsAtMs),
+    ...(config.waitlistOfferSeconds == null ? {} : { waitlistOfferSeconds: config.waitlistOfferSeconds }),
   };
 }
 

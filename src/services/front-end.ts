@@ -119,6 +119,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     onReservationAnswer: (ok, code) => metrics.reservationAnswered(ok, code),
   });
   inventory.onStock((state) => live.changed(state.sku));
+  inventory.onWaitlistOffer((notice) => live.offered(notice.shopperId, notice.view));
   deps.attach?.(app);
   let listenSocket = await listen(app, config.host, config.port);
   if (deps.sharedPort === true && config.port === 0) {

@@ -32,6 +32,7 @@ export function allocatorLimits(config: Config): AllocatorLimits {
     maxEventsPerBatch: config.batchMaxEvents,
     reservationMemoryMs: config.reservationMemorySeconds * 1000,
     idempotencyKeyTtlMs: config.idempotencyKeyTtlSeconds * 1000,
+    waitlistMaxEntries: config.waitlistMaxEntries,
   };
 }
 

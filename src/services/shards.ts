@@ -1,3 +1,4 @@
+import type { WaitlistTotals } from '../metrics/waitlist-metrics.js';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { ConfigError } from '../config.js';
@@ -26,6 +27,8 @@ export interface LocalShardHost extends ShardEndpoint {
   readonly pendingEvents: number;
   readonly allocatorCount: number;
   readonly liveHolds: number;
+  /** Waitlist counts (absent: not reported). */
+  readonly waitlist?: WaitlistTotals;
   readonly reservationsInMemory: number;
   readonly stats: ShardStats;
   readonly outboxStats: OutboxStats;

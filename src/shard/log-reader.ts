@@ -36,7 +36,8 @@ export class LogReader {
   async reservation(reservationId: string, nowMs: number): Promise<LoggedReservation | null> {
     const { rows } = await this.pool.query<EventRow>(reservationEventsQuery(reservationId));
     const reserved = rows[0];
-    if (reserved === undefined || reserved.kind !== 'reserved') return null;
+    // An offer to a waitlist entry starts a reservation as `reserved` does.
+    if (reserved === undefined || (reserved.kind !== 'reserved' && reserved.kind !== 'waitlist_offered')) return null;
     const expiresAtMs = Number(reserved.expires_at_ms);
     let status = statusAfterEvent[rows[rows.length - 1]!.kind]!;
     if (status === 'held' && nowMs >= expiresAtMs) status = 'expired';

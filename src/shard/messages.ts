@@ -1,4 +1,5 @@
 import type { SkuConfig } from '../allocator/types.js';
+import type { WaitlistOfferNotice, WaitlistView } from '../inventory/waitlist-view.js';
 import type {
   CheckoutView,
   Outcome,
@@ -31,6 +32,9 @@ export interface ShardRequests {
     outcome: 'committed' | 'payment_failed';
     failureReason: string | null;
   };
+  join_waitlist: { type: 'join_waitlist'; sku: string; shopperId: string; quantity: number; idempotencyKey: string };
+  get_waitlist: { type: 'get_waitlist'; waitlistId: string; shopperId: string };
+  leave_waitlist: { type: 'leave_waitlist'; waitlistId: string; shopperId: string };
 }
 
 export interface ShardReplies {
@@ -42,6 +46,9 @@ export interface ShardReplies {
   release: Outcome<ReservationView>;
   checkout: Outcome<CheckoutView>;
   settle: Outcome<{ changed: boolean }>;
+  join_waitlist: Outcome<WaitlistView>;
+  get_waitlist: Outcome<WaitlistView>;
+  leave_waitlist: Outcome<WaitlistView>;
 }
 
 export type ShardRequestType = keyof ShardRequests;
@@ -55,7 +62,9 @@ export type ShardNotice =
   /** The SKU left memory (sale over, or archived); its last state stays readable. */
   | { type: 'passivated'; sku: string }
   /** A checkout is durable: payment workers may pick its job up now. */
-  | { type: 'checkout_durable'; orderId: string };
+  | { type: 'checkout_durable'; orderId: string }
+  /** A waitlist offer is durable: pushed to its shopper's live streams. */
+  | WaitlistOfferNotice;
 
 /**
  * The boundary between front ends and shards. `request` routes by shard

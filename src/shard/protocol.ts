@@ -3,7 +3,8 @@ import { isShopperId, isWellFormedText } from '../auth/auth.js';
 import { idempotencyKeyPattern, isSkuName, isUuid } from '../http/validation.js';
 import { saleStates, type CheckoutView, type FailureCode, type ReservationView, type SaleState, type SkuView, type StockState } from '../inventory/inventory.js';
 import type { ShardNotice, ShardReply, ShardRequest } from './messages.js';
-import { shardOf, shardOfReservationId } from './placement.js';
+import { shardOf, shardOfReservationId, shardOfWaitlistId } from './placement.js';
+import { decodeWaitlistRequest, decodeWaitlistView, isWaitlistRequest } from './waitlist-protocol.js';
 
 /**
  * The shard protocol on the wire between nodes: frames, and the one decoder of
@@ -201,12 +202,14 @@ export function decodeShardRequest(value: unknown, shard: number, shardCount: nu
   const decoded = decodeRequestFields(request);
   if (isRefusal(decoded)) return decoded;
   if ('sku' in decoded) return shardOf(decoded.sku, shardCount) === shard ? decoded : 'wrong_shard';
+  if ('waitlistId' in decoded) return shardOfWaitlistId(decoded.waitlistId, shardCount) === shard ? decoded : 'wrong_shard';
   const fromId = shardOfReservationId(decoded.reservationId, shardCount);
   // Ids minted before shards carry no SKU hash: the caller resolved their shard through the log.
   return fromId === null || fromId === shard ? decoded : 'wrong_shard';
 }
 
 function decodeRequestFields(r: Record<string, unknown>): Decoded<ShardRequest> {
+  if (isWaitlistRequest(r.type)) return decodeWaitlistRequest(r);
   switch (r.type) {
     case 'configure': {
       if (!isSkuText(r.sku)) return 'bad_field';
@@ -252,7 +255,12 @@ function decodeSkuConfig(value: unknown): Decoded<SkuConfig> {
   const { startsAtMs, endsAtMs } = c;
   if (!isInstantOrNull(startsAtMs) || !isInstantOrNull(endsAtMs)) return 'bad_field';
   if (startsAtMs !== null && endsAtMs !== null && endsAtMs <= startsAtMs) return 'bad_field';
-  return { stock: c.stock, perShopperLimit: c.perShopperLimit, holdSeconds: c.holdSeconds, priceCents: c.priceCents, currency: c.currency, startsAtMs, endsAtMs };
+  const config: SkuConfig = { stock: c.stock, perShopperLimit: c.perShopperLimit, holdSeconds: c.holdSeconds, priceCents: c.priceCents, currency: c.currency, startsAtMs, endsAtMs };
+  if (c.waitlistOfferSeconds != null) {
+    if (!isIntIn(c.waitlistOfferSeconds, 1, maxHoldSeconds)) return 'bad_field';
+    config.waitlistOfferSeconds = c.waitlistOfferSeconds;
+  }
+  return config;
 }
 
 // ------------------------------------------------------------------ replies
@@ -268,6 +276,11 @@ const failureCodes: Readonly<Record<FailureCode, true>> = {
   stock_below_committed: true,
   not_found: true,
   reservation_not_held: true,
+  waitlist_not_enabled: true,
+  not_sold_out: true,
+  waitlist_full: true,
+  already_waitlisted: true,
+  waitlist_entry_closed: true,
   unavailable: true,
 };
 
@@ -322,6 +335,10 @@ function decodeReplyValue(request: ShardRequest, value: unknown): Decoded<ReplyV
       return isObject(value) && typeof (value as { changed?: unknown }).changed === 'boolean'
         ? { changed: (value as { changed: boolean }).changed }
         : 'bad_field';
+    case 'join_waitlist':
+    case 'get_waitlist':
+    case 'leave_waitlist':
+      return decodeWaitlistView(request, value);
   }
 }
 
@@ -335,7 +352,8 @@ function decodeSkuView(value: unknown, sku: string): Decoded<SkuView> {
   if (!isIsoOrNull(v.startsAt) || !isIsoOrNull(v.endsAt)) return 'bad_field';
   if (typeof v.state !== 'string' || !saleStates.includes(v.state as SaleState)) return 'bad_field';
   if (v.sku !== sku) return 'mismatch';
-  return {
+  if (v.waitlistOfferSeconds !== undefined && !isIntIn(v.waitlistOfferSeconds, 1, maxHoldSeconds)) return 'bad_field';
+  const view: SkuView = {
     sku: v.sku,
     state: v.state as SaleState,
     stock: v.stock,
@@ -349,6 +367,8 @@ function decodeSkuView(value: unknown, sku: string): Decoded<SkuView> {
     startsAt: v.startsAt,
     endsAt: v.endsAt,
   };
+  if (v.waitlistOfferSeconds !== undefined) view.waitlistOfferSeconds = v.waitlistOfferSeconds as number;
+  return view;
 }
 
 function decodeReservationView(value: unknown): Decoded<ReservationView> {

@@ -1,3 +1,4 @@
+import { addWaitlistTotals, noWaitlistTotals, type WaitlistTotals } from '../metrics/waitlist-metrics.js';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { SkuAllocator } from '../allocator/allocator.js';
@@ -124,6 +125,18 @@ export class ShardHost implements ShardEndpoint {
     let count = 0;
     for (const shard of this.shards.values()) for (const allocator of shard.allAllocators()) count += allocator.reservations.size;
     return count;
+  }
+
+  /** Waitlist counts over every SKU in memory. */
+  get waitlist(): WaitlistTotals {
+    let totals = noWaitlistTotals;
+    for (const shard of this.shards.values()) {
+      for (const { waitlist } of shard.allAllocators()) {
+        if (waitlist.entries.size === 0 && waitlist.counters.offersMade === 0) continue;
+        totals = addWaitlistTotals(totals, { waiting: waitlist.waitingCount, offered: waitlist.offeredCount, ...waitlist.counters });
+      }
+    }
+    return totals;
   }
 
   /** Live holds (held or in checkout) over every SKU in memory. */
@@ -286,6 +299,12 @@ function dispatch(shard: Shard, request: ShardRequests[ShardRequestType]): Promi
       return shard.settle(request);
     case 'archive':
       return shard.archive(request);
+    case 'join_waitlist':
+      return shard.joinWaitlist(request);
+    case 'get_waitlist':
+      return shard.getWaitlist(request);
+    case 'leave_waitlist':
+      return shard.leaveWaitlist(request);
     default: {
       const unknown: never = request;
       return Promise.resolve({ ok: false, code: 'unavailable', detail: `unknown request ${JSON.stringify(unknown)}` });

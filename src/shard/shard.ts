@@ -17,6 +17,8 @@ import {
 import type { ShardNotice, ShardRequests } from './messages.js';
 import { newReservationId, reservationIdPrefix, skuHash } from './placement.js';
 import { LogReader, type LoggedOrder } from './log-reader.js';
+import { WaitlistCommands } from './waitlist-shell.js';
+import type { WaitlistView } from '../inventory/waitlist-view.js';
 
 /** Everything a shard borrows from its host: one outbox, pool and clock for all shards of a thread. */
 export interface ShardContext {
@@ -107,12 +109,29 @@ export class Shard {
   private readonly reader: LogReader;
   private recovered = false;
   private closing = false;
+  /** Waitlist joins, reads, leaves and offers (waitlist-shell.ts). */
+  private readonly waitlists: WaitlistCommands;
 
   constructor(
     readonly id: number,
     private readonly ctx: ShardContext,
   ) {
     this.reader = new LogReader(ctx.pool);
+    this.waitlists = new WaitlistCommands({
+      nowMs: () => this.ctx.nowMs(),
+      notify: (notice) => this.ctx.notify(notice),
+      refusal: (sku) => this.refuse(sku) ?? (sku === null ? null : this.full()),
+      allocatorFor: (sku) => this.allocatorFor(sku),
+      allocatorsOfId: (id) => this.byHash.get(Number.parseInt(id.slice(0, 8), 16)) ?? [],
+      idPrefix: (sku) => this.shells.get(sku)?.idPrefix,
+      commit: (allocator, event, value) => this.commit(allocator, event, value),
+      applyAndAppend: (allocator, event, done) => {
+        allocator.apply(event);
+        this.ctx.outbox.append(event, done ?? (() => undefined));
+      },
+      afterDurable: (sku, value) => this.afterDurable(sku, value),
+      publish: (allocator) => this.publish(allocator),
+    });
   }
 
   get isRecovered(): boolean {
@@ -194,6 +213,8 @@ export class Shard {
         count += events.length;
         for (const event of events) waits.push(this.appendAndWait(allocator, event));
       }
+      // Units that came back while down (or whose offer the crash cut off) go to the line before anyone reserves.
+      waits.push(...this.waitlists.offer(allocator, now));
     }
     await Promise.all(waits);
     return count;
@@ -297,6 +318,7 @@ export class Shard {
         if (error === null && event === last) this.publish(allocator);
       });
     }
+    this.waitlists.offer(allocator, now);
   }
 
   private publish(allocator: SkuAllocator): void {
@@ -327,6 +349,7 @@ export class Shard {
           if (rebuilt?.config == null) this.remove(sku);
           else this.install(rebuilt);
           this.rebuilding.delete(sku);
+          if (rebuilt?.config != null) this.waitlists.offer(rebuilt, this.ctx.nowMs());
           this.ctx.log.info({ sku, seq: rebuilt?.seq ?? 0 }, 'SKU rebuilt from the event log');
           if (rebuilt?.config != null) this.publish(rebuilt);
           break;
@@ -377,6 +400,8 @@ export class Shard {
         },
         attachment,
       );
+      // Units this event gave back (a release, a payment that failed, more stock) go to the waitlist first.
+      this.waitlists.offer(allocator, this.ctx.nowMs());
     });
   }
 
@@ -660,6 +685,18 @@ export class Shard {
     }
     // One batch is serial and in order: when the last is durable, all are (a failure fails it too).
     return this.commit(allocator, last, () => skuView(allocator, this.ctx.nowMs()));
+  }
+
+  joinWaitlist(request: ShardRequests['join_waitlist']): Promise<Outcome<WaitlistView>> {
+    return this.waitlists.join(request);
+  }
+
+  async getWaitlist(request: ShardRequests['get_waitlist']): Promise<Outcome<WaitlistView>> {
+    return this.waitlists.get(request);
+  }
+
+  leaveWaitlist(request: ShardRequests['leave_waitlist']): Promise<Outcome<WaitlistView>> {
+    return this.waitlists.leave(request);
   }
 
   /** Counts of a SKU in memory, synchronously (audit); null when not in memory. */

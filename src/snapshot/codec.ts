@@ -1,6 +1,7 @@
 import { InvariantViolation, SkuAllocator, type AllocatorState } from '../allocator/allocator.js';
 import type { PackedGeneration } from '../allocator/remembered-keys.js';
 import type { AllocatorLimits, Reservation, ReservationStatus, SkuConfig } from '../allocator/types.js';
+import { readWaitlistSection, writeWaitlistSection } from './waitlist-codec.js';
 
 /**
  * A SKU allocator's state as bytes, for `sku_snapshots.state`.
@@ -12,7 +13,8 @@ import type { AllocatorLimits, Reservation, ReservationStatus, SkuConfig } from 
  * (totals against reservations) throws SnapshotFormatError: never half-read.
  */
 
-export const snapshotFormatVersion = 1;
+/** 2 added the waitlist section (and the config's waitlistOfferSeconds) after the remembered keys; 1 is still read. */
+export const snapshotFormatVersion = 2;
 const magic = 0x504e5346; // "FSNP" read as a little-endian u32
 const headerBytes = 12;
 
@@ -193,6 +195,7 @@ export function encodeSnapshot(allocator: SkuAllocator): Buffer {
     w.uint32s(g.hashes);
     w.uint32s(g.seconds);
   }
+  writeWaitlistSection(w, state.config, state.waitlist);
   return w.finish();
 }
 
@@ -219,22 +222,23 @@ function writeReservation(w: Writer, r: Reservation, ownsSlot: boolean): void {
   w.u8(ownsSlot ? 1 : 0);
 }
 
-/** Header checks only: magic, known version, exact length. */
-function readHeader(buffer: Buffer): void {
+/** Header checks only: magic, known version, exact length. Returns the version. */
+function readHeader(buffer: Buffer): number {
   if (buffer.length < headerBytes) throw new SnapshotFormatError(`snapshot of ${buffer.length} bytes has no header`);
   if (buffer.readUInt32LE(0) !== magic) throw new SnapshotFormatError('not a flashstock snapshot (bad magic)');
   const version = buffer.readUInt32LE(4);
-  if (version !== snapshotFormatVersion) {
+  if (version !== snapshotFormatVersion && version !== 1) {
     throw new SnapshotFormatError(`snapshot format version ${version} is unknown (this code reads ${snapshotFormatVersion})`);
   }
   const body = buffer.readUInt32LE(8);
   if (body !== buffer.length - headerBytes) {
     throw new SnapshotFormatError(`snapshot body is ${buffer.length - headerBytes} bytes, header says ${body}`);
   }
+  return version;
 }
 
 export function decodeSnapshot(buffer: Buffer, limits: AllocatorLimits): SkuAllocator {
-  readHeader(buffer);
+  const version = readHeader(buffer);
   const r = new Reader(buffer);
   const sku = r.string();
   const seq = r.f64();
@@ -266,11 +270,13 @@ export function decodeSnapshot(buffer: Buffer, limits: AllocatorLimits): SkuAllo
     const count = r.count(8);
     rememberedKeys.push({ index, hashes: r.uint32s(count), seconds: r.uint32s(count) });
   }
+  const waitlist = version >= 2 ? readWaitlistSection(r, config, (detail) => new SnapshotFormatError(detail)) : undefined;
   r.end();
   const state: AllocatorState = {
     sku, seq, config, archived, available, held, sold, liveHolds,
     reservations, slotOwners, shopperQuantity, checkoutKeys, settledOrder, rememberedKeys,
   };
+  if (waitlist !== undefined) state.waitlist = waitlist;
   try {
     return SkuAllocator.restore(state, limits);
   } catch (error) {

@@ -1,3 +1,4 @@
+import type { WaitlistTotals } from '../metrics/waitlist-metrics.js';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
@@ -45,6 +46,7 @@ export interface ShardThreadStats {
   allocatorCount: number;
   liveHolds: number;
   reservationsInMemory: number;
+  waitlist?: WaitlistTotals;
   stats: ShardStats;
   outboxStats: OutboxStats;
 }
@@ -66,6 +68,7 @@ function statsOf(host: ShardHost): ShardThreadStats {
     allocatorCount: host.allocatorCount,
     liveHolds: host.liveHolds,
     reservationsInMemory: host.reservationsInMemory,
+    waitlist: host.waitlist,
     stats: { ...host.stats },
     outboxStats: { ...host.outboxStats },
   };
