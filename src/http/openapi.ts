@@ -1,6 +1,7 @@
 import { problemTypes, type ProblemCode } from './problem.js';
 import { checkoutBodySchema, reserveBodySchema, skuBodySchema, skuPatternSource, webhookBodySchema } from './validation.js';
 import { saleStates } from '../inventory/inventory.js';
+import { waitlistStatuses } from '../allocator/waitlist.js';
 
 /**
  * The OpenAPI 3.1 document of the whole HTTP API, built here and served at
@@ -76,6 +77,7 @@ const schemas: Record<string, Json> = {
       currency: { type: 'string', pattern: '^[A-Z]{3}$' },
       startsAt: { type: ['string', 'null'], format: 'date-time' },
       endsAt: { type: ['string', 'null'], format: 'date-time' },
+      waitlistOfferSeconds: { type: 'integer', minimum: 1, description: 'present when the SKU has a waitlist: how long an offer to the line is held' },
     },
     required: ['sku', 'state', 'stock', 'available', 'held', 'sold', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency', 'startsAt', 'endsAt'],
     additionalProperties: false,
@@ -109,6 +111,25 @@ const schemas: Record<string, Json> = {
       expiresAt: isoInstant,
     },
     required: ['reservationId', 'sku', 'quantity', 'status', 'expiresAt'],
+    additionalProperties: false,
+  },
+  WaitlistView: {
+    type: 'object',
+    description: 'A waitlist entry as its shopper sees it (docs/waitlist.md).',
+    properties: {
+      waitlistId: { type: 'string', pattern: uuid },
+      sku: { type: 'string', pattern: skuPatternSource },
+      quantity: { type: 'integer', minimum: 1 },
+      status: {
+        type: 'string',
+        enum: [...waitlistStatuses],
+        description: 'waiting: in line; offered: units are held for the shopper (reservationId, until offerExpiresAt); taken: the offer went to checkout; declined: the shopper released the offer; expired: the offer lapsed and went to the next in line; left: the shopper left the line',
+      },
+      position: { type: ['integer', 'null'], minimum: 1, description: '1 = first in line; null unless waiting' },
+      reservationId: { type: ['string', 'null'], pattern: uuid, description: 'the offer: a held reservation, checked out like any' },
+      offerExpiresAt: { type: ['string', 'null'], format: 'date-time' },
+    },
+    required: ['waitlistId', 'sku', 'quantity', 'status', 'position', 'reservationId', 'offerExpiresAt'],
     additionalProperties: false,
   },
   CheckoutBody: withoutPrivateKeywords(checkoutBodySchema),
@@ -427,6 +448,7 @@ const parameters: Record<string, Json> = {
     description: 'a reservation id (a UUID; anything else is 404)',
     schema: { type: 'string' },
   },
+  WaitlistId: { name: 'id', in: 'path', required: true, description: 'a waitlist entry id (a UUID; anything else is 404)', schema: { type: 'string' } },
   OrderId: { name: 'id', in: 'path', required: true, description: 'an order id (a UUID; anything else is 404)', schema: { type: 'string' } },
   DropName: {
     name: 'name',
@@ -628,6 +650,50 @@ const paths: Record<string, Json> = {
           [429, ['rate_limited']],
           [503, ['unavailable', 'too_many_holds']],
         ),
+      },
+    },
+  },
+  '/v1/skus/{sku}/waitlist': {
+    parameters: [sku],
+    post: {
+      summary: 'Join the waitlist of a sold-out SKU (returned units are offered in join order)',
+      operationId: 'joinWaitlist',
+      tags: ['shopper'],
+      security: shopperAuth,
+      parameters: [param('IdempotencyKey')],
+      requestBody: body('ReserveBody'),
+      responses: {
+        '201': ok('WaitlistView', 'waiting, with its position (or the entry a repeated key made, as it is now)'),
+        ...problems(
+          [400, ['invalid_request', 'quantity_too_large']],
+          401,
+          [404, ['not_found']],
+          [409, ['waitlist_not_enabled', 'not_sold_out', 'waitlist_full', 'already_waitlisted', 'limit_exceeded', 'sale_not_open']],
+          ...bodyProblems,
+          [422, ['idempotency_key_reused']],
+          [429, ['rate_limited']],
+          [503, ['unavailable']],
+        ),
+      },
+    },
+  },
+  '/v1/waitlist/{id}': {
+    parameters: [param('WaitlistId')],
+    ...readable({
+      summary: "One of the shopper's waitlist entries: position while waiting, the offer once offered",
+      operationId: 'getWaitlistEntry',
+      tags: ['shopper'],
+      security: shopperAuth,
+      responses: { '200': ok('WaitlistView', 'the entry'), ...problems(401, [404, ['not_found']], [503, ['unavailable']]) },
+    }),
+    delete: {
+      summary: 'Leave the waitlist (a standing offer is released to the next in line)',
+      operationId: 'leaveWaitlist',
+      tags: ['shopper'],
+      security: shopperAuth,
+      responses: {
+        '200': ok('WaitlistView', 'left'),
+        ...problems(401, [404, ['not_found']], [409, ['waitlist_entry_closed']], [429, ['rate_limited']], [503, ['unavailable']]),
       },
     },
   },
