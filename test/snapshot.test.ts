@@ -215,7 +215,7 @@ t.test('a snapshot of an unknown format version, or damaged, is refused loudly',
   const bytes = encodeSnapshot(allocator);
   const future = Buffer.from(bytes);
   future.writeUInt32LE(snapshotFormatVersion + 1, 4);
-  t.throws(() => decodeSnapshot(future, limits), { name: 'SnapshotFormatError', message: /version 2 is unknown/ });
+  t.throws(() => decodeSnapshot(future, limits), { name: 'SnapshotFormatError', message: new RegExp(`version ${snapshotFormatVersion + 1} is unknown`) });
   const alien = Buffer.from(bytes);
   alien.write('JUNK', 0);
   t.throws(() => decodeSnapshot(alien, limits), SnapshotFormatError);
