@@ -263,6 +263,8 @@ t.test('property: with waitlist events, available + held + sold = stock, no newc
             if (e.quantity <= a.available && has + e.quantity <= a.config!.perShopperLimit) throw new Error('an entry that fits was passed over');
           }
         }
+        let place = 0;
+        for (const e of a.waitlist.waiting()) if (a.waitlist.position(e) !== ++place) throw new Error('position is not the place in line');
         let offered = 0;
         for (const e of a.waitlist.entries.values()) if (e.status === 'offered') offered += 1;
         if (offered !== a.waitlist.offeredCount) throw new Error('offered count drifted');
@@ -277,4 +279,46 @@ t.test('property: with waitlist events, available + held + sold = stock, no newc
   );
   t.ok(offersMadeInAll > 50, `the sequences made offers (${offersMadeInAll})`);
   t.pass('400 random command sequences held every property');
+});
+
+t.test('positions stay right in a long line that shrinks from the front and the middle (tree growth and compaction)', async (t) => {
+  const allocator = new SkuAllocator('L', { ...limits, waitlistMaxEntries: 5000, maxLiveHoldsPerSku: 10_000 });
+  const apply = (e: StockEvent | StockEvent[]) => {
+    for (const event of Array.isArray(e) ? e : [e]) allocator.apply(event);
+  };
+  const configured = allocator.configure({ ...config, stock: 0 }, 0);
+  if (!configured.ok) throw new Error('configure failed');
+  apply(configured.event);
+  const ids: string[] = [];
+  for (let i = 0; i < 3000; i++) {
+    const d = allocator.joinWaitlist({ waitlistId: `w${i}`, shopperId: `s${i}`, quantity: 1, idempotencyKey: 'k' }, 1000);
+    if (!d.ok || d.kind !== 'new') throw new Error('join refused');
+    apply(d.event);
+    ids.push(d.event.waitlistId);
+  }
+  const check = () => {
+    let place = 0;
+    for (const e of allocator.waitlist.waiting()) if (allocator.waitlist.position(e) !== ++place) return false;
+    return place === allocator.waitlist.waitingCount;
+  };
+  t.ok(check(), '3000 in line');
+  for (let i = 1; i < 3000; i += 3) {
+    const d = allocator.leaveWaitlist(ids[i]!, `s${i}`, 2000);
+    if (d.ok) apply(d.events);
+  }
+  t.ok(check(), 'a third left from the middle');
+  // More stock: units are offered from the front of the line.
+  let n = 0;
+  const more = allocator.configure({ ...config, stock: 1500 }, 3000);
+  if (!more.ok) throw new Error('configure failed');
+  apply(more.event);
+  for (;;) {
+    const offers = allocator.offerToWaitlist(3000, () => `o${++n}`);
+    if (offers.length === 0) break;
+    apply(offers);
+  }
+  t.equal(allocator.waitlist.offeredCount, 1500);
+  t.ok(check(), 'the front went to offers');
+  t.equal(allocator.waitlist.position(allocator.waitlist.waiting().next().value!), 1);
+  deepStrictEqual(decodeSnapshot(encodeSnapshot(allocator), limits).snapshot(), allocator.snapshot());
 });

@@ -409,7 +409,9 @@ export class SkuAllocator {
   leaveWaitlist(waitlistId: string, shopperId: string, nowMs: number): LeaveDecision {
     const entry = this.waitlist.entries.get(waitlistId);
     const offer = entry?.reservationId == null ? undefined : this.reservations.get(entry.reservationId);
-    return decideLeave(this, waitlistId, shopperId, nowMs, offer?.status === 'held');
+    // An offer past its time that the sweep has not recorded yet ends as expired, as a release of it would.
+    const end = offer?.status !== 'held' ? null : nowMs >= offer.expiresAtMs ? 'expired' : 'released';
+    return decideLeave(this, waitlistId, shopperId, nowMs, end);
   }
 
   /** Offers of units not held or sold to the waiting line (the shell asks after every event that may return units). */

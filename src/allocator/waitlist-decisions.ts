@@ -111,10 +111,17 @@ function joinRefusal(subject: WaitlistSubject, config: SkuConfig, cmd: JoinComma
 
 /**
  * Leave the line. A waiting entry leaves; an offered one leaves and its held
- * offer is released (so the units go to the next in line). Leaving again
+ * offer ends (`offerEnd`: released, or expired if its time is up), so the
+ * units go to the next in line. Leaving again
  * changes nothing; an entry whose offer was taken, declined or lapsed cannot leave.
  */
-export function decideLeave(subject: WaitlistSubject, waitlistId: string, shopperId: string, nowMs: number, offerHeld: boolean): LeaveDecision {
+export function decideLeave(
+  subject: WaitlistSubject,
+  waitlistId: string,
+  shopperId: string,
+  nowMs: number,
+  offerEnd: 'released' | 'expired' | null,
+): LeaveDecision {
   const entry = subject.waitlist.entries.get(waitlistId);
   if (entry === undefined || entry.shopperId !== shopperId) {
     return { ok: false, code: 'not_found', detail: `waitlist entry ${waitlistId} does not exist` };
@@ -125,8 +132,8 @@ export function decideLeave(subject: WaitlistSubject, waitlistId: string, shoppe
   }
   const base = { sku: subject.sku, atMs: nowMs };
   const events: StockEvent[] = [{ ...base, kind: 'waitlist_left', seq: subject.seq + 1, waitlistId }];
-  if (entry.status === 'offered' && offerHeld) {
-    events.push({ ...base, kind: 'released', seq: subject.seq + 2, reservationId: entry.reservationId! });
+  if (entry.status === 'offered' && offerEnd !== null) {
+    events.push({ ...base, kind: offerEnd, seq: subject.seq + 2, reservationId: entry.reservationId! });
   }
   return { ok: true, entry, events };
 }

@@ -62,6 +62,13 @@ export class Waitlist {
   /** Waiting entries in join order from `waitingHead`; entries that stopped waiting are skipped lazily. */
   private waitingQueue: WaitlistEntry[] = [];
   private waitingHead = 0;
+  /**
+   * A Fenwick tree over `waitingQueue`'s indexes (1 for a waiting entry, else 0), so a position is
+   * a prefix sum: O(log n) per read, which shoppers poll. Rebuilt when the queue is compacted or grows past it.
+   */
+  private tree = new Int32Array(17);
+  /** Index of each entry in `waitingQueue` (entries stay plain data: no bookkeeping fields on them). */
+  private readonly queueIndex = new Map<WaitlistEntry, number>();
   waitingCount = 0;
   offeredCount = 0;
   /** Closed entries in close order from `closedHead`: forgetting pops from the front. */
@@ -81,15 +88,29 @@ export class Waitlist {
     }
   }
 
-  /** 1 for the first in line; null when the entry is not waiting. O(line length), bounded by WAITLIST_MAX_ENTRIES. */
+  /** 1 for the first in line; null when the entry is not waiting. O(log line length). */
   position(entry: WaitlistEntry): number | null {
-    if (entry.status !== 'waiting') return null;
-    let position = 1;
-    for (const other of this.waiting()) {
-      if (other === entry) return position;
-      position += 1;
-    }
-    return null;
+    const index = this.queueIndex.get(entry);
+    if (entry.status !== 'waiting' || index === undefined) return null;
+    let sum = 0;
+    for (let i = index + 1; i > 0; i -= i & -i) sum += this.tree[i]!;
+    return sum;
+  }
+
+  private treeAdd(entry: WaitlistEntry, delta: number): void {
+    const index = this.queueIndex.get(entry)!;
+    for (let i = index + 1; i < this.tree.length; i += i & -i) this.tree[i]! += delta;
+  }
+
+  private rebuildTree(): void {
+    let capacity = 16;
+    while (capacity <= this.waitingQueue.length) capacity *= 2;
+    this.tree = new Int32Array(capacity + 1);
+    this.queueIndex.clear();
+    this.waitingQueue.forEach((entry, index) => {
+      this.queueIndex.set(entry, index);
+      if (entry.status === 'waiting') this.treeAdd(entry, 1);
+    });
   }
 
   add(entry: WaitlistEntry): void {
@@ -99,6 +120,11 @@ export class Waitlist {
     if (entry.status === 'waiting') {
       this.waitingQueue.push(entry);
       this.waitingCount += 1;
+      if (this.waitingQueue.length >= this.tree.length) this.rebuildTree();
+      else {
+        this.queueIndex.set(entry, this.waitingQueue.length - 1);
+        this.treeAdd(entry, 1);
+      }
     } else if (entry.status === 'offered') {
       this.byReservation.set(entry.reservationId!, entry);
       this.offeredCount += 1;
@@ -106,6 +132,7 @@ export class Waitlist {
   }
 
   offer(entry: WaitlistEntry, reservationId: string): void {
+    this.treeAdd(entry, -1);
     entry.status = 'offered';
     entry.reservationId = reservationId;
     this.byReservation.set(reservationId, entry);
@@ -116,8 +143,10 @@ export class Waitlist {
   }
 
   close(entry: WaitlistEntry, status: Exclude<WaitlistStatus, 'waiting' | 'offered'>, atMs: number): void {
-    if (entry.status === 'waiting') this.waitingCount -= 1;
-    else {
+    if (entry.status === 'waiting') {
+      this.waitingCount -= 1;
+      this.treeAdd(entry, -1);
+    } else {
       this.offeredCount -= 1;
       this.byReservation.delete(entry.reservationId!);
     }
@@ -154,9 +183,11 @@ export class Waitlist {
     if (live > 64 && this.waitingCount * 2 < live) {
       this.waitingQueue = this.waitingQueue.slice(this.waitingHead).filter((e) => e.status === 'waiting');
       this.waitingHead = 0;
+      this.rebuildTree();
     } else if (this.waitingHead > 1024 && this.waitingHead * 2 > this.waitingQueue.length) {
       this.waitingQueue = this.waitingQueue.slice(this.waitingHead);
       this.waitingHead = 0;
+      this.rebuildTree();
     }
   }
 

@@ -401,7 +401,7 @@ export class Shard {
         attachment,
       );
       // Units this event gave back (a release, a payment that failed, more stock) go to the waitlist first.
-      this.waitlists.offer(allocator, this.ctx.nowMs());
+      if (allocator.waitlist.waitingCount !== 0) this.waitlists.offer(allocator, this.ctx.nowMs());
     });
   }
 

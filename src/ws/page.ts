@@ -81,7 +81,7 @@ if (!sku && !drop) {
     const response = await fetch('/v1/waitlist/' + entry.waitlistId, { headers: auth(), cache: 'no-store' });
     if (response.ok) entry = await response.json();
     showEntry();
-    setTimeout(pollEntry, 2000);
+    setTimeout(pollEntry, 5000);
   };
   // Whether the SKU has a waitlist: its definition says (the stock frames do not).
   let hasWaitlist = false;
@@ -219,7 +219,7 @@ if (!sku && !drop) {
     entry = body;
     showEntry();
     refresh();
-    setTimeout(pollEntry, 2000);
+    setTimeout(pollEntry, 5000);
   };
   $('release').onclick = () => {
     if (!lastReservation || !socket) return;
