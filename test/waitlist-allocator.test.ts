@@ -322,3 +322,15 @@ t.test('positions stay right in a long line that shrinks from the front and the 
   t.equal(allocator.waitlist.position(allocator.waitlist.waiting().next().value!), 1);
   deepStrictEqual(decodeSnapshot(encodeSnapshot(allocator), limits).snapshot(), allocator.snapshot());
 });
+
+t.test('a snapshot of format 1 (before waitlists) is still read', async (t) => {
+  const h = harness({ ...config, waitlistOfferSeconds: null });
+  h.reserve('a', 2);
+  const v2 = encodeSnapshot(h.allocator);
+  // Format 2 ends with the waitlist section: no offer seconds (1 byte), 0 entries, 0 closed (4 + 4).
+  const v1 = Buffer.from(v2.subarray(0, v2.length - 9));
+  v1.writeUInt32LE(1, 4);
+  v1.writeUInt32LE(v1.length - 12, 8);
+  deepStrictEqual(decodeSnapshot(v1, limits).snapshot(), h.allocator.snapshot());
+  t.pass('read as the same state');
+});

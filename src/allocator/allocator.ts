@@ -585,6 +585,8 @@ export class SkuAllocator {
       throw new InvariantViolation(`${this.sku}: stock ${event.config.stock} below committed ${committed}`);
     }
     this.config = { ...event.config };
+    // No waitlist is one shape (absent), whether the definition said null or nothing: replay and snapshots agree.
+    if (this.config.waitlistOfferSeconds == null) delete this.config.waitlistOfferSeconds;
     this.available = event.config.stock - committed;
     this.archived = false;
   }
