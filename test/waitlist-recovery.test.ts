@@ -1,7 +1,7 @@
 import t from 'tap';
 import { createTestDatabase } from './helpers/db.js';
+import { sharedTestClock } from './helpers/waits.js';
 import { startTestService, type TestService } from './helpers/service.js';
-import { manualClock, type ManualClock } from './helpers/clock.js';
 import { SkuAllocator } from '../src/allocator/allocator.js';
 import { defaultAllocatorLimits, type StockEvent } from '../src/allocator/types.js';
 import { readEvents } from '../src/outbox/event-log.js';
@@ -24,7 +24,7 @@ function entry(api: TestService, id: string, shopper: string) {
   return api.call('GET', `/v1/waitlist/${id}`, { shopper });
 }
 
-async function start(t: { teardown(fn: () => unknown): void }, url: string, clock: ManualClock) {
+async function start(t: { teardown(fn: () => unknown): void }, url: string, clock: ReturnType<typeof sharedTestClock>) {
   return startTestService(t, { expirySweepIntervalMs: 20 }, { nowMs: clock.nowMs }, url);
 }
 
@@ -40,7 +40,7 @@ async function writeSnapshot(api: TestService, sku: string): Promise<number> {
 for (const from of ['log', 'snapshot'] as const) {
   t.test(`expiry during a restart goes to the line (recovered from the ${from})`, async (t) => {
     const db = await createTestDatabase(t);
-    const clock = manualClock(Date.now());
+    const clock = sharedTestClock(Date.now());
     const first = await start({ teardown: () => undefined }, db.url, clock);
     await first.putSku('R', { stock: 1, holdSeconds: 1, waitlistOfferSeconds: 60 });
     const held = await first.reserve('R', 'alice', 1);

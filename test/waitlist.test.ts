@@ -2,8 +2,7 @@ import t from 'tap';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startTestService, type TestService } from './helpers/service.js';
-import { manualClock } from './helpers/clock.js';
-import { waitUntil } from './helpers/waits.js';
+import { sharedTestClock, waitUntil } from './helpers/waits.js';
 import { connectStream } from './helpers/stream-client.js';
 
 /**
@@ -30,7 +29,7 @@ async function entryBecomes(t: { fail(message: string): void }, api: TestService
 }
 
 t.test('returned units go to the line in join order; a lapsed offer moves on; the offer checks out', async (t) => {
-  const clock = manualClock(Date.now());
+  const clock = sharedTestClock(Date.now());
   const api = await startTestService(t, { expirySweepIntervalMs: 20, paymentWorkers: 1 }, { nowMs: clock.nowMs });
   t.equal((await api.putSku('W', { stock: 1, perShopperLimit: 2, holdSeconds: 60, waitlistOfferSeconds: 30 })).body.waitlistOfferSeconds, 30);
   await api.putSku('PLAIN', { stock: 1 });
@@ -80,7 +79,7 @@ t.test('returned units go to the line in join order; a lapsed offer moves on; th
 });
 
 t.test('a declined payment gives its unit to the line, and the offer is pushed to the shopper', async (t) => {
-  const clock = manualClock(Date.now());
+  const clock = sharedTestClock(Date.now());
   const api = await startTestService(t, { expirySweepIntervalMs: 20, paymentWorkers: 1 }, { nowMs: clock.nowMs });
   await api.putSku('D', { stock: 1, waitlistOfferSeconds: 60 });
   const held = await api.reserve('D', 'alice', 1);
