@@ -334,3 +334,22 @@ t.test('a snapshot of format 1 (before waitlists) is still read', async (t) => {
   deepStrictEqual(decodeSnapshot(v1, limits).snapshot(), h.allocator.snapshot());
   t.pass('read as the same state');
 });
+
+t.test('an admin turning the waitlist off: units go on sale, entries keep their places and may leave', async (t) => {
+  const h = harness({ ...config, stock: 1 });
+  const r = h.reserve('a', 1);
+  if (!r.ok || r.kind !== 'new') throw new Error('reserve failed');
+  const b = entryId(h.join('b', 1));
+  const off = h.allocator.configure({ ...config, stock: 1, waitlistOfferSeconds: null }, 1500);
+  if (!off.ok) throw new Error('configure refused');
+  h.apply(off.event, 1500);
+  h.release(r.event.reservationId, 2000);
+  t.equal(h.allocator.waitlist.entries.get(b)!.status, 'waiting', 'no offers while off');
+  t.ok(h.reserve('z', 1, 2000).ok, 'the unit is on sale');
+  t.match(h.join('c', 1), { ok: false, code: 'waitlist_not_enabled' });
+  const left = h.allocator.leaveWaitlist(b, 'b', 2100);
+  if (!left.ok) throw new Error('leave refused');
+  h.apply(left.events, 2100);
+  t.equal(h.allocator.waitlist.entries.get(b)!.status, 'left');
+  deepStrictEqual(SkuAllocator.replay('A', limits, h.log).snapshot(), h.allocator.snapshot());
+});

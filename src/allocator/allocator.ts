@@ -1,7 +1,7 @@
 import TinyQueue from 'tinyqueue';
 import { RememberedKeys, slotHash, type PackedGeneration } from './remembered-keys.js';
 import { Waitlist, type WaitlistState } from './waitlist.js';
-import { decideJoin, decideLeave, decideOffers, type JoinCommand, type JoinDecision, type LeaveDecision } from './waitlist-decisions.js';
+import { decideJoin, decideLeave, decideOffers, lineHasClaim, type JoinCommand, type JoinDecision, type LeaveDecision } from './waitlist-decisions.js';
 import {
   defaultIdempotencyKeyTtlMs,
   defaultReservationMemoryMs,
@@ -277,7 +277,7 @@ export class SkuAllocator {
     if (this.available < cmd.quantity) {
       return { ok: false, code: 'sold_out', detail: `${this.available} available, ${cmd.quantity} asked` };
     }
-    if (this.waitlist.waitingCount !== 0) {
+    if (this.waitlist.waitingCount !== 0 && lineHasClaim(this)) {
       return { ok: false, code: 'sold_out', detail: 'units that come back go to the waitlist first' };
     }
     if (this.liveHolds >= this.limits.maxLiveHoldsPerSku) {
@@ -549,7 +549,10 @@ export class SkuAllocator {
   }
 
   private applyWaitlist(event: WaitlistEvent): void {
-    if (this.config?.waitlistOfferSeconds == null) throw new InvariantViolation(`${this.sku}: ${event.kind} without a waitlist`);
+    // Leaving is allowed after an admin turned the waitlist off; joining and offers are not.
+    if (this.config?.waitlistOfferSeconds == null && event.kind !== 'waitlist_left') {
+      throw new InvariantViolation(`${this.sku}: ${event.kind} without a waitlist`);
+    }
     if (event.kind === 'waitlist_joined') {
       if (this.waitlist.entries.has(event.waitlistId)) throw new InvariantViolation(`${this.sku}: duplicate waitlist entry ${event.waitlistId}`);
       const { waitlistId, shopperId, quantity, idempotencyKey } = event;

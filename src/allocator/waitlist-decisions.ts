@@ -38,9 +38,14 @@ export type JoinDecision =
 
 export type LeaveDecision = { ok: true; entry: WaitlistEntry; events: StockEvent[] } | Rejection;
 
-/** Units a newcomer may reserve: none while anyone waits (returned units belong to the line). */
-export function saleableUnits(subject: Pick<WaitlistSubject, 'available' | 'waitlist'>): number {
-  return subject.waitlist.waitingCount > 0 ? 0 : subject.available;
+/** Whether units not held or sold belong to the line: someone waits and the waitlist is on. */
+export function lineHasClaim(subject: Pick<WaitlistSubject, 'config' | 'waitlist'>): boolean {
+  return subject.waitlist.waitingCount !== 0 && subject.config?.waitlistOfferSeconds != null;
+}
+
+/** Units a newcomer may reserve: none while the line has a claim on them. */
+export function saleableUnits(subject: Pick<WaitlistSubject, 'available' | 'waitlist' | 'config'>): number {
+  return lineHasClaim(subject) ? 0 : subject.available;
 }
 
 function saleClosed(subject: WaitlistSubject, config: SkuConfig, nowMs: number): Rejection | null {
