@@ -459,7 +459,7 @@ export class SkuAllocator {
       this.settledHead = 0;
     }
     this.rememberedKeys.dropExpired(nowMs);
-    this.waitlist.forgetClosed(nowMs, this.reservationMemoryMs);
+    if (this.waitlist.entries.size !== 0) this.waitlist.forgetClosed(nowMs, this.reservationMemoryMs);
     return forgotten;
   }
 
