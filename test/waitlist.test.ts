@@ -126,3 +126,27 @@ t.test('bounds and hostile input', async (t) => {
   t.match(await api.putSku('B', { stock: 1, waitlistOfferSeconds: 7 * 24 * 3600 + 1 }), { status: 400 });
   await sleep(0);
 });
+
+t.test('entries that left memory are read from the log, for their shopper only', async (t) => {
+  const clock = sharedTestClock(Date.now());
+  const api = await startTestService(t, { expirySweepIntervalMs: 20, reservationMemorySeconds: 0 }, { nowMs: clock.nowMs });
+  await api.putSku('M', { stock: 1, waitlistOfferSeconds: 10 });
+  const held = await api.reserve('M', 'alice', 1);
+  const bob = await join(api, 'M', 'bob');
+  const carol = await join(api, 'M', 'carol');
+  t.match(await api.call('DELETE', `/v1/waitlist/${bob.body.waitlistId}`, { shopper: 'bob' }), { status: 200, body: { status: 'left' } });
+  await api.call('DELETE', `/v1/reservations/${held.body.reservationId}`, { shopper: 'alice' });
+  const offered = await entry(api, carol.body.waitlistId, 'carol');
+  t.match(offered.body, { status: 'offered' });
+  clock.advance(10_000);
+  // The lapse closes carol's entry; with no memory time it leaves memory at once.
+  await waitUntil(t, 'the lapsed offer recorded', async () => (await api.call('GET', '/v1/skus/M')).body.held === 0);
+  t.match(await entry(api, bob.body.waitlistId, 'bob'), { status: 200, body: { status: 'left', position: null, sku: 'M' } }, 'left, from the log');
+  t.match(await entry(api, carol.body.waitlistId, 'carol'), {
+    status: 200,
+    body: { status: 'expired', reservationId: offered.body.reservationId, offerExpiresAt: offered.body.offerExpiresAt },
+  }, 'expired, from the log');
+  t.match(await entry(api, carol.body.waitlistId, 'bob'), { status: 404 }, "another shopper's: 404");
+  t.match(await api.call('DELETE', `/v1/waitlist/${bob.body.waitlistId}`, { shopper: 'bob' }), { status: 200, body: { status: 'left' } });
+  t.match(await api.call('DELETE', `/v1/waitlist/${carol.body.waitlistId}`, { shopper: 'carol' }), { status: 409, body: { code: 'waitlist_entry_closed' } });
+});

@@ -18,6 +18,7 @@ import type { ShardNotice, ShardRequests } from './messages.js';
 import { newReservationId, reservationIdPrefix, skuHash } from './placement.js';
 import { LogReader, type LoggedOrder } from './log-reader.js';
 import { WaitlistCommands } from './waitlist-shell.js';
+import { waitlistEntryFromLog } from './waitlist-log.js';
 import type { WaitlistView } from '../inventory/waitlist-view.js';
 
 /** Everything a shard borrows from its host: one outbox, pool and clock for all shards of a thread. */
@@ -131,6 +132,7 @@ export class Shard {
       },
       afterDurable: (sku, value) => this.afterDurable(sku, value),
       publish: (allocator) => this.publish(allocator),
+      fromLog: (waitlistId, shopperId) => waitlistEntryFromLog(this.ctx.pool, waitlistId, shopperId, this.ctx.nowMs()),
     });
   }
 

@@ -31,6 +31,8 @@ export interface WaitlistHost {
   applyAndAppend(allocator: SkuAllocator, event: StockEvent, done?: (error: Error | null) => void): void;
   afterDurable<T>(sku: string, value: T): Promise<Outcome<T>>;
   publish(allocator: SkuAllocator): void;
+  /** An entry no longer in memory, from the log (null: none, or another shopper's). */
+  fromLog(waitlistId: string, shopperId: string): Promise<WaitlistView | null>;
 }
 
 /** Shared: the reservation path asks on every commit, and nothing should be allocated for the usual "no one waits". */
@@ -69,17 +71,23 @@ export class WaitlistCommands {
     return this.host.commit(allocator, decision.event, () => view);
   }
 
-  get(request: ShardRequests['get_waitlist']): Outcome<WaitlistView> {
+  async get(request: ShardRequests['get_waitlist']): Promise<Outcome<WaitlistView>> {
     const refused = this.host.refusal(null);
     if (refused) return refused;
     const found = this.find(request.waitlistId, request.shopperId);
-    if (found === null) return notFound(request.waitlistId);
-    return { ok: true, value: this.view(found.allocator, found.entry, this.host.nowMs()) };
+    if (found !== null) return { ok: true, value: this.view(found.allocator, found.entry, this.host.nowMs()) };
+    if (this.inMemory(request.waitlistId)) return notFound(request.waitlistId);
+    const logged = await this.host.fromLog(request.waitlistId, request.shopperId);
+    return logged === null ? notFound(request.waitlistId) : { ok: true, value: logged };
+  }
+
+  private inMemory(waitlistId: string): boolean {
+    return this.host.allocatorsOfId(waitlistId).some((allocator) => allocator.waitlist.entries.has(waitlistId));
   }
 
   leave(request: ShardRequests['leave_waitlist']): Promise<Outcome<WaitlistView>> {
     const found = this.find(request.waitlistId, request.shopperId);
-    if (found === null) return Promise.resolve(this.host.refusal(null) ?? notFound(request.waitlistId));
+    if (found === null) return this.leaveFromLog(request);
     const { allocator, entry } = found;
     const refused = this.host.refusal(allocator.sku);
     if (refused) return Promise.resolve(refused);
@@ -90,6 +98,16 @@ export class WaitlistCommands {
     for (const event of decision.events.slice(0, -1)) this.host.applyAndAppend(allocator, event);
     // One batch is serial and in order: when the last is durable, all are.
     return this.host.commit(allocator, decision.events[decision.events.length - 1]!, value);
+  }
+
+  /** Leaving an entry that left memory: it is closed, so leaving again answers it if it left, else 409. */
+  private async leaveFromLog(request: ShardRequests['leave_waitlist']): Promise<Outcome<WaitlistView>> {
+    const outcome = await this.get({ type: 'get_waitlist', waitlistId: request.waitlistId, shopperId: request.shopperId });
+    if (!outcome.ok || outcome.value.status === 'left') return outcome;
+    if (outcome.value.status === 'waiting' || outcome.value.status === 'offered') {
+      return { ok: false, code: 'unavailable', detail: `the SKU of waitlist entry ${request.waitlistId} is not loaded; retry shortly` };
+    }
+    return { ok: false, code: 'waitlist_entry_closed', detail: `the entry is ${outcome.value.status}; it can no longer leave` };
   }
 
   /**
