@@ -246,6 +246,7 @@ function provideMetrics(
       liveHolds: shards.host.liveHolds,
       ...(shards.host.queueTickets === undefined ? {} : { queueTickets: shards.host.queueTickets }),
       snapshotsWritten: shards.host.stats.snapshotsWritten,
+      waitlist: 'waitlist' in shards.host ? (shards.host.waitlist ?? null) : null,
     }),
     pool: storage.pool,
     queues: [finalizeQueue, deadLetterQueue],

@@ -47,6 +47,8 @@ export interface Config {
   queueMaxTickets: number;
   /** How long an admission token is good for after it was issued (QUEUE_ADMISSION_TOKEN_SECONDS). */
   queueAdmissionTokenSeconds: number;
+  /** Open waitlist entries (waiting or offered) per SKU; past it joins get 409 `waitlist_full`. */
+  waitlistMaxEntries: number;
   maxBodyBytes: number;
   /** Most lines one cart may hold (CART_MAX_LINES). */
   cartMaxLines: number;
@@ -263,6 +265,7 @@ function serverSettings(env: Env) {
     maxLiveHoldsPerSku: integer(env, 'MAX_LIVE_HOLDS_PER_SKU', 1_000_000, 1, 100_000_000),
     queueMaxTickets: integer(env, 'QUEUE_MAX_TICKETS', 250_000, 1, 10_000_000),
     queueAdmissionTokenSeconds: integer(env, 'QUEUE_ADMISSION_TOKEN_SECONDS', 300, 10, 86_400),
+    waitlistMaxEntries: integer(env, 'WAITLIST_MAX_ENTRIES', 10_000, 1, 1_000_000),
     maxBodyBytes: integer(env, 'MAX_BODY_BYTES', 16 * 1024, 256, 1024 * 1024),
     cartMaxLines: integer(env, 'CART_MAX_LINES', 20, 1, 1000),
     cartDecisionTimeoutMs: integer(env, 'CART_DECISION_TIMEOUT_MS', 10_000, 100, 600_000),

@@ -111,3 +111,30 @@ if (browserMissing === null) {
     t.ok(await page.locator('#reserve').isDisabled(), 'no Reserve before the sale opens');
   });
 }
+
+if (browserMissing === null) {
+  t.test('a sold-out SKU with a waitlist: Join shows the position, then the offer pushed over the stream', async (t) => {
+    const api = await startTestService(t);
+    await api.putSku('PAGE-WL', { stock: 1, waitlistOfferSeconds: 60 });
+    const held = await api.reserve('PAGE-WL', 'first', 1);
+    t.equal(held.status, 201);
+    const browser = await launchChromium(t);
+    const page = await browser.newPage();
+    const problems: string[] = [];
+    page.on('console', (message) => {
+      if (message.type() === 'error') problems.push(message.text());
+    });
+    page.on('pageerror', (error) => problems.push(error.message));
+    await page.goto(`${api.url}/?sku=PAGE-WL&token=${encodeURIComponent(api.token('waiter'))}`);
+    await page.locator('#available').filter({ hasText: /^0$/ }).waitFor({ timeout: 10_000 });
+    await page.locator('#join:not([hidden])').waitFor({ timeout: 10_000 });
+    await page.locator('#join').click();
+    await page.locator('#waitlist[data-status="waiting"]').waitFor({ timeout: 10_000 });
+    t.equal(await page.locator('#waitlist').textContent(), 'waitlist: position 1', 'the page shows the place in line');
+    t.equal((await api.call('DELETE', `/v1/reservations/${held.body.reservationId}`, { shopper: 'first' })).status, 200);
+    await page.locator('#waitlist[data-status="offered"]').waitFor({ timeout: 10_000 });
+    t.match(await page.locator('#waitlist').textContent(), /waitlist offer: 1 held for you until/, 'and the offer, pushed live');
+    t.notOk(await page.locator('#release').isDisabled(), 'the offer can be given back');
+    t.same(problems, [], 'no console errors (and no CSP violations)');
+  });
+}

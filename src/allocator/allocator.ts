@@ -1,12 +1,15 @@
 import TinyQueue from 'tinyqueue';
-import { keepSeed, waitingRoomChangeRefusal, WaitingRoom, type JoinDecision, type QueueState } from './waiting-room.js';
+import { keepSeed, waitingRoomChangeRefusal, WaitingRoom, type JoinDecision as QueueJoinDecision, type QueueState } from './waiting-room.js';
 import { RememberedKeys, slotHash, type PackedGeneration } from './remembered-keys.js';
+import { Waitlist, type WaitlistState } from './waitlist.js';
+import { decideJoin, decideLeave, decideOffers, lineHasClaim, type JoinCommand, type JoinDecision, type LeaveDecision } from './waitlist-decisions.js';
 import {
   defaultIdempotencyKeyTtlMs,
   defaultMaxQueueTicketsPerSku,
   defaultReservationMemoryMs,
   cartLineKey,
   cartOfKey,
+  defaultWaitlistMaxEntries,
   type AllocatorLimits,
   type CartPreparedEvent,
   type CheckoutStartedEvent,
@@ -17,6 +20,8 @@ import {
   type ReservedEvent,
   type SkuConfig,
   type StockEvent,
+  type WaitlistEvent,
+  type WaitlistOfferedEvent,
 } from './types.js';
 
 /**
@@ -138,6 +143,8 @@ const inCart: Rejection = {
 export class SkuAllocator {
   readonly sku: string;
   private readonly limits: AllocatorLimits;
+  /** Shoppers waiting for returned units (waitlist.ts); empty unless the SKU has `waitlistOfferSeconds`. */
+  waitlist = new Waitlist();
 
   /** Last applied event's seq; the next event gets seq + 1. */
   seq = 0;
@@ -194,6 +201,14 @@ export class SkuAllocator {
     return this.config?.stock ?? 0;
   }
 
+  get maxQuantityPerRequest(): number {
+    return this.limits.maxQuantityPerRequest;
+  }
+
+  get waitlistMaxEntries(): number {
+    return this.limits.waitlistMaxEntries ?? defaultWaitlistMaxEntries;
+  }
+
   // ---------------------------------------------------------------- commands
 
   configure(config: SkuConfig, nowMs: number): ConfigureDecision {
@@ -215,7 +230,7 @@ export class SkuAllocator {
   }
 
   /** A ticket in the waiting room: the shopper's existing one, or the event of `ticketId`. */
-  joinQueue(shopperId: string, ticketId: string, nowMs: number): JoinDecision {
+  joinQueue(shopperId: string, ticketId: string, nowMs: number): QueueJoinDecision {
     if (this.config === null) return { ok: false, code: 'not_found', detail: `SKU ${this.sku} does not exist` };
     if (this.archived) return { ok: false, code: 'sale_not_open', detail: 'the sale is archived' };
     const max = this.limits.maxQueueTicketsPerSku ?? defaultMaxQueueTicketsPerSku;
@@ -301,6 +316,9 @@ export class SkuAllocator {
     }
     if (this.available < cmd.quantity) {
       return { ok: false, code: 'sold_out', detail: `${this.available} available, ${cmd.quantity} asked` };
+    }
+    if (this.waitlist.waitingCount !== 0 && lineHasClaim(this)) {
+      return { ok: false, code: 'sold_out', detail: 'units that come back go to the waitlist first' };
     }
     if (this.liveHolds >= this.limits.maxLiveHoldsPerSku) {
       return { ok: false, code: 'too_many_holds', detail: 'this SKU has as many live holds as it may keep' };
@@ -424,6 +442,25 @@ export class SkuAllocator {
     return { kind: outcome, sku: this.sku, seq: this.seq + 1, atMs: nowMs, reservationId };
   }
 
+  /** Join the waitlist (only while sold out): see waitlist-decisions.ts. */
+  joinWaitlist(cmd: JoinCommand, nowMs: number): JoinDecision {
+    return decideJoin(this, cmd, nowMs);
+  }
+
+  /** Leave the waitlist; an offer still held is released with it. */
+  leaveWaitlist(waitlistId: string, shopperId: string, nowMs: number): LeaveDecision {
+    const entry = this.waitlist.entries.get(waitlistId);
+    const offer = entry?.reservationId == null ? undefined : this.reservations.get(entry.reservationId);
+    // An offer past its time that the sweep has not recorded yet ends as expired, as a release of it would.
+    const end = offer?.status !== 'held' ? null : nowMs >= offer.expiresAtMs ? 'expired' : 'released';
+    return decideLeave(this, waitlistId, shopperId, nowMs, end);
+  }
+
+  /** Offers of units not held or sold to the waiting line (the shell asks after every event that may return units). */
+  offerToWaitlist(nowMs: number, mintId: () => string): WaitlistOfferedEvent[] {
+    return decideOffers(this, nowMs, this.limits.maxEventsPerBatch, mintId);
+  }
+
   /**
    * Phase 1 of a cart: a tentative hold for one line, refused exactly as a reservation would be.
    * Never waits for anything, so carts cannot deadlock. A line that exists is answered as it is.
@@ -521,6 +558,7 @@ export class SkuAllocator {
       this.settledHead = 0;
     }
     this.rememberedKeys.dropExpired(nowMs);
+    if (this.waitlist.entries.size !== 0) this.waitlist.forgetClosed(nowMs, this.reservationMemoryMs);
     return forgotten;
   }
 
@@ -588,10 +626,17 @@ export class SkuAllocator {
         reservation.status = event.kind;
         this.returnToSale(reservation);
         this.settle(reservation, event.atMs);
+        this.closeOffer(event.reservationId, event.kind === 'expired' ? 'expired' : 'declined', event.atMs);
         break;
       }
       case 'checkout_started':
         this.applyCheckoutStarted(event);
+        this.closeOffer(event.reservationId, 'taken', event.atMs);
+        break;
+      case 'waitlist_joined':
+      case 'waitlist_offered':
+      case 'waitlist_left':
+        this.applyWaitlist(event);
         break;
       case 'queue_joined':
         this.applyQueueJoined(event);
@@ -622,17 +667,54 @@ export class SkuAllocator {
     this.assertInvariants();
   }
 
+  private applyWaitlist(event: WaitlistEvent): void {
+    // Leaving is allowed after an admin turned the waitlist off; joining and offers are not.
+    if (this.config?.waitlistOfferSeconds == null && event.kind !== 'waitlist_left') {
+      throw new InvariantViolation(`${this.sku}: ${event.kind} without a waitlist`);
+    }
+    if (event.kind === 'waitlist_joined') {
+      if (this.waitlist.entries.has(event.waitlistId)) throw new InvariantViolation(`${this.sku}: duplicate waitlist entry ${event.waitlistId}`);
+      const { waitlistId, shopperId, quantity, idempotencyKey } = event;
+      this.waitlist.add({ waitlistId, shopperId, quantity, idempotencyKey, joinedAtMs: event.atMs, status: 'waiting', reservationId: null, closedAtMs: null });
+      return;
+    }
+    const entry = this.waitlist.entries.get(event.waitlistId);
+    const expected = event.kind === 'waitlist_offered' ? entry?.status === 'waiting' : entry?.status === 'waiting' || entry?.status === 'offered';
+    if (entry === undefined || !expected) {
+      throw new InvariantViolation(`${this.sku}: ${event.kind} of waitlist entry ${event.waitlistId} that is ${entry?.status ?? 'missing'}`);
+    }
+    if (event.kind === 'waitlist_left') {
+      this.waitlist.close(entry, 'left', event.atMs);
+      return;
+    }
+    if (event.shopperId !== entry.shopperId || event.quantity !== entry.quantity) {
+      throw new InvariantViolation(`${this.sku}: offer ${event.reservationId} does not match waitlist entry ${entry.waitlistId}`);
+    }
+    this.applyReserved({ ...event, kind: 'reserved', idempotencyKey: entry.idempotencyKey }, false);
+    this.waitlist.offer(entry, event.reservationId);
+  }
+
+  /** An offer's reservation stopped being held: its entry closes (the units go to the next in line). */
+  private closeOffer(reservationId: string, status: 'expired' | 'declined' | 'taken', atMs: number): void {
+    if (this.waitlist.offeredCount === 0) return;
+    const entry = this.waitlist.byReservation.get(reservationId);
+    if (entry !== undefined && entry.status === 'offered') this.waitlist.close(entry, status, atMs);
+  }
+
   private applyConfigured(event: ConfiguredEvent): void {
     const committed = this.held + this.sold;
     if (event.config.stock < committed) {
       throw new InvariantViolation(`${this.sku}: stock ${event.config.stock} below committed ${committed}`);
     }
     this.config = { ...event.config };
+    // No waitlist is one shape (absent), whether the definition said null or nothing: replay and snapshots agree.
+    if (this.config.waitlistOfferSeconds == null) delete this.config.waitlistOfferSeconds;
     this.available = event.config.stock - committed;
     this.archived = false;
   }
 
-  private applyReserved(event: ReservedEvent | CartPreparedEvent): void {
+  /** `ownsKey` false: an offer, whose key (its waitlist entry's) never answers a reserve. */
+  private applyReserved(event: ReservedEvent | CartPreparedEvent, ownsKey = true): void {
     const config = this.config;
     if (config === null) throw new InvariantViolation(`${this.sku}: reserved before configured`);
     if (this.reservations.has(event.reservationId)) {
@@ -654,7 +736,7 @@ export class SkuAllocator {
       settledAtMs: null,
       checkoutIdempotencyKey: null,
     });
-    this.idempotencyKeys.set(idempotencySlot(event.shopperId, event.idempotencyKey), event.reservationId);
+    if (ownsKey) this.idempotencyKeys.set(idempotencySlot(event.shopperId, event.idempotencyKey), event.reservationId);
     this.shopperQuantity.set(event.shopperId, (this.shopperQuantity.get(event.shopperId) ?? 0) + event.quantity);
     this.available -= event.quantity;
     this.held += event.quantity;
@@ -744,7 +826,23 @@ export class SkuAllocator {
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.entries(),
       queue: structuredClone(this.queue.exportState()),
+      waitlist: this.waitlist.exportState().entries.map((e) => ({ ...e })),
     };
+  }
+
+  /** The waitlist from a snapshot: every offer must be a held reservation of its shopper. */
+  private restoreWaitlist(state: WaitlistState): void {
+    try {
+      this.waitlist = Waitlist.restore(state);
+    } catch (error) {
+      throw new InvariantViolation(`${this.sku}: restored waitlist: ${(error as Error).message}`);
+    }
+    for (const entry of this.waitlist.byReservation.values()) {
+      const offer = this.reservations.get(entry.reservationId!);
+      if (offer === undefined || offer.shopperId !== entry.shopperId || !isLive(offer.status)) {
+        throw new InvariantViolation(`${this.sku}: waitlist offer ${entry.reservationId} is not a live hold of its shopper`);
+      }
+    }
   }
 
   /** Rebuild a SKU from its log. */
@@ -774,6 +872,7 @@ export class SkuAllocator {
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.pack(),
       queue: this.queue.exportState(),
+      waitlist: this.waitlist.exportState(),
     };
   }
 
@@ -825,6 +924,7 @@ export class SkuAllocator {
         throw new InvariantViolation((error as Error).message);
       }
     }
+    if (state.waitlist !== undefined) a.restoreWaitlist(state.waitlist);
     a.assertInvariants();
     return a;
   }
@@ -850,6 +950,8 @@ export interface AllocatorState {
   rememberedKeys: PackedGeneration[];
   /** The waiting room's joins (absent in states written before waiting rooms: none). */
   queue?: QueueState;
+  /** Absent: no waitlist entries (states written before waitlists). */
+  waitlist?: WaitlistState;
 }
 
 export interface AllocatorSnapshot {
@@ -869,6 +971,7 @@ export interface AllocatorSnapshot {
   /** [generation, hash, second] of every remembered key. */
   rememberedKeys: [number, number, number][];
   queue: QueueState;
+  waitlist: import('./waitlist.js').WaitlistEntry[];
 }
 
 function notInCart(reservationId: string): Rejection {

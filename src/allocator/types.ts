@@ -15,6 +15,8 @@ export interface SkuConfig {
   endsAtMs: number | null;
   /** Opt-in waiting room (src/allocator/waiting-room.ts); absent or null: none. */
   waitingRoom?: WaitingRoomConfig | null;
+  /** Opt-in waitlist: units that come back are offered to the line as holds of this many seconds. Absent or null: no waitlist. */
+  waitlistOfferSeconds?: number | null;
 }
 
 export interface WaitingRoomConfig {
@@ -53,6 +55,7 @@ export const statusAfterEvent: Readonly<Record<string, ReservationStatus>> = {
   cart_prepared: 'tentative',
   cart_committed: 'held',
   cart_aborted: 'released',
+  waitlist_offered: 'held',
 };
 
 export interface Reservation {
@@ -157,11 +160,39 @@ export interface QueueJoinedEvent extends EventBase {
   shopperId: string;
 }
 
+/** A shopper joined the SKU's waitlist (it was sold out). */
+export interface WaitlistJoinedEvent extends EventBase {
+  kind: 'waitlist_joined';
+  waitlistId: string;
+  shopperId: string;
+  quantity: number;
+  idempotencyKey: string;
+}
+
+/** Returned units offered to a waiting entry: a held reservation of the entry's shopper and quantity. */
+export interface WaitlistOfferedEvent extends EventBase {
+  kind: 'waitlist_offered';
+  waitlistId: string;
+  reservationId: string;
+  shopperId: string;
+  quantity: number;
+  expiresAtMs: number;
+}
+
+/** A shopper left the waitlist (an offer they had is released by a `released` event after this one). */
+export interface WaitlistLeftEvent extends EventBase {
+  kind: 'waitlist_left';
+  waitlistId: string;
+}
+
+export type WaitlistEvent = WaitlistJoinedEvent | WaitlistOfferedEvent | WaitlistLeftEvent;
+
 export type StockEvent =
   | CartPreparedEvent
   | CartCommittedEvent
   | CartAbortedEvent
   | QueueJoinedEvent
+  | WaitlistEvent
   | ArchivedEvent
   | ConfiguredEvent
   | ReservedEvent
@@ -188,12 +219,15 @@ export interface AllocatorLimits {
   idempotencyKeyTtlMs?: number;
   /** Tickets one SKU's waiting room holds at most (QUEUE_MAX_TICKETS; default 250,000). */
   maxQueueTicketsPerSku?: number;
+  /** Open waitlist entries (waiting or offered) per SKU; past it joins get 409 `waitlist_full` (default 10,000). */
+  waitlistMaxEntries?: number;
 }
 
 export const defaultMaxQueueTicketsPerSku = 250_000;
 
 export const defaultReservationMemoryMs = 300_000;
 export const defaultIdempotencyKeyTtlMs = 86_400_000;
+export const defaultWaitlistMaxEntries = 10_000;
 
 export const defaultAllocatorLimits: AllocatorLimits = {
   maxQuantityPerRequest: 100,
@@ -223,7 +257,17 @@ export type RejectionCode =
   | 'queue_full'
   | 'no_waiting_room'
   | 'waiting_room_in_use'
-  | 'admission_required';
+  | 'admission_required'
+  /** The SKU has no waitlist (no `waitlistOfferSeconds`). */
+  | 'waitlist_not_enabled'
+  /** Joining the waitlist while units are on sale: reserve instead. */
+  | 'not_sold_out'
+  /** The SKU's waitlist has WAITLIST_MAX_ENTRIES open entries. */
+  | 'waitlist_full'
+  /** The shopper already has an open entry on this SKU's waitlist. */
+  | 'already_waitlisted'
+  /** Leaving an entry whose offer was taken, declined or lapsed. */
+  | 'waitlist_entry_closed';
 
 export interface Rejection {
   ok: false;

@@ -43,7 +43,7 @@ export class ClusterChannel implements ShardChannel {
   /** Notices of this node's shards: to this node's listeners, and (stock) to the other nodes through `live`. */
   notify(notice: ShardNotice): void {
     this.deliver(notice);
-    if (notice.type !== 'checkout_durable') this.live?.local(notice);
+    if (notice.type === 'stock' || notice.type === 'passivated') this.live?.local(notice);
   }
 
   /** To this node's listeners (the Router): its own shards' notices, and the ones peers pushed (live.ts). */

@@ -1,6 +1,7 @@
 import { problemTypes, type ProblemCode } from './problem.js';
 import { checkoutBodySchema, reserveBodySchema, skuBodySchema, skuPatternSource, webhookBodySchema } from './validation.js';
 import { saleStates } from '../inventory/inventory.js';
+import { waitlistStatuses } from '../allocator/waitlist.js';
 
 /**
  * The OpenAPI 3.1 document of the whole HTTP API, built here and served at
@@ -101,6 +102,7 @@ const schemas: Record<string, Json> = {
         required: ['admitPerSecond'],
         additionalProperties: false,
       },
+      waitlistOfferSeconds: { type: 'integer', minimum: 1, description: 'present when the SKU has a waitlist: how long an offer to the line is held' },
     },
     required: ['sku', 'state', 'stock', 'available', 'held', 'sold', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency', 'startsAt', 'endsAt'],
     additionalProperties: false,
@@ -138,6 +140,25 @@ const schemas: Record<string, Json> = {
       expiresAt: isoInstant,
     },
     required: ['reservationId', 'sku', 'quantity', 'status', 'expiresAt'],
+    additionalProperties: false,
+  },
+  WaitlistView: {
+    type: 'object',
+    description: 'A waitlist entry as its shopper sees it (docs/waitlist.md).',
+    properties: {
+      waitlistId: { type: 'string', pattern: uuid },
+      sku: { type: 'string', pattern: skuPatternSource },
+      quantity: { type: 'integer', minimum: 1 },
+      status: {
+        type: 'string',
+        enum: [...waitlistStatuses],
+        description: 'waiting: in line; offered: units are held for the shopper (reservationId, until offerExpiresAt); taken: the offer went to checkout; declined: the shopper released the offer; expired: the offer lapsed and went to the next in line; left: the shopper left the line',
+      },
+      position: { type: ['integer', 'null'], minimum: 1, description: '1 = first in line; null unless waiting' },
+      reservationId: { type: ['string', 'null'], pattern: uuid, description: 'the offer: a held reservation, checked out like any' },
+      offerExpiresAt: { type: ['string', 'null'], format: 'date-time' },
+    },
+    required: ['waitlistId', 'sku', 'quantity', 'status', 'position', 'reservationId', 'offerExpiresAt'],
     additionalProperties: false,
   },
   CheckoutBody: withoutPrivateKeywords(checkoutBodySchema),
@@ -419,6 +440,11 @@ const problemWhen: Record<ProblemCode, string> = {
   sale_not_open: 'before startsAt, from endsAt on, or the SKU is archived',
   stock_below_committed: 'admin lowered stock under held + sold',
   reservation_not_held: 'checkout of a reservation that is not held; releasing one in checkout or paid',
+  waitlist_not_enabled: 'the SKU has no waitlist (no waitlistOfferSeconds)',
+  not_sold_out: 'units are on sale: reserve them instead of joining the waitlist',
+  waitlist_full: 'the waitlist has WAITLIST_MAX_ENTRIES open entries',
+  already_waitlisted: 'the shopper already has an open entry on this waitlist',
+  waitlist_entry_closed: 'leaving an entry whose offer was taken, declined or lapsed',
   provider_mismatch: "a payment webhook the provider's own records contradict (not recorded, nothing changes)",
   payload_too_large: 'body over MAX_BODY_BYTES',
   unsupported_media_type: 'body is not application/json',
@@ -511,6 +537,7 @@ const parameters: Record<string, Json> = {
     schema: { type: 'string' },
   },
   CartId: { name: 'id', in: 'path', required: true, description: 'a cart id (a UUID; anything else is 404)', schema: { type: 'string' } },
+  WaitlistId: { name: 'id', in: 'path', required: true, description: 'a waitlist entry id (a UUID; anything else is 404)', schema: { type: 'string' } },
   OrderId: { name: 'id', in: 'path', required: true, description: 'an order id (a UUID; anything else is 404)', schema: { type: 'string' } },
   DropName: {
     name: 'name',
@@ -744,6 +771,30 @@ const paths: Record<string, Json> = {
       },
     },
   },
+  '/v1/skus/{sku}/waitlist': {
+    parameters: [sku],
+    post: {
+      summary: 'Join the waitlist of a sold-out SKU (returned units are offered in join order)',
+      operationId: 'joinWaitlist',
+      tags: ['shopper'],
+      security: shopperAuth,
+      parameters: [param('IdempotencyKey')],
+      requestBody: body('ReserveBody'),
+      responses: {
+        '201': ok('WaitlistView', 'waiting, with its position (or the entry a repeated key made, as it is now)'),
+        ...problems(
+          [400, ['invalid_request', 'quantity_too_large']],
+          401,
+          [404, ['not_found']],
+          [409, ['waitlist_not_enabled', 'not_sold_out', 'waitlist_full', 'already_waitlisted', 'limit_exceeded', 'sale_not_open']],
+          ...bodyProblems,
+          [422, ['idempotency_key_reused']],
+          [429, ['rate_limited']],
+          [503, ['unavailable']],
+        ),
+      },
+    },
+  },
   '/v1/queue/{ticket}': {
     parameters: [param('Ticket')],
     ...readable({
@@ -753,6 +804,26 @@ const paths: Record<string, Json> = {
       security: shopperAuth,
       responses: { '200': ok('QueueTicket', 'the ticket'), ...problems(401, [404, ['not_found']], [503, ['unavailable']]) },
     }),
+  },
+  '/v1/waitlist/{id}': {
+    parameters: [param('WaitlistId')],
+    ...readable({
+      summary: "One of the shopper's waitlist entries: position while waiting, the offer once offered",
+      operationId: 'getWaitlistEntry',
+      tags: ['shopper'],
+      security: shopperAuth,
+      responses: { '200': ok('WaitlistView', 'the entry'), ...problems(401, [404, ['not_found']], [503, ['unavailable']]) },
+    }),
+    delete: {
+      summary: 'Leave the waitlist (a standing offer is released to the next in line)',
+      operationId: 'leaveWaitlist',
+      tags: ['shopper'],
+      security: shopperAuth,
+      responses: {
+        '200': ok('WaitlistView', 'left'),
+        ...problems(401, [404, ['not_found']], [409, ['waitlist_entry_closed']], [429, ['rate_limited']], [503, ['unavailable']]),
+      },
+    },
   },
   '/v1/reservations/{id}': {
     parameters: [param('ReservationId')],

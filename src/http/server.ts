@@ -7,6 +7,7 @@ import { registerOpsRoutes } from './routes/ops.js';
 import { registerOrderRoutes } from './routes/orders.js';
 import { registerPaymentRoutes } from './routes/payments.js';
 import { registerReservationRoutes } from './routes/reservations.js';
+import { registerWaitlistRoutes } from './routes/waitlist.js';
 import { registerSkuRoutes } from './routes/skus.js';
 import { registerStreamRoutes } from './routes/stream.js';
 import { registerClusterRoutes } from './routes/cluster.js';
@@ -40,6 +41,7 @@ export function registerRoutes(router: Router, deps: HttpDependencies): void {
   registerOpenApiRoutes(router);
   registerSkuRoutes(router, deps);
   registerReservationRoutes(router, deps);
+  registerWaitlistRoutes(router, deps);
   registerOrderRoutes(router, deps);
   registerPaymentRoutes(router, deps);
   registerDropRoutes(router, deps);

@@ -62,6 +62,7 @@ export interface SkuBody {
   startsAt?: string;
   endsAt?: string;
   waitingRoom?: { admitPerSecond: number } | null;
+  waitlistOfferSeconds?: number;
 }
 
 export const skuBodySchema = {
@@ -80,6 +81,8 @@ export const skuBodySchema = {
       required: ['admitPerSecond'],
       additionalProperties: false,
     },
+    // Opt-in waitlist: units that come back are offered to the line, each offer held this long.
+    waitlistOfferSeconds: { type: 'integer', minimum: 1, maximum: 7 * 24 * 3600 },
   },
   required: ['stock', 'perShopperLimit', 'holdSeconds', 'priceCents', 'currency'],
   additionalProperties: false,
@@ -118,6 +121,7 @@ export function toSkuConfig(body: SkuBody): { ok: true; config: SkuConfig } | { 
       endsAtMs,
       // A fresh seed for a new waiting room; the allocator keeps the one it already has (keepSeed).
       ...(body.waitingRoom ? { waitingRoom: { admitPerSecond: body.waitingRoom.admitPerSecond, seed: randomBytes(16).toString('hex') } } : {}),
+      ...(body.waitlistOfferSeconds === undefined ? {} : { waitlistOfferSeconds: body.waitlistOfferSeconds }),
     },
   };
 }

@@ -1,6 +1,8 @@
 import type { RejectionCode, Reservation, ReservationStatus, SkuConfig } from '../allocator/types.js';
 import type { SkuAllocator } from '../allocator/allocator.js';
 import type { QueueView } from '../queue/view.js';
+import { saleableUnits } from '../allocator/waitlist-decisions.js';
+import type { WaitlistJoinRequest, WaitlistView } from './waitlist-view.js';
 
 /**
  * What the front ends (HTTP, WebSocket) may ask of the allocators. The Router
@@ -29,6 +31,10 @@ export interface Inventory {
   joinQueue(sku: string, shopperId: string): Promise<Outcome<QueueView>>;
   /** Where the shopper's ticket stands; another shopper's ticket is not_found. */
   pollQueue(ticket: string, shopperId: string): Promise<Outcome<QueueView>>;
+  /** Join a sold-out SKU's waitlist (201 waiting, with its position). */
+  joinWaitlist(request: WaitlistJoinRequest): Promise<Outcome<WaitlistView>>;
+  getWaitlistEntry(waitlistId: string, shopperId: string): Promise<Outcome<WaitlistView>>;
+  leaveWaitlist(waitlistId: string, shopperId: string): Promise<Outcome<WaitlistView>>;
   /** Stop taking work, commit what was decided, stop timers. */
   close(): Promise<void>;
 }
@@ -120,6 +126,8 @@ export interface SkuView {
   endsAt: string | null;
   /** Present when the SKU has a waiting room (its seed is never shown). */
   waitingRoom?: { admitPerSecond: number };
+  /** Present when the SKU has a waitlist: how long an offer to the line is held. */
+  waitlistOfferSeconds?: number;
 }
 
 /**
@@ -144,7 +152,8 @@ export function stockStateOf(allocator: SkuAllocator): StockState {
   const config = allocator.config!;
   return {
     sku: allocator.sku,
-    available: allocator.available,
+    // Units nobody holds while people wait are the line's, not on sale.
+    available: saleableUnits(allocator),
     held: allocator.held,
     sold: allocator.sold,
     seq: allocator.seq,
@@ -172,7 +181,7 @@ export function skuView(allocator: SkuAllocator, nowMs: number): SkuView {
     sku: allocator.sku,
     state: saleState(allocator.archived, config.startsAtMs, config.endsAtMs, nowMs),
     stock: config.stock,
-    available: allocator.archived ? 0 : allocator.available,
+    available: allocator.archived ? 0 : saleableUnits(allocator),
     held: allocator.held,
     sold: allocator.sold,
     perShopperLimit: config.perShopperLimit,
@@ -182,6 +191,7 @@ export function skuView(allocator: SkuAllocator, nowMs: number): SkuView {
     startsAt: isoOrNull(config.startsAtMs),
     endsAt: isoOrNull(config.endsAtMs),
     ...(config.waitingRoom ? { waitingRoom: { admitPerSecond: config.waitingRoom.admitPerSecond } } : {}),
+    ...(config.waitlistOfferSeconds == null ? {} : { waitlistOfferSeconds: config.waitlistOfferSeconds }),
   };
 }
 

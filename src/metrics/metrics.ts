@@ -3,6 +3,7 @@ import type { StockEvent } from '../allocator/types.js';
 import type { CommitError, OutboxObserver } from '../outbox/outbox.js';
 import { sampled } from './sampled.js';
 
+import { registerWaitlistMetrics, type WaitlistTotals } from './waitlist-metrics.js';
 /**
  * Every Prometheus metric of one flashstock service, named once, in one
  * registry (tests run several services in one process, so there is no global
@@ -27,6 +28,8 @@ export interface InventoryStats {
   queueTickets?: { waiting: number; admitted: number };
   allocators: number | null;
   snapshotsWritten: number | null;
+  /** Absent or null: not reported (no flashstock_waitlist_* samples). */
+  waitlist?: WaitlistTotals | null;
 }
 
 export interface PoolStats {
@@ -478,6 +481,7 @@ export class Metrics {
     gauge('flashstock_live_holds', 'Live holds (held or checking out) across every SKU of this process', (s) => s.liveHolds);
     gauge('flashstock_allocators', 'SKU allocators in memory in this process', (s) => s.allocators);
     gauge('flashstock_snapshots_written', 'Allocator snapshots written since start', (s) => s.snapshotsWritten);
+    if (inventory?.waitlist != null) registerWaitlistMetrics(this.registry, () => this.sources.inventory?.().waitlist ?? null);
     const self = this;
     const redis = this.sources.live?.().feed.redis;
     if (redis !== undefined && redis !== 'none' && this.registry.getSingleMetric('flashstock_ws_redis_up') === undefined) {

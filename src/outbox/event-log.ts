@@ -11,9 +11,9 @@ import { numberArray, textArray } from './pg-array.js';
 const insertText = `
 INSERT INTO stock_events
   (sku, seq, kind, at_ms, reservation_id, shopper_id, quantity, expires_at_ms, idempotency_key, order_id, config,
-   payment_method)
+   payment_method, waitlist_id)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::uuid[], $6::text[],
-                     $7::int[], $8::bigint[], $9::text[], $10::uuid[], $11::jsonb[], $12::text[])`;
+                     $7::int[], $8::bigint[], $9::text[], $10::uuid[], $11::jsonb[], $12::text[], $13::uuid[])`;
 
 /** One multi-row INSERT for a whole batch (prepared once per connection). */
 export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig {
@@ -30,6 +30,7 @@ export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig
   const orderId = new Array<string | null>(n);
   const config = new Array<string | null>(n);
   const paymentMethod = new Array<string | null>(n);
+  const waitlistId = new Array<string | null>(n);
   for (let i = 0; i < n; i++) {
     const e = events[i]!;
     sku[i] = e.sku;
@@ -37,11 +38,14 @@ export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig
     kind[i] = e.kind;
     atMs[i] = e.atMs;
     reservationId[i] = eventUuid(e);
-    const held = e.kind === 'reserved' || e.kind === 'cart_prepared';
-    shopperId[i] = held || e.kind === 'queue_joined' ? e.shopperId : null;
-    quantity[i] = held ? e.quantity : null;
+    // The kinds that start a hold: a reservation, a cart line, an offer to a waitlist entry.
+    const held = e.kind === 'reserved' || e.kind === 'cart_prepared' || e.kind === 'waitlist_offered';
+    shopperId[i] = held || e.kind === 'queue_joined' || e.kind === 'waitlist_joined' ? e.shopperId : null;
+    quantity[i] = held || e.kind === 'waitlist_joined' ? e.quantity : null;
     expiresAtMs[i] = held || e.kind === 'cart_committed' ? e.expiresAtMs : null;
-    idempotencyKey[i] = held || e.kind === 'checkout_started' ? e.idempotencyKey : null;
+    const keyed = e.kind === 'reserved' || e.kind === 'cart_prepared' || e.kind === 'checkout_started' || e.kind === 'waitlist_joined';
+    idempotencyKey[i] = keyed ? e.idempotencyKey : null;
+    waitlistId[i] = 'waitlistId' in e ? e.waitlistId : null;
     orderId[i] = e.kind === 'checkout_started' ? e.orderId : null;
     config[i] = e.kind === 'configured' ? JSON.stringify(e.config) : null;
     paymentMethod[i] = e.kind === 'checkout_started' ? e.paymentMethod : null;
@@ -62,6 +66,7 @@ export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig
       textArray(orderId),
       textArray(config),
       textArray(paymentMethod),
+      textArray(waitlistId),
     ],
   };
 }
@@ -79,10 +84,11 @@ interface EventRow {
   order_id: string | null;
   config: SkuConfig | null;
   payment_method: string | null;
+  waitlist_id: string | null;
 }
 
 const columns =
-  'sku, seq, kind, at_ms, reservation_id, shopper_id, quantity, expires_at_ms, idempotency_key, order_id, config, payment_method';
+  'sku, seq, kind, at_ms, reservation_id, shopper_id, quantity, expires_at_ms, idempotency_key, order_id, config, payment_method, waitlist_id';
 
 export function rowToEvent(row: EventRow): StockEvent {
   const base = { sku: row.sku, seq: Number(row.seq), atMs: Number(row.at_ms) };
@@ -115,10 +121,31 @@ export function rowToEvent(row: EventRow): StockEvent {
         idempotencyKey: row.idempotency_key!,
         paymentMethod: row.payment_method!,
       };
+    case 'waitlist_joined':
+    case 'waitlist_offered':
+    case 'waitlist_left':
+      return waitlistRowToEvent(row, base);
     default:
       // The kinds that carry nothing but their reservation.
       return { ...base, kind: row.kind as 'released' | 'expired' | 'committed' | 'payment_failed' | 'cart_aborted', reservationId: row.reservation_id! };
   }
+}
+
+function waitlistRowToEvent(row: EventRow, base: { sku: string; seq: number; atMs: number }): StockEvent {
+  const waitlistId = row.waitlist_id!;
+  if (row.kind === 'waitlist_left') return { ...base, kind: row.kind, waitlistId };
+  if (row.kind === 'waitlist_joined') {
+    return { ...base, kind: row.kind, waitlistId, shopperId: row.shopper_id!, quantity: row.quantity!, idempotencyKey: row.idempotency_key! };
+  }
+  return {
+    ...base,
+    kind: 'waitlist_offered',
+    waitlistId,
+    reservationId: row.reservation_id!,
+    shopperId: row.shopper_id!,
+    quantity: row.quantity!,
+    expiresAtMs: Number(row.expires_at_ms),
+  };
 }
 
 /** Rows per page when streaming the log: bounds memory during recovery. */

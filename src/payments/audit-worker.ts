@@ -1,3 +1,4 @@
+import { saleableUnits } from '../allocator/waitlist-decisions.js';
 import { statusAfterEvent, type AllocatorLimits } from '../allocator/types.js';
 import { loadAllSkuStates } from '../snapshot/load.js';
 import { workerPool } from '../snapshot/worker-db.js';
@@ -67,7 +68,7 @@ export default async function auditLedger(task: AuditTask): Promise<AuditWorkerR
   // SKUs are handed over one by one as they catch up, so the worker never holds them all.
   await loadAllSkuStates(pool, auditLimits, {
     onBroken: (sku, error) => violations.push({ kind: 'ledger_invariant', sku, detail: error.message }),
-    onLoaded: (a) => skus.push({ sku: a.sku, seq: a.seq, available: a.available, held: a.held, sold: a.sold }),
+    onLoaded: (a) => skus.push({ sku: a.sku, seq: a.seq, available: saleableUnits(a), held: a.held, sold: a.sold }),
   });
 
   const [orders, mismatches, paid, charged] = await Promise.all([

@@ -128,6 +128,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     admission,
   });
   inventory.onStock((state) => live.changed(state.sku));
+  inventory.onWaitlistOffer((notice) => live.offered(notice.shopperId, notice.view));
   deps.attach?.(app);
   let listenSocket = await listen(app, config.host, config.port);
   if (deps.sharedPort === true && config.port === 0) {

@@ -33,6 +33,7 @@ export function allocatorLimits(config: Config): AllocatorLimits {
     reservationMemoryMs: config.reservationMemorySeconds * 1000,
     idempotencyKeyTtlMs: config.idempotencyKeyTtlSeconds * 1000,
     maxQueueTicketsPerSku: config.queueMaxTickets,
+    waitlistMaxEntries: config.waitlistMaxEntries,
   };
 }
 

@@ -1,4 +1,5 @@
 import type { QueueTicketCounts } from '../queue/view.js';
+import type { WaitlistTotals } from '../metrics/waitlist-metrics.js';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { ConfigError } from '../config.js';
@@ -29,6 +30,8 @@ export interface LocalShardHost extends ShardEndpoint {
   readonly liveHolds: number;
   /** Waiting-room tickets, waiting and admitted (absent: not reported by this host). */
   readonly queueTickets?: QueueTicketCounts;
+  /** Waitlist counts (absent: not reported). */
+  readonly waitlist?: WaitlistTotals;
   readonly reservationsInMemory: number;
   readonly stats: ShardStats;
   readonly outboxStats: OutboxStats;

@@ -36,7 +36,9 @@ export class LogReader {
   async reservation(reservationId: string, nowMs: number): Promise<LoggedReservation | null> {
     const { rows } = await this.pool.query<EventRow>(reservationEventsQuery(reservationId));
     const reserved = rows[0];
-    if (reserved === undefined || (reserved.kind !== 'reserved' && reserved.kind !== 'cart_prepared')) return null;
+    // A cart line and an offer to a waitlist entry start a reservation as `reserved` does.
+    const starts = reserved !== undefined && (reserved.kind === 'reserved' || reserved.kind === 'cart_prepared' || reserved.kind === 'waitlist_offered');
+    if (!starts) return null;
     // A cart line expires with its cart: the commit carries the cart's expiry.
     const committed = rows.find((row) => row.kind === 'cart_committed');
     const expiresAtMs = Number((committed ?? reserved).expires_at_ms);

@@ -1,5 +1,6 @@
 import type { SkuConfig } from '../allocator/types.js';
 import type { CartDecision, CartFailure, CartLine, CartLineState, CartRecord } from '../carts/types.js';
+import type { WaitlistOfferNotice, WaitlistView } from '../inventory/waitlist-view.js';
 import type {
   CheckoutView,
   NewOrder,
@@ -72,6 +73,9 @@ export interface ShardRequests {
   queue_join: { type: 'queue_join'; sku: string; shopperId: string };
   /** `ticket` carries its SKU's hash (like a reservation id), so it routes without a lookup. */
   queue_poll: { type: 'queue_poll'; ticket: string; shopperId: string };
+  join_waitlist: { type: 'join_waitlist'; sku: string; shopperId: string; quantity: number; idempotencyKey: string };
+  get_waitlist: { type: 'get_waitlist'; waitlistId: string; shopperId: string };
+  leave_waitlist: { type: 'leave_waitlist'; waitlistId: string; shopperId: string };
 }
 
 export interface ShardReplies {
@@ -91,6 +95,9 @@ export interface ShardReplies {
   cart_freeze: Outcome<CartLineState>;
   queue_join: Outcome<QueueView>;
   queue_poll: Outcome<QueueView>;
+  join_waitlist: Outcome<WaitlistView>;
+  get_waitlist: Outcome<WaitlistView>;
+  leave_waitlist: Outcome<WaitlistView>;
 }
 
 export type ShardRequestType = keyof ShardRequests;
@@ -104,7 +111,9 @@ export type ShardNotice =
   /** The SKU left memory (sale over, or archived); its last state stays readable. */
   | { type: 'passivated'; sku: string }
   /** A checkout is durable: payment workers may pick its job up now. */
-  | { type: 'checkout_durable'; orderId: string };
+  | { type: 'checkout_durable'; orderId: string }
+  /** A waitlist offer is durable: pushed to its shopper's live streams. */
+  | WaitlistOfferNotice;
 
 /**
  * The boundary between front ends and shards. `request` routes by shard

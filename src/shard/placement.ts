@@ -71,3 +71,7 @@ export function shardOfReservationId(reservationId: string, shardCount: number):
   const hash = Number.parseInt(reservationId.slice(0, 8), 16);
   return Number.isNaN(hash) ? null : hash % shardCount;
 }
+
+/** Waitlist entry ids are minted like reservation ids (the SKU's hash first), so routing by id needs no lookup. */
+export const newWaitlistId = newReservationId;
+export const shardOfWaitlistId = shardOfReservationId;

@@ -3,10 +3,11 @@ import { isShopperId, isWellFormedText } from '../auth/auth.js';
 import { idempotencyKeyPattern, isSkuName, isUuid } from '../http/validation.js';
 import { saleStates, type CheckoutView, type FailureCode, type ReservationView, type SaleState, type SkuView, type StockState } from '../inventory/inventory.js';
 import type { ShardNotice, ShardReply, ShardRequest } from './messages.js';
-import { shardOf, shardOfReservationId } from './placement.js';
 import { decodeCartRecord, decodeCartRequest, decodeLineState, isCartRequestType } from '../carts/wire.js';
 import { isWaitingRoomConfig, maxAdmitPerSecond } from '../allocator/waiting-room.js';
 import type { QueueView } from '../queue/view.js';
+import { shardOf, shardOfReservationId, shardOfWaitlistId } from './placement.js';
+import { decodeWaitlistRequest, decodeWaitlistView, isWaitlistRequest } from './waitlist-protocol.js';
 
 /**
  * The shard protocol on the wire between nodes: frames, and the one decoder of
@@ -208,6 +209,7 @@ export function decodeShardRequest(value: unknown, shard: number, shardCount: nu
     // A ticket always carries its SKU's hash.
     return shardOfReservationId(decoded.ticket, shardCount) === shard ? decoded : 'wrong_shard';
   }
+  if ('waitlistId' in decoded) return shardOfWaitlistId(decoded.waitlistId, shardCount) === shard ? decoded : 'wrong_shard';
   // A cart's own messages go to its home shard, by the hash in its id.
   const fromId = shardOfReservationId('reservationId' in decoded ? decoded.reservationId : decoded.cartId, shardCount);
   // Ids minted before shards carry no SKU hash: the caller resolved their shard through the log.
@@ -215,6 +217,7 @@ export function decodeShardRequest(value: unknown, shard: number, shardCount: nu
 }
 
 function decodeRequestFields(r: Record<string, unknown>): Decoded<ShardRequest> {
+  if (isWaitlistRequest(r.type)) return decodeWaitlistRequest(r);
   switch (r.type) {
     case 'configure': {
       if (!isSkuText(r.sku)) return 'bad_field';
@@ -271,6 +274,10 @@ function decodeSkuConfig(value: unknown): Decoded<SkuConfig> {
     if (!isWaitingRoomConfig(c.waitingRoom)) return 'bad_field';
     config.waitingRoom = { admitPerSecond: c.waitingRoom.admitPerSecond, seed: c.waitingRoom.seed };
   }
+  if (c.waitlistOfferSeconds != null) {
+    if (!isIntIn(c.waitlistOfferSeconds, 1, maxHoldSeconds)) return 'bad_field';
+    config.waitlistOfferSeconds = c.waitlistOfferSeconds;
+  }
   return config;
 }
 
@@ -287,6 +294,11 @@ const failureCodes: Readonly<Record<FailureCode, true>> = {
   stock_below_committed: true,
   not_found: true,
   reservation_not_held: true,
+  waitlist_not_enabled: true,
+  not_sold_out: true,
+  waitlist_full: true,
+  already_waitlisted: true,
+  waitlist_entry_closed: true,
   unavailable: true,
   reservation_in_cart: true,
   cart_aborted: true,
@@ -364,6 +376,10 @@ function decodeReplyValue(request: ShardRequest, value: unknown): Decoded<ReplyV
       const same = request.type === 'queue_join' ? view.sku === request.sku : view.ticket === request.ticket;
       return same ? view : 'mismatch';
     }
+    case 'join_waitlist':
+    case 'get_waitlist':
+    case 'leave_waitlist':
+      return decodeWaitlistView(request, value);
   }
 }
 
@@ -379,6 +395,7 @@ function decodeSkuView(value: unknown, sku: string): Decoded<SkuView> {
   if (v.sku !== sku) return 'mismatch';
   const room = v.waitingRoom as { admitPerSecond?: unknown } | undefined;
   if (room !== undefined && !(isObject(room) && isIntIn(room.admitPerSecond, 1, maxAdmitPerSecond))) return 'bad_field';
+  if (v.waitlistOfferSeconds !== undefined && !isIntIn(v.waitlistOfferSeconds, 1, maxHoldSeconds)) return 'bad_field';
   const view: SkuView = {
     sku: v.sku,
     state: v.state as SaleState,
@@ -394,6 +411,7 @@ function decodeSkuView(value: unknown, sku: string): Decoded<SkuView> {
     endsAt: v.endsAt,
   };
   if (room !== undefined) view.waitingRoom = { admitPerSecond: room.admitPerSecond as number };
+  if (v.waitlistOfferSeconds !== undefined) view.waitlistOfferSeconds = v.waitlistOfferSeconds as number;
   return view;
 }
 

@@ -12,10 +12,11 @@ import type {
   StockState,
 } from '../inventory/inventory.js';
 import type { ShardChannel, ShardNotice } from './messages.js';
-import { shardOf, shardOfReservationId } from './placement.js';
+import { shardOf, shardOfReservationId, shardOfWaitlistId } from './placement.js';
 import { reservationSkuQuery } from './sql.js';
 import { CartCoordinator } from '../carts/coordinator.js';
 import type { QueueView } from '../queue/view.js';
+import type { WaitlistJoinRequest, WaitlistOfferNotice, WaitlistView } from '../inventory/waitlist-view.js';
 
 export interface RouterOptions {
   shardCount: number;
@@ -38,6 +39,7 @@ export class Router implements Inventory {
   private readonly latest = new Map<string, StockState>();
   private readonly stockListeners: ((state: StockState) => void)[] = [];
   private readonly checkoutListeners: ((orderId: string) => void)[] = [];
+  private readonly offerListeners: ((notice: WaitlistOfferNotice) => void)[] = [];
   private closing = false;
   /** Carts over the same channel: lines on any shard, thread or node (src/carts). */
   readonly carts: CartCoordinator;
@@ -62,6 +64,9 @@ export class Router implements Inventory {
       case 'checkout_durable':
         for (const listener of this.checkoutListeners) listener(notice.orderId);
         break;
+      case 'waitlist_offer':
+        for (const listener of this.offerListeners) listener(notice);
+        break;
     }
   }
 
@@ -72,6 +77,11 @@ export class Router implements Inventory {
 
   onCheckoutDurable(listener: (orderId: string) => void): void {
     this.checkoutListeners.push(listener);
+  }
+
+  /** Durable waitlist offers of this node's shards (for their shoppers' live streams). */
+  onWaitlistOffer(listener: (notice: WaitlistOfferNotice) => void): void {
+    this.offerListeners.push(listener);
   }
 
   /** The latest counts a shard pushed for `sku` (null if none since start, or passivated). */
@@ -154,6 +164,22 @@ export class Router implements Inventory {
     return this.channel.request(shard, { type: 'checkout', ...request });
   }
 
+  joinWaitlist(request: WaitlistJoinRequest): Promise<Outcome<WaitlistView>> {
+    return this.channel.request(this.shard(request.sku), { type: 'join_waitlist', ...request });
+  }
+
+  getWaitlistEntry(waitlistId: string, shopperId: string): Promise<Outcome<WaitlistView>> {
+    const shard = shardOfWaitlistId(waitlistId, this.options.shardCount);
+    if (shard === null) return Promise.resolve(waitlistNotFound(waitlistId));
+    return this.channel.request(shard, { type: 'get_waitlist', waitlistId, shopperId });
+  }
+
+  leaveWaitlist(waitlistId: string, shopperId: string): Promise<Outcome<WaitlistView>> {
+    const shard = shardOfWaitlistId(waitlistId, this.options.shardCount);
+    if (shard === null) return Promise.resolve(waitlistNotFound(waitlistId));
+    return this.channel.request(shard, { type: 'leave_waitlist', waitlistId, shopperId });
+  }
+
   settle(request: SettleRequest): Promise<Outcome<{ changed: boolean }>> {
     return this.channel.request(this.shard(request.sku), { type: 'settle', ...request });
   }
@@ -165,4 +191,8 @@ export class Router implements Inventory {
 
 function notFound(reservationId: string): Outcome<never> {
   return { ok: false, code: 'not_found', detail: `reservation ${reservationId} does not exist` };
+}
+
+function waitlistNotFound(waitlistId: string): Outcome<never> {
+  return { ok: false, code: 'not_found', detail: `waitlist entry ${waitlistId} does not exist` };
 }

@@ -1,4 +1,5 @@
 import type { QueueTicketCounts } from '../queue/view.js';
+import { addWaitlistTotals, noWaitlistTotals, type WaitlistTotals } from '../metrics/waitlist-metrics.js';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { SkuAllocator } from '../allocator/allocator.js';
@@ -143,6 +144,18 @@ export class ShardHost implements ShardEndpoint {
       }
     }
     return counts;
+  }
+
+  /** Waitlist counts over every SKU in memory. */
+  get waitlist(): WaitlistTotals {
+    let totals = noWaitlistTotals;
+    for (const shard of this.shards.values()) {
+      for (const { waitlist } of shard.allAllocators()) {
+        if (waitlist.entries.size === 0 && waitlist.counters.offersMade === 0) continue;
+        totals = addWaitlistTotals(totals, { waiting: waitlist.waitingCount, offered: waitlist.offeredCount, ...waitlist.counters });
+      }
+    }
+    return totals;
   }
 
   /** Live holds (held or in checkout) over every SKU in memory. */
@@ -321,6 +334,12 @@ function dispatch(shard: Shard, request: ShardRequests[ShardRequestType]): Promi
       return shard.queueJoin(request);
     case 'queue_poll':
       return shard.queuePoll(request);
+    case 'join_waitlist':
+      return shard.joinWaitlist(request);
+    case 'get_waitlist':
+      return shard.getWaitlist(request);
+    case 'leave_waitlist':
+      return shard.leaveWaitlist(request);
     default: {
       const unknown: never = request;
       return Promise.resolve({ ok: false, code: 'unavailable', detail: `unknown request ${JSON.stringify(unknown)}` });

@@ -19,6 +19,9 @@ import { newReservationId, reservationIdPrefix, skuHash } from './placement.js';
 import { LogReader, type LoggedOrder } from './log-reader.js';
 import { defaultCartDecisionTimeoutMs, ShardCarts } from '../carts/shard-carts.js';
 import { queueView, type QueueView } from '../queue/view.js';
+import { WaitlistCommands } from './waitlist-shell.js';
+import { waitlistEntryFromLog } from './waitlist-log.js';
+import type { WaitlistView } from '../inventory/waitlist-view.js';
 
 /** Everything a shard borrows from its host: one outbox, pool and clock for all shards of a thread. */
 export interface ShardContext {
@@ -113,6 +116,8 @@ export class Shard {
   private closing = false;
   /** Carts' requests to this shard (src/carts). */
   readonly carts: ShardCarts;
+  /** Waitlist joins, reads, leaves and offers (waitlist-shell.ts). */
+  private readonly waitlists: WaitlistCommands;
 
   constructor(
     readonly id: number,
@@ -132,6 +137,22 @@ export class Shard {
       reader: this.reader,
       log: ctx.log,
       cartDecisionTimeoutMs: ctx.cartDecisionTimeoutMs ?? defaultCartDecisionTimeoutMs,
+    });
+    this.waitlists = new WaitlistCommands({
+      nowMs: () => this.ctx.nowMs(),
+      notify: (notice) => this.ctx.notify(notice),
+      refusal: (sku) => this.refuse(sku) ?? (sku === null ? null : this.full()),
+      allocatorFor: (sku) => this.allocatorFor(sku),
+      allocatorsOfId: (id) => this.byHash.get(Number.parseInt(id.slice(0, 8), 16)) ?? [],
+      idPrefix: (sku) => this.shells.get(sku)?.idPrefix,
+      commit: (allocator, event, value) => this.commit(allocator, event, value),
+      applyAndAppend: (allocator, event, done) => {
+        allocator.apply(event);
+        this.ctx.outbox.append(event, done ?? (() => undefined));
+      },
+      afterDurable: (sku, value) => this.afterDurable(sku, value),
+      publish: (allocator) => this.publish(allocator),
+      fromLog: (waitlistId, shopperId) => waitlistEntryFromLog(this.ctx.pool, waitlistId, shopperId, this.ctx.nowMs()),
     });
   }
 
@@ -214,6 +235,8 @@ export class Shard {
         count += events.length;
         for (const event of events) waits.push(this.appendAndWait(allocator, event));
       }
+      // Units that came back while down (or whose offer the crash cut off) go to the line before anyone reserves.
+      waits.push(...this.waitlists.offer(allocator, now));
     }
     await Promise.all(waits);
     return count;
@@ -318,6 +341,7 @@ export class Shard {
         if (error === null && event === last) this.publish(allocator);
       });
     }
+    this.waitlists.offer(allocator, now);
   }
 
   private publish(allocator: SkuAllocator): void {
@@ -348,6 +372,7 @@ export class Shard {
           if (rebuilt?.config == null) this.remove(sku);
           else this.install(rebuilt);
           this.rebuilding.delete(sku);
+          if (rebuilt?.config != null) this.waitlists.offer(rebuilt, this.ctx.nowMs());
           this.ctx.log.info({ sku, seq: rebuilt?.seq ?? 0 }, 'SKU rebuilt from the event log');
           if (rebuilt?.config != null) this.publish(rebuilt);
           break;
@@ -398,6 +423,8 @@ export class Shard {
         },
         attachment,
       );
+      // Units this event gave back (a release, a payment that failed, more stock) go to the waitlist first.
+      if (allocator.waitlist.waitingCount !== 0) this.waitlists.offer(allocator, this.ctx.nowMs());
     });
   }
 
@@ -715,6 +742,18 @@ export class Shard {
       return Promise.resolve({ ok: true, value: queueView(allocator, index, this.ctx.nowMs()) });
     }
     return Promise.resolve({ ok: false, code: 'not_found', detail: `ticket ${request.ticket} does not exist` });
+  }
+
+  joinWaitlist(request: ShardRequests['join_waitlist']): Promise<Outcome<WaitlistView>> {
+    return this.waitlists.join(request);
+  }
+
+  async getWaitlist(request: ShardRequests['get_waitlist']): Promise<Outcome<WaitlistView>> {
+    return this.waitlists.get(request);
+  }
+
+  leaveWaitlist(request: ShardRequests['leave_waitlist']): Promise<Outcome<WaitlistView>> {
+    return this.waitlists.leave(request);
   }
 
   /** Counts of a SKU in memory, synchronously (audit); null when not in memory. */

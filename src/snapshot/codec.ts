@@ -2,6 +2,7 @@ import { InvariantViolation, SkuAllocator, type AllocatorState } from '../alloca
 import type { PackedGeneration } from '../allocator/remembered-keys.js';
 import type { AllocatorLimits, Reservation, ReservationStatus, SkuConfig } from '../allocator/types.js';
 import { isWaitingRoomConfig, type QueueState } from '../allocator/waiting-room.js';
+import { readWaitlistSection, writeWaitlistSection } from './waitlist-codec.js';
 
 /**
  * A SKU allocator's state as bytes, for `sku_snapshots.state`.
@@ -13,8 +14,11 @@ import { isWaitingRoomConfig, type QueueState } from '../allocator/waiting-room.
  * (totals against reservations) throws SnapshotFormatError: never half-read.
  */
 
+/**
+ * 2 added, after the remembered keys, the waiting-room section and then the waitlist section (and the
+ * config's waitingRoom and waitlistOfferSeconds). Version 1 is still read: it has neither section.
+ */
 export const snapshotFormatVersion = 2;
-/** Version 1 (before waiting rooms) is still read: it has no waiting-room section. */
 const oldestReadableVersion = 1;
 const magic = 0x504e5346; // "FSNP" read as a little-endian u32
 const headerBytes = 12;
@@ -198,6 +202,7 @@ export function encodeSnapshot(allocator: SkuAllocator): Buffer {
     w.uint32s(g.seconds);
   }
   writeQueue(w, state.queue);
+  writeWaitlistSection(w, state.config, state.waitlist);
   return w.finish();
 }
 
@@ -300,12 +305,14 @@ export function decodeSnapshot(buffer: Buffer, limits: AllocatorLimits): SkuAllo
     rememberedKeys.push({ index, hashes: r.uint32s(count), seconds: r.uint32s(count) });
   }
   const queue = version >= 2 ? readQueue(r) : undefined;
+  const waitlist = version >= 2 ? readWaitlistSection(r, config, (detail) => new SnapshotFormatError(detail)) : undefined;
   r.end();
   const state: AllocatorState = {
     sku, seq, config, archived, available, held, sold, liveHolds,
     reservations, slotOwners, shopperQuantity, checkoutKeys, settledOrder, rememberedKeys,
   };
   if (queue !== undefined) state.queue = queue;
+  if (waitlist !== undefined) state.waitlist = waitlist;
   try {
     return SkuAllocator.restore(state, limits);
   } catch (error) {

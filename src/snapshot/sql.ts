@@ -74,7 +74,7 @@ export function logSkusQuery(): pg.QueryConfig {
 }
 
 const eventColumns =
-  'e.sku, e.seq, e.kind, e.at_ms, e.reservation_id, e.shopper_id, e.quantity, e.expires_at_ms, e.idempotency_key, e.order_id, e.config, e.payment_method';
+  'e.sku, e.seq, e.kind, e.at_ms, e.reservation_id, e.shopper_id, e.quantity, e.expires_at_ms, e.idempotency_key, e.order_id, e.config, e.payment_method, e.waitlist_id';
 
 /**
  * The next events of many SKUs in one round trip: for each (sku, afterSeq),

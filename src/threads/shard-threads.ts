@@ -1,3 +1,4 @@
+import { addWaitlistTotals, noWaitlistTotals, type WaitlistTotals } from '../metrics/waitlist-metrics.js';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import type { Config } from '../config.js';
 import type { StockState } from '../inventory/inventory.js';
@@ -173,6 +174,10 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
 
   get liveHolds(): number {
     return this.sum((s) => s.liveHolds);
+  }
+
+  get waitlist(): WaitlistTotals {
+    return this.threads.reduce((total, thread) => addWaitlistTotals(total, thread.stats.waitlist ?? noWaitlistTotals), noWaitlistTotals);
   }
 
   get reservationsInMemory(): number {

@@ -1,4 +1,5 @@
 import type { QueueTicketCounts } from '../queue/view.js';
+import type { WaitlistTotals } from '../metrics/waitlist-metrics.js';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { Config } from '../config.js';
 import { createPool } from '../db/pool.js';
@@ -47,6 +48,7 @@ export interface ShardThreadStats {
   liveHolds: number;
   queueTickets?: QueueTicketCounts;
   reservationsInMemory: number;
+  waitlist?: WaitlistTotals;
   stats: ShardStats;
   outboxStats: OutboxStats;
 }
@@ -69,6 +71,7 @@ function statsOf(host: ShardHost): ShardThreadStats {
     liveHolds: host.liveHolds,
     queueTickets: host.queueTickets,
     reservationsInMemory: host.reservationsInMemory,
+    waitlist: host.waitlist,
     stats: { ...host.stats },
     outboxStats: { ...host.outboxStats },
   };

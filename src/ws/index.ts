@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { ShopperVerifier } from '../auth/auth.js';
 import type { Inventory, StockState } from '../inventory/inventory.js';
+import type { WaitlistView } from '../inventory/waitlist-view.js';
 import { createStockFeed, type FeedStats } from './fanout.js';
 import { servePage } from './page.js';
 import { StockStream, type StreamDependencies, type StreamStats } from './stream.js';
@@ -19,6 +20,8 @@ import type { RateLimits } from '../ratelimit/rate-limits.js';
 export interface LiveStock {
   /** A durable change of a SKU this node writes. */
   changed(sku: string): void;
+  /** A durable waitlist offer: pushed to the shopper's sockets on this front end. */
+  offered(shopperId: string, entry: WaitlistView): void;
   readonly stats: { stream: StreamStats; feed: FeedStats };
   /** Idempotent. */
   close(): Promise<void>;
@@ -100,6 +103,7 @@ export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependenci
   let closed: Promise<void> | null = null;
   return {
     changed: (sku) => feed.changed(sku),
+    offered: (shopperId, entry) => live.pushOffer(shopperId, entry),
     get stats() {
       return { stream: live.stats, feed: feed.stats };
     },

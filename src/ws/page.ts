@@ -11,7 +11,9 @@ import type uWS from 'uWebSockets.js';
  * the admission token with Reserve once admitted.
  * `/?drop=NAME` follows a drop: it reads `GET /v1/drops/NAME`, watches the
  * current cycle's SKU (or the next one's), and moves to the next cycle when
- * the current one closes.
+ * the current one closes. A sold-out SKU with a waitlist offers "Join waitlist":
+ * the page shows the place in line (read every few seconds) and the offer,
+ * pushed over the stream, which the Release button can give back.
  * It lives in a .ts module so `tsc` ships it in dist/ with the rest.
  */
 
@@ -74,9 +76,37 @@ if (!sku && !drop) {
   let queued = false;
   let admission = null;
   const canReserve = () => token && sku && socket && socket.readyState === 1 && available !== null && available > 0 && saleState() === 'on_sale' && (!queued || admission);
+  // The shopper's waitlist entry on this SKU (GET /v1/waitlist/{id}), null before joining.
+  let entry = null;
+  const auth = () => ({ authorization: 'Bearer ' + token });
+  const showEntry = () => {
+    const words = !entry ? '' : entry.status === 'waiting' ? 'waitlist: position ' + entry.position
+      : entry.status === 'offered' ? 'waitlist offer: ' + entry.quantity + ' held for you until ' + new Date(entry.offerExpiresAt).toLocaleTimeString()
+      : 'waitlist: ' + entry.status;
+    $('waitlist').textContent = words;
+    $('waitlist').dataset.status = entry ? entry.status : '';
+  };
+  const pollEntry = async () => {
+    if (!entry || entry.status !== 'waiting') return;
+    const response = await fetch('/v1/waitlist/' + entry.waitlistId, { headers: auth(), cache: 'no-store' });
+    if (response.ok) entry = await response.json();
+    showEntry();
+    setTimeout(pollEntry, 5000);
+  };
+  // Whether the SKU has a waitlist: its definition says (the stock frames do not).
+  let hasWaitlist = false;
+  const readSku = async () => {
+    if (!sku || !token) return;
+    const response = await fetch('/v1/skus/' + encodeURIComponent(sku), { cache: 'no-store' });
+    hasWaitlist = response.ok && 'waitlistOfferSeconds' in (await response.json());
+    refresh();
+  };
+  const canJoin = () => token && sku && hasWaitlist && available === 0 && saleState() === 'on_sale' &&
+    !(entry && (entry.status === 'waiting' || entry.status === 'offered'));
   const refresh = () => {
     showState();
     $('reserve').disabled = !canReserve();
+    $('join').hidden = !canJoin();
     $('release').disabled = !(lastReservation && lastReservation.status === 'held' && socket && socket.readyState === 1);
     $('cart').hidden = cartSkus.length === 0;
     $('cart').disabled = !(token && socket && socket.readyState === 1);
@@ -120,6 +150,7 @@ if (!sku && !drop) {
       $('status').textContent = 'live';
       $('status').className = 'up';
       if (sku) socket.send(JSON.stringify({ type: 'subscribe', skus: [sku] }));
+      readSku();
       refresh();
     };
     socket.onmessage = (event) => {
@@ -133,6 +164,10 @@ if (!sku && !drop) {
         available = message.available;
         $('available').textContent = String(message.available);
         $('counts').textContent = 'held ' + message.held + ' · sold ' + message.sold + ' · seq ' + message.seq;
+      } else if (message.type === 'waitlist_offer' && message.entry.sku === sku) {
+        entry = message.entry;
+        lastReservation = { reservationId: entry.reservationId, status: 'held', expiresAt: entry.offerExpiresAt };
+        showEntry();
       } else if (message.type === 'reservation') {
         lastReservation = message.reservation;
         show('reservation ' + lastReservation.reservationId.slice(0, 8) + '… ' + lastReservation.status +
@@ -169,6 +204,10 @@ if (!sku && !drop) {
     sku = next;
     available = null;
     stock = null;
+    entry = null;
+    hasWaitlist = false;
+    readSku();
+    showEntry();
     $('sku').textContent = sku || '–';
     $('available').textContent = '–';
     $('counts').textContent = '';
@@ -217,6 +256,20 @@ if (!sku && !drop) {
     if (!socket || cartSkus.length === 0) return;
     socket.send(JSON.stringify({ type: 'cart', id: 'c' + ++counter, idempotencyKey: newKey(), items: cartSkus.map((s) => ({ sku: s, quantity: 1 })) }));
   };
+  $('join').onclick = async () => {
+    if (!canJoin()) return;
+    const response = await fetch('/v1/skus/' + encodeURIComponent(sku) + '/waitlist', {
+      method: 'POST',
+      headers: { ...auth(), 'content-type': 'application/json', 'idempotency-key': newKey() },
+      body: JSON.stringify({ quantity: 1 }),
+    });
+    const body = await response.json();
+    if (!response.ok) return show(response.status + ' ' + body.code + ': ' + body.detail, true);
+    entry = body;
+    showEntry();
+    refresh();
+    setTimeout(pollEntry, 5000);
+  };
   $('release').onclick = () => {
     if (!lastReservation || !socket) return;
     socket.send(JSON.stringify({ type: 'release', id: 'r' + ++counter, reservationId: lastReservation.reservationId }));
@@ -256,7 +309,8 @@ export const pageHtml = `<!doctype html>
   <div id="available">–</div>
   <div id="counts" class="muted"></div>
   <div id="queue" data-status=""></div>
-  <p><button id="reserve" disabled>Reserve 1</button><button id="release" disabled>Release</button><button id="cart" hidden disabled>Hold cart</button></p>
+  <p><button id="reserve" disabled>Reserve 1</button><button id="release" disabled>Release</button><button id="cart" hidden disabled>Hold cart</button><button id="join" hidden>Join waitlist</button></p>
+  <p id="waitlist" data-status=""></p>
   <p id="result"></p>
   <p class="muted"><span id="status">connecting</span> · <span id="who"></span></p>
 </section>

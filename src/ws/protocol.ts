@@ -1,3 +1,4 @@
+import type { WaitlistView } from '../inventory/waitlist-view.js';
 import { Ajv } from 'ajv';
 import { problemTypes, type ProblemCode } from '../http/problem.js';
 import { skuPatternSource } from '../http/validation.js';
@@ -167,6 +168,11 @@ export function errorMessage(fields: ErrorFields): string {
   if (fields.sku !== undefined) body.sku = fields.sku;
   body.detail = fields.detail;
   return JSON.stringify(body);
+}
+
+/** A waitlist offer for the socket's shopper: `entry` is the GET /v1/waitlist/{id} body. */
+export function waitlistOfferMessage(entry: WaitlistView): string {
+  return JSON.stringify({ type: 'waitlist_offer', entry });
 }
 
 export function reservationMessage(id: string, reservation: ReservationView): string {

@@ -3,6 +3,7 @@ import uWS from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { ShopperAuth, ShopperVerifier } from '../auth/auth.js';
 import type { Inventory, Outcome, ReservationView, StockState } from '../inventory/inventory.js';
+import type { WaitlistView } from '../inventory/waitlist-view.js';
 import { isUuid } from '../http/validation.js';
 import { problem } from '../http/problem.js';
 import { clientIp, type TrustedProxies } from '../ratelimit/client-ip.js';
@@ -19,6 +20,7 @@ import {
   parseClientMessage,
   reservationMessage,
   stockMessage,
+  waitlistOfferMessage,
   takeToken,
   type ClientMessage,
   type ErrorFields,
@@ -131,6 +133,11 @@ export function topicOf(sku: string): string {
   return `stock/${sku}`;
 }
 
+/** Every socket that connected with a shopper's token follows its shopper's topic (waitlist offers). */
+export function shopperTopicOf(shopperId: string): string {
+  return `shopper/${shopperId}`;
+}
+
 /** How often every socket's send buffer is checked. */
 function sweepIntervalMs(options: StreamOptions): number {
   return Math.max(50, Math.min(250, Math.floor(options.backpressureTimeoutMs / 4)));
@@ -201,6 +208,12 @@ export class StockStream {
   publish(state: StockState): void {
     if (this.closing) return;
     this.app.publish(topicOf(state.sku), stockMessage(state, this.now()), false, false);
+  }
+
+  /** A waitlist offer to the shopper's open sockets. */
+  pushOffer(shopperId: string, entry: WaitlistView): void {
+    if (this.closing) return;
+    this.app.publish(shopperTopicOf(shopperId), waitlistOfferMessage(entry), false, false);
   }
 
   get stats(): StreamStats {
@@ -293,6 +306,7 @@ export class StockStream {
     state.ws = ws;
     this.states.add(state);
     const auth = state.token === null ? null : this.auth(state);
+    if (auth?.ok) ws.subscribe(shopperTopicOf(auth.shopperId));
     this.send(
       state,
       helloMessage({
