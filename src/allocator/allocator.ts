@@ -11,6 +11,8 @@ import {
   cartOfKey,
   defaultWaitlistMaxEntries,
   type AllocatorLimits,
+  type CartAbortedEvent,
+  type CartCommittedEvent,
   type CartPreparedEvent,
   type CheckoutStartedEvent,
   type ConfiguredEvent,
@@ -604,22 +606,10 @@ export class SkuAllocator {
       case 'cart_prepared':
         this.applyReserved(event);
         break;
-      case 'cart_committed': {
-        const line = this.requireReservation(event.reservationId, 'tentative');
-        line.status = 'held';
-        line.expiresAtMs = event.expiresAtMs;
-        this.tentative.delete(line.reservationId);
-        this.expiryQueue.push({ expiresAtMs: event.expiresAtMs, reservationId: line.reservationId });
+      case 'cart_committed':
+      case 'cart_aborted':
+        this.applyCartDecision(event);
         break;
-      }
-      case 'cart_aborted': {
-        const line = this.requireReservation(event.reservationId, 'tentative');
-        line.status = 'released';
-        this.tentative.delete(line.reservationId);
-        this.returnToSale(line);
-        this.settle(line, event.atMs);
-        break;
-      }
       case 'released':
       case 'expired': {
         const reservation = this.requireReservation(event.reservationId, 'held');
@@ -665,6 +655,21 @@ export class SkuAllocator {
     this.seq = event.seq;
     this.forgetSettled(event.atMs);
     this.assertInvariants();
+  }
+
+  /** A tentative cart line learns its cart's decision: a hold expiring with the cart, or units back. */
+  private applyCartDecision(event: CartCommittedEvent | CartAbortedEvent): void {
+    const line = this.requireReservation(event.reservationId, 'tentative');
+    this.tentative.delete(line.reservationId);
+    if (event.kind === 'cart_committed') {
+      line.status = 'held';
+      line.expiresAtMs = event.expiresAtMs;
+      this.expiryQueue.push({ expiresAtMs: event.expiresAtMs, reservationId: line.reservationId });
+      return;
+    }
+    line.status = 'released';
+    this.returnToSale(line);
+    this.settle(line, event.atMs);
   }
 
   private applyWaitlist(event: WaitlistEvent): void {

@@ -130,14 +130,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
   inventory.onStock((state) => live.changed(state.sku));
   inventory.onWaitlistOffer((notice) => live.offered(notice.shopperId, notice.view));
   deps.attach?.(app);
-  let listenSocket = await listen(app, config.host, config.port);
-  if (deps.sharedPort === true && config.port === 0) {
-    // uSockets sets SO_REUSEPORT only on a non-zero port: take the port the
-    // kernel picked, then listen again on it, shareable by the other threads.
-    const picked = uWS.us_socket_local_port(listenSocket);
-    uWS.us_listen_socket_close(listenSocket);
-    listenSocket = await listen(app, config.host, picked);
-  }
+  const listenSocket = await listenShared(app, config.host, config.port, deps.sharedPort === true);
   let listening = true;
   const stopListening = () => {
     if (listening) uWS.us_listen_socket_close(listenSocket);
@@ -160,6 +153,16 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     },
     halt: async () => void [stopListening(), closeApp()],
   };
+}
+
+async function listenShared(app: uWS.TemplatedApp, host: string, port: number, shared: boolean): Promise<uWS.us_listen_socket> {
+  const listenSocket = await listen(app, host, port);
+  if (!shared || port !== 0) return listenSocket;
+  // uSockets sets SO_REUSEPORT only on a non-zero port: take the port the
+  // kernel picked, then listen again on it, shareable by the other threads.
+  const picked = uWS.us_socket_local_port(listenSocket);
+  uWS.us_listen_socket_close(listenSocket);
+  return listen(app, host, picked);
 }
 
 /** Closes every open socket of `app`, once (uWS's close is not in the typings of this build; twice could crash the process). */
