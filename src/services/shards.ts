@@ -4,7 +4,7 @@ import { ConfigError } from '../config.js';
 import type { StockState } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
 import type { OutboxStats } from '../outbox/outbox.js';
-import { InProcessChannel } from '../shard/in-process-channel.js';
+import { InProcessLink } from '../road/in-process-link.js';
 import type { ShardChannel, ShardEndpoint, ShardNotice } from '../shard/messages.js';
 import { Router } from '../shard/router.js';
 import { ShardHost, type RecoverySummary } from '../shard/shard-host.js';
@@ -61,7 +61,7 @@ function startShardHost(config: Config, pool: pg.Pool, log: Logger, options: Sha
   // Every snapshot of this process runs here: one thread stays loaded.
   const workers = new SnapshotWorkers({ threads: 1, warm: true });
   workers.start();
-  const channel = new InProcessChannel({ clone: options.cloneMessages ?? false });
+  const channel = new InProcessLink({ clone: options.cloneMessages ?? false });
   const host = new ShardHost(
     pool,
     log,

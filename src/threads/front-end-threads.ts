@@ -10,7 +10,7 @@ import type { ShardEndpoint, ShardNotice, ShardRequest } from '../shard/messages
 import type { PeerNotice } from '../shard/protocol.js';
 import type { ClusterThreadCalls } from '../cluster/node.js';
 import type { FrontEndThreadData, ThreadCommand, ThreadEvent } from './front-end-worker.js';
-import { PortEndpoint, portMaxInFlightDefault, type PortCalls } from './port-channel.js';
+import { PortServer, portMaxInFlightDefault, type PortCalls } from '../road/port-link.js';
 import { threadEntry } from './thread-entry.js';
 
 /** A scrape waits this long for each thread's registry. */
@@ -51,7 +51,7 @@ export interface FrontEndThreadsDependencies {
 interface Thread {
   index: number;
   worker: Worker;
-  endpoint: PortEndpoint;
+  endpoint: PortServer;
   stopped: Promise<void>;
   /** Resolves once the thread closed its sockets for a fatal exit (or exited). */
   halted: Promise<void>;
@@ -75,7 +75,7 @@ function halter(started: Set<Thread>): () => Promise<void> {
 
 /**
  * `HTTP_THREADS` front-end threads on one port, served from the main thread:
- * each gets a PortEndpoint over the shard endpoint (the ShardHost alone; on a
+ * each gets a PortServer over the shard endpoint (the ShardHost alone; on a
  * cluster node the cluster channel, which forwards what other nodes own), the
  * named calls below (payments, drops, readiness, old-id lookups; on a
  * cluster node the membership view, forwarded commands and upgrade tokens),
@@ -134,7 +134,7 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
   };
 }
 
-/** The named calls a thread's PortEndpoint serves on the main thread (the cluster's only on a cluster node). */
+/** The named calls a thread's PortServer serves on the main thread (the cluster's only on a cluster node). */
 function portCalls(deps: FrontEndThreadsDependencies): PortCalls {
   const { payments } = deps;
   const calls: PortCalls = {
@@ -235,7 +235,7 @@ function startThread(
   const { config } = deps;
   return new Promise((resolve, reject) => {
     const { port1, port2 } = new MessageChannel();
-    const endpoint = new PortEndpoint(port1, deps.host, calls, () => deps.host.isReady());
+    const endpoint = new PortServer(port1, deps.host, calls, () => deps.host.isReady());
     const data: FrontEndThreadData = {
       index,
       // WS_MAX_CONNECTIONS bounds the process's sockets: each thread holds its share.

@@ -8,7 +8,7 @@ import type uWS from 'uWebSockets.js';
 import { Metrics } from '../metrics/metrics.js';
 import { DropsClient, PaymentsClient } from './payments-client.js';
 import { ClusterClient } from './cluster-client.js';
-import { PortChannel } from './port-channel.js';
+import { PortLink } from '../road/port-link.js';
 
 /**
  * One front-end thread: a uWebSockets.js app on the shared HOST:PORT (the
@@ -50,7 +50,7 @@ async function run(): Promise<void> {
   const control = parentPort!;
   const { config } = data;
   const log = createLogger(config.logLevel).child({ thread: data.index });
-  const channel = new PortChannel(data.channelPort, { maxInFlight: data.maxInFlight, shardsReady: data.shardsReady });
+  const channel = new PortLink(data.channelPort, { maxInFlight: data.maxInFlight, shardsReady: data.shardsReady });
   const router = new Router(channel, {
     shardCount: config.shardCount,
     shardsReady: () => channel.shardsReady,

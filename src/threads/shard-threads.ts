@@ -7,7 +7,8 @@ import type { OutboxStats } from '../outbox/outbox.js';
 import type { ShardChannel, ShardEndpoint, ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
 import { addRecoveries, type RecoverySummary } from '../shard/shard-host.js';
 import type { ShardStats } from '../shard/shard.js';
-import { PortChannel, portMaxInFlightDefault } from './port-channel.js';
+import { PortLink, portMaxInFlightDefault } from '../road/port-link.js';
+import { RoutingTable } from '../road/routes.js';
 import type { ShardThreadCall, ShardThreadData, ShardThreadEvent, ShardThreadReport, ShardThreadStats } from './shard-worker.js';
 import { threadEntry } from './thread-entry.js';
 
@@ -37,7 +38,7 @@ export interface ShardThreadsOptions {
 interface ShardThread {
   index: number;
   worker: Worker;
-  channel: PortChannel;
+  channel: PortLink;
   stats: ShardThreadStats;
   exited: Promise<void>;
 }
@@ -52,15 +53,15 @@ const noStats: ShardThreadStats = {
 };
 
 /**
- * The main thread's side of SHARD_THREADS shard threads: a ShardChannel (the
- * router's) and a ShardEndpoint (the front-end threads' PortEndpoints) that
- * sends each request to its shard's thread over that thread's PortChannel,
- * and hands every thread's notices to its listeners. Counts come from the
- * threads' reports (every `shardThreadReportIntervalMs`, or now: `refresh`).
+ * The main thread's side of SHARD_THREADS shard threads: their routing table
+ * (shard → the PortLink of its thread), which the router and the front-end
+ * threads' PortServers send through, and every thread's notices. Counts come
+ * from the threads' reports (every `shardThreadReportIntervalMs`, or now:
+ * `refresh`).
  */
 export class ShardThreads implements ShardChannel, ShardEndpoint {
   private readonly threads: ShardThread[];
-  private readonly listeners: ((notice: ShardNotice) => void)[] = [];
+  private readonly routes: RoutingTable;
   private closing = false;
   private closed: Promise<void> | null = null;
 
@@ -71,6 +72,8 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
   ) {
     const poolMax = shardThreadPoolMax(config);
     this.threads = Array.from({ length: config.shardThreads }, (_, index) => this.startThread(config, index, poolMax));
+    this.routes = new RoutingTable(config.shardCount, (shard) => `shard ${shard} has no thread`);
+    for (let shard = 0; shard < config.shardCount; shard += 1) this.routes.set(shard, this.threadOf(shard).channel);
   }
 
   private startThread(config: Config, index: number, poolMax: number): ShardThread {
@@ -88,10 +91,7 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
       channelPort: port2,
     };
     const worker = new Worker(shardWorkerEntry, { eval: true, workerData: data, transferList: [port2] });
-    const channel = new PortChannel(port1, { maxInFlight: portMaxInFlightDefault, shardsReady: false });
-    channel.onNotice((notice) => {
-      for (const listener of this.listeners) listener(notice);
-    });
+    const channel = new PortLink(port1, { maxInFlight: portMaxInFlightDefault, shardsReady: false });
     const thread: ShardThread = { index, worker, channel, stats: noStats, exited: new Promise((resolve) => worker.once('exit', () => resolve())) };
     worker.on('message', (event: ShardThreadEvent) => {
       if (event.type === 'report') this.apply(thread, event.report);
@@ -117,7 +117,7 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
   }
 
   request<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
-    return this.threadOf(shard).channel.request(shard, request);
+    return this.routes.request(shard, request);
   }
 
   handle<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
@@ -125,7 +125,7 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
   }
 
   onNotice(listener: (notice: ShardNotice) => void): void {
-    this.listeners.push(listener);
+    this.routes.onNotice(listener);
   }
 
   private callAll<T>(method: ShardThreadCall): Promise<T[]> {

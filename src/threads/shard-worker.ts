@@ -11,13 +11,13 @@ import type { ShardNotice } from '../shard/messages.js';
 import { ShardHost } from '../shard/shard-host.js';
 import type { ShardStats } from '../shard/shard.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
-import { PortEndpoint, type PortCalls } from './port-channel.js';
+import { PortServer, type PortCalls } from '../road/port-link.js';
 import { readSharedClock } from './shared-clock.js';
 
 /**
  * One shard thread: a ShardHost of the shards s with s mod SHARD_THREADS ==
  * index, with its own pool, outbox, expiry sweeper, recovery and snapshot
- * worker, served over a MessagePort (PortEndpoint) to the main thread, whose
+ * worker, served over a MessagePort (PortServer) to the main thread, whose
  * router sends it its shards' requests. Everything it knows came in
  * `workerData` as plain data; what it builds (pool, order writer, clock) it
  * builds here.
@@ -95,7 +95,7 @@ function run(): void {
     writeOrders,
     outboxObserver: tallier,
   });
-  let endpoint: PortEndpoint | null = null;
+  let endpoint: PortServer | null = null;
   const host = new ShardHost(pool, log, { shards: data.shards, shardCount: config.shardCount, ...settings }, (notice: ShardNotice) =>
     endpoint?.notify(notice),
   );
@@ -114,7 +114,7 @@ function run(): void {
       return report();
     },
   };
-  endpoint = new PortEndpoint(data.channelPort, host, calls, () => host.isReady());
+  endpoint = new PortServer(data.channelPort, host, calls, () => host.isReady());
 }
 
 run();
