@@ -32,6 +32,12 @@ export interface ReplyBatch {
   shardsReady: boolean;
 }
 
+/** One end of a port straight to a shard thread, with the shards that thread serves (a front-end thread routes them to it). */
+export interface ShardPort {
+  port: MessagePort;
+  shards: number[];
+}
+
 /** Requests a thread may have waiting on one port; past it they are refused at once (503). */
 export const portMaxInFlightDefault = 50_000;
 

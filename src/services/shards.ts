@@ -13,6 +13,7 @@ import type { ShardStats } from '../shard/shard.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
 import { sharedClockBuffer } from '../threads/shared-clock.js';
 import { ShardThreads } from '../threads/shard-threads.js';
+import type { ShardPort } from '../road/port-link.js';
 
 /**
  * The shards of this process as the rest of it sees them: a ShardHost on the
@@ -45,6 +46,8 @@ export interface Shards {
   host: LocalShardHost;
   /** Snapshot and audit worker threads (piscina). */
   workers: SnapshotWorkers;
+  /** Shard threads: ports straight to each of them, for one front-end thread (absent: the shards are on this thread). */
+  shardPorts?: () => ShardPort[];
   /** Every notice of these shards (front-end threads get them over their ports). */
   onNotice(listener: (notice: ShardNotice) => void): void;
   /** Load every shard from the log; readiness waits for it. Null when shards are recovered as they are taken (cluster). */
@@ -120,7 +123,7 @@ function startShardThreads(config: Config, pool: pg.Pool, log: Logger, options: 
   const workers = new SnapshotWorkers({ threads: 1 });
   workers.start();
   // ShardThreads is both the shards and their channel (closing it twice is one close).
-  return assemble(router, threads, threads, workers);
+  return { ...assemble(router, threads, threads, workers), shardPorts: () => threads.openPorts() };
 }
 
 /** A thread cannot call another thread's closure: only Date.now or a SharedClock (tests) reach the shard threads. */

@@ -10,7 +10,7 @@ import type { ShardEndpoint, ShardNotice, ShardRequest } from '../shard/messages
 import type { PeerNotice } from '../shard/protocol.js';
 import type { ClusterThreadCalls } from '../cluster/node.js';
 import type { FrontEndThreadData, ThreadCommand, ThreadEvent } from './front-end-worker.js';
-import { PortServer, portMaxInFlightDefault, type PortCalls } from '../road/port-link.js';
+import { PortServer, portMaxInFlightDefault, type PortCalls, type ShardPort } from '../road/port-link.js';
 import { threadEntry } from './thread-entry.js';
 
 /** A scrape waits this long for each thread's registry. */
@@ -34,8 +34,10 @@ export interface FrontEndThreadsDependencies {
   host: ShardEndpoint & { isReady(): boolean };
   /** A cluster node: what each thread's cluster endpoint and admin views ask the main thread (absent: a node alone). */
   cluster?: ClusterThreadCalls;
-  /** Subscribes to every notice of the shards (broadcast to every thread). */
+  /** Subscribes to every notice of the shards (broadcast to every thread, unless they hear them on `shardPorts`). */
   onNotice: (listener: (notice: ShardNotice) => void) => void;
+  /** Shard threads: ports straight to each, for one front-end thread (its shard requests and notices skip this thread). */
+  shardPorts?: () => ShardPort[];
   payments: Payments;
   drops: DropsApi;
   /** The main thread's registry (commits, inventory, payments, the process); /metrics adds every thread's. */
@@ -100,9 +102,12 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
   // The main registry's text is the aggregate: the process's one metrics listener (src/metrics/listener.ts) serves it.
   deps.metrics.serveTextFrom(() => group.metrics.collect());
 
-  deps.onNotice((notice) => {
-    for (const thread of threads) thread?.endpoint.notify(notice);
-  });
+  // With shard threads every front-end thread hears their notices on its own ports.
+  if (deps.shardPorts === undefined) {
+    deps.onNotice((notice) => {
+      for (const thread of threads) thread?.endpoint.notify(notice);
+    });
+  }
 
   const port = await startThread(0, config.port, deps, calls, group);
   await Promise.all(threads.map((_, index) => (index === 0 ? null : startThread(index, port, deps, calls, group))));
@@ -236,6 +241,7 @@ function startThread(
   return new Promise((resolve, reject) => {
     const { port1, port2 } = new MessageChannel();
     const endpoint = new PortServer(port1, deps.host, calls, () => deps.host.isReady());
+    const shardPorts = deps.shardPorts?.() ?? [];
     const data: FrontEndThreadData = {
       index,
       // WS_MAX_CONNECTIONS bounds the process's sockets: each thread holds its share.
@@ -244,10 +250,12 @@ function startThread(
       jwtSecret: deps.jwtSecret,
       webhookSecret: deps.webhookSecret,
       channelPort: port2,
+      shardPorts,
       shardsReady: deps.host.isReady(),
       maxInFlight: portMaxInFlightDefault,
     };
-    const worker = new Worker(frontEndWorkerEntry, { eval: true, workerData: data, transferList: [port2] });
+    const transferList = [port2, ...shardPorts.map((shardPort) => shardPort.port)];
+    const worker = new Worker(frontEndWorkerEntry, { eval: true, workerData: data, transferList });
     let listening = false;
     const stopped = new Promise<void>((resolveStopped) => worker.once('exit', () => resolveStopped()));
     let markHalted = () => {};

@@ -7,9 +7,9 @@ import type { OutboxStats } from '../outbox/outbox.js';
 import type { ShardChannel, ShardEndpoint, ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
 import { addRecoveries, type RecoverySummary } from '../shard/shard-host.js';
 import type { ShardStats } from '../shard/shard.js';
-import { PortLink, portMaxInFlightDefault } from '../road/port-link.js';
+import { PortLink, portMaxInFlightDefault, type ShardPort } from '../road/port-link.js';
 import { RoutingTable } from '../road/routes.js';
-import type { ShardThreadCall, ShardThreadData, ShardThreadEvent, ShardThreadReport, ShardThreadStats } from './shard-worker.js';
+import type { ShardThreadCall, ShardThreadCommand, ShardThreadData, ShardThreadEvent, ShardThreadReport, ShardThreadStats } from './shard-worker.js';
 import { threadEntry } from './thread-entry.js';
 
 const shardWorkerEntry = threadEntry(import.meta.url, 'shard-worker');
@@ -39,6 +39,8 @@ interface ShardThread {
   index: number;
   worker: Worker;
   channel: PortLink;
+  /** The shards it serves. */
+  shards: number[];
   stats: ShardThreadStats;
   exited: Promise<void>;
 }
@@ -92,7 +94,7 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
     };
     const worker = new Worker(shardWorkerEntry, { eval: true, workerData: data, transferList: [port2] });
     const channel = new PortLink(port1, { maxInFlight: portMaxInFlightDefault, shardsReady: false });
-    const thread: ShardThread = { index, worker, channel, stats: noStats, exited: new Promise((resolve) => worker.once('exit', () => resolve())) };
+    const thread: ShardThread = { index, worker, channel, shards: data.shards, stats: noStats, exited: new Promise((resolve) => worker.once('exit', () => resolve())) };
     worker.on('message', (event: ShardThreadEvent) => {
       if (event.type === 'report') this.apply(thread, event.report);
       else this.options.onFatal(new Error(`shard thread ${index}: ${event.error}`));
@@ -120,12 +122,29 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
     return this.routes.request(shard, request);
   }
 
+  /** Requests a front-end thread sent through this thread rather than straight to a shard thread (none once it has its ports). */
+  relayed = 0;
+
   handle<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
+    this.relayed += 1;
     return this.request(shard, request);
   }
 
   onNotice(listener: (notice: ShardNotice) => void): void {
     this.routes.onNotice(listener);
+  }
+
+  /**
+   * A port to every shard thread for one front-end thread: it sends its
+   * shards' requests straight to their thread and hears their notices there
+   * (a MessageChannel per front-end thread × shard thread, made at start).
+   */
+  openPorts(): ShardPort[] {
+    return this.threads.map((thread) => {
+      const { port1, port2 } = new MessageChannel();
+      thread.worker.postMessage({ type: 'serve_port', port: port2 } satisfies ShardThreadCommand, [port2]);
+      return { port: port1, shards: thread.shards };
+    });
   }
 
   private callAll<T>(method: ShardThreadCall): Promise<T[]> {

@@ -57,6 +57,9 @@ export interface ShardThreadReport {
 /** Thread → main, on the worker's own port (the shard port carries requests, replies and notices). */
 export type ShardThreadEvent = { type: 'fatal'; error: string } | { type: 'report'; report: ShardThreadReport };
 
+/** Main → thread, on the worker's own port: serve a front-end thread's port too (its requests, and every notice). */
+export type ShardThreadCommand = { type: 'serve_port'; port: MessagePort };
+
 /** Named calls the main thread makes over the shard port (plain arguments and results). */
 export type ShardThreadCall = 'recover' | 'settled' | 'report' | 'close';
 
@@ -95,10 +98,11 @@ function run(): void {
     writeOrders,
     outboxObserver: tallier,
   });
-  let endpoint: PortServer | null = null;
-  const host = new ShardHost(pool, log, { shards: data.shards, shardCount: config.shardCount, ...settings }, (notice: ShardNotice) =>
-    endpoint?.notify(notice),
-  );
+  /** The main thread's port first, then one per front-end thread: every notice goes to each. */
+  const servers: PortServer[] = [];
+  const host = new ShardHost(pool, log, { shards: data.shards, shardCount: config.shardCount, ...settings }, (notice: ShardNotice) => {
+    for (const server of servers) server.notify(notice);
+  });
   const report = (): ShardThreadReport => ({ stats: statsOf(host), tally: tallier.take() });
   const timer = setInterval(() => post({ type: 'report', report: report() }), data.reportIntervalMs);
   const calls: PortCalls & Record<ShardThreadCall, unknown> = {
@@ -114,7 +118,10 @@ function run(): void {
       return report();
     },
   };
-  endpoint = new PortServer(data.channelPort, host, calls, () => host.isReady());
+  servers.push(new PortServer(data.channelPort, host, calls, () => host.isReady()));
+  control.on('message', (command: ShardThreadCommand) => {
+    if (command.type === 'serve_port') servers.push(new PortServer(command.port, host, {}, () => host.isReady()));
+  });
 }
 
 run();
