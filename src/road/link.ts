@@ -1,4 +1,4 @@
-import type { ShardChannel, ShardReply, ShardRequestType } from '../shard/messages.js';
+import type { ShardNotice, ShardReply, ShardRequest, ShardRequestType } from '../shard/messages.js';
 
 /**
  * A link: the road to some shards, one transport under it — this thread
@@ -9,7 +9,13 @@ import type { ShardChannel, ShardReply, ShardRequestType } from '../shard/messag
  * when the request may have run). The routing table (routes.ts) holds one
  * link per shard.
  */
-export type Link = ShardChannel;
+export interface Link {
+  /** Sends `request` for `shard`; resolves with its reply, never rejects. */
+  request<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>>;
+  /** Notices from every shard this link reaches. */
+  onNotice(listener: (notice: ShardNotice) => void): void;
+  close(): Promise<void>;
+}
 
 /** The answer of a request the road could not carry. */
 export function unavailableReply<T extends ShardRequestType>(detail: string): ShardReply<T> {

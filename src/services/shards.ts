@@ -5,7 +5,8 @@ import type { StockState } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
 import type { OutboxStats } from '../outbox/outbox.js';
 import { InProcessLink } from '../road/in-process-link.js';
-import type { ShardChannel, ShardEndpoint, ShardNotice } from '../shard/messages.js';
+import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
+import type { Link } from '../road/link.js';
 import { Router } from '../shard/router.js';
 import { ShardHost, type RecoverySummary } from '../shard/shard-host.js';
 import { shardHostSettings, type ShardsOptions } from './shard-settings.js';
@@ -84,7 +85,7 @@ function startShardHost(config: Config, pool: pg.Pool, log: Logger, options: Sha
 function assemble(
   router: Router,
   host: LocalShardHost & { recover(): Promise<RecoverySummary>; close(): Promise<void> },
-  channel: ShardChannel,
+  channel: Link,
   workers: SnapshotWorkers,
 ): Shards {
   return {

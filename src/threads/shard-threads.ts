@@ -4,7 +4,8 @@ import type { StockState } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
 import type { CommitTally } from '../metrics/metrics.js';
 import type { OutboxStats } from '../outbox/outbox.js';
-import type { ShardChannel, ShardEndpoint, ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
+import type { ShardEndpoint, ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
+import type { Link } from '../road/link.js';
 import { addRecoveries, type RecoverySummary } from '../shard/shard-host.js';
 import type { ShardStats } from '../shard/shard.js';
 import { PortLink, portMaxInFlightDefault, type ShardPort } from '../road/port-link.js';
@@ -61,7 +62,7 @@ const noStats: ShardThreadStats = {
  * from the threads' reports (every `shardThreadReportIntervalMs`, or now:
  * `refresh`).
  */
-export class ShardThreads implements ShardChannel, ShardEndpoint {
+export class ShardThreads implements Link, ShardEndpoint {
   private readonly threads: ShardThread[];
   private readonly routes: RoutingTable;
   private closing = false;
