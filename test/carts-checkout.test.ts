@@ -2,7 +2,7 @@ import t from 'tap';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startTestService, type TestService } from './helpers/service.js';
-import type { ShardChannel } from '../src/shard/messages.js';
+import type { Link } from '../src/road/link.js';
 import { shardOf } from '../src/shard/placement.js';
 import { orderIdFor } from '../src/carts/ids.js';
 
@@ -101,7 +101,7 @@ t.test('a coordinator gone after the first line froze (the order and its job wri
   await api.putSku('G2', { stock: 2, priceCents: 400 });
   const cart = await heldCart(api, 'gail', [{ sku: 'G1', quantity: 1 }, { sku: 'G2', quantity: 2 }]);
   // Only what the coordinator's first step does, by hand over the shard channel: freeze line 0 with the order.
-  const channel = (api.service.inventory as unknown as { channel: ShardChannel }).channel;
+  const channel = (api.service.inventory as unknown as { channel: Link }).channel;
   const orderId = orderIdFor(cart.cartId, 'G1');
   const first = cart.items[0]!.reservationId;
   const order = { orderId, reservationId: first, sku: 'G1', shopperId: 'gail', quantity: 3, amountCents: 1100, currency: 'USD', paymentMethod: 'pm_ok', idempotencyKey: 'k1', cartId: cart.cartId };

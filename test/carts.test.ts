@@ -2,7 +2,7 @@ import t from 'tap';
 import { randomUUID } from 'node:crypto';
 import { startTestService, type TestService } from './helpers/service.js';
 import { sharedTestClock, waitUntil } from './helpers/waits.js';
-import type { ShardChannel } from '../src/shard/messages.js';
+import type { Link } from '../src/road/link.js';
 import { shardOf, shardOfReservationId } from '../src/shard/placement.js';
 import { cartIdFor, lineIdFor, requestHashOf } from '../src/carts/ids.js';
 import { connectStream } from './helpers/stream-client.js';
@@ -185,7 +185,7 @@ t.test('a line whose cart never decides is aborted by its shard after CART_DECIS
   await api.putSku('LATE1', { stock: 2 });
   await api.putSku('LATE2', { stock: 2 });
   // A coordinator that prepares one line and dies before deciding: driven by hand over the shard channel.
-  const channel = (api.service.inventory as unknown as { channel: ShardChannel }).channel;
+  const channel = (api.service.inventory as unknown as { channel: Link }).channel;
   const shardCount = 64;
   const key = randomUUID();
   const items = [{ sku: 'LATE1', quantity: 2 }, { sku: 'LATE2', quantity: 1 }];

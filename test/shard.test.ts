@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import pino from 'pino';
-import { InProcessChannel } from '../src/shard/in-process-channel.js';
+import { InProcessLink } from '../src/road/in-process-link.js';
 import type { ShardEndpoint, ShardNotice, ShardRequest, ShardReply } from '../src/shard/messages.js';
 import { newReservationId, shardOf, shardOfReservationId, skuHash } from '../src/shard/placement.js';
 import { Router } from '../src/shard/router.js';
@@ -43,7 +43,7 @@ class RecordingEndpoint implements ShardEndpoint {
 
 t.test('router alone: each command goes, as a plain message, to the shard of its SKU', async (t) => {
   const db = await createTestDatabase(t);
-  const channel = new InProcessChannel({ clone: true });
+  const channel = new InProcessLink({ clone: true });
   const endpoint = new RecordingEndpoint();
   channel.connect(endpoint);
   const router = new Router(channel, { shardCount: 16, shardsReady: () => true, pool: db.pool });

@@ -1,5 +1,5 @@
 import type { NewOrder, Outcome } from '../inventory/inventory.js';
-import type { ShardChannel } from '../shard/messages.js';
+import type { Link } from '../road/link.js';
 import { shardOf } from '../shard/placement.js';
 import { orderIdFor } from './ids.js';
 import type { CartLine, CartRecord } from './types.js';
@@ -37,7 +37,7 @@ export interface CartCheckoutView {
 
 export class CartCheckout implements CartPayments {
   constructor(
-    private readonly channel: ShardChannel,
+    private readonly channel: Link,
     private readonly shardCount: number,
     /** The cart's record (committed), or its refusal. */
     private readonly committed: (cartId: string, shopperId: string) => Promise<Outcome<CartRecord>>,

@@ -1,6 +1,6 @@
 import type { ReservationStatus } from '../allocator/types.js';
 import type { Outcome } from '../inventory/inventory.js';
-import type { ShardChannel } from '../shard/messages.js';
+import type { Link } from '../road/link.js';
 import { shardOf, shardOfReservationId } from '../shard/placement.js';
 import { cartIdFor, lineIdFor, orderIdFor, requestHashOf } from './ids.js';
 import { CartCheckout, type CartCheckoutView } from './checkout.js';
@@ -26,7 +26,7 @@ type Prepared =
  * It writes the cart's row on its home shard, prepares every line on its
  * shard in a fixed order (shard, then SKU), records one decision in the
  * home shard's table (first writer wins), then sends that decision to every
- * line. Everything goes through the ShardChannel, so lines may be on this
+ * line. Everything goes through the Link, so lines may be on this
  * thread, another thread or another node. It keeps no state of its own: a
  * retry re-drives the same cart from its rows.
  */
@@ -35,7 +35,7 @@ export class CartCoordinator {
   readonly payments: CartCheckout;
 
   constructor(
-    private readonly channel: ShardChannel,
+    private readonly channel: Link,
     private readonly shardCount: number,
   ) {
     this.payments = new CartCheckout(channel, shardCount, (cartId, shopperId) => this.committed(cartId, shopperId));

@@ -36,6 +36,8 @@ export interface ClusterShardsOptions {
   /** The current lease (null: none, or lost). */
   lease: () => Lease | null;
   notify: (notice: ShardNotice) => void;
+  /** The shards served changed (the routing table follows: src/cluster/routes.ts). */
+  onServing?: () => void;
 }
 
 export class ClusterShards implements OwnershipHost, ShardEndpoint {
@@ -105,6 +107,7 @@ export class ClusterShards implements OwnershipHost, ShardEndpoint {
       throw new FencedError(`shard ${shard} at epoch ${epoch} was lost while it was opened`);
     }
     this.serving.add(shard);
+    this.options.onServing?.();
   }
 
   /** Refuse new work for the shard, commit what it decided (its epoch still proven), forget it. */
@@ -112,6 +115,7 @@ export class ClusterShards implements OwnershipHost, ShardEndpoint {
     const epoch = this.epochs.get(shard);
     if (epoch === undefined) return;
     this.serving.delete(shard);
+    this.options.onServing?.();
     await this.host.removeShard(shard);
     if (this.epochs.get(shard) === epoch) this.epochs.delete(shard);
   }
@@ -121,6 +125,7 @@ export class ClusterShards implements OwnershipHost, ShardEndpoint {
     // Forgotten first: commits still queued for them fail their proof, so nothing more is acknowledged.
     this.epochs.clear();
     this.serving.clear();
+    this.options.onServing?.();
     for (const shard of shards) {
       this.host.removeShard(shard).catch((err: unknown) => this.log.error({ err, shard }, 'removing a dropped shard failed'));
     }

@@ -30,6 +30,8 @@ export interface ShardHost {
 }
 
 export interface MembershipOptions {
+  /** Each round's new view (the routing table follows it: src/cluster/routes.ts). */
+  onSnapshot?: (snapshot: ClusterSnapshot) => void;
   databaseUrl: string;
   nodeId: string;
   url: string;
@@ -204,6 +206,7 @@ export class Membership {
     await this.endHungLeases(nodes.rows);
     const view = this.view(nodes.rows, owners.rows);
     this.snapshotValue = this.buildSnapshot(nodes.rows, owners.rows, view);
+    this.options.onSnapshot?.(this.snapshotValue);
     return this.apply(lease, planFor(view, this.options.nodeId, this.options.maxMovesPerRound));
   }
 

@@ -9,7 +9,7 @@ import { Router } from '../shard/router.js';
 import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
 import { newFrameRefusals, type PeerNotice } from '../shard/protocol.js';
 import { UpgradeVerifier, type VerifyResult } from './auth.js';
-import { ClusterChannel, serveForwarded } from './channel.js';
+import { ClusterRoutes, serveForwarded } from './routes.js';
 import { ClusterShards } from './cluster-shards.js';
 import { ClusterLive } from './live.js';
 import { Membership, type ClusterSnapshot } from './membership.js';
@@ -100,7 +100,7 @@ interface NodeState {
   selfUrl: string;
   nodeId: string;
   membership: Membership | null;
-  channel: ClusterChannel | null;
+  routes: ClusterRoutes | null;
   endpoint: ClusterEndpoint | null;
   started: boolean;
 }
@@ -115,7 +115,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     selfUrl,
     nodeId: config.nodeId ?? new URL(selfUrl).host,
     membership: null,
-    channel: null,
+    routes: null,
     endpoint: null,
     started: false,
   };
@@ -127,11 +127,13 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     shardCount: config.shardCount,
     hostOptions: shardHostSettings(config, pool, workers, options),
     lease: () => state.membership?.currentLease() ?? null,
-    notify: (notice) => state.channel?.notify(notice),
+    notify: (notice) => state.routes?.notify(notice),
+    onServing: () => state.routes?.refresh(),
   });
   const { forwarder, live } = peerLinks(config, secret, state, snapshot, clusterLog);
-  const channel = new ClusterChannel(shards, snapshot, forwarder, live);
-  state.channel = channel;
+  const routes = new ClusterRoutes(shards, snapshot, forwarder, live);
+  state.routes = routes;
+  const channel = routes.table;
   const isReady = () => state.started && state.membership?.currentLease() != null;
   const router = new Router(channel, { shardCount: config.shardCount, shardsReady: isReady, pool });
   const verifier = new UpgradeVerifier(secret, () => state.selfUrl, AUTH_WINDOW_MS, AUTH_MAX_NONCES);
@@ -200,7 +202,7 @@ function peerLinks(
     snapshot,
     pool: forwarder,
     epochOf: (shard) => state.membership?.currentLease()?.epochOf(shard),
-    deliver: (notice) => state.channel?.deliver(notice),
+    deliver: (notice) => state.routes?.deliver(notice),
     peerSyncMs: config.clusterHeartbeatMs,
     maxTrackedSkus: MAX_TRACKED_SKUS,
     log: clusterLog,
@@ -232,6 +234,7 @@ async function joinCluster(
     maxMovesPerRound: config.clusterMaxMovesPerRound,
     statementTimeoutMs: Math.max(1_000, config.clusterHeartbeatMs * 2),
     log: clusterLog,
+    onSnapshot: () => state.routes?.refresh(),
   });
   state.membership = membership;
   await membership.start();

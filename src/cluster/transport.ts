@@ -19,6 +19,8 @@ import {
   type RefusalReason,
   type Reply,
 } from '../shard/protocol.js';
+import { Requester, type Pending as RequesterPending } from '../road/requester.js';
+import { Responder } from '../road/responder.js';
 import { AUTH_HEADER, signUpgrade, type VerifyResult } from './auth.js';
 
 /**
@@ -117,9 +119,8 @@ export interface ClusterEndpointOptions {
 interface PeerState {
   peer: string;
   ws: uWS.WebSocket<PeerState> | null;
-  inFlight: number;
-  replies: Reply[];
-  flushScheduled: boolean;
+  /** The road's one serving side: the in-flight bound and the turn's replies, sent in frames of at most maxBatch (from `open`). */
+  responder: Responder<Reply> | null;
   /** A refusal on this connection was logged already (the counter has the rest). */
   warned: boolean;
 }
@@ -153,12 +154,15 @@ export function attachClusterEndpoint(app: uWS.TemplatedApp, options: ClusterEnd
     open: (ws) => {
       const state = ws.getUserData();
       state.ws = ws;
+      // uWS keeps its own copy of the upgrade's user data: the socket is known from here on.
+      state.responder = replies(options.limits, ws);
       peers.add(state);
     },
     message: (ws, data, isBinary) => serve(ws.getUserData(), data, isBinary),
     close: (ws, code, message) => {
       const state = ws.getUserData();
       state.ws = null;
+      state.responder?.close();
       peers.delete(state);
       if (code === 1006 && Buffer.from(message).toString('latin1') === tooBigMessage) {
         refusals.oversized += 1;
@@ -204,7 +208,7 @@ function upgrade(
     if (aborted) return;
     if (closing()) return refuse('503 Service Unavailable', 'shutting down');
     if (!verdict.ok) return refuse('401 Unauthorized', verdict.reason);
-    const state: PeerState = { peer: verdict.nodeId, ws: null, inFlight: 0, replies: [], flushScheduled: false, warned: false };
+    const state: PeerState = { peer: verdict.nodeId, ws: null, responder: null, warned: false };
     res.cork(() => res.upgrade(state, key, protocol, extensions, context));
   };
   if (closing()) return refuse('503 Service Unavailable', 'shutting down');
@@ -223,8 +227,7 @@ function upgrade(
  * executed) when it has an id, and counted; the others of the frame are served.
  */
 function frameServer(options: ClusterEndpointOptions, refusals: FrameRefusals) {
-  const { limits, shardCount } = options;
-  const reply = replier(limits);
+  const { shardCount } = options;
 
   const refuse = (state: PeerState, reason: RefusalReason, id: number | null) => {
     refusals[reason] += 1;
@@ -272,16 +275,15 @@ function frameServer(options: ClusterEndpointOptions, refusals: FrameRefusals) {
   };
 
   const execute = (state: PeerState, envelope: Envelope): void => {
-    if (state.inFlight >= limits.maxInFlight) {
+    if (state.responder === null || !state.responder.admit()) {
       reply(state, { id: envelope.id, ok: false, code: 'unavailable', detail: 'owner overloaded' });
       return;
     }
-    state.inFlight += 1;
     options.handle(envelope.shard, envelope.payload).then(
-      (result) => reply(state, { id: envelope.id, ...result }, true),
+      (result) => replied(state, { id: envelope.id, ...result }),
       (err: unknown) => {
         options.log.error({ err, shard: envelope.shard }, 'forwarded command failed');
-        reply(state, { id: envelope.id, ok: false, code: 'unknown_outcome', detail: 'owner failed while executing' }, true);
+        replied(state, { id: envelope.id, ok: false, code: 'unknown_outcome', detail: 'owner failed while executing' });
       },
     );
   };
@@ -300,25 +302,25 @@ function decodeNotices(values: unknown[], refuse: (reason: RefusalReason) => voi
   return notices;
 }
 
+/** A reply that needs no serving slot (a refusal). The caller is gone (no socket): it reports unknown_outcome itself. */
+function reply(state: PeerState, message: Reply): void {
+  if (state.ws !== null) state.responder?.add(message);
+}
+
+/** The reply of a served request: its serving slot is free again. */
+function replied(state: PeerState, message: Reply): void {
+  if (state.ws !== null) state.responder?.done(message);
+}
+
 /** Replies to a peer: the ones of an event-loop turn go out together, in frames of at most maxBatch. */
-function replier(limits: TransportLimits): (state: PeerState, message: Reply, counted?: boolean) => void {
-  const flushReplies = (state: PeerState): void => {
-    state.flushScheduled = false;
-    const replies = state.replies;
-    state.replies = [];
-    if (state.ws === null || replies.length === 0) return;
-    for (let i = 0; i < replies.length; i += limits.maxBatch) {
-      state.ws.send(encodeFrame({ t: 'res', m: replies.slice(i, i + limits.maxBatch) }), false, false);
+function replies(limits: TransportLimits, ws: uWS.WebSocket<PeerState>): Responder<Reply> {
+  // Closed with the socket (`close` above): nothing is sent to a socket that is gone.
+  return new Responder<Reply>(limits.maxInFlight, (batch) => {
+    if (batch.length === 0) return;
+    for (let i = 0; i < batch.length; i += limits.maxBatch) {
+      ws.send(encodeFrame({ t: 'res', m: batch.slice(i, i + limits.maxBatch) }), false, false);
     }
-  };
-  return (state, message, counted = false) => {
-    if (counted) state.inFlight -= 1;
-    if (state.ws === null) return; // the caller is gone; it reports unknown_outcome itself
-    state.replies.push(message);
-    if (state.flushScheduled) return;
-    state.flushScheduled = true;
-    setImmediate(() => flushReplies(state));
-  };
+  });
 }
 
 /** Refused upgrades: a warning the first time a reason is seen, then at most once per interval with the count. */
@@ -348,13 +350,8 @@ function headerSafe(reason: string): string {
 
 // ------------------------------------------------------------------ client
 
-interface Pending {
-  resolve: (result: ForwardResult) => void;
-  deadlineMs: number;
-  sent: boolean;
-  /** What was asked: the reply is decoded against it (the same SKU or reservation, the kind of value it gets). */
-  request: ShardRequest;
-}
+/** A forwarded request waiting for its owner's reply (decoded against its envelope's payload: the same SKU or reservation, the kind of value it gets). */
+type Pending = RequesterPending<Envelope, ForwardResult>;
 
 export interface ForwardClientOptions {
   secret: string;
@@ -382,14 +379,11 @@ export interface NoticeStats {
 export class ForwardClient {
   private ws: WebSocket | null = null;
   private connecting: Promise<WebSocket> | null = null;
-  private nextId = 1;
-  /** Insertion order is deadline order (one timeout for all), so the sweep stops at the first live one. */
-  private readonly pending = new Map<number, Pending>();
-  private queue: Envelope[] = [];
-  private flushScheduled = false;
+  /** The road's one request side: ids, pending map, in-flight bound, per-turn batch, timeouts, fail-all. */
+  private readonly requester: Requester<Envelope, ForwardResult>;
+  private frames = 0;
+  private replies = 0;
   private closed = false;
-  private readonly sweepTimer: NodeJS.Timeout;
-  readonly stats = { frames: 0, sent: 0, replies: 0, timeouts: 0 };
   /** Notices waiting, latest per key (insertion order: first changed, first sent). */
   private notices = new Map<string, PeerNotice>();
   /** A flush is coming (this turn's, or a retry after backpressure): pushes only add to the map. */
@@ -406,24 +400,29 @@ export class ForwardClient {
 
   constructor(private readonly options: ForwardClientOptions) {
     assertBatchLimit(options.limits);
-    this.sweepTimer = setInterval(() => this.sweep(), Math.max(10, Math.floor(options.limits.requestTimeoutMs / 4)));
-    this.sweepTimer.unref();
+    this.requester = new Requester<Envelope, ForwardResult>({
+      maxInFlight: options.limits.maxInFlight,
+      timeoutMs: options.limits.requestTimeoutMs,
+      failed: (_envelope, detail, sent) => (sent ? unknown(detail) : unavailable(detail)),
+      flush: (envelopes) => void this.flush(envelopes),
+    });
   }
 
   get inFlight(): number {
-    return this.pending.size;
+    return this.requester.inFlight;
+  }
+
+  /** Frames and commands sent, replies received, replies that did not come in time. */
+  get stats(): { frames: number; sent: number; replies: number; timeouts: number } {
+    const { sent, timedOut } = this.requester.stats;
+    return { frames: this.frames, sent, replies: this.replies, timeouts: timedOut };
   }
 
   /** Send a command to the peer; resolves with its reply, `unavailable` or `unknown_outcome`, never rejects. */
   forward(shard: number, request: ShardRequest): Promise<ForwardResult> {
     if (this.closed) return Promise.resolve(unavailable('forwarding client closed'));
-    if (this.pending.size >= this.options.limits.maxInFlight) return Promise.resolve(unavailable('too many forwarded requests in flight'));
-    const id = this.nextId++;
-    return new Promise<ForwardResult>((resolve) => {
-      this.pending.set(id, { resolve, deadlineMs: Date.now() + this.options.limits.requestTimeoutMs, sent: false, request });
-      this.queue.push({ id, shard, payload: request });
-      this.scheduleFlush();
-    });
+    if (this.requester.refusal() !== null) return Promise.resolve(unavailable('too many forwarded requests in flight'));
+    return this.requester.send({ id: this.requester.nextId(), shard, payload: request });
   }
 
   /** Open the connection now if there is none (a peer that joined); failures are only logged. */
@@ -466,10 +465,9 @@ export class ForwardClient {
 
   close(): void {
     this.closed = true;
-    clearInterval(this.sweepTimer);
     this.dropNotices();
     this.ws?.close(1001, 'node shutting down');
-    this.failAll('forwarding client closed');
+    this.requester.close('forwarding client closed');
   }
 
   private async flushNotices(): Promise<void> {
@@ -528,41 +526,22 @@ export class ForwardClient {
     this.options.log.warn({ peer: this.options.peerUrl, reason }, `cannot reach the peer ${this.options.peerUrl}: ${reason}`);
   }
 
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
-      void this.flush();
-    });
-  }
-
-  private async flush(): Promise<void> {
+  /** One turn's envelopes, once connected, in frames of at most maxBatch (each marked sent as it goes out). */
+  private async flush(batch: Envelope[]): Promise<void> {
     let ws: WebSocket;
     try {
       ws = await this.connection();
     } catch (err) {
       this.noteUnreachable(err);
-      this.failAll(`cannot reach the owner at ${this.options.peerUrl}`);
+      this.requester.failAll(`cannot reach the owner at ${this.options.peerUrl}`);
       return;
     }
-    const batch = this.queue;
-    this.queue = [];
     for (let i = 0; i < batch.length; i += this.options.limits.maxBatch) {
-      const envelopes = batch.slice(i, i + this.options.limits.maxBatch).filter((e) => this.markSent(e.id));
+      const envelopes = batch.slice(i, i + this.options.limits.maxBatch).filter((e) => this.requester.markSent(e.id));
       if (envelopes.length === 0) continue;
       ws.send(encodeFrame({ t: 'req', m: envelopes }));
-      this.stats.frames += 1;
-      this.stats.sent += envelopes.length;
+      this.frames += 1;
     }
-  }
-
-  /** False when the request already timed out while queued (it was answered `unavailable`). */
-  private markSent(id: number): boolean {
-    const entry = this.pending.get(id);
-    if (entry === undefined) return false;
-    entry.sent = true;
-    return true;
   }
 
   private connection(): Promise<WebSocket> {
@@ -610,7 +589,7 @@ export class ForwardClient {
       ws.on('message', (data, isBinary) => this.onReplyFrame(data as Buffer, isBinary));
       ws.on('close', () => {
         if (this.ws === ws) this.ws = null;
-        this.failSent('connection to the owner closed before it replied');
+        this.requester.failSent('connection to the owner closed before it replied');
       });
     });
   }
@@ -633,21 +612,20 @@ export class ForwardClient {
     }
     for (const value of frame.m) {
       const id = messageId(value);
-      const entry = id === null ? undefined : this.pending.get(id);
+      const entry = id === null ? undefined : this.requester.take(id);
       if (id === null || entry === undefined) {
-        // Ids are handed out in order: one below nextId was sent and answered already (or timed out).
-        this.refused(id === null ? 'envelope' : id < this.nextId ? 'late_reply' : 'unsent_reply', null, 'a reply to no waiting request');
+        // Ids are handed out in order: one issued already was sent and answered (or timed out).
+        this.refused(id === null ? 'envelope' : this.requester.issued(id) ? 'late_reply' : 'unsent_reply', null, 'a reply to no waiting request');
         continue;
       }
-      this.pending.delete(id);
-      const reply = decodeReply(value, id, entry.request);
+      const reply = decodeReply(value, id, entry.envelope.payload);
       if (isRefusal(reply)) {
         this.refused(reply, entry, "the owner's reply was refused");
         continue;
       }
-      this.stats.replies += 1;
+      this.replies += 1;
       const { id: _id, ...result } = reply;
-      entry.resolve(result);
+      this.requester.answer(entry, result);
     }
   }
 
@@ -658,33 +636,7 @@ export class ForwardClient {
       this.warnedRefusal = true;
       this.options.log.warn({ peer: this.options.peerUrl, reason }, `${what} (further refusals on this connection are only counted)`);
     }
-    entry?.resolve(unknown(`${what} (${reason}): the outcome is unknown`));
-  }
-
-  private sweep(): void {
-    const now = Date.now();
-    for (const [id, entry] of this.pending) {
-      if (entry.deadlineMs > now) break;
-      this.pending.delete(id);
-      this.stats.timeouts += 1;
-      entry.resolve(entry.sent ? unknown('the owner did not reply in time') : unavailable('not sent in time'));
-    }
-  }
-
-  private failSent(detail: string): void {
-    for (const [id, entry] of this.pending) {
-      if (!entry.sent) continue;
-      this.pending.delete(id);
-      entry.resolve(unknown(detail));
-    }
-  }
-
-  private failAll(detail: string): void {
-    this.queue = [];
-    for (const [id, entry] of this.pending) {
-      this.pending.delete(id);
-      entry.resolve(entry.sent ? unknown(detail) : unavailable(detail));
-    }
+    if (entry !== null) this.requester.answer(entry, unknown(`${what} (${reason}): the outcome is unknown`));
   }
 }
 

@@ -6,8 +6,9 @@ import { ConfigError } from '../config.js';
 import type { StockState } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
 import type { OutboxStats } from '../outbox/outbox.js';
-import { InProcessChannel } from '../shard/in-process-channel.js';
-import type { ShardChannel, ShardEndpoint, ShardNotice } from '../shard/messages.js';
+import { InProcessLink } from '../road/in-process-link.js';
+import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
+import type { Link } from '../road/link.js';
 import { Router } from '../shard/router.js';
 import { ShardHost, type RecoverySummary } from '../shard/shard-host.js';
 import { shardHostSettings, type ShardsOptions } from './shard-settings.js';
@@ -15,6 +16,7 @@ import type { ShardStats } from '../shard/shard.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
 import { sharedClockBuffer } from '../threads/shared-clock.js';
 import { ShardThreads } from '../threads/shard-threads.js';
+import type { ShardPort } from '../road/port-link.js';
 
 /**
  * The shards of this process as the rest of it sees them: a ShardHost on the
@@ -51,6 +53,8 @@ export interface Shards {
   host: LocalShardHost;
   /** Snapshot and audit worker threads (piscina). */
   workers: SnapshotWorkers;
+  /** Shard threads: ports straight to each of them, for one front-end thread (absent: the shards are on this thread). */
+  shardPorts?: () => ShardPort[];
   /** Every notice of these shards (front-end threads get them over their ports). */
   onNotice(listener: (notice: ShardNotice) => void): void;
   /** Load every shard from the log; readiness waits for it. Null when shards are recovered as they are taken (cluster). */
@@ -67,7 +71,7 @@ function startShardHost(config: Config, pool: pg.Pool, log: Logger, options: Sha
   // Every snapshot of this process runs here: one thread stays loaded.
   const workers = new SnapshotWorkers({ threads: 1, warm: true });
   workers.start();
-  const channel = new InProcessChannel({ clone: options.cloneMessages ?? false });
+  const channel = new InProcessLink({ clone: options.cloneMessages ?? false });
   const host = new ShardHost(
     pool,
     log,
@@ -87,7 +91,7 @@ function startShardHost(config: Config, pool: pg.Pool, log: Logger, options: Sha
 function assemble(
   router: Router,
   host: LocalShardHost & { recover(): Promise<RecoverySummary>; close(): Promise<void> },
-  channel: ShardChannel,
+  channel: Link,
   workers: SnapshotWorkers,
 ): Shards {
   return {
@@ -126,7 +130,7 @@ function startShardThreads(config: Config, pool: pg.Pool, log: Logger, options: 
   const workers = new SnapshotWorkers({ threads: 1 });
   workers.start();
   // ShardThreads is both the shards and their channel (closing it twice is one close).
-  return assemble(router, threads, threads, workers);
+  return { ...assemble(router, threads, threads, workers), shardPorts: () => threads.openPorts() };
 }
 
 /** A thread cannot call another thread's closure: only Date.now or a SharedClock (tests) reach the shard threads. */

@@ -115,20 +115,7 @@ export type ShardNotice =
   /** A waitlist offer is durable: pushed to its shopper's live streams. */
   | WaitlistOfferNotice;
 
-/**
- * The boundary between front ends and shards. `request` routes by shard
- * number; the implementation decides where that shard lives (this thread,
- * another thread, another node). Replies never reject for business reasons:
- * refusals are `Outcome`s; a rejection means the transport itself broke.
- */
-export interface ShardChannel {
-  request<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>>;
-  /** Notices from every shard reachable through this channel. */
-  onNotice(listener: (notice: ShardNotice) => void): void;
-  close(): Promise<void>;
-}
-
-/** The shard side of a channel: something that answers requests for the shards it hosts. */
+/** The shard side of a link (src/road/link.ts): something that answers requests for the shards it hosts. */
 export interface ShardEndpoint {
   handle<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>>;
 }

@@ -11,7 +11,8 @@ import type {
   SkuView,
   StockState,
 } from '../inventory/inventory.js';
-import type { ShardChannel, ShardNotice } from './messages.js';
+import type { Link } from '../road/link.js';
+import type { ShardNotice } from './messages.js';
 import { shardOf, shardOfReservationId, shardOfWaitlistId } from './placement.js';
 import { reservationSkuQuery } from './sql.js';
 import { CartCoordinator } from '../carts/coordinator.js';
@@ -30,7 +31,7 @@ export interface RouterOptions {
 
 /**
  * The front ends' Inventory: sends each command to the shard that owns its
- * SKU, through a ShardChannel, in plain messages. A reservation id carries its
+ * SKU, through a Link (a routing table of links, or one link), in plain messages. A reservation id carries its
  * SKU's hash, so requests by id need no lookup table. The router keeps the
  * latest StockState each shard pushed (for the live feed and the audit); it
  * never reaches into an allocator.
@@ -45,7 +46,7 @@ export class Router implements Inventory {
   readonly carts: CartCoordinator;
 
   constructor(
-    private readonly channel: ShardChannel,
+    private readonly channel: Link,
     private readonly options: RouterOptions,
   ) {
     this.carts = new CartCoordinator(channel, options.shardCount);

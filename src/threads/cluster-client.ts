@@ -7,7 +7,7 @@ import { attachNodeEndpoint } from '../cluster/node.js';
 import type { ClusterEndpoint } from '../cluster/transport.js';
 import type { ShardRequest } from '../shard/messages.js';
 import { newFrameRefusals, type ForwardResult, type FrameRefusals } from '../shard/protocol.js';
-import type { PortChannel } from './port-channel.js';
+import type { PortLink } from '../road/port-link.js';
 
 /**
  * A cluster node as one of its front-end threads sees it. Other nodes connect
@@ -24,7 +24,7 @@ export class ClusterClient {
   private endpoint: ClusterEndpoint | null = null;
 
   constructor(
-    private readonly channel: PortChannel,
+    private readonly channel: PortLink,
     private readonly config: Config,
     private readonly log: Logger,
   ) {}

@@ -10,7 +10,7 @@ import type { ShardEndpoint, ShardNotice, ShardRequest } from '../shard/messages
 import type { PeerNotice } from '../shard/protocol.js';
 import type { ClusterThreadCalls } from '../cluster/node.js';
 import type { FrontEndThreadData, ThreadCommand, ThreadEvent } from './front-end-worker.js';
-import { PortEndpoint, portMaxInFlightDefault, type PortCalls } from './port-channel.js';
+import { PortServer, portMaxInFlightDefault, type PortCalls, type ShardPort } from '../road/port-link.js';
 import { threadEntry } from './thread-entry.js';
 
 /** A scrape waits this long for each thread's registry. */
@@ -34,8 +34,10 @@ export interface FrontEndThreadsDependencies {
   host: ShardEndpoint & { isReady(): boolean };
   /** A cluster node: what each thread's cluster endpoint and admin views ask the main thread (absent: a node alone). */
   cluster?: ClusterThreadCalls;
-  /** Subscribes to every notice of the shards (broadcast to every thread). */
+  /** Subscribes to every notice of the shards (broadcast to every thread, unless they hear them on `shardPorts`). */
   onNotice: (listener: (notice: ShardNotice) => void) => void;
+  /** Shard threads: ports straight to each, for one front-end thread (its shard requests and notices skip this thread). */
+  shardPorts?: () => ShardPort[];
   payments: Payments;
   drops: DropsApi;
   /** The main thread's registry (commits, inventory, payments, the process); /metrics adds every thread's. */
@@ -51,7 +53,7 @@ export interface FrontEndThreadsDependencies {
 interface Thread {
   index: number;
   worker: Worker;
-  endpoint: PortEndpoint;
+  endpoint: PortServer;
   stopped: Promise<void>;
   /** Resolves once the thread closed its sockets for a fatal exit (or exited). */
   halted: Promise<void>;
@@ -75,7 +77,7 @@ function halter(started: Set<Thread>): () => Promise<void> {
 
 /**
  * `HTTP_THREADS` front-end threads on one port, served from the main thread:
- * each gets a PortEndpoint over the shard endpoint (the ShardHost alone; on a
+ * each gets a PortServer over the shard endpoint (the ShardHost alone; on a
  * cluster node the cluster channel, which forwards what other nodes own), the
  * named calls below (payments, drops, readiness, old-id lookups; on a
  * cluster node the membership view, forwarded commands and upgrade tokens),
@@ -100,9 +102,12 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
   // The main registry's text is the aggregate: the process's one metrics listener (src/metrics/listener.ts) serves it.
   deps.metrics.serveTextFrom(() => group.metrics.collect());
 
-  deps.onNotice((notice) => {
-    for (const thread of threads) thread?.endpoint.notify(notice);
-  });
+  // With shard threads every front-end thread hears their notices on its own ports.
+  if (deps.shardPorts === undefined) {
+    deps.onNotice((notice) => {
+      for (const thread of threads) thread?.endpoint.notify(notice);
+    });
+  }
 
   const port = await startThread(0, config.port, deps, calls, group);
   await Promise.all(threads.map((_, index) => (index === 0 ? null : startThread(index, port, deps, calls, group))));
@@ -134,7 +139,7 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
   };
 }
 
-/** The named calls a thread's PortEndpoint serves on the main thread (the cluster's only on a cluster node). */
+/** The named calls a thread's PortServer serves on the main thread (the cluster's only on a cluster node). */
 function portCalls(deps: FrontEndThreadsDependencies): PortCalls {
   const { payments } = deps;
   const calls: PortCalls = {
@@ -235,7 +240,8 @@ function startThread(
   const { config } = deps;
   return new Promise((resolve, reject) => {
     const { port1, port2 } = new MessageChannel();
-    const endpoint = new PortEndpoint(port1, deps.host, calls, () => deps.host.isReady());
+    const endpoint = new PortServer(port1, deps.host, calls, () => deps.host.isReady());
+    const shardPorts = deps.shardPorts?.() ?? [];
     const data: FrontEndThreadData = {
       index,
       // WS_MAX_CONNECTIONS bounds the process's sockets: each thread holds its share.
@@ -244,10 +250,12 @@ function startThread(
       jwtSecret: deps.jwtSecret,
       webhookSecret: deps.webhookSecret,
       channelPort: port2,
+      shardPorts,
       shardsReady: deps.host.isReady(),
       maxInFlight: portMaxInFlightDefault,
     };
-    const worker = new Worker(frontEndWorkerEntry, { eval: true, workerData: data, transferList: [port2] });
+    const transferList = [port2, ...shardPorts.map((shardPort) => shardPort.port)];
+    const worker = new Worker(frontEndWorkerEntry, { eval: true, workerData: data, transferList });
     let listening = false;
     const stopped = new Promise<void>((resolveStopped) => worker.once('exit', () => resolveStopped()));
     let markHalted = () => {};

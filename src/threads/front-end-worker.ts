@@ -8,7 +8,8 @@ import type uWS from 'uWebSockets.js';
 import { Metrics } from '../metrics/metrics.js';
 import { DropsClient, PaymentsClient } from './payments-client.js';
 import { ClusterClient } from './cluster-client.js';
-import { PortChannel } from './port-channel.js';
+import { PortLink, type ShardPort } from '../road/port-link.js';
+import { RoutingTable } from '../road/routes.js';
 
 /**
  * One front-end thread: a uWebSockets.js app on the shared HOST:PORT (the
@@ -24,8 +25,10 @@ export interface FrontEndThreadData {
   adminToken: string;
   jwtSecret: string;
   webhookSecret: string | null;
-  /** The shard channel's port (transferred). */
+  /** The port to the main thread (transferred): its named calls, and the shards it serves. */
   channelPort: MessagePort;
+  /** Ports straight to the shard threads (transferred; empty: the main thread serves every shard). */
+  shardPorts: ShardPort[];
   shardsReady: boolean;
   maxInFlight: number;
 }
@@ -50,8 +53,9 @@ async function run(): Promise<void> {
   const control = parentPort!;
   const { config } = data;
   const log = createLogger(config.logLevel).child({ thread: data.index });
-  const channel = new PortChannel(data.channelPort, { maxInFlight: data.maxInFlight, shardsReady: data.shardsReady });
-  const router = new Router(channel, {
+  const channel = new PortLink(data.channelPort, { maxInFlight: data.maxInFlight, shardsReady: data.shardsReady });
+  const { routes, links } = shardRoutes(channel, data);
+  const router = new Router(routes, {
     shardCount: config.shardCount,
     shardsReady: () => channel.shardsReady,
     pool: null,
@@ -98,11 +102,11 @@ async function run(): Promise<void> {
     frontEnd.stopListening();
     // The shard host has committed and answered (or refused) everything: wait
     // for those replies to reach their sockets before closing them.
-    await channel.drained();
+    await Promise.all(links.map((link) => link.drained()));
     await router.close();
     cluster?.close();
     await frontEnd.stop();
-    await channel.close();
+    for (const link of links) await link.close();
     post({ type: 'stopped' });
   };
   haltFrontEnd = () => frontEnd.halt();
@@ -112,6 +116,23 @@ async function run(): Promise<void> {
       throw new Error('FAULT_THREAD_FAILURE: front-end thread 0 fails');
     });
   }
+}
+
+/**
+ * This thread's routing table: every shard to the main thread, but those of a
+ * shard thread straight to that thread's port. Readiness stays the main
+ * thread's word (it watches every shard thread).
+ */
+function shardRoutes(main: PortLink, data: FrontEndThreadData): { routes: RoutingTable; links: PortLink[] } {
+  const routes = new RoutingTable(data.config.shardCount, (shard) => `shard ${shard} has no route`);
+  for (let shard = 0; shard < data.config.shardCount; shard += 1) routes.set(shard, main);
+  const links = [main];
+  for (const { port, shards } of data.shardPorts) {
+    const link = new PortLink(port, { maxInFlight: data.maxInFlight, shardsReady: true });
+    links.push(link);
+    for (const shard of shards) routes.set(shard, link);
+  }
+  return { routes, links };
 }
 
 /**

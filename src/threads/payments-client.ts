@@ -1,6 +1,6 @@
 import type { DropsApi, PaymentsApi } from '../http/dependencies.js';
 import { verifyWebhookSignature } from '../payments/webhook.js';
-import type { PortChannel } from './port-channel.js';
+import type { PortLink } from '../road/port-link.js';
 
 type Result<K extends keyof PaymentsApi> = Awaited<ReturnType<PaymentsApi[K]>>;
 
@@ -12,7 +12,7 @@ type Result<K extends keyof PaymentsApi> = Awaited<ReturnType<PaymentsApi[K]>>;
  */
 export class PaymentsClient implements PaymentsApi {
   constructor(
-    private readonly channel: PortChannel,
+    private readonly channel: PortLink,
     private readonly webhookSecret: string | null,
   ) {}
 
@@ -41,7 +41,7 @@ type DropResult<K extends keyof DropsApi> = Awaited<ReturnType<DropsApi[K]>>;
 
 /** Drops as a front-end thread sees them: forwarded to the main thread's Drops (its pool and pg-boss). */
 export class DropsClient implements DropsApi {
-  constructor(private readonly channel: PortChannel) {}
+  constructor(private readonly channel: PortLink) {}
 
   put(name: string, definition: Parameters<DropsApi['put']>[1]): Promise<DropResult<'put'>> {
     return this.channel.call('dropPut', [name, definition]);

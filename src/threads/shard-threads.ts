@@ -5,11 +5,13 @@ import type { StockState } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
 import type { CommitTally } from '../metrics/metrics.js';
 import type { OutboxStats } from '../outbox/outbox.js';
-import type { ShardChannel, ShardEndpoint, ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
+import type { ShardEndpoint, ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
+import type { Link } from '../road/link.js';
 import { addRecoveries, type RecoverySummary } from '../shard/shard-host.js';
 import type { ShardStats } from '../shard/shard.js';
-import { PortChannel, portMaxInFlightDefault } from './port-channel.js';
-import type { ShardThreadCall, ShardThreadData, ShardThreadEvent, ShardThreadReport, ShardThreadStats } from './shard-worker.js';
+import { PortLink, portMaxInFlightDefault, type ShardPort } from '../road/port-link.js';
+import { RoutingTable } from '../road/routes.js';
+import type { ShardThreadCall, ShardThreadCommand, ShardThreadData, ShardThreadEvent, ShardThreadReport, ShardThreadStats } from './shard-worker.js';
 import { threadEntry } from './thread-entry.js';
 
 const shardWorkerEntry = threadEntry(import.meta.url, 'shard-worker');
@@ -38,7 +40,9 @@ export interface ShardThreadsOptions {
 interface ShardThread {
   index: number;
   worker: Worker;
-  channel: PortChannel;
+  channel: PortLink;
+  /** The shards it serves. */
+  shards: number[];
   stats: ShardThreadStats;
   exited: Promise<void>;
 }
@@ -53,15 +57,15 @@ const noStats: ShardThreadStats = {
 };
 
 /**
- * The main thread's side of SHARD_THREADS shard threads: a ShardChannel (the
- * router's) and a ShardEndpoint (the front-end threads' PortEndpoints) that
- * sends each request to its shard's thread over that thread's PortChannel,
- * and hands every thread's notices to its listeners. Counts come from the
- * threads' reports (every `shardThreadReportIntervalMs`, or now: `refresh`).
+ * The main thread's side of SHARD_THREADS shard threads: their routing table
+ * (shard → the PortLink of its thread), which the router and the front-end
+ * threads' PortServers send through, and every thread's notices. Counts come
+ * from the threads' reports (every `shardThreadReportIntervalMs`, or now:
+ * `refresh`).
  */
-export class ShardThreads implements ShardChannel, ShardEndpoint {
+export class ShardThreads implements Link, ShardEndpoint {
   private readonly threads: ShardThread[];
-  private readonly listeners: ((notice: ShardNotice) => void)[] = [];
+  private readonly routes: RoutingTable;
   private closing = false;
   private closed: Promise<void> | null = null;
 
@@ -72,6 +76,8 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
   ) {
     const poolMax = shardThreadPoolMax(config);
     this.threads = Array.from({ length: config.shardThreads }, (_, index) => this.startThread(config, index, poolMax));
+    this.routes = new RoutingTable(config.shardCount, (shard) => `shard ${shard} has no thread`);
+    for (let shard = 0; shard < config.shardCount; shard += 1) this.routes.set(shard, this.threadOf(shard).channel);
   }
 
   private startThread(config: Config, index: number, poolMax: number): ShardThread {
@@ -89,11 +95,8 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
       channelPort: port2,
     };
     const worker = new Worker(shardWorkerEntry, { eval: true, workerData: data, transferList: [port2] });
-    const channel = new PortChannel(port1, { maxInFlight: portMaxInFlightDefault, shardsReady: false });
-    channel.onNotice((notice) => {
-      for (const listener of this.listeners) listener(notice);
-    });
-    const thread: ShardThread = { index, worker, channel, stats: noStats, exited: new Promise((resolve) => worker.once('exit', () => resolve())) };
+    const channel = new PortLink(port1, { maxInFlight: portMaxInFlightDefault, shardsReady: false });
+    const thread: ShardThread = { index, worker, channel, shards: data.shards, stats: noStats, exited: new Promise((resolve) => worker.once('exit', () => resolve())) };
     worker.on('message', (event: ShardThreadEvent) => {
       if (event.type === 'report') this.apply(thread, event.report);
       else this.options.onFatal(new Error(`shard thread ${index}: ${event.error}`));
@@ -118,15 +121,32 @@ export class ShardThreads implements ShardChannel, ShardEndpoint {
   }
 
   request<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
-    return this.threadOf(shard).channel.request(shard, request);
+    return this.routes.request(shard, request);
   }
 
+  /** Requests a front-end thread sent through this thread rather than straight to a shard thread (none once it has its ports). */
+  relayed = 0;
+
   handle<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
+    this.relayed += 1;
     return this.request(shard, request);
   }
 
   onNotice(listener: (notice: ShardNotice) => void): void {
-    this.listeners.push(listener);
+    this.routes.onNotice(listener);
+  }
+
+  /**
+   * A port to every shard thread for one front-end thread: it sends its
+   * shards' requests straight to their thread and hears their notices there
+   * (a MessageChannel per front-end thread × shard thread, made at start).
+   */
+  openPorts(): ShardPort[] {
+    return this.threads.map((thread) => {
+      const { port1, port2 } = new MessageChannel();
+      thread.worker.postMessage({ type: 'serve_port', port: port2 } satisfies ShardThreadCommand, [port2]);
+      return { port: port1, shards: thread.shards };
+    });
   }
 
   private callAll<T>(method: ShardThreadCall): Promise<T[]> {

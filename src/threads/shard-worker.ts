@@ -13,13 +13,13 @@ import type { ShardNotice } from '../shard/messages.js';
 import { ShardHost } from '../shard/shard-host.js';
 import type { ShardStats } from '../shard/shard.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
-import { PortEndpoint, type PortCalls } from './port-channel.js';
+import { PortServer, type PortCalls } from '../road/port-link.js';
 import { readSharedClock } from './shared-clock.js';
 
 /**
  * One shard thread: a ShardHost of the shards s with s mod SHARD_THREADS ==
  * index, with its own pool, outbox, expiry sweeper, recovery and snapshot
- * worker, served over a MessagePort (PortEndpoint) to the main thread, whose
+ * worker, served over a MessagePort (PortServer) to the main thread, whose
  * router sends it its shards' requests. Everything it knows came in
  * `workerData` as plain data; what it builds (pool, order writer, clock) it
  * builds here.
@@ -61,6 +61,9 @@ export interface ShardThreadReport {
 /** Thread → main, on the worker's own port (the shard port carries requests, replies and notices). */
 export type ShardThreadEvent = { type: 'fatal'; error: string } | { type: 'report'; report: ShardThreadReport };
 
+/** Main → thread, on the worker's own port: serve a front-end thread's port too (its requests, and every notice). */
+export type ShardThreadCommand = { type: 'serve_port'; port: MessagePort };
+
 /** Named calls the main thread makes over the shard port (plain arguments and results). */
 export type ShardThreadCall = 'recover' | 'settled' | 'report' | 'close';
 
@@ -101,10 +104,11 @@ function run(): void {
     writeOrders,
     outboxObserver: tallier,
   });
-  let endpoint: PortEndpoint | null = null;
-  const host = new ShardHost(pool, log, { shards: data.shards, shardCount: config.shardCount, ...settings }, (notice: ShardNotice) =>
-    endpoint?.notify(notice),
-  );
+  /** The main thread's port first, then one per front-end thread: every notice goes to each. */
+  const servers: PortServer[] = [];
+  const host = new ShardHost(pool, log, { shards: data.shards, shardCount: config.shardCount, ...settings }, (notice: ShardNotice) => {
+    for (const server of servers) server.notify(notice);
+  });
   const report = (): ShardThreadReport => ({ stats: statsOf(host), tally: tallier.take() });
   const timer = setInterval(() => post({ type: 'report', report: report() }), data.reportIntervalMs);
   const calls: PortCalls & Record<ShardThreadCall, unknown> = {
@@ -120,7 +124,10 @@ function run(): void {
       return report();
     },
   };
-  endpoint = new PortEndpoint(data.channelPort, host, calls, () => host.isReady());
+  servers.push(new PortServer(data.channelPort, host, calls, () => host.isReady()));
+  control.on('message', (command: ShardThreadCommand) => {
+    if (command.type === 'serve_port') servers.push(new PortServer(command.port, host, {}, () => host.isReady()));
+  });
 }
 
 run();
