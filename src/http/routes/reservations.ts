@@ -2,6 +2,7 @@ import type { HttpDependencies } from '../dependencies.js';
 import { idempotencyKey, jsonBody, shopper, skuParameter, uuidParameter } from '../guards.js';
 import { admissionToken } from './queue.js';
 import type { Router } from '../router.js';
+import { ownedById } from './owned.js';
 import { withinRateLimit } from '../rate-limit.js';
 import { validateCheckoutBody, validateReserveBody } from '../validation.js';
 
@@ -33,24 +34,15 @@ export function registerReservationRoutes(
     },
   });
 
-  router.route('/v1/reservations/:id', {
-    get: (exchange, req) => {
-      const shopperId = shopper(exchange, req, verifyShopper);
-      if (shopperId === null) return;
-      const id = uuidParameter(exchange, req, 'reservation');
-      if (id === null) return;
-      exchange.settle(inventory.getReservation(id, shopperId), (outcome) => exchange.outcome(outcome, 200));
-    },
-    del: (exchange, req) => {
-      const shopperId = shopper(exchange, req, verifyShopper);
-      if (shopperId === null) return;
-      const id = uuidParameter(exchange, req, 'reservation');
-      if (id === null) return;
-      withinRateLimit(exchange, rateLimits, shopperId, () =>
-        exchange.settle(inventory.release(id, shopperId), (outcome) => exchange.outcome(outcome, 200)),
-      );
-    },
-  });
+  router.route(
+    '/v1/reservations/:id',
+    ownedById(
+      deps,
+      'reservation',
+      (id, shopperId) => inventory.getReservation(id, shopperId),
+      (id, shopperId) => inventory.release(id, shopperId),
+    ),
+  );
 
   router.route('/v1/reservations/:id/checkout', {
     post: (exchange, req) => {

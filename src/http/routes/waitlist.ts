@@ -1,6 +1,7 @@
 import type { HttpDependencies } from '../dependencies.js';
-import { idempotencyKey, jsonBody, shopper, skuParameter, uuidParameter } from '../guards.js';
+import { idempotencyKey, jsonBody, shopper, skuParameter } from '../guards.js';
 import type { Router } from '../router.js';
+import { ownedById } from './owned.js';
 import { withinRateLimit } from '../rate-limit.js';
 import { validateReserveBody } from '../validation.js';
 
@@ -30,22 +31,13 @@ export function registerWaitlistRoutes(
     },
   });
 
-  router.route('/v1/waitlist/:id', {
-    get: (exchange, req) => {
-      const shopperId = shopper(exchange, req, verifyShopper);
-      if (shopperId === null) return;
-      const id = uuidParameter(exchange, req, 'waitlist entry');
-      if (id === null) return;
-      exchange.settle(inventory.getWaitlistEntry(id, shopperId), (outcome) => exchange.outcome(outcome, 200));
-    },
-    del: (exchange, req) => {
-      const shopperId = shopper(exchange, req, verifyShopper);
-      if (shopperId === null) return;
-      const id = uuidParameter(exchange, req, 'waitlist entry');
-      if (id === null) return;
-      withinRateLimit(exchange, rateLimits, shopperId, () =>
-        exchange.settle(inventory.leaveWaitlist(id, shopperId), (outcome) => exchange.outcome(outcome, 200)),
-      );
-    },
-  });
+  router.route(
+    '/v1/waitlist/:id',
+    ownedById(
+      deps,
+      'waitlist entry',
+      (id, shopperId) => inventory.getWaitlistEntry(id, shopperId),
+      (id, shopperId) => inventory.leaveWaitlist(id, shopperId),
+    ),
+  );
 }
