@@ -6,7 +6,7 @@ import { BreakerOpenError, PaymentBreaker, type BreakerOptions } from './breaker
 import { createJobQueue } from '../db/job-queues.js';
 import { bossSchema, deferActiveJobs } from './job-deferral.js';
 import { getOrders, type Order } from './orders.js';
-import { TransientPaymentError, type PaymentProvider } from './provider.js';
+import { TransientPaymentError, type ChargeOutcome, type PaymentProvider } from './provider.js';
 import type { CartPayments } from '../carts/checkout.js';
 
 /**
@@ -208,6 +208,14 @@ export class PaymentFinalizer {
   async finalize(order: Order): Promise<void> {
     if (order.cartId != null) return this.finalizeCart(order, this.carts!);
     if (order.status !== 'pending') return;
+    const charge = await this.charge(order);
+    await this.record(order, charge.status === 'succeeded' ? 'committed' : 'payment_failed', charge.status === 'declined' ? charge.reason : null);
+    this.crash('after_settle');
+    this.counted(charge);
+  }
+
+  /** The one charge of an order (its id is the provider's idempotency key), between the crash points tests use. */
+  private async charge(order: Order): Promise<ChargeOutcome> {
     this.crash('before_charge');
     const charge = await this.breaker.charge({
       idempotencyKey: order.orderId,
@@ -216,8 +224,10 @@ export class PaymentFinalizer {
       paymentMethod: order.paymentMethod,
     });
     this.crash('after_charge');
-    await this.record(order, charge.status === 'succeeded' ? 'committed' : 'payment_failed', charge.status === 'declined' ? charge.reason : null);
-    this.crash('after_settle');
+    return charge;
+  }
+
+  private counted(charge: ChargeOutcome): void {
     this.stats.finalized += 1;
     if (charge.status === 'succeeded') this.stats.paid += 1;
     else this.stats.declined += 1;
@@ -231,18 +241,9 @@ export class PaymentFinalizer {
   private async finalizeCart(order: Order, carts: CartPayments): Promise<void> {
     if (order.status !== 'pending') return carts.settleOrder(order, order.status === 'paid' ? 'committed' : 'payment_failed', order.failureReason);
     if (!(await carts.freezeOrder(order))) return carts.settleOrder(order, 'payment_failed', 'cart_expired');
-    this.crash('before_charge');
-    const charge = await this.breaker.charge({
-      idempotencyKey: order.orderId,
-      amountCents: order.amountCents,
-      currency: order.currency,
-      paymentMethod: order.paymentMethod,
-    });
-    this.crash('after_charge');
+    const charge = await this.charge(order);
     await carts.settleOrder(order, charge.status === 'succeeded' ? 'committed' : 'payment_failed', charge.status === 'declined' ? charge.reason : null);
-    this.stats.finalized += 1;
-    if (charge.status === 'succeeded') this.stats.paid += 1;
-    else this.stats.declined += 1;
+    this.counted(charge);
   }
 
   /** Dead letter: the provider never answered. Give the stock back, unless it did charge. */

@@ -428,6 +428,20 @@ export class Shard {
     });
   }
 
+  /**
+   * The SKU's allocator for a decision, loading it when needed; refused while this shard
+   * cannot write (before the load, and again after it: a load waits), not_found for no SKU.
+   */
+  private async loadedForWrite(sku: string): Promise<Outcome<SkuAllocator>> {
+    const refused = this.refuse(sku) ?? this.full();
+    if (refused) return refused;
+    const allocator = await this.allocatorFor(sku);
+    const again = this.refuse(sku) ?? this.full();
+    if (again) return again;
+    if (allocator === null) return { ok: false, code: 'not_found', detail: `SKU ${sku} does not exist` };
+    return { ok: true, value: allocator };
+  }
+
   /** Answer once everything decided so far for `sku` is durable (replays, repeated releases). */
   private afterDurable<T>(sku: string, value: T): Promise<Outcome<T>> {
     return new Promise((resolve) => {
@@ -659,12 +673,9 @@ export class Shard {
   }
 
   async settle(request: ShardRequests['settle']): Promise<Outcome<{ changed: boolean }>> {
-    const refused = this.refuse(request.sku) ?? this.full();
-    if (refused) return refused;
-    const allocator = await this.allocatorFor(request.sku);
-    if (allocator === null) return { ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` };
-    const again = this.refuse(request.sku) ?? this.full();
-    if (again) return again;
+    const loaded = await this.loadedForWrite(request.sku);
+    if (!loaded.ok) return loaded;
+    const allocator = loaded.value;
     const reservation = allocator.reservations.get(request.reservationId);
     if (reservation === undefined || reservation.orderId !== request.orderId) {
       // Settled long ago and left memory: a repeated job or webhook changes nothing.
@@ -690,12 +701,9 @@ export class Shard {
    * passivates it. Archiving an archived SKU answers its view again.
    */
   async archive(request: ShardRequests['archive']): Promise<Outcome<SkuView>> {
-    const refused = this.refuse(request.sku) ?? this.full();
-    if (refused) return refused;
-    const allocator = await this.allocatorFor(request.sku);
-    const again = this.refuse(request.sku) ?? this.full();
-    if (again) return again;
-    if (allocator === null) return { ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` };
+    const loaded = await this.loadedForWrite(request.sku);
+    if (!loaded.ok) return loaded;
+    const allocator = loaded.value;
     const decision = allocator.archive(this.ctx.nowMs());
     if (!Array.isArray(decision)) return decision;
     if (decision.length === 0) return this.afterDurable(request.sku, skuView(allocator, this.ctx.nowMs()));
@@ -713,12 +721,9 @@ export class Shard {
 
   /** A ticket in the SKU's waiting room: the shopper's existing one (once durable) or a new, logged one. */
   async queueJoin(request: ShardRequests['queue_join']): Promise<Outcome<QueueView>> {
-    const refused = this.refuse(request.sku) ?? this.full();
-    if (refused) return refused;
-    const allocator = await this.allocatorFor(request.sku);
-    const again = this.refuse(request.sku) ?? this.full();
-    if (again) return again;
-    if (allocator === null) return { ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` };
+    const loaded = await this.loadedForWrite(request.sku);
+    if (!loaded.ok) return loaded;
+    const allocator = loaded.value;
     const now = this.ctx.nowMs();
     const ticketId = newReservationId(request.sku, this.shells.get(allocator.sku)?.idPrefix);
     const decision = allocator.joinQueue(request.shopperId, ticketId, now);
