@@ -456,7 +456,7 @@ export class Shard {
     const now = this.ctx.nowMs();
     // Built field by field: a spread of the request costs more on this path.
     const command = {
-      reservationId: newReservationId(request.sku, this.shells.get(allocator.sku)?.idPrefix),
+      reservationId: newReservationId(request.sku, this.shells.get(allocator.sku)?.idPrefix, now),
       shopperId: request.shopperId,
       quantity: request.quantity,
       idempotencyKey: request.idempotencyKey,
@@ -556,8 +556,9 @@ export class Shard {
     if (allocator?.config == null) return this.checkoutFromLog(request);
     const refused = this.refuse(allocator.sku) ?? this.full();
     if (refused) return refused;
-    const orderId = newReservationId(allocator.sku);
-    const decision = allocator.checkout({ ...request, orderId }, this.ctx.nowMs(), keyChecked ? keyCheckedOptions : undefined);
+    const now = this.ctx.nowMs();
+    const orderId = newReservationId(allocator.sku, undefined, now);
+    const decision = allocator.checkout({ ...request, orderId }, now, keyChecked ? keyCheckedOptions : undefined);
     if (!decision.ok) return decision;
     if (decision.kind === 'key_remembered') return this.checkoutKeyFromLog(allocator.sku, request);
     if (decision.kind === 'replay') {
