@@ -128,6 +128,11 @@ export class SkuAllocator {
   readonly shopperQuantity = new Map<string, number>();
   /** shopperId + NUL + idempotency key → reservation id. */
   readonly idempotencyKeys = new Map<string, string>();
+  /**
+   * Reservations in memory whose key slot a newer reservation took over (the key outlived its TTL):
+   * almost always empty, so whether a reservation owns its slot is one Set look-up (snapshots).
+   */
+  private readonly displaced = new Set<string>();
   /** shopperId + NUL + checkout idempotency key → the order it started. */
   readonly checkoutKeys = new Map<string, CheckoutRecord>();
   /** Keys of forgotten reservations, as hashes, until their TTL ends. */
@@ -428,6 +433,7 @@ export class SkuAllocator {
   private forget(reservation: Reservation, nowMs: number): void {
     const { reservationId, shopperId } = reservation;
     this.reservations.delete(reservationId);
+    if (this.displaced.size > 0) this.displaced.delete(reservationId);
     const slot = idempotencySlot(shopperId, reservation.idempotencyKey);
     // A newer reservation may have taken the slot over (the key outlived its TTL): leave it be.
     if (this.idempotencyKeys.get(slot) === reservationId) this.idempotencyKeys.delete(slot);
@@ -535,7 +541,10 @@ export class SkuAllocator {
       settledAtMs: null,
       checkoutIdempotencyKey: null,
     });
-    this.idempotencyKeys.set(idempotencySlot(event.shopperId, event.idempotencyKey), event.reservationId);
+    const slot = idempotencySlot(event.shopperId, event.idempotencyKey);
+    const previous = this.idempotencyKeys.get(slot);
+    if (previous !== undefined) this.displaced.add(previous);
+    this.idempotencyKeys.set(slot, event.reservationId);
     this.shopperQuantity.set(event.shopperId, (this.shopperQuantity.get(event.shopperId) ?? 0) + event.quantity);
     this.available -= event.quantity;
     this.held += event.quantity;
@@ -636,9 +645,7 @@ export class SkuAllocator {
       sold: this.sold,
       liveHolds: this.liveHolds,
       reservations: [...this.reservations.values()],
-      slotOwners: [...this.reservations.values()].map(
-        (r) => this.idempotencyKeys.get(idempotencySlot(r.shopperId, r.idempotencyKey)) === r.reservationId,
-      ),
+      slotOwners: [...this.reservations.values()].map((r) => !this.displaced.has(r.reservationId)),
       shopperQuantity: [...this.shopperQuantity.entries()],
       checkoutKeys: [...this.checkoutKeys.entries()],
       settledOrder: this.settledOrder(),
@@ -668,6 +675,7 @@ export class SkuAllocator {
       }
       a.reservations.set(r.reservationId, { ...r });
       if (state.slotOwners[i] === true) a.idempotencyKeys.set(idempotencySlot(r.shopperId, r.idempotencyKey), r.reservationId);
+      else a.displaced.add(r.reservationId);
       if (isLive(r.status)) {
         held += r.quantity;
         live += 1;

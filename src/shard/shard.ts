@@ -17,6 +17,7 @@ import {
 import type { ShardNotice, ShardRequests } from './messages.js';
 import { newReservationId, reservationIdPrefix, skuHash } from './placement.js';
 import { LogReader, type LoggedOrder } from './log-reader.js';
+import { LiveSnapshots } from '../snapshot/live.js';
 
 /** Everything a shard borrows from its host: one outbox, pool and clock for all shards of a thread. */
 export interface ShardContext {
@@ -32,8 +33,6 @@ export interface ShardContext {
   rebuildRetryMs: number;
   /** How long a request's idempotency key is honoured. */
   idempotencyKeyTtlMs: number;
-  /** Write a SKU's next snapshot from the durable log, off this thread (a piscina worker). */
-  snapshot: (task: { sku: string; uptoSeq?: number; passivated?: boolean }) => Promise<{ seq: number; bytes: number }>;
   /** Snapshot a SKU every this many events. */
   snapshotEveryEvents: number;
   /** An ended sale leaves memory once its state has not changed for this long. */
@@ -105,6 +104,8 @@ export class Shard {
   /** SKUs being loaded from the log on first use (a passivated sale coming back). */
   private readonly loading = new Map<string, Promise<SkuAllocator | null>>();
   private readonly reader: LogReader;
+  /** Snapshots are taken from the allocators themselves (src/snapshot/live.ts), never by folding the log again. */
+  private readonly snapshots: LiveSnapshots;
   private recovered = false;
   private closing = false;
 
@@ -113,6 +114,13 @@ export class Shard {
     private readonly ctx: ShardContext,
   ) {
     this.reader = new LogReader(ctx.pool);
+    this.snapshots = new LiveSnapshots(ctx.pool, (sku) => new Promise((resolve) => ctx.outbox.barrier(sku, resolve)));
+  }
+
+  /** Every event this shard applies goes through here: an open snapshot keeps what the event changes. */
+  private apply(allocator: SkuAllocator, event: StockEvent): void {
+    this.snapshots.beforeApply(allocator, event);
+    allocator.apply(event);
   }
 
   get isRecovered(): boolean {
@@ -200,7 +208,7 @@ export class Shard {
   }
 
   private appendAndWait(allocator: SkuAllocator, event: StockEvent): Promise<void> {
-    allocator.apply(event);
+    this.apply(allocator, event);
     return new Promise((resolve, reject) => this.ctx.outbox.append(event, (error) => (error ? reject(error) : resolve())));
   }
 
@@ -235,7 +243,7 @@ export class Shard {
     } else if (allocator.seq - shell.snapshotSeq >= Math.max(this.ctx.snapshotEveryEvents, shell.snapshotReservations)) {
       shell.busy = true;
       const reservations = allocator.reservations.size;
-      this.ctx.snapshot({ sku: allocator.sku }).then(
+      this.snapshots.write(allocator, false).then(
         (written) => {
           // Only a written snapshot spaces the next one (a failed one is retried at the usual distance).
           shell.snapshotReservations = reservations;
@@ -259,7 +267,12 @@ export class Shard {
         shell.busy = false;
         return;
       }
-      this.ctx.snapshot({ sku: allocator.sku, uptoSeq: seq, passivated: true }).then(
+      // Changed meanwhile (or rebuilt): it is not quiet after all; the sweeper looks again.
+      if (this.allocators.get(allocator.sku) !== allocator || allocator.seq !== seq || this.closing) {
+        shell.busy = false;
+        return;
+      }
+      this.snapshots.write(allocator, true).then(
         (written) => {
           this.snapshotDone(shell, written.seq, written.bytes);
           const unchanged = this.allocators.get(allocator.sku) === allocator && allocator.seq === written.seq;
@@ -292,7 +305,7 @@ export class Shard {
     if (events.length === 0) return;
     const last = events[events.length - 1];
     for (const event of events) {
-      allocator.apply(event);
+      this.apply(allocator, event);
       this.ctx.outbox.append(event, (error) => {
         if (error === null && event === last) this.publish(allocator);
       });
@@ -358,7 +371,7 @@ export class Shard {
 
   /** Answer once `event` is durable; if its batch failed, the decision was undone: 503. */
   private commit<T>(allocator: SkuAllocator, event: StockEvent, value: () => T, attachment?: OrderAttachment): Promise<Outcome<T>> {
-    allocator.apply(event);
+    this.apply(allocator, event);
     return new Promise((resolve, reject) => {
       this.ctx.outbox.append(
         event,
@@ -656,7 +669,7 @@ export class Shard {
     }
     const last = decision[decision.length - 1]!;
     for (const event of decision.slice(0, -1)) {
-      allocator.apply(event);
+      this.apply(allocator, event);
       this.ctx.outbox.append(event, () => undefined);
     }
     // One batch is serial and in order: when the last is durable, all are (a failure fails it too).
