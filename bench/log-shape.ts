@@ -15,6 +15,7 @@ import { mkdtempSync, chmodSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import pg from 'pg';
 import pino from 'pino';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
@@ -55,8 +56,11 @@ interface Variant {
   name: string;
   what: string;
   ddl: string[];
-  /** 'unnest': 12 array parameters; 'narrow': 9; 'values': one row of parameters per event. */
-  statement: 'unnest' | 'narrow' | 'values';
+  /**
+   * 'unnest': 12 array parameters; 'narrow': 9; 'values': one row of parameters per event;
+   * 'copy': COPY … FROM STDIN (text format) per batch, sent by psql (no COPY client in the dependencies).
+   */
+  statement: 'unnest' | 'narrow' | 'values' | 'copy';
   /** Session setting for the statement's plan. */
   generic?: boolean;
   /** synchronous_commit = off for this session (diagnosis only: the service never runs so). */
@@ -81,6 +85,7 @@ const variants: Variant[] = [
   { name: 'hash-key', what: 'pkey + reservation index + hash index on shopper and key', ddl: [`CREATE TABLE stock_events (${currentTable})`, reservationIndex, keyHashIndexUsingHash], statement: 'unnest' },
   { name: 'ordered-hash-key', what: 'ordered ids + hash index on shopper and key', ddl: [`CREATE TABLE stock_events (${currentTable})`, reservationIndex, keyHashIndexUsingHash], statement: 'unnest', orderedIds: true },
   { name: 'async-commit', what: 'current, synchronous_commit = off (diagnosis: what the commit flush costs)', ddl: [`CREATE TABLE stock_events (${currentTable})`, reservationIndex, keyIndex], statement: 'unnest', asyncCommit: true },
+  { name: 'copy', what: 'current, COPY FROM STDIN (text) per batch instead of INSERT', ddl: [`CREATE TABLE stock_events (${currentTable})`, reservationIndex, keyIndex], statement: 'copy' },
   { name: 'generic-plan', what: 'current, plan_cache_mode = force_generic_plan', ddl: [`CREATE TABLE stock_events (${currentTable})`, reservationIndex, keyIndex], statement: 'unnest', generic: true },
 ];
 
@@ -94,7 +99,8 @@ function treeCpuSeconds(root: number): number {
     try {
       const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      procs.set(Number(name), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+      // utime + stime, and cutime + cstime: a backend that ended (psql's) was reaped by the postmaster
+      procs.set(Number(name), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]) });
     } catch {
       // gone
     }
@@ -205,7 +211,28 @@ function statementOf(variant: Variant, events: Event[]): pg.QueryConfig {
   };
 }
 
-async function round(pool: pg.Pool, postmaster: number, variant: Variant, fromSeq: number): Promise<number> {
+/** One COPY per batch through psql, each its own transaction like a group commit. */
+function copyScript(schema: string, events: Event[]): string {
+  const lines: string[] = [`SET search_path = ${schema};`];
+  for (let i = 0; i < events.length; i += batch) {
+    lines.push('COPY stock_events (sku, seq, kind, at_ms, reservation_id, shopper_id, quantity, expires_at_ms, idempotency_key) FROM STDIN;');
+    for (const e of events.slice(i, i + batch)) {
+      lines.push([sku, e.seq, 'reserved', e.atMs, e.reservationId, e.shopperId, 1, e.expiresAtMs, e.key].join('\t'));
+    }
+    lines.push('\\.');
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function round(pool: pg.Pool, postmaster: number, variant: Variant, fromSeq: number, url: string): Promise<number> {
+  if (variant.statement === 'copy') {
+    const all = makeEvents(fromSeq, eventsPerRound, variant.orderedIds === true);
+    const script = copyScript(`v_${variant.name.replace(/-/g, '_')}`, all);
+    const before = treeCpuSeconds(postmaster);
+    const r = spawnSync('psql', [url, '-q', '-v', 'ON_ERROR_STOP=1', '-f', '-'], { input: script, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`psql failed: ${r.stderr}`);
+    return ((treeCpuSeconds(postmaster) - before) * 1e6) / all.length;
+  }
   const client = await pool.connect();
   try {
     await client.query(`SET search_path = v_${variant.name.replace(/-/g, '_')}`);
@@ -244,7 +271,7 @@ async function main(): Promise<void> {
     const cpu = new Map<string, number[]>(chosen.map((v) => [v.name, []]));
     for (let r = 0; r < rounds; r++) {
       for (const v of chosen) {
-        const us = await round(pool, postmaster, v, 1 + r * eventsPerRound);
+        const us = await round(pool, postmaster, v, 1 + r * eventsPerRound, server.url);
         cpu.get(v.name)!.push(us);
         say(`round ${r + 1} ${v.name}: ${us.toFixed(2)} µs/event`);
       }

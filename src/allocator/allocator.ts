@@ -646,7 +646,9 @@ export class SkuAllocator {
       liveHolds: this.liveHolds,
       reservations: [...this.reservations.values()],
       slotOwners: [...this.reservations.values()].map((r) => !this.displaced.has(r.reservationId)),
-      shopperQuantity: [...this.shopperQuantity.entries()],
+      // Two flat arrays, not entries: no object per shopper (a hot SKU has one per hold).
+      shoppers: [...this.shopperQuantity.keys()],
+      shopperQuantities: [...this.shopperQuantity.values()],
       checkoutKeys: [...this.checkoutKeys.entries()],
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.pack(),
@@ -685,7 +687,8 @@ export class SkuAllocator {
     if (held !== a.held || live !== a.liveHolds) {
       throw new InvariantViolation(`${state.sku}: restored held ${a.held}/${a.liveHolds} but reservations hold ${held}/${live}`);
     }
-    for (const [shopper, quantity] of state.shopperQuantity) a.shopperQuantity.set(shopper, quantity);
+    if (state.shoppers.length !== state.shopperQuantities.length) throw new InvariantViolation(`${state.sku}: shoppers and their quantities differ in length`);
+    state.shoppers.forEach((shopper, i) => a.shopperQuantity.set(shopper, state.shopperQuantities[i]!));
     for (const [slot, record] of state.checkoutKeys) a.checkoutKeys.set(slot, { ...record });
     for (const id of state.settledOrder) {
       const settledAtMs = a.reservations.get(id)?.settledAtMs;
@@ -713,7 +716,9 @@ export interface AllocatorState {
   reservations: Reservation[];
   /** Per reservation: does its idempotency slot point at it (a newer reservation may have taken it over)? */
   slotOwners: boolean[];
-  shopperQuantity: [string, number][];
+  /** Shoppers holding or having bought units, and how many (side by side). */
+  shoppers: string[];
+  shopperQuantities: number[];
   checkoutKeys: [string, CheckoutRecord][];
   settledOrder: string[];
   rememberedKeys: PackedGeneration[];

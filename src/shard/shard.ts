@@ -227,10 +227,10 @@ export class Shard {
   /**
    * Snapshot a SKU that ran `snapshotEveryEvents` past its last snapshot, or as
    * many events as that snapshot held reservations if more: writing one costs
-   * reading and writing the whole state (a hot SKU's 200,000 holds: about 2 s of
-   * a worker's CPU), so spacing them by the state's size keeps that cost per
-   * event bounded, and the tail a restart replays stays proportional to the
-   * state, i.e. to live work. Passivate an ended, quiet sale.
+   * encoding the whole state (a hot SKU's 183,000 holds: ~0.3 s of this thread's
+   * CPU in 1 ms slices, bench/snapshot-cost.ts), so spacing them by the state's
+   * size keeps that cost per event flat, and the tail a restart replays stays
+   * proportional to the state, i.e. to live work. Passivate an ended, quiet sale.
    */
   private maintain(allocator: SkuAllocator, shell: SkuShell, now: number): void {
     if (shell.seenSeq !== allocator.seq) {
@@ -256,8 +256,8 @@ export class Shard {
 
   /**
    * The sale is over and nothing is live: once everything decided is durable,
-   * a worker writes the passivated snapshot, and the allocator leaves memory if
-   * nothing happened meanwhile. GET still answers (the SKU is loaded again).
+   * the passivated snapshot is written from the allocator, and the allocator
+   * leaves memory if nothing happened meanwhile. GET still answers (the SKU is loaded again).
    */
   private passivate(allocator: SkuAllocator, shell: SkuShell): void {
     shell.busy = true;

@@ -222,7 +222,7 @@ export class SnapshotEncoder {
           writeReservation(w, r, state.slotOwners[i]!);
         },
       },
-      { length: state.shopperQuantity.length, item: (i) => writeShopperQuantity(w, state.shopperQuantity[i]!) },
+      { length: state.shoppers.length, item: (i) => writeShopperQuantity(w, state.shoppers[i]!, state.shopperQuantities[i]!) },
       { length: state.checkoutKeys.length, item: (i) => writeCheckoutKey(w, state.checkoutKeys[i]!) },
       { length: state.settledOrder.length, item: (i) => w.u32(this.index.get(state.settledOrder[i]!)!) },
       { length: state.rememberedKeys.length, item: (i) => writeGeneration(w, state.rememberedKeys[i]!) },
@@ -254,7 +254,7 @@ export class SnapshotEncoder {
   }
 }
 
-function writeShopperQuantity(w: Writer, [shopper, quantity]: [string, number]): void {
+function writeShopperQuantity(w: Writer, shopper: string, quantity: number): void {
   w.string(shopper);
   w.f64(quantity);
 }
@@ -325,8 +325,12 @@ export function decodeSnapshot(buffer: Buffer, limits: AllocatorLimits): SkuAllo
     reservations.push(reservation);
     slotOwners.push(owns);
   }
-  const shopperQuantity: [string, number][] = [];
-  for (let i = 0, n = r.count(12); i < n; i++) shopperQuantity.push([r.string(), r.f64()]);
+  const shoppers: string[] = [];
+  const shopperQuantities: number[] = [];
+  for (let i = 0, n = r.count(12); i < n; i++) {
+    shoppers.push(r.string());
+    shopperQuantities.push(r.f64());
+  }
   const checkoutKeys: AllocatorState['checkoutKeys'] = [];
   for (let i = 0, n = r.count(16); i < n; i++) {
     checkoutKeys.push([r.string(), { orderId: r.string(), reservationId: r.string(), paymentMethod: r.string() }]);
@@ -346,7 +350,7 @@ export function decodeSnapshot(buffer: Buffer, limits: AllocatorLimits): SkuAllo
   r.end();
   const state: AllocatorState = {
     sku, seq, config, archived, available, held, sold, liveHolds,
-    reservations, slotOwners, shopperQuantity, checkoutKeys, settledOrder, rememberedKeys,
+    reservations, slotOwners, shoppers, shopperQuantities, checkoutKeys, settledOrder, rememberedKeys,
   };
   try {
     return SkuAllocator.restore(state, limits);
