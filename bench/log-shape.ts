@@ -11,7 +11,7 @@
  *
  *   node --import tsx bench/log-shape.ts [--events 60000] [--batch 64] [--rounds 3] [--variants a,b,…]
  */
-import { mkdtempSync, chmodSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, chmodSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -300,6 +300,7 @@ async function main(): Promise<void> {
   } finally {
     await pool.end();
     await server.stop();
+    rmSync(dataDir, { recursive: true, force: true });
   }
 }
 
