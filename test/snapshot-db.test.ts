@@ -7,6 +7,7 @@ import { encodeSnapshot, snapshotFormatVersion, SnapshotFormatError } from '../s
 import { loadAllSkuStates, loadSkuState } from '../src/snapshot/load.js';
 import { insertSnapshotQuery } from '../src/snapshot/sql.js';
 import { SnapshotWorkers } from '../src/snapshot/workers.js';
+import { LiveSnapshots } from '../src/snapshot/live.js';
 import { createTestDatabase } from './helpers/db.js';
 
 /** Snapshots against a real Postgres: the worker thread, recovery loaders, pruning, and crashes mid-write. */
@@ -64,6 +65,31 @@ function picture(allocator: SkuAllocator, nowMs: number) {
   allocator.forgetSettled(nowMs);
   return allocator.snapshot();
 }
+
+t.test('a shard snapshots its allocator once that seq is durable, never when its commit failed; snapshot + tail = live', async (t) => {
+  const db = await createTestDatabase(t);
+  const a = writer('A');
+  a.churn(300, 100);
+  // The outbox's barrier in miniature: what is pending commits, then the snapshot may be written.
+  const snapshots = new LiveSnapshots(db.pool, async () => {
+    await a.commit(db.pool);
+    return null;
+  });
+  const first = await snapshots.write(a.allocator, false);
+  t.match(first, { seq: a.allocator.seq });
+  t.ok(first.bytes > 0);
+  a.churn(200, 100);
+  const failing = new LiveSnapshots(db.pool, async () => new Error('the batch holding these events failed'));
+  await t.rejects(failing.write(a.allocator, false), /dropped/, 'a commit up to its seq failed: nothing written');
+  const second = await snapshots.write(a.allocator, true);
+  const rows = await db.pool.query('SELECT seq::int, passivated FROM sku_snapshots WHERE sku = $1 ORDER BY seq', ['A']);
+  t.same(rows.rows, [{ seq: first.seq, passivated: false }, { seq: second.seq, passivated: true }], 'only the durable ones, the latest two');
+  a.churn(30, 100);
+  await a.commit(db.pool);
+  const loaded = await loadSkuState(db.pool, 'A', limits);
+  t.same(picture(loaded!, a.now), picture(a.allocator, a.now), 'snapshot + tail = live');
+  t.equal(loaded!.nextExpiryMs(), a.allocator.nextExpiryMs());
+});
 
 t.test('the worker folds the log since the last snapshot; snapshot + tail = the live state', async (t) => {
   const db = await createTestDatabase(t);

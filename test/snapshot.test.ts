@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { SkuAllocator } from '../src/allocator/allocator.js';
 import { defaultAllocatorLimits, type AllocatorLimits, type SkuConfig, type StockEvent } from '../src/allocator/types.js';
 import { decodeSnapshot, encodeSnapshot, snapshotFormatVersion, SnapshotFormatError } from '../src/snapshot/codec.js';
+import { LiveSnapshot } from '../src/snapshot/live.js';
 
 /** Short memory and TTL so random runs forget reservations and drop remembered keys. */
 const limits: AllocatorLimits = {
@@ -163,6 +164,41 @@ t.test('property: snapshot at any point + replay of the suffix = full replay = t
   );
   t.pass('400 random runs: snapshot + suffix, full replay and live state agree');
   t.ok(seen.keyRemembered > 0 && seen.rememberedReplay > 0 && seen.forgotten > 0 && seen.archived > 0, `paths reached: ${JSON.stringify(seen)}`);
+});
+
+t.test('property: a live snapshot encoded in slices while later events are applied = encodeSnapshot at its seq', async (t) => {
+  let changedMidway = 0;
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 25 }),
+      fc.array(command, { minLength: 5, maxLength: 150 }),
+      fc.nat(),
+      fc.integer({ min: 1, max: 4 }),
+      (stock, commands, cut, perSlice) => {
+        const { log, now } = run(stock, commands);
+        const at = cut % (log.length + 1);
+        const allocator = SkuAllocator.replay('A', limits, log.slice(0, at));
+        const expected = encodeSnapshot(allocator);
+        const live = new LiveSnapshot(allocator, perSlice);
+        const before = JSON.stringify(allocator.snapshot());
+        // The shard's order: one slice per turn, events applied (and memory swept) in between.
+        let done = false;
+        for (const event of log.slice(at)) {
+          done = done || live.step();
+          live.beforeApply(event);
+          allocator.apply(event);
+          allocator.forgetSettled(event.atMs);
+        }
+        allocator.forgetSettled(now);
+        if (JSON.stringify(allocator.snapshot()) !== before && !done) changedMidway += 1;
+        while (!live.step());
+        equal(live.seq, at === 0 ? 0 : log[at - 1]!.seq);
+        deepStrictEqual(live.finish(), expected);
+      },
+    ),
+    { numRuns: 400 },
+  );
+  t.ok(changedMidway > 20, `the state changed under ${changedMidway} of 400 open snapshots`);
 });
 
 t.test('property: memory stays bounded by live work (every settled reservation past its memory time is gone)', async (t) => {

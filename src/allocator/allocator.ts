@@ -163,6 +163,11 @@ export class SkuAllocator {
   readonly shopperQuantity = new Map<string, number>();
   /** shopperId + NUL + idempotency key → reservation id. */
   readonly idempotencyKeys = new Map<string, string>();
+  /**
+   * Reservations in memory whose key slot a newer reservation took over (the key outlived its TTL):
+   * almost always empty, so whether a reservation owns its slot is one Set look-up (snapshots).
+   */
+  private readonly displaced = new Set<string>();
   /** shopperId + NUL + checkout idempotency key → the order it started. */
   readonly checkoutKeys = new Map<string, CheckoutRecord>();
   /** Keys of forgotten reservations, as hashes, until their TTL ends. */
@@ -567,6 +572,7 @@ export class SkuAllocator {
   private forget(reservation: Reservation, nowMs: number): void {
     const { reservationId, shopperId } = reservation;
     this.reservations.delete(reservationId);
+    if (this.displaced.size > 0) this.displaced.delete(reservationId);
     const slot = idempotencySlot(shopperId, reservation.idempotencyKey);
     // A newer reservation may have taken the slot over (the key outlived its TTL): leave it be.
     if (this.idempotencyKeys.get(slot) === reservationId) this.idempotencyKeys.delete(slot);
@@ -741,7 +747,15 @@ export class SkuAllocator {
       settledAtMs: null,
       checkoutIdempotencyKey: null,
     });
-    if (ownsKey) this.idempotencyKeys.set(idempotencySlot(event.shopperId, event.idempotencyKey), event.reservationId);
+    const slot = idempotencySlot(event.shopperId, event.idempotencyKey);
+    if (ownsKey) {
+      const previous = this.idempotencyKeys.get(slot);
+      if (previous !== undefined) this.displaced.add(previous);
+      this.idempotencyKeys.set(slot, event.reservationId);
+    } else {
+      // An offer never owns its slot: a snapshot must not give it one.
+      this.displaced.add(event.reservationId);
+    }
     this.shopperQuantity.set(event.shopperId, (this.shopperQuantity.get(event.shopperId) ?? 0) + event.quantity);
     this.available -= event.quantity;
     this.held += event.quantity;
@@ -869,15 +883,17 @@ export class SkuAllocator {
       sold: this.sold,
       liveHolds: this.liveHolds,
       reservations: [...this.reservations.values()],
-      slotOwners: [...this.reservations.values()].map(
-        (r) => this.idempotencyKeys.get(idempotencySlot(r.shopperId, r.idempotencyKey)) === r.reservationId,
-      ),
-      shopperQuantity: [...this.shopperQuantity.entries()],
+      slotOwners: [...this.reservations.values()].map((r) => !this.displaced.has(r.reservationId)),
+      // Two flat arrays, not entries: no object per shopper (a hot SKU has one per hold).
+      shoppers: [...this.shopperQuantity.keys()],
+      shopperQuantities: [...this.shopperQuantity.values()],
       checkoutKeys: [...this.checkoutKeys.entries()],
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.pack(),
-      queue: this.queue.exportState(),
-      waitlist: this.waitlist.exportState(),
+      // Copies: a live snapshot encodes this state while later joins append to the queue and
+      // offers change entries in place (their rows would land twice on replay from the snapshot's seq).
+      queue: structuredClone(this.queue.exportState()),
+      waitlist: copyWaitlistState(this.waitlist.exportState()),
     };
   }
 
@@ -903,6 +919,7 @@ export class SkuAllocator {
       }
       a.reservations.set(r.reservationId, { ...r });
       if (state.slotOwners[i] === true) a.idempotencyKeys.set(idempotencySlot(r.shopperId, r.idempotencyKey), r.reservationId);
+      else a.displaced.add(r.reservationId);
       if (isLive(r.status)) {
         held += r.quantity;
         live += 1;
@@ -913,7 +930,8 @@ export class SkuAllocator {
     if (held !== a.held || live !== a.liveHolds) {
       throw new InvariantViolation(`${state.sku}: restored held ${a.held}/${a.liveHolds} but reservations hold ${held}/${live}`);
     }
-    for (const [shopper, quantity] of state.shopperQuantity) a.shopperQuantity.set(shopper, quantity);
+    if (state.shoppers.length !== state.shopperQuantities.length) throw new InvariantViolation(`${state.sku}: shoppers and their quantities differ in length`);
+    state.shoppers.forEach((shopper, i) => a.shopperQuantity.set(shopper, state.shopperQuantities[i]!));
     for (const [slot, record] of state.checkoutKeys) a.checkoutKeys.set(slot, { ...record });
     for (const id of state.settledOrder) {
       const settledAtMs = a.reservations.get(id)?.settledAtMs;
@@ -949,7 +967,9 @@ export interface AllocatorState {
   reservations: Reservation[];
   /** Per reservation: does its idempotency slot point at it (a newer reservation may have taken it over)? */
   slotOwners: boolean[];
-  shopperQuantity: [string, number][];
+  /** Shoppers holding or having bought units, and how many (side by side). */
+  shoppers: string[];
+  shopperQuantities: number[];
   checkoutKeys: [string, CheckoutRecord][];
   settledOrder: string[];
   rememberedKeys: PackedGeneration[];
@@ -993,4 +1013,8 @@ export function idempotencySlot(shopperId: string, idempotencyKey: string): stri
  */
 export function checkoutSlot(shopperId: string, idempotencyKey: string): string {
   return `checkout\u0000${shopperId}\u0000${idempotencyKey}`;
+}
+
+function copyWaitlistState(state: WaitlistState): WaitlistState {
+  return { entries: state.entries.map((e) => ({ ...e })), closedOrder: state.closedOrder };
 }

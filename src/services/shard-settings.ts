@@ -59,7 +59,6 @@ export function shardHostSettings(
     nowMs: options.nowMs,
     writeOrders: options.writeOrders,
     loadSku: (sku) => loadSkuState(pool, sku, limits),
-    snapshot: (task) => workers.snapshot({ ...task, databaseUrl: options.databaseUrl, limits }),
     snapshotEveryEvents: config.snapshotEveryEvents,
     passivateAfterMs: config.passivateAfterSeconds * 1000,
     onFatal: options.onFatal,

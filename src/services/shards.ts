@@ -45,13 +45,13 @@ export interface LocalShardHost extends ShardEndpoint {
  * The allocators' side in single-process mode: the shards in one ShardHost on
  * this thread (SHARD_THREADS=1) or spread over shard threads, and the Router
  * the front ends use, joined by a channel (in-process, or the threads' ports:
- * the same messages either way). The background threads (snapshots, the
- * audit) belong here too.
+ * the same messages either way). The background thread (the audit) belongs
+ * here too; snapshots are taken by the shards from their own allocators.
  */
 export interface Shards {
   router: Router;
   host: LocalShardHost;
-  /** Snapshot and audit worker threads (piscina). */
+  /** The audit's worker thread (piscina). */
   workers: SnapshotWorkers;
   /** Shard threads: ports straight to each of them, for one front-end thread (absent: the shards are on this thread). */
   shardPorts?: () => ShardPort[];
@@ -68,7 +68,7 @@ export function startShards(config: Config, pool: pg.Pool, log: Logger, options:
 }
 
 function startShardHost(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): Shards {
-  // Every snapshot of this process runs here: one thread stays loaded.
+  // Every audit of this process runs here: one thread stays loaded.
   const workers = new SnapshotWorkers({ threads: 1, warm: true });
   workers.start();
   const channel = new InProcessLink({ clone: options.cloneMessages ?? false });
@@ -111,8 +111,8 @@ function assemble(
 
 /**
  * SHARD_THREADS > 1: the shards on their threads (src/threads/shard-worker.ts),
- * the router here. The piscina pool on this thread runs the audit only; each
- * shard thread writes its snapshots with its own.
+ * the router here. The piscina pool on this thread runs the audit; each
+ * shard thread takes its snapshots from its own allocators.
  */
 function startShardThreads(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): Shards {
   const clock = threadClock(options.nowMs);

@@ -53,8 +53,6 @@ export interface ShardHostOptions {
   writeOrders: AttachmentWriter<OrderAttachment> | null;
   /** A SKU's state from the log: latest snapshot + the events after it. */
   loadSku: (sku: string) => Promise<SkuAllocator | null>;
-  /** Write a SKU's next snapshot from the durable log, off this thread. */
-  snapshot: ShardContext['snapshot'];
   snapshotEveryEvents: number;
   passivateAfterMs: number;
   /** A broken invariant (in a rebuild, a commit callback): one fatal path. */
@@ -101,7 +99,6 @@ export class ShardHost implements ShardEndpoint {
       loadSku: options.loadSku,
       rebuildRetryMs: options.rebuildRetryMs,
       idempotencyKeyTtlMs: options.idempotencyKeyTtlMs,
-      snapshot: options.snapshot,
       snapshotEveryEvents: options.snapshotEveryEvents,
       passivateAfterMs: options.passivateAfterMs,
       stats: this.stats,

@@ -22,6 +22,7 @@ import { queueView, type QueueView } from '../queue/view.js';
 import { WaitlistCommands } from './waitlist-shell.js';
 import { waitlistEntryFromLog } from './waitlist-log.js';
 import type { WaitlistView } from '../inventory/waitlist-view.js';
+import { LiveSnapshots } from '../snapshot/live.js';
 
 /** Everything a shard borrows from its host: one outbox, pool and clock for all shards of a thread. */
 export interface ShardContext {
@@ -37,8 +38,6 @@ export interface ShardContext {
   rebuildRetryMs: number;
   /** How long a request's idempotency key is honoured. */
   idempotencyKeyTtlMs: number;
-  /** Write a SKU's next snapshot from the durable log, off this thread (a piscina worker). */
-  snapshot: (task: { sku: string; uptoSeq?: number; passivated?: boolean }) => Promise<{ seq: number; bytes: number }>;
   /** Snapshot a SKU every this many events. */
   snapshotEveryEvents: number;
   /** An ended sale leaves memory once its state has not changed for this long. */
@@ -112,6 +111,8 @@ export class Shard {
   /** SKUs being loaded from the log on first use (a passivated sale coming back). */
   private readonly loading = new Map<string, Promise<SkuAllocator | null>>();
   private readonly reader: LogReader;
+  /** Snapshots are taken from the allocators themselves (src/snapshot/live.ts), never by folding the log again. */
+  private readonly snapshots: LiveSnapshots;
   private recovered = false;
   private closing = false;
   /** Carts' requests to this shard (src/carts). */
@@ -147,13 +148,20 @@ export class Shard {
       idPrefix: (sku) => this.shells.get(sku)?.idPrefix,
       commit: (allocator, event, value) => this.commit(allocator, event, value),
       applyAndAppend: (allocator, event, done) => {
-        allocator.apply(event);
+        this.apply(allocator, event);
         this.ctx.outbox.append(event, done ?? (() => undefined));
       },
       afterDurable: (sku, value) => this.afterDurable(sku, value),
       publish: (allocator) => this.publish(allocator),
       fromLog: (waitlistId, shopperId) => waitlistEntryFromLog(this.ctx.pool, waitlistId, shopperId, this.ctx.nowMs()),
     });
+    this.snapshots = new LiveSnapshots(ctx.pool, (sku) => new Promise((resolve) => ctx.outbox.barrier(sku, resolve)));
+  }
+
+  /** Every event this shard applies goes through here: an open snapshot keeps what the event changes. */
+  private apply(allocator: SkuAllocator, event: StockEvent): void {
+    this.snapshots.beforeApply(allocator, event);
+    allocator.apply(event);
   }
 
   get isRecovered(): boolean {
@@ -243,7 +251,7 @@ export class Shard {
   }
 
   private appendAndWait(allocator: SkuAllocator, event: StockEvent): Promise<void> {
-    allocator.apply(event);
+    this.apply(allocator, event);
     return new Promise((resolve, reject) => this.ctx.outbox.append(event, (error) => (error ? reject(error) : resolve())));
   }
 
@@ -263,10 +271,10 @@ export class Shard {
   /**
    * Snapshot a SKU that ran `snapshotEveryEvents` past its last snapshot, or as
    * many events as that snapshot held reservations if more: writing one costs
-   * reading and writing the whole state (a hot SKU's 200,000 holds: about 2 s of
-   * a worker's CPU), so spacing them by the state's size keeps that cost per
-   * event bounded, and the tail a restart replays stays proportional to the
-   * state, i.e. to live work. Passivate an ended, quiet sale.
+   * encoding the whole state (a hot SKU's 183,000 holds: ~0.3 s of this thread's
+   * CPU in 1 ms slices, bench/snapshot-cost.ts), so spacing them by the state's
+   * size keeps that cost per event flat, and the tail a restart replays stays
+   * proportional to the state, i.e. to live work. Passivate an ended, quiet sale.
    */
   private maintain(allocator: SkuAllocator, shell: SkuShell, now: number): void {
     if (shell.seenSeq !== allocator.seq) {
@@ -279,7 +287,7 @@ export class Shard {
     } else if (allocator.seq - shell.snapshotSeq >= Math.max(this.ctx.snapshotEveryEvents, shell.snapshotReservations)) {
       shell.busy = true;
       const reservations = allocator.reservations.size + allocator.queue.size;
-      this.ctx.snapshot({ sku: allocator.sku }).then(
+      this.snapshots.write(allocator, false).then(
         (written) => {
           // Only a written snapshot spaces the next one (a failed one is retried at the usual distance).
           shell.snapshotReservations = reservations;
@@ -292,8 +300,8 @@ export class Shard {
 
   /**
    * The sale is over and nothing is live: once everything decided is durable,
-   * a worker writes the passivated snapshot, and the allocator leaves memory if
-   * nothing happened meanwhile. GET still answers (the SKU is loaded again).
+   * the passivated snapshot is written from the allocator, and the allocator
+   * leaves memory if nothing happened meanwhile. GET still answers (the SKU is loaded again).
    */
   private passivate(allocator: SkuAllocator, shell: SkuShell): void {
     shell.busy = true;
@@ -303,7 +311,12 @@ export class Shard {
         shell.busy = false;
         return;
       }
-      this.ctx.snapshot({ sku: allocator.sku, uptoSeq: seq, passivated: true }).then(
+      // Changed meanwhile (or rebuilt): it is not quiet after all; the sweeper looks again.
+      if (this.allocators.get(allocator.sku) !== allocator || allocator.seq !== seq || this.closing) {
+        shell.busy = false;
+        return;
+      }
+      this.snapshots.write(allocator, true).then(
         (written) => {
           this.snapshotDone(shell, written.seq, written.bytes);
           const unchanged = this.allocators.get(allocator.sku) === allocator && allocator.seq === written.seq;
@@ -336,7 +349,7 @@ export class Shard {
     if (events.length === 0) return;
     const last = events[events.length - 1];
     for (const event of events) {
-      allocator.apply(event);
+      this.apply(allocator, event);
       this.ctx.outbox.append(event, (error) => {
         if (error === null && event === last) this.publish(allocator);
       });
@@ -404,7 +417,7 @@ export class Shard {
 
   /** Answer once `event` is durable; if its batch failed, the decision was undone: 503. */
   private commit<T>(allocator: SkuAllocator, event: StockEvent, value: () => T, attachment?: OrderAttachment): Promise<Outcome<T>> {
-    allocator.apply(event);
+    this.apply(allocator, event);
     return new Promise((resolve, reject) => {
       this.ctx.outbox.append(
         event,
@@ -519,7 +532,7 @@ export class Shard {
     const now = this.ctx.nowMs();
     // Built field by field: a spread of the request costs more on this path.
     const command = {
-      reservationId: newReservationId(request.sku, this.shells.get(allocator.sku)?.idPrefix),
+      reservationId: newReservationId(request.sku, this.shells.get(allocator.sku)?.idPrefix, now),
       shopperId: request.shopperId,
       quantity: request.quantity,
       idempotencyKey: request.idempotencyKey,
@@ -619,8 +632,9 @@ export class Shard {
     if (allocator?.config == null) return this.checkoutFromLog(request);
     const refused = this.refuse(allocator.sku) ?? this.full();
     if (refused) return refused;
-    const orderId = newReservationId(allocator.sku);
-    const decision = allocator.checkout({ ...request, orderId }, this.ctx.nowMs(), keyChecked ? keyCheckedOptions : undefined);
+    const now = this.ctx.nowMs();
+    const orderId = newReservationId(allocator.sku, undefined, now);
+    const decision = allocator.checkout({ ...request, orderId }, now, keyChecked ? keyCheckedOptions : undefined);
     if (!decision.ok) return decision;
     if (decision.kind === 'key_remembered') return this.checkoutKeyFromLog(allocator.sku, request);
     if (decision.kind === 'replay') {
@@ -712,7 +726,7 @@ export class Shard {
     }
     const last = decision[decision.length - 1]!;
     for (const event of decision.slice(0, -1)) {
-      allocator.apply(event);
+      this.apply(allocator, event);
       this.ctx.outbox.append(event, () => undefined);
     }
     // One batch is serial and in order: when the last is durable, all are (a failure fails it too).

@@ -5,7 +5,7 @@ import type pg from 'pg';
  * that settled and left, idempotency keys whose reservation left, checkouts of
  * those, and the list of SKUs to recover. All of the shard's SQL, one named
  * builder per statement (prepared once per connection). Indexes:
- * migrations/003 (stock_events_reservation, stock_events_reserved_key).
+ * migrations/003 (stock_events_reservation) and 010 (stock_events_reserved_shopper_key).
  */
 
 /** Every event of one reservation, oldest first: its life in the log. */

@@ -9,10 +9,12 @@ import { lowerThisThreadsPriority } from './background-thread.js';
 lowerThisThreadsPriority();
 
 /**
- * Piscina worker: writes a SKU's next snapshot by folding the durable log since
- * its latest snapshot through the same pure allocator, so the allocator thread
- * never serializes. The write is one INSERT: a crash before it commits leaves
- * the previous snapshot and the log, which recover the same state.
+ * Piscina worker: writes a SKU's next snapshot from the durable log alone, by
+ * folding it since the latest snapshot through the same pure allocator. The
+ * service does not use it (its shards snapshot their own allocators,
+ * live.ts); it is the way to snapshot a SKU no process holds (tests,
+ * bench/audit-loop-delay.ts). The write is one INSERT: a crash before it
+ * commits leaves the previous snapshot and the log, which recover the same state.
  */
 
 export interface SnapshotTask {

@@ -45,7 +45,7 @@ export class SnapshotWorkers {
     });
   }
 
-  /** Write a SKU's next snapshot (see worker.ts). */
+  /** Write a SKU's next snapshot from the log alone (see worker.ts; the service's shards snapshot their allocators). */
   snapshot(task: SnapshotTask): Promise<SnapshotResult> {
     return this.run<SnapshotResult>(snapshotWorkerFile, task);
   }

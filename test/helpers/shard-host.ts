@@ -29,7 +29,6 @@ export function testHostOptions(
     nowMs: Date.now,
     writeOrders: null,
     loadSku: (sku) => loadSkuState(pool, sku, limits),
-    snapshot: (task) => workers.snapshot({ ...task, databaseUrl: db.url, limits }),
     snapshotEveryEvents: 100,
     passivateAfterMs: 0,
     onFatal: (error) => {
