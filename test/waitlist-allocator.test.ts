@@ -323,12 +323,19 @@ t.test('positions stay right in a long line that shrinks from the front and the 
   deepStrictEqual(decodeSnapshot(encodeSnapshot(allocator), limits).snapshot(), allocator.snapshot());
 });
 
-t.test('a snapshot of format 1 (before waitlists) is still read', async (t) => {
-  const h = harness({ ...config, waitlistOfferSeconds: null });
+t.test('a snapshot of format 1 (before waiting rooms and waitlists) is still read', async (t) => {
+  const cfg = { ...config, waitlistOfferSeconds: null };
+  const h = harness(cfg);
   h.reserve('a', 2);
   const v2 = encodeSnapshot(h.allocator);
-  // Format 2 ends with the waitlist section: no offer seconds (1 byte), 0 entries, 0 closed (4 + 4).
-  const v1 = Buffer.from(v2.subarray(0, v2.length - 9));
+  // Format 2 has, after the config's sale window, a waiting-room flag (1 byte, 0: none), and ends with
+  // the waiting-room section (0 tickets: 4 bytes) and the waitlist section (no offer seconds: 1 byte,
+  // 0 entries, 0 closed: 4 + 4). Format 1 has none of them.
+  const windowEnd =
+    12 + (4 + Buffer.byteLength('A')) + 8 + 1 + 1 + 4 * 8 + (4 + Buffer.byteLength(cfg.currency)) +
+    (cfg.startsAtMs === null ? 1 : 9) + (cfg.endsAtMs === null ? 1 : 9);
+  t.equal(v2[windowEnd], 0, 'the waiting-room flag of a SKU without one');
+  const v1 = Buffer.concat([v2.subarray(0, windowEnd), v2.subarray(windowEnd + 1, v2.length - 13)]);
   v1.writeUInt32LE(1, 4);
   v1.writeUInt32LE(v1.length - 12, 8);
   deepStrictEqual(decodeSnapshot(v1, limits).snapshot(), h.allocator.snapshot());
