@@ -3,11 +3,17 @@ import { parseCli, usage } from './lib/cli.js';
 
 /** `npm run bench -- [options]`: see bench/README.md. */
 
-// `--scenario waiting-room` has its own script (it joins and polls tickets): bench/waiting-room.ts.
+// Two scenarios have their own scripts: `waiting-room` joins and polls tickets (bench/waiting-room.ts),
+// `carts` alternates carts and single reservations in one run (bench/carts.ts; the harness's
+// post-run check reads only `reserved` events, not cart lines).
 const scenarioAt = process.argv.indexOf('--scenario');
 if (scenarioAt > 0 && process.argv[scenarioAt + 1] === 'waiting-room') {
   const { runWaitingRoomBench } = await import('./waiting-room.js');
   await runWaitingRoomBench(process.argv.slice(2));
+  process.exit(0);
+}
+if (scenarioAt > 0 && process.argv[scenarioAt + 1] === 'carts') {
+  await import('./carts.js'); // runs on import, reading --seconds and --connections
   process.exit(0);
 }
 
