@@ -150,7 +150,6 @@ if (!sku && !drop) {
       $('status').textContent = 'live';
       $('status').className = 'up';
       if (sku) socket.send(JSON.stringify({ type: 'subscribe', skus: [sku] }));
-      readSku();
       refresh();
     };
     socket.onmessage = (event) => {
@@ -160,6 +159,8 @@ if (!sku && !drop) {
           ? 'signed in as ' + message.shopperId
           : 'watching only' + (message.tokenError ? ' (' + message.tokenError + ')' : ' (add &token=<shopper JWT> to reserve)');
       } else if (message.type === 'stock' && message.sku === sku) {
+        // The SKU exists once its stock arrives (a drop's next cycle may not yet): read its definition then.
+        if (stock === null) readSku();
         stock = message;
         available = message.available;
         $('available').textContent = String(message.available);
@@ -206,7 +207,6 @@ if (!sku && !drop) {
     stock = null;
     entry = null;
     hasWaitlist = false;
-    readSku();
     showEntry();
     $('sku').textContent = sku || '–';
     $('available').textContent = '–';
