@@ -104,7 +104,11 @@ class Feed implements StockFeed {
       // closing) is an unhandled rejection that would end the process (redis/ioredis#2187).
       this.sub = new Redis(options.redisUrl, { ...common, maxRetriesPerRequest: null, autoResubscribe: false });
       this.watch(this.pub, (ready) => (this.pubReady = ready));
-      this.watch(this.sub, (ready) => (this.subReady = ready));
+      // The subscriber counts as up once its SUBSCRIBE is answered, not at 'ready': the resync this
+      // node asks for on the way up must find it subscribed, or the republished states pass it by.
+      this.watch(this.sub, (ready) => {
+        if (!ready) this.subReady = false;
+      });
       this.sub.on('ready', () => this.subscribe());
       this.sub.on('message', (channel: string, text: string) => {
         if (channel === this.channel) this.received(text);
@@ -167,9 +171,15 @@ class Feed implements StockFeed {
   // ------------------------------------------------------------ Redis
 
   private subscribe(): void {
-    this.sub?.subscribe(this.channel).catch((error: unknown) => {
-      if (!this.closed) this.options.log.warn({ err: error }, 'Redis SUBSCRIBE failed; retried on the next reconnect');
-    });
+    this.sub?.subscribe(this.channel).then(
+      () => {
+        this.subReady = true;
+        this.redisStateChanged();
+      },
+      (error: unknown) => {
+        if (!this.closed) this.options.log.warn({ err: error }, 'Redis SUBSCRIBE failed; retried on the next reconnect');
+      },
+    );
   }
 
   private watch(client: Redis, setReady: (ready: boolean) => void): void {
