@@ -145,6 +145,17 @@ export class PortServer {
     this.responder.add(notice);
   }
 
+  /**
+   * Once every request this side took is answered, posts the replies at once.
+   * A thread about to end calls it before it says so: the thread that ends it
+   * could otherwise terminate it between two flushes of one turn, and a reply
+   * committed but not yet posted would be lost (its caller hears "unknown").
+   */
+  async answerAll(): Promise<void> {
+    await this.responder.idle();
+    this.responder.flushNow();
+  }
+
   /** Sends the readiness now, even with nothing else to say (after recovery). */
   pushReadiness(): void {
     this.responder.schedule();

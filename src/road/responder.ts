@@ -9,6 +9,7 @@ export class Responder<T> {
   private serving = 0;
   private readonly batch: TurnBatch<T>;
   private closed = false;
+  private idleWaiters: (() => void)[] = [];
 
   constructor(
     private readonly maxInFlight: number,
@@ -30,6 +31,18 @@ export class Responder<T> {
   done(item: T): void {
     this.serving -= 1;
     this.add(item);
+    if (this.serving === 0 && this.idleWaiters.length > 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+
+  /** Resolves once every admitted request has its reply queued (a thread about to end). */
+  idle(): Promise<void> {
+    if (this.serving === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Sends what this turn queued now, not at the turn's end. */
+  flushNow(): void {
+    if (!this.closed) this.batch.flushNow();
   }
 
   /** Something to send back with this turn's replies (a refusal, a notice). */

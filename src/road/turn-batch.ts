@@ -22,7 +22,14 @@ export class TurnBatch<T> {
     setImmediate(() => this.run());
   }
 
+  /** Hands the batch on now rather than at the turn's end (a thread about to end leaves nothing behind). */
+  flushNow(): void {
+    this.run();
+  }
+
   private run(): void {
+    // A batch flushed early: the turn's own callback finds nothing scheduled.
+    if (!this.scheduled) return;
     this.scheduled = false;
     const items = this.items;
     this.items = [];

@@ -119,6 +119,11 @@ function run(): void {
     close: async () => {
       clearInterval(timer);
       await host.close();
+      // The front-end threads' replies leave before this call's own answer:
+      // the main thread terminates this thread as soon as it hears it.
+      // (servers[0] serves this very call; its replies share its batch and go first.)
+      // Bounded: a request still waiting on something else past a commit's budget is not worth a hung stop.
+      await untilOrAfter(Promise.all(servers.slice(1).map((server) => server.answerAll())), config.commitTimeoutMs);
       await workers.stop();
       await pool.end();
       return report();
@@ -128,6 +133,17 @@ function run(): void {
   control.on('message', (command: ShardThreadCommand) => {
     if (command.type === 'serve_port') servers.push(new PortServer(command.port, host, {}, () => host.isReady()));
   });
+}
+
+/** `promise`, or nothing after `ms`, whichever comes first (the timer does not hold the thread open). */
+async function untilOrAfter(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+    timer.unref();
+  });
+  await Promise.race([promise, late]);
+  clearTimeout(timer);
 }
 
 run();
