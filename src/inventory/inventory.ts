@@ -196,11 +196,16 @@ export function skuView(allocator: SkuAllocator, nowMs: number): SkuView {
 }
 
 export function reservationView(reservation: Reservation, status: ReservationStatus = reservation.status): ReservationView {
+  return holdView(reservation, status);
+}
+
+/** The view of a hold from its fields alone: a reservation's, or the event that makes a new one. */
+export function holdView(hold: Pick<Reservation, 'reservationId' | 'sku' | 'quantity' | 'expiresAtMs'>, status: ReservationStatus): ReservationView {
   return {
-    reservationId: reservation.reservationId,
-    sku: reservation.sku,
-    quantity: reservation.quantity,
+    reservationId: hold.reservationId,
+    sku: hold.sku,
+    quantity: hold.quantity,
     status,
-    expiresAt: new Date(reservation.expiresAtMs).toISOString(),
+    expiresAt: new Date(hold.expiresAtMs).toISOString(),
   };
 }
