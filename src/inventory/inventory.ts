@@ -145,6 +145,8 @@ export interface StockState {
   archived?: boolean;
   startsAtMs?: number | null;
   endsAtMs?: number | null;
+  /** Whether the SKU has a waitlist (its waitlistOfferSeconds is set). Absent (a node that does not send it): none. */
+  waitlist?: boolean;
 }
 
 /** The StockState of a configured allocator. */
@@ -160,6 +162,7 @@ export function stockStateOf(allocator: SkuAllocator): StockState {
     archived: allocator.archived,
     startsAtMs: config.startsAtMs,
     endsAtMs: config.endsAtMs,
+    waitlist: config.waitlistOfferSeconds != null,
   };
 }
 

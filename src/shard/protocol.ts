@@ -446,11 +446,13 @@ function decodeStockState(value: unknown): Decoded<StockState> {
   if (s.archived !== undefined && typeof s.archived !== 'boolean') return 'bad_field';
   if (s.startsAtMs !== undefined && !isInstantOrNull(s.startsAtMs)) return 'bad_field';
   if (s.endsAtMs !== undefined && !isInstantOrNull(s.endsAtMs)) return 'bad_field';
+  if (s.waitlist !== undefined && typeof s.waitlist !== 'boolean') return 'bad_field';
   const state: StockState = { sku: s.sku, available: s.available, held: s.held, sold: s.sold, seq: s.seq };
-  // Absent on a node that does not send them (an older version): on sale, no window.
+  // Absent on a node that does not send them (an older version): on sale, no window, no waitlist.
   if (s.archived !== undefined) state.archived = s.archived as boolean;
   if (s.startsAtMs !== undefined) state.startsAtMs = s.startsAtMs as number | null;
   if (s.endsAtMs !== undefined) state.endsAtMs = s.endsAtMs as number | null;
+  if (s.waitlist !== undefined) state.waitlist = s.waitlist as boolean;
   return state;
 }
 

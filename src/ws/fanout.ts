@@ -295,15 +295,17 @@ export function parseEnvelope(text: string): Envelope | null {
 /** A StockState from another node (Redis here, the cluster connection in src/cluster/live.ts), or null if malformed. */
 export function parseStockState(value: unknown): StockState | null {
   if (typeof value !== 'object' || value === null) return null;
-  const { sku, available, held, sold, seq, archived, startsAtMs, endsAtMs } = value as Record<string, unknown>;
+  const { sku, available, held, sold, seq, archived, startsAtMs, endsAtMs, waitlist } = value as Record<string, unknown>;
   if (!isSku(sku)) return null;
   if (!count(available) || !count(held) || !count(sold) || !count(seq)) return null;
   if (archived !== undefined && typeof archived !== 'boolean') return null;
+  if (waitlist !== undefined && typeof waitlist !== 'boolean') return null;
   if (!instantOrNull(startsAtMs) || !instantOrNull(endsAtMs)) return null;
   const state: StockState = { sku, available, held, sold, seq };
   if (archived !== undefined) state.archived = archived;
   if (startsAtMs !== undefined) state.startsAtMs = startsAtMs;
   if (endsAtMs !== undefined) state.endsAtMs = endsAtMs;
+  if (waitlist !== undefined) state.waitlist = waitlist;
   return state;
 }
 
