@@ -149,6 +149,7 @@ t.test('Redis envelopes are checked before use', async (t) => {
     JSON.stringify({ o: 'n', s: { ...state, seq: '4' } }),
     JSON.stringify({ o: 'n', s: { ...state, held: 1.5 } }),
     JSON.stringify({ o: 'n', s: { ...state, waitlist: 'yes' } }),
+    JSON.stringify({ o: 'n', s: { ...state, startsAtMs: 9e15 } }),
     JSON.stringify({ o: 'n' }),
   ];
   for (const text of bad) t.equal(parseEnvelope(text), null, `refused ${text}`);

@@ -439,7 +439,8 @@ function decodeQueueView(value: unknown): Decoded<QueueView> {
   return { ticket: v.ticket, sku: v.sku, status: v.status, position: v.position as number | null, estimatedWaitSeconds: v.estimatedWaitSeconds };
 }
 
-function decodeStockState(value: unknown): Decoded<StockState> {
+/** A StockState from outside this thread: another thread, a cluster peer, or Redis (src/ws/fanout.ts). */
+export function decodeStockState(value: unknown): Decoded<StockState> {
   if (!isObject(value)) return 'bad_field';
   const s = value as Record<string, unknown>;
   if (!isSkuText(s.sku) || !isCount(s.available) || !isCount(s.held) || !isCount(s.sold) || !isCount(s.seq)) return 'bad_field';
