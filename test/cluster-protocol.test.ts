@@ -84,6 +84,9 @@ t.test('frames and notices', async (t) => {
   t.same(decodePeerNotice({ ...notice, extra: 1 }), notice);
   t.same(decodePeerNotice({ e: 0, n: { type: 'passivated', sku: 'A' } }), { e: 0, n: { type: 'passivated', sku: 'A' } });
   t.equal(decodePeerNotice({ ...notice, n: { ...notice.n, state: { ...notice.n.state, held: -1 } } }), 'bad_field', 'a negative count');
+  const waitlisted = { ...notice, n: { ...notice.n, state: { ...notice.n.state, waitlist: true } } };
+  t.same(decodePeerNotice(waitlisted), waitlisted, 'the waitlist flag travels');
+  t.equal(decodePeerNotice({ ...notice, n: { ...notice.n, state: { ...notice.n.state, waitlist: 'yes' } } }), 'bad_field', 'a waitlist flag that is not a boolean');
   t.equal(decodePeerNotice({ ...notice, n: { type: 'checkout_durable', orderId: 'x' } }), 'unknown_kind', 'checkout_durable stays home');
   t.equal(decodePeerNotice({ e: 1.5, n: notice.n }), 'bad_field', 'a fractional epoch');
 });

@@ -100,7 +100,7 @@ t.test('stock frames fit the computed worst case', async (t) => {
   const message = stockMessage({ sku: 'S'.repeat(64), available: 999_999_999, held: 1, sold: 0, seq: 123_456_789 }, 0);
   t.ok(message.length + 4 <= maxStockFrameBytes);
   t.same(JSON.parse(message), {
-    type: 'stock', sku: 'S'.repeat(64), state: 'on_sale', available: 999_999_999, held: 1, sold: 0, seq: 123_456_789, startsAt: null, endsAt: null,
+    type: 'stock', sku: 'S'.repeat(64), state: 'on_sale', available: 999_999_999, held: 1, sold: 0, seq: 123_456_789, startsAt: null, endsAt: null, waitlist: false,
   });
   const widest = stockMessage(
     { sku: 'S'.repeat(64), available: 1e9, held: 1e9, sold: 1e9, seq: Number.MAX_SAFE_INTEGER, archived: false, startsAtMs: 8.64e15, endsAtMs: 8.64e15 },
@@ -117,7 +117,8 @@ t.test('stock frames say the sale state as of the moment they are sent; archived
   t.match(at(window, '2030-01-01T00:00:00Z'), { state: 'on_sale', available: 7 });
   t.match(at(window, '2030-01-02T00:00:00Z'), { state: 'ended', available: 7 });
   t.match(at({ ...window, archived: true }, '2030-01-01T12:00:00Z'), { state: 'archived', available: 0, held: 2, sold: 1 });
-  t.match(at({}, '2030-01-01T12:00:00Z'), { state: 'on_sale', startsAt: null, endsAt: null }, 'a state without the fields (an older node): on sale');
+  t.match(at({}, '2030-01-01T12:00:00Z'), { state: 'on_sale', startsAt: null, endsAt: null, waitlist: false }, 'a state without the fields (an older node): on sale, no waitlist');
+  t.match(at({ waitlist: true }, '2030-01-01T12:00:00Z'), { waitlist: true }, 'a SKU with a waitlist says so');
 });
 
 t.test('token bucket: a burst of `capacity`, then `perSecond`', async (t) => {
@@ -147,8 +148,11 @@ t.test('Redis envelopes are checked before use', async (t) => {
     JSON.stringify({ o: 'n', s: { ...state, available: -1 } }),
     JSON.stringify({ o: 'n', s: { ...state, seq: '4' } }),
     JSON.stringify({ o: 'n', s: { ...state, held: 1.5 } }),
+    JSON.stringify({ o: 'n', s: { ...state, waitlist: 'yes' } }),
+    JSON.stringify({ o: 'n', s: { ...state, startsAtMs: 9e15 } }),
     JSON.stringify({ o: 'n' }),
   ];
   for (const text of bad) t.equal(parseEnvelope(text), null, `refused ${text}`);
   t.same(parseEnvelope(JSON.stringify({ o: 'n', s: { ...state, extra: 'dropped' } })), { o: 'n', s: state }, 'only known fields pass');
+  t.same(parseEnvelope(JSON.stringify({ o: 'n', s: { ...state, waitlist: true } })), { o: 'n', s: { ...state, waitlist: true } }, 'the waitlist flag passes');
 });

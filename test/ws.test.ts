@@ -30,7 +30,7 @@ t.test('hello, subscribe, initial state, unknown SKUs', async (t) => {
   t.notOk('tokenError' in anonymous.hello, 'no token given, no token error');
 
   anonymous.send({ type: 'subscribe', skus: ['S-1', 'NOPE', 'S-2'] });
-  t.same(await anonymous.take(stockOf('S-1')), { type: 'stock', sku: 'S-1', state: 'on_sale', available: 7, held: 0, sold: 0, seq: 1, startsAt: null, endsAt: null });
+  t.same(await anonymous.take(stockOf('S-1')), { type: 'stock', sku: 'S-1', state: 'on_sale', available: 7, held: 0, sold: 0, seq: 1, startsAt: null, endsAt: null, waitlist: false });
   t.same(await anonymous.take((m) => m.type === 'error'), {
     type: 'error',
     status: 404,
@@ -38,7 +38,7 @@ t.test('hello, subscribe, initial state, unknown SKUs', async (t) => {
     sku: 'NOPE',
     detail: 'SKU NOPE does not exist',
   });
-  t.same(await anonymous.take(stockOf('S-2')), { type: 'stock', sku: 'S-2', state: 'on_sale', available: 3, held: 0, sold: 0, seq: 1, startsAt: null, endsAt: null });
+  t.same(await anonymous.take(stockOf('S-2')), { type: 'stock', sku: 'S-2', state: 'on_sale', available: 3, held: 0, sold: 0, seq: 1, startsAt: null, endsAt: null, waitlist: false });
 
   // Subscribing again is harmless and answers with the current state again.
   anonymous.send({ type: 'subscribe', skus: ['S-1'] });

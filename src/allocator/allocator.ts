@@ -1,5 +1,6 @@
 import TinyQueue from 'tinyqueue';
 import { keepSeed, waitingRoomChangeRefusal, WaitingRoom, type JoinDecision as QueueJoinDecision, type QueueState } from './waiting-room.js';
+import { saleClosed, shopperLimitRefusal } from './refusals.js';
 import { RememberedKeys, slotHash, type PackedGeneration } from './remembered-keys.js';
 import { Waitlist, type WaitlistState } from './waitlist.js';
 import { decideJoin, decideLeave, decideOffers, lineHasClaim, type JoinCommand, type JoinDecision, type LeaveDecision } from './waitlist-decisions.js';
@@ -298,14 +299,8 @@ export class SkuAllocator {
 
   /** Why this new reservation cannot be granted, or null when it can. */
   private reserveRefusal(cmd: ReserveCommand, config: SkuConfig, nowMs: number): Rejection | null {
-    if (this.archived) return { ok: false, code: 'sale_not_open', detail: 'the sale is archived' };
-
-    if (config.startsAtMs !== null && nowMs < config.startsAtMs) {
-      return { ok: false, code: 'sale_not_open', detail: `the sale opens at ${new Date(config.startsAtMs).toISOString()}` };
-    }
-    if (config.endsAtMs !== null && nowMs >= config.endsAtMs) {
-      return { ok: false, code: 'sale_not_open', detail: `the sale closed at ${new Date(config.endsAtMs).toISOString()}` };
-    }
+    const closed = saleClosed(this.archived, config, nowMs);
+    if (closed !== null) return closed;
     if (cmd.quantity > this.limits.maxQuantityPerRequest) {
       return {
         ok: false,
@@ -313,14 +308,8 @@ export class SkuAllocator {
         detail: `quantity may be at most ${this.limits.maxQuantityPerRequest} per reservation`,
       };
     }
-    const shopperHas = this.shopperQuantity.get(cmd.shopperId) ?? 0;
-    if (shopperHas + cmd.quantity > config.perShopperLimit) {
-      return {
-        ok: false,
-        code: 'limit_exceeded',
-        detail: `at most ${config.perShopperLimit} per shopper; you already hold or bought ${shopperHas}`,
-      };
-    }
+    const overLimit = shopperLimitRefusal(config, this.shopperQuantity.get(cmd.shopperId) ?? 0, cmd.quantity);
+    if (overLimit !== null) return overLimit;
     if (this.available < cmd.quantity) {
       return { ok: false, code: 'sold_out', detail: `${this.available} available, ${cmd.quantity} asked` };
     }

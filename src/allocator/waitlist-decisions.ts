@@ -1,4 +1,5 @@
 import { isOpen, waitlistSlot, type Waitlist, type WaitlistEntry } from './waitlist.js';
+import { saleClosed, shopperLimitRefusal } from './refusals.js';
 import type { Rejection, SkuConfig, StockEvent, WaitlistJoinedEvent, WaitlistOfferedEvent } from './types.js';
 
 /**
@@ -48,17 +49,6 @@ export function saleableUnits(subject: Pick<WaitlistSubject, 'available' | 'wait
   return lineHasClaim(subject) ? 0 : subject.available;
 }
 
-function saleClosed(subject: WaitlistSubject, config: SkuConfig, nowMs: number): Rejection | null {
-  if (subject.archived) return { ok: false, code: 'sale_not_open', detail: 'the sale is archived' };
-  if (config.startsAtMs !== null && nowMs < config.startsAtMs) {
-    return { ok: false, code: 'sale_not_open', detail: `the sale opens at ${new Date(config.startsAtMs).toISOString()}` };
-  }
-  if (config.endsAtMs !== null && nowMs >= config.endsAtMs) {
-    return { ok: false, code: 'sale_not_open', detail: `the sale closed at ${new Date(config.endsAtMs).toISOString()}` };
-  }
-  return null;
-}
-
 export function decideJoin(subject: WaitlistSubject, cmd: JoinCommand, nowMs: number): JoinDecision {
   const config = subject.config;
   if (config === null) return { ok: false, code: 'not_found', detail: `SKU ${subject.sku} does not exist` };
@@ -89,7 +79,7 @@ function joinRefusal(subject: WaitlistSubject, config: SkuConfig, cmd: JoinComma
   if (config.waitlistOfferSeconds == null) {
     return { ok: false, code: 'waitlist_not_enabled', detail: `SKU ${subject.sku} has no waitlist` };
   }
-  const closed = saleClosed(subject, config, nowMs);
+  const closed = saleClosed(subject.archived, config, nowMs);
   if (closed !== null) return closed;
   if (cmd.quantity > subject.maxQuantityPerRequest) {
     return { ok: false, code: 'quantity_too_large', detail: `quantity may be at most ${subject.maxQuantityPerRequest}` };
@@ -100,14 +90,8 @@ function joinRefusal(subject: WaitlistSubject, config: SkuConfig, cmd: JoinComma
   }
   const units = saleableUnits(subject);
   if (units > 0) return { ok: false, code: 'not_sold_out', detail: `${units} available: reserve them instead` };
-  const shopperHas = subject.shopperQuantity.get(cmd.shopperId) ?? 0;
-  if (shopperHas + cmd.quantity > config.perShopperLimit) {
-    return {
-      ok: false,
-      code: 'limit_exceeded',
-      detail: `at most ${config.perShopperLimit} per shopper; you already hold or bought ${shopperHas}`,
-    };
-  }
+  const overLimit = shopperLimitRefusal(config, subject.shopperQuantity.get(cmd.shopperId) ?? 0, cmd.quantity);
+  if (overLimit !== null) return overLimit;
   if (subject.waitlist.openCount >= subject.waitlistMaxEntries) {
     return { ok: false, code: 'waitlist_full', detail: `the waitlist has ${subject.waitlistMaxEntries} entries, as many as it may keep` };
   }
@@ -153,7 +137,7 @@ export function decideOffers(subject: WaitlistSubject, nowMs: number, maxEvents:
   const config = subject.config;
   const offers: WaitlistOfferedEvent[] = [];
   if (config === null || config.waitlistOfferSeconds == null || subject.waitlist.waitingCount === 0) return offers;
-  if (subject.available === 0 || saleClosed(subject, config, nowMs) !== null) return offers;
+  if (subject.available === 0 || saleClosed(subject.archived, config, nowMs) !== null) return offers;
   let left = subject.available;
   for (const entry of subject.waitlist.waiting()) {
     if (left === 0 || offers.length >= maxEvents) break;

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { SkuAllocator } from '../allocator/allocator.js';
 import { cartOfKey, type StockEvent } from '../allocator/types.js';
-import { reservationView, type OrderAttachment, type Outcome, type ReservationView } from '../inventory/inventory.js';
+import { holdView, reservationView, type OrderAttachment, type Outcome, type ReservationView } from '../inventory/inventory.js';
 import type { ShardNotice, ShardRequests } from '../shard/messages.js';
 import type { LogReader } from '../shard/log-reader.js';
 import { CartStore } from './store.js';
@@ -15,7 +15,8 @@ export const defaultCartDecisionTimeoutMs = 10_000;
 export interface CartShardOps {
   /** 503 while recovering, closing, rebuilding `sku`, or with the outbox full; else null. */
   refuse(sku: string | null): Outcome<never> | null;
-  allocatorFor(sku: string): SkuAllocator | null | Promise<SkuAllocator | null>;
+  /** The SKU's allocator for a decision (loading it when needed), the shard's refusal, or not_found. */
+  loadedForWrite(sku: string): Promise<Outcome<SkuAllocator>>;
   /** The allocator in memory now (not loading it), if any and not being rebuilt. */
   loaded(sku: string): SkuAllocator | null;
   commit<T>(allocator: SkuAllocator, event: StockEvent, value: () => T, attachment?: OrderAttachment): Promise<Outcome<T>>;
@@ -84,8 +85,9 @@ export class ShardCarts {
   }
 
   async prepare(request: ShardRequests['cart_prepare']): Promise<Outcome<ReservationView>> {
-    const allocator = await this.loadedFor(request.sku);
-    if (!('seq' in allocator)) return allocator;
+    const loaded = await this.ops.loadedForWrite(request.sku);
+    if (!loaded.ok) return loaded;
+    const allocator = loaded.value;
     const now = this.ops.nowMs();
     let decision = allocator.prepareLine(request, now);
     if (!decision.ok && decision.code === 'sold_out') {
@@ -98,20 +100,14 @@ export class ShardCarts {
     }
     if (!decision.ok) return decision;
     if (decision.kind === 'replay') return this.ops.afterDurable(request.sku, reservationView(decision.reservation));
-    const event = decision.event;
-    const view: ReservationView = {
-      reservationId: event.reservationId,
-      sku: event.sku,
-      quantity: event.quantity,
-      status: 'tentative',
-      expiresAt: new Date(event.expiresAtMs).toISOString(),
-    };
-    return this.ops.commit(allocator, event, () => view);
+    const view = holdView(decision.event, 'tentative');
+    return this.ops.commit(allocator, decision.event, () => view);
   }
 
   async resolve(request: ShardRequests['cart_resolve']): Promise<Outcome<CartLineState>> {
-    const allocator = await this.loadedFor(request.sku);
-    if (!('seq' in allocator)) return allocator;
+    const loaded = await this.ops.loadedForWrite(request.sku);
+    if (!loaded.ok) return loaded;
+    const allocator = loaded.value;
     const { reservationId, cartId } = request;
     const line = allocator.reservations.get(reservationId);
     const state = (): CartLineState => ({ reservationId, status: allocator.reservations.get(reservationId)?.status ?? null });
@@ -134,8 +130,9 @@ export class ShardCarts {
    * whose job will settle it (src/carts/checkout.ts re-drives the other lines' freezes).
    */
   async freeze(request: ShardRequests['cart_freeze']): Promise<Outcome<CartLineState>> {
-    const allocator = await this.loadedFor(request.sku);
-    if (!('seq' in allocator)) return allocator;
+    const loaded = await this.ops.loadedForWrite(request.sku);
+    if (!loaded.ok) return loaded;
+    const allocator = loaded.value;
     const { reservationId, cartId, orderId, paymentMethod } = request;
     const decision = allocator.freezeLine(reservationId, cartId, orderId, paymentMethod, this.ops.nowMs());
     if (!decision.ok) return decision;
@@ -151,14 +148,6 @@ export class ShardCarts {
   private async fromLog(reservationId: string): Promise<Outcome<CartLineState>> {
     const logged = await this.ops.reader.reservation(reservationId, this.ops.nowMs());
     return { ok: true, value: { reservationId, status: logged?.view.status ?? null } };
-  }
-
-  private async loadedFor(sku: string): Promise<SkuAllocator | Outcome<never>> {
-    const refused = this.ops.refuse(sku);
-    if (refused) return refused;
-    const allocator = await this.ops.allocatorFor(sku);
-    if (allocator === null) return { ok: false, code: 'not_found', detail: `SKU ${sku} does not exist` };
-    return this.ops.refuse(sku) ?? allocator;
   }
 
   /**

@@ -145,6 +145,8 @@ export interface StockState {
   archived?: boolean;
   startsAtMs?: number | null;
   endsAtMs?: number | null;
+  /** Whether the SKU has a waitlist (its waitlistOfferSeconds is set). Absent (a node that does not send it): none. */
+  waitlist?: boolean;
 }
 
 /** The StockState of a configured allocator. */
@@ -160,6 +162,7 @@ export function stockStateOf(allocator: SkuAllocator): StockState {
     archived: allocator.archived,
     startsAtMs: config.startsAtMs,
     endsAtMs: config.endsAtMs,
+    waitlist: config.waitlistOfferSeconds != null,
   };
 }
 
@@ -196,11 +199,16 @@ export function skuView(allocator: SkuAllocator, nowMs: number): SkuView {
 }
 
 export function reservationView(reservation: Reservation, status: ReservationStatus = reservation.status): ReservationView {
+  return holdView(reservation, status);
+}
+
+/** The view of a hold from its fields alone: a reservation's, or the event that makes a new one. */
+export function holdView(hold: Pick<Reservation, 'reservationId' | 'sku' | 'quantity' | 'expiresAtMs'>, status: ReservationStatus): ReservationView {
   return {
-    reservationId: reservation.reservationId,
-    sku: reservation.sku,
-    quantity: reservation.quantity,
+    reservationId: hold.reservationId,
+    sku: hold.sku,
+    quantity: hold.quantity,
     status,
-    expiresAt: new Date(reservation.expiresAtMs).toISOString(),
+    expiresAt: new Date(hold.expiresAtMs).toISOString(),
   };
 }

@@ -439,18 +439,21 @@ function decodeQueueView(value: unknown): Decoded<QueueView> {
   return { ticket: v.ticket, sku: v.sku, status: v.status, position: v.position as number | null, estimatedWaitSeconds: v.estimatedWaitSeconds };
 }
 
-function decodeStockState(value: unknown): Decoded<StockState> {
+/** A StockState from outside this thread: another thread, a cluster peer, or Redis (src/ws/fanout.ts). */
+export function decodeStockState(value: unknown): Decoded<StockState> {
   if (!isObject(value)) return 'bad_field';
   const s = value as Record<string, unknown>;
   if (!isSkuText(s.sku) || !isCount(s.available) || !isCount(s.held) || !isCount(s.sold) || !isCount(s.seq)) return 'bad_field';
   if (s.archived !== undefined && typeof s.archived !== 'boolean') return 'bad_field';
   if (s.startsAtMs !== undefined && !isInstantOrNull(s.startsAtMs)) return 'bad_field';
   if (s.endsAtMs !== undefined && !isInstantOrNull(s.endsAtMs)) return 'bad_field';
+  if (s.waitlist !== undefined && typeof s.waitlist !== 'boolean') return 'bad_field';
   const state: StockState = { sku: s.sku, available: s.available, held: s.held, sold: s.sold, seq: s.seq };
-  // Absent on a node that does not send them (an older version): on sale, no window.
+  // Absent on a node that does not send them (an older version): on sale, no window, no waitlist.
   if (s.archived !== undefined) state.archived = s.archived as boolean;
   if (s.startsAtMs !== undefined) state.startsAtMs = s.startsAtMs as number | null;
   if (s.endsAtMs !== undefined) state.endsAtMs = s.endsAtMs as number | null;
+  if (s.waitlist !== undefined) state.waitlist = s.waitlist as boolean;
   return state;
 }
 

@@ -4,6 +4,7 @@ import { InvariantViolation, SkuAllocator } from '../allocator/allocator.js';
 import type { AllocatorLimits, SkuConfig, StockEvent } from '../allocator/types.js';
 import { CommitError, commitFailureDetail, type BatchFailure, type Outbox } from '../outbox/outbox.js';
 import {
+  holdView,
   reservationView,
   skuView,
   stockStateOf,
@@ -127,7 +128,7 @@ export class Shard {
     this.reader = new LogReader(ctx.pool);
     this.carts = new ShardCarts({
       refuse: (sku) => this.refuse(sku) ?? (sku === null ? null : this.full()),
-      allocatorFor: (sku) => this.allocatorFor(sku),
+      loadedForWrite: (sku) => this.loadedForWrite(sku),
       loaded: (sku) => (this.rebuilding.has(sku) ? null : (this.allocators.get(sku) ?? null)),
       commit: (allocator, event, value, attachment) => this.commit(allocator, event, value, attachment),
       notify: ctx.notify,
@@ -552,15 +553,8 @@ export class Shard {
       // The original answer, even if the hold has changed since: same key, same response.
       return this.afterDurable(request.sku, reservationView(decision.reservation, 'held'));
     }
-    const event = decision.event;
-    const view: ReservationView = {
-      reservationId: event.reservationId,
-      sku: event.sku,
-      quantity: event.quantity,
-      status: 'held',
-      expiresAt: new Date(event.expiresAtMs).toISOString(),
-    };
-    return this.commit(allocator, event, () => view);
+    const view = holdView(decision.event, 'held');
+    return this.commit(allocator, decision.event, () => view);
   }
 
   /** The key's reservation left memory: the log has the original answer (or the hash matched another key). */

@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { StockState } from '../inventory/inventory.js';
 import { CoalescingPublisher } from './coalescer.js';
+import { decodeStockState, isRefusal } from '../shard/protocol.js';
 
 /**
  * Where stock changes go: to this node's subscribers, and with Redis to every
@@ -270,12 +271,6 @@ class Feed implements StockFeed {
   }
 }
 
-const skuPattern = /^[A-Za-z0-9._-]{1,64}$/;
-
-function count(value: unknown): value is number {
-  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
-}
-
 /** The channel is ours, but a bad message must not reach subscribers or crash the node. */
 export function parseEnvelope(text: string): Envelope | null {
   let value: unknown;
@@ -288,30 +283,8 @@ export function parseEnvelope(text: string): Envelope | null {
   const { o, s, resync } = value as { o?: unknown; s?: unknown; resync?: unknown };
   if (typeof o !== 'string' || o.length === 0 || o.length > 100) return null;
   if (resync === true) return { o, resync: true };
-  const state = parseStockState(s);
-  return state === null ? null : { o, s: state };
+  // The one decoder of a StockState from outside the process (threads and cluster peers use it too).
+  const state = decodeStockState(s);
+  return isRefusal(state) ? null : { o, s: state };
 }
 
-/** A StockState from another node (Redis here, the cluster connection in src/cluster/live.ts), or null if malformed. */
-export function parseStockState(value: unknown): StockState | null {
-  if (typeof value !== 'object' || value === null) return null;
-  const { sku, available, held, sold, seq, archived, startsAtMs, endsAtMs } = value as Record<string, unknown>;
-  if (!isSku(sku)) return null;
-  if (!count(available) || !count(held) || !count(sold) || !count(seq)) return null;
-  if (archived !== undefined && typeof archived !== 'boolean') return null;
-  if (!instantOrNull(startsAtMs) || !instantOrNull(endsAtMs)) return null;
-  const state: StockState = { sku, available, held, sold, seq };
-  if (archived !== undefined) state.archived = archived;
-  if (startsAtMs !== undefined) state.startsAtMs = startsAtMs;
-  if (endsAtMs !== undefined) state.endsAtMs = endsAtMs;
-  return state;
-}
-
-/** A sale window bound as sent: absent, null, or an integer instant in milliseconds. */
-function instantOrNull(value: unknown): value is number | null | undefined {
-  return value === undefined || value === null || Number.isSafeInteger(value);
-}
-
-export function isSku(value: unknown): value is string {
-  return typeof value === 'string' && skuPattern.test(value);
-}

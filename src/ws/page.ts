@@ -93,15 +93,8 @@ if (!sku && !drop) {
     showEntry();
     setTimeout(pollEntry, 5000);
   };
-  // Whether the SKU has a waitlist: its definition says (the stock frames do not).
-  let hasWaitlist = false;
-  const readSku = async () => {
-    if (!sku || !token) return;
-    const response = await fetch('/v1/skus/' + encodeURIComponent(sku), { cache: 'no-store' });
-    hasWaitlist = response.ok && 'waitlistOfferSeconds' in (await response.json());
-    refresh();
-  };
-  const canJoin = () => token && sku && hasWaitlist && available === 0 && saleState() === 'on_sale' &&
+  // Whether the SKU has a waitlist: its stock frames say.
+  const canJoin = () => token && sku && stock !== null && stock.waitlist && available === 0 && saleState() === 'on_sale' &&
     !(entry && (entry.status === 'waiting' || entry.status === 'offered'));
   const refresh = () => {
     showState();
@@ -159,8 +152,6 @@ if (!sku && !drop) {
           ? 'signed in as ' + message.shopperId
           : 'watching only' + (message.tokenError ? ' (' + message.tokenError + ')' : ' (add &token=<shopper JWT> to reserve)');
       } else if (message.type === 'stock' && message.sku === sku) {
-        // The SKU exists once its stock arrives (a drop's next cycle may not yet): read its definition then.
-        if (stock === null) readSku();
         stock = message;
         available = message.available;
         $('available').textContent = String(message.available);
@@ -206,7 +197,6 @@ if (!sku && !drop) {
     available = null;
     stock = null;
     entry = null;
-    hasWaitlist = false;
     showEntry();
     $('sku').textContent = sku || '–';
     $('available').textContent = '–';

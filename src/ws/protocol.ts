@@ -147,6 +147,7 @@ export function stockMessage(state: StockState, nowMs: number): string {
     seq: state.seq,
     startsAt: startsAtMs === null ? null : new Date(startsAtMs).toISOString(),
     endsAt: endsAtMs === null ? null : new Date(endsAtMs).toISOString(),
+    waitlist: state.waitlist ?? false,
   });
 }
 
@@ -196,7 +197,7 @@ export function helloMessage(fields: HelloFields): string {
   return JSON.stringify({ type: 'hello', ...fields });
 }
 
-/** Worst-case size of one `stock` frame: a 64-character SKU, 10-digit counts, a 16-digit seq, the longest dates and state, plus the frame header. */
+/** Worst-case size of one `stock` frame: a 64-character SKU, 10-digit counts, a 16-digit seq, the longest dates, state and flag, plus the frame header. */
 export const maxStockFrameBytes = 4 + stockMessage(
   {
     sku: 'x'.repeat(64),
@@ -208,6 +209,7 @@ export const maxStockFrameBytes = 4 + stockMessage(
     // Six-digit years are the longest ISO strings a Date makes.
     startsAtMs: -8.64e15,
     endsAtMs: 8.64e15,
+    waitlist: false,
   },
   0,
 ).length + 'not_started'.length;

@@ -6,6 +6,7 @@ import { idempotencyKey, jsonBody, shopper, uuidParameter } from '../guards.js';
 import { validateCheckoutBody } from '../validation.js';
 import { problem } from '../problem.js';
 import type { Router } from '../router.js';
+import { ownedById } from './owned.js';
 import { withinRateLimit } from '../rate-limit.js';
 
 /** Default CART_MAX_LINES. */
@@ -41,24 +42,15 @@ export function registerCartRoutes(router: Router, deps: Pick<HttpDependencies, 
     },
   });
 
-  router.route('/v1/carts/:id', {
-    get: (exchange, req) => {
-      const shopperId = shopper(exchange, req, verifyShopper);
-      if (shopperId === null) return;
-      const id = uuidParameter(exchange, req, 'cart');
-      if (id === null) return;
-      exchange.settle(carts.get(id, shopperId), (outcome) => exchange.outcome(outcome, 200));
-    },
-    del: (exchange, req) => {
-      const shopperId = shopper(exchange, req, verifyShopper);
-      if (shopperId === null) return;
-      const id = uuidParameter(exchange, req, 'cart');
-      if (id === null) return;
-      withinRateLimit(exchange, rateLimits, shopperId, () =>
-        exchange.settle(carts.release(id, shopperId), (outcome) => exchange.outcome(outcome, 200)),
-      );
-    },
-  });
+  router.route(
+    '/v1/carts/:id',
+    ownedById(
+      deps,
+      'cart',
+      (id, shopperId) => carts.get(id, shopperId),
+      (id, shopperId) => carts.release(id, shopperId),
+    ),
+  );
 
   router.route('/v1/carts/:id/checkout', {
     post: (exchange, req) => {
