@@ -68,7 +68,13 @@ async function ownedBy(url: string, urls: string[]): Promise<true | null> {
   return new Set(owned).size === SHARDS ? true : null;
 }
 
-t.test('sigkill: three nodes of two shard threads, one SIGKILLed under load; takeover; every SKU sold out, never over', async (t) => {
+/** The epochs of `shards` in shard_owners, in that order. */
+async function epochs(db: TestDatabase, shards: number[]): Promise<number[]> {
+  const { rows } = await db.pool.query<{ shard: number; epoch: string }>('SELECT shard, epoch FROM shard_owners WHERE shard = ANY($1::int[])', [shards]);
+  return shards.map((shard) => Number(rows.find((row) => row.shard === shard)?.epoch ?? 0));
+}
+
+t.test('sigkill: three nodes of two shard threads, one SIGKILLed under load; takeover; every SKU sold out, never over; then a graceful leave', async (t) => {
   const { db, nodes, clients } = await startCluster(t, 3);
   const skus = skusOverShards('KILL', 3);
   for (const sku of skus) t.equal((await clients[0]!.putSku(sku, { stock: STOCK, perShopperLimit: 1 })).status, 201);
@@ -93,6 +99,16 @@ t.test('sigkill: three nodes of two shard threads, one SIGKILLed under load; tak
   t.ok(takenAtKill.some((taken) => taken < STOCK), `the victim's SKUs had stock left at the kill (${takenAtKill.join(', ')} of ${STOCK} taken)`);
   const api = spread(alive);
   for (const sku of skus) await verifyFromLog(t, api, db.pool, sku, STOCK, attempts, { processesDie: true });
+
+  // A graceful leave hands every shard over: each thread drains its shards before the lease lets them go.
+  const leaver = nodes[2]!;
+  leaver.child.kill('SIGTERM');
+  t.equal(await leaver.exited, 0, 'SIGTERM: the node hands its shards over and exits 0');
+  await until('the last node owns every shard', () => ownedBy(nodes[0]!.url, [nodes[0]!.url]), 60_000);
+  const after = skusOverShards('LEFT', 1);
+  for (const sku of after) t.equal((await clients[0]!.putSku(sku, { stock: 1 })).status, 201);
+  const created = await Promise.all(after.map((sku) => clients[0]!.reserve(sku, `after-${sku}`)));
+  t.same(created.map((res) => res.status), after.map(() => 201), 'every shard serves again on the last node\'s threads');
 });
 
 t.test('zombie: a node of two shard threads loses its lease session under load; no thread acknowledges for a lost shard', async (t) => {
@@ -104,6 +120,8 @@ t.test('zombie: a node of two shard threads loses its lease session under load; 
   await until('some reservations acknowledged', async () => (load.acknowledged() >= skus.length * 4 ? true : null), 60_000);
 
   const zombie = nodes[1]!;
+  const zombieShards = (await view(zombie.url)).nodes.find((node) => node.url === zombie.url)!.shards;
+  const before = await epochs(db, zombieShards);
   const killed = await db.pool.query<{ ok: boolean }>(
     `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1`,
     [`flashstock-lease:${t.name.split(' ')[0]}-node1`.slice(0, 63)],
@@ -114,6 +132,8 @@ t.test('zombie: a node of two shard threads loses its lease session under load; 
   await load.soldOut(240_000);
   const attempts = await load.stop();
   await until('both nodes balanced again', () => balanced(nodes[0]!.url, 2), 60_000);
+  const later = await epochs(db, zombieShards);
+  t.ok(zombieShards.every((shard, i) => later[i]! > before[i]!), `the zombie's shards ${zombieShards.join(', ')} were taken again at new epochs (${before.join(', ')} → ${later.join(', ')})`);
   for (const sku of skus) await verifyFromLog(t, spread(clients), db.pool, sku, STOCK, attempts);
 });
 
