@@ -30,8 +30,9 @@ import {
 /**
  * The shards service of a cluster node (CLUSTER_SECRET set): the same Router
  * the front ends use alone, over a ClusterChannel instead of the in-process
- * one; the shards this node owns (ClusterShards), taken and handed over by
- * Membership; the cluster endpoint other nodes forward to.
+ * one; the shards this node owns (NodeShards: on this thread, or on its
+ * shard threads), taken and handed over by Membership; the cluster endpoint
+ * other nodes forward to.
  *
  * Start order: create (before the front end), `attach(app)` (routes on the
  * front end's app, before it listens), `start(port)` (join once the port, and

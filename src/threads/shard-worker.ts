@@ -24,7 +24,9 @@ import { readSharedClock } from './shared-clock.js';
  * One shard thread: a ShardHost of the shards s with s mod SHARD_THREADS ==
  * index, with its own pool, outbox, expiry sweeper, recovery and snapshot
  * worker, served over a MessagePort (PortServer) to the main thread, whose
- * router sends it its shards' requests. Everything it knows came in
+ * router sends it its shards' requests. On a cluster node it hosts only the
+ * shards of its share the node's lease holds, opened and drained as the
+ * main thread says (clusterHost below). Everything it knows came in
  * `workerData` as plain data; what it builds (pool, order writer, clock) it
  * builds here.
  */
