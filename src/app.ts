@@ -11,7 +11,7 @@ import { preparePayments, startBoss } from './services/payments.js';
 import type uWS from 'uWebSockets.js';
 import { startShards, type LocalShardHost, type Shards } from './services/shards.js';
 import { clusterShardsService, startClusterNode, type ClusterNode } from './cluster/node.js';
-import type { ClusterShards } from './cluster/cluster-shards.js';
+import type { NodeShards } from './cluster/cluster-shards.js';
 import { databaseProbe, startFrontEnd, type FrontEnd } from './services/front-end.js';
 import { startFrontEndThreads } from './threads/front-end-threads.js';
 import { Metrics } from './metrics/metrics.js';
@@ -32,7 +32,7 @@ export interface Flashstock {
   /** The front ends' Inventory: routes every command to its SKU's shard. */
   inventory: Router;
   /** This process's shards (single-process mode: all of them, on the main thread or SHARD_THREADS threads). */
-  shards: LocalShardHost | ClusterShards;
+  shards: LocalShardHost | NodeShards;
   payments: Payments;
   /** `/v1/stream`, the stock fan-out and the page at `/` (null with HTTP_THREADS > 1: each thread has its own). */
   live: LiveStock | null;

@@ -390,10 +390,6 @@ function validateShardThreads(config: Config): void {
   if (config.shardThreads > config.shardCount) {
     throw new ConfigError(`SHARD_THREADS (${config.shardThreads}) must not exceed SHARD_COUNT (${config.shardCount}): a thread without a shard would idle`);
   }
-  if (config.shardThreads > 1 && config.clusterSecret !== null) {
-    // Not built yet: a cluster node's shards move between nodes on one thread (src/cluster).
-    throw new ConfigError('SHARD_THREADS > 1 together with CLUSTER_SECRET is not supported yet: use SHARD_THREADS=1 on cluster nodes');
-  }
 }
 
 function httpUrl(env: Env, name: string): string | null {

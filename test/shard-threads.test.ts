@@ -175,12 +175,13 @@ t.test('SIGTERM of a SHARD_THREADS=2 process under load answers in-flight reques
   t.same(unanswered, [], 'every committed reservation was answered 201 (in flight at SIGTERM: answered, not dropped)');
 });
 
-t.test('SHARD_THREADS: 1..16, default 1, at most SHARD_COUNT; not with CLUSTER_SECRET or an injected clock function', async (t) => {
+t.test('SHARD_THREADS: 1..16, default 1, at most SHARD_COUNT, also with CLUSTER_SECRET; not with an injected clock function', async (t) => {
   t.equal(loadConfig({}).shardThreads, 1);
   t.equal(loadConfig({ SHARD_THREADS: String(maxShardThreads) }).shardThreads, maxShardThreads);
   for (const raw of ['0', String(maxShardThreads + 1), 'two', '1.5']) t.throws(() => loadConfig({ SHARD_THREADS: raw }), ConfigError, `SHARD_THREADS=${raw} is refused`);
   t.throws(() => loadConfig({ SHARD_THREADS: '4', SHARD_COUNT: '2' }), ConfigError, 'more threads than shards is refused');
-  t.throws(() => loadConfig({ SHARD_THREADS: '2', CLUSTER_SECRET: 'cluster-secret-0123456789abcdef0123' }), ConfigError, 'with a cluster is refused');
+  const clusterNode = loadConfig({ SHARD_THREADS: '2', CLUSTER_SECRET: 'cluster-secret-0123456789abcdef0123' });
+  t.same([clusterNode.shardThreads, clusterNode.clusterSecret !== null], [2, true], 'a cluster node may run shard threads');
   const db = await createTestDatabase(t);
   await t.rejects(
     startFlashstock(

@@ -3,11 +3,14 @@ import type { StockEvent } from '../allocator/types.js';
 import type { StockState } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
 import type { OutboxStats } from '../outbox/outbox.js';
+import type { Link } from '../road/link.js';
+import type { ShardStats } from '../shard/shard.js';
+import type { WaitlistTotals } from '../metrics/waitlist-metrics.js';
 import type { ShardEndpoint, ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
 import { ShardHost, type ShardHostOptions } from '../shard/shard-host.js';
 import { shardOf } from '../shard/placement.js';
 import { fencedInsertQuery } from './sql.js';
-import { FencedError, type Lease } from './lease.js';
+import { FencedError, type LeaseView } from './lease.js';
 import type { ShardHost as OwnershipHost } from './membership.js';
 
 /**
@@ -29,18 +32,41 @@ import type { ShardHost as OwnershipHost } from './membership.js';
  * handed-over shard never leaves an event behind in a shared batch.
  */
 
+/**
+ * The shards a cluster node owns, as its membership, routing table and
+ * metrics see them: in this thread (ClusterShards) or on its shard threads
+ * (cluster-shard-threads.ts).
+ */
+export interface NodeShards extends OwnershipHost, ShardEndpoint {
+  serves(shard: number): boolean;
+  shards(): number[];
+  /** Where a shard this node serves is reached: its shard thread's link, or null when it is in this thread. */
+  linkOf(shard: number): Link | null;
+  readonly outboxStats: OutboxStats;
+  readonly stats: ShardStats;
+  readonly pendingEvents: number;
+  readonly allocatorCount: number;
+  readonly reservationsInMemory: number;
+  readonly liveHolds: number;
+  readonly queueTickets: { waiting: number; admitted: number };
+  readonly waitlist: WaitlistTotals;
+  stockState(sku: string): StockState | null;
+  settled(): Promise<void>;
+  close(): Promise<void>;
+}
+
 export interface ClusterShardsOptions {
   shardCount: number;
   /** Options of the node's host (`shards` and `shardCount` are set here). */
   hostOptions: Omit<ShardHostOptions, 'shards' | 'shardCount'>;
-  /** The current lease (null: none, or lost). */
-  lease: () => Lease | null;
+  /** The current lease (null: none, or lost): the node's Lease, or a shard thread's SharedLease. */
+  lease: () => LeaseView | null;
   notify: (notice: ShardNotice) => void;
   /** The shards served changed (the routing table follows: src/cluster/routes.ts). */
   onServing?: () => void;
 }
 
-export class ClusterShards implements OwnershipHost, ShardEndpoint {
+export class ClusterShards implements NodeShards {
   private readonly host: ShardHost;
   /** Epoch each shard was opened at, from the take until it is drained or dropped: what its commits prove. */
   private readonly epochs = new Map<number, number>();
@@ -88,6 +114,11 @@ export class ClusterShards implements OwnershipHost, ShardEndpoint {
 
   shards(): number[] {
     return [...this.serving].sort((a, b) => a - b);
+  }
+
+  /** In this thread: the routing table reaches it through its own in-process link. */
+  linkOf(): null {
+    return null;
   }
 
   async open(shard: number, epoch: number): Promise<void> {
@@ -166,6 +197,10 @@ export class ClusterShards implements OwnershipHost, ShardEndpoint {
 
   get queueTickets(): { waiting: number; admitted: number } {
     return this.host.queueTickets;
+  }
+
+  get waitlist(): WaitlistTotals {
+    return this.host.waitlist;
   }
 
   stockState(sku: string): StockState | null {

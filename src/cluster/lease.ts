@@ -29,6 +29,9 @@ import {
  * are fenced by the epoch check as soon as a taker bumps it.
  */
 
+/** The largest epoch the shard threads' Int32Array view holds (a shard is taken far fewer times). */
+export const maxSharedEpoch = 2 ** 31 - 1;
+
 export class FencedError extends Error {
   override name = 'FencedError';
   readonly code = 'fenced';
@@ -51,9 +54,21 @@ export interface LeaseOptions {
   statementTimeoutMs: number;
   /** Called once, synchronously, when the lease session is gone. */
   onLost: (reason: Error) => void;
+  /**
+   * Shard threads' view of this lease (shared-lease.ts): epoch per shard, 0 when not held. Written with
+   * every change of the epochs here, in the same synchronous step, so a thread's next proof sees a loss.
+   */
+  sharedEpochs?: Int32Array;
 }
 
-export class Lease {
+/** What a commit's proof needs of a lease: this Lease on the node's main thread, a SharedLease in a shard thread. */
+export interface LeaseView {
+  epochOf(shard: number): number | undefined;
+  /** The fencing token for a commit touching `shards`; throws FencedError when one is not held. */
+  proof(shards: Iterable<number>): OwnershipProof;
+}
+
+export class Lease implements LeaseView {
   private readonly epochs = new Map<number, number>();
   private lostReason: Error | null = null;
   private closing = false;
@@ -113,7 +128,7 @@ export class Lease {
       const claimed = await this.query<{ epoch: string }>(claimShardQuery(shard, this.options.nodeId, this.options.url));
       const epoch = Number(claimed.rows[0]!.epoch);
       this.assertLive();
-      this.epochs.set(shard, epoch);
+      this.setEpoch(shard, epoch);
       return epoch;
     } catch (error) {
       if (!this.lost) await this.query(unlockShardQuery(this.options.lockNamespace, shard)).catch(() => undefined);
@@ -129,7 +144,7 @@ export class Lease {
     this.assertLive();
     const epoch = this.epochs.get(shard);
     if (epoch === undefined) return;
-    this.epochs.delete(shard);
+    this.setEpoch(shard, undefined);
     await this.query(releaseShardQuery(shard, this.options.nodeId, epoch));
     await this.query(unlockShardQuery(this.options.lockNamespace, shard));
   }
@@ -183,7 +198,7 @@ export class Lease {
         await this.query(deregisterNodeQuery(this.options.nodeId));
       }
     } finally {
-      this.epochs.clear();
+      this.clearEpochs();
       await this.client.end().catch(() => undefined);
     }
   }
@@ -195,10 +210,24 @@ export class Lease {
     }
     this.lostReason = reason;
     const shards = [...this.epochs.keys()];
-    this.epochs.clear();
+    this.clearEpochs();
     this.options.log.error({ err: reason, shards }, 'shard lease lost: no longer acknowledging for any shard');
     void this.client.end().catch(() => undefined);
     this.options.onLost(reason);
+  }
+
+  /** Held at `epoch` (undefined: not held), here and in the shard threads' shared view at once. */
+  private setEpoch(shard: number, epoch: number | undefined): void {
+    if (epoch === undefined) this.epochs.delete(shard);
+    else this.epochs.set(shard, epoch);
+    const shared = this.options.sharedEpochs;
+    if (shared === undefined) return;
+    if (epoch !== undefined && !(epoch > 0 && epoch <= maxSharedEpoch)) throw new Error(`epoch ${epoch} of shard ${shard} does not fit the shared view`);
+    Atomics.store(shared, shard, epoch ?? 0);
+  }
+
+  private clearEpochs(): void {
+    for (const shard of [...this.epochs.keys()]) this.setEpoch(shard, undefined);
   }
 
   private assertLive(): void {

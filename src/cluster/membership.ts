@@ -44,6 +44,8 @@ export interface MembershipOptions {
   maxMovesPerRound: number;
   statementTimeoutMs: number;
   log: Logger;
+  /** With shard threads: the lease's epochs, mirrored where every thread reads them (shared-lease.ts). */
+  sharedEpochs?: Int32Array;
 }
 
 export interface OwnerInfo {
@@ -221,6 +223,7 @@ export class Membership {
       lockNamespace: this.options.lockNamespace,
       statementTimeoutMs: this.options.statementTimeoutMs,
       onLost: (reason) => this.host.dropAll(reason),
+      ...(this.options.sharedEpochs === undefined ? {} : { sharedEpochs: this.options.sharedEpochs }),
     });
     return this.lease;
   }

@@ -10,7 +10,10 @@ import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
 import { newFrameRefusals, type PeerNotice } from '../shard/protocol.js';
 import { UpgradeVerifier, type VerifyResult } from './auth.js';
 import { ClusterRoutes, serveForwarded } from './routes.js';
-import { ClusterShards } from './cluster-shards.js';
+import { ClusterShards, type NodeShards } from './cluster-shards.js';
+import { ClusterShardThreads } from './cluster-shard-threads.js';
+import { SharedLease } from './shared-lease.js';
+import { newShardThreads } from '../services/shards.js';
 import { ClusterLive } from './live.js';
 import { Membership, type ClusterSnapshot } from './membership.js';
 import {
@@ -27,8 +30,9 @@ import {
 /**
  * The shards service of a cluster node (CLUSTER_SECRET set): the same Router
  * the front ends use alone, over a ClusterChannel instead of the in-process
- * one; the shards this node owns (ClusterShards), taken and handed over by
- * Membership; the cluster endpoint other nodes forward to.
+ * one; the shards this node owns (NodeShards: on this thread, or on its
+ * shard threads), taken and handed over by Membership; the cluster endpoint
+ * other nodes forward to.
  *
  * Start order: create (before the front end), `attach(app)` (routes on the
  * front end's app, before it listens), `start(port)` (join once the port, and
@@ -37,7 +41,7 @@ import {
  */
 export interface ClusterNode {
   router: Router;
-  shards: ClusterShards;
+  shards: NodeShards;
   /** Snapshot and audit worker threads (piscina), as in single-process mode. */
   workers: SnapshotWorkers;
   /** The cluster endpoint on the front end's app (before it listens); the admin views are src/http/routes/cluster.ts. */
@@ -103,6 +107,29 @@ interface NodeState {
   routes: ClusterRoutes | null;
   endpoint: ClusterEndpoint | null;
   started: boolean;
+  /** The node's router (its shard threads' latest counts, for the audit). */
+  router: Router | null;
+  /** With shard threads: the lease's epochs as the threads read them (shared-lease.ts); null: shards on this thread. */
+  sharedEpochs: Int32Array | null;
+}
+
+/**
+ * The shards this node owns: in one ClusterShards on this thread
+ * (SHARD_THREADS=1), or on its shard threads, each told by membership which
+ * shards to open and drain, and proving its commits against the lease's
+ * shared epochs.
+ */
+function nodeShards(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions, state: NodeState, workers: SnapshotWorkers): NodeShards {
+  const lease = () => state.membership?.currentLease() ?? null;
+  const notify = (notice: ShardNotice) => state.routes?.notify(notice);
+  const onServing = () => state.routes?.refresh();
+  if (config.shardThreads === 1) {
+    return new ClusterShards(pool, log, { shardCount: config.shardCount, hostOptions: shardHostSettings(config, pool, workers, options), lease, notify, onServing });
+  }
+  const buffer = SharedLease.buffer(config.shardCount);
+  state.sharedEpochs = new Int32Array(buffer);
+  const threads = newShardThreads(config, log, options, (sku) => state.router?.stockState(sku) ?? null, buffer);
+  return new ClusterShardThreads(threads, log, { shardCount: config.shardCount, lease, nodeId: () => state.nodeId, notify, onServing });
 }
 
 export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): ClusterNode {
@@ -118,28 +145,25 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     routes: null,
     endpoint: null,
     started: false,
+    router: null,
+    sharedEpochs: null,
   };
   const snapshot = (): ClusterSnapshot => state.membership?.snapshot ?? emptySnapshot(state, config);
 
   const workers = new SnapshotWorkers({ threads: 1, warm: true });
   workers.start();
-  const shards = new ClusterShards(pool, clusterLog, {
-    shardCount: config.shardCount,
-    hostOptions: shardHostSettings(config, pool, workers, options),
-    lease: () => state.membership?.currentLease() ?? null,
-    notify: (notice) => state.routes?.notify(notice),
-    onServing: () => state.routes?.refresh(),
-  });
+  const shards = nodeShards(config, pool, clusterLog, options, state, workers);
   const { forwarder, live } = peerLinks(config, secret, state, snapshot, clusterLog);
   const routes = new ClusterRoutes(shards, snapshot, forwarder, live);
   state.routes = routes;
   const channel = routes.table;
   const isReady = () => state.started && state.membership?.currentLease() != null;
   const router = new Router(channel, { shardCount: config.shardCount, shardsReady: isReady, pool });
+  state.router = router;
   const verifier = new UpgradeVerifier(secret, () => state.selfUrl, AUTH_WINDOW_MS, AUTH_MAX_NONCES);
   const threadCalls: ClusterThreadCalls = {
     snapshot,
-    serveForwarded: serveForwarded(shards),
+    serveForwarded: serveForwarded(shards, routes),
     verifyUpgrade: (token) => verifier.verify(token, Date.now()),
     receivedNotices: (_peer, notices) => live.received(notices),
   };
@@ -216,7 +240,7 @@ async function joinCluster(
   state: NodeState,
   config: Config,
   pool: pg.Pool,
-  shards: ClusterShards,
+  shards: NodeShards,
   live: ClusterLive,
   databaseUrl: string,
   clusterLog: Logger,
@@ -235,6 +259,7 @@ async function joinCluster(
     statementTimeoutMs: Math.max(1_000, config.clusterHeartbeatMs * 2),
     log: clusterLog,
     onSnapshot: () => state.routes?.refresh(),
+    ...(state.sharedEpochs === null ? {} : { sharedEpochs: state.sharedEpochs }),
   });
   state.membership = membership;
   await membership.start();

@@ -2,14 +2,15 @@ import type { ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js
 import { InProcessLink } from '../road/in-process-link.js';
 import { unavailableReply, unknownOutcomeReply, type Link } from '../road/link.js';
 import { RoutingTable } from '../road/routes.js';
-import type { ClusterShards } from './cluster-shards.js';
+import type { NodeShards } from './cluster-shards.js';
 import type { ClusterLive } from './live.js';
 import type { ClusterSnapshot } from './membership.js';
 import type { ForwardHandler, ForwardPool } from './transport.js';
 
 /**
  * A cluster node's routing table, kept by membership: a shard this node
- * serves routes to the local link (its ClusterShards, in this thread); a shard
+ * serves routes to where it lives in this process (its ClusterShards in this
+ * thread through the in-process link, or its shard thread's port); a shard
  * another live node owns routes to that node's socket link; any other (moving,
  * owner dead and not yet taken) to the local link, which answers 503
  * `unavailable`: never a guess. The table is recomputed when membership's view
@@ -21,7 +22,7 @@ export class ClusterRoutes {
   private readonly peers = new Map<string, PeerLink>();
 
   constructor(
-    private readonly shards: ClusterShards,
+    private readonly shards: NodeShards,
     private readonly snapshot: () => ClusterSnapshot,
     private readonly forwarder: ForwardPool,
     /** Other nodes' stock notices, and ours to them (live.ts); absent: this node's notices only. */
@@ -37,8 +38,9 @@ export class ClusterRoutes {
     const view = this.snapshot();
     for (let shard = 0; shard < view.shardCount; shard += 1) {
       const owner = view.owners[shard] ?? null;
-      const remote = !this.shards.serves(shard) && owner !== null && owner.nodeId !== view.self;
-      this.table.set(shard, remote ? this.peer(owner.url) : this.local);
+      const served = this.shards.serves(shard);
+      const remote = !served && owner !== null && owner.nodeId !== view.self;
+      this.table.set(shard, remote ? this.peer(owner.url) : ((served ? this.shards.linkOf(shard) : null) ?? this.local));
     }
   }
 
@@ -89,10 +91,17 @@ class PeerLink implements Link {
   async close(): Promise<void> {}
 }
 
-/** What the cluster endpoint runs for a forwarded command: only shards this node owns, never forwarded again. */
-export function serveForwarded(local: ClusterShards): ForwardHandler {
+/**
+ * What the cluster endpoint runs for a forwarded command: only shards this
+ * node serves, through the routing table to where the shard lives in this
+ * process (this thread or its shard thread); never forwarded again.
+ */
+export function serveForwarded(local: NodeShards, routes: ClusterRoutes): ForwardHandler {
   return async (shard, payload) => {
-    if (!local.serves(shard)) return { ok: false, code: 'unavailable', detail: `shard ${shard} is not owned by this node (moving)` };
-    return { ok: true, payload: await local.handle(shard, payload) };
+    const link = routes.table.linkOf(shard);
+    if (!local.serves(shard) || link === null || link instanceof PeerLink) {
+      return { ok: false, code: 'unavailable', detail: `shard ${shard} is not owned by this node (moving)` };
+    }
+    return { ok: true, payload: await link.request(shard, payload) };
   };
 }

@@ -115,22 +115,37 @@ function assemble(
  * shard thread takes its snapshots from its own allocators.
  */
 function startShardThreads(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): Shards {
-  const clock = threadClock(options.nowMs);
-  const observer = options.outboxObserver;
-  const threads = new ShardThreads(config, log, {
-    databaseUrl: options.databaseUrl,
-    onFatal: options.onFatal,
-    clock,
-    writeOrders: options.writeOrders !== null,
-    ...(observer !== undefined && 'addTally' in observer ? { onTally: (tally) => observer.addTally(tally) } : {}),
-    stockState: (sku): StockState | null => router.stockState(sku),
-  });
+  const threads = newShardThreads(config, log, options, (sku) => router.stockState(sku));
   const router: Router = new Router(threads, { shardCount: config.shardCount, shardsReady: () => threads.isReady(), pool });
-  if (observer !== undefined && 'tallySource' in observer) observer.tallySource(() => threads.refresh());
   const workers = new SnapshotWorkers({ threads: 1 });
   workers.start();
   // ShardThreads is both the shards and their channel (closing it twice is one close).
   return { ...assemble(router, threads, threads, workers), shardPorts: () => threads.openPorts() };
+}
+
+/**
+ * The shard threads of this process, alone or on a cluster node (`clusterEpochs`: the node's lease's
+ * shared epochs, src/cluster/shared-lease.ts), their commits reported to the metrics.
+ */
+export function newShardThreads(
+  config: Config,
+  log: Logger,
+  options: ShardsOptions,
+  stockState: (sku: string) => StockState | null,
+  clusterEpochs?: SharedArrayBuffer,
+): ShardThreads {
+  const observer = options.outboxObserver;
+  const threads = new ShardThreads(config, log, {
+    databaseUrl: options.databaseUrl,
+    onFatal: options.onFatal,
+    clock: threadClock(options.nowMs),
+    writeOrders: options.writeOrders !== null,
+    ...(observer !== undefined && 'addTally' in observer ? { onTally: (tally) => observer.addTally(tally) } : {}),
+    stockState,
+    ...(clusterEpochs === undefined ? {} : { clusterEpochs }),
+  });
+  if (observer !== undefined && 'tallySource' in observer) observer.tallySource(() => threads.refresh());
+  return threads;
 }
 
 /** A thread cannot call another thread's closure: only Date.now or a SharedClock (tests) reach the shard threads. */

@@ -11,7 +11,7 @@ import { addRecoveries, type RecoverySummary } from '../shard/shard-host.js';
 import type { ShardStats } from '../shard/shard.js';
 import { PortLink, portMaxInFlightDefault, type ShardPort } from '../road/port-link.js';
 import { RoutingTable } from '../road/routes.js';
-import type { ShardThreadCall, ShardThreadCommand, ShardThreadData, ShardThreadEvent, ShardThreadReport, ShardThreadStats } from './shard-worker.js';
+import type { ClusterThreadCall, ShardThreadCall, ShardThreadCommand, ShardThreadData, ShardThreadEvent, ShardThreadReport, ShardThreadStats } from './shard-worker.js';
 import { threadEntry } from './thread-entry.js';
 
 const shardWorkerEntry = threadEntry(import.meta.url, 'shard-worker');
@@ -35,6 +35,11 @@ export interface ShardThreadsOptions {
   onTally?: (tally: CommitTally) => void;
   /** The latest durable counts of a SKU, as the threads pushed them (the router keeps them): for the audit. */
   stockState: (sku: string) => StockState | null;
+  /**
+   * A cluster node: its lease's epochs, shared with every thread (src/cluster/shared-lease.ts). The
+   * threads then start with no shard and open and drain them when told (`callShard`).
+   */
+  clusterEpochs?: SharedArrayBuffer;
 }
 
 interface ShardThread {
@@ -82,12 +87,16 @@ export class ShardThreads implements Link, ShardEndpoint {
 
   private startThread(config: Config, index: number, poolMax: number): ShardThread {
     const { port1, port2 } = new MessageChannel();
+    const placed = Array.from({ length: config.shardCount }, (_, shard) => shard).filter((shard) => shardThreadOf(shard, config.shardThreads) === index);
+    const clusterEpochs = this.options.clusterEpochs ?? null;
     const data: ShardThreadData = {
       index,
       // MAX_PENDING_EVENTS bounds the process: each thread's outbox holds its share.
       config: { ...config, maxPendingEvents: Math.ceil(config.maxPendingEvents / config.shardThreads) },
       databaseUrl: this.options.databaseUrl,
-      shards: Array.from({ length: config.shardCount }, (_, shard) => shard).filter((shard) => shardThreadOf(shard, config.shardThreads) === index),
+      // A cluster node's thread hosts of its share only what the node's lease holds, opened as it is taken.
+      shards: clusterEpochs === null ? placed : [],
+      clusterEpochs,
       poolMax,
       clock: this.options.clock,
       writeOrders: this.options.writeOrders,
@@ -96,7 +105,7 @@ export class ShardThreads implements Link, ShardEndpoint {
     };
     const worker = new Worker(shardWorkerEntry, { eval: true, workerData: data, transferList: [port2] });
     const channel = new PortLink(port1, { maxInFlight: portMaxInFlightDefault, shardsReady: false });
-    const thread: ShardThread = { index, worker, channel, shards: data.shards, stats: noStats, exited: new Promise((resolve) => worker.once('exit', () => resolve())) };
+    const thread: ShardThread = { index, worker, channel, shards: placed, stats: noStats, exited: new Promise((resolve) => worker.once('exit', () => resolve())) };
     worker.on('message', (event: ShardThreadEvent) => {
       if (event.type === 'report') this.apply(thread, event.report);
       else this.options.onFatal(new Error(`shard thread ${index}: ${event.error}`));
@@ -122,6 +131,27 @@ export class ShardThreads implements Link, ShardEndpoint {
 
   request<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
     return this.routes.request(shard, request);
+  }
+
+  /** The port link to the thread that hosts `shard`. */
+  linkOf(shard: number): PortLink {
+    return this.threadOf(shard).channel;
+  }
+
+  /** A named call on the thread that hosts `shard` (a cluster node's clusterOpen and clusterDrain). */
+  callShard<T>(shard: number, method: ClusterThreadCall, args: unknown[]): Promise<T> {
+    return this.threadOf(shard).channel.call<T>(method, args);
+  }
+
+  /**
+   * A cluster node lost its lease: every thread forgets its shards. Their commits are already refused by
+   * then (the lease cleared the shared epochs before this runs); this frees their memory and stops the 503s
+   * saying "taken over" for shards that are simply gone.
+   */
+  dropAll(reason: Error): void {
+    for (const thread of this.threads) {
+      thread.channel.call('clusterDropAll', [reason.message]).catch((err: unknown) => this.log.warn({ err, shardThread: thread.index }, 'a shard thread did not drop its shards'));
+    }
   }
 
   /** Requests a front-end thread sent through this thread rather than straight to a shard thread (none once it has its ports). */

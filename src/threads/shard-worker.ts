@@ -10,7 +10,11 @@ import { createBoss, finalizeQueue } from '../payments/finalizer.js';
 import { createOrderWriter } from '../payments/orders.js';
 import { shardHostSettings } from '../services/shard-settings.js';
 import type { ShardNotice } from '../shard/messages.js';
-import { ShardHost } from '../shard/shard-host.js';
+import { addRecoveries, ShardHost, type RecoverySummary } from '../shard/shard-host.js';
+import { ClusterShards } from '../cluster/cluster-shards.js';
+import { SharedLease } from '../cluster/shared-lease.js';
+import type pg from 'pg';
+import type { Logger } from '../log.js';
 import type { ShardStats } from '../shard/shard.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
 import { PortServer, type PortCalls } from '../road/port-link.js';
@@ -20,7 +24,9 @@ import { readSharedClock } from './shared-clock.js';
  * One shard thread: a ShardHost of the shards s with s mod SHARD_THREADS ==
  * index, with its own pool, outbox, expiry sweeper, recovery and snapshot
  * worker, served over a MessagePort (PortServer) to the main thread, whose
- * router sends it its shards' requests. Everything it knows came in
+ * router sends it its shards' requests. On a cluster node it hosts only the
+ * shards of its share the node's lease holds, opened and drained as the
+ * main thread says (clusterHost below). Everything it knows came in
  * `workerData` as plain data; what it builds (pool, order writer, clock) it
  * builds here.
  */
@@ -39,6 +45,11 @@ export interface ShardThreadData {
   reportIntervalMs: number;
   /** The shard channel's port (transferred). */
   channelPort: MessagePort;
+  /**
+   * A cluster node's thread: its lease's epochs, shared (src/cluster/shared-lease.ts). It then starts
+   * with no shard (`shards` is empty) and takes and drops them as the main thread tells it.
+   */
+  clusterEpochs: SharedArrayBuffer | null;
 }
 
 /** What a shard thread counts, as the main thread shows it (summed over threads). */
@@ -64,10 +75,18 @@ export type ShardThreadEvent = { type: 'fatal'; error: string } | { type: 'repor
 /** Main → thread, on the worker's own port: serve a front-end thread's port too (its requests, and every notice). */
 export type ShardThreadCommand = { type: 'serve_port'; port: MessagePort };
 
-/** Named calls the main thread makes over the shard port (plain arguments and results). */
+/**
+ * Named calls the main thread makes over the shard port (plain arguments and results). A cluster node's
+ * thread also takes calls from its membership: `clusterOpen(shard, epoch, nodeId)`,
+ * `clusterDrain(shard)`, `clusterDropAll(reason)` (ClusterShards' open, drain and dropAll).
+ */
 export type ShardThreadCall = 'recover' | 'settled' | 'report' | 'close';
+export type ClusterThreadCall = 'clusterOpen' | 'clusterDrain' | 'clusterDropAll';
 
-function statsOf(host: ShardHost): ShardThreadStats {
+/** What a thread's shards are: every shard of its share (a node alone), or what its node's lease holds (a cluster node). */
+type ThreadHost = ShardHost | ClusterShards;
+
+function statsOf(host: ThreadHost): ShardThreadStats {
   return {
     pendingEvents: host.pendingEvents,
     allocatorCount: host.allocatorCount,
@@ -106,13 +125,17 @@ function run(): void {
   });
   /** The main thread's port first, then one per front-end thread: every notice goes to each. */
   const servers: PortServer[] = [];
-  const host = new ShardHost(pool, log, { shards: data.shards, shardCount: config.shardCount, ...settings }, (notice: ShardNotice) => {
+  const notify = (notice: ShardNotice) => {
     for (const server of servers) server.notify(notice);
-  });
+  };
+  const { host, ready, calls: hostCalls } =
+    data.clusterEpochs === null
+      ? localHost(data, pool, log, settings, notify)
+      : clusterHost(data.clusterEpochs, config.shardCount, pool, log, settings, notify);
   const report = (): ShardThreadReport => ({ stats: statsOf(host), tally: tallier.take() });
   const timer = setInterval(() => post({ type: 'report', report: report() }), data.reportIntervalMs);
   const calls: PortCalls & Record<ShardThreadCall, unknown> = {
-    recover: () => host.recover(),
+    ...hostCalls,
     settled: () => host.settled(),
     report: async () => report(),
     // The last report travels as the answer: nothing counted is lost when the thread ends.
@@ -129,9 +152,9 @@ function run(): void {
       return report();
     },
   };
-  servers.push(new PortServer(data.channelPort, host, calls, () => host.isReady()));
+  servers.push(new PortServer(data.channelPort, host, calls, ready));
   control.on('message', (command: ShardThreadCommand) => {
-    if (command.type === 'serve_port') servers.push(new PortServer(command.port, host, {}, () => host.isReady()));
+    if (command.type === 'serve_port') servers.push(new PortServer(command.port, host, {}, ready));
   });
 }
 
@@ -144,6 +167,61 @@ async function untilOrAfter(promise: Promise<unknown>, ms: number): Promise<void
   });
   await Promise.race([promise, late]);
   clearTimeout(timer);
+}
+
+type HostSettings = ReturnType<typeof shardHostSettings>;
+
+interface ThreadShards {
+  host: ThreadHost;
+  ready: () => boolean;
+  calls: PortCalls & { recover: () => Promise<RecoverySummary> };
+}
+
+/** A node alone: this thread's share of every shard, loaded by `recover`. */
+function localHost(data: ShardThreadData, pool: pg.Pool, log: Logger, settings: HostSettings, notify: (notice: ShardNotice) => void): ThreadShards {
+  const host = new ShardHost(pool, log, { shards: data.shards, shardCount: data.config.shardCount, ...settings }, notify);
+  return { host, ready: () => host.isReady(), calls: { recover: () => host.recover() } };
+}
+
+/**
+ * A cluster node: the shards its membership gives this thread, each opened
+ * at the epoch the node's lease took it with and proven by every commit
+ * against the lease's shared view (ClusterShards over a SharedLease, the
+ * same fencing as on a node's main thread). Ready is the node's business.
+ */
+function clusterHost(
+  epochs: SharedArrayBuffer,
+  shardCount: number,
+  pool: pg.Pool,
+  log: Logger,
+  settings: HostSettings,
+  notify: (notice: ShardNotice) => void,
+): ThreadShards {
+  let lease: SharedLease | null = null;
+  const host = new ClusterShards(pool, log, { shardCount, hostOptions: settings, lease: () => lease, notify });
+  const calls: ThreadShards['calls'] & Record<ClusterThreadCall, unknown> = {
+    // Shards are recovered one by one as the node takes them (clusterOpen).
+    recover: async () => addRecoveries([]),
+    clusterOpen: async (shard: unknown, epoch: unknown, nodeId: unknown) => {
+      assertShard(shard, shardCount);
+      if (!Number.isSafeInteger(epoch) || (epoch as number) <= 0) throw new Error(`clusterOpen: bad epoch ${String(epoch)}`);
+      if (typeof nodeId !== 'string' || nodeId.length === 0) throw new Error('clusterOpen: bad node id');
+      // One node, one lease: its id is known once it listens and never changes after.
+      if (lease !== null && lease.nodeId !== nodeId) throw new Error(`clusterOpen: node ${nodeId}, but this thread proves for ${lease.nodeId}`);
+      lease ??= new SharedLease(epochs, nodeId);
+      await host.open(shard, epoch as number);
+    },
+    clusterDrain: async (shard: unknown) => {
+      assertShard(shard, shardCount);
+      await host.drain(shard);
+    },
+    clusterDropAll: async (reason: unknown) => host.dropAll(new Error(String(reason))),
+  };
+  return { host, ready: () => true, calls };
+}
+
+function assertShard(shard: unknown, shardCount: number): asserts shard is number {
+  if (!Number.isInteger(shard) || (shard as number) < 0 || (shard as number) >= shardCount) throw new Error(`not a shard: ${String(shard)}`);
 }
 
 run();
