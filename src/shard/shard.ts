@@ -81,6 +81,18 @@ const snapshotRetryMs = 5_000;
 
 type Unavailable = { ok: false; code: 'unavailable'; detail: string };
 
+let lastIsoMs = Number.NaN;
+let lastIso = '';
+
+/** `new Date(ms).toISOString()`, remembering the last one: the holds decided in one millisecond share their expiry. */
+function isoTime(ms: number): string {
+  if (ms !== lastIsoMs) {
+    lastIso = new Date(ms).toISOString();
+    lastIsoMs = ms;
+  }
+  return lastIso;
+}
+
 /** The 503 for a decision whose commit failed: "nothing was reserved", or "the outcome is unknown" when it is. */
 function commitFailed(error: Error): Unavailable {
   const detail =
@@ -558,7 +570,7 @@ export class Shard {
       sku: event.sku,
       quantity: event.quantity,
       status: 'held',
-      expiresAt: new Date(event.expiresAtMs).toISOString(),
+      expiresAt: isoTime(event.expiresAtMs),
     };
     return this.commit(allocator, event, () => view);
   }
