@@ -56,11 +56,26 @@ t.test('anything else is left to fast-jwt (null), and fast-jwt refuses what must
     })(),
     'empty signature': `${b64({ alg: 'HS256' })}.${b64({ sub: 'a' })}.`,
     'truncated signature': token({ alg: 'HS256' }, { sub: 'a' }).slice(0, -2),
+    // The last of 43 characters carries 4 bits and 2 unused ones: this one decodes to the same bytes.
+    'signature with other unused bits': (() => {
+      const signed = token({ alg: 'HS256' }, { sub: 'a' });
+      const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+      return signed.slice(0, -1) + alphabet[alphabet.indexOf(signed.at(-1)!) ^ 1];
+    })(),
+    'signature one character off': (() => {
+      const signed = token({ alg: 'HS256' }, { sub: 'a' });
+      return signed.slice(0, -10) + (signed.at(-10) === 'A' ? 'B' : 'A') + signed.slice(-9);
+    })(),
   };
   for (const [name, tok] of Object.entries(cases)) {
     t.equal(fast(tok), null, `${name}: not decided by the lean path`);
   }
-  for (const name of ['wrong secret', 'alg HS512', 'alg none', 'crit header', 'expired', 'not yet valid', 'exp a string', 'exp an array', 'no sub', 'payload an array', 'padded signature', 'truncated signature']) {
+  t.same(
+    Buffer.from(cases['signature with other unused bits']!.split('.')[2]!, 'base64url'),
+    Buffer.from(token({ alg: 'HS256' }, { sub: 'a' }).split('.')[2]!, 'base64url'),
+    'the non-canonical signature decodes to the right bytes (fast-jwt decides it)',
+  );
+  for (const name of ['signature one character off', 'wrong secret', 'alg HS512', 'alg none', 'crit header', 'expired', 'not yet valid', 'exp a string', 'exp an array', 'no sub', 'payload an array', 'padded signature', 'truncated signature']) {
     t.notOk(accepts(cases[name]!), `${name}: fast-jwt refuses it too`);
   }
 });

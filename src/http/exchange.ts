@@ -173,7 +173,7 @@ export class Exchange {
    * bound before anything is buffered past it. Calls `onBody` only with parsed JSON.
    */
   readJson(req: HttpRequest, onBody: (body: unknown) => void): void {
-    this.readBody(req, (raw) => this.parseJson(raw, onBody));
+    this.readBody(req, (raw) => this.parseJson(raw, onBody), true);
   }
 
   /** Parse a raw body; a 400 instead of `onBody` when it is not JSON. */
@@ -188,8 +188,12 @@ export class Exchange {
     onBody(body);
   }
 
-  /** The raw JSON body (webhooks sign the exact bytes). */
-  readBody(req: HttpRequest, onBody: (raw: Buffer) => void): void {
+  /**
+   * The raw JSON body (webhooks sign the exact bytes). `borrowed`: `onBody` is
+   * done with the bytes when it returns (it parses them), so a body that
+   * arrives in one chunk is handed over as a view of uWS's memory, not a copy.
+   */
+  readBody(req: HttpRequest, onBody: (raw: Buffer) => void, borrowed = false): void {
     const contentType = req.getHeader('content-type');
     const declaredLength = req.getHeader('content-length');
     const max = this.ctx.maxBodyBytes;
@@ -210,11 +214,17 @@ export class Exchange {
         this.problem('payload_too_large', `the body may be at most ${max} bytes`);
         return;
       }
-      // uWS reuses the chunk's memory after this callback returns: copy it.
-      chunks.push(Buffer.from(new Uint8Array(chunk)));
-      if (!isLast) return;
+      let body: Buffer;
+      if (isLast && borrowed && chunks.length === 0) {
+        body = Buffer.from(chunk);
+      } else {
+        // uWS reuses the chunk's memory after this callback returns: copy it.
+        chunks.push(Buffer.from(new Uint8Array(chunk)));
+        if (!isLast) return;
+        body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      }
       try {
-        onBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+        onBody(body);
       } catch (error) {
         this.ctx.onUnexpected(error, this);
       }
@@ -223,6 +233,7 @@ export class Exchange {
 }
 
 function isJson(contentType: string): boolean {
+  if (contentType === 'application/json') return true;
   const mediaType = contentType.split(';', 1)[0]!.trim().toLowerCase();
   return mediaType === 'application/json' || (mediaType.startsWith('application/') && mediaType.endsWith('+json'));
 }

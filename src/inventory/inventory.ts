@@ -209,6 +209,18 @@ export function holdView(hold: Pick<Reservation, 'reservationId' | 'sku' | 'quan
     sku: hold.sku,
     quantity: hold.quantity,
     status,
-    expiresAt: new Date(hold.expiresAtMs).toISOString(),
+    expiresAt: isoTime(hold.expiresAtMs),
   };
+}
+
+let lastIsoMs = Number.NaN;
+let lastIso = '';
+
+/** `new Date(ms).toISOString()`, remembering the last one: the holds decided in one millisecond share their expiry. */
+function isoTime(ms: number): string {
+  if (ms !== lastIsoMs) {
+    lastIso = new Date(ms).toISOString();
+    lastIsoMs = ms;
+  }
+  return lastIso;
 }

@@ -109,6 +109,8 @@ export class Shard {
   private readonly byHash = new Map<number, SkuAllocator[]>();
   /** SKUs being rebuilt from the log: their requests get 503 until done. */
   private readonly rebuilding = new Set<string>();
+  /** Allocators with a durable change not yet published (publishSoon). */
+  private readonly unpublished = new Set<SkuAllocator>();
   /** SKUs being loaded from the log on first use (a passivated sale coming back). */
   private readonly loading = new Map<string, Promise<SkuAllocator | null>>();
   private readonly reader: LogReader;
@@ -362,6 +364,29 @@ export class Shard {
     this.ctx.notify({ type: 'stock', state: stockStateOf(allocator) });
   }
 
+  /**
+   * Publish once the group commit's callbacks have run: a batch of a hot SKU
+   * then sends one stock notice instead of one per event. Readers want the
+   * latest counts (a state is read live, so the last one of a batch already
+   * held what the earlier ones would have told).
+   */
+  private publishSoon(allocator: SkuAllocator): void {
+    if (this.unpublished.size === 0) queueMicrotask(this.publishUnpublished);
+    this.unpublished.add(allocator);
+  }
+
+  private readonly publishUnpublished = (): void => {
+    for (const allocator of this.unpublished) {
+      try {
+        this.publish(allocator);
+      } catch (error) {
+        // As in a commit callback: contained and logged, never an uncaught exception.
+        this.ctx.log.error({ err: error, sku: allocator.sku }, 'publishing a stock notice failed');
+      }
+    }
+    this.unpublished.clear();
+  };
+
   // ------------------------------------------------------------ failures
 
   /**
@@ -427,7 +452,7 @@ export class Shard {
             resolve(commitFailed(error));
             return;
           }
-          this.publish(allocator);
+          this.publishSoon(allocator);
           // A reply that cannot be built is a bug: the request gets a 500, never silence.
           try {
             resolve({ ok: true, value: value() });
