@@ -136,7 +136,8 @@ t.test('shard host at run time: addShard recovers a shard (snapshot + tail, pass
   const [sku, ended] = skusIn(shard, 2, 'RUN');
   const [elsewhere] = skusIn(1, 1, 'RUN');
   const notices: ShardNotice[] = [];
-  const writer = hostFor(db, notices, [0, 1, 2, 3], t, 4, { snapshotEveryEvents: 2 });
+  // Every 3 events: configure, alice and bob make the one snapshot (seq 3); carol alone cannot make another.
+  const writer = hostFor(db, notices, [0, 1, 2, 3], t, 4, { snapshotEveryEvents: 3 });
   await writer.recover();
   for (const name of [sku!, ended!, elsewhere!]) t.match(await writer.handle(shardOf(name, 4), { type: 'configure', sku: name, config }), { ok: true });
   const reserve = (host: ShardHost, shopperId: string) =>
@@ -159,7 +160,7 @@ t.test('shard host at run time: addShard recovers a shard (snapshot + tail, pass
   t.match(await host.handle(shard, { type: 'get_sku', sku: sku! }), { ok: false, code: 'unavailable' }, 'while it recovers: 503, never not_found');
   await adding;
   t.equal(host.allocatorCount, 1, 'only the live SKU of that shard is loaded: the passivated sale and other shards stay out');
-  t.same(host.stockState(sku!), { sku, available: 0, held: 3, sold: 0, seq: 4, archived: false, startsAtMs: null, endsAtMs: null }, 'snapshot + tail');
+  t.same(host.stockState(sku!), { sku, available: 0, held: 3, sold: 0, seq: 4, archived: false, startsAtMs: null, endsAtMs: null, waitlist: false }, 'snapshot + tail');
   t.match(await host.handle(shard, { type: 'get_sku', sku: ended! }), { ok: true, value: { sku: ended } }, 'the passivated sale still answers');
   t.match(await host.handle(1, { type: 'get_sku', sku: elsewhere! }), { ok: false, code: 'unavailable' }, 'a shard not added is not served');
   t.match(await host.handle(shard, { type: 'reserve', sku: sku!, shopperId: 'carol', quantity: 1, idempotencyKey: 'k-carol' }), { ok: true, value: { status: 'held' } }, 'its keys came back from the log');
@@ -168,7 +169,7 @@ t.test('shard host at run time: addShard recovers a shard (snapshot + tail, pass
   // The sweeper, started by addShard (recover() never ran), covers the added shard.
   clock += 61_000;
   await until('the holds to expire', () => host.stockState(sku!)?.held === 0);
-  t.same(host.stockState(sku!), { sku, available: 3, held: 0, sold: 0, seq: 7, archived: false, startsAtMs: null, endsAtMs: null });
+  t.same(host.stockState(sku!), { sku, available: 3, held: 0, sold: 0, seq: 7, archived: false, startsAtMs: null, endsAtMs: null, waitlist: false });
 });
 
 t.test('shard host at run time: removeShard commits what the shard decided, then refuses; other shards keep serving', async (t) => {

@@ -24,7 +24,9 @@ export async function rawRequest(
   path: string,
   headers: Record<string, string | Buffer> = {},
   body = '',
-  quietMs = 10_000,
+  // Only a fallback for a response that never completes (each is recognised as
+  // complete above): long enough for a machine at load 20 to answer an audit.
+  quietMs = 60_000,
 ): Promise<RawResponse> {
   const { hostname, port } = new URL(baseUrl);
   const lines: Buffer[] = [Buffer.from(`${method} ${path} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n`)];
