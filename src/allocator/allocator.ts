@@ -1,5 +1,6 @@
 import TinyQueue from 'tinyqueue';
 import { keepSeed, waitingRoomChangeRefusal, WaitingRoom, type JoinDecision as QueueJoinDecision, type QueueState } from './waiting-room.js';
+import { IdempotencySlots } from './idempotency-slots.js';
 import { RememberedKeys, slotHash, type PackedGeneration } from './remembered-keys.js';
 import { Waitlist, type WaitlistState } from './waitlist.js';
 import { decideJoin, decideLeave, decideOffers, lineHasClaim, type JoinCommand, type JoinDecision, type LeaveDecision } from './waitlist-decisions.js';
@@ -156,8 +157,8 @@ export class SkuAllocator {
   readonly reservations = new Map<string, Reservation>();
   /** Units a shopper holds or has paid for (what `perShopperLimit` caps). */
   readonly shopperQuantity = new Map<string, number>();
-  /** shopperId + NUL + idempotency key → reservation id. */
-  readonly idempotencyKeys = new Map<string, string>();
+  /** Which reservation owns each shopper's idempotency key. */
+  readonly idempotencySlots = new IdempotencySlots();
   /**
    * Reservations in memory whose key slot a newer reservation took over (the key outlived its TTL):
    * almost always empty, so whether a reservation owns its slot is one Set look-up (snapshots).
@@ -270,9 +271,7 @@ export class SkuAllocator {
 
   /** A repeat of a live request (replay or refusal), a remembered key for the shell to look up, or null: the key is new. */
   private knownKey(cmd: ReserveCommand, nowMs: number, options: ReserveOptions | undefined): ReserveDecision | null {
-    const slot = idempotencySlot(cmd.shopperId, cmd.idempotencyKey);
-    const previousId = this.idempotencyKeys.get(slot);
-    const previous = previousId === undefined ? undefined : this.reservations.get(previousId)!;
+    const previous = this.idempotencySlots.get(cmd.shopperId, cmd.idempotencyKey);
     // A key older than its TTL is new again: the new reservation takes its slot over.
     if (previous !== undefined && previous.reservedAtMs + this.idempotencyKeyTtlMs > nowMs) {
       if (previous.quantity !== cmd.quantity) {
@@ -288,7 +287,7 @@ export class SkuAllocator {
       previous === undefined &&
       options?.keyChecked !== true &&
       !this.rememberedKeys.isEmpty &&
-      this.rememberedKeys.has(slotHash(slot), nowMs)
+      this.rememberedKeys.has(slotHash(idempotencySlot(cmd.shopperId, cmd.idempotencyKey)), nowMs)
     ) {
       return { ok: true, kind: 'key_remembered' };
     }
@@ -573,8 +572,8 @@ export class SkuAllocator {
     this.reservations.delete(reservationId);
     if (this.displaced.size > 0) this.displaced.delete(reservationId);
     const slot = idempotencySlot(shopperId, reservation.idempotencyKey);
-    // A newer reservation may have taken the slot over (the key outlived its TTL): leave it be.
-    if (this.idempotencyKeys.get(slot) === reservationId) this.idempotencyKeys.delete(slot);
+    // A newer reservation may have taken the slot over (the key outlived its TTL): then it stays.
+    this.idempotencySlots.release(reservation);
     // Always remembered (the table ignores expired ones), so the result does not depend on when this runs.
     this.rememberedKeys.remember(slotHash(slot), reservation.reservedAtMs, nowMs);
     if (reservation.checkoutIdempotencyKey !== null) {
@@ -747,11 +746,9 @@ export class SkuAllocator {
       checkoutIdempotencyKey: null,
     };
     this.reservations.set(event.reservationId, reservation);
-    const slot = idempotencySlot(event.shopperId, event.idempotencyKey);
     if (ownsKey) {
-      const previous = this.idempotencyKeys.get(slot);
-      if (previous !== undefined) this.displaced.add(previous);
-      this.idempotencyKeys.set(slot, event.reservationId);
+      const previous = this.idempotencySlots.take(reservation);
+      if (previous !== undefined) this.displaced.add(previous.reservationId);
     } else {
       // An offer never owns its slot: a snapshot must not give it one.
       this.displaced.add(event.reservationId);
@@ -840,7 +837,7 @@ export class SkuAllocator {
       archived: this.archived,
       reservations: [...this.reservations.values()].map((r) => ({ ...r })),
       shopperQuantity: [...this.shopperQuantity.entries()].sort(),
-      idempotencyKeys: [...this.idempotencyKeys.entries()].sort(),
+      idempotencyKeys: this.idempotencySlots.entries().sort(),
       checkoutKeys: [...this.checkoutKeys.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.entries(),
@@ -921,7 +918,7 @@ export class SkuAllocator {
       }
       const copy = adopt ? r : { ...r };
       a.reservations.set(r.reservationId, copy);
-      if (state.slotOwners[i] === true) a.idempotencyKeys.set(idempotencySlot(r.shopperId, r.idempotencyKey), r.reservationId);
+      if (state.slotOwners[i] === true) a.idempotencySlots.take(copy);
       else a.displaced.add(r.reservationId);
       if (isLive(r.status)) {
         held += r.quantity;
