@@ -20,7 +20,6 @@
  * runs without tsx, as `npm start` does.
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { SkuAllocator } from '../src/allocator/allocator.js';
 import { defaultAllocatorLimits, type StockEvent } from '../src/allocator/types.js';
@@ -30,7 +29,7 @@ import { encodeSnapshot, snapshotFormatVersion } from '../src/snapshot/codec.js'
 import { insertSnapshotQuery } from '../src/snapshot/sql.js';
 import { createSkus } from './lib/admin.js';
 import { probeGet } from './lib/probe.js';
-import { argValue, freshDatabase, loadAverage, numberArg, secrets, startProbedService } from './lib/service.js';
+import { argValue, cpuMsOf, freshDatabase, loadAverage, numberArg, secrets, startProbedService } from './lib/service.js';
 
 const holds = numberArg('holds', 1_000_000);
 const restarts = numberArg('restarts', 2);
@@ -58,17 +57,6 @@ async function writeHolds(client: pg.Client, sku: string): Promise<number> {
   const state = encodeSnapshot(allocator);
   await client.query(insertSnapshotQuery({ sku, seq: allocator.seq, formatVersion: snapshotFormatVersion, state, passivated: false }));
   return state.length;
-}
-
-/** CPU seconds the process has used (all its threads), from /proc: unlike the wall clock, not stretched by a busy machine. */
-function cpuMsOf(pid: number | undefined): number | null {
-  if (pid === undefined) return null;
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return Math.round(((Number(fields[11]) + Number(fields[12])) * 1000) / 100); // utime + stime, in USER_HZ (100)
-  } catch {
-    return null;
-  }
 }
 
 async function start(url: string, label: string): Promise<Record<string, unknown>> {
