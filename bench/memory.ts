@@ -26,7 +26,7 @@ import pg from 'pg';
 import { createSkus } from './lib/admin.js';
 import { runLoad, type LoadResult } from './lib/loadgen.js';
 import { probeGet } from './lib/probe.js';
-import { argValue, freshDatabase, loadAverage, numberArg, secrets, sleep, startProbedService, type ProbedService } from './lib/service.js';
+import { argValue, cpuMsOf, freshDatabase, loadAverage, numberArg, secrets, sleep, startProbedService, type ProbedService } from './lib/service.js';
 
 type Stats = Record<string, number | null>;
 
@@ -105,11 +105,12 @@ async function restartOnce(databaseUrl: string, label: string): Promise<Record<s
     say(`restart (${label}): ${(error as Error).message.split('\n')[0]}`);
     return { label, readyMs: null, notReadyWithinSeconds: readyTimeoutSeconds };
   }
+  const cpuMsAtReady = cpuMsOf(service.child.pid);
   const line = service.logs.find((l) => l.msg === 'shards recovered from the event log');
   const stats = await probeGet<Stats>(service.probePort, '/stats?gc=1');
   await service.stop();
-  const figures = { label, readyMs: Math.round(service.readyMs), recoveryLogMs: line?.ms ?? null, recoveredSkus: line?.skus ?? null, rssMiB: stats.rssMiB, heapUsedMiB: stats.heapUsedMiB };
-  say(`restart (${label}): ready in ${figures.readyMs} ms, recovery ${String(figures.recoveryLogMs)} ms, RSS ${stats.rssMiB} MiB`);
+  const figures = { label, readyMs: Math.round(service.readyMs), cpuMsAtReady, recoveryLogMs: line?.ms ?? null, recoveredSkus: line?.skus ?? null, rssMiB: stats.rssMiB, heapUsedMiB: stats.heapUsedMiB };
+  say(`restart (${label}): ready in ${figures.readyMs} ms (${String(cpuMsAtReady)} ms of CPU), recovery ${String(figures.recoveryLogMs)} ms, RSS ${stats.rssMiB} MiB`);
   return figures;
 }
 
@@ -121,7 +122,8 @@ async function main(): Promise<void> {
   const held = `mem-${runId}-live`;
   try {
     const service = await startProbedService(db.url, { reservationMemorySeconds: memorySeconds });
-    say(`service ready in ${Math.round(service.readyMs)} ms (load average ${loadAverage()})`);
+    result.emptyStartCpuMs = cpuMsOf(service.child.pid);
+    say(`service ready in ${Math.round(service.readyMs)} ms, ${String(result.emptyStartCpuMs)} ms of CPU (load average ${loadAverage()})`);
     await createSkus(service.url, secrets.adminToken, [
       { sku: hot, stock: 1_000_000_000, perShopperLimit: 1, holdSeconds: 1, priceCents: 100, currency: 'USD' },
       { sku: held, stock: 1_000_000_000, perShopperLimit: 1, holdSeconds: 3600, priceCents: 100, currency: 'USD' },

@@ -319,7 +319,7 @@ t.test('settled reservations leave memory reservationMemoryMs after they settled
   t.equal(allocator.forgetSettled(11_999), 0, 'not yet');
   t.equal(allocator.forgetSettled(12_000), 1, 'the release, 10 s after it settled');
   t.notOk(allocator.reservations.has(a.event.reservationId));
-  t.notOk(allocator.idempotencyKeys.has('alice\u0000ka'));
+  t.equal(allocator.idempotencySlots.get('alice', 'ka'), undefined);
   t.equal(allocator.shopperQuantity.get('alice'), undefined, 'a shopper at 0 has no entry');
   t.equal(allocator.forgetSettled(14_000), 1, 'the paid one');
   t.notOk(allocator.checkoutKeys.has('bob\u0000c1'), 'its checkout key went with it');
@@ -358,6 +358,28 @@ t.test('remembered keys: key_remembered until the TTL, then new; keyChecked deci
   t.equal(allocator.rememberedKeys.size, 0, 'expired generations dropped');
 });
 
+t.test('shoppers sharing one idempotency key: a slot each, each replayed and forgotten on its own', async (t) => {
+  const { allocator, reserve, apply } = harness(baseConfig, shortMemory);
+  const ids: string[] = [];
+  for (const shopper of ['alice', 'bob', 'carol']) {
+    const d = reserve(shopper, 1, 'same', 1000);
+    if (!d.ok || d.kind !== 'new') throw new Error(`expected new, got ${JSON.stringify(d)}`);
+    ids.push(d.event.reservationId);
+  }
+  t.equal(allocator.idempotencySlots.size, 3);
+  t.match(reserve('bob', 1, 'same', 2000), { ok: true, kind: 'replay', reservation: { reservationId: ids[1] } });
+  t.match(reserve('carol', 2, 'same', 2000), { ok: false, code: 'idempotency_key_reused' });
+  apply((allocator.release(ids[1]!, 'bob', 3000) as { event: StockEvent }).event);
+  allocator.forgetSettled(13_000);
+  t.equal(allocator.idempotencySlots.get('bob', 'same'), undefined, "bob's slot freed with his reservation");
+  t.equal(allocator.idempotencySlots.get('alice', 'same')?.reservationId, ids[0]);
+  t.equal(allocator.idempotencySlots.get('carol', 'same')?.reservationId, ids[2]);
+  t.match(reserve('alice', 1, 'same', 14_000), { ok: true, kind: 'replay', reservation: { reservationId: ids[0] } });
+  apply((allocator.release(ids[0]!, 'alice', 15_000) as { event: StockEvent }).event);
+  allocator.forgetSettled(25_000);
+  t.same(allocator.idempotencySlots.entries(), [['carol\u0000same', ids[2]]]);
+});
+
 t.test('an in-memory key older than the TTL is new: the new reservation takes its slot over', async (t) => {
   const { allocator, reserve, apply } = harness({ ...baseConfig, holdSeconds: 1000 }, { ...shortMemory, idempotencyKeyTtlMs: 50_000 });
   const old = reserve('alice', 1, 'key', 1000);
@@ -365,12 +387,12 @@ t.test('an in-memory key older than the TTL is new: the new reservation takes it
   t.match(reserve('alice', 1, 'key', 50_999), { ok: true, kind: 'replay' });
   const fresh = reserve('alice', 1, 'key', 51_000);
   if (!fresh.ok || fresh.kind !== 'new') throw new Error(`expected new, got ${JSON.stringify(fresh)}`);
-  t.equal(allocator.idempotencyKeys.get('alice\u0000key'), fresh.event.reservationId);
+  t.equal(allocator.idempotencySlots.get('alice', 'key')?.reservationId, fresh.event.reservationId);
   t.equal(allocator.shopperQuantity.get('alice'), 2);
   // The old one settles and is forgotten: the slot stays with the new one.
   apply((allocator.release(old.event.reservationId, 'alice', 52_000) as { event: StockEvent }).event);
   allocator.forgetSettled(62_000);
-  t.equal(allocator.idempotencyKeys.get('alice\u0000key'), fresh.event.reservationId);
+  t.equal(allocator.idempotencySlots.get('alice', 'key')?.reservationId, fresh.event.reservationId);
   t.match(reserve('alice', 1, 'key', 63_000), { ok: true, kind: 'replay', reservation: { reservationId: fresh.event.reservationId } });
 });
 

@@ -1,5 +1,6 @@
 import TinyQueue from 'tinyqueue';
 import { keepSeed, waitingRoomChangeRefusal, WaitingRoom, type JoinDecision as QueueJoinDecision, type QueueState } from './waiting-room.js';
+import { IdempotencySlots } from './idempotency-slots.js';
 import { saleClosed, shopperLimitRefusal } from './refusals.js';
 import { RememberedKeys, slotHash, type PackedGeneration } from './remembered-keys.js';
 import { Waitlist, type WaitlistState } from './waitlist.js';
@@ -127,11 +128,6 @@ export type ConfigureDecision =
   | { ok: true; created: boolean; event: StockEvent }
   | Rejection;
 
-interface ExpiryEntry {
-  expiresAtMs: number;
-  reservationId: string;
-}
-
 /** Units a reservation in this status still takes out of `available`. */
 function isLive(status: Reservation['status']): boolean {
   return status === 'held' || status === 'checking_out' || status === 'tentative';
@@ -162,8 +158,8 @@ export class SkuAllocator {
   readonly reservations = new Map<string, Reservation>();
   /** Units a shopper holds or has paid for (what `perShopperLimit` caps). */
   readonly shopperQuantity = new Map<string, number>();
-  /** shopperId + NUL + idempotency key → reservation id. */
-  readonly idempotencyKeys = new Map<string, string>();
+  /** Which reservation owns each shopper's idempotency key. */
+  readonly idempotencySlots = new IdempotencySlots();
   /**
    * Reservations in memory whose key slot a newer reservation took over (the key outlived its TTL):
    * almost always empty, so whether a reservation owns its slot is one Set look-up (snapshots).
@@ -184,8 +180,12 @@ export class SkuAllocator {
   queue = new WaitingRoom();
   readonly reservationMemoryMs: number;
   readonly idempotencyKeyTtlMs: number;
-  /** Held reservations by expiry; entries that stopped being held are skipped lazily. */
-  private readonly expiryQueue = new TinyQueue<ExpiryEntry>(
+  /**
+   * Held reservations by expiry, the reservations themselves (no entry object per hold: a hold is
+   * pushed once, when it becomes held, and its expiresAtMs never changes after); those that stopped
+   * being held are skipped lazily.
+   */
+  private readonly expiryQueue = new TinyQueue<Reservation>(
     [],
     (a, b) => a.expiresAtMs - b.expiresAtMs,
   );
@@ -272,9 +272,7 @@ export class SkuAllocator {
 
   /** A repeat of a live request (replay or refusal), a remembered key for the shell to look up, or null: the key is new. */
   private knownKey(cmd: ReserveCommand, nowMs: number, options: ReserveOptions | undefined): ReserveDecision | null {
-    const slot = idempotencySlot(cmd.shopperId, cmd.idempotencyKey);
-    const previousId = this.idempotencyKeys.get(slot);
-    const previous = previousId === undefined ? undefined : this.reservations.get(previousId)!;
+    const previous = this.idempotencySlots.get(cmd.shopperId, cmd.idempotencyKey);
     // A key older than its TTL is new again: the new reservation takes its slot over.
     if (previous !== undefined && previous.reservedAtMs + this.idempotencyKeyTtlMs > nowMs) {
       if (previous.quantity !== cmd.quantity) {
@@ -290,7 +288,7 @@ export class SkuAllocator {
       previous === undefined &&
       options?.keyChecked !== true &&
       !this.rememberedKeys.isEmpty &&
-      this.rememberedKeys.has(slotHash(slot), nowMs)
+      this.rememberedKeys.has(slotHash(idempotencySlot(cmd.shopperId, cmd.idempotencyKey)), nowMs)
     ) {
       return { ok: true, kind: 'key_remembered' };
     }
@@ -355,7 +353,7 @@ export class SkuAllocator {
     for (;;) {
       const head = this.expiryQueue.peek();
       if (head === undefined) return null;
-      if (this.reservations.get(head.reservationId)?.status === 'held') return head.expiresAtMs;
+      if (head.status === 'held') return head.expiresAtMs;
       this.expiryQueue.pop();
     }
   }
@@ -372,7 +370,7 @@ export class SkuAllocator {
       const head = this.expiryQueue.peek();
       if (head === undefined || head.expiresAtMs > nowMs) break;
       this.expiryQueue.pop();
-      if (this.reservations.get(head.reservationId)?.status !== 'held') continue;
+      if (head.status !== 'held') continue;
       seq += 1;
       events.push({ kind: 'expired', sku: this.sku, seq, atMs: nowMs, reservationId: head.reservationId });
     }
@@ -563,8 +561,8 @@ export class SkuAllocator {
     this.reservations.delete(reservationId);
     if (this.displaced.size > 0) this.displaced.delete(reservationId);
     const slot = idempotencySlot(shopperId, reservation.idempotencyKey);
-    // A newer reservation may have taken the slot over (the key outlived its TTL): leave it be.
-    if (this.idempotencyKeys.get(slot) === reservationId) this.idempotencyKeys.delete(slot);
+    // A newer reservation may have taken the slot over (the key outlived its TTL): then it stays.
+    this.idempotencySlots.release(reservation);
     // Always remembered (the table ignores expired ones), so the result does not depend on when this runs.
     this.rememberedKeys.remember(slotHash(slot), reservation.reservedAtMs, nowMs);
     if (reservation.checkoutIdempotencyKey !== null) {
@@ -659,7 +657,7 @@ export class SkuAllocator {
     if (event.kind === 'cart_committed') {
       line.status = 'held';
       line.expiresAtMs = event.expiresAtMs;
-      this.expiryQueue.push({ expiresAtMs: event.expiresAtMs, reservationId: line.reservationId });
+      this.expiryQueue.push(line);
       return;
     }
     line.status = 'released';
@@ -723,7 +721,7 @@ export class SkuAllocator {
     if (event.quantity < 1 || event.quantity > this.available) {
       throw new InvariantViolation(`${this.sku}: reserving ${event.quantity} with ${this.available} available`);
     }
-    this.reservations.set(event.reservationId, {
+    const reservation: Reservation = {
       reservationId: event.reservationId,
       sku: this.sku,
       shopperId: event.shopperId,
@@ -735,12 +733,11 @@ export class SkuAllocator {
       reservedAtMs: event.atMs,
       settledAtMs: null,
       checkoutIdempotencyKey: null,
-    });
-    const slot = idempotencySlot(event.shopperId, event.idempotencyKey);
+    };
+    this.reservations.set(event.reservationId, reservation);
     if (ownsKey) {
-      const previous = this.idempotencyKeys.get(slot);
-      if (previous !== undefined) this.displaced.add(previous);
-      this.idempotencyKeys.set(slot, event.reservationId);
+      const previous = this.idempotencySlots.take(reservation);
+      if (previous !== undefined) this.displaced.add(previous.reservationId);
     } else {
       // An offer never owns its slot: a snapshot must not give it one.
       this.displaced.add(event.reservationId);
@@ -749,7 +746,7 @@ export class SkuAllocator {
     this.available -= event.quantity;
     this.held += event.quantity;
     this.liveHolds += 1;
-    if (event.kind === 'reserved') this.expiryQueue.push({ expiresAtMs: event.expiresAtMs, reservationId: event.reservationId });
+    if (event.kind === 'reserved') this.expiryQueue.push(reservation);
     else this.tentative.set(event.reservationId, event.atMs);
   }
 
@@ -829,7 +826,7 @@ export class SkuAllocator {
       archived: this.archived,
       reservations: [...this.reservations.values()].map((r) => ({ ...r })),
       shopperQuantity: [...this.shopperQuantity.entries()].sort(),
-      idempotencyKeys: [...this.idempotencyKeys.entries()].sort(),
+      idempotencyKeys: this.idempotencySlots.entries().sort(),
       checkoutKeys: [...this.checkoutKeys.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.entries(),
@@ -890,8 +887,10 @@ export class SkuAllocator {
    * An allocator from exported state (a decoded snapshot). Checks that the parts
    * agree (totals against reservations, indexes against reservations) and throws
    * InvariantViolation when they do not: a bad snapshot is refused, never half-used.
+   * `adopt`: the state's reservations are the caller's to give (a decoded snapshot's), so they are
+   * kept as they are instead of copied (a million holds: a million objects less to allocate).
    */
-  static restore(state: AllocatorState, limits: AllocatorLimits): SkuAllocator {
+  static restore(state: AllocatorState, limits: AllocatorLimits, adopt = false): SkuAllocator {
     const a = new SkuAllocator(state.sku, limits);
     a.seq = state.seq;
     a.config = state.config === null ? null : { ...state.config };
@@ -906,14 +905,15 @@ export class SkuAllocator {
       if (r.sku !== state.sku || a.reservations.has(r.reservationId)) {
         throw new InvariantViolation(`${state.sku}: restored reservation ${r.reservationId} is duplicated or foreign`);
       }
-      a.reservations.set(r.reservationId, { ...r });
-      if (state.slotOwners[i] === true) a.idempotencyKeys.set(idempotencySlot(r.shopperId, r.idempotencyKey), r.reservationId);
+      const copy = adopt ? r : { ...r };
+      a.reservations.set(r.reservationId, copy);
+      if (state.slotOwners[i] === true) a.idempotencySlots.take(copy);
       else a.displaced.add(r.reservationId);
       if (isLive(r.status)) {
         held += r.quantity;
         live += 1;
       }
-      if (r.status === 'held') a.expiryQueue.push({ expiresAtMs: r.expiresAtMs, reservationId: r.reservationId });
+      if (r.status === 'held') a.expiryQueue.push(copy);
       if (r.status === 'tentative') a.tentative.set(r.reservationId, r.reservedAtMs);
     });
     if (held !== a.held || live !== a.liveHolds) {

@@ -371,7 +371,7 @@ export function decodeSnapshot(buffer: Buffer, limits: AllocatorLimits): SkuAllo
   const shopperQuantities: number[] = [];
   for (let i = 0, n = r.count(12); i < n; i++) {
     shoppers.push(r.string());
-    shopperQuantities.push(r.f64());
+    shopperQuantities.push(smallInteger(r.f64()));
   }
   const checkoutKeys: AllocatorState['checkoutKeys'] = [];
   for (let i = 0, n = r.count(16); i < n; i++) {
@@ -399,7 +399,7 @@ export function decodeSnapshot(buffer: Buffer, limits: AllocatorLimits): SkuAllo
   if (queue !== undefined) state.queue = queue;
   if (waitlist !== undefined) state.waitlist = waitlist;
   try {
-    return SkuAllocator.restore(state, limits);
+    return SkuAllocator.restore(state, limits, true);
   } catch (error) {
     if (error instanceof InvariantViolation || error instanceof RangeError) {
       throw new SnapshotFormatError(`snapshot of ${sku} at seq ${seq} is inconsistent: ${error.message}`, { cause: error });
@@ -420,11 +420,16 @@ function readConfig(r: Reader, version: number): SkuConfig | null {
   return config;
 }
 
+function smallInteger(value: number): number {
+  return (value | 0) === value ? value | 0 : value;
+}
+
 function readReservation(r: Reader, sku: string): [Reservation, boolean] {
   const reservationId = r.string();
   const shopperId = r.string();
   const idempotencyKey = r.string();
-  const quantity = r.f64();
+  // As a small integer when it is one (it always is): a float would cost a boxed number per hold.
+  const quantity = smallInteger(r.f64());
   const expiresAtMs = r.f64();
   const reservedAtMs = r.f64();
   const settledAtMs = r.nullableF64();
