@@ -1,9 +1,11 @@
-import type pg from 'pg';
+import pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
 import { SkuAllocator } from '../allocator/allocator.js';
 import type { AllocatorLimits, StockEvent } from '../allocator/types.js';
 import { readEvents, rowToEvent } from '../outbox/event-log.js';
+import { BinaryCopyReader } from './binary-copy.js';
 import { decodeSnapshot, SnapshotFormatError } from './codec.js';
-import { latestSnapshotQuery, latestSnapshotsQuery, logSkusQuery, tailEventsQuery, type SnapshotRow } from './sql.js';
+import { latestSnapshotCopy, latestSnapshotsCopy, logSkusQuery, snapshotRowOf, tailEventsQuery, type SnapshotRow } from './sql.js';
 
 /**
  * A SKU's state from Postgres: its latest snapshot, then the log after it,
@@ -15,9 +17,48 @@ type Db = pg.Pool | pg.PoolClient | pg.Client;
 /** Events fetched per round of the batched tail read: bounds memory whatever the number of SKUs. */
 const tailRowsPerRound = 20_000;
 
+/**
+ * The rows of a snapshot COPY (src/snapshot/sql.ts), all of them once the COPY
+ * has ended. A pool lends one client for it; a COPY cut short (a malformed
+ * stream) leaves its connection mid-protocol, so that client is discarded.
+ */
+async function copySnapshotRows(db: Db, copy: string): Promise<SnapshotRow[]> {
+  const client = db instanceof pg.Pool ? await db.connect() : db;
+  const rows: SnapshotRow[] = [];
+  let failure: Error | undefined;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const reader = new BinaryCopyReader((fields) => rows.push(snapshotRowOf(fields)));
+      const stream = client.query(copyTo(copy));
+      stream.on('data', (chunk: Buffer) => {
+        try {
+          reader.push(chunk);
+        } catch (error) {
+          stream.destroy(error as Error);
+        }
+      });
+      stream.on('error', reject);
+      stream.on('end', () => {
+        try {
+          reader.end();
+          resolve();
+        } catch (error) {
+          reject(error as Error);
+        }
+      });
+    });
+  } catch (error) {
+    failure = error as Error;
+    throw error;
+  } finally {
+    if (client !== db) (client as pg.PoolClient).release(failure);
+  }
+  return rows;
+}
+
 function fromRow(row: SnapshotRow, limits: AllocatorLimits): SkuAllocator {
   const allocator = decodeSnapshot(row.state, limits);
-  if (allocator.sku !== row.sku || allocator.seq !== Number(row.seq)) {
+  if (allocator.sku !== row.sku || allocator.seq !== row.seq) {
     throw new SnapshotFormatError(`snapshot row (${row.sku}, ${row.seq}) holds (${allocator.sku}, ${allocator.seq})`);
   }
   return allocator;
@@ -35,7 +76,7 @@ export interface FoldResult {
 
 /** Latest snapshot (or empty) + the events after it, up to `uptoSeq` when given. */
 export async function foldSku(db: Db, sku: string, limits: AllocatorLimits, uptoSeq?: number): Promise<FoldResult> {
-  const rows = (await db.query<SnapshotRow>(latestSnapshotQuery(sku))).rows;
+  const rows = await copySnapshotRows(db, latestSnapshotCopy(sku));
   const allocator = rows[0] === undefined ? new SkuAllocator(sku, limits) : fromRow(rows[0], limits);
   const snapshotSeq = allocator.seq;
   let events = 0;
@@ -85,7 +126,7 @@ export async function loadAllSkuStates(db: Db, limits: AllocatorLimits, options:
     options.onBroken(sku, error);
   };
   const brokenSkus = new Set<string>();
-  for (const row of (await db.query<SnapshotRow>(latestSnapshotsQuery())).rows) {
+  for (const row of await copySnapshotRows(db, latestSnapshotsCopy())) {
     try {
       states.set(row.sku, fromRow(row, limits));
     } catch (error) {

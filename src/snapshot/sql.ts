@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import pg from 'pg';
 
 /**
  * All snapshot SQL, one named builder per statement. `sku_snapshots` has
@@ -7,22 +7,17 @@ import type pg from 'pg';
 
 export interface SnapshotRow {
   sku: string;
-  seq: string;
-  format_version: number;
-  state: Buffer;
-  passivated: boolean;
-}
-
-const columns = 'sku, seq, format_version, state, passivated';
-
-/** A snapshot at an existing (sku, seq) is the same state: writing it again changes nothing but may mark it passivated. */
-export function insertSnapshotQuery(row: {
-  sku: string;
   seq: number;
   formatVersion: number;
   state: Buffer;
   passivated: boolean;
-}): pg.QueryConfig {
+}
+
+/** The columns of a snapshot row as the binary COPYs below send them, in this order. */
+const copyColumns = 'sku, seq, format_version, state, passivated';
+
+/** A snapshot at an existing (sku, seq) is the same state: writing it again changes nothing but may mark it passivated. */
+export function insertSnapshotQuery(row: SnapshotRow): pg.QueryConfig {
   return {
     name: 'sku-snapshots-insert',
     text: `INSERT INTO sku_snapshots (sku, seq, format_version, state, passivated) VALUES ($1, $2, $3, $4, $5)
@@ -31,19 +26,33 @@ export function insertSnapshotQuery(row: {
   };
 }
 
-export function latestSnapshotQuery(sku: string): pg.QueryConfig {
-  return {
-    name: 'sku-snapshots-latest',
-    text: `SELECT ${columns} FROM sku_snapshots WHERE sku = $1 ORDER BY seq DESC LIMIT 1`,
-    values: [sku],
-  };
+/**
+ * Snapshots are read by binary COPY (src/snapshot/binary-copy.ts): the state's
+ * raw bytes, not the text protocol's hex of them. COPY takes no parameters, so
+ * the SKU goes in as a quoted literal.
+ */
+export function latestSnapshotCopy(sku: string): string {
+  return `COPY (SELECT ${copyColumns} FROM sku_snapshots WHERE sku = ${pg.escapeLiteral(sku)} ORDER BY seq DESC LIMIT 1)
+          TO STDOUT (FORMAT binary)`;
 }
 
-/** The latest snapshot of every SKU that has one (recovery). */
-export function latestSnapshotsQuery(): pg.QueryConfig {
+/** The latest snapshot of every SKU that has one (recovery, the audit). */
+export function latestSnapshotsCopy(): string {
+  return `COPY (SELECT DISTINCT ON (sku) ${copyColumns} FROM sku_snapshots ORDER BY sku, seq DESC) TO STDOUT (FORMAT binary)`;
+}
+
+/** A snapshot row from its binary COPY fields (`copyColumns`: text, bigint, integer, bytea, boolean). */
+export function snapshotRowOf(fields: readonly (Buffer | null)[]): SnapshotRow {
+  const [sku, seq, formatVersion, state, passivated] = fields;
+  if (fields.length !== 5 || sku == null || seq?.length !== 8 || formatVersion?.length !== 4 || state == null || passivated?.length !== 1) {
+    throw new Error(`a snapshot row of unexpected shape (${fields.length} fields)`);
+  }
   return {
-    name: 'sku-snapshots-latest-all',
-    text: `SELECT DISTINCT ON (sku) ${columns} FROM sku_snapshots ORDER BY sku, seq DESC`,
+    sku: sku.toString('utf8'),
+    seq: Number(seq.readBigInt64BE(0)),
+    formatVersion: formatVersion.readInt32BE(0),
+    state,
+    passivated: passivated[0] === 1,
   };
 }
 

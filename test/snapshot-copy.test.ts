@@ -1,0 +1,92 @@
+import t from 'tap';
+import { to as copyTo } from 'pg-copy-streams';
+import { BinaryCopyError, BinaryCopyReader } from '../src/snapshot/binary-copy.js';
+import { snapshotRowOf } from '../src/snapshot/sql.js';
+import { createTestDatabase } from './helpers/db.js';
+
+/** Binary COPY as PostgreSQL sends it, read in every chunking; and streams no PostgreSQL sends, refused. */
+
+function readAll(bytes: Buffer, chunkBytes: number): (Buffer | null)[][] {
+  const tuples: (Buffer | null)[][] = [];
+  const reader = new BinaryCopyReader((fields) => tuples.push(fields));
+  for (let at = 0; at < bytes.length; at += chunkBytes) reader.push(bytes.subarray(at, at + chunkBytes));
+  reader.end();
+  return tuples;
+}
+
+const allBytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+
+t.test('the tuples of a real binary COPY, whatever the chunks', async (t) => {
+  const db = await createTestDatabase(t);
+  const sql = `COPY (SELECT * FROM (VALUES
+      ('a'::text, 1::bigint, 2::integer, $$\\x00ff$$::bytea, true),
+      ('ünï', 9007199254740991::bigint, -1::integer, ''::bytea, false),
+      (NULL::text, 0::bigint, 0::integer, NULL::bytea, NULL::boolean),
+      ('all', 3::bigint, 4::integer, decode('${allBytes.toString('hex')}', 'hex'), true)) v) TO STDOUT (FORMAT binary)`;
+  const chunks: Buffer[] = [];
+  const client = await db.pool.connect();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const stream = client.query(copyTo(sql));
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.on('end', resolve);
+      stream.on('error', reject);
+    });
+  } finally {
+    client.release();
+  }
+  const bytes = Buffer.concat(chunks);
+  for (const chunkBytes of [1, 2, 3, 5, 19, 64, bytes.length]) {
+    const tuples = readAll(bytes, chunkBytes);
+    t.equal(tuples.length, 4, `${chunkBytes}-byte chunks: four tuples`);
+    t.same(tuples.map((f) => f.length), [5, 5, 5, 5]);
+    t.equal(tuples[0]![0]!.toString('utf8'), 'a');
+    t.equal(tuples[0]![1]!.readBigInt64BE(0), 1n);
+    t.equal(tuples[0]![2]!.readInt32BE(0), 2);
+    t.same([...tuples[0]![3]!], [0, 255]);
+    t.same([...tuples[0]![4]!], [1]);
+    t.equal(tuples[1]![0]!.toString('utf8'), 'ünï');
+    t.equal(Number(tuples[1]![1]!.readBigInt64BE(0)), Number.MAX_SAFE_INTEGER);
+    t.equal(tuples[1]![2]!.readInt32BE(0), -1);
+    t.equal(tuples[1]![3]!.length, 0, 'an empty bytea is an empty buffer, not NULL');
+    t.same([tuples[2]![0], tuples[2]![3], tuples[2]![4]], [null, null, null], 'NULL fields are null');
+    t.ok(tuples[3]![3]!.equals(allBytes), 'every byte value comes through as itself');
+  }
+  const row = snapshotRowOf(readAll(bytes, 7)[0]!);
+  t.same({ ...row, state: [...row.state] }, { sku: 'a', seq: 1, formatVersion: 2, state: [0, 255], passivated: true });
+  t.throws(() => snapshotRowOf(readAll(bytes, 7)[2]!), /unexpected shape/, 'a row with NULLs is not a snapshot');
+});
+
+/** A valid header, then `rest`. */
+function stream(...rest: number[][]): Buffer {
+  const header = Buffer.alloc(19);
+  Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1').copy(header);
+  return Buffer.concat([header, ...rest.map((bytes) => Buffer.from(bytes))]);
+}
+const i16 = (n: number) => [(n >> 8) & 0xff, n & 0xff];
+const i32 = (n: number) => [(n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
+const trailer = i16(-1);
+
+t.test('streams PostgreSQL never sends are refused, never half-read', async (t) => {
+  const valid = stream(i16(1), i32(2), [7, 8], trailer);
+  t.same(readAll(valid, 1).map((f) => f.map((b) => [...b!])), [[[7, 8]]], 'the valid stream the others break');
+  const cases: [string, Buffer, RegExp][] = [
+    ['a text COPY', Buffer.from('sku\t1\t2\t\\\\x00ff\tt\n\\.\n'), /bad signature/],
+    ['OIDs asked for', (() => { const b = stream(trailer); b.writeUInt32BE(1 << 16, 11); return b; })(), /OIDs/],
+    ['a header extension', (() => { const b = stream(trailer); b.writeUInt32BE(4, 15); return b; })(), /extension/],
+    ['a negative field count', stream(i16(-2)), /fields/],
+    ['a negative field length', stream(i16(1), i32(-7)), /bytes/],
+    ['bytes after the trailer', stream(trailer, [0]), /after the end/],
+    ['ends inside the header', valid.subarray(0, 10), /ended inside its header/],
+    ['ends before a field count', valid.subarray(0, 19), /ended inside its count/],
+    ['ends inside a field length', valid.subarray(0, 23), /ended inside its length/],
+    ['ends inside a value', valid.subarray(0, 26), /ended inside its value/],
+    ['ends without its trailer', valid.subarray(0, 27), /ended inside its count/],
+  ];
+  for (const [name, bytes, message] of cases) {
+    for (const chunkBytes of [1, 3, bytes.length]) {
+      t.throws(() => readAll(bytes, chunkBytes), { name: 'BinaryCopyError', message }, `${name} (${chunkBytes}-byte chunks)`);
+    }
+  }
+  t.ok(new BinaryCopyError('x') instanceof Error);
+});
