@@ -902,11 +902,12 @@ export class SkuAllocator {
     let held = 0;
     let live = 0;
     state.reservations.forEach((r, i) => {
-      if (r.sku !== state.sku || a.reservations.has(r.reservationId)) {
+      const copy = adopt ? r : { ...r };
+      const before = a.reservations.size;
+      // One hash look-up per hold, not a has() and a set(): a duplicate leaves the size as it was.
+      if (r.sku !== state.sku || a.reservations.set(r.reservationId, copy).size === before) {
         throw new InvariantViolation(`${state.sku}: restored reservation ${r.reservationId} is duplicated or foreign`);
       }
-      const copy = adopt ? r : { ...r };
-      a.reservations.set(r.reservationId, copy);
       if (state.slotOwners[i] === true) a.idempotencySlots.take(copy);
       else a.displaced.add(r.reservationId);
       if (isLive(r.status)) {

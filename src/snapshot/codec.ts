@@ -362,11 +362,7 @@ export function decodeSnapshot(buffer: Buffer, limits: AllocatorLimits): SkuAllo
   const [available, held, sold, liveHolds] = [r.f64(), r.f64(), r.f64(), r.f64()];
   const reservations: Reservation[] = [];
   const slotOwners: boolean[] = [];
-  for (let i = 0, n = r.count(40); i < n; i++) {
-    const [reservation, owns] = readReservation(r, sku);
-    reservations.push(reservation);
-    slotOwners.push(owns);
-  }
+  for (let i = 0, n = r.count(40); i < n; i++) reservations.push(readReservation(r, sku, slotOwners));
   const shoppers: string[] = [];
   const shopperQuantities: number[] = [];
   for (let i = 0, n = r.count(12); i < n; i++) {
@@ -424,7 +420,8 @@ function smallInteger(value: number): number {
   return (value | 0) === value ? value | 0 : value;
 }
 
-function readReservation(r: Reader, sku: string): [Reservation, boolean] {
+/** The next reservation; whether it owns its idempotency slot goes on `slotOwners` (no pair per hold: a million holds decode at once). */
+function readReservation(r: Reader, sku: string, slotOwners: boolean[]): Reservation {
   const reservationId = r.string();
   const shopperId = r.string();
   const idempotencyKey = r.string();
@@ -437,10 +434,9 @@ function readReservation(r: Reader, sku: string): [Reservation, boolean] {
   if (status === undefined) throw new SnapshotFormatError(`unknown reservation status in ${reservationId}`);
   const orderId = r.nullableString();
   const checkoutIdempotencyKey = r.nullableString();
-  const owns = r.flag();
-  const reservation: Reservation = {
+  slotOwners.push(r.flag());
+  return {
     reservationId, sku, shopperId, quantity, idempotencyKey, expiresAtMs, status, orderId,
     reservedAtMs, settledAtMs, checkoutIdempotencyKey,
   };
-  return [reservation, owns];
 }
