@@ -11,7 +11,7 @@ import { preparePayments, startBoss } from './services/payments.js';
 import type uWS from 'uWebSockets.js';
 import { startShards, type LocalShardHost, type Shards } from './services/shards.js';
 import { clusterShardsService, startClusterNode, type ClusterNode } from './cluster/node.js';
-import type { NodeShards } from './cluster/cluster-shards.js';
+import type { NodeShards } from './cluster/owned-shards.js';
 import { databaseProbe, startFrontEnd, type FrontEnd } from './services/front-end.js';
 import { startFrontEndThreads } from './threads/front-end-threads.js';
 import { Metrics } from './metrics/metrics.js';

@@ -1,15 +1,9 @@
-import type { StockState } from '../inventory/inventory.js';
 import type { Logger } from '../log.js';
-import type { WaitlistTotals } from '../metrics/waitlist-metrics.js';
-import type { OutboxStats } from '../outbox/outbox.js';
 import type { Link } from '../road/link.js';
 import type { PortLink } from '../road/port-link.js';
 import type { ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
-import type { ShardStats } from '../shard/shard.js';
-import { shardOf } from '../shard/placement.js';
 import type { ShardThreads } from '../threads/shard-threads.js';
-import type { NodeShards } from './cluster-shards.js';
-import { FencedError, type LeaseView } from './lease.js';
+import { OwnedShards, type OwnedShardsOptions } from './owned-shards.js';
 
 /**
  * A cluster node's shards on its shard threads (SHARD_THREADS > 1). The
@@ -26,40 +20,24 @@ import { FencedError, type LeaseView } from './lease.js';
  * no thread acknowledges a new commit, once the lease is gone; a commit
  * already sent is refused by Postgres as soon as a taker bumps the epoch.
  */
-export interface ClusterShardThreadsOptions {
-  shardCount: number;
-  /** The node's lease (null: none, or lost). */
-  lease: () => LeaseView | null;
+export interface ClusterShardThreadsOptions extends OwnedShardsOptions {
   /** This node's id (known once it listens: proofs name it). */
   nodeId: () => string;
   /** Notices of the shards on the threads (the routing table's listeners, and the other nodes). */
   notify: (notice: ShardNotice) => void;
-  /** The shards served changed (the routing table follows: src/cluster/routes.ts). */
-  onServing?: () => void;
 }
 
-export class ClusterShardThreads implements NodeShards {
-  /** Epoch each shard was opened at, from the take until it is drained or dropped. */
-  private readonly epochs = new Map<number, number>();
-  /** Shards opened on their thread and answering. */
-  private readonly serving = new Set<number>();
+export class ClusterShardThreads extends OwnedShards {
   /** One link per thread as the routing table holds it (notices reach the table through `notify`, not these). */
   private readonly links = new Map<PortLink, ThreadLink>();
 
   constructor(
     private readonly threads: ShardThreads,
-    private readonly log: Logger,
+    log: Logger,
     private readonly options: ClusterShardThreadsOptions,
   ) {
+    super(log, options, threads);
     threads.onNotice((notice) => options.notify(notice));
-  }
-
-  serves(shard: number): boolean {
-    return this.serving.has(shard);
-  }
-
-  shards(): number[] {
-    return [...this.serving].sort((a, b) => a - b);
   }
 
   linkOf(shard: number): Link {
@@ -72,104 +50,33 @@ export class ClusterShardThreads implements NodeShards {
     return link;
   }
 
-  async open(shard: number, epoch: number): Promise<void> {
-    if (this.epochs.has(shard)) throw new Error(`shard ${shard} is already open`);
-    this.epochs.set(shard, epoch);
-    try {
-      // The thread recovers it (snapshot + tail); its recovery commits prove this epoch too.
-      await this.threads.callShard(shard, 'clusterOpen', [shard, epoch, this.options.nodeId()]);
-    } catch (error) {
-      if (this.epochs.get(shard) === epoch) this.epochs.delete(shard);
-      throw error;
-    }
-    if (this.epochs.get(shard) !== epoch || this.options.lease()?.epochOf(shard) !== epoch) {
-      // The lease was lost while the thread recovered it (dropAll ran): serve nothing of it.
-      await this.threads.callShard(shard, 'clusterDrain', [shard]);
-      if (this.epochs.get(shard) === epoch) this.epochs.delete(shard);
-      throw new FencedError(`shard ${shard} at epoch ${epoch} was lost while it was opened`);
-    }
-    this.serving.add(shard);
-    this.options.onServing?.();
+  /** The thread recovers it (snapshot + tail); its recovery commits prove this epoch too. */
+  protected async load(shard: number, epoch: number): Promise<void> {
+    await this.threads.callShard(shard, 'clusterOpen', [shard, epoch, this.options.nodeId()]);
   }
 
   /** No new work for the shard here, then its thread commits what it decided (its epoch still proven) and forgets it. */
-  async drain(shard: number): Promise<void> {
-    const epoch = this.epochs.get(shard);
-    if (epoch === undefined) return;
-    this.serving.delete(shard);
-    this.options.onServing?.();
+  protected async unload(shard: number): Promise<void> {
     await this.threads.callShard(shard, 'clusterDrain', [shard]);
-    if (this.epochs.get(shard) === epoch) this.epochs.delete(shard);
   }
 
-  /** The lease is gone (its shared epochs already cleared, so no thread proves anything more): route nothing here, tell the threads. */
-  dropAll(reason: Error): void {
-    const shards = [...this.epochs.keys()].sort((a, b) => a - b);
-    this.epochs.clear();
-    this.serving.clear();
-    this.options.onServing?.();
+  /** The lease's shared epochs are already cleared, so no thread proves anything more: tell the threads. */
+  protected forget(shards: number[], reason: Error): void {
     this.threads.dropAll(reason);
     this.log.error({ err: reason, shards }, 'lease lost: dropped every shard on every shard thread');
   }
 
-  handle<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
-    if (!this.serving.has(shard)) {
-      const detail = this.epochs.has(shard) ? `shard ${shard} is being taken over or handed over; retry shortly` : `shard ${shard} is not owned by this node`;
-      return Promise.resolve({ ok: false, code: 'unavailable', detail } as ShardReply<R['type']>);
-    }
+  protected serve<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
     return this.threads.request(shard, request);
   }
 
-  get outboxStats(): OutboxStats {
-    return this.threads.outboxStats;
-  }
-
-  get stats(): ShardStats {
-    return this.threads.stats;
-  }
-
-  get pendingEvents(): number {
-    return this.threads.pendingEvents;
-  }
-
-  get allocatorCount(): number {
-    return this.threads.allocatorCount;
-  }
-
-  get reservationsInMemory(): number {
-    return this.threads.reservationsInMemory;
-  }
-
-  get liveHolds(): number {
-    return this.threads.liveHolds;
-  }
-
-  get queueTickets(): { waiting: number; admitted: number } {
-    return this.threads.queueTickets;
-  }
-
-  get waitlist(): WaitlistTotals {
-    return this.threads.waitlist;
-  }
-
-  /** Counts of a SKU this node serves, as its thread last pushed them. */
-  stockState(sku: string): StockState | null {
-    return this.serving.has(shardOf(sku, this.options.shardCount)) ? this.threads.stockState(sku) : null;
-  }
-
-  settled(): Promise<void> {
-    return this.threads.settled();
+  protected end(): Promise<void> {
+    return this.threads.close();
   }
 
   /** Fetch the threads' counts now (the getters otherwise show their last report). */
   refresh(): Promise<void> {
     return this.threads.refresh();
-  }
-
-  /** Drain every shard still here (membership has normally handed them over already), then end the threads. */
-  async close(): Promise<void> {
-    for (const shard of [...this.epochs.keys()]) await this.drain(shard);
-    await this.threads.close();
   }
 }
 

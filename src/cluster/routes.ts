@@ -2,7 +2,7 @@ import type { ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js
 import { InProcessLink } from '../road/in-process-link.js';
 import { unavailableReply, unknownOutcomeReply, type Link } from '../road/link.js';
 import { RoutingTable } from '../road/routes.js';
-import type { NodeShards } from './cluster-shards.js';
+import type { NodeShards } from './owned-shards.js';
 import type { ClusterLive } from './live.js';
 import type { ClusterSnapshot } from './membership.js';
 import type { ForwardHandler, ForwardPool } from './transport.js';
