@@ -24,6 +24,14 @@ const metricsCollectTimeoutMs = 1000;
 const readinessWatchIntervalMs = 100;
 /** A fatal exit waits this long for every thread to close its sockets (a thread stuck in a loop cannot). */
 const haltTimeoutMs = 2_000;
+/**
+ * Each front-end thread's young generation (V8's nursery), in MB. A request's
+ * garbage dies young, so a small nursery costs little more collecting; V8's
+ * default grows it to 48 MB per isolate under load, and with two threads that
+ * was ~45 MiB of the process's RSS after a warm-up (bench/memory.ts: 245–257
+ * MiB with the default, 209–211 MiB with 4–8 MB; docs/performance.md).
+ */
+const frontEndYoungGenerationMb = 8;
 
 const frontEndWorkerEntry = threadEntry(import.meta.url, 'front-end-worker');
 
@@ -255,7 +263,12 @@ function startThread(
       maxInFlight: portMaxInFlightDefault,
     };
     const transferList = [port2, ...shardPorts.map((shardPort) => shardPort.port)];
-    const worker = new Worker(frontEndWorkerEntry, { eval: true, workerData: data, transferList });
+    const worker = new Worker(frontEndWorkerEntry, {
+      eval: true,
+      workerData: data,
+      transferList,
+      resourceLimits: { maxYoungGenerationSizeMb: frontEndYoungGenerationMb },
+    });
     let listening = false;
     const stopped = new Promise<void>((resolveStopped) => worker.once('exit', () => resolveStopped()));
     let markHalted = () => {};
