@@ -24,6 +24,10 @@ const tailRowsPerRound = 20_000;
  */
 async function copySnapshotRows(db: Db, copy: string): Promise<SnapshotRow[]> {
   const client = db instanceof pg.Pool ? await db.connect() : db;
+  // A held client's socket error (Postgres crashing mid-COPY) is also emitted on the client, and
+  // with no listener that would end the process (src/db/pool.ts): the COPY fails with it on its own.
+  const heldError = (): void => undefined;
+  client.on('error', heldError);
   const rows: SnapshotRow[] = [];
   let failure: Error | undefined;
   try {
@@ -51,6 +55,7 @@ async function copySnapshotRows(db: Db, copy: string): Promise<SnapshotRow[]> {
     failure = error as Error;
     throw error;
   } finally {
+    client.removeListener('error', heldError);
     if (client !== db) (client as pg.PoolClient).release(failure);
   }
   return rows;
