@@ -75,15 +75,24 @@ t.test('many SKUs spread over both shard threads: each decided by its own thread
   t.equal(answers.filter((a) => a.status === 201).length, skus.length * 20, '20 per SKU acknowledged');
   t.equal(answers.filter((a) => a.status === 409).length, skus.length * 5, 'the rest sold out');
   for (const sku of skus) t.match((await api.call('GET', `/v1/skus/${sku}`)).body, { available: 0, held: 20 }, `${sku}: its thread holds 20`);
+  // Scraped at once, with no refresh of their reports first: a scrape asks the threads for their counts itself.
+  const metrics = { body: await (await fetch(`${api.metricsUrl}/metrics`)).text() };
+  t.match(metrics.body, new RegExp(`flashstock_reservations_total\\{outcome="created"\\} ${skus.length * 20}\\b`), 'commits on shard threads are counted');
+  t.match(metrics.body, new RegExp(`flashstock_allocators ${skus.length}\\b`));
+  t.match(metrics.body, new RegExp(`flashstock_live_holds ${skus.length * 20}\\b`), 'the live holds as of the scrape');
   const shards = api.service.shards as ShardThreads;
   await shards.refresh();
   t.equal(shards.allocatorCount, skus.length, 'every SKU in memory on some thread');
   t.equal(shards.liveHolds, skus.length * 20);
   t.ok(shards.outboxStats.events >= skus.length * 21, 'the commits of both threads are counted');
   for (const sku of skus) t.match(api.service.inventory.stockState(sku), { held: 20 }, `${sku}: its thread's stock notice reached the router`);
-  const metrics = { body: await (await fetch(`${api.metricsUrl}/metrics`)).text() };
-  t.match(metrics.body, new RegExp(`flashstock_reservations_total\\{outcome="created"\\} ${skus.length * 20}\\b`), 'commits on shard threads are counted');
-  t.match(metrics.body, new RegExp(`flashstock_allocators ${skus.length}\\b`));
+  // One more SKU and hold, scraped at once: the threads' periodic report (every 250 ms) has
+  // most likely not run since, so only a scrape that asks the threads itself sees them.
+  t.equal((await api.putSku('LAST', { stock: 1 })).status, 201);
+  t.equal((await api.reserve('LAST', 'last-shopper', 1)).status, 201);
+  const after = await (await fetch(`${api.metricsUrl}/metrics`)).text();
+  t.match(after, new RegExp(`flashstock_allocators ${skus.length + 1}\\b`), 'a SKU configured just before the scrape is counted');
+  t.match(after, new RegExp(`flashstock_live_holds ${skus.length * 20 + 1}\\b`), 'a hold made just before the scrape is counted');
   t.match((await api.call('GET', '/v1/admin/audit', { admin: true })).body, { ok: true, violations: [] }, 'the audit agrees with both threads');
 });
 

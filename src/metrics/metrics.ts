@@ -401,8 +401,21 @@ export class Metrics {
     return this.registry.contentType;
   }
 
-  text(): Promise<string> {
-    return this.textSource?.() ?? this.registry.metrics();
+  async text(): Promise<string> {
+    if (this.textSource !== null) return this.textSource();
+    await this.fetchTallies?.();
+    return this.registry.metrics();
+  }
+
+  /**
+   * This registry as JSON, for the front-end threads' aggregate. Like `text`,
+   * it first fetches the shard threads' reports, so that every gauge read from
+   * them (holds, allocators, the waitlist, commits) is as of this scrape, not
+   * of their last periodic report.
+   */
+  async json(): Promise<client.MetricObjectWithValues<client.MetricValue<string>>[]> {
+    await this.fetchTallies?.();
+    return this.registry.getMetricsAsJSON();
   }
 
   /** Front-end threads: `GET /metrics` answers the main thread's aggregate of every thread (src/threads). */
@@ -448,9 +461,8 @@ export class Metrics {
       help: 'Reservation requests (HTTP and stream) by outcome: created, replayed, or the refusal code',
       labelNames: ['outcome'] as const,
       registers: [this.registry],
-      // `replayed` is answers − commits: the commits made on shard threads must be in first.
-      async collect() {
-        await self.fetchTallies?.();
+      // `replayed` is answers − commits: the commits made on shard threads are in first (`text`, `json`).
+      collect() {
         self.replayedReported = Math.max(self.replayedReported, self.frontEndSuccesses - self.durableReservations);
         self.reservationAnswers.set('created', self.durableReservations);
         self.reservationAnswers.set('replayed', self.replayedReported);

@@ -232,7 +232,7 @@ class ThreadMetrics {
     );
     const threadJson = await Promise.all(fromThreads);
     // The main registry last: it now holds every thread's reservation answers.
-    const all = [await this.metrics.registry.getMetricsAsJSON(), ...threadJson];
+    const all = [await this.metrics.json(), ...threadJson];
     return AggregatorRegistry.aggregate(all as MetricsJson[]).metrics();
   }
 }
