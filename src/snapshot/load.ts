@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { SkuAllocator } from '../allocator/allocator.js';
 import type { AllocatorLimits, StockEvent } from '../allocator/types.js';
@@ -22,8 +22,13 @@ const tailRowsPerRound = 20_000;
  * has ended. A pool lends one client for it; a COPY cut short (a malformed
  * stream) leaves its connection mid-protocol, so that client is discarded.
  */
+function isPool(db: Db): db is pg.Pool {
+  return 'totalCount' in db;
+}
+
 async function copySnapshotRows(db: Db, copy: string): Promise<SnapshotRow[]> {
-  const client = db instanceof pg.Pool ? await db.connect() : db;
+  // A pool (by shape, not instanceof: a caller's pg may be another copy of the module) lends a client.
+  const client = isPool(db) ? await db.connect() : db;
   // A held client's socket error (Postgres crashing mid-COPY) is also emitted on the client, and
   // with no listener that would end the process (src/db/pool.ts): the COPY fails with it on its own.
   const heldError = (): void => undefined;
