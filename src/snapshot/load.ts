@@ -17,17 +17,17 @@ type Db = pg.Pool | pg.PoolClient | pg.Client;
 /** Events fetched per round of the batched tail read: bounds memory whatever the number of SKUs. */
 const tailRowsPerRound = 20_000;
 
+/** A pool, by shape rather than instanceof: a caller's pg may be another copy of the module. */
+function isPool(db: Db): db is pg.Pool {
+  return 'totalCount' in db;
+}
+
 /**
  * The rows of a snapshot COPY (src/snapshot/sql.ts), all of them once the COPY
  * has ended. A pool lends one client for it; a COPY cut short (a malformed
  * stream) leaves its connection mid-protocol, so that client is discarded.
  */
-function isPool(db: Db): db is pg.Pool {
-  return 'totalCount' in db;
-}
-
 async function copySnapshotRows(db: Db, copy: string): Promise<SnapshotRow[]> {
-  // A pool (by shape, not instanceof: a caller's pg may be another copy of the module) lends a client.
   const client = isPool(db) ? await db.connect() : db;
   // A held client's socket error (Postgres crashing mid-COPY) is also emitted on the client, and
   // with no listener that would end the process (src/db/pool.ts): the COPY fails with it on its own.
