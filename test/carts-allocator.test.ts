@@ -1,6 +1,6 @@
 import t from 'tap';
 import { SkuAllocator } from '../src/allocator/allocator.js';
-import { cartLineKey, defaultAllocatorLimits, type StockEvent } from '../src/allocator/types.js';
+import { cartLineKey, defaultAllocatorLimits, reservedAtMs, type StockEvent } from '../src/allocator/types.js';
 import { decodeSnapshot, encodeSnapshot } from '../src/snapshot/codec.js';
 import { decodeShardRequest } from '../src/shard/protocol.js';
 import { shardOf } from '../src/shard/placement.js';
@@ -49,6 +49,9 @@ t.test('prepare takes units and counts toward the limit; commit makes a hold exp
   apply(a.resolveLine(line, cartId, 'committed', 30_000, 2_000));
   t.equal(a.reservations.get(line)!.status, 'held');
   t.equal(a.nextExpiryMs(), 30_000, "the cart's expiry, not the line's own");
+  t.equal(a.reservations.get(line)!.expiresAtMs, 30_000);
+  t.equal(reservedAtMs(a.reservations.get(line)!), 1_000, 'still made when it was prepared (its key TTL starts there)');
+  t.equal(reservedAtMs(decodeSnapshot(encodeSnapshot(a), limits).reservations.get(line)!), 1_000, 'also once restored');
   t.equal(a.resolveLine(line, cartId, 'aborted', 0, 2_000), null, 'resolved once: a late abort changes nothing');
   t.equal(a.tentative.size, 0);
 

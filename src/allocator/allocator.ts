@@ -12,6 +12,8 @@ import {
   cartLineKey,
   cartOfKey,
   defaultWaitlistMaxEntries,
+  reservedAtMs,
+  reservedBeforeExpiryMs,
   type AllocatorLimits,
   type CartAbortedEvent,
   type CartCommittedEvent,
@@ -274,7 +276,7 @@ export class SkuAllocator {
   private knownKey(cmd: ReserveCommand, nowMs: number, options: ReserveOptions | undefined): ReserveDecision | null {
     const previous = this.idempotencySlots.get(cmd.shopperId, cmd.idempotencyKey);
     // A key older than its TTL is new again: the new reservation takes its slot over.
-    if (previous !== undefined && previous.reservedAtMs + this.idempotencyKeyTtlMs > nowMs) {
+    if (previous !== undefined && reservedAtMs(previous) + this.idempotencyKeyTtlMs > nowMs) {
       if (previous.quantity !== cmd.quantity) {
         return {
           ok: false,
@@ -501,7 +503,7 @@ export class SkuAllocator {
     const key = cartLineKey(cartId);
     if (line === undefined || line.idempotencyKey !== key) return notInCart(reservationId);
     // Frozen for this order already (or settled by it): the same checkout again.
-    if (line.orderId === orderId) return { ok: true, kind: 'replay', orderId };
+    if (line.checkout?.orderId === orderId) return { ok: true, kind: 'replay', orderId };
     if (line.status !== 'held' || nowMs >= line.expiresAtMs) {
       return { ok: false, code: 'reservation_not_held', detail: `the cart's line ${reservationId} is ${line.status === 'held' ? 'expired' : line.status}` };
     }
@@ -564,12 +566,12 @@ export class SkuAllocator {
     // A newer reservation may have taken the slot over (the key outlived its TTL): then it stays.
     this.idempotencySlots.release(reservation);
     // Always remembered (the table ignores expired ones), so the result does not depend on when this runs.
-    this.rememberedKeys.remember(slotHash(slot), reservation.reservedAtMs, nowMs);
-    if (reservation.checkoutIdempotencyKey !== null) {
-      const slot = idempotencySlot(shopperId, reservation.checkoutIdempotencyKey);
+    this.rememberedKeys.remember(slotHash(slot), reservedAtMs(reservation), nowMs);
+    if (reservation.checkout !== null) {
+      const slot = idempotencySlot(shopperId, reservation.checkout.idempotencyKey);
       if (this.checkoutKeys.get(slot)?.reservationId === reservationId) this.checkoutKeys.delete(slot);
       // Its order keeps the key taken: remembered from when it settled (after the checkout), so at least the TTL.
-      this.rememberedKeys.remember(slotHash(checkoutSlot(shopperId, reservation.checkoutIdempotencyKey)), reservation.settledAtMs!, nowMs);
+      this.rememberedKeys.remember(slotHash(checkoutSlot(shopperId, reservation.checkout.idempotencyKey)), reservation.settledAtMs!, nowMs);
     }
   }
 
@@ -656,7 +658,9 @@ export class SkuAllocator {
     this.tentative.delete(line.reservationId);
     if (event.kind === 'cart_committed') {
       line.status = 'held';
+      const madeAtMs = reservedAtMs(line);
       line.expiresAtMs = event.expiresAtMs;
+      line.reservedBeforeExpiryMs = reservedBeforeExpiryMs(madeAtMs, event.expiresAtMs);
       this.expiryQueue.push(line);
       return;
     }
@@ -723,16 +727,14 @@ export class SkuAllocator {
     }
     const reservation: Reservation = {
       reservationId: event.reservationId,
-      sku: this.sku,
       shopperId: event.shopperId,
       quantity: event.quantity,
       idempotencyKey: event.idempotencyKey,
       expiresAtMs: event.expiresAtMs,
       status: event.kind === 'reserved' ? 'held' : 'tentative',
-      orderId: null,
-      reservedAtMs: event.atMs,
+      reservedBeforeExpiryMs: reservedBeforeExpiryMs(event.atMs, event.expiresAtMs),
       settledAtMs: null,
-      checkoutIdempotencyKey: null,
+      checkout: null,
     };
     this.reservations.set(event.reservationId, reservation);
     if (ownsKey) {
@@ -762,8 +764,7 @@ export class SkuAllocator {
   private applyCheckoutStarted(event: CheckoutStartedEvent): void {
     const reservation = this.requireReservation(event.reservationId, 'held');
     reservation.status = 'checking_out';
-    reservation.orderId = event.orderId;
-    reservation.checkoutIdempotencyKey = event.idempotencyKey;
+    reservation.checkout = { orderId: event.orderId, idempotencyKey: event.idempotencyKey };
     this.checkoutKeys.set(idempotencySlot(reservation.shopperId, event.idempotencyKey), {
       orderId: event.orderId,
       reservationId: event.reservationId,
@@ -905,8 +906,8 @@ export class SkuAllocator {
       const copy = adopt ? r : { ...r };
       const before = a.reservations.size;
       // One hash look-up per hold, not a has() and a set(): a duplicate leaves the size as it was.
-      if (r.sku !== state.sku || a.reservations.set(r.reservationId, copy).size === before) {
-        throw new InvariantViolation(`${state.sku}: restored reservation ${r.reservationId} is duplicated or foreign`);
+      if (a.reservations.set(r.reservationId, copy).size === before) {
+        throw new InvariantViolation(`${state.sku}: restored reservation ${r.reservationId} is duplicated`);
       }
       if (state.slotOwners[i] === true) a.idempotencySlots.take(copy);
       else a.displaced.add(r.reservationId);
@@ -915,7 +916,7 @@ export class SkuAllocator {
         live += 1;
       }
       if (r.status === 'held') a.expiryQueue.push(copy);
-      if (r.status === 'tentative') a.tentative.set(r.reservationId, r.reservedAtMs);
+      if (r.status === 'tentative') a.tentative.set(r.reservationId, reservedAtMs(r));
     });
     if (held !== a.held || live !== a.liveHolds) {
       throw new InvariantViolation(`${state.sku}: restored held ${a.held}/${a.liveHolds} but reservations hold ${held}/${live}`);

@@ -58,23 +58,50 @@ export const statusAfterEvent: Readonly<Record<string, ReservationStatus>> = {
   waitlist_offered: 'held',
 };
 
+/**
+ * One hold and what became of it. Its SKU is the allocator's that holds it: a
+ * field per hold would repeat it a million times (8 bytes each). Times are
+ * epoch ms; the reservation's own time is kept as its distance to the expiry, a
+ * small integer that V8 stores in the object, where a second epoch-ms number
+ * would be a 16-byte box per hold (bench/hold-memory.ts).
+ */
 export interface Reservation {
   readonly reservationId: string;
-  readonly sku: string;
   readonly shopperId: string;
   readonly quantity: number;
   readonly idempotencyKey: string;
   /** A cart line's is set again when its cart commits: the cart expires as one, at its earliest line's expiry. */
   expiresAtMs: number;
   status: ReservationStatus;
-  /** Set once checkout starts: the order paying for this hold. */
-  orderId: string | null;
-  /** When the reservation was made (its `reserved` event's atMs): the start of its key's TTL. */
-  readonly reservedAtMs: number;
+  /** Set once checkout starts (one field for both: a field is 8 bytes on every hold, most of which never check out). */
+  checkout: ReservationCheckout | null;
+  /** `expiresAtMs` minus when it was made (its event's atMs, the start of its key's TTL): see `reservedAtMs`. */
+  reservedBeforeExpiryMs: number;
   /** When it settled (released, expired, committed, payment_failed), else null; it leaves memory `reservationMemoryMs` later. */
   settledAtMs: number | null;
-  /** The checkout request's idempotency key once checkout starts, so forgetting the reservation forgets its checkout slot. */
-  checkoutIdempotencyKey: string | null;
+}
+
+/** A reservation's checkout: the order paying for it, and the checkout request's key (forgetting the reservation forgets its slot). */
+export interface ReservationCheckout {
+  readonly orderId: string;
+  readonly idempotencyKey: string;
+}
+
+/** When `r` was made (its `reserved` or `cart_prepared` event's atMs): the start of its key's TTL. */
+export function reservedAtMs(r: Reservation): number {
+  return r.expiresAtMs - r.reservedBeforeExpiryMs;
+}
+
+/**
+ * `expiresAtMs − reservedAtMs`, as a small integer when it is one (`| 0`: a
+ * difference of two doubles is a double, which V8 would box). Holds run at
+ * most a week (the schemas' `holdSeconds`) and a cart line's expiry only moves
+ * earlier, so it always is; a distance that is not would still be exact, only
+ * boxed.
+ */
+export function reservedBeforeExpiryMs(reservedAtMs: number, expiresAtMs: number): number {
+  const distanceMs = expiresAtMs - reservedAtMs;
+  return (distanceMs | 0) === distanceMs ? distanceMs | 0 : distanceMs;
 }
 
 interface EventBase {

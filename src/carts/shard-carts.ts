@@ -99,7 +99,7 @@ export class ShardCarts {
       }
     }
     if (!decision.ok) return decision;
-    if (decision.kind === 'replay') return this.ops.afterDurable(request.sku, reservationView(decision.reservation));
+    if (decision.kind === 'replay') return this.ops.afterDurable(request.sku, reservationView(request.sku, decision.reservation));
     const view = holdView(decision.event, 'tentative');
     return this.ops.commit(allocator, decision.event, () => view);
   }

@@ -198,12 +198,19 @@ export function skuView(allocator: SkuAllocator, nowMs: number): SkuView {
   };
 }
 
-export function reservationView(reservation: Reservation, status: ReservationStatus = reservation.status): ReservationView {
-  return holdView(reservation, status);
+/** The view of a reservation of `sku` (a reservation does not carry its SKU: its allocator's is). */
+export function reservationView(sku: string, reservation: Reservation, status: ReservationStatus = reservation.status): ReservationView {
+  return {
+    reservationId: reservation.reservationId,
+    sku,
+    quantity: reservation.quantity,
+    status,
+    expiresAt: isoTime(reservation.expiresAtMs),
+  };
 }
 
-/** The view of a hold from its fields alone: a reservation's, or the event that makes a new one. */
-export function holdView(hold: Pick<Reservation, 'reservationId' | 'sku' | 'quantity' | 'expiresAtMs'>, status: ReservationStatus): ReservationView {
+/** The view of a hold from the event that makes it. */
+export function holdView(hold: { reservationId: string; sku: string; quantity: number; expiresAtMs: number }, status: ReservationStatus): ReservationView {
   return {
     reservationId: hold.reservationId,
     sku: hold.sku,

@@ -576,7 +576,7 @@ export class Shard {
     if (decision.kind === 'key_remembered') return this.replayFromLog(allocator, request, now);
     if (decision.kind === 'replay') {
       // The original answer, even if the hold has changed since: same key, same response.
-      return this.afterDurable(request.sku, reservationView(decision.reservation, 'held'));
+      return this.afterDurable(request.sku, reservationView(request.sku, decision.reservation, 'held'));
     }
     const view = holdView(decision.event, 'held');
     return this.commit(allocator, decision.event, () => view);
@@ -598,12 +598,13 @@ export class Shard {
     const refused = this.refuse(null);
     if (refused) return refused;
     const { reservationId, shopperId } = request;
-    const reservation = this.holderOf(reservationId)?.reservations.get(reservationId);
-    if (reservation !== undefined) {
+    const holder = this.holderOf(reservationId);
+    const reservation = holder?.reservations.get(reservationId);
+    if (holder !== undefined && reservation !== undefined) {
       if (reservation.shopperId !== shopperId) return notFound(reservationId);
       // A hold past its time is expired even if the sweeper has not recorded it yet.
       const expired = reservation.status === 'held' && this.ctx.nowMs() >= reservation.expiresAtMs;
-      return { ok: true, value: reservationView(reservation, expired ? 'expired' : reservation.status) };
+      return { ok: true, value: reservationView(holder.sku, reservation, expired ? 'expired' : reservation.status) };
     }
     const logged = await this.reader.reservation(reservationId, this.ctx.nowMs());
     if (logged === null || logged.shopperId !== shopperId) return notFound(reservationId);
@@ -619,8 +620,8 @@ export class Shard {
     const decision = allocator.release(reservationId, shopperId, this.ctx.nowMs());
     if (!decision.ok) return decision;
     const reservation = decision.reservation;
-    if (decision.event === null) return this.afterDurable(allocator.sku, reservationView(reservation));
-    return this.commit(allocator, decision.event, () => reservationView(reservation));
+    if (decision.event === null) return this.afterDurable(allocator.sku, reservationView(allocator.sku, reservation));
+    return this.commit(allocator, decision.event, () => reservationView(allocator.sku, reservation));
   }
 
   /**
@@ -710,7 +711,7 @@ export class Shard {
     if (!loaded.ok) return loaded;
     const allocator = loaded.value;
     const reservation = allocator.reservations.get(request.reservationId);
-    if (reservation === undefined || reservation.orderId !== request.orderId) {
+    if (reservation === undefined || reservation.checkout?.orderId !== request.orderId) {
       // Settled long ago and left memory: a repeated job or webhook changes nothing.
       const logged = await this.reader.reservation(request.reservationId, this.ctx.nowMs());
       const settled = logged !== null && (logged.view.status === 'paid' || logged.view.status === 'payment_failed');

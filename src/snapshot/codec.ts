@@ -1,6 +1,6 @@
 import { InvariantViolation, SkuAllocator, type AllocatorState } from '../allocator/allocator.js';
 import type { PackedGeneration } from '../allocator/remembered-keys.js';
-import type { AllocatorLimits, Reservation, ReservationStatus, SkuConfig } from '../allocator/types.js';
+import { reservedAtMs, reservedBeforeExpiryMs, type AllocatorLimits, type Reservation, type ReservationStatus, type SkuConfig } from '../allocator/types.js';
 import { isWaitingRoomConfig, type QueueState } from '../allocator/waiting-room.js';
 import { readWaitlistSection, writeWaitlistSection } from './waitlist-codec.js';
 
@@ -329,11 +329,11 @@ function writeReservation(w: Writer, r: Reservation, ownsSlot: boolean): void {
   w.string(r.idempotencyKey);
   w.f64(r.quantity);
   w.f64(r.expiresAtMs);
-  w.f64(r.reservedAtMs);
+  w.f64(reservedAtMs(r));
   w.nullableF64(r.settledAtMs);
   w.u8(statuses.indexOf(r.status));
-  w.nullableString(r.orderId);
-  w.nullableString(r.checkoutIdempotencyKey);
+  w.nullableString(r.checkout?.orderId ?? null);
+  w.nullableString(r.checkout?.idempotencyKey ?? null);
   w.u8(ownsSlot ? 1 : 0);
 }
 
@@ -362,7 +362,7 @@ export function decodeSnapshot(buffer: Buffer, limits: AllocatorLimits): SkuAllo
   const [available, held, sold, liveHolds] = [r.f64(), r.f64(), r.f64(), r.f64()];
   const reservations: Reservation[] = [];
   const slotOwners: boolean[] = [];
-  for (let i = 0, n = r.count(40); i < n; i++) reservations.push(readReservation(r, sku, slotOwners));
+  for (let i = 0, n = r.count(40); i < n; i++) reservations.push(readReservation(r, slotOwners));
   const shoppers: string[] = [];
   const shopperQuantities: number[] = [];
   for (let i = 0, n = r.count(12); i < n; i++) {
@@ -421,22 +421,25 @@ function smallInteger(value: number): number {
 }
 
 /** The next reservation; whether it owns its idempotency slot goes on `slotOwners` (no pair per hold: a million holds decode at once). */
-function readReservation(r: Reader, sku: string, slotOwners: boolean[]): Reservation {
+function readReservation(r: Reader, slotOwners: boolean[]): Reservation {
   const reservationId = r.string();
   const shopperId = r.string();
   const idempotencyKey = r.string();
   // As a small integer when it is one (it always is): a float would cost a boxed number per hold.
   const quantity = smallInteger(r.f64());
   const expiresAtMs = r.f64();
-  const reservedAtMs = r.f64();
+  const madeAtMs = r.f64();
   const settledAtMs = r.nullableF64();
   const status = statuses[r.u8()];
   if (status === undefined) throw new SnapshotFormatError(`unknown reservation status in ${reservationId}`);
   const orderId = r.nullableString();
   const checkoutIdempotencyKey = r.nullableString();
+  if ((orderId === null) !== (checkoutIdempotencyKey === null)) throw new SnapshotFormatError(`${reservationId} has half a checkout`);
+  const checkout = orderId === null ? null : { orderId, idempotencyKey: checkoutIdempotencyKey! };
   slotOwners.push(r.flag());
   return {
-    reservationId, sku, shopperId, quantity, idempotencyKey, expiresAtMs, status, orderId,
-    reservedAtMs, settledAtMs, checkoutIdempotencyKey,
+    // The allocator's field order (src/allocator/allocator.ts applyReserved): one hidden class for decoded and live holds.
+    reservationId, shopperId, quantity, idempotencyKey, expiresAtMs, status,
+    reservedBeforeExpiryMs: reservedBeforeExpiryMs(madeAtMs, expiresAtMs), settledAtMs, checkout,
   };
 }
