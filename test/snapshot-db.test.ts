@@ -4,7 +4,7 @@ import { SkuAllocator } from '../src/allocator/allocator.js';
 import { defaultAllocatorLimits, type AllocatorLimits, type SkuConfig, type StockEvent } from '../src/allocator/types.js';
 import { insertEventsQuery } from '../src/outbox/event-log.js';
 import { encodeSnapshot, snapshotFormatVersion, SnapshotFormatError } from '../src/snapshot/codec.js';
-import { loadAllSkuStates, loadSkuState } from '../src/snapshot/load.js';
+import { loadAllSkuStates, loadSkuState, loadSkuStates } from '../src/snapshot/load.js';
 import { insertSnapshotQuery } from '../src/snapshot/sql.js';
 import { SnapshotWorkers } from '../src/snapshot/workers.js';
 import { LiveSnapshots } from '../src/snapshot/live.js';
@@ -157,6 +157,21 @@ t.test('the batched loader shares its rounds among many SKUs', async (t) => {
   t.equal(kept.size, 0);
   t.equal(handed.size, 30);
   for (const w of writers) t.same(picture(handed.get(w.allocator.sku)!, w.now), picture(w.allocator, w.now), `handed over: ${w.allocator.sku}`);
+
+  // A shard's share: only the SKUs asked for (with and without a snapshot), and one never logged comes back empty.
+  const asked = ['S00', 'S03', 'S07', 'NEVER'];
+  const some = await loadSkuStates(db.pool, asked, limits);
+  t.same([...some.keys()].sort(), [...asked].sort());
+  for (const w of [writers[0]!, writers[3]!, writers[7]!]) t.same(picture(some.get(w.allocator.sku)!, w.now), picture(w.allocator, w.now), `asked for: ${w.allocator.sku}`);
+  t.match(some.get('NEVER'), { seq: 0, config: null });
+  t.equal((await loadSkuStates(db.pool, [], limits)).size, 0, 'nothing asked, nothing read');
+  // A SKU whose name needs quoting (the COPY carries SKUs as literals).
+  const quoted = writer("it's \\ 'quoted'");
+  quoted.churn(10, 50);
+  await quoted.commit(db.pool);
+  await workers.snapshot({ databaseUrl: db.url, sku: quoted.allocator.sku, limits });
+  const one = await loadSkuStates(db.pool, [quoted.allocator.sku], limits);
+  t.same(picture(one.get(quoted.allocator.sku)!, quoted.now), picture(quoted.allocator, quoted.now), 'a quoted SKU from its snapshot');
 });
 
 t.test('a crash while a snapshot is written loses nothing; a damaged snapshot is refused loudly', async (t) => {
@@ -187,6 +202,7 @@ t.test('a crash while a snapshot is written loses nothing; a damaged snapshot is
   await db.pool.query(insertSnapshotQuery({ sku: 'A', seq: a.allocator.seq, formatVersion: snapshotFormatVersion, state: Buffer.from('garbage'), passivated: false }));
   await t.rejects(loadSkuState(db.pool, 'A', limits), SnapshotFormatError);
   await t.rejects(loadAllSkuStates(db.pool, limits), SnapshotFormatError);
+  await t.rejects(loadSkuStates(db.pool, ['A'], limits), SnapshotFormatError);
   const broken: string[] = [];
   const rest = await loadAllSkuStates(db.pool, limits, { onBroken: (sku) => broken.push(sku) });
   t.same(broken, ['A']);

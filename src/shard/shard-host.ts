@@ -53,6 +53,8 @@ export interface ShardHostOptions {
   writeOrders: AttachmentWriter<OrderAttachment> | null;
   /** A SKU's state from the log: latest snapshot + the events after it. */
   loadSku: (sku: string) => Promise<SkuAllocator | null>;
+  /** Many SKUs' states at once (a shard's recovery). */
+  loadSkus: (skus: readonly string[]) => Promise<Map<string, SkuAllocator>>;
   snapshotEveryEvents: number;
   passivateAfterMs: number;
   /** A broken invariant (in a rebuild, a commit callback): one fatal path. */
@@ -97,6 +99,7 @@ export class ShardHost implements ShardEndpoint {
       nowMs: options.nowMs,
       notify: this.notify,
       loadSku: options.loadSku,
+      loadSkus: options.loadSkus,
       rebuildRetryMs: options.rebuildRetryMs,
       idempotencyKeyTtlMs: options.idempotencyKeyTtlMs,
       snapshotEveryEvents: options.snapshotEveryEvents,

@@ -35,6 +35,8 @@ export interface ShardContext {
   notify: (notice: ShardNotice) => void;
   /** A SKU's state from the log (latest snapshot + the events after it); null when it has none. */
   loadSku: (sku: string) => Promise<SkuAllocator | null>;
+  /** Many SKUs' states at once (recovery: a round trip per SKU would be most of it); a SKU with nothing logged has seq 0. */
+  loadSkus: (skus: readonly string[]) => Promise<Map<string, SkuAllocator>>;
   /** Pause between attempts to rebuild a SKU while Postgres is unreachable. */
   rebuildRetryMs: number;
   /** How long a request's idempotency key is honoured. */
@@ -183,9 +185,8 @@ export class Shard {
 
   /** Load `skus` from the log, expire holds that ran out while down, then serve. */
   async recover(skus: readonly string[]): Promise<number> {
-    for (const sku of skus) {
-      const allocator = await this.ctx.loadSku(sku);
-      if (allocator?.config == null) continue;
+    for (const allocator of (await this.ctx.loadSkus(skus)).values()) {
+      if (allocator.config === null) continue;
       this.install(allocator);
       this.publish(allocator);
     }

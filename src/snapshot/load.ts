@@ -5,7 +5,7 @@ import type { AllocatorLimits, StockEvent } from '../allocator/types.js';
 import { readEvents, rowToEvent } from '../outbox/event-log.js';
 import { BinaryCopyReader } from './binary-copy.js';
 import { decodeSnapshot, SnapshotFormatError } from './codec.js';
-import { latestSnapshotCopy, latestSnapshotsCopy, logSkusQuery, snapshotRowOf, tailEventsQuery, type SnapshotRow } from './sql.js';
+import { latestSnapshotCopy, latestSnapshotsCopy, latestSnapshotsOfCopy, logSkusQuery, snapshotRowOf, tailEventsQuery, type SnapshotRow } from './sql.js';
 
 /**
  * A SKU's state from Postgres: its latest snapshot, then the log after it,
@@ -123,64 +123,120 @@ export interface LoadAllOptions {
   onLoaded?: (allocator: SkuAllocator) => void;
 }
 
+/** SKUs per snapshot COPY of `loadSkuStates`: the list travels as literals in the statement's text. */
+const skusPerSnapshotCopy = 1_000;
+
+/** What one load of many SKUs is doing: the allocators so far, and how a broken SKU leaves them. */
+class ManyLoad {
+  readonly states = new Map<string, SkuAllocator>();
+  readonly brokenSkus = new Set<string>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly limits: AllocatorLimits,
+    private readonly options: LoadAllOptions,
+  ) {}
+
+  broken(sku: string, error: Error): void {
+    this.states.delete(sku);
+    this.brokenSkus.add(sku);
+    if (this.options.onBroken === undefined) throw error;
+    this.options.onBroken(sku, error);
+  }
+
+  /** Decodes the rows of a snapshot COPY, dropping each row's bytes once decoded. */
+  async snapshots(copy: string): Promise<void> {
+    const rows: (SnapshotRow | undefined)[] = await copySnapshotRows(this.db, copy);
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i]!;
+      rows[i] = undefined; // a big snapshot's bytes go as soon as it is decoded
+      try {
+        this.states.set(row.sku, fromRow(row, this.limits));
+      } catch (error) {
+        this.broken(row.sku, error as Error);
+      }
+    }
+  }
+
+  /** An empty allocator for a SKU with no snapshot; false when the SKU broke. */
+  pend(sku: string): boolean {
+    if (this.brokenSkus.has(sku)) return false;
+    if (!this.states.has(sku)) this.states.set(sku, new SkuAllocator(sku, this.limits));
+    return true;
+  }
+
+  /**
+   * The tails of `pending` together, `tailRowsPerRound` events a round shared
+   * among the SKUs not yet caught up (not one round trip per SKU). With
+   * `onLoaded`, each SKU is handed over as soon as it has caught up.
+   */
+  async catchUp(pending: string[]): Promise<void> {
+    const { states, options } = this;
+    while (pending.length > 0) {
+      const perSku = Math.max(1, Math.floor(tailRowsPerRound / pending.length));
+      const after = pending.map((sku) => states.get(sku)!.seq);
+      const rows = (await this.db.query(tailEventsQuery(pending, after, perSku))).rows;
+      const got = new Map<string, number>();
+      for (const row of rows) {
+        const event = rowToEvent(row) as StockEvent;
+        got.set(event.sku, (got.get(event.sku) ?? 0) + 1);
+        const allocator = states.get(event.sku);
+        if (allocator === undefined) continue; // broken earlier in this round
+        try {
+          allocator.apply(event);
+        } catch (error) {
+          this.broken(event.sku, error as Error);
+        }
+      }
+      const next = pending.filter((sku) => got.get(sku) === perSku && states.has(sku));
+      if (options.onLoaded !== undefined) {
+        const still = new Set(next);
+        for (const sku of pending) {
+          const allocator = states.get(sku);
+          if (allocator === undefined || still.has(sku)) continue;
+          states.delete(sku);
+          options.onLoaded(allocator);
+        }
+      }
+      pending = next;
+    }
+  }
+
+  /** The result: with `onLoaded`, what is left is handed over too (a snapshot whose SKU has no log rows) and none kept. */
+  finish(): Map<string, SkuAllocator> {
+    if (this.options.onLoaded !== undefined) {
+      for (const allocator of this.states.values()) this.options.onLoaded(allocator);
+      this.states.clear();
+    }
+    return this.states;
+  }
+}
+
 /**
  * Every SKU's allocator: one query for all latest snapshots, one for the SKU
- * list, then the tails of all SKUs together, `tailRowsPerRound` events a
- * round shared among the SKUs not yet caught up (not one round trip per SKU).
+ * list, then the tails of all SKUs together (`ManyLoad.catchUp`).
  */
 export async function loadAllSkuStates(db: Db, limits: AllocatorLimits, options: LoadAllOptions = {}): Promise<Map<string, SkuAllocator>> {
-  const states = new Map<string, SkuAllocator>();
-  const broken = (sku: string, error: Error) => {
-    states.delete(sku);
-    if (options.onBroken === undefined) throw error;
-    options.onBroken(sku, error);
-  };
-  const brokenSkus = new Set<string>();
-  for (const row of await copySnapshotRows(db, latestSnapshotsCopy())) {
-    try {
-      states.set(row.sku, fromRow(row, limits));
-    } catch (error) {
-      brokenSkus.add(row.sku);
-      broken(row.sku, error as Error);
-    }
-  }
-  let pending: string[] = [];
+  const load = new ManyLoad(db, limits, options);
+  await load.snapshots(latestSnapshotsCopy());
+  const pending: string[] = [];
   for (const { sku } of (await db.query<{ sku: string }>(logSkusQuery())).rows) {
-    if (!states.has(sku) && !brokenSkus.has(sku)) states.set(sku, new SkuAllocator(sku, limits));
-    if (states.has(sku)) pending.push(sku);
+    if (load.pend(sku)) pending.push(sku);
   }
-  while (pending.length > 0) {
-    const perSku = Math.max(1, Math.floor(tailRowsPerRound / pending.length));
-    const after = pending.map((sku) => states.get(sku)!.seq);
-    const rows = (await db.query(tailEventsQuery(pending, after, perSku))).rows;
-    const got = new Map<string, number>();
-    for (const row of rows) {
-      const event = rowToEvent(row) as StockEvent;
-      got.set(event.sku, (got.get(event.sku) ?? 0) + 1);
-      const allocator = states.get(event.sku);
-      if (allocator === undefined) continue; // broken earlier in this round
-      try {
-        allocator.apply(event);
-      } catch (error) {
-        brokenSkus.add(event.sku);
-        broken(event.sku, error as Error);
-      }
-    }
-    const next = pending.filter((sku) => got.get(sku) === perSku && states.has(sku));
-    if (options.onLoaded !== undefined) {
-      const still = new Set(next);
-      for (const sku of pending) {
-        const allocator = states.get(sku);
-        if (allocator === undefined || still.has(sku)) continue;
-        states.delete(sku);
-        options.onLoaded(allocator);
-      }
-    }
-    pending = next;
+  await load.catchUp(pending);
+  return load.finish();
+}
+
+/**
+ * The allocators of `skus` (a shard's recovery): their latest snapshots in one
+ * COPY per `skusPerSnapshotCopy`, then their tails together. A SKU with
+ * neither snapshot nor events comes back empty (seq 0).
+ */
+export async function loadSkuStates(db: Db, skus: readonly string[], limits: AllocatorLimits, options: LoadAllOptions = {}): Promise<Map<string, SkuAllocator>> {
+  const load = new ManyLoad(db, limits, options);
+  for (let at = 0; at < skus.length; at += skusPerSnapshotCopy) {
+    await load.snapshots(latestSnapshotsOfCopy(skus.slice(at, at + skusPerSnapshotCopy)));
   }
-  if (options.onLoaded !== undefined) {
-    for (const allocator of states.values()) options.onLoaded(allocator); // a snapshot whose SKU has no log rows
-    states.clear();
-  }
-  return states;
+  await load.catchUp(skus.filter((sku) => load.pend(sku)));
+  return load.finish();
 }

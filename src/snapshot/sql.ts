@@ -36,7 +36,15 @@ export function latestSnapshotCopy(sku: string): string {
           TO STDOUT (FORMAT binary)`;
 }
 
-/** The latest snapshot of every SKU that has one (recovery, the audit). */
+/** The latest snapshot of each of `skus` that has one (a shard's recovery); `skus` is not empty. */
+export function latestSnapshotsOfCopy(skus: readonly string[]): string {
+  if (skus.length === 0) throw new RangeError('no SKUs to read snapshots of');
+  const list = skus.map((sku) => pg.escapeLiteral(sku)).join(', ');
+  return `COPY (SELECT DISTINCT ON (sku) ${copyColumns} FROM sku_snapshots WHERE sku IN (${list}) ORDER BY sku, seq DESC)
+          TO STDOUT (FORMAT binary)`;
+}
+
+/** The latest snapshot of every SKU that has one (recovery of every shard, the audit). */
 export function latestSnapshotsCopy(): string {
   return `COPY (SELECT DISTINCT ON (sku) ${copyColumns} FROM sku_snapshots ORDER BY sku, seq DESC) TO STDOUT (FORMAT binary)`;
 }
