@@ -222,6 +222,7 @@ async function openFrontEnd(parts: FrontEndParts): Promise<FrontEnd> {
         onNotice: (listener) => (cluster ?? local!).onNotice(listener),
         ...(local?.shardPorts === undefined ? {} : { shardPorts: local.shardPorts }),
         ...(cluster === null ? {} : { cluster: cluster.threadCalls }),
+        ...(cluster?.directRoutes == null ? {} : { direct: cluster.directRoutes }),
         payments: payments.payments,
         drops,
         metrics,

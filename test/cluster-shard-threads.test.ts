@@ -111,6 +111,48 @@ t.test('sigkill: three nodes of two shard threads, one SIGKILLed under load; tak
   t.same(created.map((res) => res.status), after.map(() => 201), 'every shard serves again on the last node\'s threads');
 });
 
+/** A counter's samples in a Prometheus text exposition, by the value of `label`. */
+async function counterBy(metricsUrl: string, name: string, label: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${metricsUrl}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const match of text.matchAll(new RegExp(`^${name}\\{${label}="([a-z_]+)"\\} (\\d+)$`, 'gm'))) out[match[1]!] = Number(match[2]);
+  return out;
+}
+
+t.test('front-end threads on two nodes of two shard threads: their own node\'s shards straight to the shard thread, the others forwarded; sold out, never over', async (t) => {
+  const db = await createTestDatabase(t);
+  const nodes: Child[] = [];
+  reapNodes(t, nodes);
+  for (let i = 0; i < 2; i++) nodes.push(await startNode(db.url, `direct-node${i}`, { SHARD_THREADS: '2', HTTP_THREADS: '2' }));
+  await until('2 balanced nodes', () => balanced(nodes[0]!.url, 2), 60_000);
+  const clients = nodes.map((node) => clientFor(node.url));
+  // Balanced is the lease table's word: wait until every shard also serves (recovered on its thread), through both nodes.
+  const probes = skusOverShards('PROBE', 1);
+  for (const sku of probes) t.equal((await clients[0]!.putSku(sku, { stock: 10 })).status, 201);
+  await until('every shard serves through both nodes', async () => {
+    const answers = await Promise.all(probes.flatMap((sku) => clients.map((client, i) => client.reserve(sku, `probe-${i}`, 1, `probe-${i}`))));
+    return answers.every((answer) => answer.status === 201) ? true : null;
+  }, 60_000);
+  const skus = skusOverShards('DIRECT', 1);
+  const stock = 5;
+  for (const sku of skus) t.equal((await clients[0]!.putSku(sku, { stock, perShopperLimit: 1 })).status, 201);
+  // Every SKU through both nodes: one owns its shard (straight to the shard thread), the other forwards it.
+  const answers = await Promise.all(
+    skus.flatMap((sku) => Array.from({ length: 2 * stock }, (_, i) => clients[i % 2]!.reserve(sku, `${sku}-shopper-${i}`))),
+  );
+  for (const [k, sku] of skus.entries()) {
+    const statuses = answers.slice(k * 2 * stock, (k + 1) * 2 * stock).map((answer) => answer.status);
+    t.equal(statuses.filter((status) => status === 201).length, stock, `${sku}: exactly its stock held`);
+    t.equal(statuses.filter((status) => status === 409).length, stock, `${sku}: the rest sold out`);
+  }
+  for (const sku of skus) t.equal(await unitsTakenInLog(db.pool, sku), stock, `${sku}: the log holds its stock, no more`);
+  for (const [i, node] of nodes.entries()) {
+    const roads = await counterBy(node.metricsUrl, 'flashstock_thread_shard_requests_total', 'via');
+    t.ok((roads.shard_thread ?? 0) > 0, `node ${i}: requests for its own shards went straight to their thread (${JSON.stringify(roads)})`);
+    t.ok((roads.main_thread ?? 0) > 0, `node ${i}: requests for the other node's shards went through the main thread (${JSON.stringify(roads)})`);
+  }
+});
+
 t.test('zombie: a node of two shard threads loses its lease session under load; no thread acknowledges for a lost shard', async (t) => {
   const { db, nodes, clients } = await startCluster(t, 2);
   const skus = skusOverShards('ZOMB', 2);

@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js';
-import type { Link } from '../road/link.js';
-import type { PortLink } from '../road/port-link.js';
+import { RequestsOnly, type Link } from '../road/link.js';
+import type { PortLink, ShardPort } from '../road/port-link.js';
 import type { ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
 import type { ShardThreads } from '../threads/shard-threads.js';
 import { OwnedShards, type OwnedShardsOptions } from './owned-shards.js';
@@ -28,8 +28,8 @@ export interface ClusterShardThreadsOptions extends OwnedShardsOptions {
 }
 
 export class ClusterShardThreads extends OwnedShards {
-  /** One link per thread as the routing table holds it (notices reach the table through `notify`, not these). */
-  private readonly links = new Map<PortLink, ThreadLink>();
+  /** One link per thread as the routing table holds it: notices reach the table once, through `notify` (which also tells the other nodes), not through these. */
+  private readonly links = new Map<PortLink, RequestsOnly>();
 
   constructor(
     private readonly threads: ShardThreads,
@@ -44,10 +44,15 @@ export class ClusterShardThreads extends OwnedShards {
     const port = this.threads.linkOf(shard);
     let link = this.links.get(port);
     if (link === undefined) {
-      link = new ThreadLink(port);
+      link = new RequestsOnly(port);
       this.links.set(port, link);
     }
     return link;
+  }
+
+  /** Ports to every shard thread for one front-end thread: requests only (notices reach it through the node's channel). */
+  openPorts(): ShardPort[] {
+    return this.threads.openPorts(false);
   }
 
   /** The thread recovers it (snapshot + tail); its recovery commits prove this epoch too. */
@@ -78,22 +83,4 @@ export class ClusterShardThreads extends OwnedShards {
   refresh(): Promise<void> {
     return this.threads.refresh();
   }
-}
-
-/**
- * The routing table's link to a shard thread: its port. Notices are not
- * heard here: they reach the table once, through `notify` (so they also go
- * to the other nodes), whichever shards the table routes to the thread.
- */
-class ThreadLink implements Link {
-  constructor(private readonly port: PortLink) {}
-
-  request<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
-    return this.port.request(shard, request);
-  }
-
-  onNotice(): void {}
-
-  /** The port is the threads' to close. */
-  async close(): Promise<void> {}
 }

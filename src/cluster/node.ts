@@ -13,6 +13,7 @@ import { ClusterRoutes, serveForwarded } from './routes.js';
 import { ClusterShards } from './cluster-shards.js';
 import type { NodeShards } from './owned-shards.js';
 import { ClusterShardThreads } from './cluster-shard-threads.js';
+import type { DirectShardRoutes } from '../road/routes.js';
 import { SharedLease } from './shared-lease.js';
 import { newShardThreads } from '../services/shards.js';
 import { ClusterLive } from './live.js';
@@ -59,6 +60,8 @@ export interface ClusterNode {
   onNotice(listener: (notice: ShardNotice) => void): void;
   /** What a front-end thread's cluster endpoint and admin views ask the main thread. */
   threadCalls: ClusterThreadCalls;
+  /** With shard threads: the routes front-end threads take straight to them (null: the shards are on the main thread). */
+  directRoutes: DirectShardRoutes | null;
   /** Totals since start (metrics): commands forwarded to owners, live-stock notices to and from peers. */
   stats(): ClusterStats;
   stop(): Promise<void>;
@@ -112,6 +115,8 @@ interface NodeState {
   router: Router | null;
   /** With shard threads: the lease's epochs as the threads read them (shared-lease.ts); null: shards on this thread. */
   sharedEpochs: Int32Array | null;
+  /** Told each time the shards served here change (front-end threads' direct routes). */
+  servingListeners: (() => void)[];
 }
 
 /**
@@ -123,7 +128,10 @@ interface NodeState {
 function nodeShards(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions, state: NodeState, workers: SnapshotWorkers): NodeShards {
   const lease = () => state.membership?.currentLease() ?? null;
   const notify = (notice: ShardNotice) => state.routes?.notify(notice);
-  const onServing = () => state.routes?.refresh();
+  const onServing = () => {
+    state.routes?.refresh();
+    for (const listener of state.servingListeners) listener();
+  };
   if (config.shardThreads === 1) {
     return new ClusterShards(pool, log, { shardCount: config.shardCount, hostOptions: shardHostSettings(config, pool, workers, options), lease, notify, onServing });
   }
@@ -131,6 +139,16 @@ function nodeShards(config: Config, pool: pg.Pool, log: Logger, options: ShardsO
   state.sharedEpochs = new Int32Array(buffer);
   const threads = newShardThreads(config, log, options, (sku) => state.router?.stockState(sku) ?? null, buffer);
   return new ClusterShardThreads(threads, log, { shardCount: config.shardCount, lease, nodeId: () => state.nodeId, notify, onServing });
+}
+
+/** With shard threads, front-end threads reach the shards this node serves on their threads, not through this one. */
+function directRoutesOf(shards: NodeShards, state: NodeState): DirectShardRoutes | null {
+  if (!(shards instanceof ClusterShardThreads)) return null;
+  return {
+    ports: () => shards.openPorts(),
+    served: () => shards.shards(),
+    onServed: (listener) => state.servingListeners.push(() => listener(shards.shards())),
+  };
 }
 
 export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, options: ShardsOptions): ClusterNode {
@@ -148,6 +166,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     started: false,
     router: null,
     sharedEpochs: null,
+    servingListeners: [],
   };
   const snapshot = (): ClusterSnapshot => state.membership?.snapshot ?? emptySnapshot(state, config);
 
@@ -186,6 +205,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     endpoint: { handle: (shard, request) => channel.request(shard, request), isReady },
     onNotice: (listener) => channel.onNotice(listener),
     threadCalls,
+    directRoutes: directRoutesOf(shards, state),
     stats: () => clusterStats(forwarder, live, state.endpoint),
     stop: async () => {
       await router.close();

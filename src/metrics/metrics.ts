@@ -78,6 +78,8 @@ export interface MetricSources {
   cluster?: () => ClusterStats;
   /** Cluster nodes only: frames and messages from peers refused by this thread's decoders, by reason (src/shard/protocol.ts). */
   frameRefusals?: () => Record<string, number>;
+  /** Front-end threads only: shard requests sent through the main thread and straight to a shard thread. */
+  shardRequests?: () => { main_thread: number; shard_thread: number };
 }
 
 /** Histogram buckets, in seconds or events. */
@@ -284,6 +286,7 @@ export class Metrics {
     this.defineInfrastructureGauges();
     this.defineLiveGauges();
     this.defineCluster();
+    this.defineThreadRoads();
     this.defineQueueGauges();
   }
 
@@ -596,6 +599,17 @@ export class Metrics {
         if (ready !== null && ready !== undefined) this.set(ready ? 1 : 0);
       },
     });
+  }
+
+  /** Front-end threads: which road their shard requests took (no samples with the front end on the main thread). */
+  private defineThreadRoads(): void {
+    totalsCounter(
+      this.registry,
+      'flashstock_thread_shard_requests_total',
+      "Front-end threads' shard requests by the road they took: main_thread (the shards there, or on a cluster node those of other nodes or moving), shard_thread (straight to the shard's thread)",
+      'via',
+      () => this.sources.shardRequests?.(),
+    );
   }
 
   /** Cluster nodes: forwarding and live-stock notices between nodes (no samples on a node running alone). */

@@ -26,3 +26,21 @@ export function unavailableReply<T extends ShardRequestType>(detail: string): Sh
 export function unknownOutcomeReply<T extends ShardRequestType>(detail: string): ShardReply<T> {
   return unavailableReply(`${detail}; the outcome is unknown: retry with the same Idempotency-Key`);
 }
+
+/**
+ * `link` for its requests only, its notices not heard: a routing table that
+ * hears a shard's notices another way (a cluster node's threads, through the
+ * node's channel, which also tells the other nodes) routes to this instead,
+ * so each notice arrives once. Closing it leaves `link` to its owner.
+ */
+export class RequestsOnly implements Link {
+  constructor(private readonly link: Link) {}
+
+  request<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
+    return this.link.request(shard, request);
+  }
+
+  onNotice(): void {}
+
+  async close(): Promise<void> {}
+}

@@ -54,6 +54,8 @@ export class PortLink implements Link {
   private readonly requester: Requester<PortEnvelope, unknown>;
   private readonly listeners = new Listeners<ShardNotice>();
   shardsReady: boolean;
+  /** Shard requests sent since start (named calls not counted). */
+  requests = 0;
 
   constructor(
     private readonly port: MessagePort,
@@ -81,6 +83,7 @@ export class PortLink implements Link {
   request<R extends ShardRequest>(shard: number, request: R): Promise<ShardReply<R['type']>> {
     const refusal = this.requester.refusal();
     if (refusal !== null) return Promise.resolve(unavailableReply(refusal));
+    this.requests += 1;
     return this.requester.send({ id: this.requester.nextId(), shard, payload: request }) as Promise<ShardReply<R['type']>>;
   }
 

@@ -1,4 +1,5 @@
 import type { ShardNotice, ShardReply, ShardRequest } from '../shard/messages.js';
+import type { ShardPort } from './port-link.js';
 import { unavailableReply, type Link } from './link.js';
 import { Listeners } from './listeners.js';
 
@@ -61,4 +62,20 @@ export class RoutingTable implements Link {
   async close(): Promise<void> {
     this.closed = true;
   }
+}
+
+/**
+ * A cluster node's shard threads as its front-end threads reach them: a port
+ * to each for requests (notices come through the node's channel, which also
+ * hears the other nodes'), and which shards the node serves — straight to
+ * their thread, where every other shard goes through the main thread (the
+ * cluster channel: forwarded to its owner, or refused while it moves).
+ */
+export interface DirectShardRoutes {
+  /** Ports to every shard thread for one front-end thread, each with the shards that thread may host. */
+  ports(): ShardPort[];
+  /** The shards this node serves now. */
+  served(): number[];
+  /** `listener` hears the shards served each time they change. */
+  onServed(listener: (served: number[]) => void): void;
 }

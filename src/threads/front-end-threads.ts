@@ -11,6 +11,7 @@ import type { PeerNotice } from '../shard/protocol.js';
 import type { ClusterThreadCalls } from '../cluster/node.js';
 import type { FrontEndThreadData, ThreadCommand, ThreadEvent } from './front-end-worker.js';
 import { PortServer, portMaxInFlightDefault, type PortCalls, type ShardPort } from '../road/port-link.js';
+import type { DirectShardRoutes } from '../road/routes.js';
 import { threadEntry } from './thread-entry.js';
 
 /** A scrape waits this long for each thread's registry. */
@@ -46,6 +47,8 @@ export interface FrontEndThreadsDependencies {
   onNotice: (listener: (notice: ShardNotice) => void) => void;
   /** Shard threads: ports straight to each, for one front-end thread (its shard requests and notices skip this thread). */
   shardPorts?: () => ShardPort[];
+  /** A cluster node's shard threads: the shards it serves go straight to their thread (notices still come through here). */
+  direct?: DirectShardRoutes;
   payments: Payments;
   drops: DropsApi;
   /** The main thread's registry (commits, inventory, payments, the process); /metrics adds every thread's. */
@@ -124,6 +127,7 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
   const command = (message: ThreadCommand) => {
     for (const thread of threads) thread?.worker.postMessage(message);
   };
+  deps.direct?.onServed((served) => command({ type: 'routes', served }));
   return {
     url: `http://${host}:${port}`,
     port,
@@ -249,7 +253,7 @@ function startThread(
   return new Promise((resolve, reject) => {
     const { port1, port2 } = new MessageChannel();
     const endpoint = new PortServer(port1, deps.host, calls, () => deps.host.isReady());
-    const shardPorts = deps.shardPorts?.() ?? [];
+    const shardPorts = deps.shardPorts?.() ?? deps.direct?.ports() ?? [];
     const data: FrontEndThreadData = {
       index,
       // WS_MAX_CONNECTIONS bounds the process's sockets: each thread holds its share.
@@ -259,6 +263,7 @@ function startThread(
       webhookSecret: deps.webhookSecret,
       channelPort: port2,
       shardPorts,
+      servedShards: deps.direct?.served() ?? null,
       shardsReady: deps.host.isReady(),
       maxInFlight: portMaxInFlightDefault,
     };
@@ -280,6 +285,8 @@ function startThread(
       if (event.type === 'listening') {
         listening = true;
         group.threads[index] = thread;
+        // Changes while it started were not sent to it: the routes as they are now.
+        if (deps.direct !== undefined) worker.postMessage({ type: 'routes', served: deps.direct.served() } satisfies ThreadCommand);
         resolve(event.port);
       } else if (event.type === 'fatal') {
         group.fatal(new Error(`front-end thread ${index}: ${event.error}`));

@@ -10,6 +10,7 @@ import { DropsClient, PaymentsClient } from './payments-client.js';
 import { ClusterClient } from './cluster-client.js';
 import { PortLink, type ShardPort } from '../road/port-link.js';
 import { RoutingTable } from '../road/routes.js';
+import { RequestsOnly, type Link } from '../road/link.js';
 
 /**
  * One front-end thread: a uWebSockets.js app on the shared HOST:PORT (the
@@ -29,12 +30,23 @@ export interface FrontEndThreadData {
   channelPort: MessagePort;
   /** Ports straight to the shard threads (transferred; empty: the main thread serves every shard). */
   shardPorts: ShardPort[];
+  /**
+   * Null: every shard of `shardPorts` is served straight by its thread (a
+   * node alone). Else a cluster node's: the shards it serves now go straight,
+   * every other through the main thread; `routes` commands bring changes.
+   */
+  servedShards: number[] | null;
   shardsReady: boolean;
   maxInFlight: number;
 }
 
 /** Main → thread. `halt`: the process exits on a fatal error, close every socket now. */
-export type ThreadCommand = { type: 'stop_listening' } | { type: 'stop' } | { type: 'halt' } | { type: 'collect_metrics'; id: number };
+export type ThreadCommand =
+  | { type: 'stop_listening' }
+  | { type: 'stop' }
+  | { type: 'halt' }
+  | { type: 'collect_metrics'; id: number }
+  | { type: 'routes'; served: number[] };
 /** Thread → main. */
 export type ThreadEvent =
   | { type: 'listening'; port: number }
@@ -54,7 +66,7 @@ async function run(): Promise<void> {
   const { config } = data;
   const log = createLogger(config.logLevel).child({ thread: data.index });
   const channel = new PortLink(data.channelPort, { maxInFlight: data.maxInFlight, shardsReady: data.shardsReady });
-  const { routes, links } = shardRoutes(channel, data);
+  const { routes, links, serve } = shardRoutes(channel, data);
   const router = new Router(routes, {
     shardCount: config.shardCount,
     shardsReady: () => channel.shardsReady,
@@ -89,9 +101,14 @@ async function run(): Promise<void> {
     onFatal: (error) => post({ type: 'fatal', error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
   });
   // Readiness is the main thread's gauge (summed over threads it would count N + 1).
-  metrics.provide({ live: () => frontEnd.live!.stats, ...(cluster === null ? {} : { frameRefusals: () => cluster.refusals() }) });
+  metrics.provide({
+    live: () => frontEnd.live!.stats,
+    shardRequests: () => ({ main_thread: channel.requests, shard_thread: links.reduce((sum, link) => (link === channel ? sum : sum + link.requests), 0) }),
+    ...(cluster === null ? {} : { frameRefusals: () => cluster.refusals() }),
+  });
   control.on('message', (command: ThreadCommand) => {
     if (command.type === 'stop_listening') frontEnd.stopListening();
+    else if (command.type === 'routes') serve(command.served);
     else if (command.type === 'collect_metrics') {
       void metrics.registry
         .getMetricsAsJSON()
@@ -120,19 +137,28 @@ async function run(): Promise<void> {
 
 /**
  * This thread's routing table: every shard to the main thread, but those of a
- * shard thread straight to that thread's port. Readiness stays the main
- * thread's word (it watches every shard thread).
+ * shard thread straight to that thread's port — on a cluster node only those
+ * the node serves (`serve` follows them), and for requests only: the node's
+ * channel on the main thread brings every notice once, the other nodes' too.
+ * Readiness stays the main thread's word (it watches every shard thread).
  */
-function shardRoutes(main: PortLink, data: FrontEndThreadData): { routes: RoutingTable; links: PortLink[] } {
-  const routes = new RoutingTable(data.config.shardCount, (shard) => `shard ${shard} has no route`);
-  for (let shard = 0; shard < data.config.shardCount; shard += 1) routes.set(shard, main);
+function shardRoutes(main: PortLink, data: FrontEndThreadData): { routes: RoutingTable; links: PortLink[]; serve(served: number[]): void } {
+  const { shardCount } = data.config;
+  const routes = new RoutingTable(shardCount, (shard) => `shard ${shard} has no route`);
+  const direct: (Link | null)[] = new Array<Link | null>(shardCount).fill(null);
   const links = [main];
   for (const { port, shards } of data.shardPorts) {
     const link = new PortLink(port, { maxInFlight: data.maxInFlight, shardsReady: true });
     links.push(link);
-    for (const shard of shards) routes.set(shard, link);
+    const route = data.servedShards === null ? link : new RequestsOnly(link);
+    for (const shard of shards) direct[shard] = route;
   }
-  return { routes, links };
+  const serve = (served: readonly number[] | null) => {
+    const here = served === null ? null : new Set(served);
+    for (let shard = 0; shard < shardCount; shard += 1) routes.set(shard, here === null || here.has(shard) ? (direct[shard] ?? main) : main);
+  };
+  serve(data.servedShards);
+  return { routes, links, serve };
 }
 
 /**

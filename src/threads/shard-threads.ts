@@ -168,13 +168,14 @@ export class ShardThreads implements Link, ShardEndpoint {
 
   /**
    * A port to every shard thread for one front-end thread: it sends its
-   * shards' requests straight to their thread and hears their notices there
-   * (a MessageChannel per front-end thread × shard thread, made at start).
+   * shards' requests straight to their thread, and hears their notices there
+   * unless `notices` is false (a MessageChannel per front-end thread × shard
+   * thread, made at start).
    */
-  openPorts(): ShardPort[] {
+  openPorts(notices = true): ShardPort[] {
     return this.threads.map((thread) => {
       const { port1, port2 } = new MessageChannel();
-      thread.worker.postMessage({ type: 'serve_port', port: port2 } satisfies ShardThreadCommand, [port2]);
+      thread.worker.postMessage({ type: 'serve_port', port: port2, notices } satisfies ShardThreadCommand, [port2]);
       return { port: port1, shards: thread.shards };
     });
   }

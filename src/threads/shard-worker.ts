@@ -72,8 +72,12 @@ export interface ShardThreadReport {
 /** Thread → main, on the worker's own port (the shard port carries requests, replies and notices). */
 export type ShardThreadEvent = { type: 'fatal'; error: string } | { type: 'report'; report: ShardThreadReport };
 
-/** Main → thread, on the worker's own port: serve a front-end thread's port too (its requests, and every notice). */
-export type ShardThreadCommand = { type: 'serve_port'; port: MessagePort };
+/**
+ * Main → thread, on the worker's own port: serve a front-end thread's port
+ * too — its requests, and every notice unless `notices` is false (a cluster
+ * node's front-end threads hear them through the node's channel).
+ */
+export type ShardThreadCommand = { type: 'serve_port'; port: MessagePort; notices: boolean };
 
 /**
  * Named calls the main thread makes over the shard port (plain arguments and results). A cluster node's
@@ -123,10 +127,12 @@ function run(): void {
     writeOrders,
     outboxObserver: tallier,
   });
-  /** The main thread's port first, then one per front-end thread: every notice goes to each. */
+  /** The main thread's port first, then one per front-end thread. */
   const servers: PortServer[] = [];
+  /** Those every notice goes to. */
+  const hearing: PortServer[] = [];
   const notify = (notice: ShardNotice) => {
-    for (const server of servers) server.notify(notice);
+    for (const server of hearing) server.notify(notice);
   };
   const { host, ready, calls: hostCalls } =
     data.clusterEpochs === null
@@ -153,8 +159,12 @@ function run(): void {
     },
   };
   servers.push(new PortServer(data.channelPort, host, calls, ready));
+  hearing.push(servers[0]!);
   control.on('message', (command: ShardThreadCommand) => {
-    if (command.type === 'serve_port') servers.push(new PortServer(command.port, host, {}, ready));
+    if (command.type !== 'serve_port') return;
+    const server = new PortServer(command.port, host, {}, ready);
+    servers.push(server);
+    if (command.notices) hearing.push(server);
   });
 }
 
