@@ -74,15 +74,7 @@ async function run(): Promise<void> {
     legacySku: (reservationId) => channel.call<string | null>('legacySku', [reservationId]),
   });
   const post = (event: ThreadEvent) => control.postMessage(event);
-  // This thread's registry: its routes, rate limits and WebSocket. No default
-  // (process) metrics: the main thread's are the process's, and they would add up.
-  // The main thread's metrics listener serves the aggregate of every thread's registry.
-  const metrics = new Metrics({ defaultMetrics: false });
-  // Counted on the main thread instead: reservations (`replayed` is answers
-  // minus commits, and the commits are there) and the breaker (one per process).
-  for (const name of ['flashstock_reservations_total', 'flashstock_payment_breaker_state', 'flashstock_ready']) {
-    metrics.registry.removeSingleMetric(name);
-  }
+  const metrics = threadMetrics();
   // A cluster node (CLUSTER_SECRET): the endpoint other nodes forward to and the admin views, on this thread's app too.
   const cluster = config.clusterSecret === null ? null : new ClusterClient(channel, config, log.child({ component: 'cluster' }));
   const frontEnd = await startFrontEnd({
@@ -133,6 +125,22 @@ async function run(): Promise<void> {
       throw new Error('FAULT_THREAD_FAILURE: front-end thread 0 fails');
     });
   }
+}
+
+/**
+ * This thread's registry: its routes, rate limits and WebSocket. No default
+ * (process) metrics: the main thread's are the process's, and they would add
+ * up. The main thread's metrics listener serves the aggregate of every
+ * thread's registry.
+ */
+function threadMetrics(): Metrics {
+  const metrics = new Metrics({ defaultMetrics: false });
+  // Counted on the main thread instead: reservations (`replayed` is answers
+  // minus commits, and the commits are there) and the breaker (one per process).
+  for (const name of ['flashstock_reservations_total', 'flashstock_payment_breaker_state', 'flashstock_ready']) {
+    metrics.registry.removeSingleMetric(name);
+  }
+  return metrics;
 }
 
 /**
