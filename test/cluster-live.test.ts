@@ -97,6 +97,21 @@ async function liveAcrossNodes(t: Test, env: Record<string, string>): Promise<vo
   t.match(await subscribeWhenKnown(onC, sku), { available: 5, held: 5 }, 'a subscriber on C starts from the latest state');
   t.match((await clientFor(a).call('GET', `/v1/skus/${sku}`)).body, { available: 5, held: 5 }, 'GET through A agrees');
 
+  // A waitlist offer reaches its shopper's stream on A, though B (the owner) made it.
+  let wanted = '';
+  for (let i = 0; wanted === ''; i++) if ((await ownerUrl(a, `WAIT-${i}`)) === b) wanted = `WAIT-${i}`;
+  const viaC = clientFor(c);
+  t.equal((await viaC.putSku(wanted, { stock: 1, waitlistOfferSeconds: 60 })).status, 201, 'a SKU of one unit, owned by B');
+  const held = await viaC.reserve(wanted, 'alice', 1, randomUUID());
+  t.equal(held.status, 201, 'its unit held');
+  const joined = await viaC.call('POST', `/v1/skus/${wanted}/waitlist`, { shopper: 'bob', body: { quantity: 1 }, headers: { 'idempotency-key': randomUUID() } });
+  t.equal(joined.status, 201, 'bob waits in line');
+  const bobOnA = await connectStream(t, a, viaC.token('bob'));
+  t.equal((await viaC.call('DELETE', `/v1/reservations/${held.body.reservationId}`, { shopper: 'alice' })).status, 200, 'the unit comes back');
+  const pushed = await bobOnA.take((m) => m.type === 'waitlist_offer', 20_000, "the offer on bob's stream on A");
+  t.match(pushed.entry, { waitlistId: joined.body.waitlistId, sku: wanted, status: 'offered', quantity: 1 }, 'bob hears the offer on A');
+  t.match((await clientFor(a).call('GET', `/v1/waitlist/${joined.body.waitlistId}`, { shopper: 'bob' })).body, { status: 'offered', reservationId: pushed.entry.reservationId });
+
   // The owner leaves gracefully: the SKU moves, and A's subscriber follows the new owner's notices.
   const owner = nodes.find((n) => n.url === b)!;
   owner.child.kill('SIGTERM');

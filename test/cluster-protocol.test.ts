@@ -89,6 +89,35 @@ t.test('frames and notices', async (t) => {
   t.equal(decodePeerNotice({ ...notice, n: { ...notice.n, state: { ...notice.n.state, waitlist: 'yes' } } }), 'bad_field', 'a waitlist flag that is not a boolean');
   t.equal(decodePeerNotice({ ...notice, n: { type: 'checkout_durable', orderId: 'x' } }), 'unknown_kind', 'checkout_durable stays home');
   t.equal(decodePeerNotice({ e: 1.5, n: notice.n }), 'bad_field', 'a fractional epoch');
+
+  // A waitlist offer travels toward its shopper's streams: an `offered` entry, every field checked.
+  const entry = {
+    waitlistId: '5d3c1a0e-7a1b-4c2d-9e8f-0a1b2c3d4e5f',
+    sku: 'A',
+    quantity: 2,
+    status: 'offered',
+    position: null,
+    reservationId: newReservationId('A'),
+    offerExpiresAt: '2026-12-06T21:30:00.000Z',
+  };
+  const offer = { e: 2, n: { type: 'waitlist_offer', shopperId: 'bob', view: entry } };
+  t.same(decodePeerNotice({ ...offer, n: { ...offer.n, view: { ...entry, injected: '<script>' } } }), offer, 'an offer, unknown fields left out');
+  const bad: [string, unknown][] = [
+    ['no shopper', { ...offer.n, shopperId: undefined }],
+    ['a shopper that is not text', { ...offer.n, shopperId: 7 }],
+    ['a shopper with a control character', { ...offer.n, shopperId: 'bo\u0000b' }],
+    ['no view', { ...offer.n, view: null }],
+    ['a view that is an array', { ...offer.n, view: [entry] }],
+    ['an entry still waiting', { ...offer.n, view: { ...entry, status: 'waiting', position: 1 } }],
+    ['an unknown status', { ...offer.n, view: { ...entry, status: 'won' } }],
+    ['an offer with no reservation', { ...offer.n, view: { ...entry, reservationId: null } }],
+    ['an offer with no expiry', { ...offer.n, view: { ...entry, offerExpiresAt: null } }],
+    ['an expiry that is not an instant', { ...offer.n, view: { ...entry, offerExpiresAt: 'tomorrow' } }],
+    ['a waitlist id that is not a UUID', { ...offer.n, view: { ...entry, waitlistId: '../etc' } }],
+    ['a quantity of zero', { ...offer.n, view: { ...entry, quantity: 0 } }],
+    ['a bad SKU', { ...offer.n, view: { ...entry, sku: '' } }],
+  ];
+  for (const [what, n] of bad) t.equal(decodePeerNotice({ e: 2, n }), 'bad_field', what);
 });
 
 t.test('replies: the kind of value the request gets, about the same SKU or reservation', async (t) => {

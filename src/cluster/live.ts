@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import type { ShardNotice } from '../shard/messages.js';
 import { shardOf } from '../shard/placement.js';
-import type { PeerNotice, StockNotice } from '../shard/protocol.js';
+import type { PeerNotice, TravellingNotice } from '../shard/protocol.js';
 import type { ClusterSnapshot } from './membership.js';
 import type { ForwardPool } from './transport.js';
 
@@ -14,8 +14,9 @@ import type { ForwardPool } from './transport.js';
  * carries stock between nodes (src/ws/fanout.ts) and nothing is pushed here:
  * one path, no double delivery.
  *
- * Only 'stock' and 'passivated' travel; 'checkout_durable' wakes the owner's
- * own payment workers and stays home.
+ * 'stock' and 'passivated' travel, and 'waitlist_offer' (toward the
+ * shopper's streams, on whichever node they are open; with Redis too);
+ * 'checkout_durable' wakes the owner's own payment workers and stays home.
  *
  * Ordering: one owner's notices reach a peer in order (one connection; while
  * it is backpressured only the latest per SKU waits). Across an ownership move
@@ -54,7 +55,8 @@ export interface ClusterLiveStats {
   stale: number;
 }
 
-export function skuOfNotice(notice: StockNotice): string {
+export function skuOfNotice(notice: TravellingNotice): string {
+  if (notice.type === 'waitlist_offer') return notice.view.sku;
   return notice.type === 'stock' ? notice.state.sku : notice.sku;
 }
 
@@ -99,16 +101,32 @@ export class ClusterLive {
   }
 
   /** A notice of this node's own shards (already delivered here): remember it and push it to every live peer. */
-  local(notice: StockNotice): void {
+  local(notice: TravellingNotice): void {
     const sku = skuOfNotice(notice);
     const epoch = this.options.epochOf(shardOf(sku, this.options.shardCount));
     // Not held by lease (lost, or handed over): whatever the host still says is not ours to tell.
     if (epoch === undefined) return;
     this.epochs.set(sku, epoch);
-    if (!this.options.push || this.closed) return;
+    if (this.closed) return;
+    if (notice.type === 'waitlist_offer') {
+      this.offer(epoch, notice);
+      return;
+    }
+    if (!this.options.push) return;
     const pushed: PeerNotice = { e: epoch, n: notice };
     this.mine.set(sku, pushed);
     for (const url of this.peerUrls()) this.options.pool.client(url).push(sku, pushed);
+  }
+
+  /**
+   * An offer goes to every live peer, Redis or not (Redis carries stock
+   * only): its shopper's streams may be open on any node. Keyed by its entry,
+   * so it never replaces another offer or the SKU's stock while it waits, and
+   * not resent when a connection opens: the entry's GET is the truth.
+   */
+  private offer(epoch: number, notice: Extract<TravellingNotice, { type: 'waitlist_offer' }>): void {
+    const pushed: PeerNotice = { e: epoch, n: notice };
+    for (const url of this.peerUrls()) this.options.pool.client(url).push(`\u0000offer ${notice.view.waitlistId}`, pushed);
   }
 
   /** Notices a peer pushed (one frame, decoded by the endpoint: src/shard/protocol.ts): delivered here unless older than what this node has. */

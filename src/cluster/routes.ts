@@ -53,10 +53,10 @@ export class ClusterRoutes {
     return link;
   }
 
-  /** Notices of this node's shards: to this node's listeners, and (stock) to the other nodes through `live`. */
+  /** Notices of this node's shards: to this node's listeners, and (stock, waitlist offers) to the other nodes through `live`. */
   notify(notice: ShardNotice): void {
     this.local.notify(notice);
-    if (notice.type === 'stock' || notice.type === 'passivated') this.live?.local(notice);
+    if (notice.type === 'stock' || notice.type === 'passivated' || notice.type === 'waitlist_offer') this.live?.local(notice);
   }
 
   /** Notices peers pushed (live.ts), to this node's listeners. */

@@ -7,7 +7,7 @@ import { decodeCartRecord, decodeCartRequest, decodeLineState, isCartRequestType
 import { isWaitingRoomConfig, maxAdmitPerSecond } from '../allocator/waiting-room.js';
 import type { QueueView } from '../queue/view.js';
 import { shardOf, shardOfReservationId, shardOfWaitlistId } from './placement.js';
-import { decodeWaitlistRequest, decodeWaitlistView, isWaitlistRequest } from './waitlist-protocol.js';
+import { decodeWaitlistOffer, decodeWaitlistRequest, decodeWaitlistView, isWaitlistRequest } from './waitlist-protocol.js';
 
 /**
  * The shard protocol on the wire between nodes: frames, and the one decoder of
@@ -94,13 +94,16 @@ export type ForwardResult =
 
 export type Reply = { id: number } & ForwardResult;
 
-/** The notices that leave their node (live stock, src/cluster/live.ts). */
+/** The live-stock notices (src/cluster/live.ts). */
 export type StockNotice = Extract<ShardNotice, { type: 'stock' | 'passivated' }>;
+
+/** The notices that leave their node: live stock, and waitlist offers toward their shopper's streams on any node. */
+export type TravellingNotice = StockNotice | Extract<ShardNotice, { type: 'waitlist_offer' }>;
 
 /** A notice as it travels: with the epoch of its shard as its sender held it. */
 export interface PeerNotice {
   e: number;
-  n: StockNotice;
+  n: TravellingNotice;
 }
 
 export type Frame = { t: 'req'; m: Envelope[] } | { t: 'res'; m: Reply[] } | { t: 'note'; m: PeerNotice[] };
@@ -167,12 +170,16 @@ export function decodeReply(value: unknown, id: number, request: ShardRequest): 
   return isText(detail, maxDetailLength) ? { id, ok: false, code, detail } : textRefusal(detail, maxDetailLength);
 }
 
-/** A pushed stock notice: `stock` with its counts, or `passivated`; nothing else travels between nodes. */
+/** A pushed notice: `stock` with its counts, `passivated`, or a `waitlist_offer`; nothing else travels between nodes. */
 export function decodePeerNotice(value: unknown): Decoded<PeerNotice> {
   if (!isObject(value)) return 'envelope';
   const { e, n } = value as { e?: unknown; n?: unknown };
   if (!isCount(e) || !isObject(n)) return 'bad_field';
-  const notice = n as { type?: unknown; state?: unknown; sku?: unknown };
+  const notice = n as { type?: unknown; state?: unknown; sku?: unknown; shopperId?: unknown; view?: unknown };
+  if (notice.type === 'waitlist_offer') {
+    const offer = decodeWaitlistOffer(notice.shopperId, notice.view);
+    return offer === 'bad_field' ? offer : { e, n: offer };
+  }
   if (notice.type === 'stock') {
     const state = decodeStockState(notice.state);
     return isRefusal(state) ? state : { e, n: { type: 'stock', state } };

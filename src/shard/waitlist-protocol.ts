@@ -1,7 +1,7 @@
 import { waitlistStatuses, type WaitlistStatus } from '../allocator/waitlist.js';
 import { isShopperId } from '../auth/auth.js';
 import { idempotencyKeyPattern, isSkuName, isUuid } from '../http/validation.js';
-import type { WaitlistView } from '../inventory/waitlist-view.js';
+import type { WaitlistOfferNotice, WaitlistView } from '../inventory/waitlist-view.js';
 import type { ShardRequest, ShardRequests } from './messages.js';
 
 /**
@@ -49,6 +49,15 @@ export function decodeWaitlistRequest(r: Record<string, unknown>): ShardRequest 
 
 /** A waitlist view answering `request`: about its SKU (join) or its entry (get, leave). */
 export function decodeWaitlistView(request: ShardRequest, value: unknown): WaitlistView | Refused {
+  const view = decodeWaitlistEntryView(value);
+  if (view === 'bad_field') return view;
+  if ('sku' in request && request.sku !== view.sku) return 'mismatch';
+  if ('waitlistId' in request && request.waitlistId !== view.waitlistId) return 'mismatch';
+  return view;
+}
+
+/** A waitlist entry as shoppers see it, checked field by field (a reply, or an offer a peer pushed). */
+export function decodeWaitlistEntryView(value: unknown): WaitlistView | 'bad_field' {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'bad_field';
   const v = value as Record<string, unknown>;
   if (!isId(v.waitlistId) || typeof v.sku !== 'string' || !isSkuName(v.sku) || !isQuantity(v.quantity)) return 'bad_field';
@@ -65,7 +74,13 @@ export function decodeWaitlistView(request: ShardRequest, value: unknown): Waitl
     reservationId: v.reservationId as string | null,
     offerExpiresAt: v.offerExpiresAt as string | null,
   };
-  if ('sku' in request && request.sku !== view.sku) return 'mismatch';
-  if ('waitlistId' in request && request.waitlistId !== view.waitlistId) return 'mismatch';
   return view;
+}
+
+/** An offer a peer pushed toward its shopper's streams: an `offered` entry with its reservation and expiry. */
+export function decodeWaitlistOffer(shopperId: unknown, value: unknown): WaitlistOfferNotice | 'bad_field' {
+  if (!isShopperId(shopperId)) return 'bad_field';
+  const view = decodeWaitlistEntryView(value);
+  if (view === 'bad_field' || view.status !== 'offered' || view.reservationId === null || view.offerExpiresAt === null) return 'bad_field';
+  return { type: 'waitlist_offer', shopperId, view };
 }
