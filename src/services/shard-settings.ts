@@ -5,7 +5,7 @@ import type { OrderAttachment } from '../inventory/inventory.js';
 import type { OutboxMetrics } from '../metrics/metrics.js';
 import type { AttachmentWriter, OutboxObserver } from '../outbox/outbox.js';
 import type { ShardHostOptions } from '../shard/shard-host.js';
-import { loadSkuStates } from '../snapshot/load.js';
+import { loadSkuState, loadSkuStates } from '../snapshot/load.js';
 import type { SnapshotWorkers } from '../snapshot/workers.js';
 
 /**
@@ -58,6 +58,7 @@ export function shardHostSettings(
     idempotencyKeyTtlMs: config.idempotencyKeyTtlSeconds * 1000,
     nowMs: options.nowMs,
     writeOrders: options.writeOrders,
+    loadSku: (sku) => loadSkuState(pool, sku, limits),
     loadSkus: (skus) => loadSkuStates(pool, skus, limits),
     snapshotEveryEvents: config.snapshotEveryEvents,
     passivateAfterMs: config.passivateAfterSeconds * 1000,

@@ -51,7 +51,9 @@ export interface ShardHostOptions {
   nowMs: () => number;
   /** Writes orders and their jobs in the same transaction as the events (payments). */
   writeOrders: AttachmentWriter<OrderAttachment> | null;
-  /** SKUs' states from the log: latest snapshot + the events after it (all of a shard's at once at recovery). */
+  /** A SKU's state from the log: latest snapshot + the events after it. */
+  loadSku: (sku: string) => Promise<SkuAllocator | null>;
+  /** Many SKUs' states at once (a shard's recovery). */
   loadSkus: (skus: readonly string[]) => Promise<Map<string, SkuAllocator>>;
   snapshotEveryEvents: number;
   passivateAfterMs: number;
@@ -96,6 +98,7 @@ export class ShardHost implements ShardEndpoint {
       outbox: this.outbox,
       nowMs: options.nowMs,
       notify: this.notify,
+      loadSku: options.loadSku,
       loadSkus: options.loadSkus,
       rebuildRetryMs: options.rebuildRetryMs,
       idempotencyKeyTtlMs: options.idempotencyKeyTtlMs,

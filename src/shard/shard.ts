@@ -33,7 +33,9 @@ export interface ShardContext {
   outbox: Outbox<OrderAttachment>;
   nowMs: () => number;
   notify: (notice: ShardNotice) => void;
-  /** SKUs' states from the log (latest snapshot + the events after it), many at once at recovery; a SKU with nothing logged has seq 0. */
+  /** A SKU's state from the log (latest snapshot + the events after it); null when it has none. */
+  loadSku: (sku: string) => Promise<SkuAllocator | null>;
+  /** Many SKUs' states at once (recovery: a round trip per SKU would be most of it); a SKU with nothing logged has seq 0. */
   loadSkus: (skus: readonly string[]) => Promise<Map<string, SkuAllocator>>;
   /** Pause between attempts to rebuild a SKU while Postgres is unreachable. */
   rebuildRetryMs: number;
@@ -225,12 +227,6 @@ export class Shard {
     else this.byHash.set(hash, list);
   }
 
-  /** One SKU's state from the log (a rebuild, a passivated sale's first request); null when it has none. */
-  private async loadSku(sku: string): Promise<SkuAllocator | null> {
-    const allocator = (await this.ctx.loadSkus([sku])).get(sku);
-    return allocator === undefined || allocator.seq === 0 ? null : allocator;
-  }
-
   /** The allocator holding reservation `id` in memory, from the SKU hash in the id. */
   private holderOf(reservationId: string): SkuAllocator | undefined {
     const hash = Number.parseInt(reservationId.slice(0, 8), 16);
@@ -412,7 +408,7 @@ export class Shard {
     for (const sku of skus) {
       for (;;) {
         try {
-          const rebuilt = await this.loadSku(sku);
+          const rebuilt = await this.ctx.loadSku(sku);
           if (rebuilt?.config == null) this.remove(sku);
           else this.install(rebuilt);
           this.rebuilding.delete(sku);
@@ -499,7 +495,7 @@ export class Shard {
     if (inMemory !== undefined) return inMemory;
     let loading = this.loading.get(sku);
     if (loading === undefined) {
-      loading = this.loadSku(sku).then(
+      loading = this.ctx.loadSku(sku).then(
         (loaded) => {
           this.loading.delete(sku);
           const raced = this.allocators.get(sku);

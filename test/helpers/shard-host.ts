@@ -1,7 +1,7 @@
 import type { Test } from 'tap';
 import { defaultAllocatorLimits } from '../../src/allocator/types.js';
 import type { ShardHostOptions } from '../../src/shard/shard-host.js';
-import { loadSkuStates } from '../../src/snapshot/load.js';
+import { loadSkuState, loadSkuStates } from '../../src/snapshot/load.js';
 import { SnapshotWorkers } from '../../src/snapshot/workers.js';
 import type { TestDatabase } from './db.js';
 
@@ -28,6 +28,7 @@ export function testHostOptions(
     idempotencyKeyTtlMs: 86_400_000,
     nowMs: Date.now,
     writeOrders: null,
+    loadSku: (sku) => loadSkuState(pool, sku, limits),
     loadSkus: (skus) => loadSkuStates(pool, skus, limits),
     snapshotEveryEvents: 100,
     passivateAfterMs: 0,
