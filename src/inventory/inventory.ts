@@ -200,24 +200,17 @@ export function skuView(allocator: SkuAllocator, nowMs: number): SkuView {
 
 /** The view of a reservation of `sku` (a reservation does not carry its SKU: its allocator's is). */
 export function reservationView(sku: string, reservation: Reservation, status: ReservationStatus = reservation.status): ReservationView {
-  return {
-    reservationId: reservation.reservationId,
-    sku,
-    quantity: reservation.quantity,
-    status,
-    expiresAt: isoTime(reservation.expiresAtMs),
-  };
+  return viewOf(reservation.reservationId, sku, reservation.quantity, reservation.expiresAtMs, status);
 }
 
 /** The view of a hold from the event that makes it. */
 export function holdView(hold: { reservationId: string; sku: string; quantity: number; expiresAtMs: number }, status: ReservationStatus): ReservationView {
-  return {
-    reservationId: hold.reservationId,
-    sku: hold.sku,
-    quantity: hold.quantity,
-    status,
-    expiresAt: isoTime(hold.expiresAtMs),
-  };
+  return viewOf(hold.reservationId, hold.sku, hold.quantity, hold.expiresAtMs, status);
+}
+
+/** One shape for every reservation view (field by field: no intermediate object on the hot path). */
+function viewOf(reservationId: string, sku: string, quantity: number, expiresAtMs: number, status: ReservationStatus): ReservationView {
+  return { reservationId, sku, quantity, status, expiresAt: isoTime(expiresAtMs) };
 }
 
 let lastIsoMs = Number.NaN;

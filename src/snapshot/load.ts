@@ -5,7 +5,7 @@ import type { AllocatorLimits, StockEvent } from '../allocator/types.js';
 import { readEvents, rowToEvent } from '../outbox/event-log.js';
 import { BinaryCopyReader } from './binary-copy.js';
 import { decodeSnapshot, SnapshotFormatError } from './codec.js';
-import { latestSnapshotCopy, latestSnapshotsCopy, latestSnapshotsOfCopy, logSkusQuery, snapshotRowOf, tailEventsQuery, type SnapshotRow } from './sql.js';
+import { latestSnapshotsCopy, latestSnapshotsOfCopy, logSkusQuery, snapshotRowOf, tailEventsQuery, type SnapshotRow } from './sql.js';
 
 /**
  * A SKU's state from Postgres: its latest snapshot, then the log after it,
@@ -86,7 +86,7 @@ export interface FoldResult {
 
 /** Latest snapshot (or empty) + the events after it, up to `uptoSeq` when given. */
 export async function foldSku(db: Db, sku: string, limits: AllocatorLimits, uptoSeq?: number): Promise<FoldResult> {
-  const rows = await copySnapshotRows(db, latestSnapshotCopy(sku));
+  const rows = await copySnapshotRows(db, latestSnapshotsOfCopy([sku]));
   const allocator = rows[0] === undefined ? new SkuAllocator(sku, limits) : fromRow(rows[0], limits);
   const snapshotSeq = allocator.seq;
   let events = 0;

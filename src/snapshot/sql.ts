@@ -29,14 +29,11 @@ export function insertSnapshotQuery(row: SnapshotRow): pg.QueryConfig {
 /**
  * Snapshots are read by binary COPY (src/snapshot/binary-copy.ts): the state's
  * raw bytes, not the text protocol's hex of them. COPY takes no parameters, so
- * the SKU goes in as a quoted literal.
+ * SKUs go in as quoted literals.
+ *
+ * The latest snapshot of each of `skus` that has one (one SKU, or a shard's
+ * recovery); `skus` is not empty.
  */
-export function latestSnapshotCopy(sku: string): string {
-  return `COPY (SELECT ${copyColumns} FROM sku_snapshots WHERE sku = ${pg.escapeLiteral(sku)} ORDER BY seq DESC LIMIT 1)
-          TO STDOUT (FORMAT binary)`;
-}
-
-/** The latest snapshot of each of `skus` that has one (a shard's recovery); `skus` is not empty. */
 export function latestSnapshotsOfCopy(skus: readonly string[]): string {
   if (skus.length === 0) throw new RangeError('no SKUs to read snapshots of');
   const list = skus.map((sku) => pg.escapeLiteral(sku)).join(', ');

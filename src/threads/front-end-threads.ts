@@ -113,7 +113,8 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
   // The main registry's text is the aggregate: the process's one metrics listener (src/metrics/listener.ts) serves it.
   deps.metrics.serveTextFrom(() => group.metrics.collect());
 
-  // With shard threads every front-end thread hears their notices on its own ports.
+  // A node alone with shard threads: every front-end thread hears their notices on its own ports.
+  // Otherwise (no shard threads, or a cluster node, whose direct ports carry requests only) they come from here.
   if (deps.shardPorts === undefined) {
     deps.onNotice((notice) => {
       for (const thread of threads) thread?.endpoint.notify(notice);
