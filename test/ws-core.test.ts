@@ -2,9 +2,11 @@ import t from 'tap';
 import fc from 'fast-check';
 import { Coalescer } from '../src/ws/coalescer.js';
 import { maxStockFrameBytes, newBucket, parseClientMessage, statusOf, stockMessage, takeToken } from '../src/ws/protocol.js';
-import { parseEnvelope } from '../src/ws/fanout.js';
+import pino from 'pino';
+import { createStockFeed, parseEnvelope } from '../src/ws/fanout.js';
+import type { StockState } from '../src/inventory/inventory.js';
 
-/** The pure parts of the stream: coalescing rules, message parsing, the rate bucket, the Redis envelope. */
+/** The pure parts of the stream: coalescing rules, message parsing, the rate bucket, the Redis envelope, the feed's choice of what to deliver. */
 
 const text = (value: unknown) => new TextEncoder().encode(typeof value === 'string' ? value : JSON.stringify(value)).buffer as ArrayBuffer;
 
@@ -155,4 +157,29 @@ t.test('Redis envelopes are checked before use', async (t) => {
   for (const text of bad) t.equal(parseEnvelope(text), null, `refused ${text}`);
   t.same(parseEnvelope(JSON.stringify({ o: 'n', s: { ...state, extra: 'dropped' } })), { o: 'n', s: state }, 'only known fields pass');
   t.same(parseEnvelope(JSON.stringify({ o: 'n', s: { ...state, waitlist: true } })), { o: 'n', s: { ...state, waitlist: true } }, 'the waitlist flag passes');
+});
+
+t.test('stock feed: a change nobody here follows is not delivered; one that is followed is, and later ones too', async (t) => {
+  const states = new Map<string, StockState>([
+    ['A', { sku: 'A', available: 5, held: 0, sold: 0, seq: 1 }],
+    ['B', { sku: 'B', available: 7, held: 0, sold: 0, seq: 1 }],
+  ]);
+  const watching = new Set<string>(['B']);
+  const delivered: string[] = [];
+  const feed = createStockFeed({
+    readLocal: (sku) => states.get(sku) ?? null,
+    deliver: (state) => delivered.push(`${state.sku}:${state.seq}`),
+    watched: (sku) => watching.has(sku),
+    coalesceMs: 1,
+    log: pino({ level: 'silent' }),
+  });
+  t.teardown(() => feed.close());
+  feed.changed('A');
+  feed.changed('B');
+  t.same(delivered, ['B:1'], 'only the followed SKU');
+  watching.add('A');
+  states.set('A', { sku: 'A', available: 4, held: 1, sold: 0, seq: 2 });
+  feed.changed('A');
+  t.same(delivered, ['B:1', 'A:2'], 'once followed, its next change is delivered');
+  t.same(feed.latest('A'), states.get('A'), 'and a new subscriber reads the latest state');
 });

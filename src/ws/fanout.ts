@@ -40,6 +40,12 @@ export interface FeedOptions {
   readLocal: (sku: string) => StockState | null;
   /** Hand a state to this node's subscribers (StockStream.publish). */
   deliver: (state: StockState) => void;
+  /**
+   * Whether a socket here follows the SKU (StockStream.watched). A change nobody
+   * follows is not coalesced or encoded: a socket that subscribes later gets the
+   * latest state then. Unset: every change is delivered.
+   */
+  watched?: (sku: string) => boolean;
   coalesceMs: number;
   log: Logger;
   /** Unset: in-process only. */
@@ -118,11 +124,17 @@ class Feed implements StockFeed {
   }
 
   changed(sku: string): void {
-    this.toSockets.changed(sku);
+    this.toSocketsIfWatched(sku);
     if (this.toRedis !== null) {
       this.written.add(sku);
       this.toRedis.changed(sku);
     }
+  }
+
+  /** Many SKUs change and few are watched: no window, timer or message for one that nobody here follows. */
+  private toSocketsIfWatched(sku: string): void {
+    if (this.options.watched?.(sku) === false) return;
+    this.toSockets.changed(sku);
   }
 
   /**
@@ -267,7 +279,7 @@ class Feed implements StockFeed {
       const oldest = this.remote.keys().next().value;
       if (oldest !== undefined) this.remote.delete(oldest);
     }
-    this.toSockets.changed(state.sku);
+    this.toSocketsIfWatched(state.sku);
   }
 }
 

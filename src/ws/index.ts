@@ -65,6 +65,7 @@ export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependenci
   const feed = createStockFeed({
     readLocal: (sku) => deps.inventory.stockState(sku),
     deliver: (state) => stream?.publish(state),
+    watched: (sku) => stream?.watched(sku) ?? false,
     coalesceMs: config.wsCoalesceMs,
     log,
     redisUrl: config.redisUrl,

@@ -204,6 +204,11 @@ export class StockStream {
     this.sweepTimer.unref();
   }
 
+  /** Whether a socket here is subscribed to the SKU's updates (a lagging one is not: it resyncs from the latest state). */
+  watched(sku: string): boolean {
+    return this.app.numSubscribers(topicOf(sku)) > 0;
+  }
+
   /** One publish per SKU update: uWS copies it to every subscriber of the topic. */
   publish(state: StockState): void {
     if (this.closing) return;
