@@ -15,9 +15,16 @@ export const defaultMetricsPort = 9464;
 /** Shard threads at most (SHARD_THREADS): each is an event loop with its own pool and outbox. */
 export const maxShardThreads = 16;
 
-/** HTTP_THREADS by default: one front-end thread per core the process may use, within 1..maxHttpThreads. */
-export function defaultHttpThreads(): number {
-  return Math.min(maxHttpThreads, Math.max(1, availableParallelism()));
+/**
+ * HTTP_THREADS by default: one front-end thread per core the process may use
+ * beside the main thread, which keeps the shards (at least 1, at most
+ * maxHttpThreads). A front-end thread per core left the allocators' thread no
+ * core of its own: on 2 cores, 2 front-end threads cost ~25% more CPU and ~50%
+ * more garbage per reservation than 1 for no more throughput
+ * (docs/performance.md#threads-and-nodes).
+ */
+export function defaultHttpThreads(cores = availableParallelism()): number {
+  return Math.min(maxHttpThreads, Math.max(1, cores - 1));
 }
 
 export interface Config {

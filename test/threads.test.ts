@@ -2,7 +2,7 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import t from 'tap';
-import { ConfigError, loadConfig, maxHttpThreads } from '../src/config.js';
+import { ConfigError, defaultHttpThreads, loadConfig, maxHttpThreads } from '../src/config.js';
 import { startTestService, type TestService } from './helpers/service.js';
 import { connectStream } from './helpers/stream-client.js';
 import { isConnectionLost } from './helpers/fault-load.js';
@@ -104,8 +104,9 @@ t.test('shutdown under load answers what it acknowledged; nothing acknowledged i
   t.equal(view.body.held, created, 'every acknowledged reservation is durable, and every durable one was answered');
 });
 
-t.test('HTTP_THREADS: 1..64, default the cores; allowed with CLUSTER_SECRET', async (t) => {
-  t.equal(loadConfig({}).httpThreads, Math.min(maxHttpThreads, availableParallelism()), 'default: one thread per core');
+t.test('HTTP_THREADS: 1..64, default the cores but one; allowed with CLUSTER_SECRET', async (t) => {
+  t.equal(loadConfig({}).httpThreads, Math.min(maxHttpThreads, Math.max(1, availableParallelism() - 1)), 'default: one thread per core beside the main thread');
+  t.same([1, 2, 3, 4, 8, 100].map((cores) => defaultHttpThreads(cores)), [1, 1, 2, 3, 7, maxHttpThreads], 'at least one, at most the bound');
   t.equal(loadConfig({ HTTP_THREADS: '1' }).httpThreads, 1);
   t.equal(loadConfig({ HTTP_THREADS: '64' }).httpThreads, 64);
   for (const raw of ['0', '65', 'two', '1.5']) t.throws(() => loadConfig({ HTTP_THREADS: raw }), ConfigError, `HTTP_THREADS=${raw} is refused`);
