@@ -1,11 +1,12 @@
 import type pg from 'pg';
 import type { StockEvent, SkuConfig } from '../allocator/types.js';
-import { numberArray, textArray } from './pg-array.js';
+import { int4Array, int8Array, jsonbArray, textArrayBinary, uuidArray } from './pg-binary-array.js';
 
 /**
  * The event log's SQL, all of it: the group-commit insert and the reads that
  * recovery replays. Rows are columns, not JSON, so the insert is one
- * `unnest` over typed arrays and Postgres parses no documents on the hot path.
+ * `unnest` over typed arrays, sent in binary, and Postgres parses no documents
+ * or array literals on the hot path.
  */
 
 const insertText = `
@@ -53,20 +54,21 @@ export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig
   return {
     name: 'stock-events-insert',
     text: insertText,
+    // Binary arrays (src/outbox/pg-binary-array.ts): Postgres parses no array literals on the hot path.
     values: [
-      textArray(sku),
-      numberArray(seq),
-      textArray(kind),
-      numberArray(atMs),
-      textArray(reservationId),
-      textArray(shopperId),
-      numberArray(quantity),
-      numberArray(expiresAtMs),
-      textArray(idempotencyKey),
-      textArray(orderId),
-      textArray(config),
-      textArray(paymentMethod),
-      textArray(waitlistId),
+      textArrayBinary(sku),
+      int8Array(seq),
+      textArrayBinary(kind),
+      int8Array(atMs),
+      uuidArray(reservationId),
+      textArrayBinary(shopperId),
+      int4Array(quantity),
+      int8Array(expiresAtMs),
+      textArrayBinary(idempotencyKey),
+      uuidArray(orderId),
+      jsonbArray(config),
+      textArrayBinary(paymentMethod),
+      uuidArray(waitlistId),
     ],
   };
 }
@@ -254,7 +256,7 @@ export function loggedEventsQuery(events: readonly StockEvent[], timeoutMs: numb
   return {
     text: `SELECT e.sku, e.seq, e.kind, e.at_ms, e.reservation_id FROM stock_events e
            JOIN unnest($1::text[], $2::bigint[]) AS k(sku, seq) ON e.sku = k.sku AND e.seq = k.seq`,
-    values: [textArray(events.map((e) => e.sku)), numberArray(events.map((e) => e.seq))],
+    values: [textArrayBinary(events.map((e) => e.sku)), int8Array(events.map((e) => e.seq))],
     query_timeout: timeoutMs,
   } as pg.QueryConfig;
 }
