@@ -19,7 +19,7 @@ import { spawnSync } from 'node:child_process';
 import pg from 'pg';
 import pino from 'pino';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
-import { numberArray, textArray } from '../src/outbox/pg-array.js';
+import { int4Array, int8Array, jsonbArray, textArrayBinary, uuidArray } from '../src/outbox/pg-binary-array.js';
 import { argValue, numberArg } from './lib/service.js';
 
 const eventsPerRound = numberArg('events', 60_000);
@@ -184,20 +184,21 @@ const sku = 'bench-hot-sku-lt3k9x';
 function statementOf(variant: Variant, events: Event[]): pg.QueryConfig {
   const n = events.length;
   const nulls = new Array<null>(n).fill(null);
+  // Binary arrays, as the service sends them (src/outbox/event-log.ts).
   const columns = [
-    textArray(events.map(() => sku)),
-    numberArray(events.map((e) => e.seq)),
-    textArray(events.map(() => 'reserved')),
-    numberArray(events.map((e) => e.atMs)),
-    textArray(events.map((e) => e.reservationId)),
-    textArray(events.map((e) => e.shopperId)),
-    numberArray(events.map(() => 1)),
-    numberArray(events.map((e) => e.expiresAtMs)),
-    textArray(events.map((e) => e.key)),
+    textArrayBinary(events.map(() => sku)),
+    int8Array(events.map((e) => e.seq)),
+    textArrayBinary(events.map(() => 'reserved')),
+    int8Array(events.map((e) => e.atMs)),
+    uuidArray(events.map((e) => e.reservationId)),
+    textArrayBinary(events.map((e) => e.shopperId)),
+    int4Array(events.map(() => 1)),
+    int8Array(events.map((e) => e.expiresAtMs)),
+    textArrayBinary(events.map((e) => e.key)),
   ];
   if (variant.statement === 'narrow') return { name: `${variant.name}-insert`, text: narrowInsert, values: columns };
   if (variant.statement === 'unnest') {
-    return { name: `${variant.name}-insert`, text: unnestInsert, values: [...columns, textArray(nulls), textArray(nulls), textArray(nulls)] };
+    return { name: `${variant.name}-insert`, text: unnestInsert, values: [...columns, uuidArray(nulls), jsonbArray(nulls), textArrayBinary(nulls)] };
   }
   const values: unknown[] = [];
   const rows: string[] = [];

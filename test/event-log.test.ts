@@ -2,18 +2,11 @@ import t from 'tap';
 import fc from 'fast-check';
 import { createTestDatabase } from './helpers/db.js';
 import { insertEventsQuery, readEvents } from '../src/outbox/event-log.js';
-import { numberArray, textArray } from '../src/outbox/pg-array.js';
 import { int4Array, int8Array, jsonbArray, textArrayBinary, uuidArray } from '../src/outbox/pg-binary-array.js';
 import type { StockEvent } from '../src/allocator/types.js';
 
 /** The group-commit insert writes exactly what it is given, whatever the strings hold. */
 const db = await createTestDatabase(t);
-
-t.test('array literals', async (t) => {
-  t.equal(numberArray([1, 2, null, 1763700000123]), '{1,2,NULL,1763700000123}');
-  t.equal(textArray(['a', null, 'b"c', 'd\\e', '']), '{"a",NULL,"b\\"c","d\\\\e",""}');
-  t.equal(textArray([]), '{}');
-});
 
 t.test('binary arrays: Postgres reads back every value, NULLs included', async (t) => {
   const { rows } = await db.pool.query({
