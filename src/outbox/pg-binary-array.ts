@@ -36,40 +36,47 @@ function hasNulls(values: readonly unknown[]): boolean {
   return false;
 }
 
+/**
+ * One array: `write` puts a non-NULL element (its int32 length, then its bytes)
+ * at `at` and returns where the next one starts; `capacity` bounds the total.
+ */
+function binaryArray<T>(values: readonly (T | null)[], oid: number, capacity: number, write: (buffer: Buffer, at: number, value: T) => number): Buffer {
+  const buffer = Buffer.allocUnsafe(capacity);
+  header(buffer, values.length, hasNulls(values), oid);
+  let at = headerBytes;
+  for (const value of values) at = value === null || value === undefined ? buffer.writeInt32BE(-1, at) : write(buffer, at, value);
+  return buffer.subarray(0, at);
+}
+
+/** An array of fixed-width elements: `write` puts one value's `width` bytes at `at`. */
+function fixedWidthArray<T>(values: readonly (T | null)[], oid: number, width: number, write: (buffer: Buffer, at: number, value: T) => void): Buffer {
+  return binaryArray(values, oid, headerBytes + values.length * (4 + width), (buffer, at, value) => {
+    buffer.writeInt32BE(width, at);
+    write(buffer, at + 4, value);
+    return at + 4 + width;
+  });
+}
+
 /** `bigint[]`: safe integers only (epoch milliseconds, sequence numbers). */
 export function int8Array(values: readonly (number | null)[]): Buffer {
-  const buffer = Buffer.allocUnsafe(headerBytes + values.length * 12);
-  header(buffer, values.length, hasNulls(values), int8Oid);
-  let at = headerBytes;
-  for (const value of values) {
-    if (value === null || value === undefined) {
-      at = buffer.writeInt32BE(-1, at);
-      continue;
-    }
-    if (!Number.isSafeInteger(value)) throw new RangeError(`not a safe integer for a bigint column: ${value}`);
-    at = buffer.writeInt32BE(8, at);
-    const high = Math.floor(value / twoTo32);
-    at = buffer.writeInt32BE(high, at);
-    at = buffer.writeUInt32BE(value - high * twoTo32, at);
-  }
-  return buffer.subarray(0, at);
+  return fixedWidthArray(values, int8Oid, 8, writeInt8);
+}
+
+function writeInt8(buffer: Buffer, at: number, value: number): void {
+  if (!Number.isSafeInteger(value)) throw new RangeError(`not a safe integer for a bigint column: ${value}`);
+  const high = Math.floor(value / twoTo32);
+  buffer.writeInt32BE(high, at);
+  buffer.writeUInt32BE(value - high * twoTo32, at + 4);
 }
 
 /** `int[]`. */
 export function int4Array(values: readonly (number | null)[]): Buffer {
-  const buffer = Buffer.allocUnsafe(headerBytes + values.length * 8);
-  header(buffer, values.length, hasNulls(values), int4Oid);
-  let at = headerBytes;
-  for (const value of values) {
-    if (value === null || value === undefined) {
-      at = buffer.writeInt32BE(-1, at);
-      continue;
-    }
-    if (!Number.isInteger(value)) throw new RangeError(`not an integer for an int column: ${value}`);
-    at = buffer.writeInt32BE(4, at);
-    at = buffer.writeInt32BE(value, at);
-  }
-  return buffer.subarray(0, at);
+  return fixedWidthArray(values, int4Oid, 4, writeInt4);
+}
+
+function writeInt4(buffer: Buffer, at: number, value: number): void {
+  if (!Number.isInteger(value)) throw new RangeError(`not an integer for an int column: ${value}`);
+  buffer.writeInt32BE(value, at);
 }
 
 /** `text[]`: each element's UTF-8 bytes. */
@@ -84,24 +91,15 @@ export function jsonbArray(values: readonly (string | null)[]): Buffer {
 
 function stringArray(values: readonly (string | null)[], oid: number, jsonb: boolean): Buffer {
   // A UTF-16 code unit is at most 3 UTF-8 bytes: room for the worst case, then cut to what was written.
-  let upper = headerBytes;
-  for (const value of values) upper += 5 + (value === null || value === undefined ? 0 : value.length * 3);
-  const buffer = Buffer.allocUnsafe(upper);
-  header(buffer, values.length, hasNulls(values), oid);
-  let at = headerBytes;
-  for (const value of values) {
-    if (value === null || value === undefined) {
-      at = buffer.writeInt32BE(-1, at);
-      continue;
-    }
-    const lengthAt = at;
-    at += 4;
-    if (jsonb) buffer[at++] = jsonbVersion;
-    const written = buffer.write(value, at, 'utf8');
-    buffer.writeInt32BE(written + (jsonb ? 1 : 0), lengthAt);
-    at += written;
-  }
-  return buffer.subarray(0, at);
+  let capacity = headerBytes;
+  for (const value of values) capacity += 5 + (value === null || value === undefined ? 0 : value.length * 3);
+  return binaryArray(values, oid, capacity, (buffer, at, value) => {
+    let end = at + 4;
+    if (jsonb) buffer[end++] = jsonbVersion;
+    end += buffer.write(value, end, 'utf8');
+    buffer.writeInt32BE(end - at - 4, at);
+    return end;
+  });
 }
 
 /** The value of a hex digit's character code, or -1. */
@@ -114,19 +112,7 @@ for (let i = 0; i < 6; i++) {
 
 /** `uuid[]` from the canonical text form (8-4-4-4-12 hex digits, either case). */
 export function uuidArray(values: readonly (string | null)[]): Buffer {
-  const buffer = Buffer.allocUnsafe(headerBytes + values.length * 20);
-  header(buffer, values.length, hasNulls(values), uuidOid);
-  let at = headerBytes;
-  for (const value of values) {
-    if (value === null || value === undefined) {
-      at = buffer.writeInt32BE(-1, at);
-      continue;
-    }
-    at = buffer.writeInt32BE(16, at);
-    writeUuid(buffer, at, value);
-    at += 16;
-  }
-  return buffer.subarray(0, at);
+  return fixedWidthArray(values, uuidOid, 16, writeUuid);
 }
 
 function writeUuid(buffer: Buffer, at: number, uuid: string): void {
