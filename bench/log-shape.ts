@@ -19,7 +19,7 @@ import { spawnSync } from 'node:child_process';
 import pg from 'pg';
 import pino from 'pino';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
-import { int4Array, int8Array, jsonbArray, textArrayBinary, uuidArray } from '../src/outbox/pg-binary-array.js';
+import { int4Array, int8Array, jsonbArray, textArray, uuidArray } from '../src/outbox/pg-binary-array.js';
 import { argValue, numberArg } from './lib/service.js';
 
 const eventsPerRound = numberArg('events', 60_000);
@@ -186,19 +186,19 @@ function statementOf(variant: Variant, events: Event[]): pg.QueryConfig {
   const nulls = new Array<null>(n).fill(null);
   // Binary arrays, as the service sends them (src/outbox/event-log.ts).
   const columns = [
-    textArrayBinary(events.map(() => sku)),
+    textArray(events.map(() => sku)),
     int8Array(events.map((e) => e.seq)),
-    textArrayBinary(events.map(() => 'reserved')),
+    textArray(events.map(() => 'reserved')),
     int8Array(events.map((e) => e.atMs)),
     uuidArray(events.map((e) => e.reservationId)),
-    textArrayBinary(events.map((e) => e.shopperId)),
+    textArray(events.map((e) => e.shopperId)),
     int4Array(events.map(() => 1)),
     int8Array(events.map((e) => e.expiresAtMs)),
-    textArrayBinary(events.map((e) => e.key)),
+    textArray(events.map((e) => e.key)),
   ];
   if (variant.statement === 'narrow') return { name: `${variant.name}-insert`, text: narrowInsert, values: columns };
   if (variant.statement === 'unnest') {
-    return { name: `${variant.name}-insert`, text: unnestInsert, values: [...columns, uuidArray(nulls), jsonbArray(nulls), textArrayBinary(nulls)] };
+    return { name: `${variant.name}-insert`, text: unnestInsert, values: [...columns, uuidArray(nulls), jsonbArray(nulls), textArray(nulls)] };
   }
   const values: unknown[] = [];
   const rows: string[] = [];

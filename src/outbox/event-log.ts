@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { StockEvent, SkuConfig } from '../allocator/types.js';
-import { int4Array, int8Array, jsonbArray, textArrayBinary, uuidArray } from './pg-binary-array.js';
+import { int4Array, int8Array, jsonbArray, textArray, uuidArray } from './pg-binary-array.js';
 
 /**
  * The event log's SQL, all of it: the group-commit insert and the reads that
@@ -56,18 +56,18 @@ export function insertEventsQuery(events: readonly StockEvent[]): pg.QueryConfig
     text: insertText,
     // Binary arrays (src/outbox/pg-binary-array.ts): Postgres parses no array literals on the hot path.
     values: [
-      textArrayBinary(sku),
+      textArray(sku),
       int8Array(seq),
-      textArrayBinary(kind),
+      textArray(kind),
       int8Array(atMs),
       uuidArray(reservationId),
-      textArrayBinary(shopperId),
+      textArray(shopperId),
       int4Array(quantity),
       int8Array(expiresAtMs),
-      textArrayBinary(idempotencyKey),
+      textArray(idempotencyKey),
       uuidArray(orderId),
       jsonbArray(config),
-      textArrayBinary(paymentMethod),
+      textArray(paymentMethod),
       uuidArray(waitlistId),
     ],
   };
@@ -256,7 +256,7 @@ export function loggedEventsQuery(events: readonly StockEvent[], timeoutMs: numb
   return {
     text: `SELECT e.sku, e.seq, e.kind, e.at_ms, e.reservation_id FROM stock_events e
            JOIN unnest($1::text[], $2::bigint[]) AS k(sku, seq) ON e.sku = k.sku AND e.seq = k.seq`,
-    values: [textArrayBinary(events.map((e) => e.sku)), int8Array(events.map((e) => e.seq))],
+    values: [textArray(events.map((e) => e.sku)), int8Array(events.map((e) => e.seq))],
     query_timeout: timeoutMs,
   } as pg.QueryConfig;
 }

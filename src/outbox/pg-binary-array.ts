@@ -80,7 +80,7 @@ function writeInt4(buffer: Buffer, at: number, value: number): void {
 }
 
 /** `text[]`: each element's UTF-8 bytes. */
-export function textArrayBinary(values: readonly (string | null)[]): Buffer {
+export function textArray(values: readonly (string | null)[]): Buffer {
   return stringArray(values, textOid, false);
 }
 
