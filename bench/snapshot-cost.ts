@@ -16,30 +16,15 @@
  */
 import os from 'node:os';
 import { SkuAllocator } from '../src/allocator/allocator.js';
-import type { AllocatorLimits, StockEvent } from '../src/allocator/types.js';
 import { decodeSnapshot, encodeSnapshot } from '../src/snapshot/codec.js';
 import { LiveSnapshot } from '../src/snapshot/live.js';
+import { hotSkuHistory, hotSkuLimits } from './lib/hot-sku-history.js';
 import { numberArg } from './lib/service.js';
 
 const reservations = numberArg('reservations', 183_000);
 const repeat = numberArg('repeat', 3);
-const limits: AllocatorLimits = { maxQuantityPerRequest: 10, maxLiveHoldsPerSku: 10_000_000, maxEventsPerBatch: 1000 };
+const limits = hotSkuLimits;
 const sku = 'bench-hot-sku';
-const startMs = Date.UTC(2026, 0, 1);
-
-function history(count: number): StockEvent[] {
-  const events: StockEvent[] = [
-    { kind: 'configured', sku, seq: 1, atMs: startMs, config: { stock: 1e9, perShopperLimit: 5, holdSeconds: 3600, priceCents: 1000, currency: 'EUR', startsAtMs: null, endsAtMs: null } },
-  ];
-  for (let i = 0; i < count; i++) {
-    const atMs = startMs + 1 + Math.floor(i / 20);
-    events.push({
-      kind: 'reserved', sku, seq: i + 2, atMs, reservationId: `7d2f61c0-${i.toString(16).padStart(4, '0').slice(-4)}-8abc-9def-${i.toString(16).padStart(12, '0')}`,
-      shopperId: `shopper-${i}`, quantity: 1, expiresAtMs: atMs + 3_600_000, idempotencyKey: `bench-k-0-${i.toString(36)}`,
-    });
-  }
-  return events;
-}
 
 /** CPU milliseconds of this (single-threaded) process since `from`: unlike the wall clock, not stretched by other work. */
 function cpuMs(from = 0): number {
@@ -57,7 +42,7 @@ function best(run: () => void): number {
   return Number(min.toFixed(1));
 }
 
-const events = history(reservations);
+const events = hotSkuHistory(sku, reservations, 'sequential');
 const half = SkuAllocator.replay(sku, limits, events.slice(0, 1 + reservations / 2));
 const halfSnapshot = encodeSnapshot(half);
 const full = SkuAllocator.replay(sku, limits, events);

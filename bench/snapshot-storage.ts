@@ -15,32 +15,20 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import pino from 'pino';
 import { SkuAllocator } from '../src/allocator/allocator.js';
-import type { AllocatorLimits, StockEvent } from '../src/allocator/types.js';
 import { encodeSnapshot } from '../src/snapshot/codec.js';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import { hotSkuHistory, hotSkuLimits } from './lib/hot-sku-history.js';
 import { argValue, numberArg } from './lib/service.js';
 
 const holds = numberArg('holds', 100_000);
 const repeat = numberArg('repeat', 3);
-const limits: AllocatorLimits = { maxQuantityPerRequest: 10, maxLiveHoldsPerSku: 10_000_000, maxEventsPerBatch: 1000 };
 const sku = 'bench-hot-sku';
 
 function hotSkuSnapshot(): Buffer {
-  const startMs = Date.UTC(2026, 0, 1);
-  const config = { stock: 1e9, perShopperLimit: 5, holdSeconds: 3600, priceCents: 1000, currency: 'EUR', startsAtMs: null, endsAtMs: null };
-  const events: StockEvent[] = [{ kind: 'configured', sku, seq: 1, atMs: startMs, config }];
-  for (let i = 0; i < holds; i++) {
-    const atMs = startMs + 1 + Math.floor(i / 20);
-    events.push({
-      kind: 'reserved', sku, seq: i + 2, atMs, reservationId: randomUUID(), shopperId: `bench-shopper-${i}`,
-      quantity: 1, expiresAtMs: atMs + 3_600_000, idempotencyKey: randomUUID(),
-    });
-  }
-  return encodeSnapshot(SkuAllocator.replay(sku, limits, events));
+  return encodeSnapshot(SkuAllocator.replay(sku, hotSkuLimits, hotSkuHistory(sku, holds, 'random')));
 }
 
 /** Milliseconds of CPU the backend `pid` has used (utime + stime; /proc counts in 10 ms ticks). */
