@@ -44,7 +44,12 @@ function binaryArray<T>(values: readonly (T | null)[], oid: number, capacity: nu
   const buffer = Buffer.allocUnsafe(capacity);
   header(buffer, values.length, hasNulls(values), oid);
   let at = headerBytes;
-  for (const value of values) at = value === null || value === undefined ? buffer.writeInt32BE(-1, at) : write(buffer, at, value);
+  // Indexed, not for…of: this generic loop is not always optimized, and then every step of an
+  // iterator allocates its result (~500 B per reservation in the allocation profile).
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
+    at = value === null || value === undefined ? buffer.writeInt32BE(-1, at) : write(buffer, at, value);
+  }
   return buffer.subarray(0, at);
 }
 
@@ -92,7 +97,10 @@ export function jsonbArray(values: readonly (string | null)[]): Buffer {
 function stringArray(values: readonly (string | null)[], oid: number, jsonb: boolean): Buffer {
   // A UTF-16 code unit is at most 3 UTF-8 bytes: room for the worst case, then cut to what was written.
   let capacity = headerBytes;
-  for (const value of values) capacity += 5 + (value === null || value === undefined ? 0 : value.length * 3);
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
+    capacity += 5 + (value === null || value === undefined ? 0 : value.length * 3);
+  }
   return binaryArray(values, oid, capacity, (buffer, at, value) => {
     let end = at + 4;
     if (jsonb) buffer[end++] = jsonbVersion;
