@@ -115,7 +115,9 @@ export class ClusterLive {
     if (!this.options.push) return;
     const pushed: PeerNotice = { e: epoch, n: notice };
     this.mine.set(sku, pushed);
-    for (const url of this.peerUrls()) this.options.pool.client(url).push(sku, pushed);
+    const urls = this.peerUrls();
+    // Indexed: once per durable change of a SKU, where an iterator's garbage adds up.
+    for (let i = 0; i < urls.length; i++) this.options.pool.client(urls[i]!).push(sku, pushed);
   }
 
   /**

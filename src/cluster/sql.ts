@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { int4Array, int8Array } from '../outbox/pg-binary-array.js';
 
 /**
  * Every statement of the cluster layer, one named builder each (like pg-boss's
@@ -181,8 +182,13 @@ export function proveOwnershipQuery(proof: OwnershipProof): pg.QueryConfig {
   return {
     name: 'cluster-prove-ownership',
     text: 'SELECT cluster_prove_ownership($1, $2::int[], $3::bigint[]) AS ok',
-    values: [proof.nodeId, proof.shards, proof.epochs],
+    values: proofValues(proof),
   };
+}
+
+/** The proof's parameters: its arrays in binary, like the insert's own (no array literal built per commit). */
+function proofValues(proof: OwnershipProof): [string, Buffer, Buffer] {
+  return [proof.nodeId, int4Array(proof.shards), int8Array(proof.epochs)];
 }
 
 /**
@@ -200,6 +206,6 @@ export function fencedInsertQuery(insert: pg.QueryConfig, proof: OwnershipProof)
     ...insert,
     name: insert.name === undefined ? undefined : `${insert.name}-fenced`,
     text: `${insert.text}\nWHERE cluster_prove_ownership($${n + 1}, $${n + 2}::int[], $${n + 3}::bigint[])`,
-    values: [...values, proof.nodeId, proof.shards, proof.epochs],
+    values: [...values, ...proofValues(proof)],
   };
 }
