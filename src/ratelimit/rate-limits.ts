@@ -1,11 +1,11 @@
 import { Redis } from 'ioredis';
-import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Logger } from 'pino';
+import { RedisWindows } from './redis-windows.js';
 import { RateWindows } from './windows.js';
 
 /**
- * Per-shopper and per-client-IP rate limits (rate-limiter-flexible) on the
- * routes and stream messages that change stock: reserve, checkout, release.
+ * Per-shopper and per-client-IP rate limits on the routes and stream messages
+ * that change stock: reserve, checkout, release.
  *
  * A limit of N per second is a budget of 2·N per 2-second window, so a shopper
  * can burst to twice the rate and averages N. One node: an in-memory store
@@ -53,7 +53,7 @@ export const maxTrackedKeys = 262_144;
 interface Limiter {
   name: LimitName;
   memory: RateWindows;
-  redis: RateLimiterRedis | null;
+  redis: RedisWindows | null;
 }
 
 export class RateLimits {
@@ -74,6 +74,8 @@ export class RateLimits {
       this.redis = new Redis(settings.redisUrl, {
         // Fail fast while disconnected: the insurance limiter answers instead.
         enableOfflineQueue: false,
+        // Every check of an event-loop turn in one write (a pipeline), not a write per request.
+        enableAutoPipelining: true,
         maxRetriesPerRequest: 0,
         commandTimeout: redisTimeoutMs,
         retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
@@ -134,25 +136,20 @@ export class RateLimits {
     const points = perSecond * windowSeconds;
     const memory = new RateWindows({ points, windowMs: windowSeconds * 1000, maxKeys: maxTrackedKeys }, this.nowMs());
     // Without an insurance limiter the Redis store rejects with the error; consume() then asks the memory budget.
-    const redis =
-      this.redis === null
-        ? null
-        : new RateLimiterRedis({ keyPrefix, points, duration: windowSeconds, storeClient: this.redis, rejectIfRedisNotReady: true });
+    const redis = this.redis === null ? null : new RedisWindows(this.redis, keyPrefix, points, windowSeconds);
     return { name, memory, redis };
   }
 
   private consume(limiter: Limiter, key: string): Promise<LimitExceeded | null> {
     if (limiter.redis === null) return Promise.resolve(this.spendInMemory(limiter, key));
-    return limiter.redis.consume(key).then(
-      () => null,
-      (outcome: unknown) => {
-        if (outcome instanceof RateLimiterRes) return this.exceeded(limiter.name, outcome.msBeforeNext);
-        // Redis could not answer: this node's memory budget does, and the fallback is counted.
-        this.observer?.fellBack();
-        this.fellBack(outcome instanceof Error ? outcome : null);
-        return this.spendInMemory(limiter, key);
-      },
-    );
+    return limiter.redis.take(key).then((verdict) => {
+      if (verdict === 0) return null;
+      if (typeof verdict === 'number') return this.exceeded(limiter.name, verdict);
+      // Redis could not answer: this node's memory budget does, and the fallback is counted.
+      this.observer?.fellBack();
+      this.fellBack(verdict);
+      return this.spendInMemory(limiter, key);
+    });
   }
 
   private spendInMemory(limiter: Limiter, key: string): LimitExceeded | null {

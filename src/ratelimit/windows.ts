@@ -2,8 +2,9 @@
  * Per-key request budgets in fixed windows (a shopper, a client address): a
  * key's window opens at its first request, admits `points` requests, and ends
  * `windowMs` later; the next request opens a new one. These are the semantics
- * of the rate-limiter-flexible memory store the service used before (and still
- * uses, with Redis, to share budgets across nodes), at a fraction of its cost:
+ * of the rate-limiter-flexible memory store the service used before (and of
+ * the Redis windows, redis-windows.ts, that share budgets across nodes), at a
+ * fraction of its cost:
  * no timer per key, no promise and no object per check. Time is passed in.
  *
  * Each key holds one number in a Map: (window start − generation base +

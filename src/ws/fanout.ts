@@ -105,7 +105,8 @@ class Feed implements StockFeed {
       };
       // Publishing never queues while disconnected: the queue would grow without
       // bound during an outage, and the resync on reconnect replaces it.
-      this.pub = new Redis(options.redisUrl, { ...common, enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+      // Auto-pipelined: the PUBLISHes of an event-loop turn go in one write.
+      this.pub = new Redis(options.redisUrl, { ...common, enableOfflineQueue: false, maxRetriesPerRequest: 0, enableAutoPipelining: true });
       // The subscriber subscribes on every 'ready' itself: ioredis 5's own re-subscribe after a
       // reconnect is fire-and-forget, and its rejection (the connection dropping again, or
       // closing) is an unhandled rejection that would end the process (redis/ioredis#2187).
