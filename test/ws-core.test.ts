@@ -1,6 +1,6 @@
 import t from 'tap';
 import fc from 'fast-check';
-import { Coalescer } from '../src/ws/coalescer.js';
+import { Coalescer, CoalescingPublisher } from '../src/ws/coalescer.js';
 import { maxStockFrameBytes, newBucket, parseClientMessage, statusOf, stockMessage, takeToken } from '../src/ws/protocol.js';
 import pino from 'pino';
 import { createStockFeed, parseEnvelope } from '../src/ws/fanout.js';
@@ -58,6 +58,39 @@ t.test('coalescer property: at most one publish per window, and the last change 
       return !unpublishedChange && c.size === 0;
     }),
   );
+});
+
+t.test('coalescing publisher: windows end in order on one timer; each key once at once and once at its window end', async (t) => {
+  // The clock is the test's: windows end when the test says, the timer only wakes the publisher.
+  let nowMs = 1_000;
+  const published: string[] = [];
+  const publisher = new CoalescingPublisher(50, (key) => published.push(key), (error) => t.fail(String(error)), () => nowMs);
+  t.teardown(() => publisher.close());
+  const settle = async (): Promise<void> => {
+    // Past every window's end on the test's clock; the publisher's timer (1 ms at least) then runs.
+    while (publisher.openWindows > 0) {
+      nowMs += 50;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  };
+  for (const key of ['A', 'B', 'C']) publisher.changed(key);
+  t.same(published, ['A', 'B', 'C'], 'a first change is published at once');
+  for (const key of ['A', 'B', 'A']) publisher.changed(key);
+  t.same(published, ['A', 'B', 'C'], 'changes inside a window wait');
+  nowMs += 20;
+  publisher.changed('D');
+  t.same(published, ['A', 'B', 'C', 'D']);
+  await settle();
+  t.same(published.slice(4), ['A', 'B'], 'at the windows\' end, the keys that changed are published once more, in the order their windows opened');
+  t.equal(publisher.openWindows, 0, 'every window closed once quiet');
+  publisher.changed('C');
+  t.same(published.slice(6), ['C'], 'a change after the window closed is published at once again');
+  publisher.changed('C');
+  await settle();
+  t.same(published.slice(7), ['C'], 'and its trailing change at its window end');
+  publisher.close();
+  publisher.changed('E');
+  t.equal(published.includes('E'), false, 'nothing after close');
 });
 
 t.test('parseClientMessage', async (t) => {

@@ -47,18 +47,28 @@ export class Coalescer {
 }
 
 /**
- * The imperative half: a Coalescer plus one timer per open window.
+ * The imperative half: a Coalescer, and the open windows in the order they
+ * end. Every window lasts `windowMs`, so they end in the order they opened: a
+ * queue of (key, end time) and one timer for its head replace a timer per open
+ * window (with many SKUs changing, that was a timer per change).
  * `publish(key)` reads the latest state itself, so it always sends the newest.
  */
 export class CoalescingPublisher {
   private readonly coalescer = new Coalescer();
-  private readonly timers = new Set<NodeJS.Timeout>();
+  /** Open windows, oldest first from `head`: their keys and end times side by side (no object per window). */
+  private keys: string[] = [];
+  private endsAtMs: number[] = [];
+  private head = 0;
+  private timer: NodeJS.Timeout | null = null;
+  /** Inside windowsEnded: it arms the timer once it is done, not for each window it reopens. */
+  private ending = false;
   private closed = false;
 
   constructor(
     private readonly windowMs: number,
     private readonly publish: (key: string) => void,
     private readonly onError: (error: unknown) => void,
+    private readonly nowMs: () => number = () => performance.now(),
   ) {}
 
   changed(key: string): void {
@@ -72,12 +82,37 @@ export class CoalescingPublisher {
     } catch (error) {
       this.onError(error);
     }
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
-      if (!this.closed && this.coalescer.windowEnded(key) === 'publish') this.publishAndWait(key);
-    }, this.windowMs);
-    this.timers.add(timer);
+    this.keys.push(key);
+    this.endsAtMs.push(this.nowMs() + this.windowMs);
+    if (this.timer === null && !this.ending) this.arm();
   }
+
+  private arm(): void {
+    // Whole milliseconds: Node keeps one timer list per distinct duration.
+    this.timer = setTimeout(this.windowsEnded, Math.max(1, Math.ceil(this.endsAtMs[this.head]! - this.nowMs())));
+  }
+
+  /** Every window that has ended, in order; a trailing publish opens a new one at the back. */
+  private readonly windowsEnded = (): void => {
+    this.timer = null;
+    if (this.closed) return;
+    const now = this.nowMs();
+    // Only the windows queued before this call: the ones it reopens end a whole window later.
+    const queued = this.keys.length;
+    this.ending = true;
+    while (this.head < queued && this.endsAtMs[this.head]! <= now) {
+      const key = this.keys[this.head]!;
+      this.head += 1;
+      if (this.coalescer.windowEnded(key) === 'publish') this.publishAndWait(key);
+    }
+    this.ending = false;
+    if (this.head > 1024 && this.head * 2 > this.keys.length) {
+      this.keys = this.keys.slice(this.head);
+      this.endsAtMs = this.endsAtMs.slice(this.head);
+      this.head = 0;
+    }
+    if (this.head < this.keys.length) this.arm();
+  };
 
   get openWindows(): number {
     return this.coalescer.size;
@@ -85,7 +120,10 @@ export class CoalescingPublisher {
 
   close(): void {
     this.closed = true;
-    for (const timer of this.timers) clearTimeout(timer);
-    this.timers.clear();
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.keys = [];
+    this.endsAtMs = [];
+    this.head = 0;
   }
 }

@@ -68,6 +68,8 @@ export function createStockFeed(options: FeedOptions): StockFeed {
 
 class Feed implements StockFeed {
   private readonly nodeId = randomUUID();
+  /** How JSON.stringify begins an envelope of this node's with a state in it. */
+  private readonly ownStatePrefix = `{"o":${JSON.stringify(this.nodeId)},"s":`;
   private readonly channel: string;
   private readonly maxRemoteSkus: number;
   /** To this node's sockets: local and remote changes share it, so the window holds per SKU. */
@@ -262,6 +264,9 @@ class Feed implements StockFeed {
 
   private received(text: string): void {
     this.counters.receivedFromRedis += 1;
+    // This node's own states come back on the channel: known by their first bytes (sendEnvelope writes
+    // `o` first), so they are not parsed at all. Its own resync request is still read below.
+    if (text.startsWith(this.ownStatePrefix)) return;
     const envelope = parseEnvelope(text);
     if (envelope === null) {
       this.options.log.warn({ bytes: text.length }, 'ignoring a malformed message on the stock channel');
