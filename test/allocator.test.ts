@@ -75,6 +75,25 @@ t.test('idempotency: same key and request replays, different request is refused'
   t.equal(allocator.held, 3);
 });
 
+t.test('restore: idempotency slots come back whether keys are distinct or shared by shoppers', async (t) => {
+  for (const keyOf of [(shopper: string) => `key-${shopper}`, () => 'shared']) {
+    const { allocator, reserve } = harness();
+    const ids = new Map<string, string>();
+    for (const shopper of ['alice', 'bob', 'carol']) {
+      const decision = reserve(shopper, 1, keyOf(shopper));
+      if (!decision.ok || decision.kind !== 'new') throw new Error('reserve failed');
+      ids.set(shopper, decision.event.reservationId);
+    }
+    const restored = SkuAllocator.restore(allocator.exportState(), limits);
+    t.same(restored.idempotencySlots.entries().sort(), allocator.idempotencySlots.entries().sort(), 'the same slots');
+    t.equal(restored.idempotencySlots.size, 3);
+    for (const [shopper, id] of ids) {
+      const replay = restored.reserve({ reservationId: 'new', shopperId: shopper, quantity: 1, idempotencyKey: keyOf(shopper) }, 1_000);
+      t.match(replay, { ok: true, kind: 'replay', reservation: { reservationId: id } }, `${shopper}'s key replays its own hold`);
+    }
+  }
+});
+
 t.test('release and expiry return stock and free the shopper limit', async (t) => {
   const { allocator, reserve, apply } = harness();
   const decision = reserve('alice', 3, 'k1');
