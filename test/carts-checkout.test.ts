@@ -1,4 +1,5 @@
 import t from 'tap';
+import pg from 'pg';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startTestService, type TestService } from './helpers/service.js';
@@ -69,6 +70,40 @@ t.test('paid: one order for the sum of the lines, every line sold, the cart paid
   t.same(charges.map((c) => [c.status, c.amountCents]), [['succeeded', 3000]], 'one charge');
   t.match(await api.call('DELETE', `/v1/carts/${cart.cartId}`, { shopper: 'alice' }), { status: 409, body: { code: 'reservation_not_held' } }, 'a paid cart cannot be released');
   t.match(await api.call('POST', `/v1/reservations/${cart.items[0]!.reservationId}/checkout`, { shopper: 'alice', body: { paymentMethod: 'pm_ok' }, headers: { 'idempotency-key': randomUUID() } }), { status: 409, body: { code: 'reservation_in_cart' } });
+});
+
+t.test("the ledger audit checks every line of a cart's order, not only the first", async (t) => {
+  await api.putSku('AUD1', { stock: 5, priceCents: 100 });
+  await api.putSku('AUD2', { stock: 5, priceCents: 100 });
+  const cart = await heldCart(api, 'auditee', [{ sku: 'AUD1', quantity: 1 }, { sku: 'AUD2', quantity: 2 }]);
+  const res = await checkout(api, cart.cartId, 'auditee', 'pm_ok');
+  t.equal(res.status, 202);
+  const orderId = res.body.orderId as string;
+  t.match(await settledOrder(api, orderId, 'auditee'), { status: 'paid' });
+  // The job settles the lines after the order: wait until the second one is sold too.
+  t.match(await cartStatus(cart.cartId, 'auditee', 'paid'), { status: 'paid' });
+  const second = cart.items[1]!.reservationId;
+  const violationsOf = async () => {
+    const report = await api.call('GET', '/v1/admin/audit', { admin: true });
+    t.equal(report.status, 200);
+    return (report.body.violations as { kind: string; orderId?: string; detail: string }[]).filter((v) => v.orderId === orderId);
+  };
+  t.same(await violationsOf(), [], 'a paid cart whose lines are all sold is clean');
+
+  // Behind the service's back: the order says failed, or still pending, while both lines were sold.
+  const db = new pg.Client({ connectionString: api.databaseUrl });
+  await db.connect();
+  t.teardown(() => db.end());
+  for (const status of ['failed', 'pending']) {
+    await db.query('UPDATE orders SET status = $2 WHERE order_id = $1', [orderId, status]);
+    const found = await violationsOf();
+    t.ok(
+      found.some((v) => v.kind === 'order_log_mismatch' && v.detail === `order is ${status} but the log has its cart line ${second} paid`),
+      `${status}: the second line is reported (${JSON.stringify(found)})`,
+    );
+  }
+  await db.query("UPDATE orders SET status = 'paid' WHERE order_id = $1", [orderId]);
+  t.same(await violationsOf(), [], 'and clean again once the order tells the truth');
 });
 
 t.test('declined: every line given back, the cart payment_failed', async (t) => {

@@ -31,6 +31,34 @@ export function orderLogMismatchQuery(): pg.QueryConfig {
   };
 }
 
+/**
+ * A cart's order against its other lines (the first line is the order's own
+ * reservation, checked above). The payment worker freezes every line before it
+ * charges and settles them one by one after, so a line may lag its order while
+ * the order's job runs; what can never be: a line of a paid order given back
+ * or never frozen, a line sold for a failed order, a line settled while its
+ * order is pending (the first settle decides the order), a line with no event.
+ */
+export function cartLineMismatchQuery(): pg.QueryConfig {
+  return {
+    name: 'audit-cart-line-mismatch',
+    text: `SELECT o.order_id, o.status, l.reservation_id, last.kind
+           FROM orders o
+           JOIN carts c ON c.cart_id = o.cart_id
+           CROSS JOIN LATERAL (
+             SELECT (line->>'reservationId')::uuid AS reservation_id FROM jsonb_array_elements(c.lines) AS line) l
+           LEFT JOIN LATERAL (
+             SELECT e.kind FROM stock_events e WHERE e.reservation_id = l.reservation_id ORDER BY e.seq DESC LIMIT 1) last ON true
+           WHERE l.reservation_id <> o.reservation_id
+             AND (last.kind IS NULL
+                  OR (o.status = 'paid' AND last.kind NOT IN ('checkout_started', 'committed'))
+                  OR (o.status = 'failed' AND last.kind = 'committed')
+                  OR (o.status = 'pending' AND last.kind IN ('committed', 'payment_failed')))
+           ORDER BY o.order_id, l.reservation_id
+           LIMIT ${maxViolationsPerCheck}`,
+  };
+}
+
 const chargeCounts = `SELECT key, count(*)::int AS n FROM unnest($1::text[]) AS key GROUP BY key`;
 
 /** Paid orders without exactly one successful charge ($1: the provider's successful charges' keys). */

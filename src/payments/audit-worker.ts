@@ -4,6 +4,7 @@ import { loadAllSkuStates } from '../snapshot/load.js';
 import { workerPool } from '../snapshot/worker-db.js';
 import { lowerThisThreadsPriority } from '../snapshot/background-thread.js';
 import {
+  cartLineMismatchQuery,
   chargeWithoutPaidOrderQuery,
   countOrdersQuery,
   orderLogMismatchQuery,
@@ -71,9 +72,10 @@ export default async function auditLedger(task: AuditTask): Promise<AuditWorkerR
     onLoaded: (a) => skus.push({ sku: a.sku, seq: a.seq, available: saleableUnits(a), held: a.held, sold: a.sold }),
   });
 
-  const [orders, mismatches, paid, charged] = await Promise.all([
+  const [orders, mismatches, lines, paid, charged] = await Promise.all([
     pool.query<{ n: string }>(countOrdersQuery()),
     pool.query<{ order_id: string; status: string; kind: string | null }>(orderLogMismatchQuery()),
+    pool.query<{ order_id: string; status: string; reservation_id: string; kind: string | null }>(cartLineMismatchQuery()),
     pool.query<{ order_id: string; n: number }>(paidWithoutOneChargeQuery(task.chargeKeys)),
     pool.query<{ key: string; n: number; status: string | null }>(chargeWithoutPaidOrderQuery(task.chargeKeys)),
   ]);
@@ -86,6 +88,14 @@ export default async function auditLedger(task: AuditTask): Promise<AuditWorkerR
       kind: 'order_log_mismatch',
       orderId: row.order_id,
       detail: `order is ${row.status} but the log has its reservation ${status}`,
+    });
+  }
+  for (const row of lines.rows) {
+    const status = row.kind === null ? 'missing' : statusAfterEvent[row.kind] ?? row.kind;
+    violations.push({
+      kind: 'order_log_mismatch',
+      orderId: row.order_id,
+      detail: `order is ${row.status} but the log has its cart line ${row.reservation_id} ${status}`,
     });
   }
   for (const row of charged.rows) {
