@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import t, { type Test } from 'tap';
-import { RedisWindows } from '../src/ratelimit/redis-windows.js';
+import { maxChecksPerCall, RedisWindows } from '../src/ratelimit/redis-windows.js';
 import { skipBecause } from './helpers/skip.js';
 import { testRedis } from './helpers/redis.js';
 
@@ -60,6 +60,22 @@ t.test('keys of one turn are counted apart, in the order their checks came', asy
     'per key, the first two in order are admitted',
   );
   t.same([await redis.get(`${prefix}:a`), await redis.get(`${prefix}:b`), await redis.get(`${prefix}:c`)], ['3', '3', '1']);
+});
+
+t.test('a turn with more checks than one call carries: several calls, in order, one count', async (t) => {
+  const url = await redisOrSkip(t);
+  if (url === null) return;
+  const redis = client(t, url);
+  await ready(redis);
+  const prefix = `rw-${randomUUID()}`;
+  const checks = maxChecksPerCall * 2 + maxChecksPerCall / 2;
+  const points = maxChecksPerCall + maxChecksPerCall / 2;
+  const windows = new RedisWindows(redis, prefix, points, 60);
+  const verdicts = await Promise.all(Array.from({ length: checks }, () => windows.take('flood')));
+  const admitted = verdicts.filter((v) => v === 0).length;
+  t.equal(admitted, points, 'exactly the budget is admitted');
+  t.ok(verdicts.slice(0, points).every((v) => v === 0), 'and it is the first ones, across the calls');
+  t.equal(await redis.get(`${prefix}:flood`), String(checks), 'every check counted once');
 });
 
 t.test('the budget is shared by every client of the Redis, across turns; an open window keeps its expiry', async (t) => {

@@ -135,7 +135,7 @@ export class RateLimits {
     if (perSecond <= 0) return null;
     const points = perSecond * windowSeconds;
     const memory = new RateWindows({ points, windowMs: windowSeconds * 1000, maxKeys: maxTrackedKeys }, this.nowMs());
-    // Without an insurance limiter the Redis store rejects with the error; consume() then asks the memory budget.
+    // A check Redis cannot answer is answered by `memory` (consume below).
     const redis = this.redis === null ? null : new RedisWindows(this.redis, keyPrefix, points, windowSeconds);
     return { name, memory, redis };
   }
