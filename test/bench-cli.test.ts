@@ -21,3 +21,10 @@ t.test('--nodes refuses what it cannot run', async (t) => {
   t.throws(() => parseCli(['--nodes', '3', '--systems', 'hello']), /applies to flashstock/);
   t.throws(() => parseCli(['--http-threads', '65']), /--http-threads takes integers 1\.\.64/);
 });
+
+t.test('--to-owner: off by default, a cluster diagnostic only', async (t) => {
+  t.equal(parseCli([]).toOwner, false);
+  t.equal(parseCli(['--nodes', '1,3', '--to-owner']).toOwner, true);
+  t.throws(() => parseCli(['--to-owner']), /needs --nodes with more than one node/);
+  t.throws(() => parseCli(['--nodes', '1', '--to-owner']), /needs --nodes/);
+});

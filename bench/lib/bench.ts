@@ -63,6 +63,7 @@ async function runPhase(
     url: system.url,
     ...(system.urls !== undefined ? { urls: system.urls } : {}),
     ...(placement !== undefined ? { placement } : {}),
+    ...(placement !== undefined && options.toOwner ? { toOwner: true } : {}),
     scenario: scenarioName,
     params: plan.params,
     finite: plan.finite,
@@ -137,6 +138,7 @@ async function startFlashstockVariant(
   const start = { ...base, ...(databaseUrl !== undefined ? { databaseUrl } : {}), nodeArgs, overrides };
   const f = variant.nodes > 1 ? await startFlashstockCluster({ ...start, nodes: variant.nodes, log }) : await startFlashstock(start);
   if (variant.nodes > 1) note('--nodes: the generator spreads its connections round robin over the node URLs (no load balancer process; see bench/README.md)');
+  if (variant.nodes > 1 && options.toOwner) note('--to-owner: each connection sent only requests for SKUs its node owns (nothing forwarded): a diagnostic, not what a load balancer does');
   const labels = [f.label];
   if (variant.nodes === 1 && options.nodes.some((n) => n > 1)) labels.push('1 node');
   if (variant.httpThreads !== null) labels.push(`HTTP_THREADS=${variant.httpThreads}`);

@@ -30,6 +30,8 @@ export interface BenchOptions {
   wrk: boolean;
   cpuProf: boolean;
   scrapeMetrics: boolean;
+  /** A cluster diagnostic: each connection sends only requests its node owns (nothing forwarded). */
+  toOwner: boolean;
   verbose: boolean;
   help: boolean;
 }
@@ -48,6 +50,8 @@ export const usage = `Usage: node --import tsx bench/run.ts [options]   (npm run
   --nodes N[,N]            flashstock as a local cluster of N node processes on one database (CLUSTER_SECRET,
                            default SHARD_COUNT), the load spread round robin over the nodes' URLs (default 1:
                            one process, no cluster); a list runs each in turn (e.g. 1,3: single node vs 3 nodes)
+  --to-owner               a cluster diagnostic: each connection sends only requests for SKUs its node owns (nothing
+                           forwarded), to tell what a cluster costs before forwarding from what forwarding costs
   --warmup SECONDS         warm-up load on a separate SKU before each run (default 2; 0 = none)
   --timeout MS             per-request timeout (default 10000)
   --url URL                target a running flashstock instead of starting one; needs --admin-token and
@@ -108,6 +112,7 @@ export function parseCli(argv: string[]): BenchOptions {
       wrk: { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
       'scrape-metrics': { type: 'boolean', default: false },
+      'to-owner': { type: 'boolean', default: false },
       verbose: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -129,6 +134,7 @@ export function parseCli(argv: string[]): BenchOptions {
     if (values.url !== undefined) throw new Error('--nodes starts a local cluster; it cannot be combined with --url');
     if (!systems.includes('flashstock')) throw new Error('--nodes applies to flashstock: add it to --systems');
   }
+  if (values['to-owner'] === true && !nodes.some((n) => n > 1)) throw new Error('--to-owner is a cluster diagnostic: it needs --nodes with more than one node');
   return {
     scenarios: scenarioNames,
     systems,
@@ -152,6 +158,7 @@ export function parseCli(argv: string[]): BenchOptions {
     wrk: values.wrk ?? false,
     cpuProf: values['cpu-prof'] ?? false,
     scrapeMetrics: values['scrape-metrics'] ?? false,
+    toOwner: values['to-owner'] ?? false,
     verbose: values.verbose ?? false,
     help: values.help ?? false,
   };

@@ -12,6 +12,8 @@ export interface LoadOptions {
   urls?: readonly string[];
   /** A cluster's shard owners (indexes into urls), to split latencies by local vs forwarded. */
   placement?: Placement;
+  /** With `placement`: each connection sends only requests its node owns (`--to-owner`). */
+  toOwner?: boolean;
   scenario: string;
   params: unknown;
   /** Finite scenarios ignore durationMs and run until their work is done. */
@@ -215,6 +217,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         // One Host header for every node: the service does not route on it.
         hostHeader: new URL(options.url).host,
         ...(options.placement !== undefined ? { placement: options.placement } : {}),
+        ...(options.toOwner === true ? { toOwner: true } : {}),
         connections,
         mode: options.mode,
         rate: (options.rate * connections) / options.connections,

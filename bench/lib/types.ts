@@ -71,6 +71,8 @@ export interface WorkerTask {
   hostHeader: string;
   /** Set for a cluster: latencies are also split by local vs forwarded. */
   placement?: Placement;
+  /** With `placement`: a request its connection's node does not own is drawn again (up to `maxOwnerDraws` times). */
+  toOwner?: boolean;
   connections: number;
   mode: LoadMode;
   /** Open loop: this thread's share of the arrival rate (requests/s). */

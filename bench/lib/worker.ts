@@ -15,6 +15,8 @@ import { scenarios } from '../scenarios/index.js';
  */
 
 const epochNow = (): number => performance.timeOrigin + performance.now();
+/** --to-owner: draws per request before one its node does not own is sent anyway (3 nodes need ~3 on average). */
+const maxOwnerDraws = 50;
 
 const reservationIdPattern = /"reservationId"\s*:\s*"/;
 const codePattern = /"code"\s*:\s*"([^"]{1,80})"/;
@@ -73,6 +75,7 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
   const placement = task.placement;
   const split = placement === undefined ? null : { local: newHistogram(), forwarded: newHistogram(), localCount: 0, forwardedCount: 0 };
   const targetIndex = (connectionId: number): number => (task.firstConnection + connectionId) % task.targets.length;
+  const toOwner = task.toOwner === true && placement !== undefined;
 
   const ids = new IdList(64 * 1024);
   let acknowledged = 0;
@@ -102,7 +105,12 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
   let issueDue = (): void => {};
 
   const dispatch = (conn: Http1Connection, intendedAt: number): boolean => {
-    const request = workload.next();
+    let request = workload.next();
+    // --to-owner: draw again until the connection's node owns the request's SKU.
+    for (let draws = 1; request !== null && toOwner && draws < maxOwnerDraws; draws++) {
+      if (isForwarded(placement!, skuOfRequest(request.data), targetIndex(conn.id)) !== true) break;
+      request = workload.next();
+    }
     if (request === null) return false;
     conn.request = request;
     const now = performance.now();
