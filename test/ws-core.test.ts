@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { Coalescer, CoalescingPublisher } from '../src/ws/coalescer.js';
 import { maxStockFrameBytes, newBucket, parseClientMessage, statusOf, stockMessage, takeToken } from '../src/ws/protocol.js';
 import pino from 'pino';
-import { createStockFeed, parseEnvelope } from '../src/ws/fanout.js';
+import { createStockFeed, maxStatesPerMessage, parseEnvelope } from '../src/ws/fanout.js';
 import type { StockState } from '../src/inventory/inventory.js';
 
 /** The pure parts of the stream: coalescing rules, message parsing, the rate bucket, the Redis envelope, the feed's choice of what to deliver. */
@@ -187,7 +187,15 @@ t.test('Redis envelopes are checked before use', async (t) => {
     JSON.stringify({ o: 'n', s: { ...state, startsAtMs: 9e15 } }),
     JSON.stringify({ o: 'n' }),
   ];
-  for (const text of bad) t.equal(parseEnvelope(text), null, `refused ${text}`);
+  const b = { ...state, sku: 'B', seq: 9 };
+  t.same(parseEnvelope(JSON.stringify({ o: 'n1', s: state, more: [b] })), { o: 'n1', s: state, more: [b] }, 'a turn\'s states in one message');
+  bad.push(
+    JSON.stringify({ o: 'n', s: state, more: [] }),
+    JSON.stringify({ o: 'n', s: state, more: b }),
+    JSON.stringify({ o: 'n', s: state, more: [b, { ...b, sold: -1 }] }),
+    JSON.stringify({ o: 'n', s: state, more: Array.from({ length: maxStatesPerMessage }, () => b) }),
+  );
+  for (const text of bad) t.equal(parseEnvelope(text), null, `refused ${text.slice(0, 120)}`);
   t.same(parseEnvelope(JSON.stringify({ o: 'n', s: { ...state, extra: 'dropped' } })), { o: 'n', s: state }, 'only known fields pass');
   t.same(parseEnvelope(JSON.stringify({ o: 'n', s: { ...state, waitlist: true } })), { o: 'n', s: { ...state, waitlist: true } }, 'the waitlist flag passes');
 });

@@ -174,6 +174,30 @@ async function crossNodeTests(redisUrl: string): Promise<void> {
     t.match(await stockUntil(client, 'NR-1', (m) => m.held === 1), { available: 2 });
   });
 
+  t.test("a turn's changes go to the other nodes in one message, each SKU's latest state in it", async (t) => {
+    const channel = `flashstock:test:${randomUUID()}`;
+    const log = pino({ level: 'silent' });
+    const writes = new Map<string, StockState>();
+    const writer = createStockFeed({ readLocal: (sku) => writes.get(sku) ?? null, deliver: () => undefined, coalesceMs: 50, log, redisUrl, channel });
+    const heard: StockState[] = [];
+    const reader = createStockFeed({ readLocal: () => null, deliver: (state) => heard.push(state), coalesceMs: 50, log, redisUrl, channel });
+    t.teardown(() => Promise.all([writer.close(), reader.close()]));
+    await until('both on Redis', () => writer.stats.redis === 'up' && reader.stats.redis === 'up');
+    // The writer's own resync request on the way up went to both; count from here.
+    await sleep(200);
+    const before = reader.stats.receivedFromRedis;
+    const skus = ['T1', 'T2', 'T3'];
+    for (const [i, sku] of skus.entries()) {
+      writes.set(sku, { sku, available: 10 - i, held: i, sold: 0, seq: 1 });
+      writer.changed(sku);
+    }
+    writes.set('T2', { sku: 'T2', available: 5, held: 4, sold: 0, seq: 2 }); // changed again in the same turn: the latest goes
+    await until('the reader heard all three', () => skus.every((sku) => reader.latest(sku) !== null));
+    t.equal(reader.stats.receivedFromRedis - before, 1, 'one message for the turn');
+    t.same(reader.latest('T2'), { sku: 'T2', available: 5, held: 4, sold: 0, seq: 2 }, 'with the state as it was when it was sent');
+    t.same(heard.map((s) => s.sku).sort(), skus, 'each handed to the sockets once');
+  });
+
   t.test('the feed logs one warning per outage and a line when Redis is back', async (t) => {
     if (redisServerPath() === null) {
       skipBecause(t, 'no redis-server on PATH to simulate an outage');

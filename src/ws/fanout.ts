@@ -59,8 +59,16 @@ export interface FeedOptions {
 export const defaultChannel = 'flashstock:stock:v1';
 const maxTrackedSkus = 200_000;
 
-/** What travels on the Redis channel: a state from node `o`, or node `o` asking everyone to republish. */
-type Envelope = { o: string; s: StockState } | { o: string; resync: true };
+/**
+ * What travels on the Redis channel: states from node `o` (the states of one
+ * event-loop turn in one message: `s`, then `more`), or node `o` asking
+ * everyone to republish. A node that only knows `s` (an earlier version, during
+ * a rolling upgrade) reads the first state of a message and ignores the rest.
+ */
+type Envelope = { o: string; s: StockState; more?: StockState[] } | { o: string; resync: true };
+
+/** States in one message at most: a turn that changed more SKUs sends several (~100 bytes a state). */
+export const maxStatesPerMessage = 500;
 
 export function createStockFeed(options: FeedOptions): StockFeed {
   return new Feed(options);
@@ -82,6 +90,9 @@ class Feed implements StockFeed {
   private readonly delivered = new Map<string, string>();
   /** SKUs this node has published changes of: what it republishes when someone asks (bounded by its SKUs). */
   private readonly written = new Set<string>();
+  /** SKUs whose states go out at the end of this event-loop turn (sendOutgoing). */
+  private readonly outgoing = new Set<string>();
+  private outgoingScheduled = false;
   private readonly pub: Redis | null = null;
   private readonly sub: Redis | null = null;
   private pubReady = false;
@@ -239,11 +250,29 @@ class Feed implements StockFeed {
     );
   }
 
+  /** The coalescer's publish: the SKU goes out with the other SKUs of this event-loop turn, in one message. */
   private publishToRedis(sku: string): void {
-    const state = this.options.readLocal(sku);
-    if (state === null) return;
-    this.sendEnvelope({ o: this.nodeId, s: state });
+    this.outgoing.add(sku);
+    if (this.outgoingScheduled) return;
+    this.outgoingScheduled = true;
+    setImmediate(this.sendOutgoing);
   }
+
+  /** One PUBLISH for the turn's SKUs (their states read now, so the latest), not one per SKU. */
+  private readonly sendOutgoing = (): void => {
+    this.outgoingScheduled = false;
+    const states: StockState[] = [];
+    for (const sku of this.outgoing) {
+      const state = this.options.readLocal(sku);
+      if (state !== null) states.push(state);
+    }
+    this.outgoing.clear();
+    if (this.closed) return;
+    for (let i = 0; i < states.length; i += maxStatesPerMessage) {
+      const [first, ...more] = states.slice(i, i + maxStatesPerMessage);
+      this.sendEnvelope(more.length === 0 ? { o: this.nodeId, s: first! } : { o: this.nodeId, s: first!, more });
+    }
+  };
 
   private sendEnvelope(envelope: Envelope): void {
     const pub = this.pub;
@@ -278,7 +307,11 @@ class Feed implements StockFeed {
     }
     // This node delivered its own states already, without the round trip.
     if (envelope.o === this.nodeId) return;
-    const state = envelope.s;
+    this.receivedState(envelope.s);
+    if (envelope.more !== undefined) for (const state of envelope.more) this.receivedState(state);
+  }
+
+  private receivedState(state: StockState): void {
     this.remote.delete(state.sku);
     this.remote.set(state.sku, state);
     if (this.remote.size > this.maxRemoteSkus) {
@@ -298,11 +331,20 @@ export function parseEnvelope(text: string): Envelope | null {
     return null;
   }
   if (typeof value !== 'object' || value === null) return null;
-  const { o, s, resync } = value as { o?: unknown; s?: unknown; resync?: unknown };
+  const { o, s, more, resync } = value as { o?: unknown; s?: unknown; more?: unknown; resync?: unknown };
   if (typeof o !== 'string' || o.length === 0 || o.length > 100) return null;
   if (resync === true) return { o, resync: true };
   // The one decoder of a StockState from outside the process (threads and cluster peers use it too).
   const state = decodeStockState(s);
-  return isRefusal(state) ? null : { o, s: state };
+  if (isRefusal(state)) return null;
+  if (more === undefined) return { o, s: state };
+  if (!Array.isArray(more) || more.length === 0 || more.length >= maxStatesPerMessage) return null;
+  const states: StockState[] = [];
+  for (const item of more) {
+    const decoded = decodeStockState(item);
+    if (isRefusal(decoded)) return null;
+    states.push(decoded);
+  }
+  return { o, s: state, more: states };
 }
 
