@@ -177,14 +177,16 @@ async function crossNodeTests(redisUrl: string): Promise<void> {
   t.test("a turn's changes go to the other nodes in one message, each SKU's latest state in it", async (t) => {
     const channel = `flashstock:test:${randomUUID()}`;
     const log = pino({ level: 'silent' });
-    const writes = new Map<string, StockState>();
-    const writer = createStockFeed({ readLocal: (sku) => writes.get(sku) ?? null, deliver: () => undefined, coalesceMs: 50, log, redisUrl, channel });
     const heard: StockState[] = [];
     const reader = createStockFeed({ readLocal: () => null, deliver: (state) => heard.push(state), coalesceMs: 50, log, redisUrl, channel });
-    t.teardown(() => Promise.all([writer.close(), reader.close()]));
-    await until('both on Redis', () => writer.stats.redis === 'up' && reader.stats.redis === 'up');
-    // The writer's own resync request on the way up went to both; count from here.
-    await sleep(200);
+    t.teardown(() => reader.close());
+    // Each feed asks everyone to republish once it is subscribed: the reader hears its own request,
+    // then the writer's (the reader is subscribed by then). Nothing else travels until the test writes.
+    await until('the reader is on Redis', () => reader.stats.redis === 'up' && reader.stats.receivedFromRedis === 1);
+    const writes = new Map<string, StockState>();
+    const writer = createStockFeed({ readLocal: (sku) => writes.get(sku) ?? null, deliver: () => undefined, coalesceMs: 50, log, redisUrl, channel });
+    t.teardown(() => writer.close());
+    await until("the writer is on Redis and the reader heard its request", () => writer.stats.redis === 'up' && reader.stats.receivedFromRedis === 2);
     const before = reader.stats.receivedFromRedis;
     const skus = ['T1', 'T2', 'T3'];
     for (const [i, sku] of skus.entries()) {
