@@ -82,22 +82,8 @@ export default async function auditLedger(task: AuditTask): Promise<AuditWorkerR
   for (const row of paid.rows) {
     violations.push({ kind: 'paid_order_without_one_charge', orderId: row.order_id, detail: `paid order has ${row.n} successful charges` });
   }
-  for (const row of mismatches.rows) {
-    const status = row.kind === null ? 'missing' : statusAfterEvent[row.kind] ?? row.kind;
-    violations.push({
-      kind: 'order_log_mismatch',
-      orderId: row.order_id,
-      detail: `order is ${row.status} but the log has its reservation ${status}`,
-    });
-  }
-  for (const row of lines.rows) {
-    const status = row.kind === null ? 'missing' : statusAfterEvent[row.kind] ?? row.kind;
-    violations.push({
-      kind: 'order_log_mismatch',
-      orderId: row.order_id,
-      detail: `order is ${row.status} but the log has its cart line ${row.reservation_id} ${status}`,
-    });
-  }
+  for (const row of mismatches.rows) violations.push(orderLogMismatch(row.order_id, row.status, 'reservation', row.kind));
+  for (const row of lines.rows) violations.push(orderLogMismatch(row.order_id, row.status, `cart line ${row.reservation_id}`, row.kind));
   for (const row of charged.rows) {
     violations.push({
       kind: 'charge_without_paid_order',
@@ -106,4 +92,10 @@ export default async function auditLedger(task: AuditTask): Promise<AuditWorkerR
     });
   }
   return { skus, orders: Number(orders.rows[0]!.n), violations };
+}
+
+/** An order whose status its reservation's (or a cart line's) last event in the log contradicts. */
+function orderLogMismatch(orderId: string, orderStatus: string, what: string, lastKind: string | null): Violation {
+  const status = lastKind === null ? 'missing' : statusAfterEvent[lastKind] ?? lastKind;
+  return { kind: 'order_log_mismatch', orderId, detail: `order is ${orderStatus} but the log has its ${what} ${status}` };
 }
