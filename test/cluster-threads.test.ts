@@ -43,7 +43,8 @@ t.test('two nodes of two front-end threads: forwarding, one SKU never oversold, 
   for (let i = 0; i < 2; i++) nodes.push(await startNode(db.url, `tnode${i}`, { HTTP_THREADS: '2' }));
   const urls = nodes.map((n) => n.url);
   const clients = urls.map((url) => clientFor(url));
-  await until('two balanced nodes', () => balanced(urls[0]!, 2));
+  // Every node's view, not only the first's: a node learns the others' shards on its own membership round.
+  await until('two balanced nodes, as both see it', async () => ((await Promise.all(urls.map((url) => balanced(url, 2)))).every((v) => v !== null) ? true : null));
 
   // The admin views and readiness answer on every node, from both of its threads.
   for (const url of urls) {
