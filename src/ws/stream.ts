@@ -38,12 +38,15 @@ import {
  * bound itself: a socket whose send buffer passes `maxBackpressureBytes` is
  * unsubscribed from its topics ("lagging": it stops accumulating updates),
  * and once it has drained to half the bound it is re-subscribed and sent only
- * the latest state of each of its SKUs. A socket that stays over the bound for
- * `backpressureTimeoutMs` is closed. Because a socket never reading gives no
- * drain events, a sweep checks every socket's buffer a few times a second;
- * direct replies are checked as they are sent. uWS's own `maxBackpressure` is
- * set above our bound by the most the topics can add between two sweeps, so it
- * never drops an update we have not accounted for; it is the hard memory cap.
+ * the latest state of each of its SKUs. A socket that has not drained to half
+ * the bound `backpressureTimeoutMs` after passing it is closed (half, not the
+ * bound: a buffer that the kernel drains a little at a time around the bound
+ * is still lagging, and must not restart its clock). Because a socket never
+ * reading gives no drain events, a sweep checks every socket's buffer a few
+ * times a second; direct replies are checked as they are sent. uWS's own
+ * `maxBackpressure` is set above our bound by the most the topics can add
+ * between two sweeps, so it never drops an update we have not accounted for;
+ * it is the hard memory cap.
  *
  * Reading, whatever the kernel buffers. uWS's buffer only fills once the
  * kernel's send and receive buffers are full (megabytes per socket), so a
@@ -104,7 +107,8 @@ interface SocketState {
   invalidMessages: number;
   /** Over the backpressure bound: off its topics until drained. */
   lagging: boolean;
-  overBoundSinceMs: number | null;
+  /** When it passed the bound (null while not lagging): it must drain to half of it within `backpressureTimeoutMs`. */
+  laggingSinceMs: number | null;
   /** When the probe (ping) now out was sent; null: none out (its pong came back). */
   probeSentAtMs: number | null;
   /** When the last probe was sent (the next goes out `probeEveryMs` later). */
@@ -267,7 +271,7 @@ export class StockStream {
       ip,
       invalidMessages: 0,
       lagging: false,
-      overBoundSinceMs: null,
+      laggingSinceMs: null,
       probeSentAtMs: null,
       lastProbeAtMs: this.now(),
     };
@@ -535,14 +539,13 @@ export class StockStream {
     const buffered = ws.getBufferedAmount();
     if (buffered > this.counters.maxBufferedBytesSeen) this.counters.maxBufferedBytesSeen = buffered;
     if (buffered > this.options.maxBackpressureBytes) {
-      state.overBoundSinceMs ??= this.now();
       if (!state.lagging) {
         state.lagging = true;
+        state.laggingSinceMs = this.now();
         for (const sku of state.skus) ws.unsubscribe(topicOf(sku));
       }
-    } else {
-      state.overBoundSinceMs = null;
-      if (state.lagging && buffered <= this.options.maxBackpressureBytes / 2) this.resync(state);
+    } else if (state.lagging && buffered <= this.options.maxBackpressureBytes / 2) {
+      this.resync(state);
     }
   }
 
@@ -551,6 +554,7 @@ export class StockStream {
     const ws = state.ws;
     if (ws === null) return;
     state.lagging = false;
+    state.laggingSinceMs = null;
     this.counters.resyncs += 1;
     const texts: string[] = [];
     for (const sku of state.skus) {
@@ -568,9 +572,9 @@ export class StockStream {
       this.checkBackpressure(state);
       const ws = state.ws;
       if (ws === null) continue;
-      const overBoundTooLong = state.overBoundSinceMs !== null && now - state.overBoundSinceMs >= this.options.backpressureTimeoutMs;
+      const laggingTooLong = state.laggingSinceMs !== null && now - state.laggingSinceMs >= this.options.backpressureTimeoutMs;
       const probeUnanswered = state.probeSentAtMs !== null && now - state.probeSentAtMs >= this.probe.probeGraceMs;
-      if (overBoundTooLong || probeUnanswered) {
+      if (laggingTooLong || probeUnanswered) {
         this.counters.closedSlow += 1;
         this.deps.log.info(
           { bufferedBytes: ws.getBufferedAmount(), unansweredProbeMs: state.probeSentAtMs === null ? null : now - state.probeSentAtMs },
