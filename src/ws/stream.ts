@@ -105,9 +105,11 @@ interface SocketState {
   /** The client's address, for per-IP limits (null when they are off). */
   ip: string | null;
   invalidMessages: number;
-  /** Over the backpressure bound: off its topics until drained. */
-  lagging: boolean;
-  /** When it passed the bound (null while not lagging): it must drain to half of it within `backpressureTimeoutMs`. */
+  /**
+   * Lagging since (null: not lagging): when its buffer passed the bound. Off its
+   * topics until it drains to half the bound, which it must within
+   * `backpressureTimeoutMs`.
+   */
   laggingSinceMs: number | null;
   /** When the probe (ping) now out was sent; null: none out (its pong came back). */
   probeSentAtMs: number | null;
@@ -227,7 +229,7 @@ export class StockStream {
 
   get stats(): StreamStats {
     let lagging = 0;
-    for (const state of this.states) if (state.lagging) lagging += 1;
+    for (const state of this.states) if (state.laggingSinceMs !== null) lagging += 1;
     return { connections: this.states.size, lagging, hardBackpressureCapBytes: this.hardCapBytes, ...this.counters };
   }
 
@@ -270,7 +272,6 @@ export class StockStream {
       bucket: newBucket(this.options.maxMessagesPerSecond, this.now()),
       ip,
       invalidMessages: 0,
-      lagging: false,
       laggingSinceMs: null,
       probeSentAtMs: null,
       lastProbeAtMs: this.now(),
@@ -364,7 +365,7 @@ export class StockStream {
         return;
       case 'unsubscribe':
         for (const sku of message.skus) {
-          if (state.skus.delete(sku) && !state.lagging) state.ws?.unsubscribe(topicOf(sku));
+          if (state.skus.delete(sku) && state.laggingSinceMs === null) state.ws?.unsubscribe(topicOf(sku));
         }
         return;
       case 'reserve': {
@@ -454,7 +455,7 @@ export class StockStream {
       }
       state.skus.add(sku);
       // A lagging socket gets its states when it has drained (resync), not now.
-      if (state.lagging) continue;
+      if (state.laggingSinceMs !== null) continue;
       state.ws?.subscribe(topicOf(sku));
       texts.push(stockMessage(current, this.now()));
     }
@@ -539,12 +540,11 @@ export class StockStream {
     const buffered = ws.getBufferedAmount();
     if (buffered > this.counters.maxBufferedBytesSeen) this.counters.maxBufferedBytesSeen = buffered;
     if (buffered > this.options.maxBackpressureBytes) {
-      if (!state.lagging) {
-        state.lagging = true;
+      if (state.laggingSinceMs === null) {
         state.laggingSinceMs = this.now();
         for (const sku of state.skus) ws.unsubscribe(topicOf(sku));
       }
-    } else if (state.lagging && buffered <= this.options.maxBackpressureBytes / 2) {
+    } else if (state.laggingSinceMs !== null && buffered <= this.options.maxBackpressureBytes / 2) {
       this.resync(state);
     }
   }
@@ -553,7 +553,6 @@ export class StockStream {
   private resync(state: SocketState): void {
     const ws = state.ws;
     if (ws === null) return;
-    state.lagging = false;
     state.laggingSinceMs = null;
     this.counters.resyncs += 1;
     const texts: string[] = [];
