@@ -28,12 +28,19 @@ async function ready(redis: Redis): Promise<void> {
   if (redis.status !== 'ready') await new Promise((resolve) => redis.once('ready', resolve));
 }
 
-t.test('one turn: the first `points` checks of a key are admitted, the rest refused with the window left, and all are counted', async (t) => {
+/** A ready client of the test's Redis and a key prefix of its own (null: no Redis here, the test is skipped). */
+async function readyClient(t: Test): Promise<{ redis: Redis; prefix: string } | null> {
   const url = await redisOrSkip(t);
-  if (url === null) return;
+  if (url === null) return null;
   const redis = client(t, url);
   await ready(redis);
-  const prefix = `rw-${randomUUID()}`;
+  return { redis, prefix: `rw-${randomUUID()}` };
+}
+
+t.test('one turn: the first `points` checks of a key are admitted, the rest refused with the window left, and all are counted', async (t) => {
+  const setup = await readyClient(t);
+  if (setup === null) return;
+  const { redis, prefix } = setup;
   const windows = new RedisWindows(redis, prefix, 3, 60);
   const verdicts = await Promise.all([0, 1, 2, 3, 4].map(() => windows.take('alice')));
   t.same(verdicts.slice(0, 3), [0, 0, 0], 'three of three admitted');
@@ -46,11 +53,9 @@ t.test('one turn: the first `points` checks of a key are admitted, the rest refu
 });
 
 t.test('keys of one turn are counted apart, in the order their checks came', async (t) => {
-  const url = await redisOrSkip(t);
-  if (url === null) return;
-  const redis = client(t, url);
-  await ready(redis);
-  const prefix = `rw-${randomUUID()}`;
+  const setup = await readyClient(t);
+  if (setup === null) return;
+  const { redis, prefix } = setup;
   const windows = new RedisWindows(redis, prefix, 2, 60);
   const order = ['a', 'b', 'a', 'c', 'a', 'b', 'b'];
   const verdicts = await Promise.all(order.map((key) => windows.take(key)));
@@ -63,11 +68,9 @@ t.test('keys of one turn are counted apart, in the order their checks came', asy
 });
 
 t.test('a turn with more checks than one call carries: several calls, in order, one count', async (t) => {
-  const url = await redisOrSkip(t);
-  if (url === null) return;
-  const redis = client(t, url);
-  await ready(redis);
-  const prefix = `rw-${randomUUID()}`;
+  const setup = await readyClient(t);
+  if (setup === null) return;
+  const { redis, prefix } = setup;
   const checks = maxChecksPerCall * 2 + maxChecksPerCall / 2;
   const points = maxChecksPerCall + maxChecksPerCall / 2;
   const windows = new RedisWindows(redis, prefix, points, 60);
@@ -96,11 +99,10 @@ t.test('the budget is shared by every client of the Redis, across turns; an open
 });
 
 t.test('Redis away: every check of the batch hears an Error at once (the caller falls back)', async (t) => {
-  const url = await redisOrSkip(t);
-  if (url === null) return;
-  const redis = client(t, url);
-  await ready(redis);
-  const windows = new RedisWindows(redis, `rw-${randomUUID()}`, 10, 2);
+  const setup = await readyClient(t);
+  if (setup === null) return;
+  const { redis, prefix } = setup;
+  const windows = new RedisWindows(redis, prefix, 10, 2);
   redis.disconnect();
   const verdicts = await Promise.all([windows.take('x'), windows.take('y')]);
   for (const verdict of verdicts) t.ok(verdict instanceof Error, `an Error: ${String(verdict)}`);
