@@ -1,5 +1,5 @@
 import t from 'tap';
-import { browserMissing, launchChromium, skipLoudly } from './helpers/browser.js';
+import { browserMissing, launchChromium, skipLoudly, textOnceSet } from './helpers/browser.js';
 import { startTestService } from './helpers/service.js';
 
 /** The live page's cart button (`&cart=A,B`), in a real headless Chromium: a held cart, then a refused one naming its line. */
@@ -23,11 +23,12 @@ if (browserMissing !== null) {
     await available.filter({ hasText: /^5$/ }).waitFor({ timeout: 10_000 });
     await page.locator('#cart:not([disabled])').click();
     await available.filter({ hasText: /^4$/ }).waitFor({ timeout: 10_000 });
-    t.match(await page.locator('#result').textContent(), /cart .* held: PC-1, PC-2/);
+    const result = page.locator('#result');
+    t.match(await textOnceSet(result), /cart .* held: PC-1, PC-2/);
     t.match((await api.call('GET', '/v1/skus/PC-2')).body, { available: 0, held: 1 });
     await page.locator('#cart').click();
     await page.locator('#result.error').waitFor({ timeout: 10_000 });
-    t.match(await page.locator('#result').textContent(), /409 sold_out \(line 1, PC-2\).*nothing held/);
+    t.match(await result.textContent(), /409 sold_out \(line 1, PC-2\).*nothing held/);
     t.match((await api.call('GET', '/v1/skus/PC-1')).body, { available: 4, held: 1 }, 'the refused cart holds nothing');
     t.same(problems, [], 'no console errors (and no CSP violations)');
   });

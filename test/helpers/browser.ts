@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import type { Browser } from 'playwright-core';
+import type { Browser, Locator } from 'playwright-core';
 import { skipBecause } from './skip.js';
 
 /**
@@ -45,4 +45,14 @@ export async function launchChromium(t: { teardown(fn: () => unknown): void }): 
   const browser = await playwright.chromium.launch({ executablePath: chromiumPath, args: chromiumArgs });
   t.teardown(() => browser.close());
   return browser;
+}
+
+/**
+ * The text of an element the page fills from a reply, once it has any (a wait
+ * of `timeoutMs`, then whatever it holds, for the caller's assertion): a reply
+ * and the stock update it causes are separate messages, and either may come first.
+ */
+export async function textOnceSet(locator: Locator, timeoutMs = 10_000): Promise<string | null> {
+  await locator.filter({ hasText: /./ }).waitFor({ timeout: timeoutMs }).catch(() => undefined);
+  return locator.textContent();
 }
