@@ -23,8 +23,11 @@ t.test('--nodes refuses what it cannot run', async (t) => {
 });
 
 t.test('--to-owner: off by default, a cluster diagnostic only', async (t) => {
-  t.equal(parseCli([]).toOwner, false);
-  t.equal(parseCli(['--nodes', '1,3', '--to-owner']).toOwner, true);
+  t.same(parseCli([]).aims, []);
+  t.same(parseCli(['--nodes', '1,3', '--to-owner']).aims, ['owner']);
+  t.same(parseCli(['--nodes', '2', '--to-others']).aims, ['other']);
+  t.same(parseCli(['--nodes', '2', '--to-others', '--to-owner']).aims, ['owner', 'other']);
+  t.throws(() => parseCli(['--to-others']), /needs --nodes/);
   t.throws(() => parseCli(['--to-owner']), /needs --nodes with more than one node/);
   t.throws(() => parseCli(['--nodes', '1', '--to-owner']), /needs --nodes/);
 });

@@ -146,6 +146,29 @@ t.test('cluster: node count, forwarded fraction, ratio to the single node of the
   t.notOk(evaluateTargets([cluster]).some((x) => x.name.startsWith('many-skus over')));
 });
 
+t.test('cluster diagnostics: a --to-others run measured against the --to-owner run on as many nodes', async (t) => {
+  const side = (count: number, p50: number, p99: number) => ({ count, latency: { count, mean: p50, p50, p90: p99, p99, p999: p99, max: p99 } });
+  const single = run('flashstock', 'many-skus', 20_000, 10, { nodes: 1, httpThreads: 1, cpuPer1000: { server: 0.04, postgres: 0.01 } });
+  const owner = run('flashstock', 'many-skus', 15_000, 10, { nodes: 2, httpThreads: 1, aim: 'owner', cpuPer1000: { server: 0.08, postgres: 0.01 } });
+  owner.label = 'flashstock, 2 nodes, to owner';
+  owner.result.placement = { local: side(1_000, 2, 10), forwarded: side(0, 0, 0), forwardedFraction: 0 };
+  const others = run('flashstock', 'many-skus', 12_000, 10, { nodes: 2, httpThreads: 1, aim: 'other', cpuPer1000: { server: 0.105, postgres: 0.01 } });
+  others.label = 'flashstock, 2 nodes, to others';
+  others.result.placement = { local: side(0, 0, 0), forwarded: side(1_000, 3, 14), forwardedFraction: 1 };
+  const md = markdownReport(report([single, owner, others]));
+  // (0.105 − 0.080) ms per reservation ÷ (1 − 0) forwarded: 25 µs, not (0.105 − 0.04) against the single node.
+  t.match(md, /\| flashstock, 2 nodes, to others \| 2 \| 100\.0% \| .* \| 25 µs \(against to owner\) \|/);
+  t.match(md, /\| flashstock, 2 nodes, to owner \| 2 \| 0\.0% \| .* \| — \|/, 'the to-owner run forwards nothing: no figure of its own');
+  const targets = evaluateTargets([single, owner, others]);
+  const forwarded = targets.find((x) => x.name.startsWith('extra CPU per forwarded request'));
+  t.equal(forwarded?.measured, '25 µs');
+  t.equal(forwarded?.met, false, 'over the 20 µs the target allows');
+  t.notOk(targets.some((x) => x.name.startsWith('many-skus over')), 'diagnostic runs are not the cluster ratio');
+  const cheaper = run('flashstock', 'many-skus', 12_000, 10, { nodes: 2, httpThreads: 1, aim: 'other', cpuPer1000: { server: 0.095, postgres: 0.01 } });
+  cheaper.result.placement = others.result.placement;
+  t.equal(evaluateTargets([owner, cheaper]).find((x) => x.name.startsWith('extra CPU'))?.met, true, '15 µs is within it');
+});
+
 t.test('per operation: server and store CPU µs, heap bytes, and the CPU/op ratio against each baseline', async (t) => {
   const { perOperation } = await import('../bench/lib/cpu.js');
   const fs = perOperation('reservation', 100_000, { server: 10, postgres: 5 }, { server: 18.8, postgres: 7.9 }, 1_000, 1_000_001_000);

@@ -25,7 +25,7 @@ import {
 } from './systems.js';
 import { coreSecondsPerThousand, coresUsed, perOperation, sampleCpu, type CpuSample } from './cpu.js';
 import { readPlacement, startFlashstockCluster } from './cluster.js';
-import type { Placement } from './types.js';
+import type { Aim, Placement } from './types.js';
 import { runWrk } from './wrk.js';
 import { scenarios } from '../scenarios/index.js';
 import type { ScenarioPlan, SkuSpec } from '../scenarios/common.js';
@@ -52,6 +52,7 @@ async function runPhase(
   system: RunningSystem,
   scenarioName: string,
   plan: ScenarioPlan,
+  aim: Aim | null,
   options: BenchOptions,
   runId: string,
   shape: { connections: number; durationMs: number; mode: 'open' | 'closed'; rate: number },
@@ -63,7 +64,7 @@ async function runPhase(
     url: system.url,
     ...(system.urls !== undefined ? { urls: system.urls } : {}),
     ...(placement !== undefined ? { placement } : {}),
-    ...(placement !== undefined && options.toOwner ? { toOwner: true } : {}),
+    ...(placement !== undefined && aim !== null ? { aim } : {}),
     scenario: scenarioName,
     params: plan.params,
     finite: plan.finite,
@@ -101,17 +102,22 @@ async function check(system: RunningSystem, phases: Phase[]): Promise<CheckOutco
   return { status: report.ok ? 'passed' : 'failed', report, skuCount: Object.keys(perSku).length };
 }
 
-/** One way of running flashstock: its node count and front-end threads (--nodes × --http-threads). */
+/** One way of running flashstock: its node count, front-end threads and the cluster diagnostic's aim (--nodes × --http-threads × --to-owner/--to-others). */
 interface Variant {
   nodes: number;
   httpThreads: number | null;
+  /** Where a cluster's requests go (null: round robin; a single node has none). */
+  aim: Aim | null;
   /** Part of the run ids (so SKU names differ); '' when there is one variant. */
   tag: string;
 }
 
 function variantsOf(options: BenchOptions): Variant[] {
-  const list = options.nodes.flatMap((nodes) => options.httpThreads.map((httpThreads) => ({ nodes, httpThreads })));
-  return list.map((v) => ({ ...v, tag: list.length === 1 ? '' : `n${v.nodes}t${v.httpThreads ?? 'd'}` }));
+  const aims = options.aims.length === 0 ? [null] : options.aims;
+  const list = options.nodes.flatMap((nodes) =>
+    options.httpThreads.flatMap((httpThreads) => (nodes > 1 ? aims : [null]).map((aim) => ({ nodes, httpThreads, aim }))),
+  );
+  return list.map((v) => ({ ...v, tag: list.length === 1 ? '' : `n${v.nodes}t${v.httpThreads ?? 'd'}${v.aim === null ? '' : v.aim[0]}` }));
 }
 
 /** flashstock as one process or a local cluster, on its embedded Postgres unless --database-url / DATABASE_URL. */
@@ -138,10 +144,12 @@ async function startFlashstockVariant(
   const start = { ...base, ...(databaseUrl !== undefined ? { databaseUrl } : {}), nodeArgs, overrides };
   const f = variant.nodes > 1 ? await startFlashstockCluster({ ...start, nodes: variant.nodes, log }) : await startFlashstock(start);
   if (variant.nodes > 1) note('--nodes: the generator spreads its connections round robin over the node URLs (no load balancer process; see bench/README.md)');
-  if (variant.nodes > 1 && options.toOwner) note('--to-owner: each connection sent only requests for SKUs its node owns (nothing forwarded): a diagnostic, not what a load balancer does');
+  if (variant.aim === 'owner') note('--to-owner: each connection sent only requests for SKUs its node owns (nothing forwarded): a diagnostic, not what a load balancer does');
+  if (variant.aim === 'other') note('--to-others: each connection sent only requests for SKUs another node owns (all forwarded): a diagnostic, not what a load balancer does');
   const labels = [f.label];
   if (variant.nodes === 1 && options.nodes.some((n) => n > 1)) labels.push('1 node');
   if (variant.httpThreads !== null) labels.push(`HTTP_THREADS=${variant.httpThreads}`);
+  if (variant.aim !== null) labels.push(variant.aim === 'owner' ? 'to owner' : 'to others');
   return { ...f, label: labels.join(', ') };
 }
 
@@ -312,7 +320,7 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
             const warm = scenarios['hot-sku']!.plan({ runId: `${runId}w`, shoppers: 5_000 });
             log(`${name} ${scenarioName}: warm-up ${options.warmupSec} s on its own SKU`);
             await createSkus(system.url, system.adminToken, warm.skus);
-            const result = await runPhase(system, 'hot-sku', warm, options, `${runId}w`, { connections: Math.min(connections, 256), durationMs: options.warmupSec * 1000, mode: 'closed', rate: 0 });
+            const result = await runPhase(system, 'hot-sku', warm, variant?.aim ?? null, options, `${runId}w`, { connections: Math.min(connections, 256), durationMs: options.warmupSec * 1000, mode: 'closed', rate: 0 });
             phases.push({ plan: warm, result });
           }
           log(`${name} ${scenarioName}: ${mode === 'open' ? `open loop ${rate}/s` : 'closed loop'}, ${connections} connections, ${plan.finite ? 'until done' : `${durationSec} s`}`);
@@ -339,7 +347,7 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
             },
           };
           const scraper = options.scrapeMetrics && name === 'flashstock' ? startScraper(system.metricsUrls![0]!) : null;
-          const result = await runPhase(system, scenarioName, plan, options, runId, { connections, durationMs: durationSec * 1000, mode, rate }, placement, window);
+          const result = await runPhase(system, scenarioName, plan, variant?.aim ?? null, options, runId, { connections, durationMs: durationSec * 1000, mode, rate }, placement, window);
           const commits = commitsDuring(commitsBefore, name === 'flashstock' ? await commitTotals(system.metricsUrls ?? []) : null);
           if (placement !== undefined && !(await samePlacement(system, placement))) {
             notes.push(`${system.label} ${scenarioName}: shards moved during the run: its local/forwarded split is approximate`);
@@ -387,6 +395,7 @@ export async function runBench(options: BenchOptions, log: Log = (l) => process.
             ...(system.durable && result.acknowledged > 0 ? { cpuPer1000: coreSecondsPerThousand(cpuBefore, cpuAfter, result.acknowledged) } : {}),
             ...perOperation(name === 'hello' ? 'request' : 'reservation', name === 'hello' ? result.requests : result.acknowledged, cpuBefore, cpuAfter, allocBefore, allocAfter),
             ...(variant !== null ? { nodes: variant.nodes } : {}),
+            ...(variant?.aim != null ? { aim: variant.aim } : {}),
             ...(commits !== null ? { commits } : {}),
             ...(typeof system.serviceConfig?.httpThreads === 'number' ? { httpThreads: system.serviceConfig.httpThreads } : {}),
           };

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { maxHttpThreads } from '../../src/config.js';
 import { scenarios } from '../scenarios/index.js';
 import { allSystems, type SystemName } from './systems.js';
+import type { Aim } from './types.js';
 
 /** Command-line options of bench/run.ts. */
 
@@ -31,7 +32,8 @@ export interface BenchOptions {
   cpuProf: boolean;
   scrapeMetrics: boolean;
   /** A cluster diagnostic: each connection sends only requests its node owns (nothing forwarded). */
-  toOwner: boolean;
+  /** --to-owner / --to-others; both: a run of each, and the extra CPU of a forwarded request from the two (none: round robin, as a load balancer would). */
+  aims: Aim[];
   verbose: boolean;
   help: boolean;
 }
@@ -52,6 +54,8 @@ export const usage = `Usage: node --import tsx bench/run.ts [options]   (npm run
                            one process, no cluster); a list runs each in turn (e.g. 1,3: single node vs 3 nodes)
   --to-owner               a cluster diagnostic: each connection sends only requests for SKUs its node owns (nothing
                            forwarded), to tell what a cluster costs before forwarding from what forwarding costs
+  --to-others              the other cluster diagnostic: only requests for SKUs another node owns (all forwarded);
+                           with --to-owner too, a run of each and the extra CPU of one forwarded request from the two
   --warmup SECONDS         warm-up load on a separate SKU before each run (default 2; 0 = none)
   --timeout MS             per-request timeout (default 10000)
   --url URL                target a running flashstock instead of starting one; needs --admin-token and
@@ -113,6 +117,7 @@ export function parseCli(argv: string[]): BenchOptions {
       'cpu-prof': { type: 'boolean', default: false },
       'scrape-metrics': { type: 'boolean', default: false },
       'to-owner': { type: 'boolean', default: false },
+      'to-others': { type: 'boolean', default: false },
       verbose: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -134,7 +139,9 @@ export function parseCli(argv: string[]): BenchOptions {
     if (values.url !== undefined) throw new Error('--nodes starts a local cluster; it cannot be combined with --url');
     if (!systems.includes('flashstock')) throw new Error('--nodes applies to flashstock: add it to --systems');
   }
-  if (values['to-owner'] === true && !nodes.some((n) => n > 1)) throw new Error('--to-owner is a cluster diagnostic: it needs --nodes with more than one node');
+  for (const flag of ['to-owner', 'to-others'] as const) {
+    if (values[flag] === true && !nodes.some((n) => n > 1)) throw new Error(`--${flag} is a cluster diagnostic: it needs --nodes with more than one node`);
+  }
   return {
     scenarios: scenarioNames,
     systems,
@@ -158,7 +165,7 @@ export function parseCli(argv: string[]): BenchOptions {
     wrk: values.wrk ?? false,
     cpuProf: values['cpu-prof'] ?? false,
     scrapeMetrics: values['scrape-metrics'] ?? false,
-    toOwner: values['to-owner'] ?? false,
+    aims: [...(values['to-owner'] === true ? ['owner' as const] : []), ...(values['to-others'] === true ? ['other' as const] : [])],
     verbose: values.verbose ?? false,
     help: values.help ?? false,
   };

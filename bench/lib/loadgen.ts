@@ -2,7 +2,7 @@ import os from 'node:os';
 import { Piscina } from 'piscina';
 import { encodeHistogram, mergeEncoded, summarize, type LatencySummary } from './histogram.js';
 import { IdList } from './ids.js';
-import type { LoadMode, Op, Placement, Target, WorkerResult, WorkerTask } from './types.js';
+import type { Aim, LoadMode, Op, Placement, Target, WorkerResult, WorkerTask } from './types.js';
 
 /** Main-thread side of the load generator: fans a run out to piscina threads and merges what they saw. */
 
@@ -12,8 +12,8 @@ export interface LoadOptions {
   urls?: readonly string[];
   /** A cluster's shard owners (indexes into urls), to split latencies by local vs forwarded. */
   placement?: Placement;
-  /** With `placement`: each connection sends only requests its node owns (`--to-owner`). */
-  toOwner?: boolean;
+  /** With `placement`: each connection sends only requests its node owns (`--to-owner`), or only ones it does not (`--to-others`). */
+  aim?: Aim;
   scenario: string;
   params: unknown;
   /** Finite scenarios ignore durationMs and run until their work is done. */
@@ -217,7 +217,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         // One Host header for every node: the service does not route on it.
         hostHeader: new URL(options.url).host,
         ...(options.placement !== undefined ? { placement: options.placement } : {}),
-        ...(options.toOwner === true ? { toOwner: true } : {}),
+        ...(options.aim !== undefined ? { aim: options.aim } : {}),
         connections,
         mode: options.mode,
         rate: (options.rate * connections) / options.connections,

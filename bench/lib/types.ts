@@ -2,6 +2,9 @@
 
 export type Op = 'reserve' | 'checkout' | 'get' | 'other';
 
+/** Cluster diagnostics (`--to-owner`, `--to-others`): requests only to their SKU's owner, or only to other nodes. */
+export type Aim = 'owner' | 'other';
+
 /** One request a workload wants sent. */
 export interface RequestSpec {
   op: Op;
@@ -71,8 +74,11 @@ export interface WorkerTask {
   hostHeader: string;
   /** Set for a cluster: latencies are also split by local vs forwarded. */
   placement?: Placement;
-  /** With `placement`: a request its connection's node does not own is drawn again (up to `maxOwnerDraws` times). */
-  toOwner?: boolean;
+  /**
+   * With `placement`: which node a request goes to. 'owner': a request its connection's node does not
+   * own is drawn again; 'other': one it does own is drawn again (up to `maxAimDraws` times).
+   */
+  aim?: Aim;
   connections: number;
   mode: LoadMode;
   /** Open loop: this thread's share of the arrival rate (requests/s). */

@@ -15,8 +15,8 @@ import { scenarios } from '../scenarios/index.js';
  */
 
 const epochNow = (): number => performance.timeOrigin + performance.now();
-/** --to-owner: draws per request before one its node does not own is sent anyway (3 nodes need ~3 on average). */
-const maxOwnerDraws = 50;
+/** --to-owner / --to-others: draws per request before one aimed elsewhere is sent anyway (3 nodes need ~3 on average). */
+const maxAimDraws = 50;
 
 const reservationIdPattern = /"reservationId"\s*:\s*"/;
 const codePattern = /"code"\s*:\s*"([^"]{1,80})"/;
@@ -75,7 +75,8 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
   const placement = task.placement;
   const split = placement === undefined ? null : { local: newHistogram(), forwarded: newHistogram(), localCount: 0, forwardedCount: 0 };
   const targetIndex = (connectionId: number): number => (task.firstConnection + connectionId) % task.targets.length;
-  const toOwner = task.toOwner === true && placement !== undefined;
+  // The forwarded answer that makes a drawn request miss its aim (null: no aim).
+  const missed = placement === undefined || task.aim === undefined ? null : task.aim === 'owner';
 
   const ids = new IdList(64 * 1024);
   let acknowledged = 0;
@@ -106,9 +107,9 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerResult>
 
   const dispatch = (conn: Http1Connection, intendedAt: number): boolean => {
     let request = workload.next();
-    // --to-owner: draw again until the connection's node owns the request's SKU.
-    for (let draws = 1; request !== null && toOwner && draws < maxOwnerDraws; draws++) {
-      if (isForwarded(placement!, skuOfRequest(request.data), targetIndex(conn.id)) !== true) break;
+    // --to-owner / --to-others: draw again until the connection's node owns (does not own) the request's SKU.
+    for (let draws = 1; request !== null && missed !== null && draws < maxAimDraws; draws++) {
+      if (isForwarded(placement!, skuOfRequest(request.data), targetIndex(conn.id)) !== missed) break;
       request = workload.next();
     }
     if (request === null) return false;
