@@ -31,7 +31,6 @@ export interface BenchOptions {
   wrk: boolean;
   cpuProf: boolean;
   scrapeMetrics: boolean;
-  /** A cluster diagnostic: each connection sends only requests its node owns (nothing forwarded). */
   /** --to-owner / --to-others; both: a run of each, and the extra CPU of a forwarded request from the two (none: round robin, as a load balancer would). */
   aims: Aim[];
   verbose: boolean;
