@@ -14,7 +14,7 @@
  * --scenario many-skus --nodes 2 --to-owner --to-others` (bench/README.md).
  */
 import { parseArgs } from 'node:util';
-import v8 from 'node:v8';
+import { allocationCounter } from './lib/allocation.js';
 import uWS from 'uWebSockets.js';
 import { UpgradeVerifier } from '../src/cluster/auth.js';
 import { attachClusterEndpoint, defaultTransportLimits, ForwardClient, type ForwardHandler } from '../src/cluster/transport.js';
@@ -49,20 +49,6 @@ const work = Array.from({ length: 4096 }, (_, i): [number, ShardRequest] => {
   const sku = skus[i % skus.length]!;
   return [shardOf(sku, shardCount), { type: 'reserve', sku, shopperId: `shopper-${i}`, quantity: 1, idempotencyKey: `6c9f1f1e-2b5c-4a53-9d1e-${String(i).padStart(12, '0')}` }];
 });
-
-/** Heap bytes allocated so far by this thread (as bench/lib/alloc-probe.cjs counts them). */
-function allocationCounter(): () => number {
-  const profiler = new v8.GCProfiler();
-  const usedAtStart = v8.getHeapStatistics().used_heap_size;
-  let freed = 0;
-  profiler.start();
-  return () => {
-    const stats = profiler.stop();
-    profiler.start();
-    for (const s of stats.statistics) freed += s.beforeGC.heapStatistics.usedHeapSize - s.afterGC.heapStatistics.usedHeapSize;
-    return v8.getHeapStatistics().used_heap_size - usedAtStart + freed;
-  };
-}
 
 async function start(): Promise<{ url: string; stop: () => void }> {
   const app = uWS.App();

@@ -16,7 +16,7 @@
  * in the service under load.
  */
 import { parseArgs } from 'node:util';
-import v8 from 'node:v8';
+import { allocationCounter } from './lib/allocation.js';
 import pino from 'pino';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { RateLimits, windowSeconds, maxTrackedKeys } from '../src/ratelimit/rate-limits.js';
@@ -28,19 +28,6 @@ const keyCount = Number(values.keys ?? 50_000);
 const perSecond = 10;
 const keys = Array.from({ length: keyCount }, (_, i) => `shopper-${String(i).padStart(8, '0')}-${'x'.repeat(20)}`);
 
-/** Bytes allocated on this thread's heap so far (used now + everything collections freed since `start`). */
-function allocationCounter(): () => number {
-  const profiler = new v8.GCProfiler();
-  const usedAtStart = v8.getHeapStatistics().used_heap_size;
-  let freed = 0;
-  profiler.start();
-  return () => {
-    const stats = profiler.stop();
-    profiler.start();
-    for (const s of stats.statistics) freed += s.beforeGC.heapStatistics.usedHeapSize - s.afterGC.heapStatistics.usedHeapSize;
-    return v8.getHeapStatistics().used_heap_size - usedAtStart + freed;
-  };
-}
 const allocated = allocationCounter();
 
 interface Figures {
