@@ -22,7 +22,7 @@ t.test('--nodes refuses what it cannot run', async (t) => {
   t.throws(() => parseCli(['--http-threads', '65']), /--http-threads takes integers 1\.\.64/);
 });
 
-t.test('--to-owner: off by default, a cluster diagnostic only', async (t) => {
+t.test('--to-owner and --to-others: off by default, cluster diagnostics only, both at once a run of each', async (t) => {
   t.same(parseCli([]).aims, []);
   t.same(parseCli(['--nodes', '1,3', '--to-owner']).aims, ['owner']);
   t.same(parseCli(['--nodes', '2', '--to-others']).aims, ['other']);
