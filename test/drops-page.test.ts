@@ -1,6 +1,5 @@
 import t from 'tap';
-import type { Locator } from 'playwright-core';
-import { browserMissing, launchChromium, skipLoudly } from './helpers/browser.js';
+import { browserMissing, launchChromium, skipLoudly, textWhen } from './helpers/browser.js';
 import { startTestService } from './helpers/service.js';
 import { dropBody, until } from './helpers/drops.js';
 
@@ -14,12 +13,6 @@ import { dropBody, until } from './helpers/drops.js';
  * machine at load 10 (Chromium's start and first paint there take many
  * seconds) still sees cycle 1 and clicks Reserve inside it.
  */
-
-/** Wait until `locator`'s text matches `expected` (up to `timeoutMs`); its text then, for the assertion. */
-async function textWhen(locator: Locator, expected: RegExp, timeoutMs: number): Promise<string | null> {
-  await locator.filter({ hasText: expected }).waitFor({ timeout: timeoutMs }).catch(() => undefined);
-  return locator.textContent();
-}
 
 if (browserMissing !== null) {
   skipLoudly(t, 'the drop page test');

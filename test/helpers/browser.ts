@@ -48,11 +48,12 @@ export async function launchChromium(t: { teardown(fn: () => unknown): void }): 
 }
 
 /**
- * The text of an element the page fills from a reply, once it has any (a wait
- * of `timeoutMs`, then whatever it holds, for the caller's assertion): a reply
- * and the stock update it causes are separate messages, and either may come first.
+ * Wait until `locator`'s text matches `expected` (up to `timeoutMs`); its text
+ * then, for the caller's assertion (a wrong text still fails, with its diff).
+ * For what the page shows when a message comes: a reply and the stock update
+ * it causes are separate messages, and either may come first.
  */
-export async function textOnceSet(locator: Locator, timeoutMs = 10_000): Promise<string | null> {
-  await locator.filter({ hasText: /./ }).waitFor({ timeout: timeoutMs }).catch(() => undefined);
+export async function textWhen(locator: Locator, expected: RegExp, timeoutMs = 10_000): Promise<string | null> {
+  await locator.filter({ hasText: expected }).waitFor({ timeout: timeoutMs }).catch(() => undefined);
   return locator.textContent();
 }
