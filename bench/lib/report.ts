@@ -244,11 +244,11 @@ function toOwnerRunOf(run: RunRecord, runs: readonly RunRecord[]): RunRecord | u
   );
 }
 
-/** µs of server CPU per reservation more in `run` than in `base`, per point of forwarded fraction more. */
-function extraPerForwardedUs(run: RunRecord, base: RunRecord | undefined, baseForwarded: number): number | null {
+/** µs of server CPU per reservation more in `run` than in `base`, per point of forwarded fraction more (a single node forwards none). */
+function extraPerForwardedUs(run: RunRecord, base: RunRecord | undefined): number | null {
   const mine = run.cpuPer1000?.server;
   const theirs = base?.cpuPer1000?.server;
-  const forwarded = (run.result.placement?.forwardedFraction ?? 0) - baseForwarded;
+  const forwarded = (run.result.placement?.forwardedFraction ?? 0) - (base?.result.placement?.forwardedFraction ?? 0);
   return mine !== undefined && theirs !== undefined && forwarded > 0 ? ((mine - theirs) / 1000 / forwarded) * 1e6 : null;
 }
 
@@ -258,7 +258,7 @@ export function clusterFigures(run: RunRecord, runs: readonly RunRecord[]): Clus
   const single = singleNodeOf(run, runs);
   const ratio = single !== undefined && primaryRate(single) > 0 ? primaryRate(run) / primaryRate(single) : null;
   const owner = toOwnerRunOf(run, runs);
-  const extra = owner !== undefined ? extraPerForwardedUs(run, owner, owner.result.placement?.forwardedFraction ?? 0) : extraPerForwardedUs(run, single, 0);
+  const extra = extraPerForwardedUs(run, owner ?? single);
   return {
     nodes: run.nodes!, forwardedFraction: p.forwardedFraction, local: p.local.latency, forwarded: p.forwarded.latency, ratio,
     extraCpuPerForwardedUs: extra, extraMeasured: owner !== undefined,
