@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { startTestService } from './helpers/service.js';
 import { connectStream, type Message, type StreamClient } from './helpers/stream-client.js';
 import { probeTimings } from '../src/ws/stream.js';
@@ -69,6 +69,13 @@ async function stopReadingUntilLagging(client: StreamClient, lagging: number): P
   }
 }
 
+/** Resumes reading and checks the server closed the socket (code 1006); bounded: a socket left open fails, never hangs the file. */
+async function closedByServer(t: Test, client: StreamClient, what: string): Promise<void> {
+  client.raw.resume();
+  await waitUntil(t, `${what}: socket closed`, () => client.isClosed(), 10_000);
+  t.match(client.isClosed() ? await client.closed : 'still open', { code: 1006 }, what);
+}
+
 /** Changes on every SKU, over HTTP, while `run` is true. */
 function churn(state: { run: boolean }): Promise<void> {
   return (async () => {
@@ -125,10 +132,7 @@ t.test('a consumer that never reads stays bounded and is closed; others are unaf
     t.match(last, { available: view.available, held: view.held }, `healthy socket is current on ${sku.slice(0, 8)}`);
   }
   t.equal(healthy.log.filter((l) => l.message.type === 'error').length, 0, 'and saw no errors');
-  dead.raw.resume();
-  // Bounded: a socket left open fails here rather than hanging the file.
-  await waitUntil(t, 'the dead reader sees its socket closed', () => dead.isClosed(), 10_000);
-  t.match(dead.isClosed() ? await dead.closed : 'still open', { code: 1006 }, 'the dead reader finds its socket closed');
+  await closedByServer(t, dead, 'the dead reader finds its socket closed');
 });
 
 t.test('a consumer that falls behind and catches up gets only the latest state per SKU', async (t) => {
@@ -194,7 +198,5 @@ t.test('a consumer that stops reading is closed within WS_BACKPRESSURE_TIMEOUT_M
   t.notOk(healthy.isClosed(), 'the socket that reads (and so answers the probes) is still open');
   const reply = await healthy.request({ type: 'reserve', id: 'after', sku: skus[1]!, quantity: 1, idempotencyKey: 'after-probe' }, 2000);
   t.equal(reply.type, 'reservation', 'and still served');
-  dead.raw.resume();
-  await waitUntil(t, 'the reader that stopped sees its socket closed', () => dead.isClosed(), 10_000);
-  t.match(dead.isClosed() ? await dead.closed : 'still open', { code: 1006 }, 'the reader that stopped finds its socket closed');
+  await closedByServer(t, dead, 'the reader that stopped finds its socket closed');
 });
