@@ -390,6 +390,9 @@ export function markdownReport(report: BenchReport): string {
 }
 
 /** How far a missed target is: "-47%" below a floor, "2.1× the limit" above a ceiling. */
+/** A cluster of N nodes on one machine against one node, many SKUs: the share of the single node's rate it must keep. */
+const CLUSTER_RATIO_GOAL = 0.9;
+
 const gap = (measured: number, wanted: number, higherIsBetter: boolean): string => {
   if (!higherIsBetter) return `${(measured / wanted).toFixed(measured / wanted >= 10 ? 0 : 1)}× the limit`;
   const pct = (measured / wanted - 1) * 100;
@@ -426,10 +429,10 @@ export function evaluateTargets(runs: readonly RunRecord[]): TargetResult[] {
     if (f === null || f.ratio === null || r.aim !== undefined) continue;
     targets.push({
       name: `many-skus over ${f.nodes} nodes (${(f.forwardedFraction * 100).toFixed(0)}% forwarded) vs single node`,
-      target: '≥ 0.8×',
+      target: `≥ ${CLUSTER_RATIO_GOAL}×`,
       measured: fmtRatio(f.ratio),
-      met: f.ratio >= 0.8,
-      gap: f.ratio >= 0.8 ? null : gap(f.ratio, 0.8, true),
+      met: f.ratio >= CLUSTER_RATIO_GOAL,
+      gap: f.ratio >= CLUSTER_RATIO_GOAL ? null : gap(f.ratio, CLUSTER_RATIO_GOAL, true),
     });
   }
   const sell = find('sellout', 'flashstock');
