@@ -212,7 +212,13 @@ async function openFrontEnd(parts: FrontEndParts): Promise<FrontEnd> {
         jwtSecret: storage.jwtSecret,
         onFatal,
         ...(options.frontEndNowMs === undefined ? {} : { nowMs: options.frontEndNowMs }),
-        ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: async () => cluster.snapshot() }),
+        ...(cluster === null
+          ? {}
+          : {
+              attach: (app: uWS.TemplatedApp) => cluster.attach(app),
+              cluster: async () => cluster.snapshot(),
+              onFollow: (sku: string, following: boolean) => cluster.threadCalls.follow(sku, following),
+            }),
       })
     : await startFrontEndThreads({
         config,

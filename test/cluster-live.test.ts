@@ -7,7 +7,7 @@ import { ClusterLive } from '../src/cluster/live.js';
 import type { ClusterSnapshot, NodeInfo } from '../src/cluster/membership.js';
 import { defaultTransportLimits, ForwardPool } from '../src/cluster/transport.js';
 import type { ShardNotice } from '../src/shard/messages.js';
-import type { PeerNotice } from '../src/shard/protocol.js';
+import type { Note, PeerNotice } from '../src/shard/protocol.js';
 import { shardOf } from '../src/shard/placement.js';
 import { testRedis } from './helpers/redis.js';
 import { clientFor } from './helpers/service.js';
@@ -37,13 +37,10 @@ async function stockUntil(client: StreamClient, sku: string, match: (m: Message)
   }
 }
 
-/** Subscribe until the node knows the SKU (its first notice may still be on its way from the owner). */
-async function subscribeWhenKnown(client: StreamClient, sku: string): Promise<Message> {
-  return until(`node knows ${sku}`, async () => {
-    client.send({ type: 'subscribe', skus: [sku] });
-    const reply = await client.take((m) => stockOf(sku)(m) || (m.type === 'error' && m.sku === sku), 5_000, `subscribe ${sku}`);
-    return reply.type === 'stock' ? reply : null;
-  });
+/** Subscribe once: a node that holds no copy of the SKU asks its owner, so the first answer is its counts. */
+async function subscribe(client: StreamClient, sku: string): Promise<Message> {
+  client.send({ type: 'subscribe', skus: [sku] });
+  return client.take((m) => stockOf(sku)(m) || (m.type === 'error' && m.sku === sku), 10_000, `subscribe ${sku}`);
 }
 
 /** Whether Redis answers a PING (a REDIS_URL that is set but down skips the Redis case, loudly). */
@@ -83,7 +80,7 @@ async function liveAcrossNodes(t: Test, env: Record<string, string>): Promise<vo
   t.equal((await clientFor(c).putSku(sku, { stock: 10, perShopperLimit: 5 })).status, 201, 'SKU created through C (owned by B)');
 
   const watcher = await connectStream(t, a);
-  t.match(await subscribeWhenKnown(watcher, sku), { sku, available: 10, held: 0, sold: 0 }, 'A knows the SKU B owns');
+  t.match(await subscribe(watcher, sku), { sku, available: 10, held: 0, sold: 0 }, 'A knows the SKU B owns');
 
   t.equal((await clientFor(c).reserve(sku, 'shopper-c', 2, randomUUID())).status, 201, 'reserved through C');
   t.match(await stockUntil(watcher, sku, (m) => m.held === 2, 'the update on A'), { available: 8, held: 2, sold: 0 },
@@ -94,8 +91,17 @@ async function liveAcrossNodes(t: Test, env: Record<string, string>): Promise<vo
     "A's subscriber sees the owner's own reservation");
 
   const onC = await connectStream(t, c);
-  t.match(await subscribeWhenKnown(onC, sku), { available: 5, held: 5 }, 'a subscriber on C starts from the latest state');
+  t.match(await subscribe(onC, sku), { available: 5, held: 5 }, 'a subscriber on C starts from the latest state');
+  t.match(await subscribe(onC, `${sku}-NONE`), { type: 'error', code: 'not_found' }, 'a SKU no node has: not_found, as its owner says');
   t.match((await clientFor(a).call('GET', `/v1/skus/${sku}`)).body, { available: 5, held: 5 }, 'GET through A agrees');
+
+  // C's only subscriber goes: C stops following, and its copy of the counts grows old.
+  onC.close();
+  await onC.closed;
+  t.equal((await clientFor(a).reserve(sku, 'shopper-a', 1, randomUUID())).status, 201, 'reserved through A while nobody on C follows');
+  t.match(await stockUntil(watcher, sku, (m) => m.held === 6, 'the update on A'), { available: 4, held: 6 });
+  const againOnC = await connectStream(t, c);
+  t.match(await subscribe(againOnC, sku), { available: 4, held: 6 }, "a new subscriber on C starts from the owner's counts, not the copy C kept");
 
   // A waitlist offer reaches its shopper's stream on A, though B (the owner) made it.
   let wanted = '';
@@ -118,9 +124,9 @@ async function liveAcrossNodes(t: Test, env: Record<string, string>): Promise<vo
   t.equal(await owner.exited, 0, 'the owner handed its shards over and left');
   await until('two balanced nodes', () => balanced(a, 2));
   t.equal((await clientFor(c).reserve(sku, 'shopper-after', 1, randomUUID())).status, 201, 'reserved after the move');
-  t.match(await stockUntil(watcher, sku, (m) => m.held === 6, 'the update after the move'), { available: 4, held: 6 },
+  t.match(await stockUntil(watcher, sku, (m) => m.held === 7, 'the update after the move'), { available: 3, held: 7 },
     "A's subscriber follows the SKU across the ownership move");
-  t.match((await clientFor(a).call('GET', `/v1/skus/${sku}`)).body, { available: 4, held: 6 }, 'GET through A agrees after the move');
+  t.match((await clientFor(a).call('GET', `/v1/skus/${sku}`)).body, { available: 3, held: 7 }, 'GET through A agrees after the move');
 }
 
 t.test('a stale notice never overwrites a newer one, across an ownership move', async (t) => {
@@ -147,32 +153,32 @@ t.test('a stale notice never overwrites a newer one, across an ownership move', 
   const stock = (sku: string, seq: number, e: number): PeerNotice => ({ e, n: { type: 'stock', state: { sku, available: seq, held: 0, sold: 0, seq } } });
   const seqs = () => delivered.map((n) => (n.type === 'stock' ? n.state.seq : n.type));
 
-  live.received([stock('S', 10, 3), stock('S', 8, 3)]);
+  live.received('peer', [stock('S', 10, 3), stock('S', 8, 3)]);
   t.same(seqs(), [10, 8], "one owner's notices in order, even a correction with a lower seq");
-  live.received([stock('S', 20, 2), { e: 2, n: { type: 'passivated', sku: 'S' } }]);
+  live.received('peer', [stock('S', 20, 2), { e: 2, n: { type: 'passivated', sku: 'S' } }]);
   t.same(seqs(), [10, 8], "the previous owner's late notices (older epoch, higher seq) are dropped");
   epochs[shard] = 5;
-  live.received([stock(other, 1, 4)]);
+  live.received('peer', [stock(other, 1, 4)]);
   t.same(seqs(), [10, 8], 'older than the epoch in the membership view: dropped, even for a SKU never seen');
   held.set(shard, 6);
   live.local({ type: 'stock', state: { sku: 'S', available: 1, held: 0, sold: 0, seq: 9 } });
-  live.received([stock('S', 30, 5), stock(other, 2, 5)]);
+  live.received('peer', [stock('S', 30, 5), stock(other, 2, 5)]);
   t.same(seqs(), [10, 8], 'this node owns the shard at a newer epoch: peers with older ones are not heard');
-  live.received([stock('S', 31, 7)]);
+  live.received('peer', [stock('S', 31, 7)]);
   t.same(seqs(), [10, 8, 31], 'a newer owner is heard');
   t.same(live.stats, { received: 3, stale: 5 }, 'delivered and stale notices are counted');
 });
 
-t.test('pushing: to every live peer; a peer whose connection opens gets the latest of every SKU; dead peers are let go', async (t) => {
+t.test('pushing: to the live peers that follow a SKU (all of them to one that never said); a peer whose connection opens is told what this node follows and gets the latest it follows; dead peers are let go', async (t) => {
   const peers = await Promise.all(
     ['p0', 'p1'].map(async (nodeId) => {
-      const notices: ShardNotice[] = [];
+      const notes: Note[] = [];
       const server = await startEndpoint(async () => ({ ok: false, code: 'unavailable', detail: 'no shards here' }), {}, {
-        onNotices: (_peer, pushed) => notices.push(...pushed.map((p) => p.n)),
+        onNotes: (_peer, pushed) => notes.push(...pushed),
       });
       t.teardown(server.stop);
       const info: NodeInfo = { nodeId, url: server.url, alive: true, leaving: false, shards: [] };
-      return { server, notices, info };
+      return { server, notes, info };
     }),
   );
   const [p0, p1] = peers as [(typeof peers)[0], (typeof peers)[0]];
@@ -200,29 +206,54 @@ t.test('pushing: to every live peer; a peer whose connection opens gets the late
     live.close();
     pool.close();
   });
-  live.start();
   const state = (sku: string, seq: number) => ({ sku, available: 10 - seq, held: seq, sold: 0, seq });
+  const stocks = (notes: Note[]) => notes.flatMap((note) => ('n' in note && note.n.type === 'stock' ? [`${note.n.state.sku}${note.n.state.seq}`] : []));
+  const follows = (notes: Note[]) => notes.flatMap((note) => ('f' in note ? [note.f === 'reset' ? 'reset' : `${note.f} ${note.sku}`] : []));
+  const settle = async (what: string, done: () => boolean) => until(what, async () => (done() ? true : null));
+
+  live.start();
+  await settle('p0 is told reset', () => follows(p0.notes).length >= 1);
+  t.same(follows(p0.notes), ['reset'], 'a connection opens: reset (nothing is followed here yet)');
+  live.follow('X', true);
+  live.follow('Y', true);
+  live.follow('Y', true);
+  live.follow('Y', false);
+  await settle('p0 hears X and Y', () => follows(p0.notes).length >= 3);
+  live.follow('X', false);
+  await settle('p0 hears X let go', () => follows(p0.notes).length >= 4);
+  t.same(follows(p0.notes).slice(1), ['on X', 'on Y', 'off X'], "the node's first follower and its last one, not each front end's");
+  t.throws(() => live.follow('Z', false), /does not follow/, 'letting go of a SKU never followed is a bug');
+
+  // p0 never said what it follows (a node before following): it gets every notice.
   live.local({ type: 'stock', state: state('A', 1) });
   live.local({ type: 'stock', state: state('B', 1) });
-  live.local({ type: 'stock', state: state('A', 2) });
-  const latest = (notices: ShardNotice[]) => {
-    const bySku = new Map<string, number>();
-    for (const n of notices) if (n.type === 'stock') bySku.set(n.state.sku, n.state.seq);
-    return Object.fromEntries([...bySku].sort());
-  };
-  await until('p0 has the latest of A and B', async () => (latest(p0.notices)['A'] === 2 && latest(p0.notices)['B'] === 1 ? true : null));
-  t.notOk(p1.notices.length, 'a node not in the view gets nothing');
+  await settle('p0 has A and B', () => stocks(p0.notes).length >= 2);
+  t.same(stocks(p0.notes), ['A1', 'B1'], 'a peer that never said what it follows gets every SKU');
 
+  live.received('p0', [{ f: 'reset' }, { f: 'on', sku: 'A' }]);
+  live.local({ type: 'stock', state: state('B', 2) });
+  live.local({ type: 'stock', state: state('A', 2) });
+  await settle('p0 has A2', () => stocks(p0.notes).includes('A2'));
+  live.received('p0', [{ f: 'on', sku: 'B' }]);
+  await settle('p0 has B2', () => stocks(p0.notes).includes('B2'));
+  t.same(stocks(p0.notes), ['A1', 'B1', 'A2', 'B2'], 'once it follows A only, B is not pushed; when it follows B it gets its latest at once');
+  live.received('p0', [{ f: 'off', sku: 'A' }]);
+  live.local({ type: 'stock', state: state('A', 3) });
+  live.local({ type: 'stock', state: state('B', 3) });
+  await settle('p0 has B3', () => stocks(p0.notes).includes('B3'));
+  t.notOk(stocks(p0.notes).includes('A3'), 'a SKU it let go is no longer pushed');
+
+  live.follow('W', true);
   view = { ...view, nodes: [self, p0.info, p1.info] };
-  await until('p1 joined and got the latest states', async () => (p1.notices.length >= 2 ? true : null));
-  t.same(p1.notices, [{ type: 'stock', state: state('B', 1) }, { type: 'stock', state: state('A', 2) }],
-    'a peer whose connection opens gets the latest notice of each SKU, once (least recently changed first)');
+  await settle('p1 joined and got the latest states', () => stocks(p1.notes).length >= 2);
+  t.same(follows(p1.notes), ['reset', 'on Y', 'on W'], 'a peer whose connection opens is told what this node follows');
+  t.same(stocks(p1.notes), ['A3', 'B3'], 'and gets the latest notice of each SKU (it never said what it follows)');
 
   view = { ...view, nodes: [self, { ...p0.info, alive: false }, p1.info] };
-  await until('the dead peer is let go', async () => (p0.server.endpoint.connections() === 0 ? true : null));
+  await settle('the dead peer is let go', () => p0.server.endpoint.connections() === 0);
   t.notOk(pool.peers().includes(p0.info.url), 'its client is forgotten');
   live.local({ type: 'passivated', sku: 'B' });
-  await until('p1 hears the passivation', async () => (p1.notices.some((n) => n.type === 'passivated') ? true : null));
+  await settle('p1 hears the passivation', () => p1.notes.some((n) => 'n' in n && n.n.type === 'passivated'));
   t.equal(p0.server.endpoint.connections(), 0, 'nothing is pushed to a dead peer');
 });
 

@@ -8,6 +8,7 @@ import { newReservationId, shardOf } from '../src/shard/placement.js';
 import {
   decodeEnvelope,
   decodeFrame,
+  decodeNote,
   decodePeerNotice,
   decodeShardReply,
   decodeShardRequest,
@@ -36,6 +37,7 @@ const requests: ShardRequest[] = [
   { type: 'release', reservationId, shopperId: 's' },
   { type: 'checkout', reservationId, shopperId: 's', idempotencyKey: 'k', paymentMethod: 'card' },
   { type: 'settle', sku: 'SKU-1', reservationId, orderId: newReservationId('x'), outcome: 'payment_failed', failureReason: 'card_declined' },
+  { type: 'get_stock', sku: 'SKU-1' },
 ];
 
 function skuView(sku: string): SkuView {
@@ -144,6 +146,35 @@ t.test('replies: the kind of value the request gets, about the same SKU or reser
     ['null', reserve, null, 'bad_field'],
   ];
   for (const [what, request, value, reason] of cases) t.equal(decodeShardReply(request, value), reason, `${what}: ${reason}`);
+});
+
+t.test('get_stock: the counts of the SKU asked for, nothing else', async (t) => {
+  const getStock: ShardRequest = { type: 'get_stock', sku: 'SKU-1' };
+  const state = { sku: 'SKU-1', available: 7, held: 3, sold: 0, seq: 12 };
+  t.same(decodeShardReply(getStock, { ok: true, value: { ...state, injected: 1 } }), { ok: true, value: state }, 'unknown fields left out');
+  t.same(decodeShardReply(getStock, { ok: false, code: 'not_found', detail: 'no such SKU' }), { ok: false, code: 'not_found', detail: 'no such SKU' });
+  t.equal(decodeShardReply(getStock, { ok: true, value: { ...state, sku: 'OTHER' } }), 'mismatch', 'the counts of another SKU');
+  t.equal(decodeShardReply(getStock, { ok: true, value: { ...state, available: -1 } }), 'bad_field', 'a negative count');
+  t.equal(decodeShardReply(getStock, { ok: true, value: skuView('SKU-1') }), 'bad_field', 'a SKU view where counts are due');
+  t.equal(decodeShardRequest({ type: 'get_stock', sku: 'SKU-1' }, shardOfSku('SKU-1') + 1 === SHARDS ? 0 : shardOfSku('SKU-1') + 1, SHARDS), 'wrong_shard');
+});
+
+t.test('following notes: reset, on and off a SKU; anything else refused by name', async (t) => {
+  t.same(decodeNote({ f: 'reset', sku: 'ignored' }), { f: 'reset' });
+  t.same(decodeNote({ f: 'on', sku: 'A', extra: 1 }), { f: 'on', sku: 'A' });
+  t.same(decodeNote({ f: 'off', sku: 'A' }), { f: 'off', sku: 'A' });
+  const notice = { e: 1, n: { type: 'passivated', sku: 'A' } };
+  t.same(decodeNote(notice), notice, 'without `f`: a notice');
+  const bad: [string, unknown, string][] = [
+    ['on without a SKU', { f: 'on' }, 'bad_field'],
+    ['a SKU that is not one', { f: 'on', sku: 'x'.repeat(1_000) }, 'bad_field'],
+    ['a SKU of the wrong type', { f: 'off', sku: 7 }, 'bad_field'],
+    ['an unknown verb', { f: 'maybe', sku: 'A' }, 'unknown_kind'],
+    ['a verb that is not text', { f: 1 }, 'bad_field'],
+    ['null', null, 'envelope'],
+    ['an array', [{ f: 'on', sku: 'A' }], 'envelope'],
+  ];
+  for (const [what, value, reason] of bad) t.equal(decodeNote(value), reason, `${what}: ${reason}`);
 });
 
 /** A peer that answers every request with what `answer` returns (raw entries of a `res` frame, or a whole raw frame). */

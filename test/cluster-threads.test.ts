@@ -75,6 +75,11 @@ t.test('two nodes of two front-end threads: forwarding, one SKU never oversold, 
   t.not(ownerIndex, -1, 'the owner is one of the nodes');
   const watcher = await connectStream(t, owner);
   watcher.send({ type: 'subscribe', skus: ['TRACE'] });
+  // On the other node a thread follows the SKU: it asks the owner for the counts, and the main thread tells the owner it follows.
+  const farWatcher = await connectStream(t, urls[1 - ownerIndex]!);
+  farWatcher.send({ type: 'subscribe', skus: ['TRACE'] });
+  t.match(await farWatcher.take((m) => m.type === 'stock' || m.type === 'error', 10_000, 'TRACE on the other node'), { type: 'stock', sku: 'TRACE', available: N },
+    'a subscriber on the node that does not own the SKU starts from its counts');
   const results: CallResult[] = new Array(shoppers);
   let next = 0;
   await Promise.all(
@@ -92,6 +97,8 @@ t.test('two nodes of two front-end threads: forwarding, one SKU never oversold, 
   for (const [i, c] of clients.entries()) t.match((await c.call('GET', '/v1/skus/TRACE')).body, { stock: N, available: 0, held: N }, `node ${i} shows the same SKU`);
   t.match(await watcher.take((m) => m.type === 'stock' && m.sku === 'TRACE' && m.available === 0, 20_000, 'sold out'), { held: N },
     'a subscriber on the owner hears of reservations made through the other node');
+  t.match(await farWatcher.take((m) => m.type === 'stock' && m.sku === 'TRACE' && m.available === 0, 20_000, 'sold out, on the other node'), { held: N },
+    'and so does the subscriber on the other node (a front-end thread there follows the SKU)');
 
   // A replay through the other node (forwarded one way, local the other) returns the original body.
   const win = results.findIndex((r) => r.status === 201);

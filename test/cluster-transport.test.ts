@@ -197,9 +197,9 @@ t.test('notices: one frame per turn, latest per key while the peer is backpressu
   let relayUrl = '';
   const server = await startServer(echo, {}, {
     selfUrl: () => relayUrl,
-    onNotices: (_peer, notices) => {
+    onNotes: (_peer, notices) => {
       frames += 1;
-      received.push(...notices.map((notice) => ({ k: notice.n.type === 'stock' ? notice.n.state.sku : '?', v: notice.e })));
+      for (const notice of notices) if ('n' in notice) received.push({ k: notice.n.type === 'stock' ? notice.n.state.sku : '?', v: notice.e });
     },
   });
   t.teardown(server.stop);

@@ -1,18 +1,28 @@
 import type { Logger } from '../log.js';
 import type { ShardNotice } from '../shard/messages.js';
 import { shardOf } from '../shard/placement.js';
-import type { PeerNotice, TravellingNotice } from '../shard/protocol.js';
+import type { Following, Note, PeerNotice, TravellingNotice } from '../shard/protocol.js';
 import type { ClusterSnapshot } from './membership.js';
 import type { ForwardPool } from './transport.js';
 
 /**
  * Live stock across a cluster without Redis: each node pushes the stock
- * notices of the shards it owns to every other live node over the cluster
- * connection (a `note` frame, transport.ts), and feeds the notices it receives
- * to its own Router as if its shards had sent them, so its live feed
- * (src/ws) and stock listeners see every SKU. With REDIS_URL set, Redis
- * carries stock between nodes (src/ws/fanout.ts) and nothing is pushed here:
- * one path, no double delivery.
+ * notices of the shards it owns to the other live nodes that follow the SKU
+ * (a socket there subscribed to it) over the cluster connection (a `note`
+ * frame, transport.ts), and feeds the notices it receives to its own Router as
+ * if its shards had sent them, so its live feed (src/ws) sees the SKUs its
+ * sockets follow. With REDIS_URL set, Redis carries stock between nodes
+ * (src/ws/fanout.ts) and nothing is pushed here: one path, no double delivery.
+ *
+ * Following: a node tells every live peer when the first of its sockets
+ * follows a SKU and when the last one lets it go (`on` / `off` notes), and
+ * when its connection to a peer opens it sends `reset` and its whole list (the
+ * peer may have restarted). Why not every change to every node: the cost per
+ * reservation would grow with the number of nodes, watched or not. A peer that
+ * never said what it follows (a version before following) gets every notice.
+ * The owner pushes its latest notice of a SKU when a peer starts following it:
+ * the counts that peer asked for (get_stock) may predate a change made before
+ * its `on` arrived.
  *
  * 'stock' and 'passivated' travel, and 'waitlist_offer' (toward the
  * shopper's streams, on whichever node they are open; with Redis too);
@@ -43,7 +53,7 @@ export interface ClusterLiveOptions {
   deliver: (notice: ShardNotice) => void;
   /** How often peers are reconciled with the membership view (connect to new ones, forget dead ones). */
   peerSyncMs: number;
-  /** Most SKUs whose epoch (and own latest notice) is remembered; oldest forgotten first. */
+  /** Most SKUs whose epoch (and own latest notice) is remembered, oldest forgotten first; also the most a peer's follow list holds (past it, it gets every notice). */
   maxTrackedSkus: number;
   log: Logger;
 }
@@ -77,12 +87,26 @@ class BoundedMap<V> extends Map<string, V> {
   }
 }
 
+interface Peer {
+  nodeId: string;
+  url: string;
+}
+
+/** The key of a following note in a peer's queue (a SKU's on and off replace each other; never a SKU's own key). */
+function followKey(sku: string | null): string {
+  return sku === null ? '\u0000follow' : `\u0000follow ${sku}`;
+}
+
 export class ClusterLive {
   /** Per SKU, the epoch of the last notice delivered here (own or a peer's). */
   private readonly epochs: BoundedMap<number>;
   /** Latest notice per SKU of the shards this node owns: what a peer gets when a connection to it opens. */
   private readonly mine: BoundedMap<PeerNotice>;
-  private peersOf: { view: ClusterSnapshot; urls: string[] } | null = null;
+  private peersOf: { view: ClusterSnapshot; peers: Peer[] } | null = null;
+  /** SKUs this node's sockets follow: how many front ends (threads) follow each. */
+  private readonly following = new Map<string, number>();
+  /** Per peer node, the SKUs it follows, as it said; absent: it never said (it gets every notice); `all`: past maxTrackedSkus. */
+  private readonly followedBy = new Map<string, Set<string> | 'all'>();
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   readonly stats: ClusterLiveStats = { received: 0, stale: 0 };
@@ -115,9 +139,30 @@ export class ClusterLive {
     if (!this.options.push) return;
     const pushed: PeerNotice = { e: epoch, n: notice };
     this.mine.set(sku, pushed);
-    const urls = this.peerUrls();
+    const peers = this.peers();
     // Indexed: once per durable change of a SKU, where an iterator's garbage adds up.
-    for (let i = 0; i < urls.length; i++) this.options.pool.client(urls[i]!).push(sku, pushed);
+    for (let i = 0; i < peers.length; i++) {
+      const peer = peers[i]!;
+      if (this.follows(peer.nodeId, sku)) this.options.pool.client(peer.url).push(sku, pushed);
+    }
+  }
+
+  /** A front end here: its first socket follows `sku` (true), or its last one let it go (false). Peers are told when the node's first comes and last goes. */
+  follow(sku: string, following: boolean): void {
+    const count = (this.following.get(sku) ?? 0) + (following ? 1 : -1);
+    if (count < 0) throw new Error(`a SKU this node does not follow was let go: ${sku}`);
+    if (count === 0) this.following.delete(sku);
+    else this.following.set(sku, count);
+    const firstOrLast = following ? count === 1 : count === 0;
+    if (!firstOrLast || !this.options.push || this.closed) return;
+    const note: Note = { f: following ? 'on' : 'off', sku };
+    for (const peer of this.peers()) this.options.pool.client(peer.url).push(followKey(sku), note);
+  }
+
+  /** Whether a peer follows `sku` (one that never said gets everything). */
+  private follows(nodeId: string, sku: string): boolean {
+    const followed = this.followedBy.get(nodeId);
+    return followed === undefined || followed === 'all' || followed.has(sku);
   }
 
   /**
@@ -128,13 +173,17 @@ export class ClusterLive {
    */
   private offer(epoch: number, notice: Extract<TravellingNotice, { type: 'waitlist_offer' }>): void {
     const pushed: PeerNotice = { e: epoch, n: notice };
-    for (const url of this.peerUrls()) this.options.pool.client(url).push(`\u0000offer ${notice.view.waitlistId}`, pushed);
+    for (const peer of this.peers()) this.options.pool.client(peer.url).push(`\u0000offer ${notice.view.waitlistId}`, pushed);
   }
 
-  /** Notices a peer pushed (one frame, decoded by the endpoint: src/shard/protocol.ts): delivered here unless older than what this node has. */
-  received(notices: PeerNotice[]): void {
+  /** What a peer pushed (one frame, decoded by the endpoint: src/shard/protocol.ts): what it follows, and notices, delivered here unless older than what this node has. */
+  received(peer: string, notes: Note[]): void {
     const view = this.options.snapshot();
-    for (const pushed of notices) {
+    for (const pushed of notes) {
+      if ('f' in pushed) {
+        this.followedFrom(peer, pushed);
+        continue;
+      }
       const sku = skuOfNotice(pushed.n);
       const shard = shardOf(sku, this.options.shardCount);
       const newest = Math.max(this.epochs.get(sku) ?? 0, view.epochs[shard] ?? 0, this.options.epochOf(shard) ?? 0);
@@ -148,15 +197,49 @@ export class ClusterLive {
     }
   }
 
-  /** A connection to a peer opened: it may have missed notices (joined, restarted, link dropped), so send the latest of each SKU. */
+  /** A peer's `reset`, `on` or `off`; on `on`, the latest notice of the SKU if this node owns it. */
+  private followedFrom(nodeId: string, note: Following): void {
+    if (note.f === 'reset') {
+      this.followedBy.set(nodeId, new Set());
+      return;
+    }
+    let followed = this.followedBy.get(nodeId);
+    if (followed === undefined) {
+      followed = new Set();
+      this.followedBy.set(nodeId, followed);
+    }
+    if (followed === 'all') return;
+    if (note.f === 'off') {
+      followed.delete(note.sku);
+      return;
+    }
+    if (followed.size >= this.options.maxTrackedSkus) this.followedBy.set(nodeId, 'all');
+    else followed.add(note.sku);
+    const url = this.peers().find((peer) => peer.nodeId === nodeId)?.url;
+    const pushed = this.mine.get(note.sku);
+    if (url !== undefined && pushed !== undefined && this.isStillMine(note.sku, pushed)) this.options.pool.client(url).push(note.sku, pushed);
+  }
+
+  /**
+   * A connection to a peer opened: it may have missed notes (joined,
+   * restarted, link dropped), so it is told what this node follows, and sent
+   * the latest notice of each SKU here that it follows.
+   */
   resync(peerUrl: string): void {
     if (!this.options.push || this.closed) return;
     const client = this.options.pool.client(peerUrl);
+    client.push(followKey(null), { f: 'reset' });
+    for (const sku of this.following.keys()) client.push(followKey(sku), { f: 'on', sku });
+    const nodeId = this.peers().find((peer) => peer.url === peerUrl)?.nodeId;
     for (const [sku, pushed] of this.mine) {
-      // Handed over since: the new owner tells its own.
-      if (this.options.epochOf(shardOf(sku, this.options.shardCount)) !== pushed.e) this.mine.delete(sku);
-      else client.push(sku, pushed);
+      if (!this.isStillMine(sku, pushed)) this.mine.delete(sku);
+      else if (nodeId === undefined || this.follows(nodeId, sku)) client.push(sku, pushed);
     }
+  }
+
+  /** Whether this node still holds the SKU's shard under the notice's epoch (handed over since: the new owner tells its own). */
+  private isStillMine(sku: string, pushed: PeerNotice): boolean {
+    return this.options.epochOf(shardOf(sku, this.options.shardCount)) === pushed.e;
   }
 
   close(): void {
@@ -167,22 +250,25 @@ export class ClusterLive {
 
   /** Connect to every live peer (a new one gets a resync on open); close connections to peers no longer alive. */
   private syncPeers(): void {
-    const alive = new Set(this.peerUrls());
+    const peers = this.peers();
+    const alive = new Set(peers.map((peer) => peer.url));
     for (const url of alive) this.options.pool.client(url).connectNow();
     for (const url of this.options.pool.peers()) {
       if (alive.has(url)) continue;
       this.options.pool.forget(url);
       this.options.log.info({ peer: url }, 'peer no longer alive: closed its cluster connection');
     }
+    // Only a node the view says is dead: one that joined a moment ago may have said what it follows before this view shows it.
+    for (const node of this.options.snapshot().nodes) if (!node.alive) this.followedBy.delete(node.nodeId);
   }
 
-  /** URLs of the other live nodes, recomputed when membership publishes a new view. */
-  private peerUrls(): string[] {
+  /** The other live nodes, recomputed when membership publishes a new view. */
+  private peers(): Peer[] {
     const view = this.options.snapshot();
     if (this.peersOf?.view !== view) {
-      const urls = view.nodes.filter((node) => node.alive && node.nodeId !== view.self).map((node) => node.url);
-      this.peersOf = { view, urls };
+      const peers = view.nodes.filter((node) => node.alive && node.nodeId !== view.self).map(({ nodeId, url }) => ({ nodeId, url }));
+      this.peersOf = { view, peers };
     }
-    return this.peersOf.urls;
+    return this.peersOf.peers;
   }
 }

@@ -7,7 +7,7 @@ import { shardHostSettings, type ShardsOptions } from '../services/shard-setting
 import { SnapshotWorkers } from '../snapshot/workers.js';
 import { Router } from '../shard/router.js';
 import type { ShardEndpoint, ShardNotice } from '../shard/messages.js';
-import { newFrameRefusals, type PeerNotice } from '../shard/protocol.js';
+import { newFrameRefusals, type Note } from '../shard/protocol.js';
 import { UpgradeVerifier, type VerifyResult } from './auth.js';
 import { ClusterRoutes, serveForwarded } from './routes.js';
 import { ClusterShards } from './cluster-shards.js';
@@ -78,8 +78,10 @@ export interface ClusterThreadCalls {
   serveForwarded: ForwardHandler;
   /** One verifier for the process: a token is accepted once, whichever thread it reaches. */
   verifyUpgrade(token: string): VerifyResult;
-  /** Stock notices a peer pushed to a thread's endpoint (live.ts): delivered to this node's listeners, every thread's included. */
-  receivedNotices(peer: string, notices: PeerNotice[]): void;
+  /** What a peer pushed to a thread's endpoint (live.ts): notices, delivered to this node's listeners (every thread's included), and what it follows. */
+  receivedNotes(peer: string, notes: Note[]): void;
+  /** A front end's first socket follows a SKU, or its last one let it go (live.ts tells the owners). */
+  follow(sku: string, following: boolean): void;
 }
 
 /** Seconds a cluster upgrade token is valid around its time (clock skew between nodes must be less). */
@@ -93,7 +95,7 @@ const MAX_TRACKED_SKUS = 100_000;
 export function attachNodeEndpoint(
   app: uWS.TemplatedApp,
   config: Config,
-  calls: Pick<ClusterEndpointOptions, 'verify' | 'handle' | 'onNotices'>,
+  calls: Pick<ClusterEndpointOptions, 'verify' | 'handle' | 'onNotes'>,
   log: Logger,
 ): ClusterEndpoint {
   return attachClusterEndpoint(app, { ...calls, shardCount: config.shardCount, limits: transportLimits(config), log });
@@ -185,7 +187,8 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
     snapshot,
     serveForwarded: serveForwarded(shards, routes),
     verifyUpgrade: (token) => verifier.verify(token, Date.now()),
-    receivedNotices: (_peer, notices) => live.received(notices),
+    receivedNotes: (peer, notes) => live.received(peer, notes),
+    follow: (sku, following) => live.follow(sku, following),
   };
 
   return {
@@ -196,7 +199,7 @@ export function startClusterNode(config: Config, pool: pg.Pool, log: Logger, opt
       state.endpoint = attachNodeEndpoint(
         app,
         config,
-        { verify: threadCalls.verifyUpgrade, handle: threadCalls.serveForwarded, onNotices: threadCalls.receivedNotices },
+        { verify: threadCalls.verifyUpgrade, handle: threadCalls.serveForwarded, onNotes: threadCalls.receivedNotes },
         clusterLog,
       );
     },

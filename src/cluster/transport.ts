@@ -5,7 +5,7 @@ import type { ShardRequest } from '../shard/messages.js';
 import {
   decodeEnvelope,
   decodeFrame,
-  decodePeerNotice,
+  decodeNote,
   decodeReply,
   encodeFrame,
   isRefusal,
@@ -15,7 +15,7 @@ import {
   type Envelope,
   type ForwardResult,
   type FrameRefusals,
-  type PeerNotice,
+  type Note,
   type RefusalReason,
   type Reply,
 } from '../shard/protocol.js';
@@ -108,8 +108,8 @@ export interface ClusterEndpointOptions {
    */
   verify: (token: string) => VerifyResult | Promise<VerifyResult>;
   handle: ForwardHandler;
-  /** Notices a peer pushed, decoded (one call per frame, outside uWS callbacks); never throws. */
-  onNotices?: (peer: string, notices: PeerNotice[]) => void;
+  /** What a peer pushed (notices, what it follows), decoded: one call per frame, outside uWS callbacks; never throws. */
+  onNotes?: (peer: string, notes: Note[]) => void;
   /** SHARD_COUNT: a request for any other shard number is refused. */
   shardCount: number;
   limits: TransportLimits;
@@ -249,8 +249,8 @@ function frameServer(options: ClusterEndpointOptions, refusals: FrameRefusals) {
     }
     // Out of the uWS callback: work (and replies it triggers) never runs while uWS has this socket corked.
     if (frame.t === 'note') {
-      const notices = decodeNotices(frame.m, (reason) => refuse(state, reason, null));
-      if (notices.length > 0) setImmediate(() => receiveNotices(state.peer, notices));
+      const notes = decodeNotes(frame.m, (reason) => refuse(state, reason, null));
+      if (notes.length > 0) setImmediate(() => receiveNotes(state.peer, notes));
       return;
     }
     const envelopes: Envelope[] = [];
@@ -266,9 +266,9 @@ function frameServer(options: ClusterEndpointOptions, refusals: FrameRefusals) {
     }
   };
 
-  const receiveNotices = (peer: string, notices: PeerNotice[]): void => {
+  const receiveNotes = (peer: string, notes: Note[]): void => {
     try {
-      options.onNotices?.(peer, notices);
+      options.onNotes?.(peer, notes);
     } catch (err) {
       options.log.error({ err, peer }, 'handling pushed notices failed');
     }
@@ -291,15 +291,15 @@ function frameServer(options: ClusterEndpointOptions, refusals: FrameRefusals) {
   return onFrame;
 }
 
-/** The notices of a frame that decode; each one that does not is handed to `refuse`. */
-function decodeNotices(values: unknown[], refuse: (reason: RefusalReason) => void): PeerNotice[] {
-  const notices: PeerNotice[] = [];
+/** The entries of a note frame that decode; each one that does not is handed to `refuse`. */
+function decodeNotes(values: unknown[], refuse: (reason: RefusalReason) => void): Note[] {
+  const notes: Note[] = [];
   for (const value of values) {
-    const notice = decodePeerNotice(value);
-    if (isRefusal(notice)) refuse(notice);
-    else notices.push(notice);
+    const note = decodeNote(value);
+    if (isRefusal(note)) refuse(note);
+    else notes.push(note);
   }
-  return notices;
+  return notes;
 }
 
 /** A reply that needs no serving slot (a refusal). The caller is gone (no socket): it reports unknown_outcome itself. */
@@ -385,7 +385,7 @@ export class ForwardClient {
   private replies = 0;
   private closed = false;
   /** Notices waiting, latest per key (insertion order: first changed, first sent). */
-  private notices = new Map<string, PeerNotice>();
+  private notices = new Map<string, Note>();
   /** A flush is coming (this turn's, or a retry after backpressure): pushes only add to the map. */
   private noticeFlushScheduled = false;
   private noticeRetry: NodeJS.Timeout | null = null;
@@ -441,7 +441,7 @@ export class ForwardClient {
    * waiting notice of the same key is replaced (only the latest matters).
    * False when it was dropped (bound reached, or closed).
    */
-  push(key: string, notice: PeerNotice): boolean {
+  push(key: string, notice: Note): boolean {
     if (this.closed) {
       this.noticeStats.dropped += 1;
       return false;

@@ -51,6 +51,8 @@ export interface FrontEndDependencies {
   attach?: (app: uWS.TemplatedApp) => void;
   /** A cluster node's membership view, for the cluster admin routes. */
   cluster?: () => Promise<ClusterSnapshot>;
+  /** A cluster node: the first socket here follows a SKU, or the last one let it go (the owners push its changes to the nodes that follow). */
+  onFollow?: (sku: string, following: boolean) => void;
   /** The clock rate-limit windows, stream message rates and the slow-consumer timeout are measured by (default Date.now). */
   nowMs?: () => number;
   /** Other front-end threads will listen on this port too (PORT=0 is then resolved to a shareable port). */
@@ -126,6 +128,7 @@ export async function startFrontEnd(deps: FrontEndDependencies): Promise<FrontEn
     cartMaxLines: config.cartMaxLines,
     onCartAnswer: (outcome) => metrics.carts.inc({ outcome }),
     admission,
+    ...(deps.onFollow === undefined ? {} : { onFollow: deps.onFollow }),
   });
   inventory.onStock((state) => live.changed(state.sku));
   inventory.onWaitlistOffer((notice) => live.offered(notice.shopperId, notice.view));

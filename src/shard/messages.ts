@@ -23,6 +23,8 @@ export interface ShardRequests {
   configure: { type: 'configure'; sku: string; config: SkuConfig };
   archive: { type: 'archive'; sku: string };
   get_sku: { type: 'get_sku'; sku: string };
+  /** The counts a live feed starts from (a subscriber on a node that holds no current copy of them). */
+  get_stock: { type: 'get_stock'; sku: string };
   /** `admitted`: the front end verified an Admission-Token for this shopper and SKU (needed where the SKU has a waiting room). */
   reserve: { type: 'reserve'; sku: string; shopperId: string; quantity: number; idempotencyKey: string; admitted?: boolean };
   get_reservation: { type: 'get_reservation'; reservationId: string; shopperId: string };
@@ -82,6 +84,7 @@ export interface ShardReplies {
   configure: Outcome<{ created: boolean; view: SkuView }>;
   archive: Outcome<SkuView>;
   get_sku: Outcome<SkuView>;
+  get_stock: Outcome<StockState>;
   reserve: Outcome<ReservationView>;
   get_reservation: Outcome<ReservationView>;
   release: Outcome<ReservationView>;

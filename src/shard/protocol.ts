@@ -22,6 +22,7 @@ import { decodeWaitlistOffer, decodeWaitlistRequest, decodeWaitlistView, isWaitl
  *   {"t":"res","m":[{"id":1,"ok":true,"payload":<ShardReply>}…]}    owner → caller
  *   {"t":"res","m":[{"id":1,"ok":false,"code":"unavailable","detail":"…"}…]}
  *   {"t":"note","m":[{"e":7,"n":<stock or passivated notice>}…]}     one-way
+ *   {"t":"note","m":[{"f":"reset"},{"f":"on","sku":"A"}…]}          one-way: what the sender follows
  *
  * Decoders build a fresh object of the known fields only (nothing a peer adds
  * travels on), with hand-written checks: no schema engine, no allocation but
@@ -106,7 +107,16 @@ export interface PeerNotice {
   n: TravellingNotice;
 }
 
-export type Frame = { t: 'req'; m: Envelope[] } | { t: 'res'; m: Reply[] } | { t: 'note'; m: PeerNotice[] };
+/**
+ * What a node tells its peers it follows (src/cluster/live.ts): `on` / `off`
+ * one SKU, or `reset` (forget what it said before; its whole list follows).
+ */
+export type Following = { f: 'reset' } | { f: 'on' | 'off'; sku: string };
+
+/** What a node pushes without being asked: a notice, or what it follows. */
+export type Note = PeerNotice | Following;
+
+export type Frame = { t: 'req'; m: Envelope[] } | { t: 'res'; m: Reply[] } | { t: 'note'; m: Note[] };
 
 /** A frame whose outer shape is right; its messages are decoded one by one (a bad one does not spoil the others). */
 export interface RawFrame {
@@ -168,6 +178,15 @@ export function decodeReply(value: unknown, id: number, request: ShardRequest): 
   }
   if (ok !== false || (code !== 'unavailable' && code !== 'unknown_outcome')) return 'bad_field';
   return isText(detail, maxDetailLength) ? { id, ok: false, code, detail } : textRefusal(detail, maxDetailLength);
+}
+
+/** One entry of a `note` frame: what the sender follows (`f`), else a notice. */
+export function decodeNote(value: unknown): Decoded<Note> {
+  if (!isObject(value) || !('f' in value)) return decodePeerNotice(value);
+  const { f, sku } = value as { f?: unknown; sku?: unknown };
+  if (f === 'reset') return { f };
+  if (f !== 'on' && f !== 'off') return typeof f === 'string' ? 'unknown_kind' : 'bad_field';
+  return isSkuText(sku) ? { f, sku } : 'bad_field';
 }
 
 /** A pushed notice: `stock` with its counts, `passivated`, or a `waitlist_offer`; nothing else travels between nodes. */
@@ -233,6 +252,7 @@ function decodeRequestFields(r: Record<string, unknown>): Decoded<ShardRequest> 
     }
     case 'archive':
     case 'get_sku':
+    case 'get_stock':
       return isSkuText(r.sku) ? { type: r.type, sku: r.sku } : 'bad_field';
     case 'reserve':
       if (!isSkuText(r.sku) || !isShopperId(r.shopperId) || !isIdempotencyKey(r.idempotencyKey)) return 'bad_field';
@@ -352,6 +372,10 @@ function decodeReplyValue(request: ShardRequest, value: unknown): Decoded<ReplyV
     case 'archive':
     case 'get_sku':
       return decodeSkuView(value, request.sku);
+    case 'get_stock': {
+      const state = decodeStockState(value);
+      return isRefusal(state) || state.sku === request.sku ? state : 'mismatch';
+    }
     case 'reserve': {
       const view = decodeReservationView(value);
       if (isRefusal(view)) return view;

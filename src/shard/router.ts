@@ -90,6 +90,22 @@ export class Router implements Inventory {
     return this.latest.get(sku) ?? null;
   }
 
+  /**
+   * The counts a new subscriber starts from, asked of the SKU's shard (here,
+   * on another thread or node), kept as the latest unless a state further
+   * along the SKU's log came first (the owner pushes changes too). Null when
+   * the SKU does not exist; the owner's refusal when it cannot be asked.
+   */
+  async fetchStock(sku: string): Promise<Outcome<StockState | null>> {
+    const outcome = await this.channel.request(this.shard(sku), { type: 'get_stock', sku });
+    if (!outcome.ok) return outcome.code === 'not_found' ? { ok: true, value: null } : outcome;
+    const fetched = outcome.value;
+    const known = this.latest.get(sku);
+    if (known !== undefined && known.seq >= fetched.seq) return { ok: true, value: known };
+    this.latest.set(sku, fetched);
+    return { ok: true, value: fetched };
+  }
+
   isReady(): boolean {
     return !this.closing && this.options.shardsReady();
   }

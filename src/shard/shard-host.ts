@@ -308,6 +308,8 @@ function dispatch(shard: Shard, request: ShardRequests[ShardRequestType]): Promi
       return shard.configure(request);
     case 'get_sku':
       return shard.getSku(request);
+    case 'get_stock':
+      return shard.getStock(request);
     case 'get_reservation':
       return shard.getReservation(request);
     case 'release':

@@ -542,6 +542,15 @@ export class Shard {
     return { ok: true, value: skuView(allocator, this.ctx.nowMs()) };
   }
 
+  /** The counts as the live feed shows them (a passivated sale is loaded, like getSku). */
+  async getStock(request: ShardRequests['get_stock']): Promise<Outcome<StockState>> {
+    const refused = this.refuse(request.sku);
+    if (refused) return refused;
+    const allocator = await this.allocatorFor(request.sku);
+    if (allocator?.config == null) return { ok: false, code: 'not_found', detail: `SKU ${request.sku} does not exist` };
+    return { ok: true, value: stockStateOf(allocator) };
+  }
+
   // Not `async` on the hot path: the commit's own promise is returned as is.
   reserve(request: ShardRequests['reserve']): Promise<Outcome<ReservationView>> {
     const refused = this.refuse(request.sku) ?? this.full();

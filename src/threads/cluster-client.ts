@@ -42,8 +42,8 @@ export class ClusterClient {
         verify: (token) => this.channel.call<VerifyResult>('clusterVerifyUpgrade', [token]),
         handle: (shard, payload) => this.forwarded(shard, payload),
         // Stock a peer pushed (live.ts): the main thread delivers it to every thread.
-        onNotices: (peer, notices) => {
-          this.channel.call('clusterNotices', [peer, notices]).catch((err: unknown) => this.log.warn({ err, peer }, 'pushed notices not delivered'));
+        onNotes: (peer, notes) => {
+          this.channel.call('clusterNotes', [peer, notes]).catch((err: unknown) => this.log.warn({ err, peer }, 'pushed notices not delivered'));
         },
       },
       this.log,
@@ -64,6 +64,11 @@ export class ClusterClient {
       const detail = `this node's shard host did not answer: ${error instanceof Error ? error.message : String(error)}`;
       return { ok: false, code: 'unknown_outcome', detail };
     }
+  }
+
+  /** This thread's first socket follows a SKU, or its last one let it go: the main thread counts threads and tells the owners. */
+  follow(sku: string, following: boolean): void {
+    this.channel.call('clusterFollow', [sku, following]).catch((err: unknown) => this.log.warn({ err, sku }, 'following not told to the main thread'));
   }
 
   /** Ends the other nodes' connections to this thread (1001). */

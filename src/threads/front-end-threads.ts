@@ -7,7 +7,7 @@ import type { DropsApi } from '../http/dependencies.js';
 import type { Payments } from '../payments/payments.js';
 import type { FrontEnd } from '../services/front-end.js';
 import type { ShardEndpoint, ShardNotice, ShardRequest } from '../shard/messages.js';
-import type { PeerNotice } from '../shard/protocol.js';
+import type { Note } from '../shard/protocol.js';
 import type { ClusterThreadCalls } from '../cluster/node.js';
 import type { FrontEndThreadData, ThreadCommand, ThreadEvent } from './front-end-worker.js';
 import { PortServer, portMaxInFlightDefault, type PortCalls, type ShardPort } from '../road/port-link.js';
@@ -171,7 +171,8 @@ function portCalls(deps: FrontEndThreadsDependencies): PortCalls {
     calls.clusterSnapshot = async () => cluster.snapshot();
     calls.clusterForwarded = (shard: number, request: ShardRequest) => cluster.serveForwarded(shard, request);
     calls.clusterVerifyUpgrade = async (token: string) => cluster.verifyUpgrade(token);
-    calls.clusterNotices = async (peer: string, notices: PeerNotice[]) => cluster.receivedNotices(peer, notices);
+    calls.clusterNotes = async (peer: string, notes: Note[]) => cluster.receivedNotes(peer, notes);
+    calls.clusterFollow = async (sku: string, following: boolean) => cluster.follow(sku, following);
   }
   return calls;
 }

@@ -88,7 +88,9 @@ async function run(): Promise<void> {
     adminToken: data.adminToken,
     jwtSecret: data.jwtSecret,
     sharedPort: true,
-    ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: () => cluster.snapshot() }),
+    ...(cluster === null
+      ? {}
+      : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: () => cluster.snapshot(), onFollow: (sku: string, following: boolean) => cluster.follow(sku, following) }),
     // process.exit here would end this thread only: the main thread decides.
     onFatal: (error) => post({ type: 'fatal', error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
   });

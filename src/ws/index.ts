@@ -3,9 +3,9 @@ import type uWS from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { ShopperVerifier } from '../auth/auth.js';
-import type { Inventory, StockState } from '../inventory/inventory.js';
+import type { Inventory, Outcome, StockState } from '../inventory/inventory.js';
 import type { WaitlistView } from '../inventory/waitlist-view.js';
-import { createStockFeed, type FeedStats } from './fanout.js';
+import { createStockFeed, type FeedStats, type StockFeed } from './fanout.js';
 import { servePage } from './page.js';
 import { StockStream, type StreamDependencies, type StreamStats } from './stream.js';
 import type { TrustedProxies } from '../ratelimit/client-ip.js';
@@ -42,7 +42,13 @@ export interface LiveStockDependencies {
     | 'wsMaxConnections'
     | 'wsCoalesceMs'
   >;
-  inventory: Pick<Inventory, 'reserve' | 'release'> & { stockState(sku: string): StockState | null };
+  inventory: Pick<Inventory, 'reserve' | 'release'> & {
+    stockState(sku: string): StockState | null;
+    /** The counts of a SKU asked of its owner (Router.fetchStock); absent: stockState is always current. */
+    fetchStock?(sku: string): Promise<Outcome<StockState | null>>;
+  };
+  /** The first socket here follows a SKU, or the last one let it go (a cluster node tells the owners). */
+  onFollow?: (sku: string, following: boolean) => void;
   verifyShopper: ShopperVerifier;
   log: Logger;
   onFatal: (error: unknown) => void;
@@ -56,6 +62,14 @@ export interface LiveStockDependencies {
   admission?: AdmissionTokens;
   /** The stream's clock: message rates and the slow-consumer timeout (default Date.now). */
   nowMs?: () => number;
+}
+
+/** The owner's counts, kept by the inventory; then the feed's latest (with Redis a copy further along may have come). */
+function fetchLatest(fetchStock: (sku: string) => Promise<Outcome<StockState | null>>, feed: StockFeed) {
+  return async (sku: string): Promise<Outcome<StockState | null>> => {
+    const outcome = await fetchStock(sku);
+    return outcome.ok && outcome.value !== null ? { ok: true, value: feed.latest(sku) ?? outcome.value } : outcome;
+  };
 }
 
 export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependencies): LiveStock {
@@ -76,6 +90,8 @@ export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependenci
     {
       inventory: deps.inventory,
       latest: (sku) => feed.latest(sku),
+      ...(deps.inventory.fetchStock === undefined ? {} : { fetchLatest: fetchLatest(deps.inventory.fetchStock.bind(deps.inventory), feed) }),
+      ...(deps.onFollow === undefined ? {} : { onFollow: deps.onFollow }),
       verifyShopper: deps.verifyShopper,
       log,
       onFatal: deps.onFatal,

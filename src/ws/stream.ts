@@ -10,6 +10,7 @@ import { clientIp, type TrustedProxies } from '../ratelimit/client-ip.js';
 import type { LimitExceeded, RateLimits } from '../ratelimit/rate-limits.js';
 import { requestIdFor } from '../http/exchange.js';
 import { parseCartBody } from '../carts/body.js';
+import { Followers } from './followers.js';
 import type { CartsApi } from '../carts/coordinator.js';
 import {
   cartMessage,
@@ -76,6 +77,14 @@ export interface StreamDependencies {
   inventory: Pick<Inventory, 'reserve' | 'release'>;
   /** Latest known state of a SKU (this node's or another's), null when unknown. */
   latest: (sku: string) => StockState | null;
+  /**
+   * Asks the SKU's owner for its counts (null: no such SKU), for a SKU no
+   * socket here follows yet: `latest` may hold no copy of it, or a stale one.
+   * Absent: `latest` is always current (every change reaches this node).
+   */
+  fetchLatest?: (sku: string) => Promise<Outcome<StockState | null>>;
+  /** The first socket here follows a SKU (true), or the last one let it go (false). */
+  onFollow?: (sku: string, following: boolean) => void;
   verifyShopper: ShopperVerifier;
   log: Logger;
   /** A fault no message should cause (an invariant broke): log and crash. */
@@ -170,6 +179,9 @@ export class StockStream {
   private readonly probe: ReturnType<typeof probeTimings>;
   private readonly counters = { maxBufferedBytesSeen: 0, closedSlow: 0, closedPolicy: 0, resyncs: 0, sweeps: 0 };
   private closing = false;
+  private readonly followers: Followers;
+  /** Counts being asked of a SKU's owner: every socket that subscribes meanwhile waits for the same answer. */
+  private readonly asking = new Map<string, Promise<Outcome<StockState | null>>>();
 
   constructor(
     private readonly app: uWS.TemplatedApp,
@@ -177,6 +189,7 @@ export class StockStream {
     private readonly options: StreamOptions,
   ) {
     this.now = deps.nowMs ?? Date.now;
+    this.followers = new Followers((sku, following) => deps.onFollow?.(sku, following));
     this.probe = probeTimings(options);
     const sweepMs = this.probe.sweepMs;
     // Between two sweeps a non-lagging socket can gain at most one update per
@@ -204,6 +217,8 @@ export class StockStream {
         const state = ws.getUserData();
         state.ws = null;
         this.states.delete(state);
+        for (const sku of state.skus) this.followers.remove(sku);
+        state.skus.clear();
       },
     });
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
@@ -365,7 +380,9 @@ export class StockStream {
         return;
       case 'unsubscribe':
         for (const sku of message.skus) {
-          if (state.skus.delete(sku) && state.laggingSinceMs === null) state.ws?.unsubscribe(topicOf(sku));
+          if (!state.skus.has(sku)) continue;
+          this.unfollow(state, sku);
+          if (state.laggingSinceMs === null) state.ws?.unsubscribe(topicOf(sku));
         }
         return;
       case 'reserve': {
@@ -438,28 +455,77 @@ export class StockStream {
 
   private subscribe(state: SocketState, requested: string[]): void {
     const skus = [...new Set(requested)];
-    const added = skus.filter((sku) => !state.skus.has(sku)).length;
-    if (state.skus.size + added > this.options.maxSubscriptions) {
+    const added = skus.filter((sku) => !state.skus.has(sku));
+    if (state.skus.size + added.length > this.options.maxSubscriptions) {
       this.error(state, {
         code: 'too_many_subscriptions',
         detail: `a socket may follow at most ${this.options.maxSubscriptions} SKUs; it follows ${state.skus.size}`,
       });
       return;
     }
+    // Followed here already, with a copy, and not still being asked for: its latest counts are current.
+    const fetch = this.deps.fetchLatest !== undefined;
+    const unknown = fetch ? skus.filter((sku) => this.asking.has(sku) || !this.followers.has(sku) || this.deps.latest(sku) === null) : [];
+    // Followed before the owner is asked, so no change after its answer is missed.
+    for (const sku of added) {
+      state.skus.add(sku);
+      this.followers.add(sku);
+    }
+    if (unknown.length === 0) {
+      this.subscribed(state, skus, null);
+      return;
+    }
+    void Promise.all(unknown.map((sku) => this.ask(sku))).then((outcomes) =>
+      this.subscribed(state, skus, new Map(unknown.map((sku, i) => [sku, outcomes[i]!]))),
+    );
+  }
+
+  /** The owner's counts of a SKU, asked once however many sockets subscribe meanwhile; never rejects. */
+  private ask(sku: string): Promise<Outcome<StockState | null>> {
+    let asking = this.asking.get(sku);
+    if (asking === undefined) {
+      asking = this.deps.fetchLatest!(sku)
+        .catch((error: unknown): Outcome<StockState | null> => {
+          this.deps.log.warn({ err: error, sku }, 'the counts of a SKU could not be asked for');
+          return { ok: false, code: 'unavailable', detail: 'the SKU owner could not be asked for its counts' };
+        })
+        .finally(() => this.asking.delete(sku));
+      this.asking.set(sku, asking);
+    }
+    return asking;
+  }
+
+  /** A subscribe's replies, in its order, once the counts of every SKU in it are known. */
+  private subscribed(state: SocketState, skus: string[], asked: Map<string, Outcome<StockState | null>> | null): void {
+    const ws = state.ws;
+    if (ws === null) return;
     const texts: string[] = [];
     for (const sku of skus) {
-      const current = this.deps.latest(sku);
+      // Unsubscribed while its counts were asked for.
+      if (!state.skus.has(sku)) continue;
+      const answer = asked?.get(sku);
+      // A copy here may have moved on since the owner answered (its changes are pushed): the later of the two.
+      const current = answer === undefined || !answer.ok ? this.deps.latest(sku) : answer.value === null ? null : (this.deps.latest(sku) ?? answer.value);
       if (current === null) {
-        texts.push(errorMessage({ code: 'not_found', sku, detail: `SKU ${sku} does not exist` }));
+        this.unfollow(state, sku);
+        texts.push(
+          answer?.ok === false
+            ? errorMessage({ code: 'unavailable', sku, detail: answer.detail })
+            : errorMessage({ code: 'not_found', sku, detail: `SKU ${sku} does not exist` }),
+        );
         continue;
       }
-      state.skus.add(sku);
       // A lagging socket gets its states when it has drained (resync), not now.
       if (state.laggingSinceMs !== null) continue;
-      state.ws?.subscribe(topicOf(sku));
+      ws.subscribe(topicOf(sku));
       texts.push(stockMessage(current, this.now()));
     }
     this.sendAll(state, texts);
+  }
+
+  private unfollow(state: SocketState, sku: string): void {
+    state.skus.delete(sku);
+    this.followers.remove(sku);
   }
 
   /** Run `then` within the shopper's (and address's) budget, else answer 429 `rate_limited`. */

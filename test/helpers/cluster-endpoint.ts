@@ -20,7 +20,7 @@ export interface EndpointServer {
   stop(): void;
 }
 
-export interface EndpointExtras extends Partial<Pick<ClusterEndpointOptions, 'onNotices'>> {
+export interface EndpointExtras extends Partial<Pick<ClusterEndpointOptions, 'onNotes'>> {
   /** The URL tokens must be signed for (default: the server's own). */
   selfUrl?: () => string;
   /** How a token is checked, given the server's verifier (default: at once, as on a node's main thread). */
@@ -36,7 +36,7 @@ export async function startEndpoint(handle: ForwardHandler, limits: Partial<Tran
   const check = more.check ?? ((v: UpgradeVerifier, token: string) => v.verify(token, Date.now()));
   const endpoint = attachClusterEndpoint(app, {
     verify: (token) => check(verifier, token),
-    ...(more.onNotices === undefined ? {} : { onNotices: more.onNotices }),
+    ...(more.onNotes === undefined ? {} : { onNotes: more.onNotes }),
     handle,
     shardCount: more.shardCount ?? SHARDS,
     limits: { ...defaultTransportLimits, ...limits },
