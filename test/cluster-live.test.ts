@@ -242,12 +242,18 @@ t.test('pushing: to the live peers that follow a SKU (all of them to one that ne
   live.local({ type: 'stock', state: state('B', 3) });
   await settle('p0 has B3', () => stocks(p0.notes).includes('B3'));
   t.notOk(stocks(p0.notes).includes('A3'), 'a SKU it let go is no longer pushed');
+  // A peer that follows more than maxTrackedSkus (100 here) is no longer tracked SKU by SKU: it gets everything.
+  live.received('p0', Array.from({ length: 100 }, (_, i) => ({ f: 'on' as const, sku: `M${i}` })));
+  live.local({ type: 'stock', state: state('C', 1) });
+  await settle('p0 has C1', () => stocks(p0.notes).includes('C1'));
+  t.pass('past the bound, a SKU it never named is pushed too');
+  live.received('p0', [{ f: 'reset' }, { f: 'on', sku: 'B' }]);
 
   live.follow('W', true);
   view = { ...view, nodes: [self, p0.info, p1.info] };
   await settle('p1 joined and got the latest states', () => stocks(p1.notes).length >= 2);
   t.same(follows(p1.notes), ['reset', 'on Y', 'on W'], 'a peer whose connection opens is told what this node follows');
-  t.same(stocks(p1.notes), ['A3', 'B3'], 'and gets the latest notice of each SKU (it never said what it follows)');
+  t.same(stocks(p1.notes), ['A3', 'B3', 'C1'], 'and gets the latest notice of each SKU (it never said what it follows)');
 
   view = { ...view, nodes: [self, { ...p0.info, alive: false }, p1.info] };
   await settle('the dead peer is let go', () => p0.server.endpoint.connections() === 0);
