@@ -46,7 +46,7 @@ export const usage = `Usage: node --import tsx bench/run.ts [options]   (npm run
   --threads N              load-generator threads (default half the cores, at least 1)
   --compare                also run the baselines rowlock, redis-lua (not durable), redis-durable and hello, same load
   --systems LIST           exactly these systems: flashstock,rowlock,redis-lua,redis-durable,hello
-  --http-threads N[,N]     flashstock's front-end threads (HTTP_THREADS, 1..${maxHttpThreads}; default the service's: one per core);
+  --http-threads N[,N]     flashstock's front-end threads (HTTP_THREADS, 1..${maxHttpThreads}; default the service's: the cores less one, at least 1);
                            a list runs flashstock once per value (e.g. 1,2: CPU per 1,000 reservations for each)
   --nodes N[,N]            flashstock as a local cluster of N node processes on one database (CLUSTER_SECRET,
                            default SHARD_COUNT), the load spread round robin over the nodes' URLs (default 1:
