@@ -226,6 +226,7 @@ async function openFrontEnd(parts: FrontEndParts): Promise<FrontEnd> {
         // A cluster node's threads are served through its channel (its shards, or forwarded to their owner).
         host: cluster?.endpoint ?? local!.host,
         onNotice: (listener) => (cluster ?? local!).onNotice(listener),
+        stockState: (sku) => shards.router.stockState(sku),
         ...(local?.shardPorts === undefined ? {} : { shardPorts: local.shardPorts }),
         ...(cluster === null ? {} : { cluster: cluster.threadCalls }),
         ...(cluster?.directRoutes == null ? {} : { direct: cluster.directRoutes }),

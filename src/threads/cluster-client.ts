@@ -66,11 +66,6 @@ export class ClusterClient {
     }
   }
 
-  /** This thread's first socket follows a SKU, or its last one let it go: the main thread counts threads and tells the owners. */
-  follow(sku: string, following: boolean): void {
-    this.channel.call('clusterFollow', [sku, following]).catch((err: unknown) => this.log.warn({ err, sku }, 'following not told to the main thread'));
-  }
-
   /** Ends the other nodes' connections to this thread (1001). */
   close(): void {
     this.endpoint?.close();

@@ -13,6 +13,8 @@ import type { FrontEndThreadData, ThreadCommand, ThreadEvent } from './front-end
 import { PortServer, portMaxInFlightDefault, type PortCalls, type ShardPort } from '../road/port-link.js';
 import type { DirectShardRoutes } from '../road/routes.js';
 import { threadEntry } from './thread-entry.js';
+import { NoticeRelay } from './notice-relay.js';
+import type { StockState } from '../inventory/inventory.js';
 
 /** A scrape waits this long for each thread's registry. */
 const metricsCollectTimeoutMs = 1000;
@@ -43,8 +45,10 @@ export interface FrontEndThreadsDependencies {
   host: ShardEndpoint & { isReady(): boolean };
   /** A cluster node: what each thread's cluster endpoint and admin views ask the main thread (absent: a node alone). */
   cluster?: ClusterThreadCalls;
-  /** Subscribes to every notice of the shards (broadcast to every thread, unless they hear them on `shardPorts`). */
+  /** Subscribes to every notice of the shards (relayed to the threads, unless they hear them on `shardPorts`). */
   onNotice: (listener: (notice: ShardNotice) => void) => void;
+  /** The main thread's latest counts of a SKU (what a thread that starts following it is sent). */
+  stockState: (sku: string) => StockState | null;
   /** Shard threads: ports straight to each, for one front-end thread (its shard requests and notices skip this thread). */
   shardPorts?: () => ShardPort[];
   /** A cluster node's shard threads: the shards it serves go straight to their thread (notices still come through here). */
@@ -114,15 +118,24 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
   deps.metrics.serveTextFrom(() => group.metrics.collect());
 
   // A node alone with shard threads: every front-end thread hears their notices on its own ports.
-  // Otherwise (no shard threads, or a cluster node, whose direct ports carry requests only) they come from here.
+  // Otherwise (no shard threads, or a cluster node, whose direct ports carry requests only) they come from
+  // here: a SKU's stock to the threads that follow it.
+  const relay = new NoticeRelay(config.httpThreads, deps.stockState);
   if (deps.shardPorts === undefined) {
     deps.onNotice((notice) => {
-      for (const thread of threads) thread?.endpoint.notify(notice);
+      for (const thread of threads) if (thread !== null && relay.relays(thread.index, notice)) thread.endpoint.notify(notice);
     });
   }
+  const follow = (index: number, sku: string, following: boolean) => {
+    const now = relay.follow(index, sku, following);
+    if (now !== null && deps.shardPorts === undefined) threads[index]?.endpoint.notify(now);
+    // A cluster node: the owners push to the nodes that follow (the node counts its threads).
+    deps.cluster?.follow(sku, following);
+  };
 
-  const port = await startThread(0, config.port, deps, calls, group);
-  await Promise.all(threads.map((_, index) => (index === 0 ? null : startThread(index, port, deps, calls, group))));
+  const callsOf = (index: number): PortCalls => ({ ...calls, follow: async (sku: string, following: boolean) => follow(index, sku, following) });
+  const port = await startThread(0, config.port, deps, callsOf(0), group);
+  await Promise.all(threads.map((_, index) => (index === 0 ? null : startThread(index, port, deps, callsOf(index), group))));
   const readinessWatch = watchReadiness(deps.host, threads);
   const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
   const command = (message: ThreadCommand) => {
@@ -172,7 +185,6 @@ function portCalls(deps: FrontEndThreadsDependencies): PortCalls {
     calls.clusterForwarded = (shard: number, request: ShardRequest) => cluster.serveForwarded(shard, request);
     calls.clusterVerifyUpgrade = async (token: string) => cluster.verifyUpgrade(token);
     calls.clusterNotes = async (peer: string, notes: Note[]) => cluster.receivedNotes(peer, notes);
-    calls.clusterFollow = async (sku: string, following: boolean) => cluster.follow(sku, following);
   }
   return calls;
 }

@@ -88,9 +88,11 @@ async function run(): Promise<void> {
     adminToken: data.adminToken,
     jwtSecret: data.jwtSecret,
     sharedPort: true,
-    ...(cluster === null
-      ? {}
-      : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: () => cluster.snapshot(), onFollow: (sku: string, following: boolean) => cluster.follow(sku, following) }),
+    ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: () => cluster.snapshot() }),
+    // The main thread relays a SKU's stock to the threads that follow it (and a cluster node tells the owners).
+    onFollow: (sku, following) => {
+      channel.call('follow', [sku, following]).catch((err: unknown) => log.warn({ err, sku }, 'following not told to the main thread'));
+    },
     // process.exit here would end this thread only: the main thread decides.
     onFatal: (error) => post({ type: 'fatal', error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
   });
