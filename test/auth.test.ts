@@ -1,7 +1,7 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createAdminCheck, createShopperVerifier, jwtClockSkewSeconds, signShopperToken } from '../src/auth/auth.js';
@@ -90,6 +90,7 @@ t.test('JWT_MAX_LIFETIME_SECONDS: default a day, bounded', async (t) => {
 
 t.test('npm run token prints a token the service accepts; it will not issue one longer than the maximum', async (t) => {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'flashstock-token-'));
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
   const secret = 'cli-test-jwt-secret-0123456789abcdef';
   const run = (args: string[], env: Record<string, string> = {}) =>
     spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/token.ts', ...args], {
