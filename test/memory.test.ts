@@ -1,6 +1,7 @@
 import t from 'tap';
 import { createTestDatabase } from './helpers/db.js';
 import { startTestService, type TestService } from './helpers/service.js';
+import { connectStream } from './helpers/stream-client.js';
 import { sharedTestClock as clock, shardCounts as counts, waitUntil as until } from './helpers/waits.js';
 
 /**
@@ -93,6 +94,11 @@ t.test('an ended sale leaves memory and still answers GET; archive releases hold
   const snapshots = await db.pool.query(`SELECT count(*)::int AS n FROM sku_snapshots WHERE sku = 'ENDS' AND passivated`);
   t.equal(snapshots.rows[0].n, 1, 'a passivated snapshot was written');
   t.same((await api.reserve('ENDS', 'alice', 1, 'e-1')).body, hold.body, 'a key replay of a passivated sale still answers the original');
+  const watcher = await connectStream(t, api.url);
+  watcher.send({ type: 'subscribe', skus: ['ENDS'] });
+  t.match(await watcher.take((m) => m.sku === 'ENDS', 10_000, 'ENDS on subscribe'), { type: 'stock', sku: 'ENDS', available: 5, held: 0, sold: 0 },
+    'a subscriber of a passivated sale gets its counts from the shard (not not_found)');
+  watcher.close();
 
   // Archive: a live hold is released, reservations refused; the SKU leaves memory.
   const keep = await api.reserve('KEEP', 'carol', 2);
