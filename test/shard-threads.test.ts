@@ -10,6 +10,7 @@ import { startChild } from './helpers/child.js';
 import { isConnectionLost, startLoad, verifyFromLog, waitUntilServing } from './helpers/fault-load.js';
 import { createTestDatabase } from './helpers/db.js';
 import { adminToken, clientFor, jwtSecret, startTestService, type TestService } from './helpers/service.js';
+import { connectStream } from './helpers/stream-client.js';
 
 // Shard threads (SHARD_THREADS=2): every shard decided on its own thread, the
 // router and front ends unchanged. The whole contract under shard threads:
@@ -53,12 +54,17 @@ for (const httpThreads of [1, 2]) {
     const api = await startTestService(t, { shardThreads: threads, httpThreads });
     t.ok(api.service.shards instanceof ShardThreads, 'the shards run on shard threads');
     t.equal((await api.putSku('HOT', { stock: 500, perShopperLimit: 1 })).status, 201);
+    // A live subscriber: its counts asked of the shard thread, then every change pushed to its front end.
+    const watcher = await connectStream(t, api.url);
+    watcher.send({ type: 'subscribe', skus: ['HOT'] });
+    t.match(await watcher.take((m) => m.sku === 'HOT', 10_000, 'HOT on subscribe'), { type: 'stock', available: 500, held: 0 });
     const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
     t.teardown(() => agent.destroy());
     const answers = await Promise.all(Array.from({ length: 2000 }, (_, i) => reserve(api, agent, 'HOT', `shopper-${i}`)));
     t.equal(answers.filter((a) => a.status === 201).length, 500);
     t.equal(answers.filter((a) => a.status === 409 && a.code === 'sold_out').length, 1500, '1,500 × 409 sold_out');
     t.match((await api.call('GET', '/v1/skus/HOT')).body, { available: 0, held: 500, sold: 0 });
+    t.match(await watcher.take((m) => m.sku === 'HOT' && m.available === 0, 20_000, 'HOT sold out'), { held: 500 }, 'the subscriber sees it sold out');
     // Front-end threads hold a port to every shard thread: the main thread relays none of their requests.
     if (httpThreads > 1) t.equal((api.service.shards as ShardThreads).relayed, 0, 'no request relayed through the main thread');
   });
