@@ -8,7 +8,7 @@ const state = (sku: string, seq: number): StockState => ({ sku, available: 10 - 
 
 t.test('stock and passivation to the threads that follow the SKU, other notices to every thread', async (t) => {
   const latest = new Map<string, StockState>([['A', state('A', 3)]]);
-  const relay = new NoticeRelay(2, (sku) => latest.get(sku) ?? null);
+  const relay = new NoticeRelay((sku) => latest.get(sku) ?? null);
   const stockA = { type: 'stock', state: state('A', 4) } as const;
   t.same([relay.relays(0, stockA), relay.relays(1, stockA)], [false, false], 'nobody follows A yet: no thread is sent its stock');
 
@@ -22,5 +22,6 @@ t.test('stock and passivation to the threads that follow the SKU, other notices 
 
   t.equal(relay.follow(1, 'A', false), null);
   t.notOk(relay.relays(1, stockA), 'a SKU let go is no longer relayed');
-  t.throws(() => relay.follow(2, 'A', true), /no front-end thread 2/, 'a thread that does not exist is a bug');
+  t.equal(relay.follow(5, 'Z', false), null, 'letting go of a SKU a thread never followed changes nothing');
+  t.notOk(relay.relays(5, { type: 'stock', state: state('Z', 1) }));
 });

@@ -120,7 +120,7 @@ export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): P
   // A node alone with shard threads: every front-end thread hears their notices on its own ports.
   // Otherwise (no shard threads, or a cluster node, whose direct ports carry requests only) they come from
   // here: a SKU's stock to the threads that follow it.
-  const relay = new NoticeRelay(config.httpThreads, deps.stockState);
+  const relay = new NoticeRelay(deps.stockState);
   if (deps.shardPorts === undefined) {
     deps.onNotice((notice) => {
       for (const thread of threads) if (thread !== null && relay.relays(thread.index, notice)) thread.endpoint.notify(notice);

@@ -89,9 +89,12 @@ async function run(): Promise<void> {
     jwtSecret: data.jwtSecret,
     sharedPort: true,
     ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: () => cluster.snapshot() }),
-    // The main thread relays a SKU's stock to the threads that follow it (and a cluster node tells the owners).
+    // Who sends this thread notices sends a SKU's stock only while it follows it: the main thread (a
+    // cluster node also tells the owners), and a node alone's shard threads over their direct ports.
     onFollow: (sku, following) => {
-      channel.call('follow', [sku, following]).catch((err: unknown) => log.warn({ err, sku }, 'following not told to the main thread'));
+      for (const link of data.servedShards === null ? links : [channel]) {
+        link.call('follow', [sku, following]).catch((err: unknown) => log.warn({ err, sku }, 'following not told to the thread that sends notices'));
+      }
     },
     // process.exit here would end this thread only: the main thread decides.
     onFatal: (error) => post({ type: 'fatal', error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),

@@ -2,23 +2,22 @@ import type { StockState } from '../inventory/inventory.js';
 import type { ShardNotice } from '../shard/messages.js';
 
 /**
- * Which front-end threads follow which SKUs, so the main thread relays a SKU's
- * stock to the threads whose sockets follow it and no others: with many SKUs
- * and many threads, every reservation's notice cloned to every thread is
+ * Which front-end threads follow which SKUs, so a thread that sends notices to
+ * them (the main thread, or a shard thread over its direct ports) sends a
+ * SKU's stock to the threads whose sockets follow it and no others: with many
+ * SKUs and many threads, every reservation's notice cloned to every thread is
  * garbage on all of them. A thread's first subscriber asks the shard for the
  * counts (get_stock), so it needs no copy of a SKU it does not follow. Other
  * notices (waitlist offers, checkout wake-ups) go to every thread, as before.
  */
 export class NoticeRelay {
-  private readonly followed: Set<string>[];
+  /** By front-end thread (its index among the ports this side sends notices to). */
+  private readonly followed = new Map<number, Set<string>>();
 
   constructor(
-    threads: number,
-    /** The main thread's latest counts of a SKU (its router hears every notice). */
+    /** The latest counts of a SKU on this side (the main thread's router, a shard thread's allocators). */
     private readonly latest: (sku: string) => StockState | null,
-  ) {
-    this.followed = Array.from({ length: threads }, () => new Set<string>());
-  }
+  ) {}
 
   /**
    * A thread's first socket follows `sku` (true), or its last one let it go.
@@ -27,11 +26,14 @@ export class NoticeRelay {
    * answered would otherwise never reach it.
    */
   follow(thread: number, sku: string, following: boolean): ShardNotice | null {
-    const skus = this.followed[thread];
-    if (skus === undefined) throw new Error(`no front-end thread ${thread}`);
+    let skus = this.followed.get(thread);
     if (!following) {
-      skus.delete(sku);
+      skus?.delete(sku);
       return null;
+    }
+    if (skus === undefined) {
+      skus = new Set();
+      this.followed.set(thread, skus);
     }
     skus.add(sku);
     const state = this.latest(sku);
@@ -40,8 +42,8 @@ export class NoticeRelay {
 
   /** Whether `thread` is sent `notice`. */
   relays(thread: number, notice: ShardNotice): boolean {
-    if (notice.type === 'stock') return this.followed[thread]!.has(notice.state.sku);
-    if (notice.type === 'passivated') return this.followed[thread]!.has(notice.sku);
+    if (notice.type === 'stock') return this.followed.get(thread)?.has(notice.state.sku) === true;
+    if (notice.type === 'passivated') return this.followed.get(thread)?.has(notice.sku) === true;
     return true;
   }
 }

@@ -18,6 +18,7 @@ import type { Logger } from '../log.js';
 import type { ShardStats } from '../shard/shard.js';
 import { SnapshotWorkers } from '../snapshot/workers.js';
 import { PortServer, type PortCalls } from '../road/port-link.js';
+import { NoticeRelay } from './notice-relay.js';
 import { readSharedClock } from './shared-clock.js';
 
 /**
@@ -129,10 +130,12 @@ function run(): void {
   });
   /** The main thread's port first, then one per front-end thread. */
   const servers: PortServer[] = [];
-  /** Those every notice goes to. */
+  /** The main thread's port (every notice), then the front-end threads' that carry notices (a node alone). */
   const hearing: PortServer[] = [];
+  // A SKU's stock to the front-end threads that follow it (`follow` calls on their ports); the main thread hears all.
+  const relay = new NoticeRelay((sku) => host.stockState(sku));
   const notify = (notice: ShardNotice) => {
-    for (const server of hearing) server.notify(notice);
+    for (let i = 0; i < hearing.length; i++) if (i === 0 || relay.relays(i, notice)) hearing[i]!.notify(notice);
   };
   const { host, ready, calls: hostCalls } =
     data.clusterEpochs === null
@@ -162,9 +165,18 @@ function run(): void {
   hearing.push(servers[0]!);
   control.on('message', (command: ShardThreadCommand) => {
     if (command.type !== 'serve_port') return;
-    const server = new PortServer(command.port, host, {}, ready);
+    if (!command.notices) {
+      servers.push(new PortServer(command.port, host, {}, ready));
+      return;
+    }
+    const index = hearing.length;
+    const follow = async (sku: string, following: boolean) => {
+      const now = relay.follow(index, sku, following);
+      if (now !== null) server.notify(now);
+    };
+    const server = new PortServer(command.port, host, { follow }, ready);
     servers.push(server);
-    if (command.notices) hearing.push(server);
+    hearing.push(server);
   });
 }
 
