@@ -1,6 +1,6 @@
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { Config } from '../config.js';
-import { createLogger } from '../log.js';
+import { createLogger, type Logger } from '../log.js';
 import { startFrontEnd } from '../services/front-end.js';
 import { Router } from '../shard/router.js';
 import type { MetricObjectWithValues, MetricValue } from 'prom-client';
@@ -89,13 +89,7 @@ async function run(): Promise<void> {
     jwtSecret: data.jwtSecret,
     sharedPort: true,
     ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: () => cluster.snapshot() }),
-    // Who sends this thread notices sends a SKU's stock only while it follows it: the main thread (a
-    // cluster node also tells the owners), and a node alone's shard threads over their direct ports.
-    onFollow: (sku, following) => {
-      for (const link of data.servedShards === null ? links : [channel]) {
-        link.call('follow', [sku, following]).catch((err: unknown) => log.warn({ err, sku }, 'following not told to the thread that sends notices'));
-      }
-    },
+    onFollow: follower(data.servedShards === null ? links : [channel], log),
     // process.exit here would end this thread only: the main thread decides.
     onFatal: (error) => post({ type: 'fatal', error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
   });
@@ -157,6 +151,19 @@ function threadMetrics(): Metrics {
  * channel on the main thread brings every notice once, the other nodes' too.
  * Readiness stays the main thread's word (it watches every shard thread).
  */
+/**
+ * Who sends this thread notices sends a SKU's stock only while it follows it:
+ * the main thread (a cluster node also tells the owners), and a node alone's
+ * shard threads over their direct ports.
+ */
+function follower(senders: PortLink[], log: Logger): (sku: string, following: boolean) => void {
+  return (sku, following) => {
+    for (const link of senders) {
+      link.call('follow', [sku, following]).catch((err: unknown) => log.warn({ err, sku }, 'following not told to the thread that sends notices'));
+    }
+  };
+}
+
 function shardRoutes(main: PortLink, data: FrontEndThreadData): { routes: RoutingTable; links: PortLink[]; serve(served: number[]): void } {
   const { shardCount } = data.config;
   const routes = new RoutingTable(shardCount, (shard) => `shard ${shard} has no route`);

@@ -165,19 +165,25 @@ function run(): void {
   hearing.push(servers[0]!);
   control.on('message', (command: ShardThreadCommand) => {
     if (command.type !== 'serve_port') return;
-    if (!command.notices) {
-      servers.push(new PortServer(command.port, host, {}, ready));
-      return;
-    }
-    const index = hearing.length;
-    const follow = async (sku: string, following: boolean) => {
-      const now = relay.follow(index, sku, following);
-      if (now !== null) server.notify(now);
-    };
-    const server = new PortServer(command.port, host, { follow }, ready);
+    const server = servePort(command, host, ready, relay, hearing.length);
     servers.push(server);
-    hearing.push(server);
+    if (command.notices) hearing.push(server);
   });
+}
+
+/**
+ * A front-end thread's port: its requests, and (a node alone) the notices it
+ * follows, `index` among the ports that hear notices; its `follow` call says
+ * which SKUs, and answers with the SKU's counts at once.
+ */
+function servePort(command: ShardThreadCommand, host: ThreadHost, ready: () => boolean, relay: NoticeRelay, index: number): PortServer {
+  if (!command.notices) return new PortServer(command.port, host, {}, ready);
+  const follow = async (sku: string, following: boolean) => {
+    const now = relay.follow(index, sku, following);
+    if (now !== null) server.notify(now);
+  };
+  const server = new PortServer(command.port, host, { follow }, ready);
+  return server;
 }
 
 /** `promise`, or nothing after `ms`, whichever comes first (the timer does not hold the thread open). */
