@@ -41,7 +41,7 @@ export class ClusterClient {
       {
         verify: (token) => this.channel.call<VerifyResult>('clusterVerifyUpgrade', [token]),
         handle: (shard, payload) => this.forwarded(shard, payload),
-        // Stock a peer pushed (live.ts): the main thread delivers it to every thread.
+        // What a peer pushed (live.ts): the main thread takes it, and relays stock to the threads that follow it.
         onNotes: (peer, notes) => {
           this.channel.call('clusterNotes', [peer, notes]).catch((err: unknown) => this.log.warn({ err, peer }, 'pushed notices not delivered'));
         },

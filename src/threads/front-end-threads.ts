@@ -96,7 +96,7 @@ function halter(started: Set<Thread>): () => Promise<void> {
  * cluster node the cluster channel, which forwards what other nodes own), the
  * named calls below (payments, drops, readiness, old-id lookups; on a
  * cluster node the membership view, forwarded commands and upgrade tokens),
- * and every shard notice. The first thread picks the port (PORT=0); the others
+ * and the shard notices it follows (a SKU's stock while a socket there follows it). The first thread picks the port (PORT=0); the others
  * listen on that one.
  */
 export async function startFrontEndThreads(deps: FrontEndThreadsDependencies): Promise<FrontEnd> {

@@ -145,13 +145,6 @@ function threadMetrics(): Metrics {
 }
 
 /**
- * This thread's routing table: every shard to the main thread, but those of a
- * shard thread straight to that thread's port — on a cluster node only those
- * the node serves (`serve` follows them), and for requests only: the node's
- * channel on the main thread brings every notice once, the other nodes' too.
- * Readiness stays the main thread's word (it watches every shard thread).
- */
-/**
  * Who sends this thread notices sends a SKU's stock only while it follows it:
  * the main thread (a cluster node also tells the owners), and a node alone's
  * shard threads over their direct ports.
@@ -164,6 +157,13 @@ function follower(senders: PortLink[], log: Logger): (sku: string, following: bo
   };
 }
 
+/**
+ * This thread's routing table: every shard to the main thread, but those of a
+ * shard thread straight to that thread's port — on a cluster node only those
+ * the node serves (`serve` follows them), and for requests only: the node's
+ * channel on the main thread brings the notices it follows, the other nodes' too.
+ * Readiness stays the main thread's word (it watches every shard thread).
+ */
 function shardRoutes(main: PortLink, data: FrontEndThreadData): { routes: RoutingTable; links: PortLink[]; serve(served: number[]): void } {
   const { shardCount } = data.config;
   const routes = new RoutingTable(shardCount, (shard) => `shard ${shard} has no route`);
