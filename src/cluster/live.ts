@@ -4,6 +4,7 @@ import { shardOf } from '../shard/placement.js';
 import type { Following, Note, PeerNotice, TravellingNotice } from '../shard/protocol.js';
 import type { ClusterSnapshot } from './membership.js';
 import type { ForwardPool } from './transport.js';
+import { Followers } from '../road/followers.js';
 
 /**
  * Live stock across a cluster without Redis: each node pushes the stock
@@ -104,7 +105,7 @@ export class ClusterLive {
   private readonly mine: BoundedMap<PeerNotice>;
   private peersOf: { view: ClusterSnapshot; peers: Peer[] } | null = null;
   /** SKUs this node's sockets follow: how many front ends (threads) follow each. */
-  private readonly following = new Map<string, number>();
+  private readonly following = new Followers((sku, following) => this.tellPeers(sku, following));
   /** Per peer node, the SKUs it follows, as it said; absent: it never said (it gets every notice); `all`: past maxTrackedSkus. */
   private readonly followedBy = new Map<string, Set<string> | 'all'>();
   private timer: NodeJS.Timeout | null = null;
@@ -149,12 +150,12 @@ export class ClusterLive {
 
   /** A front end here: its first socket follows `sku` (true), or its last one let it go (false). Peers are told when the node's first comes and last goes. */
   follow(sku: string, following: boolean): void {
-    const count = (this.following.get(sku) ?? 0) + (following ? 1 : -1);
-    if (count < 0) throw new Error(`a SKU this node does not follow was let go: ${sku}`);
-    if (count === 0) this.following.delete(sku);
-    else this.following.set(sku, count);
-    const firstOrLast = following ? count === 1 : count === 0;
-    if (!firstOrLast || !this.options.push || this.closed) return;
+    if (following) this.following.add(sku);
+    else this.following.remove(sku);
+  }
+
+  private tellPeers(sku: string, following: boolean): void {
+    if (!this.options.push || this.closed) return;
     const note: Note = { f: following ? 'on' : 'off', sku };
     for (const peer of this.peers()) this.options.pool.client(peer.url).push(followKey(sku), note);
   }
@@ -229,7 +230,7 @@ export class ClusterLive {
     if (!this.options.push || this.closed) return;
     const client = this.options.pool.client(peerUrl);
     client.push(followKey(null), { f: 'reset' });
-    for (const sku of this.following.keys()) client.push(followKey(sku), { f: 'on', sku });
+    for (const sku of this.following.skus()) client.push(followKey(sku), { f: 'on', sku });
     const nodeId = this.peers().find((peer) => peer.url === peerUrl)?.nodeId;
     for (const [sku, pushed] of this.mine) {
       if (!this.isStillMine(sku, pushed)) this.mine.delete(sku);

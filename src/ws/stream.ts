@@ -10,7 +10,7 @@ import { clientIp, type TrustedProxies } from '../ratelimit/client-ip.js';
 import type { LimitExceeded, RateLimits } from '../ratelimit/rate-limits.js';
 import { requestIdFor } from '../http/exchange.js';
 import { parseCartBody } from '../carts/body.js';
-import { Followers } from './followers.js';
+import { Followers } from '../road/followers.js';
 import type { CartsApi } from '../carts/coordinator.js';
 import {
   cartMessage,

@@ -1,9 +1,9 @@
 /**
- * How many sockets of one stream follow each SKU. In a cluster a node keeps a
- * current copy of another node's SKU only while someone here follows it (the
- * owner pushes changes to the nodes that follow, src/cluster/live.ts), so the
- * stream tells when the first follower comes and the last one goes, and the
- * first one starts from counts asked of the owner.
+ * How many followers each SKU has here, told when the first comes and the last
+ * goes: the sockets of one stream (src/ws/stream.ts), or the front ends of one
+ * node (src/cluster/live.ts). Whoever sends a SKU's changes sends them only
+ * to those that follow it (the main thread to its front-end threads, an owner
+ * to the nodes), so the first follower starts from counts asked of the owner.
  */
 export class Followers {
   private readonly counts = new Map<string, number>();
@@ -22,7 +22,7 @@ export class Followers {
 
   remove(sku: string): void {
     const count = this.counts.get(sku);
-    if (count === undefined) throw new Error(`a SKU no socket follows was let go: ${sku}`);
+    if (count === undefined) throw new Error(`a SKU nobody here follows was let go: ${sku}`);
     if (count > 1) {
       this.counts.set(sku, count - 1);
       return;
@@ -31,8 +31,8 @@ export class Followers {
     this.changed(sku, false);
   }
 
-  /** SKUs followed by at least one socket. */
-  get size(): number {
-    return this.counts.size;
+  /** SKUs followed by at least one follower. */
+  skus(): IterableIterator<string> {
+    return this.counts.keys();
   }
 }
