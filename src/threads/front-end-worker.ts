@@ -89,7 +89,7 @@ async function run(): Promise<void> {
     jwtSecret: data.jwtSecret,
     sharedPort: true,
     ...(cluster === null ? {} : { attach: (app: uWS.TemplatedApp) => cluster.attach(app), cluster: () => cluster.snapshot() }),
-    onFollow: follower(data.servedShards === null ? links : [channel], log),
+    onFollow: follower(noticeSenders(channel, links, data), log),
     // process.exit here would end this thread only: the main thread decides.
     onFatal: (error) => post({ type: 'fatal', error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
   });
@@ -149,6 +149,11 @@ function threadMetrics(): Metrics {
  * the main thread (a cluster node also tells the owners), and a node alone's
  * shard threads over their direct ports.
  */
+function noticeSenders(main: PortLink, links: PortLink[], data: FrontEndThreadData): PortLink[] {
+  // A node alone with shard threads: they send on their own ports, and the main thread relays none.
+  return data.servedShards === null && links.length > 1 ? links.filter((link) => link !== main) : [main];
+}
+
 function follower(senders: PortLink[], log: Logger): (sku: string, following: boolean) => void {
   return (sku, following) => {
     for (const link of senders) {

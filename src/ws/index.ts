@@ -5,7 +5,7 @@ import type { Config } from '../config.js';
 import type { ShopperVerifier } from '../auth/auth.js';
 import type { Inventory, Outcome, StockState } from '../inventory/inventory.js';
 import type { WaitlistView } from '../inventory/waitlist-view.js';
-import { createStockFeed, type FeedStats, type StockFeed } from './fanout.js';
+import { createStockFeed, type FeedStats } from './fanout.js';
 import { servePage } from './page.js';
 import { StockStream, type StreamDependencies, type StreamStats } from './stream.js';
 import type { TrustedProxies } from '../ratelimit/client-ip.js';
@@ -64,14 +64,6 @@ export interface LiveStockDependencies {
   nowMs?: () => number;
 }
 
-/** The owner's counts, kept by the inventory; then the feed's latest (with Redis a copy further along may have come). */
-function fetchLatest(fetchStock: (sku: string) => Promise<Outcome<StockState | null>>, feed: StockFeed) {
-  return async (sku: string): Promise<Outcome<StockState | null>> => {
-    const outcome = await fetchStock(sku);
-    return outcome.ok && outcome.value !== null ? { ok: true, value: feed.latest(sku) ?? outcome.value } : outcome;
-  };
-}
-
 export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependencies): LiveStock {
   const { config, log } = deps;
   // The stream asks the feed for states and the feed hands states to the stream.
@@ -90,7 +82,8 @@ export function attachLiveStock(app: uWS.TemplatedApp, deps: LiveStockDependenci
     {
       inventory: deps.inventory,
       latest: (sku) => feed.latest(sku),
-      ...(deps.inventory.fetchStock === undefined ? {} : { fetchLatest: fetchLatest(deps.inventory.fetchStock.bind(deps.inventory), feed) }),
+      // The stream reads the feed's latest after the answer (with Redis a copy further along may have come).
+      ...(deps.inventory.fetchStock === undefined ? {} : { fetchLatest: deps.inventory.fetchStock.bind(deps.inventory) }),
       ...(deps.onFollow === undefined ? {} : { onFollow: deps.onFollow }),
       verifyShopper: deps.verifyShopper,
       log,
