@@ -1,14 +1,15 @@
 import t from 'tap';
 import { to as copyTo } from 'pg-copy-streams';
 import { BinaryCopyError, BinaryCopyReader } from '../src/snapshot/binary-copy.js';
-import { snapshotRowOf } from '../src/snapshot/sql.js';
+import { snapshotRowOf, snapshotSliceBytes } from '../src/snapshot/sql.js';
 import { createTestDatabase } from './helpers/db.js';
 
 /** Binary COPY as PostgreSQL sends it, read in every chunking; and streams no PostgreSQL sends, refused. */
 
-function readAll(bytes: Buffer, chunkBytes: number): (Buffer | null)[][] {
+function readAll(bytes: Buffer, chunkBytes: number, reuseValues = false): (Buffer | null)[][] {
   const tuples: (Buffer | null)[][] = [];
-  const reader = new BinaryCopyReader((fields) => tuples.push(fields));
+  // Reused values are valid only during the call: copied there, as a caller that keeps them must.
+  const reader = new BinaryCopyReader((fields) => tuples.push(reuseValues ? fields.map((f) => f && Buffer.from(f)) : fields), reuseValues);
   for (let at = 0; at < bytes.length; at += chunkBytes) reader.push(bytes.subarray(at, at + chunkBytes));
   reader.end();
   return tuples;
@@ -36,6 +37,12 @@ t.test('the tuples of a real binary COPY, whatever the chunks', async (t) => {
     client.release();
   }
   const bytes = Buffer.concat(chunks);
+  for (const chunkBytes of [1, 5, 64, bytes.length]) {
+    t.same(readAll(bytes, chunkBytes, true), readAll(bytes, chunkBytes), `${chunkBytes}-byte chunks: reused values carry the same bytes`);
+  }
+  const seen: Buffer[] = [];
+  new BinaryCopyReader((fields) => fields[3] && seen.push(fields[3]), true).push(bytes);
+  t.equal(seen[0]!.buffer, seen[1]!.buffer, 'and are filled in one buffer per field position (grown when a value is longer)');
   for (const chunkBytes of [1, 2, 3, 5, 19, 64, bytes.length]) {
     const tuples = readAll(bytes, chunkBytes);
     t.equal(tuples.length, 4, `${chunkBytes}-byte chunks: four tuples`);
@@ -52,9 +59,16 @@ t.test('the tuples of a real binary COPY, whatever the chunks', async (t) => {
     t.same([tuples[2]![0], tuples[2]![3], tuples[2]![4]], [null, null, null], 'NULL fields are null');
     t.ok(tuples[3]![3]!.equals(allBytes), 'every byte value comes through as itself');
   }
-  const row = snapshotRowOf(readAll(bytes, 7)[0]!);
-  t.same({ ...row, state: [...row.state] }, { sku: 'a', seq: 1, formatVersion: 2, state: [0, 255], passivated: true });
-  t.throws(() => snapshotRowOf(readAll(bytes, 7)[2]!), /unexpected shape/, 'a row with NULLs is not a snapshot');
+  // A snapshot row: these fields with the state's length before the state (sql.ts copyColumns).
+  const asRow = ([sku, seq, version, state, passivated]: (Buffer | null)[], length: number) => [sku!, seq!, version!, Buffer.from(i32(length)), state!, passivated!];
+  const [first, , nulls] = readAll(bytes, 7);
+  const row = snapshotRowOf(asRow(first!, 2));
+  t.same({ ...row, state: [...row.state!] }, { sku: 'a', seq: 1, formatVersion: 2, bytes: 2, state: [0, 255], passivated: true });
+  t.throws(() => snapshotRowOf(nulls!), /unexpected shape/, 'a row with NULLs is not a snapshot');
+  t.throws(() => snapshotRowOf(asRow(first!, 3)), /of 3 bytes with 2 bytes inline/, 'a state whose length disagrees');
+  const long = snapshotRowOf([...asRow(first!, snapshotSliceBytes + 1).slice(0, 4), null, first![4]!]);
+  t.same([long.bytes, long.state], [snapshotSliceBytes + 1, null], 'a long state comes without its bytes, to be read in slices');
+  t.throws(() => snapshotRowOf([...asRow(first!, 2).slice(0, 4), null, first![4]!]), /no bytes inline/, 'a short state must come inline');
 });
 
 /** A valid header, then `rest`. */

@@ -5,7 +5,7 @@ import { defaultAllocatorLimits, type AllocatorLimits, type SkuConfig, type Stoc
 import { insertEventsQuery } from '../src/outbox/event-log.js';
 import { encodeSnapshot, snapshotFormatVersion, SnapshotFormatError } from '../src/snapshot/codec.js';
 import { loadAllSkuStates, loadSkuState, loadSkuStates } from '../src/snapshot/load.js';
-import { insertSnapshotQuery } from '../src/snapshot/sql.js';
+import { insertSnapshotQuery, snapshotSliceBytes } from '../src/snapshot/sql.js';
 import { SnapshotWorkers } from '../src/snapshot/workers.js';
 import { LiveSnapshots } from '../src/snapshot/live.js';
 import { createTestDatabase } from './helpers/db.js';
@@ -229,4 +229,27 @@ t.test('an archived SKU round-trips through the log and a passivated snapshot', 
   const row = await db.pool.query(`SELECT passivated FROM sku_snapshots WHERE sku = 'ARCH'`);
   t.same(row.rows, [{ passivated: true }]);
   t.same(picture((await loadSkuState(db.pool, 'ARCH', limits))!, a.now), picture(a.allocator, a.now));
+});
+
+t.test('a snapshot longer than a slice is read in slices, decoded as they arrive, by every loader', async (t) => {
+  const db = await createTestDatabase(t);
+  const a = writer('LONG');
+  a.churn(32_000, 0); // 16,000 holds and 16,000 released reservations still in memory
+  await a.commit(db.pool);
+  const state = encodeSnapshot(a.allocator);
+  t.ok(state.length > 2 * snapshotSliceBytes, `${state.length} bytes: three slices or more`);
+  await db.pool.query(insertSnapshotQuery({ sku: 'LONG', seq: a.allocator.seq, formatVersion: snapshotFormatVersion, state, passivated: false }));
+  a.churn(50, 100); // a tail after the snapshot
+  await a.commit(db.pool);
+  const expected = picture(a.allocator, a.now);
+  t.same(picture((await loadSkuState(db.pool, 'LONG', limits))!, a.now), expected, 'loadSkuState');
+  t.same(picture((await loadAllSkuStates(db.pool, limits)).get('LONG')!, a.now), expected, 'loadAllSkuStates');
+  t.same(picture((await loadSkuStates(db.pool, ['LONG'], limits)).get('LONG')!, a.now), expected, 'loadSkuStates');
+
+  // A long snapshot that disagrees with its own header is refused mid-stream, and the pool stays usable.
+  const longer = Buffer.concat([state, Buffer.alloc(100)]);
+  await db.pool.query(insertSnapshotQuery({ sku: 'LONG', seq: a.allocator.seq, formatVersion: snapshotFormatVersion, state: longer, passivated: false }));
+  await t.rejects(loadSkuState(db.pool, 'LONG', limits), SnapshotFormatError);
+  await t.rejects(loadSkuStates(db.pool, ['LONG'], limits), SnapshotFormatError);
+  t.same((await db.pool.query('SELECT 1 AS one')).rows, [{ one: 1 }], 'the pool answers after the COPY was cut');
 });

@@ -3,7 +3,7 @@ import { deepStrictEqual, equal, throws } from 'node:assert/strict';
 import fc from 'fast-check';
 import { SkuAllocator } from '../src/allocator/allocator.js';
 import { defaultAllocatorLimits, type AllocatorLimits, type SkuConfig, type StockEvent } from '../src/allocator/types.js';
-import { decodeSnapshot, encodeSnapshot, snapshotFormatVersion, SnapshotFormatError } from '../src/snapshot/codec.js';
+import { decodeSnapshot, encodeSnapshot, SnapshotDecoder, snapshotFormatVersion, SnapshotFormatError } from '../src/snapshot/codec.js';
 import { LiveSnapshot } from '../src/snapshot/live.js';
 
 /** Short memory and TTL so random runs forget reservations and drop remembered keys. */
@@ -164,6 +164,66 @@ t.test('property: snapshot at any point + replay of the suffix = full replay = t
   );
   t.pass('400 random runs: snapshot + suffix, full replay and live state agree');
   t.ok(seen.keyRemembered > 0 && seen.rememberedReplay > 0 && seen.forgotten > 0 && seen.archived > 0, `paths reached: ${JSON.stringify(seen)}`);
+});
+
+/**
+ * `bytes` pushed into a streaming decoder in chunks cut at `cuts` (offsets, any order, duplicates allowed),
+ * each chunk in one scratch buffer overwritten after every push, as the slices' COPY reader reuses its own.
+ */
+function decodeInChunks(bytes: Buffer, cuts: number[]): SkuAllocator {
+  const decoder = new SnapshotDecoder(bytes.length, limits);
+  const scratch = Buffer.alloc(bytes.length);
+  let at = 0;
+  for (const cut of [...cuts.map((c) => c % (bytes.length + 1)), bytes.length].sort((a, b) => a - b)) {
+    const n = bytes.copy(scratch, 0, at, cut);
+    decoder.push(scratch.subarray(0, n));
+    scratch.fill(0xee);
+    at = cut;
+  }
+  return decoder.finish();
+}
+
+t.test('property: a snapshot decoded as its bytes arrive, in any chunks, = the snapshot decoded whole', async (t) => {
+  let cutItems = 0;
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 25 }), fc.array(command, { minLength: 5, maxLength: 150 }), fc.array(fc.nat(), { maxLength: 40 }), (stock, commands, cuts) => {
+      const { allocator } = run(stock, commands);
+      const bytes = encodeSnapshot(allocator);
+      const whole = decodeSnapshot(bytes, limits);
+      deepStrictEqual(decodeInChunks(bytes, cuts).snapshot(), whole.snapshot());
+      if (allocator.reservations.size > 0 && cuts.length > 0) cutItems += 1;
+    }),
+    { numRuns: 300 },
+  );
+  t.ok(cutItems > 100, `${cutItems} runs cut a snapshot with reservations`);
+  const { allocator } = run(20, [
+    { type: 'reserve', shopper: 1, quantity: 2, key: 1 },
+    { type: 'reserve', shopper: 2, quantity: 1, key: 1 },
+    { type: 'checkout', pick: 0 },
+    { type: 'release', pick: 1 },
+    { type: 'advance', ms: 25_000 },
+    { type: 'forget' },
+    { type: 'reserve', shopper: 3, quantity: 1, key: 2 },
+  ]);
+  const bytes = encodeSnapshot(allocator);
+  const expected = decodeSnapshot(bytes, limits).snapshot();
+  // One byte at a time: every item is cut at every one of its bytes.
+  t.same(decodeInChunks(bytes, Array.from({ length: bytes.length }, (_, i) => i)).snapshot(), expected, 'byte by byte');
+  // The stream is held to the length it was announced with, like a whole buffer to its header.
+  for (const cut of [0, 11, 12, 40, bytes.length - 1]) {
+    const decoder = new SnapshotDecoder(bytes.length, limits);
+    decoder.push(bytes.subarray(0, cut));
+    t.throws(() => decoder.finish(), SnapshotFormatError, `ends after ${cut} of ${bytes.length} bytes`);
+  }
+  const longer = new SnapshotDecoder(bytes.length, limits);
+  longer.push(bytes);
+  t.throws(() => longer.push(Buffer.alloc(1)), SnapshotFormatError, 'a byte past the announced length');
+  const finished = new SnapshotDecoder(bytes.length, limits);
+  finished.push(bytes);
+  finished.finish();
+  t.throws(() => finished.push(bytes), RangeError, 'bytes after finish');
+  const wrongLength = new SnapshotDecoder(bytes.length + 1, limits);
+  t.throws(() => wrongLength.push(bytes), SnapshotFormatError, 'a header that disagrees with the announced length');
 });
 
 t.test('property: a live snapshot encoded in slices while later events are applied = encodeSnapshot at its seq', async (t) => {

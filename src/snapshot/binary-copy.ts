@@ -33,10 +33,21 @@ export class BinaryCopyReader {
   private fieldCount = 0;
   private fields: (Buffer | null)[] = [];
   /** The field being filled: its own copy, so that no tuple pins a socket chunk. */
-  private value = Buffer.alloc(0);
+  private value: Buffer = Buffer.alloc(0);
   private valueAt = 0;
+  /** With `reuseValues`: per field position, the buffer its values are filled in, tuple after tuple. */
+  private readonly stores: Buffer[] = [];
 
-  constructor(private readonly onTuple: (fields: (Buffer | null)[]) => void) {}
+  /**
+   * `reuseValues`: a tuple's fields are only valid during its `onTuple` call
+   * (each position's bytes go in one buffer reused by the next tuple). For a
+   * long value read in slices, a fresh buffer per slice left tens of MiB of
+   * freed memory in the process (docs/performance.md).
+   */
+  constructor(
+    private readonly onTuple: (fields: (Buffer | null)[]) => void,
+    private readonly reuseValues = false,
+  ) {}
 
   push(chunk: Buffer): void {
     let at = 0;
@@ -88,11 +99,18 @@ export class BinaryCopyReader {
       const length = s.readInt32BE(0);
       if (length === -1) return this.endField(null);
       if (length < 0) throw new BinaryCopyError(`field of ${length} bytes`);
-      this.value = Buffer.allocUnsafeSlow(length);
+      this.value = this.reuseValues ? this.store(length) : Buffer.allocUnsafeSlow(length);
       this.valueAt = 0;
       if (length === 0) return this.endField(this.value);
       this.stage = 'value';
     }
+  }
+
+  private store(length: number): Buffer {
+    const at = this.fields.length;
+    let store = this.stores[at];
+    if (store === undefined || store.length < length) this.stores[at] = store = Buffer.allocUnsafeSlow(length);
+    return store.subarray(0, length);
   }
 
   private endField(value: Buffer | null): void {

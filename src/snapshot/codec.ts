@@ -1,34 +1,16 @@
-import { InvariantViolation, SkuAllocator, type AllocatorState } from '../allocator/allocator.js';
+import type { SkuAllocator, AllocatorState } from '../allocator/allocator.js';
 import type { PackedGeneration } from '../allocator/remembered-keys.js';
-import { reservedAtMs, reservedBeforeExpiryMs, type AllocatorLimits, type Reservation, type ReservationStatus, type SkuConfig } from '../allocator/types.js';
-import { isWaitingRoomConfig, type QueueState } from '../allocator/waiting-room.js';
-import { readWaitlistSection, writeWaitlistSection } from './waitlist-codec.js';
+import { reservedAtMs, type Reservation, type SkuConfig } from '../allocator/types.js';
+import type { QueueState } from '../allocator/waiting-room.js';
+import { headerBytes, magic, snapshotFormatVersion, statuses } from './format.js';
+import { writeWaitlistSection } from './waitlist-codec.js';
 
 /**
- * A SKU allocator's state as bytes, for `sku_snapshots.state`.
- *
- * Layout (little-endian): magic "FSNP", u32 format version, u32 body length,
- * then the body: numbers as f64, strings as u32 byte length + UTF-8, flags as
- * u8, remembered keys as raw Uint32 arrays. A buffer of another magic or
- * version, shorter or longer than its header says, or whose parts disagree
- * (totals against reservations) throws SnapshotFormatError: never half-read.
+ * A SKU allocator's state as bytes, for `sku_snapshots.state` (the layout:
+ * format.ts), and back (decoder.ts).
  */
-
-/**
- * 2 added, after the remembered keys, the waiting-room section and then the waitlist section (and the
- * config's waitingRoom and waitlistOfferSeconds). Version 1 is still read: it has neither section.
- */
-export const snapshotFormatVersion = 2;
-const oldestReadableVersion = 1;
-const magic = 0x504e5346; // "FSNP" read as a little-endian u32
-const headerBytes = 12;
-
-export class SnapshotFormatError extends Error {
-  override name = 'SnapshotFormatError';
-}
-
-// Appended to, never reordered: the index is the encoding.
-const statuses: readonly ReservationStatus[] = ['held', 'released', 'expired', 'checking_out', 'paid', 'payment_failed', 'tentative'];
+export { decodeSnapshot, SnapshotDecoder } from './decoder.js';
+export { snapshotFormatVersion, SnapshotFormatError } from './format.js';
 
 /**
  * Grows by doubling. Numbers go through a DataView and ASCII strings byte by
@@ -114,79 +96,6 @@ class Writer {
   }
 }
 
-class Reader {
-  offset = headerBytes;
-  constructor(private readonly buffer: Buffer) {}
-
-  private need(bytes: number): void {
-    if (this.offset + bytes > this.buffer.length) {
-      throw new SnapshotFormatError(`snapshot truncated: needs ${bytes} bytes at ${this.offset} of ${this.buffer.length}`);
-    }
-  }
-
-  u8(): number {
-    this.need(1);
-    return this.buffer.readUInt8(this.offset++);
-  }
-
-  flag(): boolean {
-    const value = this.u8();
-    if (value > 1) throw new SnapshotFormatError(`snapshot flag ${value} at ${this.offset - 1}`);
-    return value === 1;
-  }
-
-  u32(): number {
-    this.need(4);
-    const value = this.buffer.readUInt32LE(this.offset);
-    this.offset += 4;
-    return value;
-  }
-
-  f64(): number {
-    this.need(8);
-    const value = this.buffer.readDoubleLE(this.offset);
-    this.offset += 8;
-    if (!Number.isFinite(value)) throw new SnapshotFormatError(`snapshot number ${value} at ${this.offset - 8}`);
-    return value;
-  }
-
-  nullableF64(): number | null {
-    return this.flag() ? this.f64() : null;
-  }
-
-  string(): string {
-    const bytes = this.u32();
-    this.need(bytes);
-    const value = this.buffer.toString('utf8', this.offset, this.offset + bytes);
-    this.offset += bytes;
-    return value;
-  }
-
-  nullableString(): string | null {
-    return this.flag() ? this.string() : null;
-  }
-
-  uint32s(count: number): Uint32Array {
-    this.need(count * 4);
-    const out = new Uint32Array(count);
-    Buffer.from(out.buffer).set(this.buffer.subarray(this.offset, this.offset + count * 4));
-    this.offset += count * 4;
-    return out;
-  }
-
-  /** A count of items at least `minBytes` each: refuses counts the rest of the buffer cannot hold. */
-  count(minBytes: number): number {
-    const n = this.u32();
-    this.need(n * minBytes);
-    return n;
-  }
-
-  end(): void {
-    if (this.offset !== this.buffer.length) {
-      throw new SnapshotFormatError(`snapshot has ${this.buffer.length - this.offset} bytes past its end`);
-    }
-  }
-}
 
 export function encodeSnapshot(allocator: SkuAllocator): Buffer {
   const encoder = new SnapshotEncoder(allocator.exportState());
@@ -313,15 +222,6 @@ function writeQueue(w: Writer, queue: QueueState | undefined): void {
   }
 }
 
-function readQueue(r: Reader): QueueState {
-  const queue: QueueState = { ticketIds: [], shopperIds: [], joinedAtMs: [] };
-  for (let i = 0, n = r.count(16); i < n; i++) {
-    queue.ticketIds.push(r.string());
-    queue.shopperIds.push(r.string());
-    queue.joinedAtMs.push(r.f64());
-  }
-  return queue;
-}
 
 function writeReservation(w: Writer, r: Reservation, ownsSlot: boolean): void {
   w.string(r.reservationId);
@@ -335,111 +235,4 @@ function writeReservation(w: Writer, r: Reservation, ownsSlot: boolean): void {
   w.nullableString(r.checkout?.orderId ?? null);
   w.nullableString(r.checkout?.idempotencyKey ?? null);
   w.u8(ownsSlot ? 1 : 0);
-}
-
-/** Header checks only: magic, known version, exact length. Returns the version. */
-function readHeader(buffer: Buffer): number {
-  if (buffer.length < headerBytes) throw new SnapshotFormatError(`snapshot of ${buffer.length} bytes has no header`);
-  if (buffer.readUInt32LE(0) !== magic) throw new SnapshotFormatError('not a flashstock snapshot (bad magic)');
-  const version = buffer.readUInt32LE(4);
-  if (version < oldestReadableVersion || version > snapshotFormatVersion) {
-    throw new SnapshotFormatError(`snapshot format version ${version} is unknown (this code reads ${snapshotFormatVersion})`);
-  }
-  const body = buffer.readUInt32LE(8);
-  if (body !== buffer.length - headerBytes) {
-    throw new SnapshotFormatError(`snapshot body is ${buffer.length - headerBytes} bytes, header says ${body}`);
-  }
-  return version;
-}
-
-export function decodeSnapshot(buffer: Buffer, limits: AllocatorLimits): SkuAllocator {
-  const version = readHeader(buffer);
-  const r = new Reader(buffer);
-  const sku = r.string();
-  const seq = r.f64();
-  const archived = r.flag();
-  const config = readConfig(r, version);
-  const [available, held, sold, liveHolds] = [r.f64(), r.f64(), r.f64(), r.f64()];
-  const reservations: Reservation[] = [];
-  const slotOwners: boolean[] = [];
-  for (let i = 0, n = r.count(40); i < n; i++) reservations.push(readReservation(r, slotOwners));
-  const shoppers: string[] = [];
-  const shopperQuantities: number[] = [];
-  for (let i = 0, n = r.count(12); i < n; i++) {
-    shoppers.push(r.string());
-    shopperQuantities.push(smallInteger(r.f64()));
-  }
-  const checkoutKeys: AllocatorState['checkoutKeys'] = [];
-  for (let i = 0, n = r.count(16); i < n; i++) {
-    checkoutKeys.push([r.string(), { orderId: r.string(), reservationId: r.string(), paymentMethod: r.string() }]);
-  }
-  const settledOrder: string[] = [];
-  for (let i = 0, n = r.count(4); i < n; i++) {
-    const reservation = reservations[r.u32()];
-    if (reservation === undefined) throw new SnapshotFormatError('settled index out of range');
-    settledOrder.push(reservation.reservationId);
-  }
-  const rememberedKeys: PackedGeneration[] = [];
-  for (let i = 0, n = r.count(12); i < n; i++) {
-    const index = r.f64();
-    const count = r.count(8);
-    rememberedKeys.push({ index, hashes: r.uint32s(count), seconds: r.uint32s(count) });
-  }
-  const queue = version >= 2 ? readQueue(r) : undefined;
-  const waitlist = version >= 2 ? readWaitlistSection(r, config, (detail) => new SnapshotFormatError(detail)) : undefined;
-  r.end();
-  const state: AllocatorState = {
-    sku, seq, config, archived, available, held, sold, liveHolds,
-    reservations, slotOwners, shoppers, shopperQuantities, checkoutKeys, settledOrder, rememberedKeys,
-  };
-  if (queue !== undefined) state.queue = queue;
-  if (waitlist !== undefined) state.waitlist = waitlist;
-  try {
-    return SkuAllocator.restore(state, limits, true);
-  } catch (error) {
-    if (error instanceof InvariantViolation || error instanceof RangeError) {
-      throw new SnapshotFormatError(`snapshot of ${sku} at seq ${seq} is inconsistent: ${error.message}`, { cause: error });
-    }
-    throw error;
-  }
-}
-
-function readConfig(r: Reader, version: number): SkuConfig | null {
-  if (!r.flag()) return null;
-  const [stock, perShopperLimit, holdSeconds, priceCents] = [r.f64(), r.f64(), r.f64(), r.f64()];
-  const config: SkuConfig = { stock, perShopperLimit, holdSeconds, priceCents, currency: r.string(), startsAtMs: r.nullableF64(), endsAtMs: r.nullableF64() };
-  if (version >= 2 && r.flag()) {
-    const waitingRoom = { admitPerSecond: r.f64(), seed: r.string() };
-    if (!isWaitingRoomConfig(waitingRoom)) throw new SnapshotFormatError(`snapshot waiting room is malformed`);
-    config.waitingRoom = waitingRoom;
-  }
-  return config;
-}
-
-function smallInteger(value: number): number {
-  return (value | 0) === value ? value | 0 : value;
-}
-
-/** The next reservation; whether it owns its idempotency slot goes on `slotOwners` (no pair per hold: a million holds decode at once). */
-function readReservation(r: Reader, slotOwners: boolean[]): Reservation {
-  const reservationId = r.string();
-  const shopperId = r.string();
-  const idempotencyKey = r.string();
-  // As a small integer when it is one (it always is): a float would cost a boxed number per hold.
-  const quantity = smallInteger(r.f64());
-  const expiresAtMs = r.f64();
-  const madeAtMs = r.f64();
-  const settledAtMs = r.nullableF64();
-  const status = statuses[r.u8()];
-  if (status === undefined) throw new SnapshotFormatError(`unknown reservation status in ${reservationId}`);
-  const orderId = r.nullableString();
-  const checkoutIdempotencyKey = r.nullableString();
-  if ((orderId === null) !== (checkoutIdempotencyKey === null)) throw new SnapshotFormatError(`${reservationId} has half a checkout`);
-  const checkout = orderId === null ? null : { orderId, idempotencyKey: checkoutIdempotencyKey! };
-  slotOwners.push(r.flag());
-  return {
-    // The allocator's field order (src/allocator/allocator.ts applyReserved): one hidden class for decoded and live holds.
-    reservationId, shopperId, quantity, idempotencyKey, expiresAtMs, status,
-    reservedBeforeExpiryMs: reservedBeforeExpiryMs(madeAtMs, expiresAtMs), settledAtMs, checkout,
-  };
 }

@@ -4,8 +4,10 @@ import { SkuAllocator } from '../allocator/allocator.js';
 import type { AllocatorLimits, StockEvent } from '../allocator/types.js';
 import { readEvents, rowToEvent } from '../outbox/event-log.js';
 import { BinaryCopyReader } from './binary-copy.js';
-import { decodeSnapshot, SnapshotFormatError } from './codec.js';
-import { latestSnapshotsCopy, latestSnapshotsOfCopy, logSkusQuery, snapshotRowOf, tailEventsQuery, type SnapshotRow } from './sql.js';
+import { decodeSnapshot, SnapshotDecoder, SnapshotFormatError } from './codec.js';
+import {
+  latestSnapshotsCopy, latestSnapshotsOfCopy, logSkusQuery, snapshotRowOf, snapshotSliceBytes, snapshotSlicesCopy, tailEventsQuery, type StoredSnapshot,
+} from './sql.js';
 
 /**
  * A SKU's state from Postgres: its latest snapshot, then the log after it,
@@ -23,21 +25,21 @@ function isPool(db: Db): db is pg.Pool {
 }
 
 /**
- * The rows of a snapshot COPY (src/snapshot/sql.ts), all of them once the COPY
- * has ended. A pool lends one client for it; a COPY cut short (a malformed
- * stream) leaves its connection mid-protocol, so that client is discarded.
+ * The tuples of a binary COPY (src/snapshot/sql.ts), each handed to `onTuple`
+ * as it arrives. A pool lends one client for it; a COPY cut short (a malformed
+ * stream, or `onTuple` throwing) leaves its connection mid-protocol, so that
+ * client is discarded.
  */
-async function copySnapshotRows(db: Db, copy: string): Promise<SnapshotRow[]> {
+async function copyTuples(db: Db, copy: string, onTuple: (fields: (Buffer | null)[]) => void, reuseValues = false): Promise<void> {
   const client = isPool(db) ? await db.connect() : db;
   // A held client's socket error (Postgres crashing mid-COPY) is also emitted on the client, and
   // with no listener that would end the process (src/db/pool.ts): the COPY fails with it on its own.
   const heldError = (): void => undefined;
   client.on('error', heldError);
-  const rows: SnapshotRow[] = [];
   let failure: Error | undefined;
   try {
     await new Promise<void>((resolve, reject) => {
-      const reader = new BinaryCopyReader((fields) => rows.push(snapshotRowOf(fields)));
+      const reader = new BinaryCopyReader(onTuple, reuseValues);
       const stream = client.query(copyTo(copy));
       stream.on('data', (chunk: Buffer) => {
         try {
@@ -63,11 +65,40 @@ async function copySnapshotRows(db: Db, copy: string): Promise<SnapshotRow[]> {
     client.removeListener('error', heldError);
     if (client !== db) (client as pg.PoolClient).release(failure);
   }
+}
+
+async function copySnapshotRows(db: Db, copy: string): Promise<StoredSnapshot[]> {
+  const rows: StoredSnapshot[] = [];
+  await copyTuples(db, copy, (fields) => rows.push(snapshotRowOf(fields)));
   return rows;
 }
 
-function fromRow(row: SnapshotRow, limits: AllocatorLimits): SkuAllocator {
-  const allocator = decodeSnapshot(row.state, limits);
+/**
+ * A snapshot too long to come inline, read in slices and decoded as they
+ * arrive (PostgreSQL reads the next slice while this thread decodes one).
+ * Slices are fed in order whatever order they come in.
+ */
+async function decodeSlices(db: Db, row: StoredSnapshot, limits: AllocatorLimits): Promise<SkuAllocator> {
+  const decoder = new SnapshotDecoder(row.bytes, limits);
+  const slices = Math.ceil(row.bytes / snapshotSliceBytes);
+  const early = new Map<number, Buffer>();
+  let next = 0;
+  await copyTuples(db, snapshotSlicesCopy(row), ([index, slice]) => {
+    const i = index?.length === 4 ? index.readInt32BE(0) : -1;
+    if (i < next || i >= slices || early.has(i) || slice == null) throw new SnapshotFormatError(`snapshot of ${row.sku} at ${row.seq}: slice ${i} unexpected`);
+    if (i > next) return void early.set(i, Buffer.from(slice)); // the reader reuses `slice` for the next tuple
+    decoder.push(slice);
+    for (next += 1; early.has(next); next += 1) {
+      decoder.push(early.get(next)!);
+      early.delete(next);
+    }
+  }, true);
+  if (next !== slices) throw new SnapshotFormatError(`snapshot of ${row.sku} at ${row.seq}: ${next} of its ${slices} slices read (removed meanwhile?)`);
+  return decoder.finish();
+}
+
+async function fromRow(db: Db, row: StoredSnapshot, limits: AllocatorLimits): Promise<SkuAllocator> {
+  const allocator = row.state === null ? await decodeSlices(db, row, limits) : decodeSnapshot(row.state, limits);
   if (allocator.sku !== row.sku || allocator.seq !== row.seq) {
     throw new SnapshotFormatError(`snapshot row (${row.sku}, ${row.seq}) holds (${allocator.sku}, ${allocator.seq})`);
   }
@@ -87,7 +118,7 @@ export interface FoldResult {
 /** Latest snapshot (or empty) + the events after it, up to `uptoSeq` when given. */
 export async function foldSku(db: Db, sku: string, limits: AllocatorLimits, uptoSeq?: number): Promise<FoldResult> {
   const rows = await copySnapshotRows(db, latestSnapshotsOfCopy([sku]));
-  const allocator = rows[0] === undefined ? new SkuAllocator(sku, limits) : fromRow(rows[0], limits);
+  const allocator = rows[0] === undefined ? new SkuAllocator(sku, limits) : await fromRow(db, rows[0], limits);
   const snapshotSeq = allocator.seq;
   let events = 0;
   let lastAtMs: number | null = null;
@@ -146,12 +177,12 @@ class ManyLoad {
 
   /** Decodes the rows of a snapshot COPY, dropping each row's bytes once decoded. */
   async snapshots(copy: string): Promise<void> {
-    const rows: (SnapshotRow | undefined)[] = await copySnapshotRows(this.db, copy);
+    const rows: (StoredSnapshot | undefined)[] = await copySnapshotRows(this.db, copy);
     for (let i = 0; i < rows.length; i++) {
       const row = rows[i]!;
       rows[i] = undefined; // a big snapshot's bytes go as soon as it is decoded
       try {
-        this.states.set(row.sku, fromRow(row, this.limits));
+        this.states.set(row.sku, await fromRow(this.db, row, this.limits));
       } catch (error) {
         this.broken(row.sku, error as Error);
       }

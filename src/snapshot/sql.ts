@@ -13,8 +13,30 @@ export interface SnapshotRow {
   passivated: boolean;
 }
 
+/**
+ * A snapshot longer than this comes without its state from the COPYs of the
+ * latest snapshots (`state` null) and is read in slices of this length
+ * (`snapshotSlicesCopy`): PostgreSQL sends a whole value only once it has read
+ * all of it from its TOAST table (1.5 s for 169 MB before the first byte,
+ * docs/performance.md), and a slice of an uncompressed value (STORAGE
+ * EXTERNAL, migrations/013) reads only its own chunks.
+ */
+export const snapshotSliceBytes = 1 << 20;
+
+/** A snapshot row as read back: its state inline when it is at most `snapshotSliceBytes`. */
+export interface StoredSnapshot {
+  sku: string;
+  seq: number;
+  formatVersion: number;
+  /** The state's length (`octet_length`, read from the TOAST pointer, not the value). */
+  bytes: number;
+  state: Buffer | null;
+  passivated: boolean;
+}
+
 /** The columns of a snapshot row as the binary COPYs below send them, in this order. */
-const copyColumns = 'sku, seq, format_version, state, passivated';
+const copyColumns = `sku, seq, format_version, octet_length(state),
+  CASE WHEN octet_length(state) <= ${snapshotSliceBytes} THEN state END, passivated`;
 
 /** A snapshot at an existing (sku, seq) is the same state: writing it again changes nothing but may mark it passivated. */
 export function insertSnapshotQuery(row: SnapshotRow): pg.QueryConfig {
@@ -46,19 +68,38 @@ export function latestSnapshotsCopy(): string {
   return `COPY (SELECT DISTINCT ON (sku) ${copyColumns} FROM sku_snapshots ORDER BY sku, seq DESC) TO STDOUT (FORMAT binary)`;
 }
 
-/** A snapshot row from its binary COPY fields (`copyColumns`: text, bigint, integer, bytea, boolean). */
-export function snapshotRowOf(fields: readonly (Buffer | null)[]): SnapshotRow {
-  const [sku, seq, formatVersion, state, passivated] = fields;
-  if (fields.length !== 5 || sku == null || seq?.length !== 8 || formatVersion?.length !== 4 || state == null || passivated?.length !== 1) {
+/** A snapshot row from its binary COPY fields (`copyColumns`: text, bigint, integer, integer, bytea or NULL, boolean). */
+export function snapshotRowOf(fields: readonly (Buffer | null)[]): StoredSnapshot {
+  const [sku, seq, formatVersion, bytes, state, passivated] = fields;
+  if (fields.length !== 6 || sku == null || seq?.length !== 8 || formatVersion?.length !== 4 || bytes?.length !== 4 || passivated?.length !== 1) {
     throw new Error(`a snapshot row of unexpected shape (${fields.length} fields)`);
   }
-  return {
+  const row: StoredSnapshot = {
     sku: sku.toString('utf8'),
     seq: Number(seq.readBigInt64BE(0)),
     formatVersion: formatVersion.readInt32BE(0),
-    state,
+    bytes: bytes.readInt32BE(0),
+    state: state ?? null,
     passivated: passivated[0] === 1,
   };
+  if ((row.state === null) !== (row.bytes > snapshotSliceBytes) || (row.state !== null && row.state.length !== row.bytes)) {
+    throw new Error(`a snapshot row of ${row.bytes} bytes with ${row.state?.length ?? 'no'} bytes inline`);
+  }
+  return row;
+}
+
+/**
+ * The slices of one snapshot's state, in order: tuples (i int4, slice bytea),
+ * slice i holding bytes [i × snapshotSliceBytes, (i + 1) × snapshotSliceBytes).
+ * A snapshot removed meanwhile gives no tuples.
+ */
+export function snapshotSlicesCopy(row: Pick<StoredSnapshot, 'sku' | 'seq' | 'bytes'>): string {
+  if (!Number.isSafeInteger(row.seq) || !Number.isSafeInteger(row.bytes) || row.bytes <= 0) throw new RangeError(`no slices of ${row.bytes} bytes at seq ${row.seq}`);
+  const slices = Math.ceil(row.bytes / snapshotSliceBytes);
+  return `COPY (SELECT i, substring(s.state FROM i * ${snapshotSliceBytes} + 1 FOR ${snapshotSliceBytes})
+            FROM generate_series(0, ${slices - 1}) AS i
+            CROSS JOIN LATERAL (SELECT state FROM sku_snapshots WHERE sku = ${pg.escapeLiteral(row.sku)} AND seq = ${row.seq}) s)
+          TO STDOUT (FORMAT binary)`;
 }
 
 /** Keep the latest 2 snapshots of a SKU: the newest, and the one before in case the newest is unreadable. */
