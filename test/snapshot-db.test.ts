@@ -4,7 +4,7 @@ import { SkuAllocator } from '../src/allocator/allocator.js';
 import { defaultAllocatorLimits, type AllocatorLimits, type SkuConfig, type StockEvent } from '../src/allocator/types.js';
 import { insertEventsQuery } from '../src/outbox/event-log.js';
 import { encodeSnapshot, snapshotFormatVersion, SnapshotFormatError } from '../src/snapshot/codec.js';
-import { loadAllSkuStates, loadSkuState, loadSkuStates } from '../src/snapshot/load.js';
+import { fromRow, loadAllSkuStates, loadSkuState, loadSkuStates } from '../src/snapshot/load.js';
 import { insertSnapshotQuery, snapshotSliceBytes } from '../src/snapshot/sql.js';
 import { SnapshotWorkers } from '../src/snapshot/workers.js';
 import { LiveSnapshots } from '../src/snapshot/live.js';
@@ -237,6 +237,7 @@ t.test('a snapshot longer than a slice is read in slices, decoded as they arrive
   a.churn(32_000, 0); // 16,000 holds and 16,000 released reservations still in memory
   await a.commit(db.pool);
   const state = encodeSnapshot(a.allocator);
+  const snapshotSeq = a.allocator.seq;
   t.ok(state.length > 2 * snapshotSliceBytes, `${state.length} bytes: three slices or more`);
   await db.pool.query(insertSnapshotQuery({ sku: 'LONG', seq: a.allocator.seq, formatVersion: snapshotFormatVersion, state, passivated: false }));
   a.churn(50, 100); // a tail after the snapshot
@@ -245,6 +246,11 @@ t.test('a snapshot longer than a slice is read in slices, decoded as they arrive
   t.same(picture((await loadSkuState(db.pool, 'LONG', limits))!, a.now), expected, 'loadSkuState');
   t.same(picture((await loadAllSkuStates(db.pool, limits)).get('LONG')!, a.now), expected, 'loadAllSkuStates');
   t.same(picture((await loadSkuStates(db.pool, ['LONG'], limits)).get('LONG')!, a.now), expected, 'loadSkuStates');
+
+  // Two newer snapshots written between reading a row's length and its slices remove that row: the latest is read instead.
+  const gone = { sku: 'LONG', seq: snapshotSeq - 1, formatVersion: snapshotFormatVersion, bytes: state.length, state: null, passivated: false };
+  t.equal((await fromRow(db.pool, gone, limits)).seq, snapshotSeq, 'a removed row gives way to the latest snapshot');
+  await t.rejects(fromRow(db.pool, { ...gone, sku: 'NONE' }, limits), { name: 'SnapshotFormatError', message: /no snapshot any more/ });
 
   // A long snapshot that disagrees with its own header is refused mid-stream, and the pool stays usable.
   const longer = Buffer.concat([state, Buffer.alloc(100)]);

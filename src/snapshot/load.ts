@@ -75,10 +75,12 @@ async function copySnapshotRows(db: Db, copy: string): Promise<StoredSnapshot[]>
 
 /**
  * A snapshot too long to come inline, read in slices and decoded as they
- * arrive (PostgreSQL reads the next slice while this thread decodes one).
- * Slices are fed in order whatever order they come in.
+ * arrive (PostgreSQL reads the next slice while this thread decodes one);
+ * null when the row is gone (two newer snapshots were written since its
+ * length was read: one COPY sees one version of the row, so it is all the
+ * slices or none). Slices are fed in order whatever order they come in.
  */
-async function decodeSlices(db: Db, row: StoredSnapshot, limits: AllocatorLimits): Promise<SkuAllocator> {
+async function decodeSlices(db: Db, row: StoredSnapshot, limits: AllocatorLimits): Promise<SkuAllocator | null> {
   const decoder = new SnapshotDecoder(row.bytes, limits);
   const slices = Math.ceil(row.bytes / snapshotSliceBytes);
   const early = new Map<number, Buffer>();
@@ -93,16 +95,33 @@ async function decodeSlices(db: Db, row: StoredSnapshot, limits: AllocatorLimits
       early.delete(next);
     }
   }, true);
-  if (next !== slices) throw new SnapshotFormatError(`snapshot of ${row.sku} at ${row.seq}: ${next} of its ${slices} slices read (removed meanwhile?)`);
+  if (next === 0 && early.size === 0) return null;
+  if (next !== slices) throw new SnapshotFormatError(`snapshot of ${row.sku} at ${row.seq}: ${next} of its ${slices} slices read`);
   return decoder.finish();
 }
 
-async function fromRow(db: Db, row: StoredSnapshot, limits: AllocatorLimits): Promise<SkuAllocator> {
-  const allocator = row.state === null ? await decodeSlices(db, row, limits) : decodeSnapshot(row.state, limits);
-  if (allocator.sku !== row.sku || allocator.seq !== row.seq) {
-    throw new SnapshotFormatError(`snapshot row (${row.sku}, ${row.seq}) holds (${allocator.sku}, ${allocator.seq})`);
+/** Reads of a SKU's latest snapshot that found it replaced before its slices were read, before giving up. */
+const snapshotReadAttempts = 3;
+
+/**
+ * The allocator a stored snapshot holds. A long one removed before its slices
+ * were read is replaced by the SKU's latest snapshot (a later seq: the tail
+ * after it is read from there).
+ */
+export async function fromRow(db: Db, first: StoredSnapshot, limits: AllocatorLimits): Promise<SkuAllocator> {
+  let row: StoredSnapshot | undefined = first;
+  for (let attempt = 1; row !== undefined; attempt++) {
+    const allocator = row.state === null ? await decodeSlices(db, row, limits) : decodeSnapshot(row.state, limits);
+    if (allocator !== null) {
+      if (allocator.sku !== row.sku || allocator.seq !== row.seq) {
+        throw new SnapshotFormatError(`snapshot row (${row.sku}, ${row.seq}) holds (${allocator.sku}, ${allocator.seq})`);
+      }
+      return allocator;
+    }
+    if (attempt === snapshotReadAttempts) throw new SnapshotFormatError(`snapshot of ${row.sku} replaced ${attempt} times while read`);
+    [row] = await copySnapshotRows(db, latestSnapshotsOfCopy([row.sku]));
   }
-  return allocator;
+  throw new SnapshotFormatError(`${first.sku} has no snapshot any more (it had one at seq ${first.seq})`);
 }
 
 export interface FoldResult {
