@@ -226,6 +226,40 @@ t.test('property: a snapshot decoded as its bytes arrive, in any chunks, = the s
   t.throws(() => wrongLength.push(bytes), SnapshotFormatError, 'a header that disagrees with the announced length');
 });
 
+t.test("a shopper's name is decoded once: the shoppers' list reuses their reservations' strings", async (t) => {
+  const many: AllocatorLimits = { ...limits, maxLiveHoldsPerSku: 1_000 };
+  const a = new SkuAllocator('A', many);
+  const configured = a.configure({ ...baseConfig, stock: 1_000 }, 1_000);
+  if (!configured.ok) throw new Error('configure');
+  a.apply(configured.event);
+  const reserve = (shopperId: string, n: number) => {
+    const d = a.reserve({ reservationId: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, shopperId, quantity: 1, idempotencyKey: `k${n}` }, 2_000);
+    if (!d.ok || d.kind !== 'new') throw new Error(`reserve ${shopperId}`);
+    a.apply(d.event);
+    return d.event.reservationId;
+  };
+  for (let i = 0; i < 300; i++) reserve(`shopper-${i}`, i);
+  const decoder = new SnapshotDecoder(encodeSnapshot(a).length, many);
+  decoder.pushWhole(encodeSnapshot(a));
+  deepStrictEqual(decoder.finish().snapshot(), a.snapshot());
+  t.equal(decoder.sharedShopperNames, 300, 'one hold each: every name shared');
+  // Runs of reservations whose shoppers hold nothing now (released), a shopper with a second hold, a non-ASCII name.
+  for (let i = 300; i < 340; i++) {
+    const id = reserve(`gone-${i}`, i);
+    const released = a.release(id, `gone-${i}`, 2_000);
+    if (!released.ok || released.event === null) throw new Error('release');
+    a.apply(released.event);
+  }
+  reserve('shopper-0', 340);
+  reserve('ünïcode', 341);
+  reserve('after', 342);
+  const bytes = encodeSnapshot(a);
+  const again = new SnapshotDecoder(bytes.length, many);
+  again.pushWhole(bytes);
+  deepStrictEqual(again.finish().snapshot(), a.snapshot(), 'the same state whatever was shared');
+  t.equal(again.sharedShopperNames, 300, 'past 40 reservations of nobody, the cursor stays: the two names after them are decoded');
+});
+
 t.test('property: a live snapshot encoded in slices while later events are applied = encodeSnapshot at its seq', async (t) => {
   let changedMidway = 0;
   fc.assert(
