@@ -14,7 +14,7 @@ import { readWaitlistSection } from './waitlist-codec.js';
  * (docs/performance.md).
  */
 
-/** Thrown by a streaming read that ran past the bytes received so far: one shared object, no stack to build. */
+/** Thrown by a streaming read that ran past the bytes received so far: a symbol, not an Error, so no stack is built. */
 const needMore: unique symbol = Symbol('snapshot bytes still to come');
 
 class Reader {
@@ -23,7 +23,7 @@ class Reader {
   offset = 0;
   /** Bytes of the snapshot before `buffer[0]` (dropped once read). */
   base = 0;
-  /** The reused buffer `take` gathers bytes in. */
+  /** The reused buffer `append` gathers bytes in. */
   private window: Buffer = Buffer.alloc(0);
   /** Every byte is in `buffer`: running out is truncation, not a wait. */
   final = false;
