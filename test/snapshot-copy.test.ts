@@ -1,6 +1,7 @@
 import t from 'tap';
 import { to as copyTo } from 'pg-copy-streams';
 import { BinaryCopyError, BinaryCopyReader } from '../src/snapshot/binary-copy.js';
+import { SliceOrder } from '../src/snapshot/load.js';
 import { snapshotRowOf, snapshotSliceBytes } from '../src/snapshot/sql.js';
 import { createTestDatabase } from './helpers/db.js';
 
@@ -103,4 +104,28 @@ t.test('streams PostgreSQL never sends are refused, never half-read', async (t) 
     }
   }
   t.ok(new BinaryCopyError('x') instanceof Error);
+});
+
+t.test('slices are handed on in order whatever order they come in, each once, all of them', async (t) => {
+  const run = (arrivals: number[], count = 4) => {
+    const got: string[] = [];
+    const order = new SliceOrder(count, (slice) => got.push(slice.toString()), 'test');
+    const scratch = Buffer.alloc(1);
+    for (const i of arrivals) {
+      scratch.write(String(i));
+      order.add(i, scratch);
+      scratch.write('x'); // the COPY reader reuses its buffer for the next tuple
+    }
+    return { got, order };
+  };
+  t.same(run([0, 1, 2, 3]).got, ['0', '1', '2', '3'], 'in order');
+  const shuffled = run([2, 0, 3, 1]);
+  t.same(shuffled.got, ['0', '1', '2', '3'], 'out of order: the early ones were kept as they were, not as the reused buffer is now');
+  t.doesNotThrow(() => shuffled.order.end(), 'all of them');
+  t.ok(run([]).order.none(), 'none at all: the row is gone');
+  t.throws(() => run([0, 1]).order.end(), { name: 'SnapshotFormatError', message: /2 of its 4 slices/ }, 'some missing');
+  for (const [what, arrivals] of [['a repeat', [0, 0]], ['an early repeat', [2, 2]], ['past the count', [4]], ['negative', [-1]]] as const) {
+    t.throws(() => run([...arrivals]), { name: 'SnapshotFormatError', message: /unexpected/ }, what);
+  }
+  t.throws(() => new SliceOrder(2, () => undefined, 'test').add(0, null), /unexpected/, 'a NULL slice');
 });

@@ -82,22 +82,49 @@ async function copySnapshotRows(db: Db, copy: string): Promise<StoredSnapshot[]>
  */
 async function decodeSlices(db: Db, row: StoredSnapshot, limits: AllocatorLimits): Promise<SkuAllocator | null> {
   const decoder = new SnapshotDecoder(row.bytes, limits);
-  const slices = Math.ceil(row.bytes / snapshotSliceBytes);
-  const early = new Map<number, Buffer>();
-  let next = 0;
-  await copyTuples(db, snapshotSlicesCopy(row), ([index, slice]) => {
-    const i = index?.length === 4 ? index.readInt32BE(0) : -1;
-    if (i < next || i >= slices || early.has(i) || slice == null) throw new SnapshotFormatError(`snapshot of ${row.sku} at ${row.seq}: slice ${i} unexpected`);
-    if (i > next) return void early.set(i, Buffer.from(slice)); // the reader reuses `slice` for the next tuple
-    decoder.push(slice);
-    for (next += 1; early.has(next); next += 1) {
-      decoder.push(early.get(next)!);
-      early.delete(next);
-    }
-  }, true);
-  if (next === 0 && early.size === 0) return null;
-  if (next !== slices) throw new SnapshotFormatError(`snapshot of ${row.sku} at ${row.seq}: ${next} of its ${slices} slices read`);
+  const order = new SliceOrder(Math.ceil(row.bytes / snapshotSliceBytes), (slice) => decoder.push(slice), `snapshot of ${row.sku} at ${row.seq}`);
+  await copyTuples(db, snapshotSlicesCopy(row), ([index, slice]) => order.add(index?.length === 4 ? index.readInt32BE(0) : -1, slice ?? null), true);
+  if (order.none()) return null;
+  order.end();
   return decoder.finish();
+}
+
+/**
+ * Numbered slices handed on in order, whatever order they come in (the plan
+ * of the slices' COPY sends them in order; an early one is kept, copied, as
+ * the COPY reader reuses its buffer).
+ */
+export class SliceOrder {
+  private next = 0;
+  private readonly early = new Map<number, Buffer>();
+
+  constructor(
+    private readonly count: number,
+    private readonly onSlice: (slice: Buffer) => void,
+    private readonly what: string,
+  ) {}
+
+  add(index: number, slice: Buffer | null): void {
+    if (!Number.isInteger(index) || index < this.next || index >= this.count || this.early.has(index) || slice === null) {
+      throw new SnapshotFormatError(`${this.what}: slice ${index} unexpected`);
+    }
+    if (index > this.next) return void this.early.set(index, Buffer.from(slice));
+    this.onSlice(slice);
+    for (this.next += 1; this.early.has(this.next); this.next += 1) {
+      this.onSlice(this.early.get(this.next)!);
+      this.early.delete(this.next);
+    }
+  }
+
+  /** No slice came at all (the row is gone). */
+  none(): boolean {
+    return this.next === 0 && this.early.size === 0;
+  }
+
+  /** Every slice came. */
+  end(): void {
+    if (this.next !== this.count) throw new SnapshotFormatError(`${this.what}: ${this.next} of its ${this.count} slices read`);
+  }
 }
 
 /** Reads of a SKU's latest snapshot that found it replaced before its slices were read, before giving up. */
