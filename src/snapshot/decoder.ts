@@ -110,13 +110,27 @@ class Reader {
     return value;
   }
 
-  /** The next string, or `known` itself when these bytes spell it (ASCII): one string object where the state holds two equal ones. */
-  stringOr(known: string): string {
+  /** Which reservation's shopper `shopperAmong` returned (-1: none, the name was decoded). */
+  matched = -1;
+
+  /**
+   * The next string: the shopper of the first of `reservations[from..to)`
+   * whose name these bytes spell (ASCII), that very string (one string object
+   * where the state holds two equal ones); else decoded.
+   */
+  shopperAmong(reservations: readonly Reservation[], from: number, to: number): string {
     const bytes = this.u32();
     this.need(bytes);
     const at = this.offset;
     this.offset += bytes;
-    if (known.length === bytes && asciiEquals(this.buffer, at, known)) return known;
+    for (let k = from; k < to; k++) {
+      const known = reservations[k]!.shopperId;
+      if (known.length === bytes && asciiEquals(this.buffer, at, known)) {
+        this.matched = k;
+        return known;
+      }
+    }
+    this.matched = -1;
     return this.buffer.toString('utf8', at, at + bytes);
   }
 
@@ -169,9 +183,8 @@ export class SnapshotDecoder {
   private count = -1;
   /** Shoppers whose name is their reservation's very string (`readShopper`): what the tests and the bench read. */
   sharedShopperNames = 0;
-  /** The reservation whose shopper the next shopper probably is, and where `readShopper` found the last one (-1: not found). */
+  /** The reservation whose shopper the next shopper probably is. */
   private shopperCursor = 0;
-  private shopperFoundAt = -1;
   /** Where the item being read started: a read that runs out goes back to it. */
   private mark = 0;
   private readonly state: AllocatorState = {
@@ -260,8 +273,8 @@ export class SnapshotDecoder {
           const quantity = smallInteger(r.f64());
           state.shoppers.push(shopper);
           state.shopperQuantities.push(quantity);
-          if (this.shopperFoundAt >= 0) {
-            this.shopperCursor = this.shopperFoundAt + 1;
+          if (r.matched >= 0) {
+            this.shopperCursor = r.matched + 1;
             this.sharedShopperNames += 1;
           }
         });
@@ -289,26 +302,13 @@ export class SnapshotDecoder {
    * a few places on past reservations whose shoppers hold nothing now. A
    * million holds keep a million strings (~40 bytes each) instead of two
    * million, and skip as many decodes. Not found there: decoded, and the
-   * cursor stays. Where it was found goes in `shopperFoundAt`, for the item's
-   * end (a cut item is read again).
+   * cursor stays. The cursor moves at the item's end, from `r.matched` (a cut
+   * item is read again).
    */
   private readShopper(): string {
-    const { r, state } = this;
-    const reservations = state.reservations;
+    const reservations = this.state.reservations;
     const to = Math.min(reservations.length, this.shopperCursor + shopperLookahead);
-    const start = r.offset;
-    for (let k = this.shopperCursor; k < to; k++) {
-      const known = reservations[k]!.shopperId;
-      r.offset = start;
-      const shopper = r.stringOr(known);
-      if (shopper === known) {
-        this.shopperFoundAt = k;
-        return shopper;
-      }
-    }
-    r.offset = start;
-    this.shopperFoundAt = -1;
-    return r.string();
+    return this.r.shopperAmong(reservations, this.shopperCursor, to);
   }
 
   /** The items of the current list, each read whole or not at all, then `next`. */
