@@ -5,7 +5,7 @@ import { assertContract } from './helpers/contract.js';
 import { rawRequest as rawExchange, type RawResponse } from './helpers/raw-http.js';
 import { connectStream } from './helpers/stream-client.js';
 
-/** Issue 9, finding 9: HEAD, /v1/stream without an upgrade, subprotocols, `.` and `..` as SKUs. */
+/** HTTP's edges: HEAD, 405s and their Allow, /v1/stream without an upgrade, subprotocols, `.` and `..` as SKUs. */
 
 const api = await startTestService(t);
 const { call, putSku, reserve, token, url } = api;
@@ -73,6 +73,26 @@ t.test('Allow lists HEAD beside GET', async (t) => {
   t.equal(res.status, 405);
   t.equal(res.headers.get('allow'), 'GET, HEAD');
   t.equal((await call('PATCH', '/v1/reservations/x')).headers.get('allow'), 'GET, HEAD, DELETE');
+});
+
+t.test('the page at / takes GET and HEAD; any other method is a 405 that says so', async (t) => {
+  for (const method of ['PUT', 'POST', 'DELETE', 'PATCH']) {
+    const res = await call(method, '/');
+    t.equal(res.status, 405, `${method} /`);
+    t.equal(res.headers.get('allow'), 'GET, HEAD');
+    t.equal(res.body.code, 'method_not_allowed');
+  }
+  t.equal((await call('GET', '/')).status, 200, 'GET / is still the page');
+});
+
+t.test('the cluster views on a process that is not a cluster node: 401 without the admin token, 404 with it', async (t) => {
+  for (const path of ['/v1/admin/cluster', '/v1/admin/skus/EDGE/placement']) {
+    t.match(await call('GET', path, { shopper: 'hanna' }), { status: 401, body: { code: 'unauthorized' } }, `${path}, a shopper`);
+    const res = await call('GET', path, { admin: true });
+    t.match(res, { status: 404, body: { code: 'not_found', detail: /not a cluster node/ } }, `${path}, the admin`);
+    t.equal((await call('POST', path, { admin: true })).status, 405, `POST ${path}`);
+  }
+  t.match(await call('GET', '/v1/admin/skus/not%20a%20sku/placement', { admin: true }), { status: 400, body: { code: 'invalid_request' } }, 'a bad SKU is still a 400');
 });
 
 t.test('GET /v1/stream without an upgrade is 426 upgrade_required with Upgrade: websocket', async (t) => {

@@ -707,7 +707,8 @@ const paths: Record<string, Json> = {
       operationId: 'skuPlacement',
       tags: ['admin', 'cluster'],
       security: adminAuth,
-      responses: { '200': ok('Placement', 'placement'), ...problems([400, ['invalid_request']], 401) },
+      description: 'On a process that is not a cluster node: 404 `not_found` (after the admin check).',
+      responses: { '200': ok('Placement', 'placement'), ...problems([400, ['invalid_request']], 401, [404, ['not_found']]) },
     }),
   },
   '/v1/admin/cluster': readable({
@@ -715,7 +716,8 @@ const paths: Record<string, Json> = {
     operationId: 'cluster',
     tags: ['admin', 'cluster'],
     security: adminAuth,
-    responses: { '200': ok('ClusterView', 'the cluster as this node sees it'), ...problems(401) },
+    description: 'On a process that is not a cluster node: 404 `not_found` (after the admin check).',
+    responses: { '200': ok('ClusterView', 'the cluster as this node sees it'), ...problems(401, [404, ['not_found']]) },
   }),
   '/v1/skus/{sku}': {
     parameters: [sku],
