@@ -51,12 +51,13 @@ interface Template {
   literals: number;
 }
 
-const templates: Template[] = Object.keys(document.paths).map((template) => {
+// A path with servers of its own (/metrics: the metrics port) is not on the API port: there it is an undocumented path.
+const templates: Template[] = Object.keys(document.paths).filter((template) => document.paths[template].servers === undefined).map((template) => {
   const segments = template.split('/');
   return { template, segments, literals: segments.filter((s) => !s.startsWith('{')).length };
 });
 
-/** The documented path template a request path falls under (literal segments win, as in uWS), or null. */
+/** The documented API-port path template a request path falls under (literal segments win, as in uWS), or null. */
 export function templateOf(path: string): string | null {
   const segments = path.split('?', 1)[0]!.split('/');
   let best: Template | null = null;
