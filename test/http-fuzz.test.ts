@@ -180,6 +180,8 @@ t.test('a good reservation and checkout with one hostile part: 201 without it, a
     { numRuns: 300, seed: Number(process.env.FUZZ_SEED ?? 20261207) },
   );
   t.pass(`answers: ${JSON.stringify(Object.fromEntries([...created].sort()))}`);
+  const { body: state } = await api.call('GET', `/v1/skus/${sku}`);
+  t.equal(state.available + state.held + state.sold, state.stock, `available + held + sold = stock (${JSON.stringify(state)})`);
   t.ok((created.get('reserve 201') ?? 0) > 0 && (created.get('checkout 201') ?? created.get('checkout 202') ?? 0) > 0, 'holds were made and paid for');
 });
 

@@ -1,7 +1,8 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { Coalescer, CoalescingPublisher } from '../src/ws/coalescer.js';
-import { maxStockFrameBytes, newBucket, parseClientMessage, statusOf, stockMessage, takeToken } from '../src/ws/protocol.js';
+import { maxStockFrameBytes, newBucket, parseClientMessage, statusOf, stockMessage, takeToken, type ClientMessage } from '../src/ws/protocol.js';
+import { isSkuName } from '../src/http/validation.js';
 import pino from 'pino';
 import { createStockFeed, maxStatesPerMessage, parseEnvelope } from '../src/ws/fanout.js';
 import type { StockState } from '../src/inventory/inventory.js';
@@ -120,6 +121,60 @@ t.test('parseClientMessage', async (t) => {
   t.match(parseClientMessage(text({ type: 'subscribe', skus: ['A'] }), true), { ok: false, detail: /binary/ });
   t.match(parseClientMessage(text({ type: 'reserve', id: 'mine', quantity: 1 }), false), { ok: false, id: 'mine' }, 'a usable id is kept');
   t.notOk('id' in (parseClientMessage(text({ type: 'reserve', id: 5 }), false) as object), 'an unusable one is not');
+});
+
+t.test('parseClientMessage, generated: any frame is a message of a known type or a refusal with a reason, never a throw', async (t) => {
+  const types = ['subscribe', 'unsubscribe', 'reserve', 'release', 'cart'];
+  // A valid message of each type, then maybe one field replaced by anything, dropped, or one added.
+  const valid = fc.constantFrom<Record<string, unknown>>(
+    { type: 'subscribe', skus: ['A', 'b.c_-9'] },
+    { type: 'unsubscribe', skus: ['A'] },
+    { type: 'reserve', id: 'r1', sku: 'A', quantity: 2, idempotencyKey: 'k1' },
+    { type: 'release', id: 'r2', reservationId: '3f745ce5-5184-8fb2-8ec9-2f7ac65e21f6' },
+    { type: 'cart', id: 'c1', items: [{ sku: 'A', quantity: 1 }], idempotencyKey: 'k2' },
+  );
+  const hostileValue = fc.oneof(fc.jsonValue(), fc.string({ maxLength: 300 }), fc.integer(), fc.double(), fc.constant(null));
+  const fields = fc
+    .tuple(valid, fc.constantFrom('none', 'replace', 'drop', 'add'), fc.nat(), hostileValue, fc.string({ maxLength: 12 }))
+    .map(([message, change, pick, value, name]) => {
+      const out = { ...message };
+      const keys = Object.keys(out);
+      const key = keys[pick % keys.length]!;
+      if (change === 'replace') out[key] = value;
+      if (change === 'drop') delete out[key];
+      if (change === 'add') out[name] = value;
+      return out;
+    });
+  const frame = fc.oneof(
+    fields.map((f) => JSON.stringify(f)),
+    fc.jsonValue().map((v) => JSON.stringify(v)),
+    fc.string({ unit: 'binary', maxLength: 300 }),
+    fc.constantFrom('{"type":"subscribe","skus":' + '['.repeat(5000), '{"__proto__":{"type":"subscribe"},"skus":["A"]}', '{"type":"subscribe","skus":["A"],"type":"cart"}'),
+  );
+  const accepted = new Map<string, number>();
+  const wellFormed = (m: ClientMessage): boolean => {
+    switch (m.type) {
+      case 'subscribe':
+      case 'unsubscribe':
+        return m.skus.length > 0 && m.skus.every((sku) => isSkuName(sku));
+      case 'reserve':
+        return isSkuName(m.sku) && Number.isInteger(m.quantity) && m.quantity >= 1 && typeof m.idempotencyKey === 'string' && m.id.length >= 1;
+      case 'release':
+        return typeof m.reservationId === 'string' && m.id.length >= 1;
+      case 'cart':
+        return Array.isArray(m.items) && typeof m.idempotencyKey === 'string' && m.id.length >= 1;
+    }
+  };
+  fc.assert(
+    fc.property(frame, fc.boolean(), (data, binary) => {
+      const parsed = parseClientMessage(text(data), binary);
+      if (!parsed.ok) return typeof parsed.detail === 'string' && parsed.detail.length > 0;
+      accepted.set(parsed.message.type, (accepted.get(parsed.message.type) ?? 0) + 1);
+      return !binary && types.includes(parsed.message.type) && wellFormed(parsed.message);
+    }),
+    { numRuns: 3000, seed: 20261207 },
+  );
+  t.ok(accepted.size >= 3, `3,000 generated frames, each parsed whole or refused with a reason; accepted: ${JSON.stringify(Object.fromEntries(accepted))}`);
 });
 
 t.test('status codes come from the HTTP problem table', async (t) => {
