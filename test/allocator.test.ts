@@ -3,7 +3,8 @@ import { deepStrictEqual, equal } from 'node:assert/strict';
 import fc from 'fast-check';
 import { SkuAllocator, InvariantViolation } from '../src/allocator/allocator.js';
 import { slotHash } from '../src/allocator/remembered-keys.js';
-import { defaultAllocatorLimits, type SkuConfig, type StockEvent } from '../src/allocator/types.js';
+import { IdempotencySlots } from '../src/allocator/idempotency-slots.js';
+import { defaultAllocatorLimits, type Reservation, type SkuConfig, type StockEvent } from '../src/allocator/types.js';
 
 const limits = { ...defaultAllocatorLimits, maxQuantityPerRequest: 5, maxLiveHoldsPerSku: 50, maxEventsPerBatch: 16 };
 const baseConfig: SkuConfig = {
@@ -502,4 +503,44 @@ t.test('remembered keys cost at most 32 bytes each; the hash is MurmurHash3 over
     return (h ^ (h >>> 16)) >>> 0 || 1;
   };
   fc.assert(fc.property(fc.string({ unit: 'binary' }), (s) => slotHash(s) === reference(s)), { numRuns: 2000 });
+});
+
+t.test('idempotency slots against a model: one owner per (shopper, key) through take and release, lists and per-shopper Maps alike', async (t) => {
+  // Few shoppers and many keys: a shopper's owners pass the list's bound (8) and become a Map, and back to fewer.
+  const op = fc.record({
+    kind: fc.constantFrom('take', 'take', 'take', 'release', 'releaseOld'),
+    shopper: fc.constantFrom('ann', 'ann', 'bob', 'cy'),
+    key: fc.integer({ min: 0, max: 14 }).map((k) => `k${k}`),
+  });
+  fc.assert(
+    fc.property(fc.array(op, { minLength: 100, maxLength: 300 }), (ops) => {
+      const slots = new IdempotencySlots();
+      const model = new Map<string, Reservation>();
+      const taken: Reservation[] = [];
+      let n = 0;
+      for (const { kind, shopper, key } of ops) {
+        const slot = `${shopper}\u0000${key}`;
+        if (kind === 'take') {
+          const r = { reservationId: `r${n++}`, shopperId: shopper, idempotencyKey: key } as Reservation;
+          equal(slots.take(r), model.get(slot), `take ${slot} returns the owner it displaced`);
+          model.set(slot, r);
+          taken.push(r);
+        } else {
+          // release: the current owner; releaseOld: any reservation ever taken (a no-op unless it still owns its slot).
+          const r = kind === 'release' ? model.get(slot) : taken[(key.length * 7 + n) % Math.max(1, taken.length)];
+          if (r === undefined) continue;
+          slots.release(r);
+          const own = `${r.shopperId}\u0000${r.idempotencyKey}`;
+          if (model.get(own) === r) model.delete(own);
+        }
+        equal(slots.size, model.size, 'size');
+        for (const s of ['ann', 'bob', 'cy']) {
+          for (let k = 0; k <= 14; k++) equal(slots.get(s, `k${k}`), model.get(`${s}\u0000k${k}`), `get ${s} k${k}`);
+        }
+      }
+      deepStrictEqual(slots.entries().sort(), [...model].map(([slot, r]) => [slot, r.reservationId]).sort());
+    }),
+    { numRuns: 300 },
+  );
+  t.pass('take, release and get agree with the model');
 });
