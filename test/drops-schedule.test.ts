@@ -210,3 +210,19 @@ t.test('definitionEverRuns says exactly whether the scheduler would ever find a 
   t.notOk(definitionEverRuns({ ...base, firstStartsAtMs: now - 86_400_000, everySeconds: 60, cycles: 3 }, now), 'three cycles, all yesterday');
   t.ok(definitionEverRuns({ ...base, firstStartsAtMs: now - 1500, everySeconds: 60, openSeconds: 2, cycles: 1 }, now), 'one cycle, still open');
 });
+
+t.test('no cycle closes after 9999-12-31T23:59:59.999Z (what RFC 3339 can write): the schedule ends there, a later first cycle is refused', async (t) => {
+  const latest = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+  const base = { firstStartsAt: '9999-12-31T20:00:00Z', everySeconds: 3600, openSeconds: 1800, stockPerCycle: 1, perShopperLimit: 1, holdSeconds: 60, priceCents: 1, currency: 'USD' };
+  const parsed = parseDropBody(base);
+  t.ok(parsed.ok, 'a first cycle that closes in 9999 is accepted');
+  if (!parsed.ok) return;
+  const drop = fresh(parsed.definition);
+  const now = Date.UTC(9999, 11, 31, 19);
+  const { created } = simulate(drop, now, Array.from({ length: 20 }, () => 0));
+  t.same(created.map((c) => c.plan.cycle), [1, 2, 3, 4], 'the cycles that close by the last instant, and no more');
+  t.ok(created.every((c) => c.plan.endsAtMs <= latest && new Date(c.plan.endsAtMs).toISOString().startsWith('9999-')), 'each closes in 9999');
+  t.ok(definitionEverRuns(parsed.definition, now), 'and it runs');
+  t.notOk(parseDropBody({ ...base, firstStartsAt: '9999-12-31T23:50:00Z' }).ok, 'a first cycle that would close in 10000 is refused');
+  t.notOk(parseDropBody({ ...base, firstStartsAt: '9999-12-31T20:00:00-12:00' }).ok, 'also when its local time says 9999');
+});

@@ -26,6 +26,8 @@ t.test('finding 6: an admin date with a leap second is a 400, and the process li
     ['startsAt', '2030-06-30T23:59:60Z'],
     ['endsAt', '2030-12-31T23:59:60+00:00'],
     ['startsAt', '2016-12-31T23:59:60.5Z'],
+    // A local time in 9999 that is an instant in 10000: RFC 3339 could not write it back.
+    ['endsAt', '9999-12-31T23:59:59-12:00'],
   ] as const) {
     const res = await api.putSku('LEAP', { [field]: value });
     t.match(res, { status: 400, body: { code: 'invalid_request', detail: new RegExp(field) } }, `${field} = ${value}`);

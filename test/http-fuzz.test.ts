@@ -185,6 +185,50 @@ t.test('a good reservation and checkout with one hostile part: 201 without it, a
   t.ok((created.get('reserve 201') ?? 0) > 0 && (created.get('checkout 201') ?? created.get('checkout 202') ?? 0) > 0, 'holds were made and paid for');
 });
 
+/** A number or date an admin might type, or one no admin should: edges, huge, negative, fractional, not a number. */
+const hostileField = fc.oneof(
+  fc.constantFrom(0, -1, 1.5, 2 ** 31, 2 ** 53, 2 ** 53 + 2, 1e308, -0, Number.MAX_SAFE_INTEGER, '10', '', null, true, [], {}),
+  fc.constantFrom('2030-06-30T23:59:60Z', '2030-13-01T00:00:00Z', '1970-01-01T00:00:00Z', '9999-12-31T23:59:59Z', '9999-12-31T23:59:59-12:00', '+275760-09-13T00:00:00Z', 'tomorrow'),
+  fc.constantFrom('usd', 'US', 'EURO', '€€€', 'X'.repeat(1000)),
+  fc.jsonValue(),
+);
+
+t.test("an admin's SKU and drop with one hostile field: accepted and then sold as configured, or a 400; never a 5xx", async (t) => {
+  const skuBody: Record<string, unknown> = { stock: 5, perShopperLimit: 2, holdSeconds: 300, priceCents: 1999, currency: 'USD' };
+  const dropFields: Record<string, unknown> = {
+    firstStartsAt: new Date(Date.now() + 3_600_000).toISOString(), everySeconds: 3600, openSeconds: 600, stockPerCycle: 5, perShopperLimit: 1, holdSeconds: 300, priceCents: 100, currency: 'USD',
+  };
+  const answers = new Map<string, number>();
+  let n = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom(...Object.keys(skuBody), 'startsAt', 'endsAt', 'waitingRoom', 'extra'),
+      fc.constantFrom(...Object.keys(dropFields)),
+      hostileField,
+      async (skuField, dropField, value) => {
+        const name = `ADM-${n++}`;
+        const put = await api.call('PUT', `/v1/admin/skus/${name}`, { admin: true, body: { ...skuBody, [skuField]: value } });
+        answers.set(`sku ${put.status}`, (answers.get(`sku ${put.status}`) ?? 0) + 1);
+        if (put.status !== 201 && put.status !== 400) throw new Error(`PUT sku with ${skuField} = ${JSON.stringify(value)}: ${put.status} ${JSON.stringify(put.body)}`);
+        if (put.status === 201) {
+          // Accepted: the SKU answers as configured, and a reservation is either made or refused by the rules.
+          const view = await api.call('GET', `/v1/skus/${name}`);
+          if (view.status !== 200 || view.body.available + view.body.held + view.body.sold !== view.body.stock) throw new Error(`GET ${name}: ${JSON.stringify(view.body)}`);
+          const reserved = await api.reserve(name, `adm-${n}`);
+          if (reserved.status >= 500) throw new Error(`reserving ${name} (${skuField} = ${JSON.stringify(value)}): ${reserved.status} ${JSON.stringify(reserved.body)}`);
+        }
+        const drop = await api.call('PUT', `/v1/admin/drops/DROP-${n}`, { admin: true, body: { ...dropFields, [dropField]: value } });
+        answers.set(`drop ${drop.status}`, (answers.get(`drop ${drop.status}`) ?? 0) + 1);
+        if (drop.status !== 201 && drop.status !== 400) throw new Error(`PUT drop with ${dropField} = ${JSON.stringify(value)}: ${drop.status} ${JSON.stringify(drop.body)}`);
+        return true;
+      },
+    ),
+    { numRuns: 250, seed: Number(process.env.FUZZ_SEED ?? 20261207) },
+  );
+  t.pass(`answers: ${JSON.stringify(Object.fromEntries([...answers].sort()))}`);
+  t.ok(answers.has('sku 201') && answers.has('sku 400') && answers.has('drop 201') && answers.has('drop 400'), 'both accepted and refused configurations were seen');
+});
+
 /** What a raw socket gets back for `bytes`: the response's text, up to the server's close or 2 s of silence. */
 function raw(bytes: string | Buffer): Promise<string> {
   const { hostname, port } = new URL(api.url);

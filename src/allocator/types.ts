@@ -4,6 +4,13 @@
  * a SKU's events through `SkuAllocator.apply` must rebuild the identical state.
  */
 
+/**
+ * The last instant a SKU's window or a drop's cycle may name: RFC 3339 writes
+ * four-digit years, and a later instant would be shown as `+010000-…`, which no
+ * client parses as a date-time.
+ */
+export const latestInstantMs = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
 export interface SkuConfig {
   stock: number;
   perShopperLimit: number;

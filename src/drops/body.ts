@@ -1,5 +1,6 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsModule from 'ajv-formats';
+import { latestInstantMs } from '../allocator/types.js';
 import { dropNamePattern, maxCycleNumber, type DropDefinition } from './schedule.js';
 
 /**
@@ -67,6 +68,9 @@ export function toDropDefinition(body: DropBody): { ok: true; definition: DropDe
   if (Number.isNaN(firstStartsAtMs)) return { ok: false, detail: 'firstStartsAt is not a date' };
   if (body.openSeconds > body.everySeconds) {
     return { ok: false, detail: 'openSeconds must be at most everySeconds (one cycle at a time)' };
+  }
+  if (firstStartsAtMs + body.openSeconds * 1000 > latestInstantMs) {
+    return { ok: false, detail: `firstStartsAt is too late: the first cycle must close by ${new Date(latestInstantMs).toISOString()}` };
   }
   return {
     ok: true,

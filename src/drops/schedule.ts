@@ -10,6 +10,8 @@
  * `reanchor`), so cycles already created keep their number and configuration.
  */
 
+import { latestInstantMs } from '../allocator/types.js';
+
 /** `{name}.{n}` must fit the 64-character SKU grammar: 54 + "." + 9 digits. */
 export const dropNameMaxChars = 54;
 /** The highest cycle number (9 digits): at one cycle a second, 31 years. */
@@ -69,18 +71,24 @@ export function cycleSku(name: string, cycle: number): string {
   return `${name}.${cycle}`;
 }
 
-/** The last cycle this drop may ever have. */
+/** The last cycle this drop may ever have: its `cycles`, where DELETE stopped it, the highest number, the last that closes by `latestInstantMs`. */
 export function lastCycle(drop: DropState): number {
-  return Math.min(drop.cycles ?? maxCycleNumber, drop.stoppedAfterCycle ?? maxCycleNumber, maxCycleNumber);
+  const byDate = lastCycleClosingInTime(drop.anchorCycle, drop.anchorStartsAtMs, drop);
+  return Math.min(drop.cycles ?? maxCycleNumber, drop.stoppedAfterCycle ?? maxCycleNumber, maxCycleNumber, byDate);
 }
 
 /**
  * When the last cycle a definition allows (its `cycles`, else the highest cycle
- * number) closes, counted from cycle 1 at `firstStartsAt`.
+ * number, and none closing after `latestInstantMs`) closes, counted from cycle 1 at `firstStartsAt`.
  */
 export function lastCycleEndsAtMs(definition: DropDefinition): number {
-  const last = Math.min(definition.cycles ?? maxCycleNumber, maxCycleNumber);
+  const last = Math.min(definition.cycles ?? maxCycleNumber, maxCycleNumber, lastCycleClosingInTime(1, definition.firstStartsAtMs, definition));
   return definition.firstStartsAtMs + ((last - 1) * definition.everySeconds + definition.openSeconds) * 1000;
+}
+
+/** The highest cycle that closes by `latestInstantMs`, when cycle `cycle` starts at `startsAtMs` (below `cycle` when none does). */
+function lastCycleClosingInTime(cycle: number, startsAtMs: number, timing: Pick<DropDefinition, 'everySeconds' | 'openSeconds'>): number {
+  return cycle + Math.floor((latestInstantMs - timing.openSeconds * 1000 - startsAtMs) / (timing.everySeconds * 1000));
 }
 
 /**

@@ -1,7 +1,7 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { randomBytes } from 'node:crypto';
-import type { SkuConfig } from '../allocator/types.js';
+import { latestInstantMs, type SkuConfig } from '../allocator/types.js';
 import { maxAdmitPerSecond } from '../allocator/waiting-room.js';
 
 /**
@@ -12,13 +12,14 @@ const ajv = new Ajv({ allErrors: false, strict: true });
 // ajv-formats is CommonJS: under NodeNext its plugin is the `default` property.
 addFormatsModule.default(ajv, ['date-time']);
 // RFC 3339 allows a leap second (`23:59:60`), which ajv-formats accepts and Date.parse cannot read (NaN):
-// a date must also be one JavaScript can represent, or the SKU would be configured with no window at all.
+// a date must also be one JavaScript can represent, or the SKU would be configured with no window at all;
+// and no later than `latestInstantMs` (a local time in 9999 may be an instant in 10000, which RFC 3339 cannot write).
 ajv.addKeyword({
   keyword: 'parsableDate',
   type: 'string',
   schemaType: 'boolean',
   errors: false,
-  validate: (wanted: boolean, value: string) => !wanted || Number.isFinite(Date.parse(value)),
+  validate: (wanted: boolean, value: string) => !wanted || Date.parse(value) <= latestInstantMs,
 });
 
 /**
@@ -93,7 +94,9 @@ export function describeErrors(errors: ErrorObject[] | null | undefined): string
   const first = errors?.[0];
   if (first === undefined) return 'the body does not match the schema';
   const where = first.instancePath === '' ? 'body' : first.instancePath.slice(1).replace(/\//g, '.');
-  if (first.keyword === 'parsableDate') return `${where} is not a representable instant (leap seconds such as 23:59:60 are not accepted)`;
+  if (first.keyword === 'parsableDate') {
+    return `${where} is not a representable instant (leap seconds such as 23:59:60 are not accepted; the latest is ${new Date(latestInstantMs).toISOString()})`;
+  }
   if (first.keyword === 'additionalProperties') {
     return `${where} has an unknown field "${(first.params as { additionalProperty: string }).additionalProperty}"`;
   }
