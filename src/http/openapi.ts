@@ -394,7 +394,7 @@ function withoutPrivateKeywords(schema: Json): Json {
   return JSON.parse(JSON.stringify(schema), (_key, value: unknown) => {
     if (value === null || typeof value !== 'object' || !('parsableDate' in value)) return value;
     const { parsableDate: _, ...rest } = value as Json;
-    return { ...rest, description: 'an RFC 3339 date-time that JavaScript can represent (no leap second 23:59:60)' };
+    return { ...rest, description: 'an RFC 3339 date-time that JavaScript can represent (no leap second 23:59:60), at most 9999-12-31T23:59:59.999Z' };
   });
 }
 
@@ -430,7 +430,7 @@ const requestIdHeader = { 'X-Request-Id': { $ref: '#/components/headers/RequestI
 /** When each problem code happens, for the response descriptions. */
 const problemWhen: Record<ProblemCode, string> = {
   invalid_request:
-    'bad body, bad SKU or drop name, missing or bad Idempotency-Key, backwards sale window, a date JavaScript cannot represent (a leap second 23:59:60)',
+    'bad body, bad SKU or drop name, missing or bad Idempotency-Key, backwards sale window, a date JavaScript cannot represent (a leap second 23:59:60) or later than 9999-12-31T23:59:59.999Z',
   quantity_too_large: '`quantity` above MAX_QUANTITY_PER_REQUEST',
   unauthorized: "missing, invalid or expired token; wrong alg; a `sub` that is not 1-128 printable, well-formed UTF-16 characters; bad webhook signature",
   forbidden: 'reserved',
