@@ -204,10 +204,12 @@ t.test("an admin's SKU and drop with one hostile field: accepted and then sold a
     fc.asyncProperty(
       fc.constantFrom(...Object.keys(skuBody), 'startsAt', 'endsAt', 'waitingRoom', 'extra'),
       fc.constantFrom(...Object.keys(dropFields)),
-      hostileField,
+      // undefined: no field hostile (a good configuration, which must be accepted).
+      fc.option(hostileField, { nil: undefined, freq: 5 }),
       async (skuField, dropField, value) => {
         const name = `ADM-${n++}`;
-        const put = await api.call('PUT', `/v1/admin/skus/${name}`, { admin: true, body: { ...skuBody, [skuField]: value } });
+        const put = await api.call('PUT', `/v1/admin/skus/${name}`, { admin: true, body: value === undefined ? skuBody : { ...skuBody, [skuField]: value } });
+        if (value === undefined && put.status !== 201) throw new Error(`a good SKU configuration: ${put.status} ${JSON.stringify(put.body)}`);
         answers.set(`sku ${put.status}`, (answers.get(`sku ${put.status}`) ?? 0) + 1);
         if (put.status !== 201 && put.status !== 400) throw new Error(`PUT sku with ${skuField} = ${JSON.stringify(value)}: ${put.status} ${JSON.stringify(put.body)}`);
         if (put.status === 201) {
@@ -217,7 +219,8 @@ t.test("an admin's SKU and drop with one hostile field: accepted and then sold a
           const reserved = await api.reserve(name, `adm-${n}`);
           if (reserved.status >= 500) throw new Error(`reserving ${name} (${skuField} = ${JSON.stringify(value)}): ${reserved.status} ${JSON.stringify(reserved.body)}`);
         }
-        const drop = await api.call('PUT', `/v1/admin/drops/DROP-${n}`, { admin: true, body: { ...dropFields, [dropField]: value } });
+        const drop = await api.call('PUT', `/v1/admin/drops/DROP-${n}`, { admin: true, body: value === undefined ? dropFields : { ...dropFields, [dropField]: value } });
+        if (value === undefined && drop.status !== 201) throw new Error(`a good drop: ${drop.status} ${JSON.stringify(drop.body)}`);
         answers.set(`drop ${drop.status}`, (answers.get(`drop ${drop.status}`) ?? 0) + 1);
         if (drop.status !== 201 && drop.status !== 400) throw new Error(`PUT drop with ${dropField} = ${JSON.stringify(value)}: ${drop.status} ${JSON.stringify(drop.body)}`);
         return true;
