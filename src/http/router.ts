@@ -33,6 +33,11 @@ export interface RegisteredRoute {
 
 export interface Router {
   route(pattern: string, handlers: RouteHandlers): void;
+  /**
+   * A pattern whose `methods` another module serves on the app directly (the
+   * page at `/`, src/ws/page.ts): only its 405 for every other method is mounted here.
+   */
+  servedElsewhere(pattern: string, methods: string[]): void;
   /** What is registered (the OpenAPI test checks each is documented). */
   routes(): RegisteredRoute[];
   /** Register every route on the app; later `route` calls are refused. */
@@ -41,6 +46,7 @@ export interface Router {
 
 export function createRouter(app: uWS.TemplatedApp, ctx: ExchangeContext): Router {
   const table = new Map<string, RouteHandlers>();
+  const elsewhere = new Map<string, string[]>();
   let mounted = false;
 
   const serve = (pattern: string, method: string, handler: Handler) => {
@@ -68,7 +74,11 @@ export function createRouter(app: uWS.TemplatedApp, ctx: ExchangeContext): Route
       if (handler !== undefined) app[method](pattern, serve(pattern, methodNames[method], handler));
     }
     if (handlers.get !== undefined) app.head(pattern, serve(pattern, 'HEAD', handlers.get));
-    const allow = allowed(handlers).join(', ');
+    mountNotAllowed(pattern, allowed(handlers).join(', '));
+  };
+
+  /** Every method of `pattern` without a handler of its own: 405 with `Allow`. */
+  const mountNotAllowed = (pattern: string, allow: string): void => {
     app.any(pattern, (res, req) => {
       const route = ctx.metrics?.route(pattern, req.getCaseSensitiveMethod()) ?? null;
       new Exchange(res, req, ctx, route).problem('method_not_allowed', `${req.getCaseSensitiveMethod()} is not allowed here`, [
@@ -89,11 +99,17 @@ export function createRouter(app: uWS.TemplatedApp, ctx: ExchangeContext): Route
       if (allowed(existing).length === 0) throw new Error(`route ${pattern} has no handlers`);
       table.set(pattern, existing);
     },
+    servedElsewhere(pattern, methods) {
+      if (mounted) throw new Error(`route ${pattern} added after the routes were mounted`);
+      if (table.has(pattern) || elsewhere.has(pattern)) throw new Error(`${pattern} is registered twice`);
+      elsewhere.set(pattern, methods);
+    },
     routes: () => [...table].map(([pattern, handlers]) => ({ pattern, methods: allowed(handlers) })),
     mount() {
       if (mounted) return;
       mounted = true;
       for (const [pattern, handlers] of table) mountOne(pattern, handlers);
+      for (const [pattern, methods] of elsewhere) mountNotAllowed(pattern, methods.join(', '));
     },
   };
 }

@@ -28,12 +28,9 @@ export function createHttpApp(deps: HttpDependencies): uWS.TemplatedApp {
   const ctx = exchangeContext(deps);
   const router = createRouter(app, ctx);
   registerRoutes(router, deps);
+  // The page (src/ws/page.ts) answers GET and HEAD of `/` on the app itself; any other method is a 405 as on every route.
+  router.servedElsewhere('/', ['GET', 'HEAD']);
   router.mount();
-  // The page (src/ws/page.ts) answers GET and HEAD of `/` outside the route table; any other method is a 405 as on every route.
-  app.any('/', (res, req) => {
-    const method = req.getCaseSensitiveMethod();
-    new Exchange(res, req, ctx, deps.metrics.route('/', method)).problem('method_not_allowed', `${method} is not allowed here`, [['allow', 'GET, HEAD']]);
-  });
   app.any('/*', (res, req) => {
     new Exchange(res, req, ctx, deps.metrics.route(unmatchedRoute, req.getCaseSensitiveMethod())).problem('not_found', `no route for ${req.getCaseSensitiveMethod()} ${req.getUrl()}`);
   });
