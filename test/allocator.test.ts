@@ -1,9 +1,9 @@
 import t from 'tap';
-import { deepStrictEqual, equal } from 'node:assert/strict';
+import { deepStrictEqual, equal, throws } from 'node:assert/strict';
 import fc from 'fast-check';
 import { SkuAllocator, InvariantViolation } from '../src/allocator/allocator.js';
 import { slotHash } from '../src/allocator/remembered-keys.js';
-import { IdempotencySlots } from '../src/allocator/idempotency-slots.js';
+import { Shoppers } from '../src/allocator/shoppers.js';
 import { defaultAllocatorLimits, type Reservation, type SkuConfig, type StockEvent } from '../src/allocator/types.js';
 
 const limits = { ...defaultAllocatorLimits, maxQuantityPerRequest: 5, maxLiveHoldsPerSku: 50, maxEventsPerBatch: 16 };
@@ -43,7 +43,7 @@ t.test('reserve takes units from available and counts toward the shopper', async
   t.ok(decision.ok);
   t.equal(allocator.available, 8);
   t.equal(allocator.held, 2);
-  t.equal(allocator.shopperQuantity.get('alice'), 2);
+  t.equal(allocator.shoppers.units('alice'), 2);
   t.equal(allocator.seq, 2);
 });
 
@@ -86,8 +86,8 @@ t.test('restore: idempotency slots come back whether keys are distinct or shared
       ids.set(shopper, decision.event.reservationId);
     }
     const restored = SkuAllocator.restore(allocator.exportState(), limits);
-    t.same(restored.idempotencySlots.entries().sort(), allocator.idempotencySlots.entries().sort(), 'the same slots');
-    t.equal(restored.idempotencySlots.size, 3);
+    t.same(restored.shoppers.slotEntries().sort(), allocator.shoppers.slotEntries().sort(), 'the same slots');
+    t.equal(restored.shoppers.slotCount, 3);
     for (const [shopper, id] of ids) {
       const replay = restored.reserve({ reservationId: 'new', shopperId: shopper, quantity: 1, idempotencyKey: keyOf(shopper) }, 1_000);
       t.match(replay, { ok: true, kind: 'replay', reservation: { reservationId: id } }, `${shopper}'s key replays its own hold`);
@@ -106,7 +106,7 @@ t.test('release and expiry return stock and free the shopper limit', async (t) =
   t.equal(release.event.kind, 'released');
   apply(release.event);
   t.equal(allocator.available, 10);
-  t.equal(allocator.shopperQuantity.get('alice'), undefined);
+  t.equal(allocator.shoppers.units('alice'), 0);
   const repeat = allocator.release(id, 'alice', 3000);
   t.match(repeat, { ok: true, event: null }, 'repeating a release changes nothing');
 
@@ -169,7 +169,7 @@ t.test('checkout freezes a hold; commit sells it, failure gives it back', async 
   apply(committed);
   t.equal(allocator.sold, 2);
   t.equal(allocator.settlePayment(a.event.reservationId, 'committed', 3000), null, 'settling twice is a no-op');
-  t.equal(allocator.shopperQuantity.get('alice'), 2, 'paid units keep counting toward the limit');
+  t.equal(allocator.shoppers.units('alice'), 2, 'paid units keep counting toward the limit');
 
   t.match(allocator.checkout({ reservationId: b.event.reservationId, shopperId: 'bob', orderId: 'o2', idempotencyKey: 'c1', paymentMethod: 'pm_ok' }, 2000), { ok: false, code: 'reservation_not_held' });
   const c = reserve('carol', 1, 'k1', 2_000_000);
@@ -179,7 +179,7 @@ t.test('checkout freezes a hold; commit sells it, failure gives it back', async 
   apply(c2.event);
   apply(allocator.settlePayment(c.event.reservationId, 'payment_failed', 2_000_002)!);
   t.equal(allocator.available, 8);
-  t.equal(allocator.shopperQuantity.get('carol'), undefined);
+  t.equal(allocator.shoppers.units('carol'), 0);
 });
 
 t.test('apply refuses corrupt logs loudly', async (t) => {
@@ -227,7 +227,7 @@ t.test('property: any command sequence keeps the invariants, never oversells, an
         switch (c.type) {
           case 'reserve': {
             const shopper = `s${c.shopper}`;
-            const before = allocator.shopperQuantity.get(shopper) ?? 0;
+            const before = allocator.shoppers.units(shopper);
             const availableBefore = allocator.available;
             let d = allocator.reserve({ reservationId: `r${++n}`, shopperId: shopper, quantity: c.quantity, idempotencyKey: `k${c.key}` }, now);
             // The shell would look the key up in Postgres; deciding it afresh is the not-found answer.
@@ -339,11 +339,13 @@ t.test('settled reservations leave memory reservationMemoryMs after they settled
   t.equal(allocator.forgetSettled(11_999), 0, 'not yet');
   t.equal(allocator.forgetSettled(12_000), 1, 'the release, 10 s after it settled');
   t.notOk(allocator.reservations.has(a.event.reservationId));
-  t.equal(allocator.idempotencySlots.get('alice', 'ka'), undefined);
-  t.equal(allocator.shopperQuantity.get('alice'), undefined, 'a shopper at 0 has no entry');
+  t.equal(allocator.shoppers.owner('alice', 'ka'), undefined);
+  t.equal(allocator.shoppers.units('alice'), 0, 'a shopper at 0 units');
+  t.equal(allocator.shoppers.size, 2, 'with no slot either, alice leaves the index (bob and carol stay)');
   t.equal(allocator.forgetSettled(14_000), 1, 'the paid one');
   t.notOk(allocator.checkoutKeys.has('bob\u0000c1'), 'its checkout key went with it');
-  t.equal(allocator.shopperQuantity.get('bob'), 2, 'paid units still count toward perShopperLimit');
+  t.equal(allocator.shoppers.units('bob'), 2, 'paid units still count toward perShopperLimit');
+  t.equal(allocator.shoppers.slotCount, 1, "only carol's key still has a slot");
   t.match(reserve('bob', 2, 'kb2', 15_000), { ok: false, code: 'limit_exceeded' });
   t.equal(allocator.reservations.size, 1, 'only the live hold is left');
   t.equal(allocator.rememberedKeys.size, 3, 'alice’s and bob’s reservation keys and bob’s checkout key, as hashes');
@@ -386,18 +388,18 @@ t.test('shoppers sharing one idempotency key: a slot each, each replayed and for
     if (!d.ok || d.kind !== 'new') throw new Error(`expected new, got ${JSON.stringify(d)}`);
     ids.push(d.event.reservationId);
   }
-  t.equal(allocator.idempotencySlots.size, 3);
+  t.equal(allocator.shoppers.slotCount, 3);
   t.match(reserve('bob', 1, 'same', 2000), { ok: true, kind: 'replay', reservation: { reservationId: ids[1] } });
   t.match(reserve('carol', 2, 'same', 2000), { ok: false, code: 'idempotency_key_reused' });
   apply((allocator.release(ids[1]!, 'bob', 3000) as { event: StockEvent }).event);
   allocator.forgetSettled(13_000);
-  t.equal(allocator.idempotencySlots.get('bob', 'same'), undefined, "bob's slot freed with his reservation");
-  t.equal(allocator.idempotencySlots.get('alice', 'same')?.reservationId, ids[0]);
-  t.equal(allocator.idempotencySlots.get('carol', 'same')?.reservationId, ids[2]);
+  t.equal(allocator.shoppers.owner('bob', 'same'), undefined, "bob's slot freed with his reservation");
+  t.equal(allocator.shoppers.owner('alice', 'same')?.reservationId, ids[0]);
+  t.equal(allocator.shoppers.owner('carol', 'same')?.reservationId, ids[2]);
   t.match(reserve('alice', 1, 'same', 14_000), { ok: true, kind: 'replay', reservation: { reservationId: ids[0] } });
   apply((allocator.release(ids[0]!, 'alice', 15_000) as { event: StockEvent }).event);
   allocator.forgetSettled(25_000);
-  t.same(allocator.idempotencySlots.entries(), [['carol\u0000same', ids[2]]]);
+  t.same(allocator.shoppers.slotEntries(), [['carol\u0000same', ids[2]]]);
 });
 
 t.test('an in-memory key older than the TTL is new: the new reservation takes its slot over', async (t) => {
@@ -407,12 +409,12 @@ t.test('an in-memory key older than the TTL is new: the new reservation takes it
   t.match(reserve('alice', 1, 'key', 50_999), { ok: true, kind: 'replay' });
   const fresh = reserve('alice', 1, 'key', 51_000);
   if (!fresh.ok || fresh.kind !== 'new') throw new Error(`expected new, got ${JSON.stringify(fresh)}`);
-  t.equal(allocator.idempotencySlots.get('alice', 'key')?.reservationId, fresh.event.reservationId);
-  t.equal(allocator.shopperQuantity.get('alice'), 2);
+  t.equal(allocator.shoppers.owner('alice', 'key')?.reservationId, fresh.event.reservationId);
+  t.equal(allocator.shoppers.units('alice'), 2);
   // The old one settles and is forgotten: the slot stays with the new one.
   apply((allocator.release(old.event.reservationId, 'alice', 52_000) as { event: StockEvent }).event);
   allocator.forgetSettled(62_000);
-  t.equal(allocator.idempotencySlots.get('alice', 'key')?.reservationId, fresh.event.reservationId);
+  t.equal(allocator.shoppers.owner('alice', 'key')?.reservationId, fresh.event.reservationId);
   t.match(reserve('alice', 1, 'key', 63_000), { ok: true, kind: 'replay', reservation: { reservationId: fresh.event.reservationId } });
 });
 
@@ -505,42 +507,57 @@ t.test('remembered keys cost at most 32 bytes each; the hash is MurmurHash3 over
   fc.assert(fc.property(fc.string({ unit: 'binary' }), (s) => slotHash(s) === reference(s)), { numRuns: 2000 });
 });
 
-t.test('idempotency slots against a model: one owner per (shopper, key) through take and release, lists and per-shopper Maps alike', async (t) => {
+t.test('shoppers against a model: one owner per (shopper, key) through take and release, lists and per-shopper Maps alike; units; no shopper kept with neither', async (t) => {
   // Few shoppers and many keys: a shopper's owners pass the list's bound (8) and become a Map, and back to fewer.
   const op = fc.record({
-    kind: fc.constantFrom('take', 'take', 'take', 'release', 'releaseOld'),
+    kind: fc.constantFrom('take', 'take', 'take', 'release', 'releaseOld', 'units'),
     shopper: fc.constantFrom('ann', 'ann', 'bob', 'cy'),
     key: fc.integer({ min: 0, max: 14 }).map((k) => `k${k}`),
+    units: fc.integer({ min: -3, max: 3 }),
   });
   fc.assert(
     fc.property(fc.array(op, { minLength: 100, maxLength: 300 }), (ops) => {
-      const slots = new IdempotencySlots();
+      const shoppers = new Shoppers();
       const model = new Map<string, Reservation>();
+      const units = new Map<string, number>([['ann', 0], ['bob', 0], ['cy', 0]]);
       const taken: Reservation[] = [];
       let n = 0;
-      for (const { kind, shopper, key } of ops) {
+      for (const { kind, shopper, key, units: delta } of ops) {
         const slot = `${shopper}\u0000${key}`;
         if (kind === 'take') {
           const r = { reservationId: `r${n++}`, shopperId: shopper, idempotencyKey: key } as Reservation;
-          equal(slots.take(r), model.get(slot), `take ${slot} returns the owner it displaced`);
+          equal(shoppers.take(r), model.get(slot), `take ${slot} returns the owner it displaced`);
           model.set(slot, r);
           taken.push(r);
+        } else if (kind === 'units') {
+          // Never below 0: a negative step larger than what the shopper has is the allocator's bug, refused.
+          const total = units.get(shopper)! + delta;
+          if (total < 0) {
+            throws(() => shoppers.addUnits(shopper, delta), RangeError);
+          } else {
+            shoppers.addUnits(shopper, delta);
+            units.set(shopper, total);
+          }
         } else {
           // release: the current owner; releaseOld: any reservation ever taken (a no-op unless it still owns its slot).
           const r = kind === 'release' ? model.get(slot) : taken[(key.length * 7 + n) % Math.max(1, taken.length)];
           if (r === undefined) continue;
-          slots.release(r);
+          shoppers.release(r);
           const own = `${r.shopperId}\u0000${r.idempotencyKey}`;
           if (model.get(own) === r) model.delete(own);
         }
-        equal(slots.size, model.size, 'size');
+        equal(shoppers.slotCount, model.size, 'slot count');
+        const kept = [...units].filter(([s, u]) => u > 0 || [...model.values()].some((r) => r.shopperId === s));
+        equal(shoppers.size, kept.length, 'shoppers kept: those with units or a slot');
         for (const s of ['ann', 'bob', 'cy']) {
-          for (let k = 0; k <= 14; k++) equal(slots.get(s, `k${k}`), model.get(`${s}\u0000k${k}`), `get ${s} k${k}`);
+          equal(shoppers.units(s), units.get(s), `units of ${s}`);
+          for (let k = 0; k <= 14; k++) equal(shoppers.owner(s, `k${k}`), model.get(`${s}\u0000k${k}`), `owner ${s} k${k}`);
         }
       }
-      deepStrictEqual(slots.entries().sort(), [...model].map(([slot, r]) => [slot, r.reservationId]).sort());
+      deepStrictEqual(shoppers.slotEntries().sort(), [...model].map(([slot, r]) => [slot, r.reservationId]).sort());
+      deepStrictEqual(shoppers.unitLists().shoppers.sort(), [...units].filter(([, u]) => u > 0).map(([s]) => s).sort());
     }),
     { numRuns: 300 },
   );
-  t.pass('take, release and get agree with the model');
+  t.pass('take, release, units and owner agree with the model');
 });

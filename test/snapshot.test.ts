@@ -326,7 +326,7 @@ t.test('encode/decode round-trips a state with remembered keys, checkouts and pa
   ]);
   t.equal(allocator.reservations.size, 1, 'the two settled reservations left memory');
   t.equal(allocator.rememberedKeys.size, 3, 'the two reservations\' keys and the paid checkout\'s key');
-  t.equal(allocator.shopperQuantity.get('s1'), 2, 'paid units still count toward the limit');
+  t.equal(allocator.shoppers.units('s1'), 2, 'paid units still count toward the limit');
   const bytes = encodeSnapshot(allocator);
   const decoded = decodeSnapshot(bytes, limits);
   t.same(decoded.snapshot(), allocator.snapshot());

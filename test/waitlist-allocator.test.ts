@@ -37,7 +37,7 @@ function harness(cfg: SkuConfig = config) {
       const at = before.findIndex((e) => e.waitlistId === offer.waitlistId);
       if (at < 0) throw new Error('offer to an entry that is not waiting');
       for (const earlier of before.slice(0, at)) {
-        const has = allocator.shopperQuantity.get(earlier.shopperId) ?? 0;
+        const has = allocator.shoppers.units(earlier.shopperId);
         if (earlier.quantity <= allocator.available && has + earlier.quantity <= allocator.config!.perShopperLimit) {
           throw new Error(`offer out of join order: ${earlier.waitlistId} fits before ${offer.waitlistId}`);
         }
@@ -259,7 +259,7 @@ t.test('property: with waitlist events, available + held + sold = stock, no newc
         if (a.waitlist.waitingCount > 0 && a.available > 0) {
           // Units left over only when no waiting entry fits them.
           for (const e of a.waitlist.waiting()) {
-            const has = a.shopperQuantity.get(e.shopperId) ?? 0;
+            const has = a.shoppers.units(e.shopperId);
             if (e.quantity <= a.available && has + e.quantity <= a.config!.perShopperLimit) throw new Error('an entry that fits was passed over');
           }
         }

@@ -1,6 +1,6 @@
 import TinyQueue from 'tinyqueue';
 import { keepSeed, waitingRoomChangeRefusal, WaitingRoom, type JoinDecision as QueueJoinDecision, type QueueState } from './waiting-room.js';
-import { IdempotencySlots } from './idempotency-slots.js';
+import { Shoppers } from './shoppers.js';
 import { saleClosed, shopperLimitRefusal } from './refusals.js';
 import { RememberedKeys, slotHash, type PackedGeneration } from './remembered-keys.js';
 import { Waitlist, type WaitlistState } from './waitlist.js';
@@ -158,10 +158,8 @@ export class SkuAllocator {
   archived = false;
   /** Live reservations and those settled less than `reservationMemoryMs` ago, by id (insertion = reservation order). */
   readonly reservations = new Map<string, Reservation>();
-  /** Units a shopper holds or has paid for (what `perShopperLimit` caps). */
-  readonly shopperQuantity = new Map<string, number>();
-  /** Which reservation owns each shopper's idempotency key. */
-  readonly idempotencySlots = new IdempotencySlots();
+  /** Units each shopper holds or has paid for (what `perShopperLimit` caps), and which reservation owns each of their idempotency keys. */
+  readonly shoppers = new Shoppers();
   /**
    * Reservations in memory whose key slot a newer reservation took over (the key outlived its TTL):
    * almost always empty, so whether a reservation owns its slot is one Set look-up (snapshots).
@@ -274,7 +272,7 @@ export class SkuAllocator {
 
   /** A repeat of a live request (replay or refusal), a remembered key for the shell to look up, or null: the key is new. */
   private knownKey(cmd: ReserveCommand, nowMs: number, options: ReserveOptions | undefined): ReserveDecision | null {
-    const previous = this.idempotencySlots.get(cmd.shopperId, cmd.idempotencyKey);
+    const previous = this.shoppers.owner(cmd.shopperId, cmd.idempotencyKey);
     // A key older than its TTL is new again: the new reservation takes its slot over.
     if (previous !== undefined && reservedAtMs(previous) + this.idempotencyKeyTtlMs > nowMs) {
       if (previous.quantity !== cmd.quantity) {
@@ -308,7 +306,7 @@ export class SkuAllocator {
         detail: `quantity may be at most ${this.limits.maxQuantityPerRequest} per reservation`,
       };
     }
-    const overLimit = shopperLimitRefusal(config, this.shopperQuantity.get(cmd.shopperId) ?? 0, cmd.quantity);
+    const overLimit = shopperLimitRefusal(config, this.shoppers.units(cmd.shopperId), cmd.quantity);
     if (overLimit !== null) return overLimit;
     if (this.available < cmd.quantity) {
       return { ok: false, code: 'sold_out', detail: `${this.available} available, ${cmd.quantity} asked` };
@@ -564,7 +562,7 @@ export class SkuAllocator {
     if (this.displaced.size > 0) this.displaced.delete(reservationId);
     const slot = idempotencySlot(shopperId, reservation.idempotencyKey);
     // A newer reservation may have taken the slot over (the key outlived its TTL): then it stays.
-    this.idempotencySlots.release(reservation);
+    this.shoppers.release(reservation);
     // Always remembered (the table ignores expired ones), so the result does not depend on when this runs.
     this.rememberedKeys.remember(slotHash(slot), reservedAtMs(reservation), nowMs);
     if (reservation.checkout !== null) {
@@ -738,13 +736,13 @@ export class SkuAllocator {
     };
     this.reservations.set(event.reservationId, reservation);
     if (ownsKey) {
-      const previous = this.idempotencySlots.take(reservation);
+      const previous = this.shoppers.take(reservation);
       if (previous !== undefined) this.displaced.add(previous.reservationId);
     } else {
       // An offer never owns its slot: a snapshot must not give it one.
       this.displaced.add(event.reservationId);
     }
-    this.shopperQuantity.set(event.shopperId, (this.shopperQuantity.get(event.shopperId) ?? 0) + event.quantity);
+    this.shoppers.addUnits(event.shopperId, event.quantity);
     this.available -= event.quantity;
     this.held += event.quantity;
     this.liveHolds += 1;
@@ -782,9 +780,7 @@ export class SkuAllocator {
     this.available += reservation.quantity;
     this.held -= reservation.quantity;
     this.liveHolds -= 1;
-    const left = (this.shopperQuantity.get(reservation.shopperId) ?? 0) - reservation.quantity;
-    if (left === 0) this.shopperQuantity.delete(reservation.shopperId);
-    else this.shopperQuantity.set(reservation.shopperId, left);
+    this.shoppers.addUnits(reservation.shopperId, -reservation.quantity);
   }
 
   private requireReservation(reservationId: string, status: Reservation['status']): Reservation {
@@ -826,8 +822,8 @@ export class SkuAllocator {
       liveHolds: this.liveHolds,
       archived: this.archived,
       reservations: [...this.reservations.values()].map((r) => ({ ...r })),
-      shopperQuantity: [...this.shopperQuantity.entries()].sort(),
-      idempotencyKeys: this.idempotencySlots.entries().sort(),
+      shopperQuantity: shopperUnitEntries(this.shoppers).sort(),
+      idempotencyKeys: this.shoppers.slotEntries().sort(),
       checkoutKeys: [...this.checkoutKeys.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.entries(),
@@ -860,6 +856,8 @@ export class SkuAllocator {
 
   /** The whole state as plain data (shared references: read it, do not keep it across applies). */
   exportState(): AllocatorState {
+    // Two flat arrays, not entries: no object per shopper (a hot SKU has one per hold).
+    const { shoppers, units } = this.shoppers.unitLists();
     return {
       sku: this.sku,
       seq: this.seq,
@@ -871,9 +869,8 @@ export class SkuAllocator {
       liveHolds: this.liveHolds,
       reservations: [...this.reservations.values()],
       slotOwners: [...this.reservations.values()].map((r) => !this.displaced.has(r.reservationId)),
-      // Two flat arrays, not entries: no object per shopper (a hot SKU has one per hold).
-      shoppers: [...this.shopperQuantity.keys()],
-      shopperQuantities: [...this.shopperQuantity.values()],
+      shoppers,
+      shopperQuantities: units,
       checkoutKeys: [...this.checkoutKeys.entries()],
       settledOrder: this.settledOrder(),
       rememberedKeys: this.rememberedKeys.pack(),
@@ -900,29 +897,9 @@ export class SkuAllocator {
     a.held = state.held;
     a.sold = state.sold;
     a.liveHolds = state.liveHolds;
-    let held = 0;
-    let live = 0;
-    state.reservations.forEach((r, i) => {
-      const copy = adopt ? r : { ...r };
-      const before = a.reservations.size;
-      // One hash look-up per hold, not a has() and a set(): a duplicate leaves the size as it was.
-      if (a.reservations.set(r.reservationId, copy).size === before) {
-        throw new InvariantViolation(`${state.sku}: restored reservation ${r.reservationId} is duplicated`);
-      }
-      if (state.slotOwners[i] === true) a.idempotencySlots.take(copy);
-      else a.displaced.add(r.reservationId);
-      if (isLive(r.status)) {
-        held += r.quantity;
-        live += 1;
-      }
-      if (r.status === 'held') a.expiryQueue.push(copy);
-      if (r.status === 'tentative') a.tentative.set(r.reservationId, reservedAtMs(r));
-    });
-    if (held !== a.held || live !== a.liveHolds) {
-      throw new InvariantViolation(`${state.sku}: restored held ${a.held}/${a.liveHolds} but reservations hold ${held}/${live}`);
-    }
     if (state.shoppers.length !== state.shopperQuantities.length) throw new InvariantViolation(`${state.sku}: shoppers and their quantities differ in length`);
-    state.shoppers.forEach((shopper, i) => a.shopperQuantity.set(shopper, state.shopperQuantities[i]!));
+    const unitsRestored = a.restoreReservations(state, adopt);
+    for (let j = 0; j < unitsRestored.length; j++) if (unitsRestored[j] === 0) a.restoreShopperUnits(state, j);
     for (const [slot, record] of state.checkoutKeys) a.checkoutKeys.set(slot, { ...record });
     for (const id of state.settledOrder) {
       const settledAtMs = a.reservations.get(id)?.settledAtMs;
@@ -942,7 +919,65 @@ export class SkuAllocator {
     a.assertInvariants();
     return a;
   }
+
+  /**
+   * The state's reservations into the indexes, each shopper's units beside
+   * their reservation: shoppers are listed in the order they first reserved,
+   * so the next shopper whose units are not yet restored is almost always the
+   * one of the reservation just restored, whose entry taking the slot left at
+   * hand (Shoppers keeps the last one): no second look-up in a Map of a
+   * million shoppers (bench/restore-cost.ts). Returns, per listed shopper, 1
+   * if their units were restored here.
+   */
+  private restoreReservations(state: AllocatorState, adopt: boolean): Uint8Array {
+    const unitsRestored = new Uint8Array(state.shoppers.length);
+    let nextShopper = 0;
+    let held = 0;
+    let live = 0;
+    state.reservations.forEach((r, i) => {
+      const copy = adopt ? r : { ...r };
+      const before = this.reservations.size;
+      // One hash look-up per hold, not a has() and a set(): a duplicate leaves the size as it was.
+      if (this.reservations.set(r.reservationId, copy).size === before) {
+        throw new InvariantViolation(`${state.sku}: restored reservation ${r.reservationId} is duplicated`);
+      }
+      if (state.slotOwners[i] === true) this.shoppers.take(copy);
+      else this.displaced.add(r.reservationId);
+      while (nextShopper < unitsRestored.length && unitsRestored[nextShopper] === 1) nextShopper += 1;
+      const lookUntil = Math.min(unitsRestored.length, nextShopper + restoreShopperLookahead);
+      for (let j = nextShopper; j < lookUntil; j++) {
+        if (unitsRestored[j] === 1 || state.shoppers[j] !== r.shopperId) continue;
+        this.restoreShopperUnits(state, j);
+        unitsRestored[j] = 1;
+        break;
+      }
+      if (isLive(r.status)) {
+        held += r.quantity;
+        live += 1;
+      }
+      if (r.status === 'held') this.expiryQueue.push(copy);
+      if (r.status === 'tentative') this.tentative.set(r.reservationId, reservedAtMs(r));
+    });
+    if (held !== this.held || live !== this.liveHolds) {
+      throw new InvariantViolation(`${state.sku}: restored held ${this.held}/${this.liveHolds} but reservations hold ${held}/${live}`);
+    }
+    return unitsRestored;
+  }
+
+  private restoreShopperUnits(state: AllocatorState, j: number): void {
+    const shopper = state.shoppers[j]!;
+    const units = state.shopperQuantities[j]!;
+    if (!Number.isSafeInteger(units) || units <= 0 || !this.shoppers.restoreUnits(shopper, units)) {
+      throw new InvariantViolation(`${state.sku}: restored shopper ${shopper} with ${units} units, or twice`);
+    }
+  }
 }
+
+/**
+ * Listed shoppers a restore compares with each reservation's: shoppers whose
+ * reservations are all forgotten (paid long ago) are passed over this way.
+ */
+const restoreShopperLookahead = 4;
 
 /** Everything an allocator is, as plain data: what a snapshot encodes. */
 export interface AllocatorState {
@@ -988,6 +1023,11 @@ export interface AllocatorSnapshot {
   rememberedKeys: [number, number, number][];
   queue: QueueState;
   waitlist: import('./waitlist.js').WaitlistEntry[];
+}
+
+function shopperUnitEntries(index: Shoppers): [string, number][] {
+  const { shoppers, units } = index.unitLists();
+  return shoppers.map((shopper, i) => [shopper, units[i]!]);
 }
 
 function notInCart(reservationId: string): Rejection {

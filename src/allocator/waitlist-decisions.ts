@@ -17,7 +17,7 @@ export interface WaitlistSubject {
   readonly config: SkuConfig | null;
   readonly available: number;
   readonly archived: boolean;
-  readonly shopperQuantity: ReadonlyMap<string, number>;
+  readonly shoppers: { units(shopperId: string): number };
   readonly waitlist: Waitlist;
   readonly maxQuantityPerRequest: number;
   readonly waitlistMaxEntries: number;
@@ -90,7 +90,7 @@ function joinRefusal(subject: WaitlistSubject, config: SkuConfig, cmd: JoinComma
   }
   const units = saleableUnits(subject);
   if (units > 0) return { ok: false, code: 'not_sold_out', detail: `${units} available: reserve them instead` };
-  const overLimit = shopperLimitRefusal(config, subject.shopperQuantity.get(cmd.shopperId) ?? 0, cmd.quantity);
+  const overLimit = shopperLimitRefusal(config, subject.shoppers.units(cmd.shopperId), cmd.quantity);
   if (overLimit !== null) return overLimit;
   if (subject.waitlist.openCount >= subject.waitlistMaxEntries) {
     return { ok: false, code: 'waitlist_full', detail: `the waitlist has ${subject.waitlistMaxEntries} entries, as many as it may keep` };
@@ -141,7 +141,7 @@ export function decideOffers(subject: WaitlistSubject, nowMs: number, maxEvents:
   let left = subject.available;
   for (const entry of subject.waitlist.waiting()) {
     if (left === 0 || offers.length >= maxEvents) break;
-    const shopperHas = subject.shopperQuantity.get(entry.shopperId) ?? 0;
+    const shopperHas = subject.shoppers.units(entry.shopperId);
     if (entry.quantity > left || shopperHas + entry.quantity > config.perShopperLimit) continue;
     left -= entry.quantity;
     offers.push({
