@@ -95,6 +95,26 @@ t.test('restore: idempotency slots come back whether keys are distinct or shared
   }
 });
 
+t.test('restore: every shopper gets their units, in or out of reservation order; a state listing a shopper twice or at 0 units is refused', async (t) => {
+  const { allocator, reserve, apply } = harness();
+  const decisions = ['alice', 'bob', 'alice', 'carol'].map((shopper, i) => reserve(shopper, 1, `k${i}`));
+  for (const d of decisions) if (!d.ok || d.kind !== 'new') throw new Error('reserve failed');
+  const released = allocator.release((decisions[1] as { event: { reservationId: string } }).event.reservationId, 'bob', 2_000);
+  if (!released.ok || released.event === null) throw new Error('release failed');
+  apply(released.event);
+  const state = allocator.exportState();
+  t.same(state.shoppers, ['alice', 'carol'], 'bob holds nothing');
+  const reversed = { ...state, shoppers: [...state.shoppers].reverse(), shopperQuantities: [...state.shopperQuantities].reverse() };
+  for (const [name, s] of [['as listed', state], ['listed in reverse', reversed]] as const) {
+    const restored = SkuAllocator.restore(s, limits);
+    t.same([restored.shoppers.units('alice'), restored.shoppers.units('bob'), restored.shoppers.units('carol')], [2, 0, 1], name);
+    t.equal(restored.shoppers.size, 3, `${name}: bob stays for his slot`);
+  }
+  t.throws(() => SkuAllocator.restore({ ...state, shoppers: ['alice', 'alice'] }, limits), InvariantViolation, 'a shopper twice');
+  t.throws(() => SkuAllocator.restore({ ...state, shopperQuantities: [2, 0] }, limits), InvariantViolation, '0 units');
+  t.throws(() => SkuAllocator.restore({ ...state, shopperQuantities: [2, 1.5] }, limits), InvariantViolation, 'a fraction');
+});
+
 t.test('release and expiry return stock and free the shopper limit', async (t) => {
   const { allocator, reserve, apply } = harness();
   const decision = reserve('alice', 3, 'k1');
