@@ -11,11 +11,10 @@
  *       the same strings again (hash cached: the insert alone),
  *       small integers (no string hash at all).
  *
- * A restore puts every hold in three such Maps (reservations by id, the
- * idempotency slots and the quantities, both by shopper), keyed by two strings
- * decoded moments before (the shopper's hash is computed once, for the first
- * of its two Maps): the last three rows say how much of it is hashing and how
- * much the inserts. Times are CPU milliseconds of this process (single-threaded here).
+ * A restore puts every hold in two such Maps (reservations by id; the
+ * shoppers, whose entry holds their units and idempotency slots), keyed by two
+ * strings decoded moments before: the last three rows say how much of it is
+ * hashing and how much the inserts. Times are CPU milliseconds of this process (single-threaded here).
  *
  *   node --expose-gc --import tsx bench/restore-cost.ts [--holds 1000000] [--repeat 3]
  *   npm run build && node --expose-gc dist/bench/restore-cost.js …   (compiled, as the service runs)
