@@ -1,5 +1,6 @@
 import { isOpen, waitlistSlot, type Waitlist, type WaitlistEntry } from './waitlist.js';
 import { saleClosed, shopperLimitRefusal } from './refusals.js';
+import type { Shoppers } from './shoppers.js';
 import type { Rejection, SkuConfig, StockEvent, WaitlistJoinedEvent, WaitlistOfferedEvent } from './types.js';
 
 /**
@@ -17,7 +18,7 @@ export interface WaitlistSubject {
   readonly config: SkuConfig | null;
   readonly available: number;
   readonly archived: boolean;
-  readonly shoppers: { units(shopperId: string): number };
+  readonly shoppers: Pick<Shoppers, 'units'>;
   readonly waitlist: Waitlist;
   readonly maxQuantityPerRequest: number;
   readonly waitlistMaxEntries: number;
