@@ -13,15 +13,23 @@ export { decodeSnapshot, SnapshotDecoder } from './decoder.js';
 export { snapshotFormatVersion, SnapshotFormatError } from './format.js';
 
 /**
- * Grows by doubling. Numbers go through a DataView and ASCII strings byte by
- * byte (no native call per field): a hot SKU's 183,000 reservations are encoded
- * in slices on the shard's own thread (src/snapshot/live.ts), where every
- * microsecond per field is loop delay.
+ * Sized once from an estimate, and grows by doubling past it. Numbers go
+ * through a DataView and ASCII strings byte by byte (no native call per
+ * field): a hot SKU's 183,000 reservations are encoded in slices on the
+ * shard's own thread (src/snapshot/live.ts), where every microsecond per field
+ * is loop delay. Growing copied the bytes so far and touched fresh pages each
+ * time (a 24 MB snapshot grew 13 times, and `finish` copied it once more): the
+ * estimate and the view `finish` returns cut that (docs/performance.md).
  */
 class Writer {
-  private buffer = Buffer.allocUnsafe(4096);
-  private view = new DataView(this.buffer.buffer, this.buffer.byteOffset, this.buffer.length);
+  private buffer: Buffer;
+  private view: DataView;
   length = 0;
+
+  constructor(capacityBytes: number) {
+    this.buffer = Buffer.allocUnsafe(Math.max(minimumCapacityBytes, Math.ceil(capacityBytes)));
+    this.view = new DataView(this.buffer.buffer, this.buffer.byteOffset, this.buffer.length);
+  }
 
   private room(bytes: number): void {
     if (this.length + bytes <= this.buffer.length) return;
@@ -90,10 +98,32 @@ class Writer {
     this.length += values.byteLength;
   }
 
+  /** The bytes written: a view of the writer's buffer (not a copy), which the writer no longer touches. */
   finish(): Buffer {
     this.buffer.writeUInt32LE(this.length - headerBytes, 8);
-    return Buffer.from(this.buffer.subarray(0, this.length));
+    return this.buffer.subarray(0, this.length);
   }
+}
+
+const minimumCapacityBytes = 4096;
+/**
+ * Bytes per item the first buffer is sized for: a reservation of the hot-SKU
+ * bench takes 129 (three ids, four numbers, flags), a shopper's units ~50; an
+ * estimate a little above what most SKUs take. Pages of the buffer never
+ * written are never touched, so a high estimate costs address space, not memory.
+ */
+const estimatedBytesPerReservation = 160;
+const estimatedBytesPerShopper = 64;
+const estimatedBytesPerCheckoutKey = 200;
+
+function estimatedBytes(state: AllocatorState): number {
+  let bytes = minimumCapacityBytes;
+  bytes += state.reservations.length * estimatedBytesPerReservation;
+  bytes += state.shoppers.length * estimatedBytesPerShopper;
+  bytes += state.checkoutKeys.length * estimatedBytesPerCheckoutKey;
+  bytes += state.settledOrder.length * 4;
+  for (const g of state.rememberedKeys) bytes += 12 + g.hashes.byteLength + g.seconds.byteLength;
+  return bytes;
 }
 
 
@@ -111,7 +141,7 @@ export function encodeSnapshot(allocator: SkuAllocator): Buffer {
  * earlier copies). The bytes are the same whatever the slices.
  */
 export class SnapshotEncoder {
-  private readonly w = new Writer();
+  private readonly w: Writer;
   private readonly index = new Map<string, number>();
   /** The lists after the counts, in order; each is written as its length, then its items. */
   private readonly lists: { length: number; item: (i: number) => void }[];
@@ -123,7 +153,7 @@ export class SnapshotEncoder {
     private readonly state: AllocatorState,
     current: (r: Reservation) => Reservation = (r) => r,
   ) {
-    const w = this.w;
+    const w = (this.w = new Writer(estimatedBytes(state)));
     w.u32(magic);
     w.u32(snapshotFormatVersion);
     w.u32(0); // body length, filled in by finish()
