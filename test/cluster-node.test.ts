@@ -63,6 +63,12 @@ t.test('three nodes: balance, forwarding, one SKU oversold never, failover, grac
   const replied = scraped.map((text) => total(text, 'flashstock_cluster_forwarded_total', 'replied'));
   t.equal(replied.filter((n) => n > 0).length, 2, `the two other nodes count the commands they forwarded and got replies to (${replied.join(', ')})`);
   t.ok(replied.reduce((a, b) => a + b, 0) >= 1000, 'about two thirds of the 2,001 requests were forwarded');
+  const sent = scraped.map((text) => total(text, 'flashstock_cluster_forwarded_total', 'sent'));
+  const frames = scraped.map((text) => Number(/^flashstock_cluster_forward_frames_total (\d+)$/m.exec(text)?.[1] ?? 'NaN'));
+  for (const [i, n] of frames.entries()) {
+    // Forwarded commands go out in frames: at least one for a node that forwarded any, never more frames than commands.
+    t.ok(sent[i]! === 0 ? n === 0 : n >= 1 && n <= sent[i]!, `node ${i + 1} sent its ${sent[i]} forwarded commands in ${n} frames`);
+  }
   const received = scraped.map((text) => total(text, 'flashstock_cluster_notices_total', 'received'));
   t.equal(received.filter((n) => n > 0).length, 2, `the two nodes that follow RACE without owning it count the stock notices its owner pushed (${received.join(', ')})`);
 

@@ -163,7 +163,12 @@ function withChecks(outcome: CheckOutcome, extra: Check[]): CheckOutcome {
 
 function commitsDuring(before: CommitTotals | null, after: CommitTotals | null): CommitTotals | null {
   if (before === null || after === null) return null;
-  return { commits: after.commits - before.commits, events: after.events - before.events };
+  return {
+    commits: after.commits - before.commits,
+    events: after.events - before.events,
+    forwarded: after.forwarded - before.forwarded,
+    forwardFrames: after.forwardFrames - before.forwardFrames,
+  };
 }
 
 async function samePlacement(system: RunningSystem, before: Placement): Promise<boolean> {

@@ -38,8 +38,11 @@ export interface RunRecord {
   httpThreads?: number;
   /** A cluster run under --to-owner or --to-others: where its requests went. */
   aim?: Aim;
-  /** flashstock: successful group commits during the run and the events they carried, every node summed (from /metrics). */
-  commits?: { commits: number; events: number };
+  /**
+   * flashstock: successful group commits during the run and the events they carried, every node summed (from /metrics);
+   * on a cluster, the commands forwarded to owners and the frames they went out in.
+   */
+  commits?: { commits: number; events: number; forwarded?: number; forwardFrames?: number };
 }
 
 function cpuPer1000Cell(r: RunRecord): string {
@@ -265,6 +268,13 @@ export function clusterFigures(run: RunRecord, runs: readonly RunRecord[]): Clus
   };
 }
 
+/** Forwarded commands per frame sent to owners during the run: how well forwarding batches. */
+function framesCell(r: RunRecord): string {
+  const c = r.commits;
+  if (c?.forwarded === undefined || c.forwardFrames === undefined || c.forwardFrames <= 0) return '—';
+  return `${fmtInt(c.forwarded)} in ${fmtInt(c.forwardFrames)} frames: ${(c.forwarded / c.forwardFrames).toFixed(1)} per frame`;
+}
+
 function commitsCell(r: RunRecord | undefined): string {
   const c = r?.commits;
   if (c === undefined || c.commits <= 0) return '—';
@@ -281,8 +291,8 @@ function clusterSection(runs: readonly RunRecord[]): string[] {
     '',
     'Cluster (`--nodes`; connections round robin over the nodes; forwarded = sent to a node that does not own the SKU\'s shard, which forwards it to the owner):',
     '',
-    '| system | nodes | forwarded | rate ÷ single node | local p50 / p99 ms | forwarded p50 / p99 ms | forwarding adds p50 / p99 ms | extra server CPU per forwarded request | group commits × mean events: cluster / single node |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| system | nodes | forwarded | rate ÷ single node | local p50 / p99 ms | forwarded p50 / p99 ms | forwarding adds p50 / p99 ms | extra server CPU per forwarded request | group commits × mean events: cluster / single node | forwarded commands per frame |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const { r, f } of rows) {
     out.push(
@@ -296,6 +306,7 @@ function clusterSection(runs: readonly RunRecord[]): string[] {
         f.forwarded.count === 0 ? '—' : `${fmtMs(f.forwarded.p50 - f.local.p50)} / ${fmtMs(f.forwarded.p99 - f.local.p99)}`,
         f.extraCpuPerForwardedUs === null ? '—' : `${Math.round(f.extraCpuPerForwardedUs)} µs ${f.extraMeasured ? '(against to owner)' : '(est.)'}`,
         `${commitsCell(r)} / ${commitsCell(singleNodeOf(r, runs))}`,
+        framesCell(r),
       ].join(' | ')} |`,
     );
   }

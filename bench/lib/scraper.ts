@@ -34,14 +34,22 @@ export function startScraper(url: string, intervalMs = 1000): Scraper {
   };
 }
 
-/** Successful group commits and the events they carried, summed over every node (`flashstock_commit_batch_events`). */
+/**
+ * Successful group commits and the events they carried, summed over every node
+ * (`flashstock_commit_batch_events`); on a cluster also the commands forwarded
+ * to owners and the frames they went out in (0 on a single node).
+ */
 export interface CommitTotals {
   commits: number;
   events: number;
+  forwarded: number;
+  forwardFrames: number;
 }
 
 const commitCountPattern = /^flashstock_commit_batch_events_count(?:\{\})? (\S+)$/m;
 const commitSumPattern = /^flashstock_commit_batch_events_sum(?:\{\})? (\S+)$/m;
+const forwardedPattern = /^flashstock_cluster_forwarded_total\{outcome="sent"\} (\S+)$/m;
+const forwardFramesPattern = /^flashstock_cluster_forward_frames_total(?:\{\})? (\S+)$/m;
 
 /** Reads `/metrics` of every URL; null when one cannot be read (the figure is then left out, never guessed). */
 export async function commitTotals(urls: readonly string[]): Promise<CommitTotals | null> {
@@ -53,10 +61,16 @@ export async function commitTotals(urls: readonly string[]): Promise<CommitTotal
         const commits = commitCountPattern.exec(text)?.[1];
         const events = commitSumPattern.exec(text)?.[1];
         if (!res.ok || commits === undefined || events === undefined) throw new Error(`${url}/metrics: no commit histogram`);
-        return { commits: Number(commits), events: Number(events) };
+        const forwarded = Number(forwardedPattern.exec(text)?.[1] ?? 0);
+        return { commits: Number(commits), events: Number(events), forwarded, forwardFrames: Number(forwardFramesPattern.exec(text)?.[1] ?? 0) };
       }),
     );
-    return totals.reduce((a, b) => ({ commits: a.commits + b.commits, events: a.events + b.events }));
+    return totals.reduce((a, b) => ({
+      commits: a.commits + b.commits,
+      events: a.events + b.events,
+      forwarded: a.forwarded + b.forwarded,
+      forwardFrames: a.forwardFrames + b.forwardFrames,
+    }));
   } catch {
     return null;
   }

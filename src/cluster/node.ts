@@ -293,11 +293,11 @@ async function joinCluster(
 }
 
 function clusterStats(forwarder: ForwardPool, live: ClusterLive, endpoint: ClusterEndpoint | null): ClusterStats {
-  const { forwarded, notices, refusals } = forwarder.totals();
+  const { forwarded, forwardFrames, notices, refusals } = forwarder.totals();
   const { sent, coalesced, dropped } = notices;
   const fromEndpoint = endpoint?.refusals ?? newFrameRefusals();
   addRefusals(refusals, fromEndpoint);
-  return { forwarded, notices: { sent, coalesced, dropped, ...live.stats }, refusals };
+  return { forwarded, forwardFrames, notices: { sent, coalesced, dropped, ...live.stats }, refusals };
 }
 
 /** The node in the shape of the single-process shards service (src/services/shards.ts) that startFlashstock uses. */

@@ -652,6 +652,8 @@ function unknown(detail: string): ForwardResult {
 export interface ForwardTotals {
   /** Commands sent to owners, replies received, replies that did not come in time. */
   forwarded: { sent: number; replied: number; timed_out: number };
+  /** Frames those commands went out in (a turn's commands to one owner share a frame, up to maxBatch). */
+  forwardFrames: number;
   notices: NoticeStats;
   /** Owners' frames and replies refused, by reason. */
   refusals: FrameRefusals;
@@ -663,6 +665,7 @@ export class ForwardPool {
   /** Counts of clients already closed, so the totals only ever grow (metrics counters). */
   private readonly retired: ForwardTotals = {
     forwarded: { sent: 0, replied: 0, timed_out: 0 },
+    forwardFrames: 0,
     notices: { sent: 0, coalesced: 0, dropped: 0, heldBack: 0 },
     refusals: newFrameRefusals(),
   };
@@ -716,6 +719,7 @@ function addTotals(totals: ForwardTotals, client: ForwardClient): void {
   totals.forwarded.sent += client.stats.sent;
   totals.forwarded.replied += client.stats.replies;
   totals.forwarded.timed_out += client.stats.timeouts;
+  totals.forwardFrames += client.stats.frames;
   for (const key of Object.keys(totals.notices) as (keyof NoticeStats)[]) totals.notices[key] += client.noticeStats[key];
   addRefusals(totals.refusals, client.refusals);
 }

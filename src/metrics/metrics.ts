@@ -56,6 +56,8 @@ export interface PaymentStats {
 export interface ClusterStats {
   /** Commands forwarded to their shard's owner. */
   forwarded: { sent: number; replied: number; timed_out: number };
+  /** Frames the forwarded commands went out in: commands ÷ frames is how well forwarding batches. */
+  forwardFrames: number;
   /** Live-stock notices: to peers, and from them. */
   notices: { sent: number; coalesced: number; dropped: number; received: number; stale: number };
   /** Frames and messages from peers refused, by reason (src/shard/protocol.ts). */
@@ -614,6 +616,7 @@ export class Metrics {
 
   /** Cluster nodes: forwarding and live-stock notices between nodes (no samples on a node running alone). */
   private defineCluster(): void {
+    const self = this;
     totalsCounter(
       this.registry,
       'flashstock_cluster_forwarded_total',
@@ -621,6 +624,17 @@ export class Metrics {
       'outcome',
       () => this.sources.cluster?.().forwarded,
     );
+    new client.Counter({
+      name: 'flashstock_cluster_forward_frames_total',
+      help: "Frames that carried this node's forwarded commands to their owners: commands sent ÷ frames is the commands per frame (one frame per owner per event-loop turn)",
+      registers: [this.registry],
+      collect() {
+        const frames = self.sources.cluster?.().forwardFrames;
+        if (frames === undefined) return;
+        this.reset();
+        this.inc(frames);
+      },
+    });
     totalsCounter(
       this.registry,
       'flashstock_cluster_notices_total',
