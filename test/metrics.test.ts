@@ -48,6 +48,7 @@ t.test('exposition: default Node metrics and every flashstock metric', async (t)
   t.equal(sample(text, 'flashstock_ready'), 1);
   t.not(sample(text, 'flashstock_payment_queue_jobs', { queue: 'payment-finalize' }), null, 'queue depth sampled');
   t.equal(sample(text, 'flashstock_ws_redis_up'), null, 'no Redis fan-out: no sample');
+  t.equal(sample(text, 'flashstock_cluster_forward_frames_total'), null, 'a node running alone forwards nothing: no sample, as for the other cluster metrics');
   t.not(sample(text, 'flashstock_live_holds'), null, 'live holds are reported by the shards');
   t.not(sample(text, 'flashstock_snapshots_written'), null, 'snapshots written are reported by the shards');
   for (const line of text.split('\n').filter((l) => l.startsWith('# TYPE flashstock_'))) {

@@ -300,6 +300,27 @@ export class Metrics {
   provide(sources: MetricSources): void {
     this.sources = { ...this.sources, ...sources };
     this.registerOptionalGauges();
+    this.registerForwardFrames();
+  }
+
+  /**
+   * Registered once a cluster source exists: an unlabelled counter always
+   * shows a sample, and a node running alone would show a misleading 0 where
+   * the other cluster metrics show none.
+   */
+  private registerForwardFrames(): void {
+    const name = 'flashstock_cluster_forward_frames_total';
+    if (this.sources.cluster === undefined || this.registry.getSingleMetric(name) !== undefined) return;
+    const self = this;
+    new client.Counter({
+      name,
+      help: "Frames that carried this node's forwarded commands to their owners: commands sent ÷ frames is the commands per frame (one frame per owner per event-loop turn)",
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(self.sources.cluster?.().forwardFrames ?? 0);
+      },
+    });
   }
 
   /** The cached instruments of one route pattern and method. */
@@ -616,7 +637,6 @@ export class Metrics {
 
   /** Cluster nodes: forwarding and live-stock notices between nodes (no samples on a node running alone). */
   private defineCluster(): void {
-    const self = this;
     totalsCounter(
       this.registry,
       'flashstock_cluster_forwarded_total',
@@ -624,17 +644,6 @@ export class Metrics {
       'outcome',
       () => this.sources.cluster?.().forwarded,
     );
-    new client.Counter({
-      name: 'flashstock_cluster_forward_frames_total',
-      help: "Frames that carried this node's forwarded commands to their owners: commands sent ÷ frames is the commands per frame (one frame per owner per event-loop turn)",
-      registers: [this.registry],
-      collect() {
-        const frames = self.sources.cluster?.().forwardFrames;
-        if (frames === undefined) return;
-        this.reset();
-        this.inc(frames);
-      },
-    });
     totalsCounter(
       this.registry,
       'flashstock_cluster_notices_total',
