@@ -934,7 +934,9 @@ export class SkuAllocator {
     let nextShopper = 0;
     let held = 0;
     let live = 0;
-    state.reservations.forEach((r, i) => {
+    const reservations = state.reservations;
+    for (let i = 0; i < reservations.length; i++) {
+      const r = reservations[i]!;
       const copy = adopt ? r : { ...r };
       const before = this.reservations.size;
       // One hash look-up per hold, not a has() and a set(): a duplicate leaves the size as it was.
@@ -957,7 +959,7 @@ export class SkuAllocator {
       }
       if (r.status === 'held') this.expiryQueue.push(copy);
       if (r.status === 'tentative') this.tentative.set(r.reservationId, reservedAtMs(r));
-    });
+    }
     if (held !== this.held || live !== this.liveHolds) {
       throw new InvariantViolation(`${state.sku}: restored held ${this.held}/${this.liveHolds} but reservations hold ${held}/${live}`);
     }
