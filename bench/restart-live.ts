@@ -16,6 +16,7 @@
  *
  * --keep leaves the database for --reuse, which only restarts the service on it
  * (another build against the same log: a before/after of the same state).
+ * --cpu-prof DIR runs the service under `node --cpu-prof`, its profiles in DIR.
  *
  * Compiled (`npm run build && node dist/bench/restart-live.js …`) the service
  * runs without tsx, as `npm start` does.
@@ -34,6 +35,8 @@ import { argValue, cpuMsOf, freshDatabase, loadAverage, numberArg, secrets, star
 
 const holds = numberArg('holds', 1_000_000);
 const restarts = numberArg('restarts', 2);
+const cpuProfDir = argValue('cpu-prof');
+const serviceNodeArgs = cpuProfDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`];
 const eventsPerInsert = 5000;
 const say = (line: string): void => void process.stderr.write(`[restart-live ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 
@@ -71,7 +74,7 @@ function listeningToReadyMs(logs: Array<Record<string, unknown>>): number | null
 }
 
 async function start(url: string, label: string): Promise<Record<string, unknown>> {
-  const service = await startProbedService(url, {}, [], 600_000);
+  const service = await startProbedService(url, {}, serviceNodeArgs, 600_000);
   const cpuMs = cpuMsOf(service.child.pid);
   const line = service.logs.find((l) => l.msg === 'shards recovered from the event log');
   const stats = await probeGet<Record<string, number>>(service.probePort, '/stats?gc=1');
