@@ -1,5 +1,6 @@
 import t from 'tap';
 import { deepStrictEqual, equal, throws } from 'node:assert/strict';
+import { isDeepStrictEqual } from 'node:util';
 import fc from 'fast-check';
 import { SkuAllocator, InvariantViolation } from '../src/allocator/allocator.js';
 import { slotHash } from '../src/allocator/remembered-keys.js';
@@ -308,6 +309,64 @@ t.test('property: any command sequence keeps the invariants, never oversells, an
     { numRuns: 500 },
   );
   t.pass('500 random command sequences held every property');
+});
+
+/** What a sweep at `atMs` would do to a copy of `allocator` (the copy goes through its exported state): holds it would expire, reservations it would forget, and the state after. */
+function sweptCopy(allocator: SkuAllocator, allocatorLimits: typeof limits, atMs: number) {
+  const copy = SkuAllocator.restore(allocator.exportState(), allocatorLimits);
+  const expired = copy.expireDue(atMs).length;
+  const forgotten = copy.forgetSettled(atMs);
+  return { expired, forgotten, snapshot: copy.snapshot() };
+}
+
+t.test('property: nextDueMs is when time alone first gives a sweep work (so a shard may skip a quiet SKU until then)', async (t) => {
+  const memoryLimits = { ...limits, reservationMemoryMs: 20_000, idempotencyKeyTtlMs: 60_000 };
+  fc.assert(
+    fc.property(fc.array(command, { minLength: 5, maxLength: 80 }), (commands) => {
+      const { allocator, apply } = harness({ ...baseConfig, stock: 20, holdSeconds: 30 }, memoryLimits);
+      let now = 1000;
+      let n = 0;
+      const ids: string[] = [];
+      for (const c of commands) {
+        if (c.type === 'reserve') {
+          const d = allocator.reserve({ reservationId: `r${++n}`, shopperId: `s${c.shopper}`, quantity: c.quantity, idempotencyKey: `k${c.key}` }, now, { keyChecked: true });
+          if (d.ok && d.kind === 'new') {
+            apply(d.event);
+            ids.push(d.event.reservationId);
+          }
+        } else if (c.type === 'release' || c.type === 'checkout' || c.type === 'settle') {
+          const reservation = allocator.reservations.get(ids[c.pick % Math.max(ids.length, 1)] ?? '');
+          if (reservation === undefined) continue;
+          const id = reservation.reservationId;
+          if (c.type === 'release') {
+            const d = allocator.release(id, reservation.shopperId, now);
+            if (d.ok && d.event) apply(d.event);
+          } else if (c.type === 'checkout') {
+            const d = allocator.checkout({ reservationId: id, shopperId: reservation.shopperId, orderId: `o${id}`, idempotencyKey: `c${id}`, paymentMethod: 'pm_ok' }, now);
+            if (d.ok && d.kind === 'new') apply(d.event);
+          } else {
+            const e = allocator.settlePayment(id, c.paid ? 'committed' : 'payment_failed', now);
+            if (e) apply(e);
+          }
+        } else if (c.type === 'advance') {
+          // A sweep at the new time: the shell's timer in miniature.
+          now += c.ms;
+          for (const e of allocator.expireDue(now)) apply(e);
+          allocator.forgetSettled(now);
+        }
+        const due = allocator.nextDueMs();
+        const unchanged = allocator.snapshot();
+        const before = sweptCopy(allocator, memoryLimits, Number.isFinite(due) ? due - 1 : now + 1e9);
+        if (before.expired !== 0 || before.forgotten !== 0) throw new Error(`a sweep before ${due} had work`);
+        deepStrictEqual(before.snapshot, unchanged);
+        if (!Number.isFinite(due)) continue;
+        const at = sweptCopy(allocator, memoryLimits, due);
+        if (at.expired === 0 && at.forgotten === 0 && isDeepStrictEqual(at.snapshot, unchanged)) throw new Error(`a sweep at ${due} had no work`);
+      }
+    }),
+    { numRuns: 300 },
+  );
+  t.pass('300 random command sequences: no sweep work before nextDueMs, some at it');
 });
 
 // ------------------------------------------------------------------ memory bounded by live work

@@ -1,4 +1,5 @@
 import t from 'tap';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createTestDatabase } from './helpers/db.js';
 import { startTestService, type TestService } from './helpers/service.js';
 import { connectStream } from './helpers/stream-client.js';
@@ -112,6 +113,25 @@ t.test('an ended sale leaves memory and still answers GET; archive releases hold
   await until(t, 'the archived SKU is passivated', async () => (await counts(api)).allocatorCount === before - 2);
   t.match(await api.putSku('KEEP', { stock: 7 }), { status: 200, body: { stock: 7, available: 7 } }, 'PUT reopens it');
   t.equal((await api.reserve('KEEP', 'dave', 1)).status, 201, 'on sale again');
+});
+
+t.test('a quiet sale is looked at again when time alone makes work: it ends with nothing held and leaves memory, no event to wake it', async (t) => {
+  const db = await createTestDatabase(t);
+  const time = clock();
+  const api = await startTestService(t, { ...memory, passivateAfterSeconds: 120 }, { nowMs: time.nowMs }, db.url);
+  const endsAt = new Date(time.nowMs() + 60_000).toISOString();
+  await api.putSku('QUIET', { stock: 5, endsAt });
+  await api.putSku('STAYS', { stock: 5 });
+  const before = (await counts(api)).allocatorCount;
+  // Real time passes (many sweeps, each finding both SKUs quiet), the clock does not.
+  await sleep(200);
+  time.advance(60_000);
+  await sleep(200);
+  t.equal((await counts(api)).allocatorCount, before, 'ended, but quiet for less than PASSIVATE_AFTER_SECONDS: still in memory');
+  time.advance(60_000);
+  await until(t, 'the ended sale is passivated', async () => (await counts(api)).allocatorCount === before - 1);
+  t.match(await api.call('GET', '/v1/skus/QUIET'), { status: 200, body: { sku: 'QUIET', available: 5, endsAt } }, 'it still answers GET');
+  t.match(await api.reserve('STAYS', 'alice', 1), { status: 201 }, 'the open sale stayed and sells');
 });
 
 t.test('snapshots every SNAPSHOT_EVERY_EVENTS; a restart recovers from snapshot + tail', async (t) => {

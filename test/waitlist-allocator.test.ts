@@ -150,6 +150,13 @@ t.test('a declined payment goes to the line; leaving releases a standing offer t
   t.equal(wl.entries.get(c)!.status, 'offered');
   t.match(h.allocator.leaveWaitlist(b, 'b', 1700), { ok: true, events: [] }, 'leaving again changes nothing');
   t.match(h.allocator.leaveWaitlist(c, 'intruder', 1700), { ok: false, code: 'not_found' });
+  // What a sweep waits for: the entry that left is forgotten reservationMemoryMs after it closed.
+  t.equal(wl.nextForgetAtMs(60_000), 61_600, 'the closed entry is due reservationMemoryMs after it closed');
+  wl.forgetClosed(61_599, 60_000);
+  t.ok(wl.entries.has(b), 'not forgotten before');
+  wl.forgetClosed(61_600, 60_000);
+  t.notOk(wl.entries.has(b), 'forgotten then');
+  t.equal(wl.nextForgetAtMs(60_000), Infinity, 'nothing closed is left');
 });
 
 t.test('a unit that fits nobody in line stays with the line; a later joiner that fits gets it', async (t) => {

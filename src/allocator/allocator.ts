@@ -200,9 +200,34 @@ export class SkuAllocator {
 
   /** The sale is over (archived, or past `endsAt`) and nothing is live: the SKU may leave memory. */
   canPassivate(nowMs: number): boolean {
+    return nowMs >= this.passivableFromMs();
+  }
+
+  /** From when `canPassivate` holds if nothing else happens: -Infinity (now), endsAt, or Infinity (never). */
+  passivableFromMs(): number {
     const config = this.config;
-    if (config === null || this.liveHolds !== 0) return false;
-    return this.archived || (config.endsAtMs !== null && config.endsAtMs <= nowMs);
+    if (config === null || this.liveHolds !== 0) return Infinity;
+    if (this.archived) return -Infinity;
+    return config.endsAtMs ?? Infinity;
+  }
+
+  /**
+   * The earliest time at which time alone changes what a sweep does here: a
+   * hold expires, a settled reservation or a closed waitlist entry is
+   * forgotten, remembered keys age out. -Infinity while a cart line is
+   * tentative (its cart's decision is asked for on every sweep once late).
+   * Any event changes `seq`, so until one comes a sweep before this time has
+   * nothing to do: a shard with many quiet SKUs skips them (bench/idle-skus.ts).
+   */
+  nextDueMs(): number {
+    if (this.tentative.size !== 0) return -Infinity;
+    const settledDue = this.settledHead < this.settledIds.length ? this.settledTimes[this.settledHead]! + this.reservationMemoryMs : Infinity;
+    return Math.min(
+      this.nextExpiryMs() ?? Infinity,
+      settledDue,
+      this.rememberedKeys.nextDropAtMs,
+      this.waitlist.nextForgetAtMs(this.reservationMemoryMs),
+    );
   }
 
   get stock(): number {

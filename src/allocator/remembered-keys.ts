@@ -155,6 +155,11 @@ export class RememberedKeys {
     return this.generations.size === 0;
   }
 
+  /** When `dropExpired` next drops a generation (Infinity: none held). */
+  get nextDropAtMs(): number {
+    return this.nextDropMs;
+  }
+
   get size(): number {
     let n = 0;
     for (const table of this.generations.values()) n += table.size;

@@ -159,6 +159,11 @@ export class Waitlist {
     this.compactWaiting();
   }
 
+  /** When `forgetClosed(…, memoryMs)` next forgets an entry (Infinity: none closed). */
+  nextForgetAtMs(memoryMs: number): number {
+    return this.closedHead < this.closed.length ? this.closed[this.closedHead]!.closedAtMs! + memoryMs : Infinity;
+  }
+
   /** Forget entries closed at least `memoryMs` before `nowMs`. O(forgotten). */
   forgetClosed(nowMs: number, memoryMs: number): void {
     while (this.closedHead < this.closed.length && this.closed[this.closedHead]!.closedAtMs! + memoryMs <= nowMs) {
