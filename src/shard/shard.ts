@@ -64,6 +64,8 @@ export interface ShardStats {
 const keyCheckedOptions = { keyChecked: true } as const;
 
 interface SkuShell {
+  /** The SKU's allocator in memory (the shell lives and goes with it). */
+  allocator: SkuAllocator;
   /** Seq the latest snapshot covers (as far as this process knows). */
   snapshotSeq: number;
   /** The allocator's seq at the last sweep, and since when it has been so. */
@@ -212,6 +214,7 @@ export class Shard {
     this.allocators.set(allocator.sku, allocator);
     const now = this.ctx.nowMs();
     this.shells.set(allocator.sku, {
+      allocator,
       snapshotSeq: allocator.seq,
       seenSeq: allocator.seq,
       seenSinceMs: now,
@@ -279,10 +282,11 @@ export class Shard {
    */
   sweep(now: number): void {
     if (this.closing || !this.recovered) return;
-    for (const allocator of this.allocators.values()) {
-      if (this.rebuilding.has(allocator.sku)) continue;
-      const shell = this.shells.get(allocator.sku)!;
+    // By shell, not by allocator: a quiet SKU then costs two reads and no look-up.
+    for (const shell of this.shells.values()) {
+      const allocator = shell.allocator;
       if (shell.sweptSeq === allocator.seq && now < shell.quietUntilMs) continue;
+      if (this.rebuilding.has(allocator.sku)) continue;
       const next = allocator.nextExpiryMs();
       if (next !== null && next <= now) this.expire(allocator, now);
       this.carts.sweep(allocator, now);
