@@ -10,7 +10,9 @@
  *   npm run build && node dist/bench/idle-skus.js …   (compiled, as the service runs)
  *
  * Idle CPU is read from /proc (all threads of the service) over --seconds,
- * after the SKUs are made and a 3 s pause.
+ * after the SKUs are made and a 3 s pause. Both services run the bench's probe
+ * (bench/lib/probe.ts), whose 1 ms loop-delay histogram wakes the loop ~750
+ * times a second when idle: part of the baseline, the same in both.
  */
 import { createSkus } from './lib/admin.js';
 import { cpuMsOf, freshDatabase, loadAverage, numberArg, secrets, sleep, startProbedService } from './lib/service.js';
