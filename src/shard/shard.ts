@@ -80,12 +80,10 @@ interface SkuShell {
   /** Reservations and waiting-room tickets in memory when the last snapshot was taken (or the SKU loaded): about that snapshot's size. */
   snapshotReservations: number;
   /**
-   * After a sweep: the allocator's seq then, and until when a sweep has
-   * nothing to do while that seq stays (`quietUntil`). Sweeps skip the SKU
-   * until either changes, so their cost follows the SKUs with work, not the
-   * SKUs in memory.
+   * After a sweep: until when a sweep has nothing to do while the seq stays
+   * `seenSeq` (`quietUntil`). Sweeps skip the SKU until either changes, so
+   * their cost follows the SKUs with work, not the SKUs in memory.
    */
-  sweptSeq: number;
   quietUntilMs: number;
 }
 
@@ -222,7 +220,6 @@ export class Shard {
       retryAtMs: 0,
       idPrefix: reservationIdPrefix(allocator.sku),
       snapshotReservations: allocator.reservations.size + allocator.queue.size,
-      sweptSeq: allocator.seq,
       quietUntilMs: -Infinity,
     });
     const hash = skuHash(allocator.sku);
@@ -285,14 +282,14 @@ export class Shard {
     // By shell, not by allocator: a quiet SKU then costs two reads and no look-up.
     for (const shell of this.shells.values()) {
       const allocator = shell.allocator;
-      if (shell.sweptSeq === allocator.seq && now < shell.quietUntilMs) continue;
+      if (shell.seenSeq === allocator.seq && now < shell.quietUntilMs) continue;
       if (this.rebuilding.has(allocator.sku)) continue;
       const next = allocator.nextExpiryMs();
       if (next !== null && next <= now) this.expire(allocator, now);
       this.carts.sweep(allocator, now);
       allocator.forgetSettled(now);
+      // maintain() recorded the seq as seenSeq (nothing it starts changes the seq before it returns).
       this.maintain(allocator, shell, now);
-      shell.sweptSeq = allocator.seq;
       shell.quietUntilMs = this.quietUntil(allocator, shell);
     }
   }
